@@ -1,0 +1,2 @@
+//! kratos-phone-courier
+pub mod sandbox;
