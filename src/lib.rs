@@ -1,2 +1,40 @@
-//! kratos-phone-courier
+//! # kratos-phone-courier
+//!
+//! Delivers Ory Kratos's one-time codes by SMS and by voice call through
+//! Twilio (and Twilio-compatible providers). Kratos's courier calls this
+//! service over its http channel; the service authenticates it, checks the
+//! message, and turns it into a Twilio Messages or Calls request.
+//!
+//! Where things live:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | defaults, file and environment merged, then checked into [`config::Config`] |
+//! | [`startup`] | binding and wiring the service from a checked configuration |
+//! | [`server`] | the accept loop and graceful shutdown |
+//! | [`app`] | routing, authentication, body limits, one log line per request |
+//! | [`auth`] | constant-time basic-auth and API-key checks |
+//! | [`message`] | the courier message: JSON Schema, then a typed value |
+//! | [`recipient`] | E.164 phone numbers, masked for logs |
+//! | [`courier`] | channel choice, building the SMS or call, mapping provider answers |
+//! | [`twiml`] | the TwiML that speaks a code, and the language choice |
+//! | [`twilio`] | the outbound REST client and its error classes |
+//! | [`error`] | every error answer: status, stable code, message |
+//! | [`sandbox`] | a local Twilio stand-in (`twilio-sandbox`, `serve --dev`) |
+//! | [`dev`] | `serve --dev`: the service and the sandbox in one process |
+//! | [`telemetry`] | log output |
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod courier;
+pub mod dev;
+pub mod error;
+pub mod message;
+pub mod recipient;
 pub mod sandbox;
+pub mod server;
+pub mod startup;
+pub mod telemetry;
+pub mod twilio;
+pub mod twiml;

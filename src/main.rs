@@ -1,1 +1,119 @@
-fn main() {}
+//! The `kratos-phone-courier` binary: parses arguments, loads the
+//! configuration and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kratos_phone_courier::config::{Config, Sources};
+use kratos_phone_courier::{server, startup, telemetry};
+
+#[derive(Parser)]
+#[command(name = "kratos-phone-courier", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML or YAML), layered over the built-in defaults
+    /// and under PHONE_COURIER__SECTION__KEY environment variables.
+    #[arg(long, short = 'c', global = true, env = "PHONE_COURIER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve {
+        /// Development mode: start a Twilio sandbox in this process on a free
+        /// loopback port and send to it, with authentication disabled.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Load and check the configuration, print it with secrets redacted.
+    CheckConfig,
+    /// Probe a health endpoint and exit 0 if it answers 2xx (for container
+    /// health checks on images without curl).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:4470/health/ready")]
+        url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let sources = Sources::from_process(cli.config);
+    match cli.command.unwrap_or(Command::Serve { dev: false }) {
+        Command::CheckConfig => check_config(&sources),
+        Command::Serve { dev } => run(async move {
+            if dev {
+                kratos_phone_courier::dev::run(sources, server::shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                serve(sources).await
+            }
+        }),
+        Command::Healthcheck { url } => run(async move { healthcheck(&url).await }),
+    }
+}
+
+fn check_config(sources: &Sources) -> ExitCode {
+    match Config::load(sources) {
+        Ok(config) => {
+            match serde_json::to_string_pretty(&config) {
+                Ok(text) => println!("{text}"),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            eprintln!("configuration OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(sources: Sources) -> Result<(), String> {
+    let config = Config::load(&sources).map_err(|e| e.to_string())?;
+    telemetry::init(&config.log);
+    let listener = startup::bind(&config).await.map_err(|e| e.to_string())?;
+    startup::serve(config, listener, server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn healthcheck(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {}", response.status()))
+    }
+}

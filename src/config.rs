@@ -1,0 +1,819 @@
+//! Configuration: compiled-in defaults, then a file, then environment
+//! variables, merged by the `config` crate and then checked into a typed
+//! [`Config`] that the rest of the service can trust.
+//!
+//! Loading is two steps on purpose. [`Settings`] mirrors the file format
+//! (everything optional, secrets possibly behind `_file` keys); [`Config`]
+//! is what is left once every key has been checked, every secret read and
+//! every default applied. A mistake is reported as a [`ConfigError`] that
+//! names the key, so `check-config` and `serve` can say exactly what to fix.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::recipient::Recipient;
+
+/// The documented defaults, compiled in so that the binary needs no file.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of the environment variables that override the configuration.
+pub const ENV_PREFIX: &str = "PHONE_COURIER";
+
+/// A configuration mistake, always naming the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("configuration could not be read: {0}")]
+    Load(String),
+}
+
+impl ConfigError {
+    fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The file format
+// ---------------------------------------------------------------------------
+
+/// The merged configuration as written, before checking.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub auth: AuthSettings,
+    pub twilio: TwilioSettings,
+    pub voice: VoiceSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_ms: u64,
+    pub header_read_timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub disabled: bool,
+    pub basic: Option<BasicSettings>,
+    pub api_key: Option<ApiKeySettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicSettings {
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    pub header: Option<String>,
+    pub value: Option<SecretString>,
+    pub value_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioSettings {
+    pub base_url: String,
+    pub account_sid: Option<String>,
+    pub auth_token: Option<SecretString>,
+    pub auth_token_file: Option<PathBuf>,
+    pub api_key_sid: Option<String>,
+    pub api_key_secret: Option<SecretString>,
+    pub api_key_secret_file: Option<PathBuf>,
+    pub from: Option<String>,
+    pub messaging_service_sid: Option<String>,
+    pub voice_from: Option<String>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceSettings {
+    #[serde(rename = "trait")]
+    pub trait_name: String,
+    pub voice: String,
+    pub language: String,
+    pub pause_seconds: u32,
+    pub sentences: BTreeMap<String, SentenceSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentenceSettings {
+    pub voice: Option<String>,
+    pub login: Option<String>,
+    pub registration: Option<String>,
+    pub verification: Option<String>,
+    pub recovery: Option<String>,
+    pub other: Option<String>,
+    pub again: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// The checked configuration
+// ---------------------------------------------------------------------------
+
+/// The checked configuration the service runs with.
+///
+/// `Serialize` prints it for `check-config`; every secret serializes as
+/// `"[redacted]"` so the output can be pasted into an issue.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub twilio: TwilioConfig,
+    pub voice: VoiceConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    #[serde(rename = "shutdown_grace_ms", serialize_with = "ser_millis")]
+    pub shutdown_grace: Duration,
+    #[serde(rename = "header_read_timeout_ms", serialize_with = "ser_millis")]
+    pub header_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthConfig {
+    /// No authentication at all (development only).
+    pub disabled: bool,
+    pub basic: Option<BasicAuth>,
+    pub api_key: Option<ApiKeyAuth>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BasicAuth {
+    pub username: String,
+    #[serde(serialize_with = "ser_redacted")]
+    pub password: SecretString,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyAuth {
+    /// Header name, kept as configured for display; matched case-insensitively.
+    pub header: String,
+    #[serde(serialize_with = "ser_redacted")]
+    pub value: SecretString,
+}
+
+/// Who sends the SMS: an owned number or a Messaging Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsSender {
+    From(String),
+    MessagingServiceSid(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TwilioConfig {
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub account_sid: String,
+    /// The user of HTTP Basic: the account sid, or an API key sid.
+    pub username: String,
+    /// The auth token or the API key secret.
+    #[serde(serialize_with = "ser_redacted")]
+    pub password: SecretString,
+    pub sms_sender: SmsSender,
+    /// Caller id for calls; `None` disables voice.
+    pub voice_from: Option<String>,
+    #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VoiceConfig {
+    #[serde(rename = "trait")]
+    pub trait_name: String,
+    pub voice: String,
+    /// Normalised BCP 47 tag (`en-US`).
+    pub language: String,
+    pub pause_seconds: u32,
+    /// Normalised language tag → sentences.
+    pub sentences: BTreeMap<String, Sentences>,
+}
+
+/// What is said for one language. Missing entries fall back to the default
+/// language's, then to English.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sentences {
+    pub voice: Option<String>,
+    pub login: String,
+    pub registration: String,
+    pub verification: String,
+    pub recovery: String,
+    pub other: String,
+    pub again: String,
+}
+
+fn ser_redacted<S: Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("[redacted]")
+}
+
+fn ser_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------
+
+/// Where the configuration comes from. The environment is passed in (not
+/// read from the process) so tests can give each case its own.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub env: HashMap<String, String>,
+}
+
+impl Sources {
+    /// The file given on the command line and this process's environment.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        Sources {
+            file,
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+impl Settings {
+    /// Merge defaults, file and environment.
+    pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+        use config::{Environment, File, FileFormat};
+        let mut builder =
+            config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = &sources.file {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "the file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path.as_path()).required(true));
+        }
+        let env: config::Map<String, String> = sources
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .separator("__")
+                .source(Some(env)),
+        );
+        let merged = builder
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        merged
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(e.to_string()))
+    }
+
+    /// Check every key and produce the configuration the service runs with.
+    pub fn check(self, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        Ok(Config {
+            server: self.server.check()?,
+            log: self.log.check()?,
+            auth: self.auth.check()?,
+            twilio: self.twilio.check(env)?,
+            voice: self.voice.check()?,
+        })
+    }
+}
+
+impl Config {
+    /// Load and check in one step.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        Settings::load(sources)?.check(&sources.env)
+    }
+}
+
+impl ServerSettings {
+    fn check(self) -> Result<ServerConfig, ConfigError> {
+        let listen = self.listen.parse().map_err(|_| {
+            ConfigError::invalid(
+                "server.listen",
+                format!(
+                    "`{}` is not an address:port such as 127.0.0.1:4470 or 0.0.0.0:4470",
+                    self.listen
+                ),
+            )
+        })?;
+        if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "server.max_body_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "server.header_read_timeout_ms",
+                "must be above 0",
+            ));
+        }
+        Ok(ServerConfig {
+            listen,
+            max_body_bytes: self.max_body_bytes,
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+        })
+    }
+}
+
+impl LogSettings {
+    fn check(self) -> Result<LogConfig, ConfigError> {
+        let format = match self.format.as_str() {
+            "plain" => LogFormat::Plain,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::invalid(
+                    "log.format",
+                    format!("`{other}` is neither \"plain\" nor \"json\""),
+                ))
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!("`{}` is not a tracing filter such as \"info\"", self.level),
+            ));
+        }
+        Ok(LogConfig {
+            format,
+            level: self.level,
+        })
+    }
+}
+
+/// A secret given inline or in a file, but not both.
+fn secret(
+    key: &str,
+    inline: Option<SecretString>,
+    file: Option<PathBuf>,
+) -> Result<Option<SecretString>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            key,
+            format!("set either `{key}` or `{key}_file`, not both"),
+        )),
+        (Some(s), None) => Ok(Some(s)),
+        (None, Some(path)) => read_secret_file(&format!("{key}_file"), &path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+fn read_secret_file(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    // Secret files usually end with a newline that is not part of the secret.
+    let trimmed = text.trim_end_matches(['\n', '\r']);
+    if trimmed.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(SecretString::from(trimmed.to_owned()))
+}
+
+fn non_empty(s: &Option<SecretString>) -> bool {
+    s.as_ref().is_some_and(|s| !s.expose_secret().is_empty())
+}
+
+impl AuthSettings {
+    fn check(self) -> Result<AuthConfig, ConfigError> {
+        let basic = match self.basic {
+            None => None,
+            Some(b) => {
+                let password = secret("auth.basic.password", b.password, b.password_file)?;
+                match (b.username, password) {
+                    (None, None) => None,
+                    (Some(u), Some(p)) if !u.is_empty() && non_empty(&Some(p.clone())) => {
+                        if u.contains(':') {
+                            return Err(ConfigError::invalid(
+                                "auth.basic.username",
+                                "must not contain ':' (HTTP basic auth cannot carry it)",
+                            ));
+                        }
+                        Some(BasicAuth {
+                            username: u,
+                            password: p,
+                        })
+                    }
+                    (None, _) | (Some(_), _) => {
+                        return Err(ConfigError::invalid(
+                            "auth.basic",
+                            "needs both a non-empty username and a non-empty password",
+                        ))
+                    }
+                }
+            }
+        };
+        let api_key = match self.api_key {
+            None => None,
+            Some(k) => {
+                let value = secret("auth.api_key.value", k.value, k.value_file)?;
+                match (k.header, value) {
+                    (None, None) => None,
+                    (Some(h), Some(v)) if non_empty(&Some(v.clone())) => {
+                        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                            return Err(ConfigError::invalid(
+                                "auth.api_key.header",
+                                format!("`{h}` is not a valid HTTP header name"),
+                            ));
+                        }
+                        if h.eq_ignore_ascii_case("authorization") {
+                            return Err(ConfigError::invalid(
+                                "auth.api_key.header",
+                                "use auth.basic for the Authorization header",
+                            ));
+                        }
+                        Some(ApiKeyAuth {
+                            header: h,
+                            value: v,
+                        })
+                    }
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "auth.api_key",
+                            "needs both a header name and a non-empty value",
+                        ))
+                    }
+                }
+            }
+        };
+        if !self.disabled && basic.is_none() && api_key.is_none() {
+            return Err(ConfigError::invalid(
+                "auth",
+                "configure auth.basic (username, password) or auth.api_key (header, value) \
+                 to match the Kratos courier channel, or set auth.disabled = true for local \
+                 development only",
+            ));
+        }
+        Ok(AuthConfig {
+            disabled: self.disabled,
+            basic,
+            api_key,
+        })
+    }
+}
+
+/// Twilio account sids are `AC` + 32 hex digits; SignalWire project ids are
+/// UUIDs. Both go into the URL path, so nothing else is accepted.
+pub fn is_account_sid(s: &str) -> bool {
+    let twilio =
+        s.len() == 34 && s.starts_with("AC") && s[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    twilio || is_uuid(s)
+}
+
+fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+fn is_sid(s: &str, prefix: &str) -> bool {
+    (s.len() == 34 && s.starts_with(prefix) && s[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+        || is_uuid(s)
+}
+
+fn check_sender(key: &str, number: String) -> Result<String, ConfigError> {
+    // Alphanumeric sender ids (up to 11 characters, at least one letter) are
+    // allowed for SMS by Twilio in many countries.
+    let alphanumeric = number.len() <= 11
+        && number
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == ' ')
+        && number.chars().any(|c| c.is_ascii_alphabetic());
+    if alphanumeric && key == "twilio.from" {
+        return Ok(number);
+    }
+    match Recipient::parse(&number) {
+        Ok(r) => Ok(r.e164().to_owned()),
+        Err(_) => Err(ConfigError::invalid(
+            key,
+            "must be a phone number in E.164 form (+ then country code and number, e.g. +15005550006)",
+        )),
+    }
+}
+
+impl TwilioSettings {
+    fn check(self, env: &HashMap<String, String>) -> Result<TwilioConfig, ConfigError> {
+        let base_url = self.base_url.trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&base_url) {
+            Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    "twilio.base_url",
+                    format!("`{base_url}` is not an http(s) URL"),
+                ))
+            }
+        }
+        let env_nonempty = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+        let account_sid = self
+            .account_sid
+            .filter(|s| !s.is_empty())
+            .or_else(|| env_nonempty("TWILIO_ACCOUNT_SID"))
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "twilio.account_sid",
+                    "is required (or TWILIO_ACCOUNT_SID); for a local try without Twilio, run `serve --dev`",
+                )
+            })?;
+        if !is_account_sid(&account_sid) {
+            return Err(ConfigError::invalid(
+                "twilio.account_sid",
+                "must be AC followed by 32 hex digits (Twilio) or a UUID (SignalWire project id)",
+            ));
+        }
+        let auth_token = secret("twilio.auth_token", self.auth_token, self.auth_token_file)?
+            .or_else(|| env_nonempty("TWILIO_AUTH_TOKEN").map(SecretString::from));
+        let api_key_secret = secret(
+            "twilio.api_key_secret",
+            self.api_key_secret,
+            self.api_key_secret_file,
+        )?;
+        let (username, password) = match (self.api_key_sid, api_key_secret) {
+            (Some(sid), Some(secret)) => {
+                if !is_sid(&sid, "SK") {
+                    return Err(ConfigError::invalid(
+                        "twilio.api_key_sid",
+                        "must be SK followed by 32 hex digits",
+                    ));
+                }
+                (sid, secret)
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "twilio.api_key_secret",
+                    "is required with twilio.api_key_sid",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "twilio.api_key_sid",
+                    "is required with twilio.api_key_secret",
+                ))
+            }
+            (None, None) => match auth_token {
+                Some(token) if !token.expose_secret().is_empty() => (account_sid.clone(), token),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "twilio.auth_token",
+                        "is required (or TWILIO_AUTH_TOKEN, or twilio.api_key_sid with twilio.api_key_secret)",
+                    ))
+                }
+            },
+        };
+        let from = self
+            .from
+            .filter(|s| !s.is_empty())
+            .map(|f| check_sender("twilio.from", f))
+            .transpose()?;
+        let messaging_service_sid = self.messaging_service_sid.filter(|s| !s.is_empty());
+        let sms_sender = match (from.clone(), messaging_service_sid) {
+            (_, Some(mg)) => {
+                if !is_sid(&mg, "MG") {
+                    return Err(ConfigError::invalid(
+                        "twilio.messaging_service_sid",
+                        "must be MG followed by 32 hex digits",
+                    ));
+                }
+                SmsSender::MessagingServiceSid(mg)
+            }
+            (Some(f), None) => SmsSender::From(f),
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "twilio.from",
+                    "an SMS sender is required: twilio.from (a number you own) or twilio.messaging_service_sid",
+                ))
+            }
+        };
+        let voice_from = match self.voice_from.filter(|s| !s.is_empty()) {
+            Some(v) => Some(check_sender("twilio.voice_from", v)?),
+            // An alphanumeric sender id cannot place calls.
+            None => from.filter(|f| f.starts_with('+')),
+        };
+        if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "twilio.timeout_ms",
+                "must be between 1 and 60000 (keep it under Kratos's 10 s)",
+            ));
+        }
+        Ok(TwilioConfig {
+            base_url,
+            account_sid,
+            username,
+            password,
+            sms_sender,
+            voice_from,
+            timeout: Duration::from_millis(self.timeout_ms),
+        })
+    }
+}
+
+/// `en-us` → `en-US`, `DE` → `de`: BCP 47 tags compare case-insensitively,
+/// and Twilio documents them in this form.
+pub fn normalize_language_tag(tag: &str) -> Option<String> {
+    let mut parts = tag.trim().split(['-', '_']);
+    let primary = parts.next()?;
+    if primary.len() < 2 || primary.len() > 3 || !primary.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    let mut out = primary.to_ascii_lowercase();
+    for p in parts {
+        if p.is_empty() || p.len() > 8 || !p.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        out.push('-');
+        if p.len() == 2 {
+            out.push_str(&p.to_ascii_uppercase());
+        } else {
+            out.push_str(p);
+        }
+    }
+    Some(out)
+}
+
+fn english() -> Sentences {
+    Sentences {
+        voice: None,
+        login: "Your login code is".into(),
+        registration: "Your registration code is".into(),
+        verification: "Your verification code is".into(),
+        recovery: "Your recovery code is".into(),
+        other: "Your code is".into(),
+        again: "Again".into(),
+    }
+}
+
+impl VoiceSettings {
+    fn check(self) -> Result<VoiceConfig, ConfigError> {
+        if self.trait_name.is_empty() {
+            return Err(ConfigError::invalid("voice.trait", "must not be empty"));
+        }
+        if self.voice.is_empty() {
+            return Err(ConfigError::invalid("voice.voice", "must not be empty"));
+        }
+        let language = normalize_language_tag(&self.language).ok_or_else(|| {
+            ConfigError::invalid(
+                "voice.language",
+                format!("`{}` is not a language tag such as en-US", self.language),
+            )
+        })?;
+        if !(1..=10).contains(&self.pause_seconds) {
+            return Err(ConfigError::invalid(
+                "voice.pause_seconds",
+                "must be between 1 and 10",
+            ));
+        }
+        let mut raw = BTreeMap::new();
+        for (tag, s) in self.sentences {
+            let norm = normalize_language_tag(&tag).ok_or_else(|| {
+                ConfigError::invalid(
+                    &format!("voice.sentences.{tag}"),
+                    "the table name must be a language tag such as de-DE",
+                )
+            })?;
+            // `en-US` from the file and `en-us` from the environment are
+            // the same language: merge them, later keys winning per field.
+            match raw.remove(&norm) {
+                None => raw.insert(norm, s),
+                Some(prev) => raw.insert(norm, overlay(prev, s)),
+            };
+        }
+        let base = {
+            let e = english();
+            match raw.get(&language) {
+                Some(d) => fill(d, &e),
+                None => e,
+            }
+        };
+        let mut sentences = BTreeMap::new();
+        for (tag, s) in &raw {
+            let filled = fill(s, &base);
+            for (name, text) in [
+                ("login", &filled.login),
+                ("registration", &filled.registration),
+                ("verification", &filled.verification),
+                ("recovery", &filled.recovery),
+                ("other", &filled.other),
+                ("again", &filled.again),
+            ] {
+                if text.chars().count() > 500 {
+                    return Err(ConfigError::invalid(
+                        &format!("voice.sentences.{tag}.{name}"),
+                        "must be at most 500 characters (TwiML is limited to 4000)",
+                    ));
+                }
+            }
+            sentences.insert(tag.clone(), filled);
+        }
+        sentences.entry(language.clone()).or_insert(base);
+        Ok(VoiceConfig {
+            trait_name: self.trait_name,
+            voice: self.voice,
+            language,
+            pause_seconds: self.pause_seconds,
+            sentences,
+        })
+    }
+}
+
+fn overlay(base: SentenceSettings, top: SentenceSettings) -> SentenceSettings {
+    SentenceSettings {
+        voice: top.voice.or(base.voice),
+        login: top.login.or(base.login),
+        registration: top.registration.or(base.registration),
+        verification: top.verification.or(base.verification),
+        recovery: top.recovery.or(base.recovery),
+        other: top.other.or(base.other),
+        again: top.again.or(base.again),
+    }
+}
+
+fn fill(s: &SentenceSettings, base: &Sentences) -> Sentences {
+    let pick = |v: &Option<String>, d: &String| v.clone().unwrap_or_else(|| d.clone());
+    Sentences {
+        voice: s.voice.clone().or_else(|| base.voice.clone()),
+        login: pick(&s.login, &base.login),
+        registration: pick(&s.registration, &base.registration),
+        verification: pick(&s.verification, &base.verification),
+        recovery: pick(&s.recovery, &base.recovery),
+        other: pick(&s.other, &base.other),
+        again: pick(&s.again, &base.again),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_tags_are_normalised() {
+        assert_eq!(normalize_language_tag("en-us").as_deref(), Some("en-US"));
+        assert_eq!(normalize_language_tag("DE").as_deref(), Some("de"));
+        assert_eq!(
+            normalize_language_tag("zh_hant_TW").as_deref(),
+            Some("zh-hant-TW")
+        );
+        assert_eq!(normalize_language_tag("e"), None);
+        assert_eq!(normalize_language_tag("en-<x>"), None);
+    }
+
+    #[test]
+    fn account_sids() {
+        assert!(is_account_sid("AC0123456789abcdef0123456789abcdef"));
+        assert!(is_account_sid("a5c7a9f2-1b2c-4d5e-8f90-123456789abc"));
+        assert!(!is_account_sid("AC0123"));
+        assert!(!is_account_sid("AC0123456789abcdef0123456789abcdeg"));
+        assert!(!is_account_sid("../AC0123456789abcdef0123456789abcd"));
+    }
+}

@@ -1,0 +1,103 @@
+//! `serve --dev`: the service and a Twilio sandbox in one process, so a
+//! first run needs no Twilio account. Authentication is off and every send
+//! lands in the sandbox's inbox.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+use crate::config::{ConfigError, Settings, Sources};
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::startup::{self, StartupError};
+
+/// The sandbox's preferred port; a free one is used when it is taken.
+pub const SANDBOX_PORT: u16 = 4471;
+/// The sender used in dev mode: Twilio's magic "valid From" test number.
+pub const DEV_FROM: &str = "+15005550006";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("cannot bind the sandbox on loopback: {0}")]
+    SandboxBind(std::io::Error),
+}
+
+/// Run the service against an in-process sandbox until `shutdown`.
+pub async fn run(sources: Sources, shutdown: impl Future<Output = ()>) -> Result<(), DevError> {
+    let mut settings = Settings::load(&sources)?;
+    let sandbox_listener = match TcpListener::bind(("127.0.0.1", SANDBOX_PORT)).await {
+        Ok(l) => l,
+        Err(_) => TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(DevError::SandboxBind)?,
+    };
+    let sandbox_addr = sandbox_listener
+        .local_addr()
+        .map_err(DevError::SandboxBind)?;
+    let sandbox_config = SandboxConfig::default();
+    apply_dev_overrides(&mut settings, &sandbox_config, sandbox_addr);
+    let config = settings.check(&sources.env)?;
+    crate::telemetry::init(&config.log);
+
+    let sandbox = Sandbox::new(sandbox_config);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
+    let sandbox_task = tokio::spawn({
+        let sandbox = sandbox.clone();
+        async move {
+            sandbox
+                .serve(sandbox_listener, async move {
+                    let _ = stop_rx.changed().await;
+                })
+                .await
+        }
+    });
+
+    let listener = startup::bind(&config).await?;
+    let api = listener.local_addr().map_err(StartupError::Io)?;
+    println!("{}", banner(api, sandbox_addr));
+    let result = startup::serve(config, listener, shutdown).await;
+    drop(stop_tx);
+    let _ = sandbox_task.await;
+    result.map_err(DevError::from)
+}
+
+/// Point the Twilio settings at the sandbox and turn authentication off.
+pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, addr: SocketAddr) {
+    settings.auth.disabled = true;
+    let t = &mut settings.twilio;
+    t.base_url = format!("http://{addr}");
+    t.account_sid = Some(sandbox.account_sid.clone());
+    t.auth_token = Some(SecretString::from(sandbox.auth_token.clone()));
+    t.auth_token_file = None;
+    t.api_key_sid = None;
+    t.api_key_secret = None;
+    t.api_key_secret_file = None;
+    t.messaging_service_sid = None;
+    t.from = Some(DEV_FROM.to_owned());
+    t.voice_from = None;
+}
+
+/// What a newcomer needs to see a code arrive.
+pub fn banner(api: SocketAddr, sandbox: SocketAddr) -> String {
+    format!(
+        "\n\
+kratos-phone-courier is running in dev mode: messages go to the built-in Twilio\n\
+sandbox, nothing is really sent, and authentication is OFF (never expose this).\n\
+\n\
+  API:    http://{api}/v1/sms   http://{api}/v1/voice\n\
+  Inbox:  http://{sandbox}/inbox   (JSON: http://{sandbox}/inbox.json)\n\
+\n\
+Send a code by SMS:\n\
+  curl -sS http://{api}/v1/sms -H 'Content-Type: application/json' \\\n\
+    -d '{{\"recipient\":\"+14155550123\",\"body\":\"Your login code is: 482917\",\"template_type\":\"login_code_valid\",\"template_data\":{{\"login_code\":\"482917\",\"expires_in_minutes\":10}}}}'\n\
+\n\
+Or have it spoken by a voice call:\n\
+  curl -sS http://{api}/v1/voice -H 'Content-Type: application/json' \\\n\
+    -d '{{\"recipient\":\"+14155550123\",\"body\":\"Your login code is: 482917\",\"template_type\":\"login_code_valid\",\"template_data\":{{\"login_code\":\"482917\"}}}}'\n"
+    )
+}

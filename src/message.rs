@@ -1,0 +1,303 @@
+//! The Kratos courier message: JSON bytes in, a typed [`CourierMessage`]
+//! out. The JSON Schema in `schemas/courier-message.schema.json` is compiled
+//! once ([`MessageParser::new`]) and enforced before deserialising, so a
+//! caller learns every structural problem at once, each with its JSON
+//! pointer.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The schema every `/v1/sms` and `/v1/voice` body must satisfy.
+pub const COURIER_MESSAGE_SCHEMA: &str = include_str!("../schemas/courier-message.schema.json");
+
+/// At most this many violations are reported: the answer must stay well
+/// under the 1024 bytes Kratos reads of it.
+const MAX_VIOLATIONS: usize = 3;
+
+/// One schema violation: where and why. The reason never quotes the value
+/// (it could be a code or a phone number).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    pub pointer: String,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("the body is not valid JSON")]
+    MalformedJson,
+    #[error("the body does not match the courier message schema")]
+    Schema(Vec<Violation>),
+}
+
+/// Kratos's code templates, and the rest by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateType {
+    Login,
+    Registration,
+    Verification,
+    Recovery,
+    Other(String),
+}
+
+impl TemplateType {
+    fn from_name(name: &str) -> TemplateType {
+        match name {
+            "login_code_valid" => TemplateType::Login,
+            "registration_code_valid" => TemplateType::Registration,
+            "verification_code_valid" => TemplateType::Verification,
+            "recovery_code_valid" => TemplateType::Recovery,
+            other => TemplateType::Other(other.to_owned()),
+        }
+    }
+
+    /// A label safe for logs and metrics: Kratos's names for the four code
+    /// templates, `other` for anything else (names are caller-chosen text).
+    pub fn label(&self) -> &'static str {
+        match self {
+            TemplateType::Login => "login_code_valid",
+            TemplateType::Registration => "registration_code_valid",
+            TemplateType::Verification => "verification_code_valid",
+            TemplateType::Recovery => "recovery_code_valid",
+            TemplateType::Other(_) => "other",
+        }
+    }
+}
+
+/// The parts of the courier value the service uses. Unknown fields are
+/// ignored, as newer Kratos versions add some.
+#[derive(Debug, Deserialize)]
+struct Wire {
+    recipient: String,
+    body: String,
+    template_type: String,
+    #[serde(default)]
+    template_data: Option<WireTemplateData>,
+    #[serde(default)]
+    request_headers: Option<HashMap<String, Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireTemplateData {
+    #[serde(default)]
+    login_code: Option<String>,
+    #[serde(default)]
+    registration_code: Option<String>,
+    #[serde(default)]
+    verification_code: Option<String>,
+    #[serde(default)]
+    expires_in_minutes: Option<i64>,
+    #[serde(default)]
+    transient_payload: Option<Value>,
+    #[serde(default)]
+    identity: Option<Value>,
+}
+
+/// A courier message that has passed the schema.
+#[derive(Debug, Clone)]
+pub struct CourierMessage {
+    /// As sent; checked as E.164 by [`crate::recipient::Recipient::parse`].
+    pub recipient: String,
+    /// The text Kratos rendered.
+    pub body: String,
+    pub template_type: TemplateType,
+    /// The one-time code, if the template carries one.
+    pub code: Option<String>,
+    pub expires_in_minutes: Option<i64>,
+    /// The channel asked for by the flow's transient payload.
+    pub requested_channel: Option<String>,
+    /// The identity (or, for registration, its traits): only the voice trait
+    /// is ever read from it.
+    identity: Option<Value>,
+    /// Header names lower-cased.
+    pub request_headers: HashMap<String, Vec<String>>,
+}
+
+impl CourierMessage {
+    /// The value of an identity trait, whether Kratos passed the whole
+    /// identity (`identity.traits.x`) or the traits themselves
+    /// (registration: `identity.x`).
+    pub fn identity_trait(&self, name: &str) -> Option<&str> {
+        let identity = self.identity.as_ref()?;
+        identity
+            .get("traits")
+            .and_then(|t| t.get(name))
+            .or_else(|| identity.get(name))
+            .and_then(Value::as_str)
+    }
+
+    /// First value of a request header of the end user (name any case).
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        self.request_headers
+            .get(&name.to_ascii_lowercase())
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+/// Parses and checks request bodies; holds the compiled schema.
+pub struct MessageParser {
+    validator: jsonschema::Validator,
+}
+
+impl MessageParser {
+    pub fn new() -> Self {
+        let schema: Value =
+            serde_json::from_str(COURIER_MESSAGE_SCHEMA).expect("the embedded schema is JSON");
+        let validator = jsonschema::validator_for(&schema).expect("the embedded schema compiles");
+        MessageParser { validator }
+    }
+
+    pub fn parse(&self, bytes: &[u8]) -> Result<CourierMessage, ParseError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|_| ParseError::MalformedJson)?;
+        self.parse_value(value)
+    }
+
+    pub fn parse_value(&self, value: Value) -> Result<CourierMessage, ParseError> {
+        let violations: Vec<Violation> = self
+            .validator
+            .iter_errors(&value)
+            .take(MAX_VIOLATIONS)
+            .map(|e| Violation {
+                pointer: e.instance_path().to_string(),
+                reason: truncate(&e.masked().to_string(), 100),
+            })
+            .collect();
+        if !violations.is_empty() {
+            return Err(ParseError::Schema(violations));
+        }
+        let wire: Wire = serde_json::from_value(value).map_err(|_| {
+            // The schema admits only what `Wire` can hold; this is a guard,
+            // not an expected path.
+            ParseError::Schema(vec![Violation {
+                pointer: String::new(),
+                reason: "unexpected structure".into(),
+            }])
+        })?;
+        let template_type = TemplateType::from_name(&wire.template_type);
+        let data = wire.template_data;
+        let code = data.as_ref().and_then(|d| {
+            let preferred = match template_type {
+                TemplateType::Login => d.login_code.as_ref(),
+                TemplateType::Registration => d.registration_code.as_ref(),
+                // Recovery codes travel as verification_code.
+                TemplateType::Verification | TemplateType::Recovery => d.verification_code.as_ref(),
+                TemplateType::Other(_) => None,
+            };
+            preferred
+                .or(d.login_code.as_ref())
+                .or(d.registration_code.as_ref())
+                .or(d.verification_code.as_ref())
+                .cloned()
+        });
+        let requested_channel = data
+            .as_ref()
+            .and_then(|d| d.transient_payload.as_ref())
+            .and_then(|p| p.get("phone_courier"))
+            .and_then(|p| p.get("channel"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let request_headers = wire
+            .request_headers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        Ok(CourierMessage {
+            recipient: wire.recipient,
+            body: wire.body,
+            template_type,
+            code,
+            expires_in_minutes: data.as_ref().and_then(|d| d.expires_in_minutes),
+            requested_channel,
+            identity: data.and_then(|d| d.identity),
+            request_headers,
+        })
+    }
+}
+
+impl Default for MessageParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parser() -> MessageParser {
+        MessageParser::new()
+    }
+
+    #[test]
+    fn minimal_message() {
+        let m = parser()
+            .parse(br#"{"recipient":"+14155550123","body":"Your code is 1234","template_type":"stub"}"#)
+            .unwrap();
+        assert_eq!(m.template_type, TemplateType::Other("stub".into()));
+        assert_eq!(m.code, None);
+        assert_eq!(m.template_type.label(), "other");
+    }
+
+    #[test]
+    fn recovery_code_travels_as_verification_code() {
+        let m = parser()
+            .parse(br#"{"recipient":"+14155550123","body":"b","template_type":"recovery_code_valid","template_data":{"verification_code":"613570","expires_in_minutes":60}}"#)
+            .unwrap();
+        assert_eq!(m.code.as_deref(), Some("613570"));
+        assert_eq!(m.expires_in_minutes, Some(60));
+    }
+
+    #[test]
+    fn identity_trait_from_identity_or_traits() {
+        let p = parser();
+        let whole = p
+            .parse(br#"{"recipient":"+1","body":"b","template_type":"login_code_valid","template_data":{"identity":{"traits":{"phone_channel":"voice"}}}}"#)
+            .unwrap();
+        assert_eq!(whole.identity_trait("phone_channel"), Some("voice"));
+        let traits = p
+            .parse(br#"{"recipient":"+1","body":"b","template_type":"registration_code_valid","template_data":{"identity":{"phone_channel":"voice"}}}"#)
+            .unwrap();
+        assert_eq!(traits.identity_trait("phone_channel"), Some("voice"));
+    }
+
+    #[test]
+    fn violations_carry_pointers_and_no_values() {
+        let err = parser()
+            .parse(
+                br#"{"recipient":12345678,"body":"secret body 999111","template_type":"Bad Type"}"#,
+            )
+            .unwrap_err();
+        let ParseError::Schema(v) = err else {
+            panic!("expected schema errors")
+        };
+        let pointers: Vec<_> = v.iter().map(|v| v.pointer.as_str()).collect();
+        assert!(pointers.contains(&"/recipient"), "{v:?}");
+        assert!(pointers.contains(&"/template_type"), "{v:?}");
+        for x in &v {
+            assert!(!x.reason.contains("12345678"));
+            assert!(!x.reason.contains("Bad Type"));
+        }
+    }
+
+    #[test]
+    fn malformed_json() {
+        assert!(matches!(
+            parser().parse(b"{\"recipient\":"),
+            Err(ParseError::MalformedJson)
+        ));
+    }
+}

@@ -1,0 +1,172 @@
+//! Phone numbers at the edge: parsed once into a [`Recipient`] that is known
+//! to be E.164 and valid by libphonenumber's rules, so nothing past the
+//! handler re-checks a string.
+
+use std::fmt;
+
+use phonenumber::metadata::DATABASE;
+
+/// What the end user is told when a number is refused. Kept free of the
+/// number itself: errors travel to Kratos's logs.
+pub const E164_HELP: &str = "the recipient must be a phone number in E.164 form: \
+    '+', then the country calling code and the subscriber number, 2 to 15 digits \
+    in all, no spaces or punctuation, no leading zero (for example +4930901820)";
+
+/// Why a recipient was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecipientError {
+    #[error("not in E.164 form")]
+    NotE164,
+    #[error("not a valid phone number for its country")]
+    NotValid,
+}
+
+/// The kind of line, from libphonenumber's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineType {
+    Mobile,
+    FixedLine,
+    FixedLineOrMobile,
+    TollFree,
+    PremiumRate,
+    SharedCost,
+    Voip,
+    Other,
+}
+
+/// A phone number in E.164 form that libphonenumber considers valid.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Recipient {
+    e164: String,
+    calling_code: u16,
+    /// ISO 3166 region (`US`, `DE`), when the number maps to one region.
+    region: Option<phonenumber::country::Id>,
+    line_type: LineType,
+}
+
+impl Recipient {
+    /// Trim surrounding white space, require strict E.164 (`+` and 2 to 15
+    /// digits, the first not zero), then require libphonenumber validity.
+    pub fn parse(input: &str) -> Result<Recipient, RecipientError> {
+        let s = input.trim();
+        let digits = s.strip_prefix('+').ok_or(RecipientError::NotE164)?;
+        if !(2..=15).contains(&digits.len())
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.starts_with('0')
+        {
+            return Err(RecipientError::NotE164);
+        }
+        let number = phonenumber::parse(None, s).map_err(|_| RecipientError::NotValid)?;
+        if !number.is_valid() {
+            return Err(RecipientError::NotValid);
+        }
+        let calling_code = number.code().value();
+        let region = number.country().id();
+        let line_type = match number.number_type(&DATABASE) {
+            phonenumber::Type::Mobile => LineType::Mobile,
+            phonenumber::Type::FixedLine => LineType::FixedLine,
+            phonenumber::Type::FixedLineOrMobile => LineType::FixedLineOrMobile,
+            phonenumber::Type::TollFree => LineType::TollFree,
+            phonenumber::Type::PremiumRate => LineType::PremiumRate,
+            phonenumber::Type::SharedCost => LineType::SharedCost,
+            phonenumber::Type::Voip => LineType::Voip,
+            _ => LineType::Other,
+        };
+        Ok(Recipient {
+            e164: s.to_owned(),
+            calling_code,
+            region,
+            line_type,
+        })
+    }
+
+    /// The number in E.164 form, for the provider. Never log this.
+    pub fn e164(&self) -> &str {
+        &self.e164
+    }
+
+    /// The country calling code (`1`, `49`): a bounded set, safe for metrics.
+    pub fn calling_code(&self) -> u16 {
+        self.calling_code
+    }
+
+    /// ISO 3166 region code, when libphonenumber knows it.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_ref().map(|id| id.as_ref())
+    }
+
+    pub fn line_type(&self) -> LineType {
+        self.line_type
+    }
+
+    /// `+49…12`: the country code and the last two digits, enough to tell
+    /// numbers apart in a log without revealing them.
+    pub fn masked(&self) -> String {
+        let tail = &self.e164[self.e164.len() - 2..];
+        format!("+{}…{}", self.calling_code, tail)
+    }
+}
+
+/// `Debug` is masked too, so `{:?}` in a log or a panic cannot leak a number.
+impl fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Recipient({})", self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_valid_e164_and_trims() {
+        let r = Recipient::parse("  +14155550123\n").unwrap();
+        assert_eq!(r.e164(), "+14155550123");
+        assert_eq!(r.calling_code(), 1);
+        assert_eq!(r.region(), Some("US"));
+        assert_eq!(r.masked(), "+1…23");
+        let de = Recipient::parse("+4915123456789").unwrap();
+        assert_eq!(de.region(), Some("DE"));
+        assert_eq!(de.line_type(), LineType::Mobile);
+    }
+
+    #[test]
+    fn refuses_what_is_not_e164() {
+        for bad in [
+            "",
+            "+",
+            "+1",
+            "14155550123",
+            "+1 415 555 0123",
+            "+1-415-555-0123",
+            "+014155550123",
+            "+1415555012345678",
+            "++14155550123",
+            "+1415555O123",
+            "+１４１５５５５０１２３",
+            "tel:+14155550123",
+        ] {
+            assert_eq!(
+                Recipient::parse(bad),
+                Err(RecipientError::NotE164),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_invalid_numbers() {
+        // Right shape, but no such numbering plan.
+        assert_eq!(
+            Recipient::parse("+99912345678"),
+            Err(RecipientError::NotValid)
+        );
+        assert_eq!(Recipient::parse("+1234"), Err(RecipientError::NotValid));
+    }
+
+    #[test]
+    fn debug_is_masked() {
+        let r = Recipient::parse("+14155550123").unwrap();
+        assert!(!format!("{r:?}").contains("4155550123"));
+    }
+}

@@ -1,0 +1,363 @@
+//! The outbound client for Twilio's 2010-04-01 REST API (and providers that
+//! copy it, such as SignalWire's compatibility API).
+//!
+//! It owns the base URL, the credentials, the timeout and one pooled
+//! `reqwest` client; callers hand it typed [`OutgoingSms`] / [`OutgoingCall`]
+//! values and get back either the provider's acceptance or a
+//! [`ProviderError`] that says whose problem the failure is.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{SmsSender, TwilioConfig};
+
+/// A message to create with `POST .../Messages.json`.
+#[derive(Debug, Clone)]
+pub struct OutgoingSms {
+    pub to: String,
+    pub sender: SmsSender,
+    pub body: String,
+    /// Seconds Twilio may keep trying (1..=36000).
+    pub validity_period: Option<u32>,
+    pub status_callback: Option<String>,
+}
+
+/// A call to create with `POST .../Calls.json`.
+#[derive(Debug, Clone)]
+pub struct OutgoingCall {
+    pub to: String,
+    pub from: String,
+    pub twiml: String,
+    pub status_callback: Option<String>,
+}
+
+impl OutgoingSms {
+    /// The form fields, in the order they are sent.
+    pub fn form(&self) -> Vec<(&'static str, String)> {
+        let mut f = vec![("To", self.to.clone())];
+        match &self.sender {
+            SmsSender::From(n) => f.push(("From", n.clone())),
+            SmsSender::MessagingServiceSid(s) => f.push(("MessagingServiceSid", s.clone())),
+        }
+        f.push(("Body", self.body.clone()));
+        if let Some(v) = self.validity_period {
+            f.push(("ValidityPeriod", v.to_string()));
+        }
+        if let Some(cb) = &self.status_callback {
+            f.push(("StatusCallback", cb.clone()));
+        }
+        f
+    }
+}
+
+impl OutgoingCall {
+    pub fn form(&self) -> Vec<(&'static str, String)> {
+        let mut f = vec![
+            ("To", self.to.clone()),
+            ("From", self.from.clone()),
+            ("Twiml", self.twiml.clone()),
+        ];
+        if let Some(cb) = &self.status_callback {
+            f.push(("StatusCallback", cb.clone()));
+            f.push(("StatusCallbackEvent", "completed".to_owned()));
+        }
+        f
+    }
+}
+
+/// The provider accepted the message or call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// `SM…` / `CA…`; `None` when a 2xx came with a body we could not read
+    /// (the message was accepted all the same, so it must not be resent).
+    pub sid: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Whose problem a failure is; decides what Kratos is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The number can never be reached this way: retrying is pointless.
+    Recipient,
+    /// Our own configuration (credentials, sender, account): alert an operator.
+    Configuration,
+    /// Worth retrying later.
+    Transient,
+}
+
+/// Twilio error codes that mean "this recipient cannot be reached".
+pub const RECIPIENT_CODES: &[u32] = &[21211, 21612, 21614, 21610, 21408, 21268];
+/// Twilio error codes that mean "our configuration is wrong".
+pub const CONFIGURATION_CODES: &[u32] = &[20003, 20404, 21212, 21606];
+/// Twilio error codes that mean "try again later".
+pub const TRANSIENT_CODES: &[u32] = &[20429, 21611];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("the provider refused the request (HTTP {status}, code {code:?})")]
+    Rejected {
+        status: u16,
+        code: Option<u32>,
+        retry_after: Option<u64>,
+    },
+    #[error("the provider did not answer in time")]
+    Timeout,
+    #[error("the provider could not be reached")]
+    Connect,
+    #[error("the connection to the provider failed")]
+    Transport,
+}
+
+impl ProviderError {
+    pub fn class(&self) -> FailureClass {
+        match self {
+            ProviderError::Rejected { status, code, .. } => {
+                let code = code.unwrap_or(0);
+                if RECIPIENT_CODES.contains(&code) {
+                    FailureClass::Recipient
+                } else if TRANSIENT_CODES.contains(&code) || *status == 429 || *status >= 500 {
+                    FailureClass::Transient
+                } else {
+                    // 20003/20404/21212/21606, other 4xx, redirects: nothing a
+                    // retry of the same request can fix.
+                    FailureClass::Configuration
+                }
+            }
+            ProviderError::Timeout | ProviderError::Connect | ProviderError::Transport => {
+                FailureClass::Transient
+            }
+        }
+    }
+
+    /// Twilio's error code, when it gave one.
+    pub fn provider_code(&self) -> Option<u32> {
+        match self {
+            ProviderError::Rejected { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// The provider's `Retry-After`, when it gave one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProviderError::Rejected { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short, bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Rejected { .. } => "rejected",
+            ProviderError::Timeout => "timeout",
+            ProviderError::Connect => "connect",
+            ProviderError::Transport => "transport",
+        }
+    }
+}
+
+/// The Twilio REST client.
+#[derive(Clone)]
+pub struct TwilioClient {
+    http: reqwest::Client,
+    /// `{base}/2010-04-01/Accounts/{sid}`: every call we make is below it.
+    account_url: String,
+    /// HTTP Basic user: the account sid or an API key sid.
+    username: String,
+    password: SecretString,
+}
+
+impl std::fmt::Debug for TwilioClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioClient")
+            .field("account_url", &self.account_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TwilioClient {
+    pub fn new(config: &TwilioConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(3)))
+            // A redirected POST would silently become a GET: treat any 3xx
+            // as the misconfiguration it is.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("kratos-phone-courier/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(TwilioClient {
+            http,
+            account_url: format!(
+                "{}/2010-04-01/Accounts/{}",
+                config.base_url, config.account_sid
+            ),
+            username: config.username.clone(),
+            password: config.password.clone(),
+        })
+    }
+
+    pub async fn send_sms(&self, sms: &OutgoingSms) -> Result<Accepted, ProviderError> {
+        self.create("Messages.json", &sms.form()).await
+    }
+
+    pub async fn create_call(&self, call: &OutgoingCall) -> Result<Accepted, ProviderError> {
+        self.create("Calls.json", &call.form()).await
+    }
+
+    /// `GET /2010-04-01/Accounts/{sid}.json`: do the credentials work?
+    pub async fn check_credentials(&self) -> Result<(), ProviderError> {
+        let response = self
+            .http
+            .get(format!("{}.json", self.account_url))
+            .basic_auth(&self.username, Some(self.password.expose_secret()))
+            .send()
+            .await
+            .map_err(map_transport)?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(rejected(response).await)
+        }
+    }
+
+    async fn create(
+        &self,
+        resource: &str,
+        form: &[(&'static str, String)],
+    ) -> Result<Accepted, ProviderError> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
+        let response = self
+            .http
+            .post(format!("{}/{resource}", self.account_url))
+            .basic_auth(&self.username, Some(self.password.expose_secret()))
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(map_transport)?;
+        if !response.status().is_success() {
+            return Err(rejected(response).await);
+        }
+        // The provider accepted the message; whatever the body says now, it
+        // must not be sent again.
+        let value: Option<serde_json::Value> = match response.bytes().await {
+            Ok(b) => serde_json::from_slice(&b).ok(),
+            Err(_) => None,
+        };
+        let field = |name: &str| {
+            value
+                .as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(|v| v.as_str())
+                .filter(|s| s.len() <= 64)
+                .map(str::to_owned)
+        };
+        Ok(Accepted {
+            sid: field("sid"),
+            status: field("status"),
+        })
+    }
+}
+
+fn map_transport(e: reqwest::Error) -> ProviderError {
+    if e.is_timeout() {
+        ProviderError::Timeout
+    } else if e.is_connect() {
+        ProviderError::Connect
+    } else {
+        ProviderError::Transport
+    }
+}
+
+async fn rejected(response: reqwest::Response) -> ProviderError {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // Read at most a bounded error body: a hostile or broken upstream must
+    // not make us buffer without limit.
+    let code = match read_bounded(response, 16 * 1024).await {
+        Some(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("code").and_then(|c| c.as_u64()))
+            .and_then(|c| u32::try_from(c).ok()),
+        None => None,
+    };
+    ProviderError::Rejected {
+        status,
+        code,
+        retry_after,
+    }
+}
+
+async fn read_bounded(mut response: reqwest::Response, max: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if out.len() + chunk.len() > max {
+            return None;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_twilio_codes() {
+        let r = |status, code| ProviderError::Rejected {
+            status,
+            code,
+            retry_after: None,
+        };
+        for c in RECIPIENT_CODES {
+            assert_eq!(r(400, Some(*c)).class(), FailureClass::Recipient);
+        }
+        assert_eq!(r(401, Some(20003)).class(), FailureClass::Configuration);
+        assert_eq!(r(404, Some(20404)).class(), FailureClass::Configuration);
+        assert_eq!(r(400, Some(21212)).class(), FailureClass::Configuration);
+        assert_eq!(r(400, Some(21606)).class(), FailureClass::Configuration);
+        assert_eq!(r(429, Some(20429)).class(), FailureClass::Transient);
+        assert_eq!(r(400, Some(21611)).class(), FailureClass::Transient);
+        assert_eq!(r(503, None).class(), FailureClass::Transient);
+        assert_eq!(r(500, None).class(), FailureClass::Transient);
+        assert_eq!(r(307, None).class(), FailureClass::Configuration);
+        assert_eq!(ProviderError::Timeout.class(), FailureClass::Transient);
+        assert_eq!(ProviderError::Connect.class(), FailureClass::Transient);
+    }
+
+    #[test]
+    fn sms_form_order_and_fields() {
+        let sms = OutgoingSms {
+            to: "+14155550123".into(),
+            sender: SmsSender::MessagingServiceSid("MG0123456789abcdef0123456789abcdef".into()),
+            body: "Your code is 1 + 1".into(),
+            validity_period: Some(3600),
+            status_callback: None,
+        };
+        assert_eq!(
+            sms.form(),
+            vec![
+                ("To", "+14155550123".to_owned()),
+                (
+                    "MessagingServiceSid",
+                    "MG0123456789abcdef0123456789abcdef".to_owned()
+                ),
+                ("Body", "Your code is 1 + 1".to_owned()),
+                ("ValidityPeriod", "3600".to_owned()),
+            ]
+        );
+    }
+}

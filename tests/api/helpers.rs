@@ -1,0 +1,249 @@
+//! Test harness: the real server on port 0, a mock Twilio (wiremock) on
+//! port 0, a real HTTP client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use kratos_phone_courier::app::App;
+use kratos_phone_courier::config::{Config, Sources};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const AUTH_TOKEN: &str = "test-auth-token-7f3a";
+pub const FROM: &str = "+15005550006";
+pub const KRATOS_USER: &str = "kratos";
+pub const KRATOS_PASSWORD: &str = "courier-password-91b2";
+pub const MESSAGES_PATH: &str =
+    "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
+pub const CALLS_PATH: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls.json";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub twilio: MockServer,
+    stop: Option<oneshot::Sender<()>>,
+    pub server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The environment for a standard app: basic auth, Twilio pointed at `base`.
+pub fn base_env(base: &str) -> HashMap<String, String> {
+    [
+        ("PHONE_COURIER__SERVER__LISTEN", "127.0.0.1:0"),
+        ("PHONE_COURIER__AUTH__BASIC__USERNAME", KRATOS_USER),
+        ("PHONE_COURIER__AUTH__BASIC__PASSWORD", KRATOS_PASSWORD),
+        ("PHONE_COURIER__TWILIO__BASE_URL", base),
+        ("PHONE_COURIER__TWILIO__ACCOUNT_SID", ACCOUNT_SID),
+        ("PHONE_COURIER__TWILIO__AUTH_TOKEN", AUTH_TOKEN),
+        ("PHONE_COURIER__TWILIO__FROM", FROM),
+        ("PHONE_COURIER__TWILIO__TIMEOUT_MS", "2000"),
+        ("PHONE_COURIER__LOG__LEVEL", "trace"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// A Twilio stand-in that accepts every message and call with 201.
+pub async fn twilio_accepting() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "sid": "SM0123456789abcdef0123456789abcdef",
+            "status": "queued",
+            "account_sid": ACCOUNT_SID
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Calls\.json$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "sid": "CA0123456789abcdef0123456789abcdef",
+            "status": "queued"
+        })))
+        .mount(&server)
+        .await;
+    server
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Start the app with the standard environment, changed by `tweak`.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    let twilio = twilio_accepting().await;
+    spawn_app_against(twilio, tweak).await
+}
+
+pub async fn spawn_app_against(
+    twilio: MockServer,
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    let mut env = base_env(&twilio.uri());
+    tweak(&mut env);
+    let config = Config::load(&Sources { file: None, env }).expect("test config is valid");
+    start(config, twilio).await
+}
+
+pub async fn start(config: Config, twilio: MockServer) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Arc::new(App::new(config).unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        kratos_phone_courier::server::run(listener, app, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        twilio,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// POST a JSON body with Kratos's credentials.
+    pub async fn post(&self, path: &str, body: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request reaches the server")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post(path, &serde_json::to_string_pretty(body).unwrap())
+            .await
+    }
+
+    /// Every request the Twilio stand-in received.
+    pub async fn provider_requests(&self) -> Vec<wiremock::Request> {
+        self.twilio.received_requests().await.unwrap_or_default()
+    }
+
+    pub async fn assert_provider_untouched(&self) {
+        let got = self.provider_requests().await;
+        assert!(got.is_empty(), "Twilio got {} request(s)", got.len());
+    }
+
+    /// Trigger shutdown and wait for the server to return.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The decoded form fields of a provider request, in order.
+pub fn form(request: &wiremock::Request) -> Vec<(String, String)> {
+    form_urlencoded::parse(&request.body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The Authorization header Twilio must receive.
+pub fn twilio_basic() -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT_SID}:{AUTH_TOKEN}"))
+    )
+}
+
+/// Assert the provider got exactly one request on `path`, properly
+/// authenticated and form-encoded, and return its fields.
+pub async fn single_provider_request(app: &TestApp, path: &str) -> Vec<(String, String)> {
+    let got = app.provider_requests().await;
+    assert_eq!(got.len(), 1, "Twilio should get exactly one request");
+    let r = &got[0];
+    assert_eq!(r.method.as_str(), "POST");
+    assert_eq!(r.url.path(), path);
+    assert_eq!(
+        r.headers.get("authorization").unwrap().to_str().unwrap(),
+        twilio_basic()
+    );
+    assert_eq!(
+        r.headers.get("content-type").unwrap().to_str().unwrap(),
+        "application/x-www-form-urlencoded"
+    );
+    form(r)
+}
+
+/// One of the Kratos payload fixtures, exactly as Kratos renders it.
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/kratos/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+pub fn fixture_json(name: &str) -> Value {
+    serde_json::from_str(&fixture(name)).unwrap()
+}
+
+/// A minimal valid SMS message.
+pub fn sms_message(recipient: &str) -> Value {
+    serde_json::json!({
+        "recipient": recipient,
+        "body": "Your login code is: 482917",
+        "template_type": "login_code_valid",
+        "template_data": {"login_code": "482917"},
+        "message_type": "sms"
+    })
+}
+
+pub async fn error_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("error bodies are JSON");
+    (status, body)
+}
+
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// Send raw bytes on a fresh connection and read the answer until the
+/// server closes it.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before reading everything.
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

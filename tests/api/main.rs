@@ -1,0 +1,13 @@
+//! Integration tests of the HTTP API: the real server on a real port, a
+//! mock Twilio on another, and assertions on both what the caller got back
+//! and what Twilio received.
+
+mod helpers;
+
+mod health;
+mod logs;
+mod provider_errors;
+mod requests;
+mod shutdown;
+mod sms;
+mod voice;

@@ -1,0 +1,364 @@
+//! Configuration: layering, secrets from files, the Twilio variables, and
+//! errors that name the key. Also the `check-config` command as a user runs it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use kratos_phone_courier::config::{Config, ConfigError, SmsSender, Sources};
+use secrecy::ExposeSecret;
+
+const SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn good() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("PHONE_COURIER__AUTH__BASIC__USERNAME", "kratos"),
+        ("PHONE_COURIER__AUTH__BASIC__PASSWORD", "pw-1"),
+        ("PHONE_COURIER__TWILIO__ACCOUNT_SID", SID),
+        ("PHONE_COURIER__TWILIO__AUTH_TOKEN", "tok-1"),
+        ("PHONE_COURIER__TWILIO__FROM", "+15005550006"),
+    ]
+}
+
+fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::load(&Sources {
+        file: None,
+        env: env(pairs),
+    })
+}
+
+fn without(key: &str) -> Vec<(&'static str, &'static str)> {
+    good().into_iter().filter(|(k, _)| *k != key).collect()
+}
+
+fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut v = good();
+    v.extend_from_slice(extra);
+    v
+}
+
+fn key_of(e: ConfigError) -> String {
+    match e {
+        ConfigError::Invalid { key, .. } => key,
+        ConfigError::Load(m) => format!("load: {m}"),
+    }
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kpc-config-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn defaults_plus_environment() {
+    let c = load(&good()).unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:4470");
+    assert_eq!(c.server.max_body_bytes, 65536);
+    assert_eq!(c.twilio.base_url, "https://api.twilio.com");
+    assert_eq!(c.twilio.timeout.as_millis(), 8000);
+    assert_eq!(c.twilio.sms_sender, SmsSender::From("+15005550006".into()));
+    assert_eq!(c.twilio.voice_from.as_deref(), Some("+15005550006"));
+    assert_eq!(c.voice.language, "en-US");
+    assert_eq!(c.twilio.username, SID);
+    assert_eq!(c.twilio.password.expose_secret(), "tok-1");
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            without("PHONE_COURIER__AUTH__BASIC__PASSWORD"),
+            "auth.basic",
+        ),
+        (
+            good()
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("PHONE_COURIER__AUTH"))
+                .collect(),
+            "auth",
+        ),
+        (
+            without("PHONE_COURIER__TWILIO__ACCOUNT_SID"),
+            "twilio.account_sid",
+        ),
+        (
+            with(&[("PHONE_COURIER__TWILIO__ACCOUNT_SID", "AC123")]),
+            "twilio.account_sid",
+        ),
+        (
+            without("PHONE_COURIER__TWILIO__AUTH_TOKEN"),
+            "twilio.auth_token",
+        ),
+        (without("PHONE_COURIER__TWILIO__FROM"), "twilio.from"),
+        (
+            with(&[("PHONE_COURIER__TWILIO__FROM", "5005550006")]),
+            "twilio.from",
+        ),
+        (
+            with(&[("PHONE_COURIER__TWILIO__VOICE_FROM", "nope")]),
+            "twilio.voice_from",
+        ),
+        (
+            with(&[("PHONE_COURIER__TWILIO__MESSAGING_SERVICE_SID", "MGxyz")]),
+            "twilio.messaging_service_sid",
+        ),
+        (
+            with(&[(
+                "PHONE_COURIER__TWILIO__API_KEY_SID",
+                "SK0123456789abcdef0123456789abcdef",
+            )]),
+            "twilio.api_key_secret",
+        ),
+        (
+            with(&[("PHONE_COURIER__TWILIO__BASE_URL", "ftp://x")]),
+            "twilio.base_url",
+        ),
+        (
+            with(&[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "0")]),
+            "twilio.timeout_ms",
+        ),
+        (
+            with(&[("PHONE_COURIER__SERVER__LISTEN", "localhost")]),
+            "server.listen",
+        ),
+        (
+            with(&[("PHONE_COURIER__SERVER__MAX_BODY_BYTES", "10")]),
+            "server.max_body_bytes",
+        ),
+        (with(&[("PHONE_COURIER__LOG__FORMAT", "xml")]), "log.format"),
+        (
+            with(&[("PHONE_COURIER__VOICE__LANGUAGE", "english!")]),
+            "voice.language",
+        ),
+        (
+            with(&[("PHONE_COURIER__AUTH__API_KEY__HEADER", "X Bad")]),
+            "auth.api_key",
+        ),
+    ];
+    for (pairs, key) in cases {
+        let got = key_of(load(&pairs).unwrap_err());
+        assert_eq!(got, key, "{pairs:?}");
+    }
+    // A typo in a key is refused, naming it.
+    let e = load(&with(&[("PHONE_COURIER__TWILIO__AUTH_TOKN", "x")])).unwrap_err();
+    assert!(e.to_string().contains("auth_tokn"), "{e}");
+}
+
+#[test]
+fn auth_can_be_disabled_explicitly() {
+    let pairs: Vec<_> = good()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("PHONE_COURIER__AUTH"))
+        .chain([("PHONE_COURIER__AUTH__DISABLED", "true")])
+        .collect();
+    let c = load(&pairs).unwrap();
+    assert!(c.auth.disabled);
+}
+
+#[test]
+fn twilio_variables_are_honoured_when_config_is_silent() {
+    let mut pairs = without("PHONE_COURIER__TWILIO__ACCOUNT_SID");
+    pairs.retain(|(k, _)| *k != "PHONE_COURIER__TWILIO__AUTH_TOKEN");
+    pairs.push(("TWILIO_ACCOUNT_SID", SID));
+    pairs.push(("TWILIO_AUTH_TOKEN", "from-env"));
+    let c = load(&pairs).unwrap();
+    assert_eq!(c.twilio.account_sid, SID);
+    assert_eq!(c.twilio.password.expose_secret(), "from-env");
+    // The configuration wins over them.
+    let mut pairs = good();
+    pairs.push(("TWILIO_AUTH_TOKEN", "from-env"));
+    assert_eq!(
+        load(&pairs).unwrap().twilio.password.expose_secret(),
+        "tok-1"
+    );
+}
+
+#[test]
+fn secrets_can_come_from_files() {
+    let d = tempdir("secrets");
+    std::fs::write(d.join("token"), "file-token\n").unwrap();
+    std::fs::write(d.join("pw"), "file-pw").unwrap();
+    let token = d.join("token").display().to_string();
+    let pw = d.join("pw").display().to_string();
+    let mut pairs: Vec<(String, String)> = without("PHONE_COURIER__TWILIO__AUTH_TOKEN")
+        .into_iter()
+        .filter(|(k, _)| *k != "PHONE_COURIER__AUTH__BASIC__PASSWORD")
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    pairs.push((
+        "PHONE_COURIER__TWILIO__AUTH_TOKEN_FILE".into(),
+        token.clone(),
+    ));
+    pairs.push(("PHONE_COURIER__AUTH__BASIC__PASSWORD_FILE".into(), pw));
+    let env: HashMap<_, _> = pairs.iter().cloned().collect();
+    let c = Config::load(&Sources {
+        file: None,
+        env: env.clone(),
+    })
+    .unwrap();
+    assert_eq!(c.twilio.password.expose_secret(), "file-token");
+    assert_eq!(c.auth.basic.unwrap().password.expose_secret(), "file-pw");
+
+    let mut both = env.clone();
+    both.insert("PHONE_COURIER__TWILIO__AUTH_TOKEN".into(), "inline".into());
+    let e = Config::load(&Sources {
+        file: None,
+        env: both,
+    })
+    .unwrap_err();
+    assert_eq!(key_of(e), "twilio.auth_token");
+
+    let mut missing = env;
+    missing.insert(
+        "PHONE_COURIER__TWILIO__AUTH_TOKEN_FILE".into(),
+        "/nonexistent/token".into(),
+    );
+    let e = Config::load(&Sources {
+        file: None,
+        env: missing,
+    })
+    .unwrap_err();
+    assert_eq!(key_of(e), "twilio.auth_token_file");
+}
+
+#[test]
+fn files_in_toml_and_yaml_layer_under_the_environment() {
+    let d = tempdir("files");
+    let toml = d.join("c.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[server]\nlisten = \"0.0.0.0:8080\"\n[auth.basic]\nusername = \"k\"\npassword = \"p\"\n\
+             [twilio]\naccount_sid = \"{SID}\"\nauth_token = \"t\"\nfrom = \"+15005550006\"\ntimeout_ms = 5000\n"
+        ),
+    )
+    .unwrap();
+    let yaml = d.join("c.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "server:\n  listen: 0.0.0.0:8080\nauth:\n  basic:\n    username: k\n    password: p\n\
+             twilio:\n  account_sid: {SID}\n  auth_token: t\n  from: \"+15005550006\"\n  timeout_ms: 5000\n"
+        ),
+    )
+    .unwrap();
+    for file in [toml, yaml] {
+        let c = Config::load(&Sources {
+            file: Some(file.clone()),
+            env: env(&[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "3000")]),
+        })
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080", "{file:?}");
+        assert_eq!(c.twilio.timeout.as_millis(), 3000, "env wins: {file:?}");
+        assert_eq!(c.twilio.sms_sender, SmsSender::From("+15005550006".into()));
+    }
+    let e = Config::load(&Sources {
+        file: Some(d.join("missing.toml")),
+        env: HashMap::new(),
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("missing.toml"), "{e}");
+}
+
+#[test]
+fn the_default_file_documents_every_key() {
+    // Every key line in config/default.toml is preceded by a comment.
+    let text = kratos_phone_courier::config::DEFAULT_TOML;
+    let mut previous = "";
+    for line in text.lines() {
+        let t = line.trim();
+        if !t.is_empty() && !t.starts_with('#') && !t.starts_with('[') {
+            assert!(
+                previous.starts_with('#'),
+                "`{t}` in config/default.toml has no comment above it"
+            );
+        }
+        previous = t;
+    }
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kratos-phone-courier"));
+    c.env_clear();
+    c
+}
+
+#[test]
+fn check_config_prints_the_effective_config_with_secrets_redacted() {
+    let out = bin()
+        .arg("check-config")
+        .envs(good())
+        .env(
+            "PHONE_COURIER__TWILIO__AUTH_TOKEN",
+            "super-secret-token-8c1f",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["twilio"]["password"], "[redacted]");
+    assert_eq!(printed["auth"]["basic"]["password"], "[redacted]");
+    assert_eq!(printed["twilio"]["account_sid"], SID);
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains("super-secret-token-8c1f"));
+    assert!(!all.contains("pw-1"));
+}
+
+#[test]
+fn check_config_fails_naming_the_key() {
+    let out = bin()
+        .arg("check-config")
+        .envs(without("PHONE_COURIER__TWILIO__FROM"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("`twilio.from`"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_to_start_without_auth_and_names_the_key() {
+    let out = bin()
+        .arg("serve")
+        .env("PHONE_COURIER__TWILIO__ACCOUNT_SID", SID)
+        .env("PHONE_COURIER__TWILIO__AUTH_TOKEN", "t")
+        .env("PHONE_COURIER__TWILIO__FROM", "+15005550006")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`auth`"));
+}
+
+#[test]
+fn serve_names_server_listen_when_the_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = bin()
+        .arg("serve")
+        .envs(good())
+        .env("PHONE_COURIER__SERVER__LISTEN", &addr)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`server.listen`"));
+}
+
+#[test]
+fn version_and_help() {
+    let out = bin().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("kratos-phone-courier "));
+    let out = bin().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["serve", "check-config", "--config"] {
+        assert!(help.contains(word), "{help}");
+    }
+}
