@@ -1,0 +1,402 @@
+//! Structural checks of `docker-compose.yml` and `Dockerfile` against each
+//! other and against `kratos/kratos.yml`: names, ports and credentials that
+//! must agree across files for the stack to work.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_yaml::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml(rel: &str) -> Value {
+    let path = root().join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {rel}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parsing {rel}: {e}"))
+}
+
+fn compose() -> Value {
+    yaml("docker-compose.yml")
+}
+
+fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
+    let s = &compose["services"][name];
+    assert!(s.is_mapping(), "service {name} is missing");
+    s
+}
+
+fn str_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+/// A service's environment, from either the map or the `KEY=value` list form.
+fn env(service: &Value) -> BTreeMap<String, String> {
+    match &service["environment"] {
+        Value::Mapping(m) => m.iter().map(|(k, v)| (str_of(k), str_of(v))).collect(),
+        Value::Sequence(items) => items
+            .iter()
+            .map(|i| {
+                let s = str_of(i);
+                let (k, v) = s.split_once('=').unwrap_or((s.as_str(), ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
+        Value::Null => BTreeMap::new(),
+        other => panic!("environment: {other:?}"),
+    }
+}
+
+/// `command` as a list of words (compose accepts a string or a list).
+fn words(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+        Value::Sequence(items) => items.iter().map(str_of).collect(),
+        Value::Null => Vec::new(),
+        other => panic!("command: {other:?}"),
+    }
+}
+
+/// The value following `flag` in a command line.
+fn flag_value(words: &[String], flag: &str) -> Option<String> {
+    words
+        .iter()
+        .position(|w| w == flag)
+        .and_then(|i| words.get(i + 1).cloned())
+        .or_else(|| {
+            let prefix = format!("{flag}=");
+            words
+                .iter()
+                .find_map(|w| w.strip_prefix(&prefix).map(str::to_owned))
+        })
+}
+
+/// (host, port) of an http URL.
+fn host_port(url: &str) -> (String, u16) {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or_else(|| panic!("{url} is not an http(s) URL"));
+    let authority = rest.split('/').next().unwrap();
+    let (host, port) = authority
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("{url} has no explicit port"));
+    (host.to_owned(), port.parse().expect("port"))
+}
+
+/// The port of a `HOST:PORT` listen address.
+fn listen_port(addr: &str) -> u16 {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{addr} is not HOST:PORT"))
+}
+
+fn kratos_channel_request_config() -> Value {
+    let kratos = yaml("kratos/kratos.yml");
+    kratos["courier"]["channels"][0]["request_config"].clone()
+}
+
+const SERVICES: [&str; 5] = [
+    "kratos-migrate",
+    "kratos",
+    "kratos-selfservice-ui-node",
+    "phone-courier",
+    "twilio-sandbox",
+];
+
+#[test]
+fn all_services_exist_with_pinned_images() {
+    let c = compose();
+    for name in SERVICES {
+        service(&c, name);
+    }
+    for name in ["kratos-migrate", "kratos"] {
+        assert_eq!(service(&c, name)["image"], "oryd/kratos:v26.2.0", "{name}");
+    }
+    assert_eq!(
+        service(&c, "kratos-selfservice-ui-node")["image"],
+        "oryd/kratos-selfservice-ui-node:v26.2.0"
+    );
+    // The courier is built from this repository's Dockerfile.
+    let build = &service(&c, "phone-courier")["build"];
+    let dockerfile = build["dockerfile"].as_str().unwrap_or("Dockerfile");
+    assert!(root().join(dockerfile).is_file());
+}
+
+#[test]
+fn kratos_services_follow_the_quickstart() {
+    let c = compose();
+    let kratos = service(&c, "kratos");
+    let cmd = words(&kratos["command"]);
+    assert_eq!(cmd.first().map(String::as_str), Some("serve"));
+    assert!(cmd.iter().any(|w| w == "--watch-courier"), "{cmd:?}");
+    assert_eq!(
+        flag_value(&cmd, "-c").as_deref(),
+        Some("/etc/config/kratos/kratos.yml")
+    );
+
+    let migrate = words(&service(&c, "kratos-migrate")["command"]);
+    for w in ["migrate", "sql", "-e", "--yes"] {
+        assert!(migrate.iter().any(|x| x == w), "{migrate:?}");
+    }
+    assert_eq!(
+        flag_value(&migrate, "-c").as_deref(),
+        Some("/etc/config/kratos/kratos.yml")
+    );
+
+    for name in ["kratos-migrate", "kratos"] {
+        let s = service(&c, name);
+        let e = env(s);
+        assert_eq!(
+            e.get("DSN").map(String::as_str),
+            Some("sqlite:///var/lib/sqlite/db.sqlite?_fk=true&_journal=WAL"),
+            "{name}"
+        );
+        let vols = words(&s["volumes"]);
+        assert!(
+            vols.iter().any(|v| v == "kratos-sqlite:/var/lib/sqlite"),
+            "{name}: {vols:?}"
+        );
+        assert!(
+            vols.iter()
+                .any(|v| v.starts_with("./kratos:/etc/config/kratos")),
+            "{name}: {vols:?}"
+        );
+    }
+    let ports = words(&kratos["ports"]);
+    for p in ["4433:4433", "4434:4434"] {
+        assert!(ports.iter().any(|x| x == p), "{ports:?}");
+    }
+    assert_eq!(
+        kratos["depends_on"]["kratos-migrate"]["condition"],
+        "service_completed_successfully"
+    );
+
+    let ui = service(&c, "kratos-selfservice-ui-node");
+    let e = env(ui);
+    assert_eq!(e["KRATOS_PUBLIC_URL"], "http://kratos:4433/");
+    assert_eq!(e["KRATOS_BROWSER_URL"], "http://127.0.0.1:4433/");
+    for k in ["COOKIE_SECRET", "CSRF_COOKIE_NAME", "CSRF_COOKIE_SECRET"] {
+        assert!(e.get(k).is_some_and(|v| !v.is_empty()), "{k}");
+    }
+    assert!(words(&ui["ports"]).iter().any(|p| p == "4455:4455"));
+    // The UI's public host is the one in kratos.yml's ui_urls.
+    let (host, _) = host_port(&e["KRATOS_PUBLIC_URL"]);
+    service(&c, &host);
+}
+
+#[test]
+fn kratos_channel_url_reaches_the_phone_courier() {
+    let c = compose();
+    let rc = kratos_channel_request_config();
+    let url = rc["url"].as_str().unwrap();
+    let (host, port) = host_port(url);
+    let target = service(&c, &host);
+    let listen = env(target)
+        .get("PHONE_COURIER__SERVER__LISTEN")
+        .cloned()
+        .unwrap_or_else(|| panic!("service {host} sets no PHONE_COURIER__SERVER__LISTEN"));
+    assert_eq!(listen_port(&listen), port, "{url} vs listen {listen}");
+    assert!(
+        listen.starts_with("0.0.0.0:") || listen.starts_with("[::]:"),
+        "{listen} is not reachable from other containers"
+    );
+    assert!(
+        url.ends_with("/v1/sms") || url.ends_with("/v1/voice"),
+        "{url}"
+    );
+}
+
+#[test]
+fn kratos_basic_auth_matches_the_courier() {
+    let c = compose();
+    let rc = kratos_channel_request_config();
+    assert_eq!(rc["auth"]["type"], "basic_auth");
+    let e = env(service(&c, "phone-courier"));
+    assert_eq!(
+        e["PHONE_COURIER__AUTH__BASIC__USERNAME"],
+        str_of(&rc["auth"]["config"]["user"])
+    );
+    assert_eq!(
+        e["PHONE_COURIER__AUTH__BASIC__PASSWORD"],
+        str_of(&rc["auth"]["config"]["password"])
+    );
+}
+
+#[test]
+fn courier_talks_to_the_sandbox_with_its_credentials() {
+    let c = compose();
+    let courier = env(service(&c, "phone-courier"));
+    let (host, port) = host_port(&courier["PHONE_COURIER__TWILIO__BASE_URL"]);
+    assert_eq!(host, "twilio-sandbox");
+
+    let sandbox = service(&c, "twilio-sandbox");
+    assert_eq!(words(&sandbox["entrypoint"]), ["twilio-sandbox"]);
+    assert_eq!(
+        sandbox["image"],
+        service(&c, "phone-courier")["image"],
+        "the sandbox runs from the courier's image"
+    );
+    let cmd = words(&sandbox["command"]);
+    let listen = flag_value(&cmd, "--listen").expect("--listen");
+    assert_eq!(listen, "0.0.0.0:4471");
+    assert_eq!(listen_port(&listen), port);
+    assert_eq!(
+        flag_value(&cmd, "--account-sid").as_deref(),
+        Some(courier["PHONE_COURIER__TWILIO__ACCOUNT_SID"].as_str())
+    );
+    assert_eq!(
+        flag_value(&cmd, "--auth-token").as_deref(),
+        Some(courier["PHONE_COURIER__TWILIO__AUTH_TOKEN"].as_str())
+    );
+    // A Twilio account SID: AC + 32 hex digits.
+    let sid = &courier["PHONE_COURIER__TWILIO__ACCOUNT_SID"];
+    assert!(
+        sid.len() == 34
+            && sid.starts_with("AC")
+            && sid[2..].chars().all(|ch| ch.is_ascii_hexdigit()),
+        "{sid}"
+    );
+    assert_eq!(courier["PHONE_COURIER__TWILIO__FROM"], "+15005550006");
+    assert_eq!(
+        courier["PHONE_COURIER__TWILIO__VERIFY_CREDENTIALS_ON_START"],
+        "true"
+    );
+    // The inbox is published on the host.
+    assert!(words(&sandbox["ports"]).iter().any(|p| p == "4471:4471"));
+    // The courier starts once the sandbox is up (it checks its credentials).
+    assert_eq!(
+        service(&c, "phone-courier")["depends_on"]["twilio-sandbox"]["condition"],
+        "service_healthy"
+    );
+}
+
+#[test]
+fn volumes_are_declared_and_every_service_is_on_the_network() {
+    let c = compose();
+    let declared_volumes = c["volumes"].as_mapping().expect("top-level volumes");
+    let declared_networks = c["networks"].as_mapping().expect("top-level networks");
+    assert!(declared_networks.contains_key("intranet"));
+    let services = c["services"].as_mapping().unwrap();
+    for (name, s) in services {
+        let name = str_of(name);
+        for v in words(&s["volumes"]) {
+            let source = v.split(':').next().unwrap();
+            // Bind mounts start with . or /; anything else is a named volume.
+            if !(source.starts_with('.') || source.starts_with('/')) {
+                assert!(
+                    declared_volumes.contains_key(source),
+                    "{name}: volume {source} is not declared"
+                );
+            } else {
+                assert!(
+                    root().join(source).exists(),
+                    "{name}: bind mount {source} does not exist"
+                );
+            }
+        }
+        let networks: Vec<String> = match &s["networks"] {
+            Value::Sequence(_) => words(&s["networks"]),
+            Value::Mapping(m) => m.keys().map(str_of).collect(),
+            _ => Vec::new(),
+        };
+        assert!(
+            networks.iter().any(|n| n == "intranet"),
+            "{name} is not on the intranet network"
+        );
+        for n in &networks {
+            assert!(declared_networks.contains_key(n.as_str()), "{name}: {n}");
+        }
+        // depends_on only names existing services (map or list form).
+        let deps: Vec<String> = match &s["depends_on"] {
+            Value::Mapping(m) => m.keys().map(str_of).collect(),
+            Value::Sequence(_) => words(&s["depends_on"]),
+            _ => Vec::new(),
+        };
+        for dep in deps {
+            service(&c, &dep);
+        }
+    }
+    assert_eq!(services.len(), SERVICES.len());
+}
+
+/// Dockerfile instructions of the last stage (the runtime image), joined
+/// across line continuations.
+fn runtime_instructions() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || (t.is_empty() && current.is_empty()) {
+            continue;
+        }
+        if let Some(stripped) = t.strip_suffix('\\') {
+            current.push_str(stripped);
+            current.push(' ');
+        } else {
+            current.push_str(t);
+            lines.push(std::mem::take(&mut current));
+        }
+    }
+    let last_from = lines
+        .iter()
+        .rposition(|l| l.to_ascii_uppercase().starts_with("FROM "))
+        .expect("FROM");
+    assert!(last_from > 0 || lines.len() > 1);
+    lines.split_off(last_from)
+}
+
+fn instruction<'a>(lines: &'a [String], keyword: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let (k, rest) = l.split_once(char::is_whitespace)?;
+            k.eq_ignore_ascii_case(keyword).then_some(rest.trim())
+        })
+        .collect()
+}
+
+#[test]
+fn dockerfile_runtime_is_non_root_healthchecked_and_exposes_4470() {
+    let lines = runtime_instructions();
+
+    let users = instruction(&lines, "USER");
+    let user = users.last().expect("the runtime stage sets USER");
+    let name = user.split(':').next().unwrap();
+    assert!(!["root", "0", ""].contains(&name), "USER {user}");
+
+    assert!(instruction(&lines, "EXPOSE")
+        .iter()
+        .any(|e| e.split_whitespace().any(|p| p == "4470" || p == "4470/tcp")));
+
+    let health = instruction(&lines, "HEALTHCHECK");
+    assert_eq!(health.len(), 1, "{health:?}");
+    assert!(health[0].contains("CMD"), "{}", health[0]);
+    assert!(health[0].contains("/health/ready"), "{}", health[0]);
+    assert!(health[0].contains("4470"), "{}", health[0]);
+
+    let entry = instruction(&lines, "ENTRYPOINT");
+    assert_eq!(entry, [r#"["kratos-phone-courier"]"#]);
+    let cmd = instruction(&lines, "CMD");
+    assert_eq!(
+        cmd,
+        [r#"["serve", "--config", "/etc/phone-courier/config.toml"]"#]
+    );
+
+    // Both binaries are in the image, and the config file the CMD names.
+    let copies = instruction(&lines, "COPY").join("\n");
+    for needle in [
+        "kratos-phone-courier",
+        "twilio-sandbox",
+        "/etc/phone-courier/config.toml",
+    ] {
+        assert!(copies.contains(needle), "{needle} not copied:\n{copies}");
+    }
+}
