@@ -1,2 +1,3 @@
 //! kratos-phone-courier
 pub mod sandbox;
+pub mod signature;
