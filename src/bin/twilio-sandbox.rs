@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 /// A fake Twilio that speaks Twilio's wire format and shows what it received.
 #[derive(Debug, Parser)]
-#[command(name = "twilio-sandbox", version, about)]
+#[command(name = "twilio-sandbox", version)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "TWILIO_SANDBOX_LISTEN", default_value = "127.0.0.1:4471")]
@@ -37,7 +37,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // Logs go to stderr so stdout carries only the start-up line.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
