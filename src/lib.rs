@@ -20,6 +20,7 @@
 //! | [`twiml`] | the TwiML that speaks a code, and the language choice |
 //! | [`twilio`] | the outbound REST client and its error classes |
 //! | [`error`] | every error answer: status, stable code, message |
+//! | [`signature`] | Twilio webhook signatures (X-Twilio-Signature) |
 //! | [`sandbox`] | a local Twilio stand-in (`twilio-sandbox`, `serve --dev`) |
 //! | [`dev`] | `serve --dev`: the service and the sandbox in one process |
 //! | [`telemetry`] | log output |
@@ -34,6 +35,7 @@ pub mod message;
 pub mod recipient;
 pub mod sandbox;
 pub mod server;
+pub mod signature;
 pub mod startup;
 pub mod telemetry;
 pub mod twilio;

@@ -1,31 +1,151 @@
-//! Twilio sandbox (placeholder until the real module lands).
+//! A fake Twilio that speaks Twilio's wire format.
+//!
+//! It is the out-of-the-box provider (`serve --dev`), the mock in integration
+//! tests and the target of benchmarks. It checks requests the way Twilio does
+//! (HTTP Basic, form encoding, the published request schema, size limits,
+//! Twilio's magic test numbers), answers with Twilio-shaped JSON, keeps what it
+//! accepted in a bounded inbox, sends signed status callbacks, and can be told
+//! to misbehave (latency, 5xx, 429, dropped or broken connections).
+//!
+//! The inbox, request log and fault endpoints have no authentication: this is
+//! a local development tool and must not be exposed beyond the machine.
+
+mod auth;
+mod body;
+mod callback;
+mod error;
+mod fault;
+mod html;
+mod mask;
+mod model;
+mod resources;
+mod server;
+mod store;
+mod twiml;
+mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::TwilioError;
+pub use fault::{Fault, UnknownFault};
+pub use model::{Channel, InboxEntry, RecordedRequest};
+
+use fault::FaultQueue;
+use store::Bounded;
+
+/// How the sandbox identifies the one account it serves.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
+    /// The only AccountSid the sandbox serves (path); others answer 404 / 20404.
     pub account_sid: String,
+    /// HTTP Basic password. The user is `account_sid` or any API key SID
+    /// (`SK` + 32 hex); the sandbox accepts the auth token as every key's secret.
     pub auth_token: String,
+    /// Bound of the inbox and of the request log; the oldest entries go first.
     pub inbox_capacity: usize,
 }
+
+impl SandboxConfig {
+    /// The fixed development account SID.
+    pub const DEFAULT_ACCOUNT_SID: &'static str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    /// The fixed development auth token.
+    pub const DEFAULT_AUTH_TOKEN: &'static str = "sandbox-auth-token";
+    pub const DEFAULT_INBOX_CAPACITY: usize = 1000;
+}
+
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig {
-            account_sid: format!("AC{}", "a".repeat(32)),
-            auth_token: "sandbox-auth-token".into(),
-            inbox_capacity: 1000,
+        Self {
+            account_sid: Self::DEFAULT_ACCOUNT_SID.to_owned(),
+            auth_token: Self::DEFAULT_AUTH_TOKEN.to_owned(),
+            inbox_capacity: Self::DEFAULT_INBOX_CAPACITY,
         }
     }
 }
-#[derive(Clone)]
-pub struct Sandbox;
+
+/// How long one status callback POST may take.
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shared state behind every clone of a [`Sandbox`].
+#[derive(Debug)]
+pub(crate) struct State {
+    config: SandboxConfig,
+    inbox: Bounded<InboxEntry>,
+    requests: Bounded<RecordedRequest>,
+    faults: FaultQueue,
+    /// `None` when the HTTP client could not be built; callbacks are then
+    /// skipped with a warning instead of panicking.
+    callback_client: Option<reqwest::Client>,
+}
+
+/// A running or ready-to-run Twilio sandbox. Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    state: Arc<State>,
+}
+
 impl Sandbox {
-    pub fn new(_c: SandboxConfig) -> Self {
-        Sandbox
+    pub fn new(config: SandboxConfig) -> Self {
+        if let Err(error) = validate::preload() {
+            tracing::error!(%error, "request schemas did not compile; create requests will answer 500");
+        }
+        let callback_client = reqwest::Client::builder()
+            .timeout(CALLBACK_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("TwilioProxy/1.1 (kratos-phone-courier sandbox)")
+            .build()
+            .map_err(|error| tracing::warn!(%error, "no HTTP client; status callbacks disabled"))
+            .ok();
+        let capacity = config.inbox_capacity;
+        Self {
+            state: Arc::new(State {
+                config,
+                inbox: Bounded::new(capacity),
+                requests: Bounded::new(capacity),
+                faults: FaultQueue::default(),
+                callback_client,
+            }),
+        }
     }
+
+    /// The configuration this sandbox serves.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.state.config
+    }
+
+    /// Serve on an already bound listener until `shutdown` completes (graceful: in-flight requests finish).
     pub async fn serve(
         &self,
-        _l: tokio::net::TcpListener,
-        s: impl std::future::Future<Output = ()> + Send + 'static,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        s.await;
-        Ok(())
+        server::serve(self.state.clone(), listener, shutdown).await
+    }
+
+    /// Accepted messages and calls, newest first.
+    pub fn inbox(&self) -> Vec<InboxEntry> {
+        self.state.inbox.newest_first()
+    }
+
+    /// Every request to the Messages/Calls endpoints (accepted or refused), oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests.oldest_first()
+    }
+
+    /// Empties the inbox and the request log.
+    pub fn clear(&self) {
+        self.state.inbox.clear();
+        self.state.requests.clear();
+    }
+
+    /// The next `count` create requests get this fault (after any already queued).
+    pub fn inject_fault(&self, fault: Fault, count: usize) {
+        self.state.faults.push(fault, count);
+    }
+
+    /// Forget all queued faults.
+    pub fn clear_faults(&self) {
+        self.state.faults.clear();
     }
 }

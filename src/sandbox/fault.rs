@@ -1,0 +1,178 @@
+//! Failures the sandbox can simulate, so clients can be tested against a
+//! misbehaving Twilio: slow, overloaded, broken connections, odd answers.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A simulated failure for one create request.
+///
+/// The textual names (header `X-Sandbox-Fault`, admin endpoint) are:
+/// `latency=MILLIS`, `500`, `503`, `429`, `429-retry-after=SECONDS`, `drop`,
+/// `reset`, `not-json`, `redirect`, `undelivered=CODE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Wait, then answer normally.
+    Latency(Duration),
+    /// 500 with Twilio code 20500.
+    Status500,
+    /// 503 with Twilio code 20503.
+    Status503,
+    /// 429 with Twilio code 20429, optionally with a `Retry-After` header.
+    TooManyRequests { retry_after: Option<u64> },
+    /// Close the connection without answering.
+    DropConnection,
+    /// Send the status line, headers and part of the body, then close.
+    ResetMidAnswer,
+    /// 201 with a body that is not JSON.
+    NotJson,
+    /// 307 to another URL.
+    Redirect,
+    /// Accept the message, but report `undelivered` with this `ErrorCode`
+    /// (e.g. 30003) in the status callback, as Twilio does for delivery
+    /// failures. Calls ignore it.
+    Undelivered { error_code: u32 },
+}
+
+/// A fault name that is not one of the documented ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fault {0:?}; expected latency=MILLIS, 500, 503, 429, 429-retry-after=SECONDS, drop, reset, not-json, redirect or undelivered=CODE")]
+pub struct UnknownFault(pub String);
+
+impl FromStr for Fault {
+    type Err = UnknownFault;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.trim();
+        let unknown = || UnknownFault(name.to_owned());
+        let fault = match name {
+            "500" => Fault::Status500,
+            "503" => Fault::Status503,
+            "429" => Fault::TooManyRequests { retry_after: None },
+            "drop" => Fault::DropConnection,
+            "reset" => Fault::ResetMidAnswer,
+            "not-json" => Fault::NotJson,
+            "redirect" => Fault::Redirect,
+            _ => {
+                if let Some(ms) = name.strip_prefix("latency=") {
+                    Fault::Latency(Duration::from_millis(ms.parse().map_err(|_| unknown())?))
+                } else if let Some(secs) = name.strip_prefix("429-retry-after=") {
+                    Fault::TooManyRequests {
+                        retry_after: Some(secs.parse().map_err(|_| unknown())?),
+                    }
+                } else if let Some(code) = name.strip_prefix("undelivered=") {
+                    Fault::Undelivered {
+                        error_code: code.parse().map_err(|_| unknown())?,
+                    }
+                } else {
+                    return Err(unknown());
+                }
+            }
+        };
+        Ok(fault)
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Latency(d) => write!(f, "latency={}", d.as_millis()),
+            Fault::Status500 => f.write_str("500"),
+            Fault::Status503 => f.write_str("503"),
+            Fault::TooManyRequests { retry_after: None } => f.write_str("429"),
+            Fault::TooManyRequests {
+                retry_after: Some(s),
+            } => write!(f, "429-retry-after={s}"),
+            Fault::DropConnection => f.write_str("drop"),
+            Fault::ResetMidAnswer => f.write_str("reset"),
+            Fault::NotJson => f.write_str("not-json"),
+            Fault::Redirect => f.write_str("redirect"),
+            Fault::Undelivered { error_code } => write!(f, "undelivered={error_code}"),
+        }
+    }
+}
+
+/// Faults queued for the next create requests, each with a remaining count.
+#[derive(Debug, Default)]
+pub(crate) struct FaultQueue {
+    queue: Mutex<VecDeque<(Fault, usize)>>,
+}
+
+impl FaultQueue {
+    pub(crate) fn push(&self, fault: Fault, count: usize) {
+        if count == 0 {
+            return;
+        }
+        self.lock().push_back((fault, count));
+    }
+
+    /// The fault for the next create request, if any is queued.
+    pub(crate) fn take(&self) -> Option<Fault> {
+        let mut queue = self.lock();
+        let (fault, remaining) = queue.front_mut()?;
+        let fault = fault.clone();
+        *remaining -= 1;
+        if *remaining == 0 {
+            queue.pop_front();
+        }
+        Some(fault)
+    }
+
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Fault, usize)>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for name in [
+            "latency=250",
+            "500",
+            "503",
+            "429",
+            "429-retry-after=7",
+            "drop",
+            "reset",
+            "not-json",
+            "redirect",
+            "undelivered=30003",
+        ] {
+            let fault: Fault = name.parse().expect(name);
+            assert_eq!(fault.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_names() {
+        for name in ["", "404", "latency=", "latency=abc", "429-retry-after=-1"] {
+            assert!(name.parse::<Fault>().is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn queue_honours_counts_in_order() {
+        let queue = FaultQueue::default();
+        queue.push(Fault::Status503, 2);
+        queue.push(Fault::NotJson, 1);
+        queue.push(Fault::Status500, 0);
+        assert_eq!(queue.take(), Some(Fault::Status503));
+        assert_eq!(queue.take(), Some(Fault::Status503));
+        assert_eq!(queue.take(), Some(Fault::NotJson));
+        assert_eq!(queue.take(), None);
+        queue.push(Fault::Redirect, 5);
+        queue.clear();
+        assert_eq!(queue.take(), None);
+    }
+}

@@ -1,0 +1,99 @@
+//! The human-readable inbox page at `GET /inbox`.
+
+use std::fmt::Write as _;
+
+use super::model::{Channel, InboxEntry};
+
+/// Escape text for HTML element content and attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The page, newest first; every dynamic value escaped.
+pub(crate) fn inbox_page(entries: &[InboxEntry]) -> String {
+    let mut page = String::from(concat!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+        "<meta http-equiv=\"refresh\" content=\"5\">\n",
+        "<title>Twilio sandbox inbox</title>\n",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;width:100%}",
+        "td,th{border:1px solid #ccc;padding:.4em;text-align:left;vertical-align:top}",
+        "td.text{white-space:pre-wrap}</style>\n</head>\n<body>\n",
+        "<h1>Twilio sandbox inbox</h1>\n",
+        "<p>Messages and calls accepted by the sandbox, newest first. ",
+        "This page refreshes every 5 seconds. Local development tool: do not expose it.</p>\n",
+    ));
+    if entries.is_empty() {
+        page.push_str("<p>No messages yet.</p>\n");
+    } else {
+        page.push_str("<table>\n<thead><tr><th>Time</th><th>Channel</th><th>To</th><th>From</th><th>Text</th><th>Status</th><th>SID</th></tr></thead>\n<tbody>\n");
+        for entry in entries {
+            let channel = match entry.channel {
+                Channel::Sms => "SMS",
+                Channel::Voice => "Voice",
+            };
+            let text = match entry.channel {
+                Channel::Sms => entry.body.as_deref().unwrap_or(""),
+                Channel::Voice => entry
+                    .spoken_text
+                    .as_deref()
+                    .filter(|t| !t.is_empty())
+                    .or(entry.twiml.as_deref())
+                    .unwrap_or("(TwiML fetched from Url)"),
+            };
+            let _ = writeln!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"text\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                escape(&entry.date_created),
+                channel,
+                escape(&entry.to),
+                escape(&entry.from),
+                escape(text),
+                escape(&entry.status),
+                escape(&entry.sid),
+            );
+        }
+        page.push_str("</tbody>\n</table>\n");
+    }
+    page.push_str("</body>\n</html>\n");
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_everything_dynamic() {
+        assert_eq!(
+            escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+        let entry = InboxEntry {
+            sid: "SM1".into(),
+            channel: Channel::Sms,
+            to: "<b>".into(),
+            from: "+1".into(),
+            body: Some("<script>alert(1)</script>".into()),
+            twiml: None,
+            spoken_text: None,
+            date_created: "now".into(),
+            status: "queued".into(),
+            form: vec![],
+        };
+        let page = inbox_page(&[entry]);
+        assert!(!page.contains("<script>"));
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(page.contains("&lt;b&gt;"));
+    }
+}
