@@ -13,8 +13,9 @@ use hyper::body::Body;
 use serde_json::json;
 
 use crate::auth::Authenticator;
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::courier::{provider_error_to_api, Courier, Endpoint};
+use crate::courier::{Courier, Endpoint};
 use crate::error::{json_response, ApiError};
 use crate::message::{MessageParser, ParseError};
 use crate::twilio::TwilioClient;
@@ -42,18 +43,22 @@ struct RequestLog {
     recipient: Option<String>,
     sid: Option<String>,
     provider_code: Option<u32>,
-    provider_error: Option<&'static str>,
 }
 
 impl App {
     pub fn new(config: Config) -> Result<Self, reqwest::Error> {
+        App::with_clock(config, Clock::system())
+    }
+
+    /// Build with a given clock (tests move it forward instead of sleeping).
+    pub fn with_clock(config: Config, clock: Clock) -> Result<Self, reqwest::Error> {
         let twilio = TwilioClient::new(&config.twilio)?;
-        let courier = Courier::new(&config, twilio);
+        let courier = Courier::new(&config, twilio, clock);
         Ok(App {
             auth: Authenticator::new(&config.auth),
             parser: MessageParser::new(),
             courier,
-            ready: AtomicBool::new(true),
+            ready: AtomicBool::new(!config.twilio.verify_credentials_on_start),
             shutting_down: AtomicBool::new(false),
             config: Arc::new(config),
         })
@@ -90,6 +95,10 @@ impl App {
                 return json_response(StatusCode::OK, &json!({"status": "alive"}));
             }
             (&Method::GET | &Method::HEAD, "/health/ready") => return self.readiness(),
+            (&Method::GET, "/v1/test-messages") => return self.test_messages(request.headers()),
+            (_, "/v1/test-messages") => {
+                return ApiError::MethodNotAllowed { allow: "GET" }.into_response()
+            }
             (_, "/v1/sms" | "/v1/voice") => {
                 return ApiError::MethodNotAllowed { allow: "POST" }.into_response()
             }
@@ -131,13 +140,27 @@ impl App {
             recipient = log.recipient.as_deref(),
             sid = log.sid.as_deref(),
             provider_code = log.provider_code,
-            provider_error = log.provider_error,
             status,
             error,
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );
         response
+    }
+
+    /// Messages to configured test numbers (with their bodies and codes:
+    /// nothing real was sent), for the operator's own CI.
+    fn test_messages(&self, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+        if !self.auth.check(headers) {
+            return ApiError::Unauthorized {
+                basic_challenge: self.auth.uses_basic(),
+            }
+            .into_response();
+        }
+        json_response(
+            StatusCode::OK,
+            &json!({ "messages": self.courier.test_messages() }),
+        )
     }
 
     fn readiness(&self) -> Response<Full<Bytes>> {
@@ -180,32 +203,32 @@ impl App {
             ParseError::Schema(v) => ApiError::Schema(v),
         })?;
         log.template_type = Some(message.template_type.label());
-        let prepared = self.courier.prepare(endpoint, &message)?;
-        log.channel = Some(prepared.channel.as_str());
-        log.recipient = Some(prepared.recipient.masked());
-        match self.courier.send(&prepared).await {
-            Ok(accepted) => {
-                log.sid = accepted.sid.clone();
-                if accepted.sid.is_none() {
-                    tracing::warn!(
-                        "the provider accepted the message but its answer could not be read"
-                    );
-                }
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({
-                        "status": "accepted",
-                        "channel": prepared.channel.as_str(),
-                        "sid": accepted.sid,
-                    }),
-                ))
-            }
+        let result = self.courier.deliver(endpoint, &message).await;
+        let delivered = match result {
+            Ok(d) => d,
             Err(e) => {
                 log.provider_code = e.provider_code();
-                log.provider_error = Some(e.kind());
-                Err(provider_error_to_api(&e))
+                return Err(e);
             }
+        };
+        log.channel = Some(delivered.channel.as_str());
+        log.recipient = Some(delivered.masked_recipient.clone());
+        log.sid = delivered.sid.clone();
+        if delivered.sid.is_none() && !delivered.duplicate {
+            tracing::warn!("the provider accepted the message but its answer could not be read");
         }
+        let mut body = json!({
+            "status": "accepted",
+            "channel": delivered.channel.as_str(),
+            "sid": delivered.sid,
+        });
+        if delivered.duplicate {
+            body["duplicate"] = json!(true);
+        }
+        if delivered.test {
+            body["test"] = json!(true);
+        }
+        Ok(json_response(StatusCode::OK, &body))
     }
 }
 

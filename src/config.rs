@@ -16,6 +16,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::limits::{ChannelRates, Rate};
 use crate::recipient::Recipient;
 
 /// The documented defaults, compiled in so that the binary needs no file.
@@ -55,6 +56,88 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub twilio: TwilioSettings,
     pub voice: VoiceSettings,
+    pub limits: LimitsSettings,
+    pub policy: PolicySettings,
+    pub budget: BudgetConfig,
+    pub dedup: DedupSettings,
+    pub test_numbers: TestNumbersSettings,
+}
+
+/// A list given as a TOML/YAML array or, from an environment variable, as a
+/// comma-separated string.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(transparent)]
+pub struct StringList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StringList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of strings or a comma-separated string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StringList, E> {
+                Ok(StringList(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                ))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StringList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(StringList(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    pub enabled: bool,
+    pub ip_headers: StringList,
+    pub prune_interval_ms: u64,
+    pub sms: ChannelRates,
+    pub voice: ChannelRates,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    pub refuse_premium: bool,
+    pub sms: CountrySettings,
+    pub voice: CountrySettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountrySettings {
+    pub allowed_countries: StringList,
+    pub denied_countries: StringList,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupSettings {
+    pub window_ms: u64,
+    pub unreachable_ms: u64,
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestNumbersSettings {
+    pub numbers: StringList,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +194,7 @@ pub struct TwilioSettings {
     pub messaging_service_sid: Option<String>,
     pub voice_from: Option<String>,
     pub timeout_ms: u64,
+    pub verify_credentials_on_start: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +235,54 @@ pub struct Config {
     pub auth: AuthConfig,
     pub twilio: TwilioConfig,
     pub voice: VoiceConfig,
+    pub limits: LimitsConfig,
+    pub policy: PolicyConfig,
+    pub budget: BudgetConfig,
+    pub dedup: DedupConfig,
+    /// Normalised E.164 numbers that are answered without sending.
+    pub test_numbers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsConfig {
+    pub enabled: bool,
+    pub ip_headers: Vec<String>,
+    #[serde(rename = "prune_interval_ms", serialize_with = "ser_millis")]
+    pub prune_interval: Duration,
+    pub sms: ChannelRates,
+    pub voice: ChannelRates,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyConfig {
+    pub refuse_premium: bool,
+    pub sms: CountryPolicy,
+    pub voice: CountryPolicy,
+}
+
+/// ISO 3166 region codes, upper case. An empty allow list allows all.
+#[derive(Debug, Clone, Serialize)]
+pub struct CountryPolicy {
+    pub allowed_countries: Vec<String>,
+    pub denied_countries: Vec<String>,
+}
+
+/// The daily budget; 0 turns a cap off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub daily_total: u32,
+    pub daily_per_country: u32,
+    pub warn_percent: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DedupConfig {
+    #[serde(rename = "window_ms", serialize_with = "ser_millis")]
+    pub window: Duration,
+    #[serde(rename = "unreachable_ms", serialize_with = "ser_millis")]
+    pub unreachable: Duration,
+    pub max_entries: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -222,6 +354,7 @@ pub struct TwilioConfig {
     pub voice_from: Option<String>,
     #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
     pub timeout: Duration,
+    pub verify_credentials_on_start: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -321,6 +454,11 @@ impl Settings {
             auth: self.auth.check()?,
             twilio: self.twilio.check(env)?,
             voice: self.voice.check()?,
+            limits: self.limits.check()?,
+            policy: self.policy.check()?,
+            budget: check_budget(self.budget)?,
+            dedup: self.dedup.check()?,
+            test_numbers: check_test_numbers(self.test_numbers)?,
         })
     }
 }
@@ -655,6 +793,7 @@ impl TwilioSettings {
             sms_sender,
             voice_from,
             timeout: Duration::from_millis(self.timeout_ms),
+            verify_credentials_on_start: self.verify_credentials_on_start,
         })
     }
 }
@@ -765,6 +904,145 @@ impl VoiceSettings {
             sentences,
         })
     }
+}
+
+impl LimitsSettings {
+    fn check(self) -> Result<LimitsConfig, ConfigError> {
+        for (channel, rates) in [("sms", &self.sms), ("voice", &self.voice)] {
+            for (name, rate) in [
+                ("recipient", rates.recipient),
+                ("ip", rates.ip),
+                ("country", rates.country),
+                ("global", rates.global),
+            ] {
+                check_rate(&format!("limits.{channel}.{name}"), rate)?;
+            }
+        }
+        for h in &self.ip_headers.0 {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(ConfigError::invalid(
+                    "limits.ip_headers",
+                    format!("`{h}` is not a header name"),
+                ));
+            }
+        }
+        if self.prune_interval_ms < 1000 {
+            return Err(ConfigError::invalid(
+                "limits.prune_interval_ms",
+                "must be at least 1000",
+            ));
+        }
+        Ok(LimitsConfig {
+            enabled: self.enabled,
+            ip_headers: self.ip_headers.0,
+            prune_interval: Duration::from_millis(self.prune_interval_ms),
+            sms: self.sms,
+            voice: self.voice,
+        })
+    }
+}
+
+fn check_rate(key: &str, rate: Rate) -> Result<(), ConfigError> {
+    if rate.per_hour > 3_600_000 {
+        return Err(ConfigError::invalid(
+            &format!("{key}.per_hour"),
+            "must be at most 3600000 (0 turns the limit off)",
+        ));
+    }
+    if rate.per_hour > 0 && rate.burst == 0 {
+        return Err(ConfigError::invalid(
+            &format!("{key}.burst"),
+            "must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+fn regions(key: &str, list: StringList) -> Result<Vec<String>, ConfigError> {
+    list.0
+        .into_iter()
+        .map(|c| {
+            let up = c.trim().to_ascii_uppercase();
+            if up.parse::<phonenumber::country::Id>().is_ok() {
+                Ok(up)
+            } else {
+                Err(ConfigError::invalid(
+                    key,
+                    format!("`{c}` is not an ISO 3166 region code such as US or DE"),
+                ))
+            }
+        })
+        .collect()
+}
+
+impl PolicySettings {
+    fn check(self) -> Result<PolicyConfig, ConfigError> {
+        let country = |ch: &str, c: CountrySettings| -> Result<CountryPolicy, ConfigError> {
+            Ok(CountryPolicy {
+                allowed_countries: regions(
+                    &format!("policy.{ch}.allowed_countries"),
+                    c.allowed_countries,
+                )?,
+                denied_countries: regions(
+                    &format!("policy.{ch}.denied_countries"),
+                    c.denied_countries,
+                )?,
+            })
+        };
+        Ok(PolicyConfig {
+            refuse_premium: self.refuse_premium,
+            sms: country("sms", self.sms)?,
+            voice: country("voice", self.voice)?,
+        })
+    }
+}
+
+fn check_budget(b: BudgetConfig) -> Result<BudgetConfig, ConfigError> {
+    if !(1..=100).contains(&b.warn_percent) {
+        return Err(ConfigError::invalid(
+            "budget.warn_percent",
+            "must be between 1 and 100",
+        ));
+    }
+    Ok(b)
+}
+
+impl DedupSettings {
+    fn check(self) -> Result<DedupConfig, ConfigError> {
+        if self.max_entries == 0 {
+            return Err(ConfigError::invalid(
+                "dedup.max_entries",
+                "must be at least 1",
+            ));
+        }
+        Ok(DedupConfig {
+            window: Duration::from_millis(self.window_ms),
+            unreachable: Duration::from_millis(self.unreachable_ms),
+            max_entries: self.max_entries,
+        })
+    }
+}
+
+fn check_test_numbers(t: TestNumbersSettings) -> Result<Vec<String>, ConfigError> {
+    t.numbers
+        .0
+        .into_iter()
+        .map(|n| {
+            let n = n.trim().to_owned();
+            let digits = n.strip_prefix('+').unwrap_or("");
+            if (2..=15).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && !digits.starts_with('0')
+            {
+                Ok(n)
+            } else {
+                Err(ConfigError::invalid(
+                    "test_numbers.numbers",
+                    "every test number must be in E.164 form",
+                ))
+            }
+        })
+        .collect()
 }
 
 fn overlay(base: SentenceSettings, top: SentenceSettings) -> SentenceSettings {

@@ -2,10 +2,17 @@
 //! decide the channel, build the SMS or the call, send it, and turn the
 //! provider's answer into what Kratos is told.
 
-use crate::config::{Config, SmsSender, VoiceConfig};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use crate::budget::Budget;
+use crate::clock::Clock;
+use crate::config::{Config, CountryPolicy, PolicyConfig, SmsSender, VoiceConfig};
+use crate::dedup::{self, Admission, Dedup, Outcome};
 use crate::error::ApiError;
+use crate::limits::{client_ip, RateLimits};
 use crate::message::CourierMessage;
-use crate::recipient::Recipient;
+use crate::recipient::{LineType, Recipient};
 use crate::twilio::{
     Accepted, FailureClass, OutgoingCall, OutgoingSms, ProviderError, TwilioClient,
 };
@@ -54,23 +61,243 @@ pub struct Prepared {
     pub outgoing: Outgoing,
 }
 
-/// Turns courier messages into provider requests and sends them.
+/// How a delivery ended well.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub channel: Channel,
+    pub sid: Option<String>,
+    /// Answered from memory: an identical message was already sent.
+    pub duplicate: bool,
+    /// A configured test number: nothing was sent.
+    pub test: bool,
+    /// For the log line.
+    pub masked_recipient: String,
+}
+
+/// A message to a test number, kept for the operator's own CI.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestMessage {
+    pub sid: String,
+    pub to: String,
+    pub channel: &'static str,
+    pub template_type: &'static str,
+    pub body: String,
+    pub code: Option<String>,
+}
+
+/// How many test messages are kept.
+const TEST_MESSAGES_KEPT: usize = 100;
+
+/// Turns courier messages into provider requests and sends them, with the
+/// abuse controls in between.
 pub struct Courier {
     twilio: TwilioClient,
     sms_sender: SmsSender,
     voice_from: Option<String>,
     voice: VoiceConfig,
     status_callback: Option<String>,
+    policy: PolicyConfig,
+    limits: Option<RateLimits>,
+    ip_headers: Vec<String>,
+    dedup: Dedup,
+    budget: Budget,
+    test_numbers: Vec<String>,
+    test_messages: Mutex<VecDeque<TestMessage>>,
 }
 
 impl Courier {
-    pub fn new(config: &Config, twilio: TwilioClient) -> Self {
+    pub fn new(config: &Config, twilio: TwilioClient, clock: Clock) -> Self {
         Courier {
             twilio,
             sms_sender: config.twilio.sms_sender.clone(),
             voice_from: config.twilio.voice_from.clone(),
             voice: config.voice.clone(),
             status_callback: None,
+            policy: config.policy.clone(),
+            limits: config
+                .limits
+                .enabled
+                .then(|| RateLimits::new(&config.limits.sms, &config.limits.voice, clock.clone())),
+            ip_headers: config.limits.ip_headers.clone(),
+            dedup: Dedup::new(
+                config.dedup.window,
+                config.dedup.unreachable,
+                config.dedup.max_entries,
+                clock.clone(),
+            ),
+            budget: Budget::new(
+                config.budget.daily_total,
+                config.budget.daily_per_country,
+                config.budget.warn_percent,
+                clock,
+            ),
+            test_numbers: config.test_numbers.clone(),
+            test_messages: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Drop abuse-control state that no longer matters (called periodically).
+    pub fn prune(&self) {
+        if let Some(l) = &self.limits {
+            l.prune();
+        }
+        self.dedup.prune();
+    }
+
+    pub fn limits(&self) -> Option<&RateLimits> {
+        self.limits.as_ref()
+    }
+
+    pub fn dedup(&self) -> &Dedup {
+        &self.dedup
+    }
+
+    /// Messages to test numbers, newest first.
+    pub fn test_messages(&self) -> Vec<TestMessage> {
+        let m = self.test_messages.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().rev().cloned().collect()
+    }
+
+    /// The whole pipeline for one message: test numbers, checks, policy,
+    /// deduplication, rate limits, budget, provider.
+    pub async fn deliver(
+        &self,
+        endpoint: Endpoint,
+        message: &CourierMessage,
+    ) -> Result<Delivered, ApiError> {
+        let trimmed = message.recipient.trim();
+        if self.test_numbers.iter().any(|n| n == trimmed) {
+            return Ok(self.record_test(endpoint, message, trimmed));
+        }
+        let prepared = self.prepare(endpoint, message)?;
+        let masked = prepared.recipient.masked();
+        check_policy(&self.policy, &prepared)?;
+        let flight = match self.dedup.admit(
+            prepared.channel.as_str(),
+            prepared.recipient.e164(),
+            &message.body,
+            message.code.as_deref(),
+        ) {
+            Admission::Duplicate { sid } => {
+                return Ok(Delivered {
+                    channel: prepared.channel,
+                    sid,
+                    duplicate: true,
+                    test: false,
+                    masked_recipient: masked,
+                })
+            }
+            Admission::KnownUnreachable { provider_code } => {
+                return Err(ApiError::RecipientUnreachable { provider_code })
+            }
+            Admission::Wait(rx) => {
+                return match dedup::wait(rx).await {
+                    Outcome::Accepted { sid } => Ok(Delivered {
+                        channel: prepared.channel,
+                        sid,
+                        duplicate: true,
+                        test: false,
+                        masked_recipient: masked,
+                    }),
+                    Outcome::Failed(e) => Err(e),
+                }
+            }
+            Admission::Send(flight) => flight,
+        };
+        if let Some(limits) = &self.limits {
+            let ip = client_ip(&self.ip_headers, |name| message.request_header(name));
+            let keys = limits.keys(
+                prepared.recipient.e164(),
+                ip,
+                prepared.recipient.calling_code(),
+            );
+            if let Err(limited) = limits.check(prepared.channel, &keys) {
+                let e = ApiError::RateLimited {
+                    limit: limited.limit.as_str(),
+                    channel: prepared.channel.as_str(),
+                    retry_after: limited.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+                };
+                flight.finish(Outcome::Failed(e.clone()), None);
+                return Err(e);
+            }
+        }
+        let reservation = match self.budget.reserve(prepared.recipient.calling_code()) {
+            Ok(r) => r,
+            Err(exhausted) => {
+                let e = ApiError::BudgetExhausted {
+                    scope: exhausted.scope.as_str(),
+                    retry_after: exhausted.retry_after.as_secs().max(1),
+                };
+                flight.finish(Outcome::Failed(e.clone()), None);
+                return Err(e);
+            }
+        };
+        match self.send(&prepared).await {
+            Ok(accepted) => {
+                // The reservation is spent: the provider has the message.
+                drop(reservation);
+                flight.finish(
+                    Outcome::Accepted {
+                        sid: accepted.sid.clone(),
+                    },
+                    None,
+                );
+                Ok(Delivered {
+                    channel: prepared.channel,
+                    sid: accepted.sid,
+                    duplicate: false,
+                    test: false,
+                    masked_recipient: masked,
+                })
+            }
+            Err(provider) => {
+                self.budget.release(reservation);
+                let e = provider_error_to_api(&provider);
+                let permanent = provider
+                    .provider_code()
+                    .filter(|c| PERMANENT_RECIPIENT_CODES.contains(c))
+                    .map(Some);
+                flight.finish(Outcome::Failed(e.clone()), permanent);
+                tracing::debug!(
+                    provider_error = provider.kind(),
+                    provider_code = provider.provider_code(),
+                    "provider refused"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn record_test(&self, endpoint: Endpoint, message: &CourierMessage, to: &str) -> Delivered {
+        let channel = self.channel_for(endpoint, message);
+        let mut hex = [0u8; 16];
+        rand::fill(&mut hex);
+        let prefix = match channel {
+            Channel::Sms => "SM",
+            Channel::Voice => "CA",
+        };
+        let sid = format!(
+            "{prefix}{}",
+            hex.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let mut m = self.test_messages.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= TEST_MESSAGES_KEPT {
+            m.pop_front();
+        }
+        m.push_back(TestMessage {
+            sid: sid.clone(),
+            to: to.to_owned(),
+            channel: channel.as_str(),
+            template_type: message.template_type.label(),
+            body: message.body.clone(),
+            code: message.code.clone(),
+        });
+        Delivered {
+            channel,
+            sid: Some(sid),
+            duplicate: false,
+            test: true,
+            masked_recipient: "test-number".to_owned(),
         }
     }
 
@@ -184,6 +411,38 @@ impl Courier {
             Outgoing::Call(call) => self.twilio.create_call(call).await,
         }
     }
+}
+
+/// Twilio codes after which the recipient is not tried again for a while.
+pub const PERMANENT_RECIPIENT_CODES: &[u32] = &[21211, 21612, 21614, 21610];
+
+fn check_policy(policy: &PolicyConfig, prepared: &Prepared) -> Result<(), ApiError> {
+    let r = &prepared.recipient;
+    if policy.refuse_premium
+        && matches!(r.line_type(), LineType::PremiumRate | LineType::SharedCost)
+    {
+        return Err(ApiError::RecipientNotAllowed {
+            reason: "premium-rate and shared-cost numbers are refused (policy.refuse_premium)",
+        });
+    }
+    let countries: &CountryPolicy = match prepared.channel {
+        Channel::Sms => &policy.sms,
+        Channel::Voice => &policy.voice,
+    };
+    let region = r.region();
+    if !countries.allowed_countries.is_empty()
+        && !region.is_some_and(|reg| countries.allowed_countries.iter().any(|c| c == reg))
+    {
+        return Err(ApiError::RecipientNotAllowed {
+            reason: "the destination country is not in policy.*.allowed_countries",
+        });
+    }
+    if region.is_some_and(|reg| countries.denied_countries.iter().any(|c| c == reg)) {
+        return Err(ApiError::RecipientNotAllowed {
+            reason: "the destination country is in policy.*.denied_countries",
+        });
+    }
+    Ok(())
 }
 
 /// What Kratos is told about a provider failure.

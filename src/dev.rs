@@ -80,6 +80,7 @@ pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, add
     t.messaging_service_sid = None;
     t.from = Some(DEV_FROM.to_owned());
     t.voice_from = None;
+    t.verify_credentials_on_start = false;
 }
 
 /// What a newcomer needs to see a code arrive.

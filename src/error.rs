@@ -58,6 +58,19 @@ pub enum ApiError {
     },
     #[error("shutting down")]
     ShuttingDown,
+    #[error("rate limited")]
+    RateLimited {
+        limit: &'static str,
+        channel: &'static str,
+        retry_after: u64,
+    },
+    #[error("budget exhausted")]
+    BudgetExhausted {
+        scope: &'static str,
+        retry_after: u64,
+    },
+    #[error("recipient not allowed")]
+    RecipientNotAllowed { reason: &'static str },
 }
 
 impl ApiError {
@@ -76,7 +89,11 @@ impl ApiError {
             | ApiError::BodyEmpty
             | ApiError::InvalidCode { .. }
             | ApiError::TwimlTooLong
-            | ApiError::RecipientUnreachable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::RecipientUnreachable { .. }
+            | ApiError::RecipientNotAllowed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } | ApiError::BudgetExhausted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::VoiceNotConfigured | ApiError::ProviderConfiguration { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -107,6 +124,9 @@ impl ApiError {
             ApiError::ProviderConfiguration { .. } => "provider_configuration",
             ApiError::ProviderUnavailable { .. } => "provider_unavailable",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BudgetExhausted { .. } => "budget_exhausted",
+            ApiError::RecipientNotAllowed { .. } => "recipient_not_allowed",
         }
     }
 
@@ -152,6 +172,25 @@ impl ApiError {
                 "the provider is unavailable or busy; retry later".into()
             }
             ApiError::ShuttingDown => "the service is shutting down; retry".into(),
+            ApiError::RateLimited { limit, channel, .. } => format!(
+                "the {channel} rate limit per {limit} is reached (see limits.{channel}.{limit}); retry after the Retry-After seconds"
+            ),
+            ApiError::BudgetExhausted { scope, .. } => format!(
+                "the daily send budget ({scope}) is used up until midnight UTC (see budget.*)"
+            ),
+            ApiError::RecipientNotAllowed { reason } => {
+                format!("the recipient is not allowed by policy: {reason}")
+            }
+        }
+    }
+
+    /// The provider's error code, when the answer carries one.
+    pub fn provider_code(&self) -> Option<u32> {
+        match self {
+            ApiError::RecipientUnreachable { provider_code }
+            | ApiError::ProviderConfiguration { provider_code, .. }
+            | ApiError::ProviderUnavailable { provider_code, .. } => *provider_code,
+            _ => None,
         }
     }
 
@@ -164,6 +203,12 @@ impl ApiError {
                 if let Some(c) = provider_code {
                     error["provider_code"] = json!(c);
                 }
+            }
+            ApiError::RateLimited { limit, .. } => {
+                error["limit"] = json!(limit);
+            }
+            ApiError::BudgetExhausted { scope, .. } => {
+                error["scope"] = json!(scope);
             }
             ApiError::Schema(v) => {
                 error["violations"] = json!(v
@@ -198,6 +243,10 @@ impl ApiError {
             }
             ApiError::ShuttingDown => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            ApiError::RateLimited { retry_after, .. }
+            | ApiError::BudgetExhausted { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
         }

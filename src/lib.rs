@@ -16,7 +16,11 @@
 //! | [`auth`] | constant-time basic-auth and API-key checks |
 //! | [`message`] | the courier message: JSON Schema, then a typed value |
 //! | [`recipient`] | E.164 phone numbers, masked for logs |
-//! | [`courier`] | channel choice, building the SMS or call, mapping provider answers |
+//! | [`courier`] | the delivery pipeline: channel, checks, abuse controls, provider, answers |
+//! | [`limits`] | rate limits per recipient, IP, country and in total (governor) |
+//! | [`dedup`] | exactly once despite retries: remembered sends, single flight |
+//! | [`budget`] | the daily send budget |
+//! | [`clock`] | the one clock behind limits, windows and budget days (testable) |
 //! | [`twiml`] | the TwiML that speaks a code, and the language choice |
 //! | [`twilio`] | the outbound REST client and its error classes |
 //! | [`error`] | every error answer: status, stable code, message |
@@ -27,10 +31,14 @@
 
 pub mod app;
 pub mod auth;
+pub mod budget;
+pub mod clock;
 pub mod config;
 pub mod courier;
+pub mod dedup;
 pub mod dev;
 pub mod error;
+pub mod limits;
 pub mod message;
 pub mod recipient;
 pub mod sandbox;

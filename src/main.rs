@@ -52,7 +52,11 @@ fn main() -> ExitCode {
                 serve(sources).await
             }
         }),
-        Command::Healthcheck { url } => run(async move { healthcheck(&url).await }),
+        // Container health checks want 1 for "unhealthy".
+        Command::Healthcheck { url } => match run(async move { healthcheck(&url).await }) {
+            c if c == ExitCode::SUCCESS => c,
+            _ => ExitCode::from(1),
+        },
     }
 }
 

@@ -41,6 +41,50 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "kratos-phone-courier listening");
     }
-    crate::server::run(listener, app, shutdown).await?;
+    let background = spawn_background(app.clone());
+    let result = crate::server::run(listener, app, shutdown).await;
+    background.abort();
+    result?;
     Ok(())
+}
+
+/// The periodic work of a running service: pruning abuse-control state and,
+/// when asked for, checking the provider credentials until they work.
+pub fn spawn_background(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if app.config().twilio.verify_credentials_on_start {
+            verify_credentials(&app).await;
+        }
+        let mut tick = tokio::time::interval(app.config().limits.prune_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            app.courier().prune();
+        }
+    })
+}
+
+/// Ask the provider whether our credentials work; readiness waits for a yes.
+/// Retries with a growing pause, since a 401 needs an operator and a network
+/// fault may pass.
+async fn verify_credentials(app: &App) {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        match app.courier().twilio().check_credentials().await {
+            Ok(()) => {
+                tracing::info!("provider credentials verified");
+                app.set_ready(true);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    provider_code = e.provider_code(),
+                    "provider credentials could not be verified; not ready (check twilio.account_sid and the token or API key)"
+                );
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(60));
+    }
 }

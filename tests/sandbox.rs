@@ -8,20 +8,6 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// reqwest is built without its `json` feature; read bodies as text instead.
-trait ReadJson {
-    fn json<T: serde::de::DeserializeOwned>(
-        self,
-    ) -> impl std::future::Future<Output = Result<T, String>>;
-}
-
-impl ReadJson for reqwest::Response {
-    async fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, String> {
-        let text = self.text().await.map_err(|e| e.to_string())?;
-        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
-    }
-}
-
 const SID: &str = SandboxConfig::DEFAULT_ACCOUNT_SID;
 const TOKEN: &str = SandboxConfig::DEFAULT_AUTH_TOKEN;
 

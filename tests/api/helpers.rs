@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use kratos_phone_courier::app::App;
+use kratos_phone_courier::clock::Clock;
 use kratos_phone_courier::config::{Config, Sources};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -43,6 +44,10 @@ pub fn base_env(base: &str) -> HashMap<String, String> {
         ("PHONE_COURIER__TWILIO__FROM", FROM),
         ("PHONE_COURIER__TWILIO__TIMEOUT_MS", "2000"),
         ("PHONE_COURIER__LOG__LEVEL", "trace"),
+        (
+            "PHONE_COURIER__TWILIO__VERIFY_CREDENTIALS_ON_START",
+            "false",
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -93,9 +98,15 @@ pub async fn spawn_app_against(
 }
 
 pub async fn start(config: Config, twilio: MockServer) -> TestApp {
+    start_with_clock(config, twilio, Clock::system()).await
+}
+
+/// Start with a clock the test moves forward (no sleeping).
+pub async fn start_with_clock(config: Config, twilio: MockServer, clock: Clock) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Arc::new(App::new(config).unwrap());
+    let app = Arc::new(App::with_clock(config, clock).unwrap());
+    let background = kratos_phone_courier::startup::spawn_background(app.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         kratos_phone_courier::server::run(listener, app, async {
@@ -103,6 +114,7 @@ pub async fn start(config: Config, twilio: MockServer) -> TestApp {
         })
         .await
         .unwrap();
+        background.abort();
     });
     TestApp {
         addr,

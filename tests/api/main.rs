@@ -4,8 +4,8 @@
 
 mod helpers;
 
+mod abuse;
 mod health;
-mod logs;
 mod provider_errors;
 mod requests;
 mod shutdown;
