@@ -85,20 +85,24 @@ pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, add
 
 /// What a newcomer needs to see a code arrive.
 pub fn banner(api: SocketAddr, sandbox: SocketAddr) -> String {
-    format!(
-        "\n\
-kratos-phone-courier is running in dev mode: messages go to the built-in Twilio\n\
-sandbox, nothing is really sent, and authentication is OFF (never expose this).\n\
-\n\
-  API:    http://{api}/v1/sms   http://{api}/v1/voice\n\
-  Inbox:  http://{sandbox}/inbox   (JSON: http://{sandbox}/inbox.json)\n\
-\n\
-Send a code by SMS:\n\
-  curl -sS http://{api}/v1/sms -H 'Content-Type: application/json' \\\n\
-    -d '{{\"recipient\":\"+14155550123\",\"body\":\"Your login code is: 482917\",\"template_type\":\"login_code_valid\",\"template_data\":{{\"login_code\":\"482917\",\"expires_in_minutes\":10}}}}'\n\
-\n\
-Or have it spoken by a voice call:\n\
-  curl -sS http://{api}/v1/voice -H 'Content-Type: application/json' \\\n\
-    -d '{{\"recipient\":\"+14155550123\",\"body\":\"Your login code is: 482917\",\"template_type\":\"login_code_valid\",\"template_data\":{{\"login_code\":\"482917\"}}}}'\n"
-    )
+    let sms = r#"{"recipient":"+14155550123","body":"Your login code is: 482917","template_type":"login_code_valid","template_data":{"login_code":"482917","expires_in_minutes":10}}"#;
+    let voice = r#"{"recipient":"+14155550123","body":"Your login code is: 482917","template_type":"login_code_valid","template_data":{"login_code":"482917"}}"#;
+    [
+        String::new(),
+        "kratos-phone-courier is running in dev mode: messages go to the built-in Twilio".into(),
+        "sandbox, nothing is really sent, and authentication is OFF (never expose this).".into(),
+        String::new(),
+        format!("  API:    http://{api}/v1/sms   http://{api}/v1/voice"),
+        format!("  Inbox:  http://{sandbox}/inbox   (JSON: http://{sandbox}/inbox.json)"),
+        String::new(),
+        "Send a code by SMS:".into(),
+        format!("  curl -sS http://{api}/v1/sms -H 'Content-Type: application/json' \\"),
+        format!("    -d '{sms}'"),
+        String::new(),
+        "Or have it spoken by a voice call:".into(),
+        format!("  curl -sS http://{api}/v1/voice -H 'Content-Type: application/json' \\"),
+        format!("    -d '{voice}'"),
+        String::new(),
+    ]
+    .join("\n")
 }
