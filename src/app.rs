@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::courier::{Courier, Endpoint};
 use crate::error::{json_response, ApiError};
 use crate::message::{MessageParser, ParseError};
+use crate::metrics::Metrics;
 use crate::twilio::TwilioClient;
 
 /// Everything a request needs, built once at start.
@@ -26,6 +27,7 @@ pub struct App {
     auth: Authenticator,
     parser: MessageParser,
     courier: Courier,
+    metrics: Arc<Metrics>,
     /// Set once the service can send (configuration loaded, credentials
     /// checked where that is asked for).
     ready: AtomicBool,
@@ -43,6 +45,8 @@ struct RequestLog {
     recipient: Option<String>,
     sid: Option<String>,
     provider_code: Option<u32>,
+    /// accepted, duplicate or test.
+    outcome: &'static str,
 }
 
 impl App {
@@ -53,11 +57,13 @@ impl App {
     /// Build with a given clock (tests move it forward instead of sleeping).
     pub fn with_clock(config: Config, clock: Clock) -> Result<Self, reqwest::Error> {
         let twilio = TwilioClient::new(&config.twilio)?;
-        let courier = Courier::new(&config, twilio, clock);
+        let metrics = Arc::new(Metrics::new());
+        let courier = Courier::new(&config, twilio, clock, metrics.clone());
         Ok(App {
             auth: Authenticator::new(&config.auth),
             parser: MessageParser::new(),
             courier,
+            metrics,
             ready: AtomicBool::new(!config.twilio.verify_credentials_on_start),
             shutting_down: AtomicBool::new(false),
             config: Arc::new(config),
@@ -70,6 +76,10 @@ impl App {
 
     pub fn courier(&self) -> &Courier {
         &self.courier
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -96,6 +106,12 @@ impl App {
             }
             (&Method::GET | &Method::HEAD, "/health/ready") => return self.readiness(),
             (&Method::GET, "/v1/test-messages") => return self.test_messages(request.headers()),
+            (&Method::GET, "/metrics") if self.config.metrics_listen.is_none() => {
+                return self.metrics_answer(request.headers())
+            }
+            (&Method::POST, "/v1/twilio/status") => {
+                return crate::status::handle(self, request).await;
+            }
             (_, "/v1/test-messages") => {
                 return ApiError::MethodNotAllowed { allow: "GET" }.into_response()
             }
@@ -114,7 +130,26 @@ impl App {
             },
             ..RequestLog::default()
         };
-        let (response, error) = match self.deliver(endpoint, request, &mut log).await {
+        let in_flight = self.metrics.in_flight();
+        let result = self.deliver(endpoint, request, &mut log).await;
+        drop(in_flight);
+        let (outcome, reason) = match &result {
+            Ok(_) => (log.outcome, "none"),
+            Err(
+                e @ (ApiError::RecipientUnreachable { .. }
+                | ApiError::ProviderConfiguration { .. }
+                | ApiError::ProviderUnavailable { .. }),
+            ) => ("provider_error", e.code()),
+            Err(e) => ("rejected", e.code()),
+        };
+        self.metrics.request(
+            log.endpoint,
+            log.channel.unwrap_or("none"),
+            log.template_type.unwrap_or("none"),
+            outcome,
+            reason,
+        );
+        let (response, error) = match result {
             Ok(r) => (r, None),
             Err(e) => {
                 if matches!(
@@ -146,6 +181,17 @@ impl App {
             "request"
         );
         response
+    }
+
+    /// `/metrics` on the API listener: behind the API's authentication.
+    fn metrics_answer(&self, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+        if !self.auth.check(headers) {
+            return ApiError::Unauthorized {
+                basic_challenge: self.auth.uses_basic(),
+            }
+            .into_response();
+        }
+        metrics_response(&self.metrics)
     }
 
     /// Messages to configured test numbers (with their bodies and codes:
@@ -203,6 +249,7 @@ impl App {
             ParseError::Schema(v) => ApiError::Schema(v),
         })?;
         log.template_type = Some(message.template_type.label());
+        log.channel = Some(self.courier.channel_for(endpoint, &message).as_str());
         let result = self.courier.deliver(endpoint, &message).await;
         let delivered = match result {
             Ok(d) => d,
@@ -222,11 +269,14 @@ impl App {
             "channel": delivered.channel.as_str(),
             "sid": delivered.sid,
         });
+        log.outcome = "accepted";
         if delivered.duplicate {
             body["duplicate"] = json!(true);
+            log.outcome = "duplicate";
         }
         if delivered.test {
             body["test"] = json!(true);
+            log.outcome = "test";
         }
         Ok(json_response(StatusCode::OK, &body))
     }
@@ -247,7 +297,7 @@ fn is_json(headers: &http::HeaderMap) -> bool {
 
 /// Read the body, refusing more than `max` bytes whether or not the length
 /// was declared (chunked bodies are cut off as they pass the limit).
-async fn read_body<B>(request: Request<B>, max: usize) -> Result<Bytes, ApiError>
+pub(crate) async fn read_body<B>(request: Request<B>, max: usize) -> Result<Bytes, ApiError>
 where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -267,4 +317,16 @@ where
         }
         Err(_) => Err(ApiError::BodyUnreadable),
     }
+}
+
+/// The Prometheus text answer.
+pub fn metrics_response(metrics: &Metrics) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    response
 }

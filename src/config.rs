@@ -61,6 +61,20 @@ pub struct Settings {
     pub budget: BudgetConfig,
     pub dedup: DedupSettings,
     pub test_numbers: TestNumbersSettings,
+    pub metrics: MetricsSettings,
+    pub status_callback: StatusCallbackSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusCallbackSettings {
+    pub public_url: String,
 }
 
 /// A list given as a TOML/YAML array or, from an environment variable, as a
@@ -241,6 +255,11 @@ pub struct Config {
     pub dedup: DedupConfig,
     /// Normalised E.164 numbers that are answered without sending.
     pub test_numbers: Vec<String>,
+    /// A separate address for `/metrics` (no auth there); `None`: on the API
+    /// listener, behind the API's auth.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where Twilio posts delivery statuses: `{public_url}/v1/twilio/status`.
+    pub status_callback_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -355,6 +374,10 @@ pub struct TwilioConfig {
     #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
     pub timeout: Duration,
     pub verify_credentials_on_start: bool,
+    /// The account's auth token, which signs Twilio's webhooks; `None` when
+    /// only an API key is configured.
+    #[serde(serialize_with = "ser_redacted_opt")]
+    pub signing_token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -384,6 +407,13 @@ pub struct Sentences {
 
 fn ser_redacted<S: Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("[redacted]")
+}
+
+fn ser_redacted_opt<S: Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("[redacted]"),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -448,6 +478,35 @@ impl Settings {
 
     /// Check every key and produce the configuration the service runs with.
     pub fn check(self, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let public_url = self
+            .status_callback
+            .public_url
+            .trim()
+            .trim_end_matches('/')
+            .to_owned();
+        let mut config = self.check_sections(env)?;
+        if !public_url.is_empty() {
+            match reqwest::Url::parse(&public_url) {
+                Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() && u.query().is_none() => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "status_callback.public_url",
+                        format!("`{public_url}` is not the http(s) base URL Twilio can reach this service at"),
+                    ))
+                }
+            }
+            if config.twilio.signing_token.is_none() {
+                return Err(ConfigError::invalid(
+                    "status_callback.public_url",
+                    "needs twilio.auth_token: Twilio signs status callbacks with the account's auth token, even when requests use an API key",
+                ));
+            }
+            config.status_callback_url = Some(format!("{public_url}/v1/twilio/status"));
+        }
+        Ok(config)
+    }
+
+    fn check_sections(self, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
         Ok(Config {
             server: self.server.check()?,
             log: self.log.check()?,
@@ -459,6 +518,16 @@ impl Settings {
             budget: check_budget(self.budget)?,
             dedup: self.dedup.check()?,
             test_numbers: check_test_numbers(self.test_numbers)?,
+            metrics_listen: match self.metrics.listen.trim() {
+                "" => None,
+                addr => Some(addr.parse().map_err(|_| {
+                    ConfigError::invalid(
+                        "metrics.listen",
+                        format!("`{addr}` is not an address:port (leave empty to serve /metrics on the API listener)"),
+                    )
+                })?),
+            },
+            status_callback_url: None,
         })
     }
 }
@@ -718,6 +787,7 @@ impl TwilioSettings {
             self.api_key_secret,
             self.api_key_secret_file,
         )?;
+        let signing_token = auth_token.clone().filter(|t| !t.expose_secret().is_empty());
         let (username, password) = match (self.api_key_sid, api_key_secret) {
             (Some(sid), Some(secret)) => {
                 if !is_sid(&sid, "SK") {
@@ -794,6 +864,7 @@ impl TwilioSettings {
             voice_from,
             timeout: Duration::from_millis(self.timeout_ms),
             verify_credentials_on_start: self.verify_credentials_on_start,
+            signing_token,
         })
     }
 }

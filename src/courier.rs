@@ -3,7 +3,8 @@
 //! provider's answer into what Kratos is told.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::budget::Budget;
 use crate::clock::Clock;
@@ -12,6 +13,7 @@ use crate::dedup::{self, Admission, Dedup, Outcome};
 use crate::error::ApiError;
 use crate::limits::{client_ip, RateLimits};
 use crate::message::CourierMessage;
+use crate::metrics::Metrics;
 use crate::recipient::{LineType, Recipient};
 use crate::twilio::{
     Accepted, FailureClass, OutgoingCall, OutgoingSms, ProviderError, TwilioClient,
@@ -103,16 +105,20 @@ pub struct Courier {
     budget: Budget,
     test_numbers: Vec<String>,
     test_messages: Mutex<VecDeque<TestMessage>>,
+    metrics: Arc<Metrics>,
+    daily_total: u32,
 }
 
 impl Courier {
-    pub fn new(config: &Config, twilio: TwilioClient, clock: Clock) -> Self {
+    pub fn new(config: &Config, twilio: TwilioClient, clock: Clock, metrics: Arc<Metrics>) -> Self {
         Courier {
             twilio,
             sms_sender: config.twilio.sms_sender.clone(),
             voice_from: config.twilio.voice_from.clone(),
             voice: config.voice.clone(),
-            status_callback: None,
+            status_callback: config.status_callback_url.clone(),
+            metrics,
+            daily_total: config.budget.daily_total,
             policy: config.policy.clone(),
             limits: config
                 .limits
@@ -212,6 +218,8 @@ impl Courier {
                 prepared.recipient.calling_code(),
             );
             if let Err(limited) = limits.check(prepared.channel, &keys) {
+                self.metrics
+                    .rate_limited(prepared.channel.as_str(), limited.limit.as_str());
                 let e = ApiError::RateLimited {
                     limit: limited.limit.as_str(),
                     channel: prepared.channel.as_str(),
@@ -232,8 +240,19 @@ impl Courier {
                 return Err(e);
             }
         };
-        match self.send(&prepared).await {
+        if self.daily_total > 0 {
+            let (total, _) = self.budget.used(prepared.recipient.calling_code());
+            self.metrics
+                .budget_used(f64::from(total) / f64::from(self.daily_total));
+        }
+        let started = Instant::now();
+        let sent = self.send(&prepared).await;
+        self.metrics
+            .provider_latency(prepared.channel.as_str(), started.elapsed().as_secs_f64());
+        match sent {
             Ok(accepted) => {
+                self.metrics
+                    .sent(prepared.channel.as_str(), prepared.recipient.calling_code());
                 // The reservation is spent: the provider has the message.
                 drop(reservation);
                 flight.finish(
@@ -252,6 +271,14 @@ impl Courier {
             }
             Err(provider) => {
                 self.budget.release(reservation);
+                self.metrics.provider_error(
+                    provider.provider_code(),
+                    match provider.class() {
+                        FailureClass::Recipient => "recipient",
+                        FailureClass::Configuration => "configuration",
+                        FailureClass::Transient => "transient",
+                    },
+                );
                 let e = provider_error_to_api(&provider);
                 let permanent = provider
                     .provider_code()

@@ -41,6 +41,26 @@ pub async fn run(sources: Sources, shutdown: impl Future<Output = ()>) -> Result
         .map_err(DevError::SandboxBind)?;
     let sandbox_config = SandboxConfig::default();
     apply_dev_overrides(&mut settings, &sandbox_config, sandbox_addr);
+    // Bind the API first so the sandbox's delivery-status callbacks can be
+    // pointed at it: the whole loop runs in dev mode too.
+    let listen: SocketAddr = settings
+        .server
+        .listen
+        .parse()
+        .map_err(|_| ConfigError::Invalid {
+            key: "server.listen".into(),
+            reason: format!("`{}` is not an address:port", settings.server.listen),
+        })?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let api = listener.local_addr().map_err(StartupError::Io)?;
+    if settings.status_callback.public_url.is_empty() {
+        settings.status_callback.public_url = format!("http://{api}");
+    }
     let config = settings.check(&sources.env)?;
     crate::telemetry::init(&config.log);
 
@@ -57,8 +77,6 @@ pub async fn run(sources: Sources, shutdown: impl Future<Output = ()>) -> Result
         }
     });
 
-    let listener = startup::bind(&config).await?;
-    let api = listener.local_addr().map_err(StartupError::Io)?;
     println!("{}", banner(api, sandbox_addr));
     let result = startup::serve(config, listener, shutdown).await;
     drop(stop_tx);

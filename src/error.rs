@@ -71,6 +71,8 @@ pub enum ApiError {
     },
     #[error("recipient not allowed")]
     RecipientNotAllowed { reason: &'static str },
+    #[error("invalid signature")]
+    InvalidSignature,
 }
 
 impl ApiError {
@@ -79,6 +81,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidSignature => StatusCode::FORBIDDEN,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyUnreadable | ApiError::MalformedJson | ApiError::Schema(_) => {
@@ -127,6 +130,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::BudgetExhausted { .. } => "budget_exhausted",
             ApiError::RecipientNotAllowed { .. } => "recipient_not_allowed",
+            ApiError::InvalidSignature => "invalid_signature",
         }
     }
 
@@ -180,6 +184,9 @@ impl ApiError {
             ),
             ApiError::RecipientNotAllowed { reason } => {
                 format!("the recipient is not allowed by policy: {reason}")
+            }
+            ApiError::InvalidSignature => {
+                "X-Twilio-Signature is missing or does not match this URL, these parameters and the auth token".into()
             }
         }
     }

@@ -24,6 +24,8 @@
 //! | [`twiml`] | the TwiML that speaks a code, and the language choice |
 //! | [`twilio`] | the outbound REST client and its error classes |
 //! | [`error`] | every error answer: status, stable code, message |
+//! | [`metrics`] | Prometheus metrics with bounded labels |
+//! | [`status`] | signed delivery-status callbacks from Twilio |
 //! | [`signature`] | Twilio webhook signatures (X-Twilio-Signature) |
 //! | [`sandbox`] | a local Twilio stand-in (`twilio-sandbox`, `serve --dev`) |
 //! | [`dev`] | `serve --dev`: the service and the sandbox in one process |
@@ -40,11 +42,13 @@ pub mod dev;
 pub mod error;
 pub mod limits;
 pub mod message;
+pub mod metrics;
 pub mod recipient;
 pub mod sandbox;
 pub mod server;
 pub mod signature;
 pub mod startup;
+pub mod status;
 pub mod telemetry;
 pub mod twilio;
 pub mod twiml;

@@ -97,3 +97,44 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
 }
+
+/// Serve only `GET /metrics` (no authentication) on its own listener, until
+/// `shutdown` completes.
+pub async fn run_metrics(
+    listener: TcpListener,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let metrics = metrics.clone();
+                let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let metrics = metrics.clone();
+                    async move {
+                        let response = match (request.method(), request.uri().path()) {
+                            (&http::Method::GET, "/metrics") => crate::app::metrics_response(&metrics),
+                            (_, "/metrics") => crate::error::ApiError::MethodNotAllowed { allow: "GET" }.into_response(),
+                            _ => crate::error::ApiError::NotFound.into_response(),
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
+}

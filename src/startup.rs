@@ -12,6 +12,11 @@ use crate::config::Config;
 /// Why the service could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("configuration key `metrics.listen`: cannot listen on {addr}: {source}")]
+    BindMetrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("configuration key `server.listen`: cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -37,13 +42,38 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartupError::BindMetrics { addr, source })?,
+        ),
+        None => None,
+    };
     let app = Arc::new(App::new(config)?);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "kratos-phone-courier listening");
     }
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "metrics listening");
+        }
+        tokio::spawn(crate::server::run_metrics(
+            l,
+            app.metrics().clone(),
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ))
+    });
     let background = spawn_background(app.clone());
     let result = crate::server::run(listener, app, shutdown).await;
     background.abort();
+    let _ = stop_metrics.send(());
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     result?;
     Ok(())
 }

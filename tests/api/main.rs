@@ -6,6 +6,7 @@ mod helpers;
 
 mod abuse;
 mod health;
+mod observability;
 mod provider_errors;
 mod requests;
 mod shutdown;

@@ -1,0 +1,267 @@
+//! Prometheus metrics, owned by the running service (no global registry, so
+//! every test app has its own).
+//!
+//! Label values come only from bounded sets: endpoint and channel names,
+//! Kratos template names (anything else is `other`), our own error codes,
+//! country calling codes (a few hundred), and Twilio error codes from a
+//! known list (anything else is `other`). No label ever carries a number, a
+//! code or a body.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Twilio error codes kept as they are in labels; others become `other`.
+const KNOWN_TWILIO_CODES: &[u32] = &[
+    20003, 20404, 20429, 20500, 21211, 21212, 21268, 21408, 21606, 21610, 21611, 21612, 21614,
+    21617, 30001, 30002, 30003, 30004, 30005, 30006, 30007, 30008, 30010, 30034, 30450, 30453,
+];
+
+/// A Twilio error code as a bounded label value.
+pub fn twilio_code_label(code: Option<u32>) -> String {
+    match code {
+        None => "none".to_owned(),
+        Some(c) if KNOWN_TWILIO_CODES.contains(&c) => c.to_string(),
+        Some(_) => "other".to_owned(),
+    }
+}
+
+/// Delivery statuses Twilio reports; others become `other`.
+const KNOWN_STATUSES: &[&str] = &[
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "accepted",
+    "scheduled",
+    "read",
+    "canceled",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "no-answer",
+];
+
+pub fn status_label(status: &str) -> &'static str {
+    KNOWN_STATUSES
+        .iter()
+        .find(|s| **s == status)
+        .copied()
+        .unwrap_or("other")
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    provider_latency: Family<Labels, Histogram>,
+    provider_errors: Family<Labels, Counter>,
+    rate_limited: Family<Labels, Counter>,
+    in_flight: Gauge,
+    sends: Family<Labels, Counter>,
+    delivery_status: Family<Labels, Counter>,
+    budget_used: Family<Labels, Gauge<f64, AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("phone_courier");
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "requests",
+            "Courier requests by endpoint, channel, template type, outcome and reason",
+            requests.clone(),
+        );
+        let provider_latency = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        registry.register(
+            "provider_request_duration_seconds",
+            "Time Twilio took to answer a create request, by channel",
+            provider_latency.clone(),
+        );
+        let provider_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "provider_errors",
+            "Provider failures by Twilio error code and class",
+            provider_errors.clone(),
+        );
+        let rate_limited = Family::<Labels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit, by channel and limiter",
+            rate_limited.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Courier requests being handled now",
+            in_flight.clone(),
+        );
+        let sends = Family::<Labels, Counter>::default();
+        registry.register(
+            "sends",
+            "Messages and calls the provider accepted, by channel and destination country calling code",
+            sends.clone(),
+        );
+        let delivery_status = Family::<Labels, Counter>::default();
+        registry.register(
+            "delivery_status",
+            "Status callbacks received, by channel, status and Twilio error code",
+            delivery_status.clone(),
+        );
+        let budget_used = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "budget_used_ratio",
+            "Share of today's send budget used (scope total; 1.0 = exhausted)",
+            budget_used.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            provider_latency,
+            provider_errors,
+            rate_limited,
+            in_flight,
+            sends,
+            delivery_status,
+            budget_used,
+        }
+    }
+
+    pub fn request(
+        &self,
+        endpoint: &'static str,
+        channel: &'static str,
+        template_type: &'static str,
+        outcome: &'static str,
+        reason: &'static str,
+    ) {
+        self.requests
+            .get_or_create(&vec![
+                ("endpoint", endpoint.to_owned()),
+                ("channel", channel.to_owned()),
+                ("template_type", template_type.to_owned()),
+                ("outcome", outcome.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn provider_latency(&self, channel: &'static str, seconds: f64) {
+        self.provider_latency
+            .get_or_create(&vec![("channel", channel.to_owned())])
+            .observe(seconds);
+    }
+
+    pub fn provider_error(&self, code: Option<u32>, class: &'static str) {
+        self.provider_errors
+            .get_or_create(&vec![
+                ("code", twilio_code_label(code)),
+                ("class", class.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn rate_limited(&self, channel: &'static str, limiter: &'static str) {
+        self.rate_limited
+            .get_or_create(&vec![
+                ("channel", channel.to_owned()),
+                ("limiter", limiter.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    pub fn sent(&self, channel: &'static str, calling_code: u16) {
+        self.sends
+            .get_or_create(&vec![
+                ("channel", channel.to_owned()),
+                ("country_code", calling_code.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn delivery_status(&self, channel: &'static str, status: &str, error_code: Option<u32>) {
+        self.delivery_status
+            .get_or_create(&vec![
+                ("channel", channel.to_owned()),
+                ("status", status_label(status).to_owned()),
+                ("error_code", twilio_code_label(error_code)),
+            ])
+            .inc();
+    }
+
+    pub fn budget_used(&self, ratio: f64) {
+        self.budget_used
+            .get_or_create(&vec![("scope", "total".to_owned())])
+            .set(ratio);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(twilio_code_label(Some(21211)), "21211");
+        assert_eq!(twilio_code_label(Some(12345)), "other");
+        assert_eq!(twilio_code_label(None), "none");
+        assert_eq!(status_label("delivered"), "delivered");
+        assert_eq!(status_label("+14155550123"), "other");
+    }
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.request("/v1/sms", "sms", "login_code_valid", "accepted", "none");
+        m.sent("sms", 1);
+        {
+            let _g = m.in_flight();
+        }
+        let text = m.render();
+        assert!(text.contains("phone_courier_requests_total{endpoint=\"/v1/sms\",channel=\"sms\",template_type=\"login_code_valid\",outcome=\"accepted\",reason=\"none\"} 1"), "{text}");
+        assert!(text.contains("phone_courier_sends_total{channel=\"sms\",country_code=\"1\"} 1"));
+        assert!(text.contains("phone_courier_in_flight_requests 0"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
