@@ -243,7 +243,12 @@ impl App {
         if !is_json(request.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = read_body(request, self.config.server.max_body_bytes).await?;
+        let bytes = tokio::time::timeout(
+            self.config.server.body_read_timeout,
+            read_body(request, self.config.server.max_body_bytes),
+        )
+        .await
+        .map_err(|_| ApiError::RequestTimeout)??;
         let message = self.parser.parse(&bytes).map_err(|e| match e {
             ParseError::MalformedJson => ApiError::MalformedJson,
             ParseError::Schema(v) => ApiError::Schema(v),

@@ -161,6 +161,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub shutdown_grace_ms: u64,
     pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +211,7 @@ pub struct TwilioSettings {
     pub voice_from: Option<String>,
     pub timeout_ms: u64,
     pub verify_credentials_on_start: bool,
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -312,6 +315,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     #[serde(rename = "header_read_timeout_ms", serialize_with = "ser_millis")]
     pub header_read_timeout: Duration,
+    #[serde(rename = "body_read_timeout_ms", serialize_with = "ser_millis")]
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -374,6 +380,8 @@ pub struct TwilioConfig {
     #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
     pub timeout: Duration,
     pub verify_credentials_on_start: bool,
+    /// At most this many provider requests at once.
+    pub max_in_flight: usize,
     /// The account's auth token, which signs Twilio's webhooks; `None` when
     /// only an API key is configured.
     #[serde(serialize_with = "ser_redacted_opt")]
@@ -562,11 +570,25 @@ impl ServerSettings {
                 "must be above 0",
             ));
         }
+        if self.body_read_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "server.body_read_timeout_ms",
+                "must be above 0",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
         Ok(ServerConfig {
             listen,
             max_body_bytes: self.max_body_bytes,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            max_connections: self.max_connections,
         })
     }
 }
@@ -864,6 +886,14 @@ impl TwilioSettings {
             voice_from,
             timeout: Duration::from_millis(self.timeout_ms),
             verify_credentials_on_start: self.verify_credentials_on_start,
+            max_in_flight: if self.max_in_flight == 0 {
+                return Err(ConfigError::invalid(
+                    "twilio.max_in_flight",
+                    "must be at least 1",
+                ));
+            } else {
+                self.max_in_flight
+            },
             signing_token,
         })
     }

@@ -107,6 +107,8 @@ pub struct Courier {
     test_messages: Mutex<VecDeque<TestMessage>>,
     metrics: Arc<Metrics>,
     daily_total: u32,
+    /// Bounds the provider requests in flight (`twilio.max_in_flight`).
+    provider_slots: tokio::sync::Semaphore,
 }
 
 impl Courier {
@@ -119,6 +121,7 @@ impl Courier {
             status_callback: config.status_callback_url.clone(),
             metrics,
             daily_total: config.budget.daily_total,
+            provider_slots: tokio::sync::Semaphore::new(config.twilio.max_in_flight),
             policy: config.policy.clone(),
             limits: config
                 .limits
@@ -229,6 +232,10 @@ impl Courier {
                 return Err(e);
             }
         }
+        let Ok(_slot) = self.provider_slots.try_acquire() else {
+            flight.finish(Outcome::Failed(ApiError::Overloaded), None);
+            return Err(ApiError::Overloaded);
+        };
         let reservation = match self.budget.reserve(prepared.recipient.calling_code()) {
             Ok(r) => r,
             Err(exhausted) => {

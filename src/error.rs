@@ -73,6 +73,10 @@ pub enum ApiError {
     RecipientNotAllowed { reason: &'static str },
     #[error("invalid signature")]
     InvalidSignature,
+    #[error("request timeout")]
+    RequestTimeout,
+    #[error("overloaded")]
+    Overloaded,
 }
 
 impl ApiError {
@@ -82,6 +86,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::InvalidSignature => StatusCode::FORBIDDEN,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyUnreadable | ApiError::MalformedJson | ApiError::Schema(_) => {
@@ -131,6 +137,8 @@ impl ApiError {
             ApiError::BudgetExhausted { .. } => "budget_exhausted",
             ApiError::RecipientNotAllowed { .. } => "recipient_not_allowed",
             ApiError::InvalidSignature => "invalid_signature",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::Overloaded => "overloaded",
         }
     }
 
@@ -184,6 +192,12 @@ impl ApiError {
             ),
             ApiError::RecipientNotAllowed { reason } => {
                 format!("the recipient is not allowed by policy: {reason}")
+            }
+            ApiError::RequestTimeout => {
+                "the request body did not arrive within server.body_read_timeout_ms".into()
+            }
+            ApiError::Overloaded => {
+                "too many requests in progress (server.max_connections or twilio.max_in_flight); retry".into()
             }
             ApiError::InvalidSignature => {
                 "X-Twilio-Signature is missing or does not match this URL, these parameters and the auth token".into()
@@ -248,7 +262,7 @@ impl ApiError {
             ApiError::ProviderUnavailable { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            ApiError::ShuttingDown => {
+            ApiError::ShuttingDown | ApiError::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
             ApiError::RateLimited { retry_after, .. }

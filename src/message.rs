@@ -152,6 +152,11 @@ impl MessageParser {
 
     pub fn parse(&self, bytes: &[u8]) -> Result<CourierMessage, ParseError> {
         let value: Value = serde_json::from_slice(bytes).map_err(|_| ParseError::MalformedJson)?;
+        // serde_json keeps the last of duplicate keys; another parser may keep
+        // the first. Refuse the ambiguity instead of guessing.
+        if has_duplicate_keys(bytes) {
+            return Err(ParseError::MalformedJson);
+        }
         self.parse_value(value)
     }
 
@@ -224,6 +229,61 @@ impl Default for MessageParser {
     }
 }
 
+/// Whether any JSON object in `bytes` (already known to be valid JSON) has
+/// the same key twice.
+fn has_duplicate_keys(bytes: &[u8]) -> bool {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::collections::HashSet;
+
+    struct Check;
+    impl<'de> DeserializeSeed<'de> for Check {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(Check)
+        }
+    }
+    impl<'de> Visitor<'de> for Check {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Check)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key) {
+                    return Err(serde::de::Error::custom("duplicate key"));
+                }
+                map.next_value_seed(Check)?;
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    Check.deserialize(&mut de).is_err()
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
@@ -291,6 +351,23 @@ mod tests {
             assert!(!x.reason.contains("12345678"));
             assert!(!x.reason.contains("Bad Type"));
         }
+    }
+
+    #[test]
+    fn duplicate_keys_are_malformed_at_any_depth() {
+        let p = parser();
+        for body in [
+            r#"{"recipient":"+14155550123","recipient":"+14155550124","body":"b","template_type":"t"}"#,
+            r#"{"recipient":"+1","body":"b","template_type":"t","template_data":{"login_code":"1","login_code":"2"}}"#,
+        ] {
+            assert!(
+                matches!(p.parse(body.as_bytes()), Err(ParseError::MalformedJson)),
+                "{body}"
+            );
+        }
+        assert!(p
+            .parse(br#"{"recipient":"+1","body":"b","template_type":"t","template_data":{"a":{"x":1},"b":{"x":1}}}"#)
+            .is_ok());
     }
 
     #[test]

@@ -18,6 +18,9 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 
+/// The whole answer to a connection over `server.max_connections`.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 96\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections (server.max_connections); retry\"}}";
+
 /// Serve until `shutdown` completes. Returns once every connection has
 /// finished or the grace period has passed.
 pub async fn run(
@@ -32,11 +35,14 @@ pub async fn run(
         .header_read_timeout(app.config().server.header_read_timeout)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        app.config().server.max_connections,
+    ));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (mut stream, _peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: back off
@@ -47,6 +53,16 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Full: say so at once rather than leave the client in
+                    // the backlog until its own timeout.
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = stream.write_all(OVERLOADED).await;
+                        let _ = stream.shutdown().await;
+                    });
+                    continue;
+                };
                 let app = app.clone();
                 let service = service_fn(move |request| {
                     let app = app.clone();
@@ -58,6 +74,7 @@ pub async fn run(
                     if let Err(e) = watched.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             _ = &mut shutdown => break,

@@ -10,5 +10,6 @@ mod observability;
 mod provider_errors;
 mod requests;
 mod shutdown;
+mod slow_clients;
 mod sms;
 mod voice;
