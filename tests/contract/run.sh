@@ -310,6 +310,32 @@ for pair in 1:21211 2:21612 3:21408 4:21610 9:21614; do
   check "To $to: provider_code ${pair#*:}" "$(json "$WORK/body" error.provider_code)" "${pair#*:}"
 done
 
+# Twilio's sender test numbers: a service configured with such a From is
+# misconfigured (502, fix it) or its sender queue is full (503, retry). Each
+# runs a second service instance with that From, on its own port.
+MAIN_ADDR=$COURIER_ADDR
+j=0
+for triple in 1:21212:502:provider_configuration 7:21606:502:provider_configuration 8:21611:503:provider_unavailable; do
+  IFS=: read -r digit code status error <<<"$triple"
+  from=+1500555000$digit
+  j=$((j + 1))
+  COURIER_ADDR=127.0.0.1:$(free_port)
+  FROM=$from courier_env "$COURIER" serve >"$WORK/courier-from-$digit.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  if wait_ready "http://$COURIER_ADDR/health/ready"; then
+    message "+1415555031$j" "20040$j"
+    send /v1/sms "$WORK/message.json"
+    expect_error "From $from: $status $error" "$status" "$error"
+    check "From $from: provider_code $code" "$(json "$WORK/body" error.provider_code)" "$code"
+  else
+    fail "service with From $from starts" "not ready"
+  fi
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+done
+COURIER_ADDR=$MAIN_ADDR
+
 # ---------------------------------------------------------------------------
 # Twilio misbehaving (sandbox faults): 503 means retry, 502 means fix config
 # ---------------------------------------------------------------------------
@@ -333,6 +359,14 @@ fault not-json
 message +14155550306 300306
 send /v1/sms "$WORK/message.json"
 check "Twilio fault not-json (201, unreadable body): 200 accepted, sid null" \
+  "$STATUS $(json "$WORK/body" status) $(json "$WORK/body" sid)" "200 accepted null"
+
+# A 201 whose body is cut off: Twilio created the message, so it must not be
+# reported as failed (Kratos would retry and send a second SMS).
+fault reset
+message +14155550308 300308
+send /v1/sms "$WORK/message.json"
+check "Twilio fault reset (201, connection cut mid-body): 200 accepted, sid null" \
   "$STATUS $(json "$WORK/body" status) $(json "$WORK/body" sid)" "200 accepted null"
 
 fault redirect
