@@ -362,3 +362,16 @@ fn version_and_help() {
         assert!(help.contains(word), "{help}");
     }
 }
+
+#[test]
+fn debug_output_of_the_configuration_redacts_secrets() {
+    // What a panic or an error would print with {:?}.
+    let c = load(&with(&[(
+        "PHONE_COURIER__TWILIO__AUTH_TOKEN",
+        "tok-debug-5d2e",
+    )]))
+    .unwrap();
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("tok-debug-5d2e"), "{debug}");
+    assert!(!debug.contains("pw-1"), "{debug}");
+}

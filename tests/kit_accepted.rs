@@ -5,7 +5,6 @@
 
 mod common;
 #[path = "api/helpers.rs"]
-#[allow(dead_code)]
 mod helpers;
 
 use common::jsonnet::{fixture, render_kratos, FIXTURES};

@@ -2,12 +2,8 @@
 //! body, a secret or a whole phone number (its own stderr is read back).
 
 #[path = "api/helpers.rs"]
-#[allow(dead_code)]
 mod helpers;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use helpers::*;
@@ -16,35 +12,9 @@ use serde_json::json;
 #[tokio::test]
 async fn a_full_send_logs_no_secret_code_body_or_number() {
     let twilio = twilio_accepting().await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kratos-phone-courier"))
-        .arg("serve")
-        .env_clear()
-        .envs(base_env(&twilio.uri()))
-        .env("PHONE_COURIER__LOG__LEVEL", "trace")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut logs = String::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the service starts");
-        logs.push_str(&line);
-        logs.push('\n');
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let mut env = base_env(&twilio.uri());
+    env.insert("PHONE_COURIER__LOG__LEVEL".into(), "trace".into());
+    let (mut child, addr, rx, mut logs) = spawn_binary(&env);
     let client = reqwest::Client::new();
     let post = |path: &str, body: String| {
         client
@@ -81,10 +51,7 @@ async fn a_full_send_logs_no_secret_code_body_or_number() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    sigterm(&child);
     let status = child.wait().unwrap();
     assert!(
         status.success(),

@@ -3,7 +3,6 @@
 //! and match the documented response schema.
 
 #[path = "api/helpers.rs"]
-#[allow(dead_code)]
 mod helpers;
 
 use helpers::*;

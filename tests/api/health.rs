@@ -29,3 +29,29 @@ async fn health_endpoints_answer_without_auth() {
     );
     app.assert_provider_untouched().await;
 }
+
+#[tokio::test]
+async fn readiness_says_no_while_shutting_down() {
+    use http_body_util::Empty;
+    let twilio = twilio_accepting().await;
+    let config =
+        kratos_phone_courier::config::Config::load(&kratos_phone_courier::config::Sources {
+            file: None,
+            env: base_env(&twilio.uri()),
+        })
+        .unwrap();
+    let app = kratos_phone_courier::app::App::new(config).unwrap();
+    let ready = || {
+        http::Request::get("/health/ready")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(app.handle(ready()).await.status(), 200);
+    app.begin_shutdown();
+    let answer = app.handle(ready()).await;
+    assert_eq!(answer.status(), 503);
+    use http_body_util::BodyExt;
+    let body = answer.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v, json!({"status": "not_ready", "reason": "shutting down"}));
+}

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! Test harness: the real server on port 0, a mock Twilio (wiremock) on
 //! port 0, a real HTTP client.
 
@@ -42,7 +43,7 @@ pub fn base_env(base: &str) -> HashMap<String, String> {
         ("PHONE_COURIER__TWILIO__ACCOUNT_SID", ACCOUNT_SID),
         ("PHONE_COURIER__TWILIO__AUTH_TOKEN", AUTH_TOKEN),
         ("PHONE_COURIER__TWILIO__FROM", FROM),
-        ("PHONE_COURIER__TWILIO__TIMEOUT_MS", "2000"),
+        ("PHONE_COURIER__TWILIO__TIMEOUT_MS", "8000"),
         ("PHONE_COURIER__LOG__LEVEL", "trace"),
         (
             "PHONE_COURIER__TWILIO__VERIFY_CREDENTIALS_ON_START",
@@ -258,4 +259,56 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The real `kratos-phone-courier serve` binary with exactly `env`; returns
+/// the child, the address it listens on (read from its log) and its stderr
+/// lines, as they come.
+pub fn spawn_binary(
+    env: &HashMap<String, String>,
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+    String,
+) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kratos-phone-courier"))
+        .arg("serve")
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let addr = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the service starts");
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    (child, addr, rx, seen)
+}
+
+/// Send SIGTERM to a child process.
+pub fn sigterm(child: &std::process::Child) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
 }

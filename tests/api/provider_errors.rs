@@ -143,3 +143,13 @@ async fn an_unknown_twilio_error_is_not_retried_by_kratos_in_vain() {
     assert_eq!((status, error_code(&body)), (502, "provider_configuration"));
     assert_eq!(body["error"]["provider_code"], 21617);
 }
+
+#[tokio::test]
+async fn kratos_retrying_after_an_unreadable_acceptance_sends_nothing_twice() {
+    let template = ResponseTemplate::new(201).set_body_string("not json");
+    let app = spawn_app_against(twilio_answering(template).await, |_| {}).await;
+    for _ in 0..3 {
+        assert_eq!(app.post("/v1/sms", &fixture("login")).await.status(), 200);
+    }
+    assert_eq!(app.provider_requests().await.len(), 1);
+}
