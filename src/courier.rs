@@ -386,7 +386,7 @@ impl Courier {
         if chars > MAX_SMS_CHARS {
             return Err(ApiError::BodyTooLong { chars });
         }
-        if message.body.trim().is_empty() {
+        if !message.body.chars().any(is_visible) {
             return Err(ApiError::BodyEmpty);
         }
         // A code delivered after it expired is worthless: do not let Twilio
@@ -445,6 +445,14 @@ impl Courier {
             Outgoing::Call(call) => self.twilio.create_call(call).await,
         }
     }
+}
+
+/// Whether a character shows: not white space and not an invisible format
+/// character (zero-width spaces and joiners, BOM, bidi marks, soft hyphen).
+fn is_visible(c: char) -> bool {
+    !(c.is_whitespace()
+        || matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
+        || c.is_control())
 }
 
 /// Twilio codes after which the recipient is not tried again for a while.

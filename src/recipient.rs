@@ -49,20 +49,14 @@ impl Recipient {
     /// digits, the first not zero), then require libphonenumber validity.
     pub fn parse(input: &str) -> Result<Recipient, RecipientError> {
         let s = input.trim();
-        let digits = s.strip_prefix('+').ok_or(RecipientError::NotE164)?;
-        if !(2..=15).contains(&digits.len())
-            || !digits.bytes().all(|b| b.is_ascii_digit())
-            || digits.starts_with('0')
-        {
+        if !is_e164_shape(s) {
             return Err(RecipientError::NotE164);
         }
         let number = phonenumber::parse(None, s).map_err(|_| RecipientError::NotValid)?;
-        if !number.is_valid() {
-            return Err(RecipientError::NotValid);
-        }
-        let calling_code = number.code().value();
-        let region = number.country().id();
+        // libphonenumber's is_valid is "the number type is known": ask for
+        // the type once instead of walking the patterns twice.
         let line_type = match number.number_type(&DATABASE) {
+            phonenumber::Type::Unknown => return Err(RecipientError::NotValid),
             phonenumber::Type::Mobile => LineType::Mobile,
             phonenumber::Type::FixedLine => LineType::FixedLine,
             phonenumber::Type::FixedLineOrMobile => LineType::FixedLineOrMobile,
@@ -72,6 +66,10 @@ impl Recipient {
             phonenumber::Type::Voip => LineType::Voip,
             _ => LineType::Other,
         };
+        let calling_code = number.code().value();
+        let region = number
+            .metadata(&DATABASE)
+            .and_then(|m| m.id().parse::<phonenumber::country::Id>().ok());
         Ok(Recipient {
             e164: s.to_owned(),
             calling_code,
@@ -105,6 +103,23 @@ impl Recipient {
         let tail = &self.e164[self.e164.len() - 2..];
         format!("+{}…{}", self.calling_code, tail)
     }
+}
+
+/// `+` then 2 to 15 ASCII digits, the first not zero: E.164's form, without
+/// asking libphonenumber whether the number exists.
+pub fn is_e164_shape(s: &str) -> bool {
+    s.strip_prefix('+').is_some_and(|digits| {
+        (2..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0')
+    })
+}
+
+/// Load libphonenumber's metadata (it compiles every region's patterns on
+/// first use, a few hundred milliseconds). Called in the background at
+/// start so the first request does not pay for it.
+pub fn warm_up() {
+    let _ = Recipient::parse("+14155550123");
 }
 
 /// `Debug` is masked too, so `{:?}` in a log or a panic cannot leak a number.

@@ -50,6 +50,8 @@ pub async fn serve(
         ),
         None => None,
     };
+    // Off the start-up path: /health/alive answers while this loads.
+    tokio::task::spawn_blocking(crate::recipient::warm_up);
     let app = Arc::new(App::new(config)?);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "kratos-phone-courier listening");
