@@ -1,13 +1,13 @@
 -- wrk script for bench/run.sh. Configured by environment variables:
 --   MODE   courier  POST /v1/sms, Kratos's JSON, a unique recipient and code per request
 --          twilio   POST /2010-04-01/Accounts/$SID/Messages.json, the form the service sends
---          limited  POST /v1/sms, always the same recipient (answered 429 after its burst)
+--          limited  POST /v1/sms, always the same recipient with a new code (429 after its burst)
 --          malformed  POST /v1/sms with broken JSON (400)
 --          unauth   POST /v1/sms without credentials (401)
 --   RATE   total requests per second (0 or unset: as fast as possible)
 --   BASE   first index of the recipient numbers this run uses (runs must not overlap:
 --          the service deduplicates identical messages for 10 minutes)
---   LIMIT  stop a thread after this many requests (0 or unset: no limit)
+--   LIMIT  end the run once a thread has sent this many requests (0 or unset: no limit)
 --   AUTH   "Basic ..." header value; SID: the Twilio account sid (twilio mode)
 --
 -- Recipients are valid US numbers (libphonenumber): an area code from AREAS,
@@ -17,6 +17,8 @@ local ffi = require("ffi")
 ffi.cdef [[
   typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
   int clock_gettime(int clk_id, bench_timespec *tp);
+  int getpid(void);
+  int kill(int pid, int sig);
 ]]
 local ts = ffi.new("bench_timespec")
 local function now_ms()
@@ -92,9 +94,7 @@ local function kratos_message(to, code)
 end
 
 local static = nil
-if mode == "limited" then
-  static = wrk.format("POST", "/v1/sms", json_headers, kratos_message("+14155550100", "123456"))
-elseif mode == "malformed" then
+if mode == "malformed" then
   static = wrk.format("POST", "/v1/sms", json_headers, '{"recipient": "+14155550100", "body": ')
 elseif mode == "unauth" then
   static = wrk.format("POST", "/v1/sms", { ["Content-Type"] = "application/json" },
@@ -103,8 +103,11 @@ end
 
 function request()
   counter = counter + 1
-  if limit > 0 and counter > limit then
-    wrk.thread:stop()
+  if limit > 0 and counter > limit and not stopped then
+    -- wrk runs for its whole -d otherwise: SIGINT ends the run (its main
+    -- thread gets the signal) and the results are still printed.
+    stopped = true
+    ffi.C.kill(ffi.C.getpid(), 2)
   end
   if static then
     return static
@@ -112,6 +115,11 @@ function request()
   local i = base + tid + nthreads * counter
   local to = number(i)
   local code = string.format("%06d", i % 1000000)
+  if mode == "limited" then
+    -- One recipient, a new code each time: not a duplicate, so the
+    -- recipient limiter (which comes after deduplication) answers.
+    return wrk.format("POST", "/v1/sms", json_headers, kratos_message("+14155550100", code))
+  end
   if mode == "twilio" then
     local form = "To=" .. urlencode(to) .. "&From=%2B15005550006&Body="
       .. urlencode("Your login code is: " .. code) .. "&ValidityPeriod=900"

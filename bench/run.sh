@@ -230,9 +230,9 @@ stop "$COURIER_PID"
 
 # --- 3: rejected load ---------------------------------------------------------
 start_courier rejected PHONE_COURIER__LIMITS__ENABLED=true
-for _ in 1 2 3 4; do # the recipient's burst (3), then refused
+for code in 900001 900002 900003 900004; do # the recipient's burst (3), then refused
   curl -s -o /dev/null --max-time 5 -u "$USER_NAME:$PASSWORD" -H 'Content-Type: application/json' \
-    --data '{"recipient":"+14155550100","body":"Your login code is: 123456","template_type":"login_code_valid","template_data":{"login_code":"123456","expires_in_minutes":15},"message_type":"sms"}' \
+    --data "{\"recipient\":\"+14155550100\",\"body\":\"Your login code is: $code\",\"template_type\":\"login_code_valid\"}" \
     "http://$COURIER_ADDR/v1/sms"
 done
 for mode in limited malformed unauth; do
@@ -249,7 +249,7 @@ start_courier keys PHONE_COURIER__LIMITS__ENABLED=true \
   PHONE_COURIER__LIMITS__SMS__GLOBAL__PER_HOUR=0 PHONE_COURIER__LIMITS__SMS__COUNTRY__PER_HOUR=0 \
   PHONE_COURIER__LIMITS__SMS__IP__PER_HOUR=0 PHONE_COURIER__DEDUP__MAX_ENTRIES=$KEYS
 record keys_idle_rss_kb "$(status_kb "$COURIER_PID" VmRSS)"
-load "keys" keys "http://$COURIER_ADDR" courier 0 "$CONNS" 600 "$COURIER_PID" "$((KEYS / THREADS + 100))"
+load "keys" keys "http://$COURIER_ADDR" courier 0 "$CONNS" 600 "$COURIER_PID" "$((KEYS / THREADS + 1000))"
 record keys_rss_kb "$(status_kb "$COURIER_PID" VmRSS)"
 record keys_hwm_kb "$(status_kb "$COURIER_PID" VmHWM)"
 stop "$COURIER_PID"
