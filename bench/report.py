@@ -70,6 +70,7 @@ for key, title in [
     ("rustc", "rustc"),
     ("wrk", "load generator"),
     ("commit", "commit measured"),
+    ("nofile", "open files limit (`ulimit -n`)"),
     ("load_before", "`uptime` before"),
     ("load_after", "`uptime` after"),
     ("busy", "other processes over 5% CPU at the start"),
