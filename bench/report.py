@@ -148,7 +148,7 @@ w("|---|---|")
 w("| idle, after start | %s |" % mb(figures.get("idle_rss_kb")))
 if k:
     accepted = int(k["requests"] - k["non2xx"])
-    w("| after %d distinct recipients accepted through HTTP (recipient limiter on, dedup `max_entries` = 1 000 000), at %.0f req/s | %s (peak %s) |" % (
+    w("| after %d distinct recipients accepted through HTTP (recipient limiter on, dedup `max_entries` = the number of keys), at %.0f req/s | %s (peak %s) |" % (
         accepted, rps(k), mb(figures.get("keys_rss_kb")), mb(figures.get("keys_hwm_kb"))))
 if i:
     w("| 10 000 connections, sandbox answering after 2 s (%.0f req/s, %d timeouts, %d other socket errors, %d non-2xx) | peak sampled %s, VmHWM %s |" % (
