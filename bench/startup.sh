@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One start-up measurement, for hyperfine (bench/run.sh): start the service
+# and return as soon as GET /health/alive answers 200, then stop it.
+#   bench/startup.sh BINARY PORT SANDBOX_ADDR
+# The probe is bash's /dev/tcp (no process per attempt), retried without sleeping.
+set -u
+BIN=$1 PORT=$2 SANDBOX=$3
+env -i PATH="$PATH" \
+  PHONE_COURIER__SERVER__LISTEN="127.0.0.1:$PORT" \
+  PHONE_COURIER__AUTH__BASIC__USERNAME=kratos \
+  PHONE_COURIER__AUTH__BASIC__PASSWORD=bench-password \
+  PHONE_COURIER__TWILIO__BASE_URL="http://$SANDBOX" \
+  PHONE_COURIER__TWILIO__ACCOUNT_SID=ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb \
+  PHONE_COURIER__TWILIO__AUTH_TOKEN=bench-auth-token \
+  PHONE_COURIER__TWILIO__FROM=+15005550006 \
+  PHONE_COURIER__TWILIO__VERIFY_CREDENTIALS_ON_START=false \
+  PHONE_COURIER__LOG__LEVEL=warn \
+  "$BIN" serve >/dev/null 2>&1 &
+pid=$!
+ok=1
+for _ in $(seq 1 20000); do
+  if exec 3<>"/dev/tcp/127.0.0.1/$PORT" 2>/dev/null; then
+    printf 'GET /health/alive HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+    read -r status_line <&3
+    exec 3<&-
+    case "$status_line" in *" 200 "*) ok=0; break ;; esac
+  fi
+done
+kill "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+exit "$ok"
