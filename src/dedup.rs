@@ -46,10 +46,72 @@ pub enum Admission<'a> {
     Wait(watch::Receiver<Option<Outcome>>),
 }
 
+/// A provider sid in 18 bytes instead of a heap string: Twilio's are two
+/// letters and 32 hex digits, SignalWire's a UUID (16 bytes too). Anything
+/// else keeps its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sid {
+    Hex([u8; 2], [u8; 16]),
+    Uuid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl Sid {
+    fn pack(s: &str) -> Sid {
+        let hex16 = |h: &str| -> Option<[u8; 16]> {
+            if h.len() != 32
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return None;
+            }
+            let mut out = [0u8; 16];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok()?;
+            }
+            Some(out)
+        };
+        let b = s.as_bytes();
+        if b.len() == 34 && b[0].is_ascii_uppercase() && b[1].is_ascii_uppercase() {
+            if let Some(raw) = hex16(&s[2..]) {
+                return Sid::Hex([b[0], b[1]], raw);
+            }
+        }
+        if b.len() == 36 && [8, 13, 18, 23].iter().all(|i| b[*i] == b'-') {
+            if let Some(raw) = hex16(&s.replace('-', "")) {
+                return Sid::Uuid(raw);
+            }
+        }
+        Sid::Text(s.into())
+    }
+
+    fn unpack(&self) -> String {
+        let hex = |raw: &[u8; 16]| raw.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        match self {
+            Sid::Hex(p, raw) => format!("{}{}{}", p[0] as char, p[1] as char, hex(raw)),
+            Sid::Uuid(raw) => {
+                let h = hex(raw);
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                )
+            }
+            Sid::Text(t) => t.to_string(),
+        }
+    }
+}
+
+/// Entries expire `ttl` after insertion; past `max`, the oldest go first.
+/// Times are nanoseconds on the service clock.
 struct Expiring<V> {
-    map: HashMap<Key, (Duration, V)>,
-    order: VecDeque<(Duration, Key)>,
-    ttl: Duration,
+    map: HashMap<Key, (u64, V)>,
+    order: VecDeque<(u64, Key)>,
+    ttl: u64,
     max: usize,
 }
 
@@ -58,12 +120,12 @@ impl<V> Expiring<V> {
         Expiring {
             map: HashMap::new(),
             order: VecDeque::new(),
-            ttl,
+            ttl: ttl.as_nanos() as u64,
             max: max.max(1),
         }
     }
 
-    fn prune(&mut self, now: Duration) {
+    fn prune(&mut self, now: u64) {
         while let Some((expires, key)) = self.order.front().copied() {
             if expires > now && self.map.len() <= self.max {
                 break;
@@ -80,14 +142,14 @@ impl<V> Expiring<V> {
         }
     }
 
-    fn get(&self, key: &Key, now: Duration) -> Option<&V> {
+    fn get(&self, key: &Key, now: u64) -> Option<&V> {
         self.map
             .get(key)
             .filter(|(expires, _)| *expires > now)
             .map(|(_, v)| v)
     }
 
-    fn insert(&mut self, key: Key, value: V, now: Duration) {
+    fn insert(&mut self, key: Key, value: V, now: u64) {
         let expires = now + self.ttl;
         self.map.insert(key, (expires, value));
         self.order.push_back((expires, key));
@@ -100,7 +162,7 @@ impl<V> Expiring<V> {
 }
 
 struct State {
-    sent: Expiring<Option<String>>,
+    sent: Expiring<Option<Sid>>,
     unreachable: Expiring<Option<u32>>,
     in_flight: HashMap<Key, watch::Sender<Option<Outcome>>>,
 }
@@ -169,12 +231,14 @@ impl Dedup {
             code.unwrap_or("").as_bytes(),
         ]);
         let unreachable_key = self.hash(&[b"unreachable", channel.as_bytes(), e164.as_bytes()]);
-        let now = self.clock.elapsed();
+        let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.sent.prune(now);
         state.unreachable.prune(now);
         if let Some(sid) = state.sent.get(&key, now) {
-            return Admission::Duplicate { sid: sid.clone() };
+            return Admission::Duplicate {
+                sid: sid.as_ref().map(Sid::unpack),
+            };
         }
         if let Some(code) = state.unreachable.get(&unreachable_key, now) {
             return Admission::KnownUnreachable {
@@ -204,9 +268,13 @@ impl Dedup {
         self.len() == 0
     }
 
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
+    }
+
     /// Drop expired entries.
     pub fn prune(&self) {
-        let now = self.clock.elapsed();
+        let now = self.now();
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.sent.prune(now);
         s.unreachable.prune(now);
@@ -219,10 +287,12 @@ impl Flight<'_> {
     /// permanent recipient failures are remembered as such.
     pub fn finish(mut self, outcome: Outcome, permanently_unreachable: Option<Option<u32>>) {
         self.done = true;
-        let now = self.dedup.clock.elapsed();
+        let now = self.dedup.now();
         let mut state = self.dedup.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Outcome::Accepted { sid } = &outcome {
-            state.sent.insert(self.key, sid.clone(), now);
+            state
+                .sent
+                .insert(self.key, sid.as_deref().map(Sid::pack), now);
         }
         if let Some(code) = permanently_unreachable {
             state.unreachable.insert(self.unreachable_key, code, now);
@@ -398,6 +468,27 @@ mod tests {
         assert!(matches!(
             d.admit("sms", "+1", "b", None),
             Admission::Send(_)
+        ));
+    }
+
+    #[test]
+    fn sids_pack_and_unpack() {
+        for sid in [
+            "SM0123456789abcdef0123456789abcdef",
+            "CAffffffffffffffffffffffffffffffff",
+            "a5c7a9f2-1b2c-4d5e-8f90-123456789abc",
+            "SM0123456789ABCDEF0123456789abcdef",
+            "x",
+        ] {
+            assert_eq!(Sid::pack(sid).unpack(), sid);
+        }
+        assert!(matches!(
+            Sid::pack("SM0123456789abcdef0123456789abcdef"),
+            Sid::Hex(..)
+        ));
+        assert!(matches!(
+            Sid::pack("a5c7a9f2-1b2c-4d5e-8f90-123456789abc"),
+            Sid::Uuid(..)
         ));
     }
 

@@ -11,7 +11,6 @@
 //! of the battery stays green.
 
 #[path = "api/helpers.rs"]
-#[allow(dead_code)]
 mod helpers;
 
 use std::time::Duration;
