@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::limits::{client_ip, RateLimits};
 use crate::message::CourierMessage;
 use crate::metrics::Metrics;
-use crate::recipient::{LineType, Recipient};
+use crate::recipient::{LineType, Recipient, RecipientCache};
 use crate::twilio::{
     Accepted, FailureClass, OutgoingCall, OutgoingSms, ProviderError, TwilioClient,
 };
@@ -109,6 +109,7 @@ pub struct Courier {
     daily_total: u32,
     /// Bounds the provider requests in flight (`twilio.max_in_flight`).
     provider_slots: tokio::sync::Semaphore,
+    recipients: RecipientCache,
 }
 
 impl Courier {
@@ -122,6 +123,7 @@ impl Courier {
             metrics,
             daily_total: config.budget.daily_total,
             provider_slots: tokio::sync::Semaphore::new(config.twilio.max_in_flight),
+            recipients: RecipientCache::new(100_000),
             policy: config.policy.clone(),
             limits: config
                 .limits
@@ -364,7 +366,10 @@ impl Courier {
         endpoint: Endpoint,
         message: &CourierMessage,
     ) -> Result<Prepared, ApiError> {
-        let recipient = Recipient::parse(&message.recipient).map_err(ApiError::InvalidRecipient)?;
+        let recipient = self
+            .recipients
+            .parse(&message.recipient)
+            .map_err(ApiError::InvalidRecipient)?;
         let channel = self.channel_for(endpoint, message);
         let outgoing = match channel {
             Channel::Sms => Outgoing::Sms(self.build_sms(&recipient, message)?),

@@ -105,6 +105,72 @@ impl Recipient {
     }
 }
 
+/// What libphonenumber said about a number, kept by a keyed hash of the
+/// number (never the number itself) so that repeats (Kratos's retries, an
+/// abusive burst against one number) skip the numbering-plan match, which
+/// costs more than everything else on the refusal path.
+pub struct RecipientCache {
+    hasher: std::collections::hash_map::RandomState,
+    map: std::sync::Mutex<std::collections::HashMap<u64, Result<Facts, RecipientError>>>,
+    max: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Facts {
+    calling_code: u16,
+    region: Option<phonenumber::country::Id>,
+    line_type: LineType,
+}
+
+impl RecipientCache {
+    pub fn new(max: usize) -> Self {
+        RecipientCache {
+            hasher: Default::default(),
+            map: Default::default(),
+            max: max.max(1),
+        }
+    }
+
+    /// [`Recipient::parse`], remembering the verdict for the number.
+    pub fn parse(&self, input: &str) -> Result<Recipient, RecipientError> {
+        use std::hash::BuildHasher;
+        let s = input.trim();
+        if !is_e164_shape(s) {
+            return Err(RecipientError::NotE164);
+        }
+        let key = self.hasher.hash_one(s);
+        let cached = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied();
+        let facts = match cached {
+            Some(f) => f,
+            None => {
+                let f = Recipient::parse(s).map(|r| Facts {
+                    calling_code: r.calling_code,
+                    region: r.region,
+                    line_type: r.line_type,
+                });
+                let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+                if map.len() >= self.max {
+                    // Crude but bounded: start over rather than track age.
+                    map.clear();
+                }
+                map.insert(key, f);
+                f
+            }
+        }?;
+        Ok(Recipient {
+            e164: s.to_owned(),
+            calling_code: facts.calling_code,
+            region: facts.region,
+            line_type: facts.line_type,
+        })
+    }
+}
+
 /// `+` then 2 to 15 ASCII digits, the first not zero: E.164's form, without
 /// asking libphonenumber whether the number exists.
 pub fn is_e164_shape(s: &str) -> bool {
@@ -177,6 +243,33 @@ mod tests {
             Err(RecipientError::NotValid)
         );
         assert_eq!(Recipient::parse("+1234"), Err(RecipientError::NotValid));
+    }
+
+    #[test]
+    fn the_cache_gives_the_same_answers() {
+        let cache = RecipientCache::new(2);
+        for _ in 0..3 {
+            for n in [
+                "+14155550123",
+                " +4915123456789 ",
+                "+99912345678",
+                "123",
+                "+449012345678",
+            ] {
+                let direct = Recipient::parse(n);
+                let cached = cache.parse(n);
+                assert_eq!(
+                    direct.clone().map(|r| r.e164().to_owned()),
+                    cached.clone().map(|r| r.e164().to_owned()),
+                    "{n}"
+                );
+                assert_eq!(
+                    direct.clone().map(|r| (r.calling_code(), r.line_type())),
+                    cached.map(|r| (r.calling_code(), r.line_type())),
+                    "{n}"
+                );
+            }
+        }
     }
 
     #[test]
