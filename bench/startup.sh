@@ -33,6 +33,7 @@ for _ in $(seq 1 5000); do
     case "$status_line" in *" 200 "*) ok=0; break ;; esac
   fi
 done
-kill "$pid" 2>/dev/null
+# SIGKILL: the measurement ends at the first 200, not at a graceful exit.
+kill -KILL "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
 exit "$ok"

@@ -91,7 +91,11 @@ fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(fut) {
+    let result = runtime.block_on(fut);
+    // Do not wait for background blocking work (the phone-number database
+    // warm-up) once the server has stopped: exit now.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
