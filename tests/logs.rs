@@ -86,3 +86,43 @@ async fn a_full_send_logs_no_secret_code_body_or_number() {
         assert!(!logs.contains(secret), "logs contain {secret:?}:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_the_request_fields() {
+    let twilio = twilio_accepting().await;
+    let mut env = base_env(&twilio.uri());
+    env.insert("PHONE_COURIER__LOG__LEVEL".into(), "info".into());
+    env.insert("PHONE_COURIER__LOG__FORMAT".into(), "json".into());
+    let (mut child, addr, rx, seen) = spawn_binary(&env);
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/sms"))
+        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+        .header("Content-Type", "application/json")
+        .body(fixture("login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    let mut lines: Vec<String> = seen.lines().map(str::to_owned).collect();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        lines.push(line);
+    }
+    let objects: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let request = objects
+        .iter()
+        .find(|o| o["message"] == "request")
+        .expect("a request line");
+    assert_eq!(request["endpoint"], "/v1/sms");
+    assert_eq!(request["channel"], "sms");
+    assert_eq!(request["template_type"], "login_code_valid");
+    assert_eq!(request["recipient"], "+1…23");
+    assert_eq!(request["status"], 200);
+    assert_eq!(request["sid"], "SM0123456789abcdef0123456789abcdef");
+    let all = lines.join("\n");
+    assert!(!all.contains("482917") && !all.contains("4155550123"));
+}

@@ -301,6 +301,10 @@ pub fn spawn_binary(
         if let Some(rest) = line.split("addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
+        // The JSON log format.
+        if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+            break rest.split('"').next().unwrap().to_owned();
+        }
     };
     (child, addr, rx, seen)
 }
