@@ -155,14 +155,6 @@ impl Courier {
         self.dedup.prune();
     }
 
-    pub fn limits(&self) -> Option<&RateLimits> {
-        self.limits.as_ref()
-    }
-
-    pub fn dedup(&self) -> &Dedup {
-        &self.dedup
-    }
-
     /// Messages to test numbers, newest first.
     pub fn test_messages(&self) -> Vec<TestMessage> {
         let m = self.test_messages.lock().unwrap_or_else(|p| p.into_inner());

@@ -72,7 +72,6 @@ pub struct Accepted {
     /// `SM…` / `CA…`; `None` when a 2xx came with a body we could not read
     /// (the message was accepted all the same, so it must not be resent).
     pub sid: Option<String>,
-    pub status: Option<String>,
 }
 
 /// Whose problem a failure is; decides what Kratos is told.
@@ -260,10 +259,7 @@ impl TwilioClient {
                 .filter(|s| s.len() <= 64)
                 .map(str::to_owned)
         };
-        Ok(Accepted {
-            sid: field("sid"),
-            status: field("status"),
-        })
+        Ok(Accepted { sid: field("sid") })
     }
 }
 
