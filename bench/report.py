@@ -87,22 +87,27 @@ w("")
 w("Every request has its own valid recipient and code (nothing deduplicated, rate")
 w("limits and budget off). `service` is `POST /v1/sms` on kratos-phone-courier,")
 w("which calls the sandbox; `baseline` is the same Twilio form request sent")
-w("straight to the sandbox. Latencies in ms, as wrk measures them.")
+w("straight to the sandbox; `floor` (saturation only) is `examples/relay_floor.rs`,")
+w("the least any relay on this stack does (hyper server, serde_json, reqwest) in front")
+w("of the same sandbox. Latencies in ms, as wrk measures them. `steal`: the share of")
+w("the machine's CPU time the hypervisor gave to other guests during the run.")
 w("")
-w("| offered | path | achieved req/s | p50 | p90 | p99 | p99.9 | max | non-2xx | socket errors | CPU of the process |")
-w("|---|---|---|---|---|---|---|---|---|---|---|")
+w("| offered | path | achieved req/s | p50 | p90 | p99 | p99.9 | max | non-2xx | socket errors | CPU of the process | steal |")
+w("|---|---|---|---|---|---|---|---|---|---|---|---|")
 names = ["500", "2000", "5000", "saturation"]
 for name in names:
-    for path, label in [("service", "courier-" + name), ("baseline", "sandbox-" + name)]:
+    for path, label in [("service", "courier-" + name), ("baseline", "sandbox-" + name),
+                        ("floor", "floor-" + name)]:
         r = runs.get(label)
         if not r:
             continue
         errors = int(r["connect"] + r["read"] + r["write"] + r["timeout"])
         seconds = r["duration_us"] / 1e6
-        w("| %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %d | %.0f%% of a core |" % (
+        w("| %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %d | %.0f%% of a core | %s |" % (
             name + (" req/s" if name != "saturation" else " (64 conns)"), path, rps(r),
             ms(r["p50"]), ms(r["p90"]), ms(r["p99"]), ms(r["p999"]), ms(r["max"]),
-            r["non2xx"], errors, 100 * r["cpu_s"] / seconds if seconds else 0))
+            r["non2xx"], errors, 100 * r["cpu_s"] / seconds if seconds else 0,
+            "%.0f%%" % r["steal_pct"] if "steal_pct" in r else "—"))
 w("")
 w("Overhead of the service (service minus baseline, and service / baseline):")
 w("")
@@ -198,6 +203,10 @@ if "saturation" in overhead:
     ratio = rps(s) / max(rps(b), 1)
     target("saturation throughput ≥ 70% of the baseline", "%.0f%% (%.0f vs %.0f req/s)" % (
         100 * ratio, rps(s), rps(b)), ratio >= 0.7)
+    f = runs.get("floor-saturation")
+    if f:
+        w("| (context, not a target) the floor: any relay on this stack, same run | %.0f%% of the baseline (%.0f req/s); the service is %.0f%% of the floor | — |" % (
+            100 * rps(f) / max(rps(b), 1), rps(f), 100 * rps(s) / max(rps(f), 1)))
 for mode, value in rejected.items():
     target("rejected (%s) ≥ 30 000 answers/s" % mode, "%.0f/s" % value, value >= 30000)
 if figures.get("idle_rss_kb"):

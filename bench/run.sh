@@ -51,8 +51,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # --- build -----------------------------------------------------------------
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-echo "# cargo build --release --bins (target: $TARGET)"
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --bins --quiet)
+echo "# cargo build --release --bins --example relay_floor (target: $TARGET)"
+(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --bins --example relay_floor --quiet)
+FLOOR="$TARGET/release/examples/relay_floor"
 COURIER="$TARGET/release/kratos-phone-courier"
 SANDBOX="$TARGET/release/twilio-sandbox"
 
@@ -91,6 +92,9 @@ wait_ready() {
   return 1
 }
 
+# Process figures from /proc. steal_ticks: the machine's CPU time taken by
+# the hypervisor for others ("steal"), and all CPU time, from /proc/stat.
+steal_ticks() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 # Process figures from /proc.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
@@ -150,25 +154,29 @@ load() {
   [ "$mode" = twilio ] && auth=$TWILIO_AUTH
   take_base "$(( limit > 0 ? limit * THREADS + 1000 : 3000000 ))"
   local cmd="MODE=$mode RATE=$rate BASE=$BASE LIMIT=$limit THREADS=$THREADS wrk -t$THREADS -c$conns -d${duration}s --timeout 10s -s bench/load.lua $* $url"
-  local before
+  local before steal_before
   before=$(cpu_ticks "$pid")
+  steal_before=$(steal_ticks)
   MODE=$mode RATE=$rate BASE=$BASE LIMIT=$limit THREADS=$THREADS AUTH=$auth SID=$ACCOUNT_SID \
     wrk -t"$THREADS" -c"$conns" -d"${duration}s" --timeout 10s -s "$ROOT/bench/load.lua" "$@" "$url" \
     >"$WORK/$label.out" 2>&1 || true
-  local after
+  local after steal_after
   after=$(cpu_ticks "$pid")
+  steal_after=$(steal_ticks)
   local line
   line=$(grep '^RESULT ' "$WORK/$label.out" || echo "RESULT requests=0")
   case "$label" in warmup*) return 0 ;; esac
   echo "$cmd" >>"$COMMANDS"
   python3 - "$label" "$scenario" "$mode" "$rate" "$conns" "$((after - before))" "$CLK_TCK" \
-    "$(status_kb "$pid" VmRSS)" "$line" >>"$RESULTS" <<'PY'
+    "$(status_kb "$pid" VmRSS)" "$line" "$steal_before" "$steal_after" >>"$RESULTS" <<'PY'
 import json, sys
-label, scenario, mode, rate, conns, ticks, clk, rss, line = sys.argv[1:]
+label, scenario, mode, rate, conns, ticks, clk, rss, line, sb, sa = sys.argv[1:]
 r = dict(kv.split("=") for kv in line.split()[1:])
 r = {k: float(v) for k, v in r.items()}
+(s0, t0), (s1, t1) = map(int, sb.split()), map(int, sa.split())
 r.update(label=label, scenario=scenario, mode=mode, rate=int(rate), conns=int(conns),
-         cpu_s=int(ticks) / int(clk), rss_kb=int(rss or 0))
+         cpu_s=int(ticks) / int(clk), rss_kb=int(rss or 0),
+         steal_pct=100 * (s1 - s0) / max(t1 - t0, 1))
 print(json.dumps(r))
 PY
   echo "# $label: $line"
@@ -230,6 +238,19 @@ for rate in "${RATES[@]}" 0; do
   load "sandbox-$name" baseline "http://$SANDBOX_ADDR" twilio "$rate" "$CONNS" "$DURATION" "$SANDBOX_PID"
 done
 stop "$COURIER_PID"
+
+# The floor: examples/relay_floor.rs, the least any relay on this stack does
+# (hyper server, serde_json, reqwest client), at saturation on the same
+# sandbox: how much of the gap to the baseline any relay pays.
+FLOOR_ADDR=127.0.0.1:$(free_port)
+"$FLOOR" "$FLOOR_ADDR" "http://$SANDBOX_ADDR" "$ACCOUNT_SID" "$AUTH_TOKEN" >"$WORK/floor.log" 2>&1 &
+FLOOR_PID=$!
+PIDS+=("$FLOOR_PID")
+wait_ready "http://$FLOOR_ADDR/"
+echo "relay floor: $FLOOR $FLOOR_ADDR http://SANDBOX ACCOUNT_SID AUTH_TOKEN" >>"$COMMANDS"
+load "warmup-floor-saturation" floor "http://$FLOOR_ADDR" courier 0 "$CONNS" "$WARMUP" "$FLOOR_PID"
+load "floor-saturation" floor "http://$FLOOR_ADDR" courier 0 "$CONNS" "$DURATION" "$FLOOR_PID"
+stop "$FLOOR_PID"
 
 # --- 3: rejected load ---------------------------------------------------------
 start_courier rejected PHONE_COURIER__LIMITS__ENABLED=true

@@ -50,12 +50,12 @@ struct RequestLog {
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<Self, reqwest::Error> {
+    pub fn new(config: Config) -> Result<Self, crate::twilio::ClientError> {
         App::with_clock(config, Clock::system())
     }
 
     /// Build with a given clock (tests move it forward instead of sleeping).
-    pub fn with_clock(config: Config, clock: Clock) -> Result<Self, reqwest::Error> {
+    pub fn with_clock(config: Config, clock: Clock) -> Result<Self, crate::twilio::ClientError> {
         let twilio = TwilioClient::new(&config.twilio)?;
         let metrics = Arc::new(Metrics::new());
         let courier = Courier::new(&config, twilio, clock, metrics.clone());

@@ -168,7 +168,9 @@ struct State {
 }
 
 pub struct Dedup {
-    secret: [u8; 32],
+    /// HMAC-SHA256 keyed with a random secret made at start: the key's
+    /// padding blocks are hashed once here, and each key clones the state.
+    keyed: Hmac<Sha256>,
     clock: Clock,
     state: Mutex<State>,
 }
@@ -192,8 +194,9 @@ impl Dedup {
     ) -> Self {
         let mut secret = [0u8; 32];
         rand::fill(&mut secret);
+        let keyed = Hmac::<Sha256>::new_from_slice(&secret).expect("HMAC takes any key length");
         Dedup {
-            secret,
+            keyed,
             clock,
             state: Mutex::new(State {
                 sent: Expiring::new(window, max_entries),
@@ -204,7 +207,7 @@ impl Dedup {
     }
 
     fn hash(&self, parts: &[&[u8]]) -> Key {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
+        let mut mac = self.keyed.clone();
         for p in parts {
             mac.update(&(p.len() as u64).to_be_bytes());
             mac.update(p);

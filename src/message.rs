@@ -161,18 +161,36 @@ impl MessageParser {
     }
 
     pub fn parse_value(&self, value: Value) -> Result<CourierMessage, ParseError> {
+        // The yes/no check is cheaper than collecting errors; the errors are
+        // gathered only for a message that fails it.
+        if !self.validator.is_valid(&value) {
+            return Err(ParseError::Schema(self.violations(&value)));
+        }
+        self.typed(value)
+    }
+
+    fn violations(&self, value: &Value) -> Vec<Violation> {
         let violations: Vec<Violation> = self
             .validator
-            .iter_errors(&value)
+            .iter_errors(value)
             .take(MAX_VIOLATIONS)
             .map(|e| Violation {
                 pointer: e.instance_path().to_string(),
                 reason: truncate(&e.masked().to_string(), 100),
             })
             .collect();
-        if !violations.is_empty() {
-            return Err(ParseError::Schema(violations));
+        if violations.is_empty() {
+            // is_valid and iter_errors disagreeing would be a jsonschema bug;
+            // still refuse rather than send.
+            return vec![Violation {
+                pointer: String::new(),
+                reason: "does not match the schema".into(),
+            }];
         }
+        violations
+    }
+
+    fn typed(&self, value: Value) -> Result<CourierMessage, ParseError> {
         let wire: Wire = serde_json::from_value(value).map_err(|_| {
             // The schema admits only what `Wire` can hold; this is a guard,
             // not an expected path.

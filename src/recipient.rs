@@ -53,9 +53,10 @@ impl Recipient {
             return Err(RecipientError::NotE164);
         }
         let number = phonenumber::parse(None, s).map_err(|_| RecipientError::NotValid)?;
-        // libphonenumber's is_valid is "the number type is known": ask for
-        // the type once instead of walking the patterns twice.
-        let line_type = match number.number_type(&DATABASE) {
+        let calling_code = number.code().value();
+        let (meta, kind) = classify(calling_code, &number.national().value().to_string())
+            .ok_or(RecipientError::NotValid)?;
+        let line_type = match kind {
             phonenumber::Type::Unknown => return Err(RecipientError::NotValid),
             phonenumber::Type::Mobile => LineType::Mobile,
             phonenumber::Type::FixedLine => LineType::FixedLine,
@@ -66,10 +67,7 @@ impl Recipient {
             phonenumber::Type::Voip => LineType::Voip,
             _ => LineType::Other,
         };
-        let calling_code = number.code().value();
-        let region = number
-            .metadata(&DATABASE)
-            .and_then(|m| m.id().parse::<phonenumber::country::Id>().ok());
+        let region = meta.id().parse::<phonenumber::country::Id>().ok();
         Ok(Recipient {
             e164: s.to_owned(),
             calling_code,
@@ -171,6 +169,134 @@ impl RecipientCache {
     }
 }
 
+/// The region's metadata and the line type of a national number, in one walk
+/// of the numbering plan.
+///
+/// This is what `PhoneNumber::number_type` and `PhoneNumber::metadata` of the
+/// `phonenumber` crate answer together (its `validator::source_for` and
+/// `validator::number_type`, which are private), written with the crate's
+/// public metadata API. Asking the crate costs three walks for a number of a
+/// shared calling code such as +1: one to find the region for the type, one
+/// for the type, one to find the region again; every pattern it matches locks
+/// one process-wide regex cache. A test keeps this equal to the crate's
+/// answers for every example number in the metadata and for random digits.
+fn classify(
+    code: u16,
+    national: &str,
+) -> Option<(&'static phonenumber::Metadata, phonenumber::Type)> {
+    let regions = DATABASE.region(&code)?;
+    if let [only] = regions.as_slice() {
+        let meta = if *only == "001" {
+            DATABASE.by_code(&code)?.into_iter().next()?
+        } else {
+            // The crate requires the id to name a region it knows.
+            only.parse::<phonenumber::country::Id>().ok()?;
+            DATABASE.by_id(*only)?
+        };
+        return Some((meta, number_type(meta, national)));
+    }
+    for region in regions {
+        let meta = DATABASE.by_id(region)?;
+        match meta.leading_digits() {
+            Some(pattern) => {
+                if pattern.find(national).is_some_and(|m| m.start() == 0) {
+                    return Some((meta, number_type(meta, national)));
+                }
+            }
+            None => {
+                let kind = number_type(meta, national);
+                if kind != phonenumber::Type::Unknown {
+                    return Some((meta, kind));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// libphonenumber's line type of `national` in one region (the `phonenumber`
+/// crate's private `validator::number_type`, rule for rule).
+fn number_type(meta: &'static phonenumber::Metadata, national: &str) -> phonenumber::Type {
+    use phonenumber::Type;
+    let d = meta.descriptors();
+    let matches = |desc: Option<&'static phonenumber::metadata::Descriptor>| {
+        desc.is_some_and(|desc| descriptor_matches(desc, national))
+    };
+    if !descriptor_matches(d.general(), national) {
+        return Type::Unknown;
+    }
+    for (desc, kind) in [
+        (d.premium_rate(), Type::PremiumRate),
+        (d.toll_free(), Type::TollFree),
+        (d.shared_cost(), Type::SharedCost),
+        (d.voip(), Type::Voip),
+        (d.personal_number(), Type::PersonalNumber),
+        (d.pager(), Type::Pager),
+        (d.uan(), Type::Uan),
+        (d.voicemail(), Type::Voicemail),
+    ] {
+        if matches(desc) {
+            return kind;
+        }
+    }
+    if matches(d.fixed_line()) {
+        let same_pattern = d.fixed_line().map(|f| f.national_number().as_str())
+            == d.mobile().map(|m| m.national_number().as_str());
+        if same_pattern || matches(d.mobile()) {
+            return Type::FixedLineOrMobile;
+        }
+        return Type::FixedLine;
+    }
+    if matches(d.mobile()) {
+        return Type::Mobile;
+    }
+    Type::Unknown
+}
+
+/// `Descriptor::is_match` of the `phonenumber` crate (the length is one of
+/// the possible lengths, and the pattern matches at the start), with the
+/// pattern compiled here once.
+///
+/// The crate looks each pattern up by its text, on every match, in an LRU
+/// cache behind one process-wide mutex: hashing pattern texts of hundreds of
+/// characters was the largest single cost of an accepted send. Here the key
+/// is the descriptor's address in the crate's static database, so the set is
+/// bounded by that database and only descriptors of regions actually seen
+/// are compiled, at most [`MAX_COMPILED_PATTERNS`] at a time.
+fn descriptor_matches(desc: &'static phonenumber::metadata::Descriptor, national: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+    static COMPILED: LazyLock<RwLock<HashMap<usize, Option<regex::Regex>>>> =
+        LazyLock::new(Default::default);
+
+    let lengths = desc.possible_length();
+    if !lengths.is_empty() && !lengths.contains(&(national.len() as u16)) {
+        return false;
+    }
+    let key = std::ptr::from_ref(desc) as usize;
+    let found =
+        |compiled: &Option<regex::Regex>| compiled.as_ref().is_some_and(|re| re.is_match(national));
+    if let Some(compiled) = COMPILED.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return found(compiled);
+    }
+    // Anchored at the start: the crate asks for a match that starts there.
+    // A pattern that does not compile matches nothing (the crate would fail
+    // to load it in the first place).
+    let compiled = regex::RegexBuilder::new(&format!("^(?:{}\n)", desc.national_number().as_str()))
+        .ignore_whitespace(true)
+        .build()
+        .ok();
+    let answer = found(&compiled);
+    let mut map = COMPILED.write().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= MAX_COMPILED_PATTERNS {
+        // Numbers from every region at once (an attack, or a test): start
+        // over rather than keep every region's patterns compiled.
+        map.clear();
+    }
+    map.insert(key, compiled);
+    answer
+}
+
 /// `+` then 2 to 15 ASCII digits, the first not zero: E.164's form, without
 /// asking libphonenumber whether the number exists.
 pub fn is_e164_shape(s: &str) -> bool {
@@ -185,8 +311,27 @@ pub fn is_e164_shape(s: &str) -> bool {
 /// first use, a few hundred milliseconds). Called in the background at
 /// start so the first request does not pay for it.
 pub fn warm_up() {
+    // phonenumber keeps its compiled parsing patterns in one process-wide
+    // LRU cache of 100: traffic to many countries would recompile regular
+    // expressions (a millisecond each) on every request. Entries are
+    // compiled on first use only.
+    DATABASE
+        .cache()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_capacity(REGEX_CACHE_CAPACITY);
     let _ = Recipient::parse("+14155550123");
 }
+
+/// How many compiled patterns phonenumber may keep (its default is 100).
+/// After [`descriptor_matches`] took the line-type patterns over, the crate
+/// compiles only its parsing patterns, a few per region.
+const REGEX_CACHE_CAPACITY: usize = 200;
+
+/// Line-type patterns kept compiled: about a dozen per region, so some 30
+/// regions at once. A compiled pattern takes about 70 KB (all regions' would
+/// take some 250 MB), which is why this is bounded.
+const MAX_COMPILED_PATTERNS: usize = 384;
 
 /// `Debug` is masked too, so `{:?}` in a log or a panic cannot leak a number.
 impl fmt::Debug for Recipient {
@@ -198,6 +343,112 @@ impl fmt::Debug for Recipient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The crate's own answer: region id and line type, as
+    /// `PhoneNumber::metadata` and `PhoneNumber::number_type` give them.
+    fn crate_answer(e164: &str) -> Option<(String, phonenumber::Type)> {
+        let number = phonenumber::parse(None, e164).ok()?;
+        let meta = number.metadata(&DATABASE)?;
+        Some((meta.id().to_owned(), number.number_type(&DATABASE)))
+    }
+
+    fn our_answer(e164: &str) -> Option<(String, phonenumber::Type)> {
+        let number = phonenumber::parse(None, e164).ok()?;
+        let (meta, kind) = classify(
+            number.code().value(),
+            &number.national().value().to_string(),
+        )?;
+        Some((meta.id().to_owned(), kind))
+    }
+
+    #[test]
+    fn classify_agrees_with_the_crate_on_every_example_number() {
+        warm_up();
+        let mut checked = 0;
+        for code in 1..=999u16 {
+            for meta in DATABASE.by_code(&code).unwrap_or_default() {
+                let d = meta.descriptors();
+                let descriptors = [
+                    Some(d.general()),
+                    d.fixed_line(),
+                    d.mobile(),
+                    d.toll_free(),
+                    d.premium_rate(),
+                    d.shared_cost(),
+                    d.personal_number(),
+                    d.voip(),
+                    d.pager(),
+                    d.uan(),
+                    d.voicemail(),
+                ];
+                for example in descriptors
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.example())
+                {
+                    let e164 = format!("+{code}{example}");
+                    assert_eq!(our_answer(&e164), crate_answer(&e164), "{e164}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000, "only {checked} example numbers");
+    }
+
+    #[test]
+    fn classify_agrees_with_the_crate_on_random_numbers() {
+        warm_up();
+        // xorshift: deterministic, no dependency.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // The example-number test covers every region; here a few dozen
+        // calling codes, shared ones (+1, +7, +44) among them, so that the
+        // compiled-pattern caches are not cycled through every region.
+        let codes: [u16; 24] = [
+            1, 7, 27, 31, 33, 34, 39, 41, 44, 46, 48, 49, 52, 55, 61, 81, 82, 86, 90, 91, 234, 380,
+            971, 972,
+        ];
+        let (mut valid, mut total) = (0, 0);
+        for _ in 0..3000 {
+            let code = codes[(next() % codes.len() as u64) as usize];
+            let len = 4 + (next() % 10) as usize;
+            let digits: String = (0..len)
+                .map(|_| char::from(b'0' + (next() % 10) as u8))
+                .collect();
+            let e164 = format!("+{code}{digits}");
+            let theirs = crate_answer(&e164);
+            assert_eq!(our_answer(&e164), theirs, "{e164}");
+            total += 1;
+            if theirs.is_some_and(|(_, t)| t != phonenumber::Type::Unknown) {
+                valid += 1;
+            }
+        }
+        // Both outcomes must be exercised.
+        assert!(valid > 100 && valid < total, "{valid} valid of {total}");
+    }
+
+    #[test]
+    fn shared_calling_codes_find_their_region() {
+        for (e164, region) in [
+            ("+14155550123", "US"),
+            ("+16135550123", "CA"),
+            ("+18765550123", "JM"),
+            ("+447400123456", "GB"),
+            ("+79123456789", "RU"),
+            ("+77012345678", "KZ"),
+        ] {
+            assert_eq!(
+                Recipient::parse(e164).unwrap().region(),
+                Some(region),
+                "{e164}"
+            );
+        }
+    }
 
     #[test]
     fn accepts_valid_e164_and_trims() {

@@ -22,8 +22,8 @@ pub enum StartupError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("the HTTP client could not be built: {0}")]
-    Client(#[from] reqwest::Error),
+    #[error("{0}")]
+    Client(#[from] crate::twilio::ClientError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -156,15 +156,28 @@ impl ProviderError {
     }
 }
 
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("twilio.base_url and twilio.account_sid do not make a URL: {0}")]
+    Url(String),
+}
+
 /// The Twilio REST client.
 #[derive(Clone)]
 pub struct TwilioClient {
     http: reqwest::Client,
     /// `{base}/2010-04-01/Accounts/{sid}`: every call we make is below it.
     account_url: String,
-    /// HTTP Basic user: the account sid or an API key sid.
-    username: String,
-    password: SecretString,
+    /// The three resources, parsed once rather than on every send.
+    account_json: reqwest::Url,
+    messages: reqwest::Url,
+    calls: reqwest::Url,
+    /// `Basic base64(user:password)`, encoded once, marked sensitive so that
+    /// hyper never logs or compresses it.
+    authorization: http::HeaderValue,
 }
 
 impl std::fmt::Debug for TwilioClient {
@@ -176,7 +189,7 @@ impl std::fmt::Debug for TwilioClient {
 }
 
 impl TwilioClient {
-    pub fn new(config: &TwilioConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &TwilioConfig) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(3)))
@@ -186,31 +199,38 @@ impl TwilioClient {
             .user_agent(concat!("kratos-phone-courier/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
+        let account_url = format!(
+            "{}/2010-04-01/Accounts/{}",
+            config.base_url, config.account_sid
+        );
+        let url = |suffix: &str| {
+            reqwest::Url::parse(&format!("{account_url}{suffix}"))
+                .map_err(|e| ClientError::Url(e.to_string()))
+        };
         Ok(TwilioClient {
             http,
-            account_url: format!(
-                "{}/2010-04-01/Accounts/{}",
-                config.base_url, config.account_sid
-            ),
-            username: config.username.clone(),
-            password: config.password.clone(),
+            account_json: url(".json")?,
+            messages: url("/Messages.json")?,
+            calls: url("/Calls.json")?,
+            account_url,
+            authorization: basic_authorization(&config.username, &config.password),
         })
     }
 
     pub async fn send_sms(&self, sms: &OutgoingSms) -> Result<Accepted, ProviderError> {
-        self.create("Messages.json", &sms.form()).await
+        self.create(&self.messages, &sms.form()).await
     }
 
     pub async fn create_call(&self, call: &OutgoingCall) -> Result<Accepted, ProviderError> {
-        self.create("Calls.json", &call.form()).await
+        self.create(&self.calls, &call.form()).await
     }
 
     /// `GET /2010-04-01/Accounts/{sid}.json`: do the credentials work?
     pub async fn check_credentials(&self) -> Result<(), ProviderError> {
         let response = self
             .http
-            .get(format!("{}.json", self.account_url))
-            .basic_auth(&self.username, Some(self.password.expose_secret()))
+            .get(self.account_json.clone())
+            .header(http::header::AUTHORIZATION, self.authorization.clone())
             .send()
             .await
             .map_err(map_transport)?;
@@ -223,7 +243,7 @@ impl TwilioClient {
 
     async fn create(
         &self,
-        resource: &str,
+        resource: &reqwest::Url,
         form: &[(&'static str, String)],
     ) -> Result<Accepted, ProviderError> {
         let body = form_urlencoded::Serializer::new(String::new())
@@ -231,8 +251,8 @@ impl TwilioClient {
             .finish();
         let response = self
             .http
-            .post(format!("{}/{resource}", self.account_url))
-            .basic_auth(&self.username, Some(self.password.expose_secret()))
+            .post(resource.clone())
+            .header(http::header::AUTHORIZATION, self.authorization.clone())
             .header(
                 http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
@@ -247,20 +267,32 @@ impl TwilioClient {
         }
         // The provider accepted the message; whatever the body says now, it
         // must not be sent again.
-        let value: Option<serde_json::Value> = match response.bytes().await {
-            Ok(b) => serde_json::from_slice(&b).ok(),
-            Err(_) => None,
-        };
-        let field = |name: &str| {
-            value
-                .as_ref()
-                .and_then(|v| v.get(name))
-                .and_then(|v| v.as_str())
-                .filter(|s| s.len() <= 64)
-                .map(str::to_owned)
-        };
-        Ok(Accepted { sid: field("sid") })
+        // Only the sid is read: the rest of Twilio's resource is skipped
+        // without being built.
+        #[derive(serde::Deserialize)]
+        struct Created<'a> {
+            #[serde(borrow)]
+            sid: Option<std::borrow::Cow<'a, str>>,
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        let sid = serde_json::from_slice::<Created<'_>>(&body)
+            .ok()
+            .and_then(|c| c.sid)
+            .filter(|s| s.len() <= 64)
+            .map(std::borrow::Cow::into_owned);
+        Ok(Accepted { sid })
     }
+}
+
+/// `Basic base64(user:password)`, as reqwest's `basic_auth` would write it.
+fn basic_authorization(user: &str, password: &SecretString) -> http::HeaderValue {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(format!("{user}:{}", password.expose_secret()));
+    let mut value = http::HeaderValue::try_from(format!("Basic {encoded}"))
+        .expect("base64 is always a valid header value");
+    value.set_sensitive(true);
+    value
 }
 
 fn map_transport(e: reqwest::Error) -> ProviderError {
