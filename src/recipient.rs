@@ -52,7 +52,7 @@ impl Recipient {
         if !is_e164_shape(s) {
             return Err(RecipientError::NotE164);
         }
-        let number = phonenumber::parse(None, s).map_err(|_| RecipientError::NotValid)?;
+        let number = parse_e164(s).ok_or(RecipientError::NotValid)?;
         let calling_code = number.code().value();
         let (meta, kind) = classify(calling_code, &number.national().value().to_string())
             .ok_or(RecipientError::NotValid)?;
@@ -167,6 +167,38 @@ impl RecipientCache {
             line_type: facts.line_type,
         })
     }
+}
+
+/// `phonenumber::parse(None, e164)` for a number already in E.164 form, told
+/// the main region of its calling code.
+///
+/// Without a region the crate walks the numbering plan once more to find the
+/// region whose national-prefix rules to apply (for +1, up to 25 regions).
+/// With the main region named it does not, and when the number comes out as
+/// written (no national prefix read after the calling code, the usual case)
+/// the region's rules did not matter; otherwise the crate parses it again
+/// its own way. The calling code is found as the
+/// crate finds it: the shortest prefix of 1 to 3 digits that is a known
+/// code. A test keeps the result equal to the crate's.
+fn parse_e164(e164: &str) -> Option<phonenumber::PhoneNumber> {
+    let digits = e164.strip_prefix('+')?;
+    let main_region = (1..=3.min(digits.len()))
+        .filter_map(|len| digits[..len].parse::<u16>().ok())
+        .find(|code| DATABASE.by_code(code).is_some())
+        .and_then(|code| DATABASE.region(&code)?.first().copied())
+        .and_then(|region| region.parse::<phonenumber::country::Id>().ok());
+    if let Some(region) = main_region {
+        if let Ok(number) = phonenumber::parse_with(&DATABASE, Some(region), e164) {
+            // Taken as written: nothing was read as a national prefix. Had
+            // something been, the region chosen could matter: ask the crate.
+            if format!("{}{}", number.code().value(), number.national()) == digits {
+                return Some(number);
+            }
+        }
+    }
+    // Non-geographic codes (+800, +882, ...) and national prefixes after the
+    // calling code: the crate's own way.
+    phonenumber::parse(None, e164).ok()
 }
 
 /// The region's metadata and the line type of a national number, in one walk
@@ -353,7 +385,10 @@ mod tests {
     }
 
     fn our_answer(e164: &str) -> Option<(String, phonenumber::Type)> {
-        let number = phonenumber::parse(None, e164).ok()?;
+        let number = parse_e164(e164)?;
+        let theirs = phonenumber::parse(None, e164).ok()?;
+        assert_eq!(number.code().value(), theirs.code().value(), "{e164}");
+        assert_eq!(number.national(), theirs.national(), "{e164}");
         let (meta, kind) = classify(
             number.code().value(),
             &number.national().value().to_string(),
@@ -430,6 +465,19 @@ mod tests {
         }
         // Both outcomes must be exercised.
         assert!(valid > 100 && valid < total, "{valid} valid of {total}");
+    }
+
+    #[test]
+    fn a_national_prefix_after_the_calling_code_is_judged_as_the_crate_does() {
+        // "+1 1 415...": a trunk prefix where none belongs. The crate refuses
+        // it; reading it with US rules alone would accept +14155550123.
+        for e164 in ["+114155550123", "+4407400123456", "+7 89123456789"] {
+            assert_eq!(our_answer(e164), crate_answer(e164), "{e164}");
+        }
+        assert_eq!(
+            Recipient::parse("+114155550123"),
+            Err(RecipientError::NotValid)
+        );
     }
 
     #[test]
