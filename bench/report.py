@@ -128,8 +128,8 @@ w("")
 # --- 3 ---
 w("## 3. Rejected load, at saturation (64 connections)")
 w("")
-w("| request | answer | answers/s | non-2xx | CPU per answer (service) |")
-w("|---|---|---|---|---|")
+w("| request | answer | answers/s | non-2xx | CPU per answer (service) | steal |")
+w("|---|---|---|---|---|---|")
 answers = {"limited": "429 rate_limited (recipient, after its burst of 3)",
            "malformed": "400 malformed_json",
            "unauth": "401 unauthorized (no credentials)"}
@@ -139,8 +139,9 @@ for mode, answer in answers.items():
     if not r:
         continue
     rejected[mode] = rps(r)
-    w("| %s | %s | %.0f | %d | %.1f µs |" % (
-        mode, answer, rps(r), r["non2xx"], 1e6 * r["cpu_s"] / max(r["requests"], 1)))
+    w("| %s | %s | %.0f | %d | %.1f µs | %s |" % (
+        mode, answer, rps(r), r["non2xx"], 1e6 * r["cpu_s"] / max(r["requests"], 1),
+        "%.0f%%" % r["steal_pct"] if "steal_pct" in r else "—"))
 w("")
 
 # --- 4 ---
