@@ -151,12 +151,9 @@ impl MessageParser {
     }
 
     pub fn parse(&self, bytes: &[u8]) -> Result<CourierMessage, ParseError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|_| ParseError::MalformedJson)?;
         // serde_json keeps the last of duplicate keys; another parser may keep
         // the first. Refuse the ambiguity instead of guessing.
-        if has_duplicate_keys(bytes) {
-            return Err(ParseError::MalformedJson);
-        }
+        let value = parse_unique_keys(bytes).ok_or(ParseError::MalformedJson)?;
         self.parse_value(value)
     }
 
@@ -249,57 +246,70 @@ impl Default for MessageParser {
 
 /// Whether any JSON object in `bytes` (already known to be valid JSON) has
 /// the same key twice.
-fn has_duplicate_keys(bytes: &[u8]) -> bool {
-    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-    use std::collections::HashSet;
+/// The JSON value of `bytes`, in one pass, refusing an object that names a
+/// key twice (serde_json's own `Value` keeps the last of them silently).
+fn parse_unique_keys(bytes: &[u8]) -> Option<Value> {
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
 
-    struct Check;
-    impl<'de> DeserializeSeed<'de> for Check {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(Check)
+    struct Unique;
+    impl<'de> DeserializeSeed<'de> for Unique {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(Unique)
         }
     }
-    impl<'de> Visitor<'de> for Check {
-        type Value = ();
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Value;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("JSON")
         }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
         }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
         }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
         }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+            serde_json::Number::from_f64(v)
+                .map(Value::Number)
+                .ok_or_else(|| E::custom("not a JSON number"))
         }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            Ok(())
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
         }
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while seq.next_element_seed(Check)?.is_some() {}
-            Ok(())
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut seen = HashSet::new();
-            while let Some(key) = map.next_key::<String>()? {
-                if !seen.insert(key) {
-                    return Err(serde::de::Error::custom("duplicate key"));
-                }
-                map.next_value_seed(Check)?;
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element_seed(Unique)? {
+                items.push(item);
             }
-            Ok(())
+            Ok(Value::Array(items))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut object = serde_json::Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if object.contains_key(&key) {
+                    return Err(A::Error::custom("duplicate key"));
+                }
+                let value = map.next_value_seed(Unique)?;
+                object.insert(key, value);
+            }
+            Ok(Value::Object(object))
         }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    Check.deserialize(&mut de).is_err()
+    let value = Unique.deserialize(&mut de).ok()?;
+    // Only white space may follow, as serde_json::from_slice requires.
+    de.end().ok()?;
+    Some(value)
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -369,6 +379,35 @@ mod tests {
             assert!(!x.reason.contains("12345678"));
             assert!(!x.reason.contains("Bad Type"));
         }
+    }
+
+    #[test]
+    fn one_pass_parse_gives_serde_jsons_value() {
+        for text in [
+            r#"{"a": 1, "b": -2, "c": 1.5e3, "d": 18446744073709551615, "e": null}"#,
+            r#"{"s": "caf\u00e9 \"q\" \n", "t": true, "f": false, "z": 0.0}"#,
+            r#"[1, [2, [3, {"x": [], "y": {}}]], "end"]"#,
+            "  {\"k\": \"v\"}  \n",
+            "42",
+            r#""text""#,
+        ] {
+            let ours = parse_unique_keys(text.as_bytes());
+            let theirs: Option<Value> = serde_json::from_slice(text.as_bytes()).ok();
+            assert!(ours.is_some(), "{text}");
+            assert_eq!(ours, theirs, "{text}");
+        }
+        for bad in [
+            r#"{"a": 1} x"#,
+            r#"{"a": 1,}"#,
+            "",
+            "[1, 2",
+            r#"{"a" 1}"#,
+            "NaN",
+        ] {
+            assert_eq!(parse_unique_keys(bad.as_bytes()), None, "{bad}");
+        }
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        assert_eq!(parse_unique_keys(deep.as_bytes()), None, "recursion limit");
     }
 
     #[test]
