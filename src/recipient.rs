@@ -54,7 +54,11 @@ impl Recipient {
         }
         let number = parse_e164(s).ok_or(RecipientError::NotValid)?;
         let calling_code = number.code().value();
-        let (meta, kind) = classify(calling_code, &number.national().value().to_string())
+        // The national significant number with its leading zero, where the
+        // country keeps one (Italy: +39 02...). The crate's `number_type` and
+        // `metadata` drop that zero (and call Italian landlines invalid while
+        // its `is_valid` accepts them); `is_valid` and libphonenumber keep it.
+        let (meta, kind) = classify(calling_code, &number.national().to_string())
             .ok_or(RecipientError::NotValid)?;
         let line_type = match kind {
             phonenumber::Type::Unknown => return Err(RecipientError::NotValid),
@@ -68,15 +72,25 @@ impl Recipient {
             _ => LineType::Other,
         };
         let region = meta.id().parse::<phonenumber::country::Id>().ok();
+        // The canonical form, which is the input itself unless a trunk
+        // prefix followed the calling code (+44 0 7400...): libphonenumber
+        // drops it, and so must every key and the provider, or the same
+        // phone would count as two recipients.
+        let canonical = format!("+{calling_code}{}", number.national());
         Ok(Recipient {
-            e164: s.to_owned(),
+            e164: if canonical == s {
+                s.to_owned()
+            } else {
+                canonical
+            },
             calling_code,
             region,
             line_type,
         })
     }
 
-    /// The number in E.164 form, for the provider. Never log this.
+    /// The number in canonical E.164 form (a trunk prefix after the calling
+    /// code removed), for the provider and for every key. Never log this.
     pub fn e164(&self) -> &str {
         &self.e164
     }
@@ -146,7 +160,15 @@ impl RecipientCache {
         let facts = match cached {
             Some(f) => f,
             None => {
-                let f = Recipient::parse(s).map(|r| Facts {
+                let parsed = Recipient::parse(s);
+                if let Ok(r) = &parsed {
+                    if r.e164 != s {
+                        // Not in canonical form: rare, and not remembered,
+                        // so a hit can always use the input as it is.
+                        return parsed;
+                    }
+                }
+                let f = parsed.map(|r| Facts {
                     calling_code: r.calling_code,
                     region: r.region,
                     line_type: r.line_type,
@@ -377,11 +399,25 @@ mod tests {
     use super::*;
 
     /// The crate's own answer: region id and line type, as
-    /// `PhoneNumber::metadata` and `PhoneNumber::number_type` give them.
+    /// `PhoneNumber::metadata` and `PhoneNumber::number_type` give them, for
+    /// numbers without a leading zero (those two drop it, see
+    /// `Recipient::parse`); for the others, validity as `is_valid` gives it,
+    /// which keeps the zero.
     fn crate_answer(e164: &str) -> Option<(String, phonenumber::Type)> {
         let number = phonenumber::parse(None, e164).ok()?;
+        if number.national().to_string() != number.national().value().to_string() {
+            return Some((String::new(), valid_or_unknown(number.is_valid())));
+        }
         let meta = number.metadata(&DATABASE)?;
         Some((meta.id().to_owned(), number.number_type(&DATABASE)))
+    }
+
+    fn valid_or_unknown(valid: bool) -> phonenumber::Type {
+        if valid {
+            phonenumber::Type::FixedLine // stands for "some known type"
+        } else {
+            phonenumber::Type::Unknown
+        }
     }
 
     fn our_answer(e164: &str) -> Option<(String, phonenumber::Type)> {
@@ -389,10 +425,13 @@ mod tests {
         let theirs = phonenumber::parse(None, e164).ok()?;
         assert_eq!(number.code().value(), theirs.code().value(), "{e164}");
         assert_eq!(number.national(), theirs.national(), "{e164}");
-        let (meta, kind) = classify(
-            number.code().value(),
-            &number.national().value().to_string(),
-        )?;
+        let national = number.national().to_string();
+        let answer = classify(number.code().value(), &national);
+        if national != number.national().value().to_string() {
+            let valid = answer.is_some_and(|(_, kind)| kind != phonenumber::Type::Unknown);
+            return Some((String::new(), valid_or_unknown(valid)));
+        }
+        let (meta, kind) = answer?;
         Some((meta.id().to_owned(), kind))
     }
 
@@ -477,6 +516,27 @@ mod tests {
         assert_eq!(
             Recipient::parse("+114155550123"),
             Err(RecipientError::NotValid)
+        );
+    }
+
+    #[test]
+    fn a_trunk_prefix_after_the_calling_code_is_dropped() {
+        let cache = RecipientCache::new(100);
+        for _ in 0..2 {
+            // Twice: the second time must not come from a cached verdict
+            // with the input string.
+            let r = cache.parse("+4407400123456").unwrap();
+            assert_eq!(r.e164(), "+447400123456");
+            assert_eq!(r.region(), Some("GB"));
+        }
+        assert_eq!(
+            Recipient::parse("+447400123456").unwrap().e164(),
+            "+447400123456"
+        );
+        // Italian numbers keep their leading zero: it is not a trunk prefix.
+        assert_eq!(
+            Recipient::parse("+390212345678").unwrap().e164(),
+            "+390212345678"
         );
     }
 

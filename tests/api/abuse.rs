@@ -70,6 +70,34 @@ async fn per_recipient_limit_refuses_then_refills() {
 }
 
 #[tokio::test]
+async fn a_trunk_prefix_after_the_calling_code_is_the_same_recipient() {
+    // "+44 0 7400..." is how people write "+44 7400..."; libphonenumber reads
+    // them as one number, so they share one limit and Twilio gets one form.
+    let (app, _clock) = app_with(twilio_accepting().await, &[]).await;
+    for code in ["200001", "200002", "200003"] {
+        assert_eq!(
+            status_of(&app, &message("+447400123456", code)).await.0,
+            200
+        );
+    }
+    let (status, body, _) = status_of(&app, &message("+4407400123456", "200004")).await;
+    assert_eq!((status, error_code(&body)), (429, "rate_limited"));
+    assert_eq!(body["error"]["limit"], "recipient");
+    let sent = app.provider_requests().await;
+    assert_eq!(sent.len(), 3);
+    // And written with the prefix, it is sent without it.
+    let (fresh, _clock) = app_with(twilio_accepting().await, &[]).await;
+    assert_eq!(
+        status_of(&fresh, &message("+4407400123456", "200005"))
+            .await
+            .0,
+        200
+    );
+    let fields = single_provider_request(&fresh, MESSAGES_PATH).await;
+    assert_eq!(fields[0], ("To".to_owned(), "+447400123456".to_owned()));
+}
+
+#[tokio::test]
 async fn per_ip_limit_counts_distinct_recipients_from_one_end_user() {
     let twilio = twilio_accepting().await;
     let file = write_config("ip", "[limits.sms.ip]\nper_hour = 10\nburst = 2\n");
