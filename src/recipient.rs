@@ -199,13 +199,13 @@ impl RecipientCache {
 /// With the main region named it does not, and when the number comes out as
 /// written (no national prefix read after the calling code, the usual case)
 /// the region's rules did not matter; otherwise the crate parses it again
-/// its own way. The calling code is found as the
-/// crate finds it: the shortest prefix of 1 to 3 digits that is a known
-/// code. A test keeps the result equal to the crate's.
+/// its own way. The calling code is found as the crate finds it: the
+/// shortest prefix of 1 to 3 digits that is a known code. A test keeps the
+/// result equal to the crate's.
 fn parse_e164(e164: &str) -> Option<phonenumber::PhoneNumber> {
     let digits = e164.strip_prefix('+')?;
     let main_region = (1..=3.min(digits.len()))
-        .filter_map(|len| digits[..len].parse::<u16>().ok())
+        .filter_map(|len| digits.get(..len)?.parse::<u16>().ok())
         .find(|code| DATABASE.by_code(code).is_some())
         .and_then(|code| DATABASE.region(&code)?.first().copied())
         .and_then(|region| region.parse::<phonenumber::country::Id>().ok());
