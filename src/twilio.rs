@@ -169,9 +169,8 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct TwilioClient {
     http: reqwest::Client,
-    /// `{base}/2010-04-01/Accounts/{sid}`: every call we make is below it.
-    account_url: String,
-    /// The three resources, parsed once rather than on every send.
+    /// The three resources below `{base}/2010-04-01/Accounts/{sid}`, parsed
+    /// once rather than on every send.
     account_json: reqwest::Url,
     messages: reqwest::Url,
     calls: reqwest::Url,
@@ -183,7 +182,7 @@ pub struct TwilioClient {
 impl std::fmt::Debug for TwilioClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TwilioClient")
-            .field("account_url", &self.account_url)
+            .field("account", &self.account_json.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -212,7 +211,6 @@ impl TwilioClient {
             account_json: url(".json")?,
             messages: url("/Messages.json")?,
             calls: url("/Calls.json")?,
-            account_url,
             authorization: basic_authorization(&config.username, &config.password),
         })
     }
