@@ -16,22 +16,25 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 
 # Dependencies first, with placeholder sources: this layer is rebuilt only
-# when Cargo.toml or Cargo.lock change, not on every source edit.
+# when a manifest or Cargo.lock changes, not on every source edit. The
+# workspace has two members: the service and the Twilio stand-in.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin \
- && echo 'fn main() {}' > src/main.rs \
- && echo 'fn main() {}' > src/bin/twilio-sandbox.rs \
- && touch src/lib.rs \
- && cargo build --release --locked --bins \
- && rm -rf src
+COPY twilio-sandbox/Cargo.toml twilio-sandbox/
+RUN mkdir -p src/bin/kratos-phone-courier twilio-sandbox/src \
+ && echo 'fn main() {}' > src/bin/kratos-phone-courier/main.rs \
+ && echo 'fn main() {}' > twilio-sandbox/src/main.rs \
+ && touch src/lib.rs twilio-sandbox/src/lib.rs \
+ && cargo build --release --locked --workspace --bins \
+ && rm -rf src twilio-sandbox/src
 
-# The real sources (schemas/ and config/ are compiled into the binary).
+# The real sources (schemas/ and config/ are compiled into the binaries).
 COPY src ./src
+COPY twilio-sandbox/src ./twilio-sandbox/src
 COPY schemas ./schemas
 COPY config ./config
 # Make sure cargo sees the sources as newer than the placeholder build.
-RUN touch src/main.rs src/lib.rs src/bin/twilio-sandbox.rs \
- && cargo build --release --locked --bins \
+RUN touch src/bin/kratos-phone-courier/main.rs src/lib.rs twilio-sandbox/src/main.rs twilio-sandbox/src/lib.rs \
+ && cargo build --release --locked --workspace --bins \
  && mkdir -p /out/bin /out/etc/phone-courier \
  && cp target/release/kratos-phone-courier target/release/twilio-sandbox /out/bin/ \
  && printf '%s\n' \

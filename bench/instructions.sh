@@ -32,8 +32,8 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-echo "# cargo build --release --bins --example relay_floor (target: $TARGET)"
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --bins --example relay_floor --quiet)
+echo "# cargo build --release --workspace --bins --example relay_floor (target: $TARGET)"
+(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --workspace --bins --example relay_floor --quiet)
 COURIER=${COURIER:-$TARGET/release/kratos-phone-courier}
 SANDBOX=${SANDBOX:-$TARGET/release/twilio-sandbox}
 FLOOR=$TARGET/release/examples/relay_floor

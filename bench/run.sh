@@ -51,8 +51,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # --- build -----------------------------------------------------------------
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-echo "# cargo build --release --bins --example relay_floor (target: $TARGET)"
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --bins --example relay_floor --quiet)
+echo "# cargo build --release --workspace --bins --example relay_floor (target: $TARGET)"
+(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --workspace --bins --example relay_floor --quiet)
 FLOOR="$TARGET/release/examples/relay_floor"
 COURIER="$TARGET/release/kratos-phone-courier"
 SANDBOX="$TARGET/release/twilio-sandbox"

@@ -5,50 +5,38 @@
 //! service over its http channel; the service authenticates it, checks the
 //! message, and turns it into a Twilio Messages or Calls request.
 //!
-//! Where things live:
+//! The crate is laid out in rooms, each owning one concern. A request walks
+//! through them in this order:
 //!
-//! | module | owns |
+//! ```text
+//!  http ──► delivery ──► provider
+//!   │          │            │
+//!   │          └─► phone    └─► (Twilio's REST API)
+//!   └─► telemetry (logs, metrics)        config feeds every room
+//! ```
+//!
+//! | room | owns |
 //! |---|---|
-//! | [`config`] | defaults, file and environment merged, then checked into [`config::Config`] |
-//! | [`startup`] | binding and wiring the service from a checked configuration |
-//! | [`server`] | the accept loop and graceful shutdown |
-//! | [`app`] | routing, authentication, body limits, one log line per request |
-//! | [`auth`] | constant-time basic-auth and API-key checks |
-//! | [`message`] | the courier message: JSON Schema, then a typed value |
-//! | [`recipient`] | E.164 phone numbers, masked for logs |
-//! | [`courier`] | the delivery pipeline: channel, checks, abuse controls, provider, answers |
-//! | [`limits`] | rate limits per recipient, IP, country and in total (governor) |
-//! | [`dedup`] | exactly once despite retries: remembered sends, single flight |
-//! | [`budget`] | the daily send budget |
+//! | [`http`] | the accept loop and drain, routing, authentication, bodies, and the one table every answer is rendered from ([`http::answer`]) |
+//! | [`delivery`] | the pipeline from a Kratos message to a provider request: channel, policy, deduplication, rate limits, budget |
+//! | [`provider`] | the Twilio REST client, its error table, TwiML, webhook signatures |
+//! | [`phone`] | E.164 numbers: parsing against the numbering plan, line types, masking |
+//! | [`config`] | defaults, file and environment merged, then checked into typed values |
+//! | [`telemetry`] | log output and Prometheus metrics |
+//! | [`startup`] | wiring the rooms into a running service from a checked configuration |
 //! | [`clock`] | the one clock behind limits, windows and budget days (testable) |
-//! | [`twiml`] | the TwiML that speaks a code, and the language choice |
-//! | [`twilio`] | the outbound REST client and its error classes |
-//! | [`error`] | every error answer: status, stable code, message |
-//! | [`metrics`] | Prometheus metrics with bounded labels |
-//! | [`status`] | signed delivery-status callbacks from Twilio |
-//! | [`signature`] | Twilio webhook signatures (X-Twilio-Signature) |
-//! | [`sandbox`] | a local Twilio stand-in (`twilio-sandbox`, `serve --dev`) |
-//! | [`dev`] | `serve --dev`: the service and the sandbox in one process |
-//! | [`telemetry`] | log output |
+//!
+//! Dependencies point one way: `http` uses `delivery`, `delivery` uses
+//! `provider` and `phone`, and all of them read `config` and `telemetry`;
+//! nothing points back. The Twilio stand-in used by `serve --dev` and the tests
+//! lives in its own crate (`twilio-sandbox`), so this library carries no test
+//! double.
 
-pub mod app;
-pub mod auth;
-pub mod budget;
 pub mod clock;
 pub mod config;
-pub mod courier;
-pub mod dedup;
-pub mod dev;
-pub mod error;
-pub mod limits;
-pub mod message;
-pub mod metrics;
-pub mod recipient;
-pub mod sandbox;
-pub mod server;
-pub mod signature;
+pub mod delivery;
+pub mod http;
+pub mod phone;
+pub mod provider;
 pub mod startup;
-pub mod status;
 pub mod telemetry;
-pub mod twilio;
-pub mod twiml;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::app::App;
 use crate::config::Config;
+use crate::http::app::App;
 
 /// Why the service could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +23,7 @@ pub enum StartupError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Client(#[from] crate::twilio::ClientError),
+    Client(#[from] crate::provider::twilio::ClientError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -51,7 +51,7 @@ pub async fn serve(
         None => None,
     };
     // Off the start-up path: /health/alive answers while this loads.
-    tokio::task::spawn_blocking(crate::recipient::warm_up);
+    tokio::task::spawn_blocking(crate::phone::warm_up);
     let app = Arc::new(App::new(config)?);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "kratos-phone-courier listening");
@@ -61,7 +61,7 @@ pub async fn serve(
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, "metrics listening");
         }
-        tokio::spawn(crate::server::run_metrics(
+        tokio::spawn(crate::http::server::run_metrics(
             l,
             app.metrics().clone(),
             async {
@@ -70,7 +70,7 @@ pub async fn serve(
         ))
     });
     let background = spawn_background(app.clone());
-    let result = crate::server::run(listener, app, shutdown).await;
+    let result = crate::http::server::run(listener, app, shutdown).await;
     background.abort();
     let _ = stop_metrics.send(());
     if let Some(t) = metrics_task {

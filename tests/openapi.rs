@@ -63,7 +63,8 @@ async fn every_documented_example_gets_its_documented_answer() {
     let doc = openapi();
     assert_eq!(doc["openapi"], "3.1.0");
     let courier_schema: Value =
-        serde_json::from_str(kratos_phone_courier::message::COURIER_MESSAGE_SCHEMA).unwrap();
+        serde_json::from_str(kratos_phone_courier::delivery::message::COURIER_MESSAGE_SCHEMA)
+            .unwrap();
     let courier_validator = jsonschema::validator_for(&courier_schema).unwrap();
     // With status callbacks on, so their endpoint exists.
     let app = spawn_app_with(|env| {
@@ -163,7 +164,8 @@ fn every_error_code_the_service_has_is_documented() {
         .map(|v| v.as_str().unwrap())
         .collect();
     let source =
-        std::fs::read_to_string(format!("{}/src/error.rs", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        std::fs::read_to_string(format!("{}/src/http/answer.rs", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
     let code_fn = source
         .split("pub fn code(&self)")
         .nth(1)

@@ -5,9 +5,9 @@
 
 use std::borrow::Cow;
 
-use kratos_phone_courier::message::{MessageParser, ParseError};
-use kratos_phone_courier::recipient::Recipient;
-use kratos_phone_courier::twiml::{code_twiml, escape_xml, Speech};
+use kratos_phone_courier::delivery::message::{MessageParser, ParseError};
+use kratos_phone_courier::phone::Recipient;
+use kratos_phone_courier::provider::twiml::{code_twiml, escape_xml, Speech};
 use proptest::prelude::*;
 use quick_xml::events::Event;
 use quick_xml::Reader;

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use kratos_phone_courier::app::App;
+use kratos_phone_courier::http::app::App;
 use kratos_phone_courier::config::{Config, Sources};
 use libfuzzer_sys::fuzz_target;
 

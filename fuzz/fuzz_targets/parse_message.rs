@@ -5,9 +5,9 @@
 
 use std::sync::OnceLock;
 
-use kratos_phone_courier::message::MessageParser;
-use kratos_phone_courier::recipient::Recipient;
-use kratos_phone_courier::twiml::{code_twiml, is_speakable_code, Speech};
+use kratos_phone_courier::delivery::message::MessageParser;
+use kratos_phone_courier::phone::Recipient;
+use kratos_phone_courier::provider::twiml::{code_twiml, is_speakable_code, Speech};
 use libfuzzer_sys::fuzz_target;
 
 fn parser() -> &'static MessageParser {

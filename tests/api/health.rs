@@ -40,7 +40,7 @@ async fn readiness_says_no_while_shutting_down() {
             env: base_env(&twilio.uri()),
         })
         .unwrap();
-    let app = kratos_phone_courier::app::App::new(config).unwrap();
+    let app = kratos_phone_courier::http::app::App::new(config).unwrap();
     let ready = || {
         http::Request::get("/health/ready")
             .body(Empty::<bytes::Bytes>::new())

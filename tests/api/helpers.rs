@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
-use kratos_phone_courier::app::App;
 use kratos_phone_courier::clock::Clock;
 use kratos_phone_courier::config::{Config, Sources};
+use kratos_phone_courier::http::app::App;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -110,7 +110,7 @@ pub async fn start_with_clock(config: Config, twilio: MockServer, clock: Clock) 
     let background = kratos_phone_courier::startup::spawn_background(app.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        kratos_phone_courier::server::run(listener, app, async {
+        kratos_phone_courier::http::server::run(listener, app, async {
             let _ = stopped.await;
         })
         .await

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use kratos_phone_courier::app::App;
 use kratos_phone_courier::config::{Config, Sources};
-use kratos_phone_courier::sandbox::{Sandbox, SandboxConfig};
+use kratos_phone_courier::http::app::App;
 use serde_json::json;
 use tokio::net::TcpListener;
+use twilio_sandbox::{Sandbox, SandboxConfig};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -93,12 +93,12 @@ async fn provider_errors_and_rate_limits_are_counted() {
 
 #[tokio::test]
 async fn a_separate_metrics_listener_needs_no_auth() {
-    let metrics = std::sync::Arc::new(kratos_phone_courier::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(kratos_phone_courier::telemetry::metrics::Metrics::new());
     metrics.sent("voice", 44);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(kratos_phone_courier::server::run_metrics(
+    let server = tokio::spawn(kratos_phone_courier::http::server::run_metrics(
         listener,
         metrics,
         async {
@@ -153,7 +153,7 @@ async fn service_with_sandbox() -> (String, Sandbox, tokio::task::JoinHandle<()>
     let config = Config::load(&Sources { file: None, env }).unwrap();
     let app = std::sync::Arc::new(App::new(config).unwrap());
     let server = tokio::spawn(async move {
-        kratos_phone_courier::server::run(listener, app, std::future::pending())
+        kratos_phone_courier::http::server::run(listener, app, std::future::pending())
             .await
             .unwrap();
     });
@@ -218,8 +218,8 @@ async fn unsigned_or_missigned_callbacks_are_refused() {
         .extend_pairs(params.iter())
         .finish();
     let token = SandboxConfig::default().auth_token;
-    let good = kratos_phone_courier::signature::compute(&token, &url, &params);
-    let bad = kratos_phone_courier::signature::compute("another-token", &url, &params);
+    let good = kratos_phone_courier::provider::signature::compute(&token, &url, &params);
+    let bad = kratos_phone_courier::provider::signature::compute("another-token", &url, &params);
     for (signature, expected) in [
         (None, 403),
         (Some(bad.as_str()), 403),

@@ -16,11 +16,11 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::limits::{ChannelRates, Rate};
-use crate::recipient::is_e164_shape;
+use crate::delivery::limits::{ChannelRates, Rate};
+use crate::phone::is_e164_shape;
 
 /// The documented defaults, compiled in so that the binary needs no file.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Prefix of the environment variables that override the configuration.
 pub const ENV_PREFIX: &str = "PHONE_COURIER";

@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use kratos_phone_courier::sandbox::{Channel, Fault, Sandbox, SandboxConfig};
-use kratos_phone_courier::signature;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use twilio_sandbox::signature;
+use twilio_sandbox::{Channel, Fault, Sandbox, SandboxConfig};
 
 const SID: &str = SandboxConfig::DEFAULT_ACCOUNT_SID;
 const TOKEN: &str = SandboxConfig::DEFAULT_AUTH_TOKEN;
@@ -865,8 +865,8 @@ fn assert_signed(request: &wiremock::Request, url: &str) -> Vec<(String, String)
     let signature = request.headers["x-twilio-signature"]
         .to_str()
         .expect("signature");
-    assert!(signature::verify(TOKEN, url, &form, signature));
-    assert!(!signature::verify("other-token", url, &form, signature));
+    assert_eq!(signature, signature::sign(TOKEN, url, &form));
+    assert_ne!(signature, signature::sign("other-token", url, &form));
     assert_eq!(
         request.headers["content-type"],
         "application/x-www-form-urlencoded"

@@ -14,9 +14,9 @@ use http_body_util::Full;
 use hyper::body::Body;
 use secrecy::ExposeSecret;
 
-use crate::app::{read_body, App};
-use crate::error::ApiError;
-use crate::recipient::Recipient;
+use crate::http::answer::ApiError;
+use crate::http::app::{read_body, App};
+use crate::phone::Recipient;
 
 /// Status callbacks are small; a few KiB is plenty.
 const MAX_CALLBACK_BYTES: usize = 16 * 1024;
@@ -75,7 +75,7 @@ where
     let Some(signature) = signature else {
         return Err(ApiError::InvalidSignature);
     };
-    if !crate::signature::verify(token.expose_secret(), url, &params, &signature) {
+    if !crate::provider::signature::verify(token.expose_secret(), url, &params, &signature) {
         return Err(ApiError::InvalidSignature);
     }
     let field = |name: &str| {
@@ -98,7 +98,7 @@ where
         .and_then(|to| Recipient::parse(to).ok())
         .map(|r| r.masked());
     app.metrics().delivery_status(channel, status, error_code);
-    let status_label = crate::metrics::status_label(status);
+    let status_label = crate::telemetry::metrics::status_label(status);
     // A sid is Twilio's id, not personal data; cap it all the same.
     let sid: String = sid.chars().take(64).collect();
     if matches!(

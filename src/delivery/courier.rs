@@ -6,19 +6,19 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::budget::Budget;
 use crate::clock::Clock;
 use crate::config::{Config, CountryPolicy, PolicyConfig, SmsSender, VoiceConfig};
-use crate::dedup::{self, Admission, Dedup, Outcome};
-use crate::error::ApiError;
-use crate::limits::{client_ip, RateLimits};
-use crate::message::CourierMessage;
-use crate::metrics::Metrics;
-use crate::recipient::{LineType, Recipient, RecipientCache};
-use crate::twilio::{
+use crate::delivery::budget::Budget;
+use crate::delivery::dedup::{self, Admission, Dedup, Outcome};
+use crate::delivery::limits::{client_ip, RateLimits};
+use crate::delivery::message::CourierMessage;
+use crate::http::answer::ApiError;
+use crate::phone::{LineType, Recipient, RecipientCache};
+use crate::provider::twilio::{
     Accepted, FailureClass, OutgoingCall, OutgoingSms, ProviderError, TwilioClient,
 };
-use crate::twiml;
+use crate::provider::twiml;
+use crate::telemetry::metrics::Metrics;
 
 /// Twilio's limit for an SMS body, in characters.
 pub const MAX_SMS_CHARS: usize = 1600;

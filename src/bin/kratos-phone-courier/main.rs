@@ -1,12 +1,20 @@
 //! The `kratos-phone-courier` binary: parses arguments, loads the
 //! configuration and hands over to the library.
+//!
+//! `serve --dev` ([`dev`]) lives here rather than in the library: it is the
+//! one place that links the Twilio stand-in, and only with the `dev` feature
+//! (on by default, so the README's first command works from a checkout).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kratos_phone_courier::config::{Config, Sources};
-use kratos_phone_courier::{server, startup, telemetry};
+use kratos_phone_courier::http::server;
+use kratos_phone_courier::{startup, telemetry};
+
+#[cfg(feature = "dev")]
+mod dev;
 
 #[derive(Parser)]
 #[command(name = "kratos-phone-courier", version, about, long_about = None)]
@@ -45,9 +53,7 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(&sources),
         Command::Serve { dev } => run(async move {
             if dev {
-                kratos_phone_courier::dev::run(sources, server::shutdown_signal())
-                    .await
-                    .map_err(|e| e.to_string())
+                serve_dev(sources).await
             } else {
                 serve(sources).await
             }
@@ -102,6 +108,18 @@ fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+#[cfg(feature = "dev")]
+async fn serve_dev(sources: Sources) -> Result<(), String> {
+    dev::run(sources, server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "dev"))]
+async fn serve_dev(_: Sources) -> Result<(), String> {
+    Err("this build has no development mode (built without the `dev` feature)".into())
 }
 
 async fn serve(sources: Sources) -> Result<(), String> {

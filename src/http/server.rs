@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::app::App;
+use crate::http::app::App;
 
 /// The whole answer to a connection over `server.max_connections`.
 const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 96\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections (server.max_connections); retry\"}}";
@@ -119,7 +119,7 @@ pub async fn shutdown_signal() {
 /// `shutdown` completes.
 pub async fn run_metrics(
     listener: TcpListener,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = http1::Builder::new();
@@ -139,9 +139,9 @@ pub async fn run_metrics(
                     let metrics = metrics.clone();
                     async move {
                         let response = match (request.method(), request.uri().path()) {
-                            (&http::Method::GET, "/metrics") => crate::app::metrics_response(&metrics),
-                            (_, "/metrics") => crate::error::ApiError::MethodNotAllowed { allow: "GET" }.into_response(),
-                            _ => crate::error::ApiError::NotFound.into_response(),
+                            (&http::Method::GET, "/metrics") => crate::http::app::metrics_response(&metrics),
+                            (_, "/metrics") => crate::http::answer::ApiError::MethodNotAllowed { allow: "GET" }.into_response(),
+                            _ => crate::http::answer::ApiError::NotFound.into_response(),
                         };
                         Ok::<_, Infallible>(response)
                     }

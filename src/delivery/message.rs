@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// The schema every `/v1/sms` and `/v1/voice` body must satisfy.
-pub const COURIER_MESSAGE_SCHEMA: &str = include_str!("../schemas/courier-message.schema.json");
+pub const COURIER_MESSAGE_SCHEMA: &str = include_str!("../../schemas/courier-message.schema.json");
 
 /// At most this many violations are reported: the answer must stay well
 /// under the 1024 bytes Kratos reads of it.
@@ -98,7 +98,7 @@ struct WireTemplateData {
 /// A courier message that has passed the schema.
 #[derive(Debug, Clone)]
 pub struct CourierMessage {
-    /// As sent; checked as E.164 by [`crate::recipient::Recipient::parse`].
+    /// As sent; checked as E.164 by [`crate::phone::Recipient::parse`].
     pub recipient: String,
     /// The text Kratos rendered.
     pub body: String,

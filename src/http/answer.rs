@@ -11,8 +11,8 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
-use crate::message::Violation;
-use crate::recipient::{RecipientError, E164_HELP};
+use crate::delivery::message::Violation;
+use crate::phone::{RecipientError, E164_HELP};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kratos_phone_courier::sandbox::{Sandbox, SandboxConfig};
 use tracing_subscriber::EnvFilter;
+use twilio_sandbox::{Sandbox, SandboxConfig};
 
 /// A fake Twilio that speaks Twilio's wire format and shows what it received.
 #[derive(Debug, Parser)]

@@ -20,6 +20,7 @@ mod mask;
 mod model;
 mod resources;
 mod server;
+pub mod signature;
 mod store;
 mod twiml;
 mod validate;

@@ -159,4 +159,20 @@ mod tests {
         ];
         assert_eq!(compute("t", "u", &a), compute("t", "u", &b));
     }
+
+    /// The sandbox signs with its own implementation: the two must agree on
+    /// anything, or dev mode and the tests would prove nothing.
+    #[test]
+    fn accepts_what_the_sandbox_signs() {
+        let params = vec![
+            ("MessageStatus".to_owned(), "delivered".to_owned()),
+            ("MessageSid".to_owned(), "SM0123".to_owned()),
+            ("To".to_owned(), "+14155550123".to_owned()),
+            ("Body".to_owned(), "é ü ✓ & = +".to_owned()),
+        ];
+        let url = "http://127.0.0.1:4470/v1/twilio/status";
+        let signed = twilio_sandbox::signature::sign("token", url, &params);
+        assert!(verify("token", url, &params, &signed));
+        assert!(!verify("other", url, &params, &signed));
+    }
 }

@@ -12,14 +12,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use serde_json::json;
 
-use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::courier::{Courier, Endpoint};
-use crate::error::{json_response, ApiError};
-use crate::message::{MessageParser, ParseError};
-use crate::metrics::Metrics;
-use crate::twilio::TwilioClient;
+use crate::delivery::courier::{Courier, Endpoint};
+use crate::delivery::message::{MessageParser, ParseError};
+use crate::http::answer::{json_response, ApiError};
+use crate::http::auth::Authenticator;
+use crate::provider::twilio::TwilioClient;
+use crate::telemetry::metrics::Metrics;
 
 /// Everything a request needs, built once at start.
 pub struct App {
@@ -50,12 +50,15 @@ struct RequestLog {
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<Self, crate::twilio::ClientError> {
+    pub fn new(config: Config) -> Result<Self, crate::provider::twilio::ClientError> {
         App::with_clock(config, Clock::system())
     }
 
     /// Build with a given clock (tests move it forward instead of sleeping).
-    pub fn with_clock(config: Config, clock: Clock) -> Result<Self, crate::twilio::ClientError> {
+    pub fn with_clock(
+        config: Config,
+        clock: Clock,
+    ) -> Result<Self, crate::provider::twilio::ClientError> {
         let twilio = TwilioClient::new(&config.twilio)?;
         let metrics = Arc::new(Metrics::new());
         let courier = Courier::new(&config, twilio, clock, metrics.clone());
@@ -110,7 +113,7 @@ impl App {
                 return self.metrics_answer(request.headers())
             }
             (&Method::POST, "/v1/twilio/status") => {
-                return crate::status::handle(self, request).await;
+                return crate::http::status_callback::handle(self, request).await;
             }
             (_, "/v1/test-messages") => {
                 return ApiError::MethodNotAllowed { allow: "GET" }.into_response()

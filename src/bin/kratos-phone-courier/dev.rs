@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 
-use crate::config::{ConfigError, Settings, Sources};
-use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::startup::{self, StartupError};
+use kratos_phone_courier::config::{ConfigError, Settings, Sources};
+use kratos_phone_courier::startup::{self, StartupError};
+use twilio_sandbox::{Sandbox, SandboxConfig};
 
 /// The sandbox's preferred port; a free one is used when it is taken.
 pub const SANDBOX_PORT: u16 = 4471;
@@ -62,7 +62,7 @@ pub async fn run(sources: Sources, shutdown: impl Future<Output = ()>) -> Result
         settings.status_callback.public_url = format!("http://{api}");
     }
     let config = settings.check(&sources.env)?;
-    crate::telemetry::init(&config.log);
+    kratos_phone_courier::telemetry::init(&config.log);
 
     let sandbox = Sandbox::new(sandbox_config);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());

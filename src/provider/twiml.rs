@@ -7,7 +7,7 @@
 //! before it gets here.
 
 use crate::config::{normalize_language_tag, Sentences, VoiceConfig};
-use crate::message::TemplateType;
+use crate::delivery::message::TemplateType;
 
 /// Twilio's limit for inline TwiML on a call.
 pub const MAX_TWIML_CHARS: usize = 4000;

@@ -66,7 +66,7 @@ pub(crate) fn updates(job: &CallbackJob) -> Vec<Vec<(String, String)>> {
 /// remaining updates (Twilio does not retry status callbacks either).
 pub(crate) async fn deliver(client: reqwest::Client, job: CallbackJob) {
     for form in updates(&job) {
-        let signature = signature::compute(&job.auth_token, &job.url, &form);
+        let signature = signature::sign(&job.auth_token, &job.url, &form);
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter())
             .finish();

@@ -22,7 +22,7 @@ use sha2::Sha256;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::error::ApiError;
+use crate::http::answer::ApiError;
 
 /// A keyed hash of what identifies a message.
 pub type Key = [u8; 16];

@@ -1,0 +1,9 @@
+//! From a parsed Kratos message to a provider request: which channel, whether
+//! policy allows it, whether it was sent already, whether limits and budget
+//! allow it, and what Kratos is told.
+
+pub mod budget;
+pub mod courier;
+pub mod dedup;
+pub mod limits;
+pub mod message;

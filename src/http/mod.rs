@@ -1,0 +1,9 @@
+//! The HTTP face of the service: the accept loop and its drain, routing,
+//! authentication, request bodies, and the one table every answer is
+//! rendered from.
+
+pub mod answer;
+pub mod app;
+pub mod auth;
+pub mod server;
+pub mod status_callback;
