@@ -9,14 +9,14 @@ use std::time::Instant;
 use crate::clock::Clock;
 use crate::config::{Config, CountryPolicy, PolicyConfig, SmsSender, VoiceConfig};
 use crate::delivery::budget::Budget;
+pub use crate::delivery::channel::{Channel, Endpoint};
 use crate::delivery::dedup::{self, Admission, Dedup, Outcome};
+use crate::delivery::error::DeliveryError;
 use crate::delivery::limits::{client_ip, RateLimits};
 use crate::delivery::message::CourierMessage;
-use crate::http::answer::ApiError;
 use crate::phone::{LineType, Recipient, RecipientCache};
-use crate::provider::twilio::{
-    Accepted, FailureClass, OutgoingCall, OutgoingSms, ProviderError, TwilioClient,
-};
+use crate::provider::errors::{self, FailureClass};
+use crate::provider::twilio::{Accepted, OutgoingCall, OutgoingSms, ProviderError, TwilioClient};
 use crate::provider::twiml;
 use crate::telemetry::metrics::Metrics;
 
@@ -24,29 +24,6 @@ use crate::telemetry::metrics::Metrics;
 pub const MAX_SMS_CHARS: usize = 1600;
 /// Twilio's range for `ValidityPeriod`, in seconds.
 pub const VALIDITY_RANGE: (u32, u32) = (1, 36_000);
-
-/// Which endpoint the request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Sms,
-    Voice,
-}
-
-/// How a code is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Channel {
-    Sms,
-    Voice,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Sms => "sms",
-            Channel::Voice => "voice",
-        }
-    }
-}
 
 /// A provider request ready to go, built from a valid message.
 #[derive(Debug, Clone)]
@@ -167,7 +144,7 @@ impl Courier {
         &self,
         endpoint: Endpoint,
         message: &CourierMessage,
-    ) -> Result<Delivered, ApiError> {
+    ) -> Result<Delivered, DeliveryError> {
         let trimmed = message.recipient.trim();
         if self.test_numbers.iter().any(|n| n == trimmed) {
             return Ok(self.record_test(endpoint, message, trimmed));
@@ -176,8 +153,8 @@ impl Courier {
         let masked = prepared.recipient.masked();
         check_policy(&self.policy, &prepared)?;
         let flight = match self.dedup.admit(
-            prepared.channel.as_str(),
-            prepared.recipient.e164(),
+            prepared.channel,
+            &prepared.recipient,
             &message.body,
             message.code.as_deref(),
         ) {
@@ -191,7 +168,7 @@ impl Courier {
                 })
             }
             Admission::KnownUnreachable { provider_code } => {
-                return Err(ApiError::RecipientUnreachable { provider_code })
+                return Err(DeliveryError::RecipientUnreachable { provider_code })
             }
             Admission::Wait(rx) => {
                 return match dedup::wait(rx).await {
@@ -203,7 +180,13 @@ impl Courier {
                         masked_recipient: masked,
                     }),
                     Outcome::Failed(e) => Err(e),
-                }
+                    // The first copy's request was cancelled before it knew:
+                    // Kratos retries this one.
+                    Outcome::Abandoned => Err(DeliveryError::ProviderUnavailable {
+                        provider_code: None,
+                        retry_after: 1,
+                    }),
+                };
             }
             Admission::Send(flight) => flight,
         };
@@ -217,9 +200,9 @@ impl Courier {
             if let Err(limited) = limits.check(prepared.channel, &keys) {
                 self.metrics
                     .rate_limited(prepared.channel.as_str(), limited.limit.as_str());
-                let e = ApiError::RateLimited {
+                let e = DeliveryError::RateLimited {
                     limit: limited.limit.as_str(),
-                    channel: prepared.channel.as_str(),
+                    channel: prepared.channel,
                     retry_after: limited.retry_after.as_secs_f64().ceil().max(1.0) as u64,
                 };
                 flight.finish(Outcome::Failed(e.clone()), None);
@@ -227,13 +210,13 @@ impl Courier {
             }
         }
         let Ok(_slot) = self.provider_slots.try_acquire() else {
-            flight.finish(Outcome::Failed(ApiError::Overloaded), None);
-            return Err(ApiError::Overloaded);
+            flight.finish(Outcome::Failed(DeliveryError::NoProviderSlot), None);
+            return Err(DeliveryError::NoProviderSlot);
         };
         let reservation = match self.budget.reserve(prepared.recipient.calling_code()) {
             Ok(r) => r,
             Err(exhausted) => {
-                let e = ApiError::BudgetExhausted {
+                let e = DeliveryError::BudgetExhausted {
                     scope: exhausted.scope.as_str(),
                     retry_after: exhausted.retry_after.as_secs().max(1),
                 };
@@ -273,18 +256,12 @@ impl Courier {
             Err(provider) => {
                 self.budget.release(reservation);
                 self.metrics.provider_error(
-                    provider.provider_code(),
-                    match provider.class() {
-                        FailureClass::Recipient => "recipient",
-                        FailureClass::Configuration => "configuration",
-                        FailureClass::Transient => "transient",
-                    },
+                    errors::metric_label(provider.provider_code()),
+                    provider.class().as_str(),
                 );
-                let e = provider_error_to_api(&provider);
-                let permanent = provider
-                    .provider_code()
-                    .filter(|c| PERMANENT_RECIPIENT_CODES.contains(c))
-                    .map(Some);
+                let e = delivery_error(&provider);
+                let permanent = errors::remembers_unreachable(provider.provider_code())
+                    .then_some(provider.provider_code());
                 flight.finish(Outcome::Failed(e.clone()), permanent);
                 tracing::debug!(
                     provider_error = provider.kind(),
@@ -357,11 +334,11 @@ impl Courier {
         &self,
         endpoint: Endpoint,
         message: &CourierMessage,
-    ) -> Result<Prepared, ApiError> {
+    ) -> Result<Prepared, DeliveryError> {
         let recipient = self
             .recipients
             .parse(&message.recipient)
-            .map_err(ApiError::InvalidRecipient)?;
+            .map_err(DeliveryError::InvalidRecipient)?;
         let channel = self.channel_for(endpoint, message);
         let outgoing = match channel {
             Channel::Sms => Outgoing::Sms(self.build_sms(&recipient, message)?),
@@ -378,13 +355,13 @@ impl Courier {
         &self,
         recipient: &Recipient,
         message: &CourierMessage,
-    ) -> Result<OutgoingSms, ApiError> {
+    ) -> Result<OutgoingSms, DeliveryError> {
         let chars = message.body.chars().count();
         if chars > MAX_SMS_CHARS {
-            return Err(ApiError::BodyTooLong { chars });
+            return Err(DeliveryError::BodyTooLong { chars });
         }
         if !message.body.chars().any(is_visible) {
-            return Err(ApiError::BodyEmpty);
+            return Err(DeliveryError::BodyEmpty);
         }
         // A code delivered after it expired is worthless: do not let Twilio
         // keep trying longer than the code lives.
@@ -405,16 +382,16 @@ impl Courier {
         &self,
         recipient: &Recipient,
         message: &CourierMessage,
-    ) -> Result<OutgoingCall, ApiError> {
+    ) -> Result<OutgoingCall, DeliveryError> {
         let from = self
             .voice_from
             .clone()
-            .ok_or(ApiError::VoiceNotConfigured)?;
-        let code = message.code.as_deref().ok_or(ApiError::InvalidCode {
+            .ok_or(DeliveryError::VoiceNotConfigured)?;
+        let code = message.code.as_deref().ok_or(DeliveryError::InvalidCode {
             reason: "the message carries no code",
         })?;
         if !twiml::is_speakable_code(code) {
-            return Err(ApiError::InvalidCode {
+            return Err(DeliveryError::InvalidCode {
                 reason: "the code is not 4 to 12 letters or digits",
             });
         }
@@ -425,7 +402,7 @@ impl Courier {
         );
         let twiml = twiml::code_twiml(&speech, code);
         if twiml.chars().count() > twiml::MAX_TWIML_CHARS {
-            return Err(ApiError::TwimlTooLong);
+            return Err(DeliveryError::TwimlTooLong);
         }
         Ok(OutgoingCall {
             to: recipient.e164().to_owned(),
@@ -452,15 +429,12 @@ fn is_visible(c: char) -> bool {
         || c.is_control())
 }
 
-/// Twilio codes after which the recipient is not tried again for a while.
-pub const PERMANENT_RECIPIENT_CODES: &[u32] = &[21211, 21612, 21614, 21610];
-
-fn check_policy(policy: &PolicyConfig, prepared: &Prepared) -> Result<(), ApiError> {
+fn check_policy(policy: &PolicyConfig, prepared: &Prepared) -> Result<(), DeliveryError> {
     let r = &prepared.recipient;
     if policy.refuse_premium
         && matches!(r.line_type(), LineType::PremiumRate | LineType::SharedCost)
     {
-        return Err(ApiError::RecipientNotAllowed {
+        return Err(DeliveryError::RecipientNotAllowed {
             reason: "premium-rate and shared-cost numbers are refused (policy.refuse_premium)",
         });
     }
@@ -472,32 +446,32 @@ fn check_policy(policy: &PolicyConfig, prepared: &Prepared) -> Result<(), ApiErr
     if !countries.allowed_countries.is_empty()
         && !region.is_some_and(|reg| countries.allowed_countries.iter().any(|c| c == reg))
     {
-        return Err(ApiError::RecipientNotAllowed {
+        return Err(DeliveryError::RecipientNotAllowed {
             reason: "the destination country is not in policy.*.allowed_countries",
         });
     }
     if region.is_some_and(|reg| countries.denied_countries.iter().any(|c| c == reg)) {
-        return Err(ApiError::RecipientNotAllowed {
+        return Err(DeliveryError::RecipientNotAllowed {
             reason: "the destination country is in policy.*.denied_countries",
         });
     }
     Ok(())
 }
 
-/// What Kratos is told about a provider failure.
-pub fn provider_error_to_api(e: &ProviderError) -> ApiError {
+/// What a provider failure means for the delivery.
+pub fn delivery_error(e: &ProviderError) -> DeliveryError {
     match e.class() {
-        FailureClass::Recipient => ApiError::RecipientUnreachable {
+        FailureClass::Recipient => DeliveryError::RecipientUnreachable {
             provider_code: e.provider_code(),
         },
-        FailureClass::Configuration => ApiError::ProviderConfiguration {
+        FailureClass::Configuration => DeliveryError::ProviderConfiguration {
             provider_code: e.provider_code(),
             http_status: match e {
                 ProviderError::Rejected { status, .. } => Some(*status),
                 _ => None,
             },
         },
-        FailureClass::Transient => ApiError::ProviderUnavailable {
+        FailureClass::Transient => DeliveryError::ProviderUnavailable {
             provider_code: e.provider_code(),
             // Kratos retries about a second later whatever we say; a
             // provider's own Retry-After is passed on for other callers.

@@ -22,7 +22,9 @@ use sha2::Sha256;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::http::answer::ApiError;
+use crate::delivery::channel::Channel;
+use crate::delivery::error::DeliveryError;
+use crate::phone::Recipient;
 
 /// A keyed hash of what identifies a message.
 pub type Key = [u8; 16];
@@ -30,8 +32,13 @@ pub type Key = [u8; 16];
 /// What a finished send left behind, for its duplicates.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Accepted { sid: Option<String> },
-    Failed(ApiError),
+    Accepted {
+        sid: Option<String>,
+    },
+    Failed(DeliveryError),
+    /// The sender went away without an outcome (its request was cancelled):
+    /// nothing is known, so the waiter should let Kratos retry.
+    Abandoned,
 }
 
 /// What to do with an incoming message.
@@ -222,11 +229,12 @@ impl Dedup {
     /// recipient and body (and code, which the body normally contains).
     pub fn admit(
         &self,
-        channel: &str,
-        e164: &str,
+        channel: Channel,
+        recipient: &Recipient,
         body: &str,
         code: Option<&str>,
     ) -> Admission<'_> {
+        let (channel, e164) = (channel.as_str(), recipient.e164());
         let key = self.hash(&[
             channel.as_bytes(),
             e164.as_bytes(),
@@ -313,10 +321,7 @@ impl Drop for Flight<'_> {
         }
         let mut state = self.dedup.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = state.in_flight.remove(&self.key) {
-            let _ = tx.send(Some(Outcome::Failed(ApiError::ProviderUnavailable {
-                provider_code: None,
-                retry_after: 1,
-            })));
+            let _ = tx.send(Some(Outcome::Abandoned));
         }
     }
 }
@@ -329,13 +334,7 @@ pub async fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> Outcome {
         }
         if rx.changed().await.is_err() {
             // The sender vanished without a word: let the caller retry.
-            return rx
-                .borrow()
-                .clone()
-                .unwrap_or(Outcome::Failed(ApiError::ProviderUnavailable {
-                    provider_code: None,
-                    retry_after: 1,
-                }));
+            return rx.borrow().clone().unwrap_or(Outcome::Abandoned);
         }
     }
 }
@@ -343,6 +342,13 @@ pub async fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SMS: Channel = Channel::Sms;
+    const VOICE: Channel = Channel::Voice;
+
+    fn r(e164: &str) -> Recipient {
+        Recipient::parse(e164).expect("a valid test number")
+    }
 
     fn dedup() -> Dedup {
         Dedup::new(
@@ -356,7 +362,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn success_is_remembered_for_the_window() {
         let d = dedup();
-        let Admission::Send(f) = d.admit("sms", "+14155550123", "code 1234", Some("1234")) else {
+        let Admission::Send(f) = d.admit(SMS, &r("+14155550123"), "code 1234", Some("1234")) else {
             panic!()
         };
         f.finish(
@@ -366,28 +372,28 @@ mod tests {
             None,
         );
         let Admission::Duplicate { sid } =
-            d.admit("sms", "+14155550123", "code 1234", Some("1234"))
+            d.admit(SMS, &r("+14155550123"), "code 1234", Some("1234"))
         else {
             panic!()
         };
         assert_eq!(sid.as_deref(), Some("SM1"));
         // Another channel, recipient or body is another message.
         assert!(matches!(
-            d.admit("voice", "+14155550123", "code 1234", Some("1234")),
+            d.admit(VOICE, &r("+14155550123"), "code 1234", Some("1234")),
             Admission::Send(_)
         ));
         assert!(matches!(
-            d.admit("sms", "+14155550124", "code 1234", Some("1234")),
+            d.admit(SMS, &r("+14155550124"), "code 1234", Some("1234")),
             Admission::Send(_)
         ));
         tokio::time::advance(Duration::from_secs(599)).await;
         assert!(matches!(
-            d.admit("sms", "+14155550123", "code 1234", Some("1234")),
+            d.admit(SMS, &r("+14155550123"), "code 1234", Some("1234")),
             Admission::Duplicate { .. }
         ));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(matches!(
-            d.admit("sms", "+14155550123", "code 1234", Some("1234")),
+            d.admit(SMS, &r("+14155550123"), "code 1234", Some("1234")),
             Admission::Send(_)
         ));
     }
@@ -395,39 +401,39 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failures_are_not_remembered_but_unreachable_recipients_are() {
         let d = dedup();
-        let Admission::Send(f) = d.admit("sms", "+1", "b", None) else {
+        let Admission::Send(f) = d.admit(SMS, &r("+14155550100"), "b", None) else {
             panic!()
         };
         f.finish(
-            Outcome::Failed(ApiError::ProviderUnavailable {
+            Outcome::Failed(DeliveryError::ProviderUnavailable {
                 provider_code: None,
                 retry_after: 1,
             }),
             None,
         );
-        let Admission::Send(f) = d.admit("sms", "+1", "b", None) else {
+        let Admission::Send(f) = d.admit(SMS, &r("+14155550100"), "b", None) else {
             panic!()
         };
         f.finish(
-            Outcome::Failed(ApiError::RecipientUnreachable {
+            Outcome::Failed(DeliveryError::RecipientUnreachable {
                 provider_code: Some(21614),
             }),
             Some(Some(21614)),
         );
         // Any message to that recipient on that channel, for a while.
         let Admission::KnownUnreachable { provider_code } =
-            d.admit("sms", "+1", "other body", None)
+            d.admit(SMS, &r("+14155550100"), "other body", None)
         else {
             panic!()
         };
         assert_eq!(provider_code, Some(21614));
         assert!(matches!(
-            d.admit("voice", "+1", "b", None),
+            d.admit(VOICE, &r("+14155550100"), "b", None),
             Admission::Send(_)
         ));
         tokio::time::advance(Duration::from_secs(600)).await;
         assert!(matches!(
-            d.admit("sms", "+1", "b", None),
+            d.admit(SMS, &r("+14155550100"), "b", None),
             Admission::Send(_)
         ));
     }
@@ -435,10 +441,10 @@ mod tests {
     #[tokio::test]
     async fn concurrent_copies_wait_for_the_first() {
         let d = dedup();
-        let Admission::Send(f) = d.admit("sms", "+1", "b", None) else {
+        let Admission::Send(f) = d.admit(SMS, &r("+14155550100"), "b", None) else {
             panic!()
         };
-        let Admission::Wait(rx) = d.admit("sms", "+1", "b", None) else {
+        let Admission::Wait(rx) = d.admit(SMS, &r("+14155550100"), "b", None) else {
             panic!()
         };
         let waiter = tokio::spawn(wait(rx));
@@ -455,21 +461,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_abandoned_flight_releases_waiters_with_a_retryable_error() {
+    async fn an_abandoned_flight_releases_waiters() {
         let d = dedup();
-        let Admission::Send(f) = d.admit("sms", "+1", "b", None) else {
+        let Admission::Send(f) = d.admit(SMS, &r("+14155550100"), "b", None) else {
             panic!()
         };
-        let Admission::Wait(rx) = d.admit("sms", "+1", "b", None) else {
+        let Admission::Wait(rx) = d.admit(SMS, &r("+14155550100"), "b", None) else {
             panic!()
         };
         drop(f);
+        assert!(matches!(wait(rx).await, Outcome::Abandoned));
         assert!(matches!(
-            wait(rx).await,
-            Outcome::Failed(ApiError::ProviderUnavailable { .. })
-        ));
-        assert!(matches!(
-            d.admit("sms", "+1", "b", None),
+            d.admit(SMS, &r("+14155550100"), "b", None),
             Admission::Send(_)
         ));
     }
@@ -504,7 +507,7 @@ mod tests {
             Clock::starting_at(Duration::ZERO),
         );
         for i in 0..1000 {
-            let Admission::Send(f) = d.admit("sms", &format!("+1{i}"), "b", None) else {
+            let Admission::Send(f) = d.admit(SMS, &r(&format!("+1415555{i:04}")), "b", None) else {
                 panic!()
             };
             f.finish(Outcome::Accepted { sid: None }, None);

@@ -28,7 +28,7 @@ use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::clock::Clock;
-use crate::delivery::courier::Channel;
+use crate::delivery::channel::Channel;
 
 /// A key and whether this check may write the limiter's state.
 #[derive(Clone, Debug)]

@@ -3,7 +3,9 @@
 //! allow it, and what Kratos is told.
 
 pub mod budget;
+pub mod channel;
 pub mod courier;
 pub mod dedup;
+pub mod error;
 pub mod limits;
 pub mod message;

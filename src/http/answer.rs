@@ -1,19 +1,131 @@
-//! Every answer the API gives that is not a success, in one place: the
-//! HTTP status, the stable machine-readable code and the message.
+//! Every answer the service gives, in one place: successes, health,
+//! metrics, errors, and the overload answer written straight to a socket at
+//! accept time. [`Answer`] is the one type the HTTP layer returns; nothing
+//! else in the crate writes a status code, a header of an answer or an error
+//! body.
 //!
-//! Bodies are `{"error":{"code":"...","message":"..."}}` (plus
-//! `provider_code` or `violations` where they apply), kept well under the
-//! 1024 bytes Kratos reads and logs of an answer. No message ever quotes a
-//! phone number, a code or a message body.
+//! Error bodies are `{"error":{"code":"...","message":"..."}}` (plus
+//! `provider_code`, `limit`, `scope` or `violations` where they apply), kept
+//! well under the 1024 bytes Kratos reads and logs of an answer. No message
+//! ever quotes a phone number, a code or a message body.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
+use crate::delivery::courier::{Delivered, TestMessage};
+use crate::delivery::error::DeliveryError;
 use crate::delivery::message::Violation;
-use crate::phone::{RecipientError, E164_HELP};
+use crate::phone::E164_HELP;
 
+/// Everything the service can answer.
+#[derive(Debug)]
+pub enum Answer {
+    /// The provider accepted the message (or had already, or it went to a
+    /// test number).
+    Accepted(Delivered),
+    /// `/health/alive`.
+    Alive,
+    /// `/health/ready`, ready.
+    Ready,
+    /// `/health/ready`, not ready, and why.
+    NotReady(NotReady),
+    /// `/metrics`: the Prometheus text.
+    Metrics(String),
+    /// `/v1/test-messages`.
+    TestMessages(Vec<TestMessage>),
+    /// A status callback was recorded.
+    Recorded,
+    Error(ApiError),
+}
+
+/// Why `/health/ready` says no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// SIGTERM arrived: load balancers should stop sending here.
+    ShuttingDown,
+    /// `twilio.verify_credentials_on_start` and the provider has not said yes.
+    CredentialsUnverified,
+}
+
+impl NotReady {
+    fn reason(self) -> &'static str {
+        match self {
+            NotReady::ShuttingDown => "shutting down",
+            NotReady::CredentialsUnverified => "provider credentials not verified yet",
+        }
+    }
+}
+
+impl From<ApiError> for Answer {
+    fn from(e: ApiError) -> Self {
+        Answer::Error(e)
+    }
+}
+
+impl Answer {
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        match self {
+            Answer::Accepted(d) => {
+                let mut body = json!({
+                    "status": "accepted",
+                    "channel": d.channel.as_str(),
+                    "sid": d.sid,
+                });
+                if d.duplicate {
+                    body["duplicate"] = json!(true);
+                }
+                if d.test {
+                    body["test"] = json!(true);
+                }
+                json_response(StatusCode::OK, &body)
+            }
+            Answer::Alive => json_response(StatusCode::OK, &json!({"status": "alive"})),
+            Answer::Ready => json_response(StatusCode::OK, &json!({"status": "ready"})),
+            Answer::NotReady(why) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "not_ready", "reason": why.reason()}),
+            ),
+            Answer::Metrics(text) => {
+                let mut response = Response::new(Full::new(Bytes::from(text)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+            Answer::TestMessages(messages) => {
+                json_response(StatusCode::OK, &json!({ "messages": messages }))
+            }
+            Answer::Recorded => {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                response
+            }
+            Answer::Error(e) => e.into_response(),
+        }
+    }
+}
+
+/// The whole HTTP/1.1 answer to a connection over `server.max_connections`,
+/// written to the socket before hyper sees it (so it closes the connection).
+pub fn too_many_connections_bytes() -> Vec<u8> {
+    let e = ApiError::TooManyConnections;
+    let body = e.to_json().to_string();
+    let status = e.status();
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+    )
+    .into_bytes()
+}
+
+/// Every error answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("not found")]
@@ -32,88 +144,53 @@ pub enum ApiError {
     MalformedJson,
     #[error("schema violation")]
     Schema(Vec<Violation>),
-    #[error("invalid recipient")]
-    InvalidRecipient(RecipientError),
-    #[error("SMS body too long")]
-    BodyTooLong { chars: usize },
-    #[error("SMS body empty")]
-    BodyEmpty,
-    #[error("invalid code")]
-    InvalidCode { reason: &'static str },
-    #[error("TwiML too long")]
-    TwimlTooLong,
-    #[error("voice not configured")]
-    VoiceNotConfigured,
-    #[error("recipient unreachable")]
-    RecipientUnreachable { provider_code: Option<u32> },
-    #[error("provider configuration")]
-    ProviderConfiguration {
-        provider_code: Option<u32>,
-        http_status: Option<u16>,
-    },
-    #[error("provider unavailable")]
-    ProviderUnavailable {
-        provider_code: Option<u32>,
-        retry_after: u64,
-    },
-    #[error("shutting down")]
-    ShuttingDown,
-    #[error("rate limited")]
-    RateLimited {
-        limit: &'static str,
-        channel: &'static str,
-        retry_after: u64,
-    },
-    #[error("budget exhausted")]
-    BudgetExhausted {
-        scope: &'static str,
-        retry_after: u64,
-    },
-    #[error("recipient not allowed")]
-    RecipientNotAllowed { reason: &'static str },
     #[error("invalid signature")]
     InvalidSignature,
     #[error("request timeout")]
     RequestTimeout,
-    #[error("overloaded")]
-    Overloaded,
+    /// `server.max_connections` reached, answered at accept time.
+    #[error("too many connections")]
+    TooManyConnections,
+    /// The delivery pipeline refused or failed the message.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
+        use DeliveryError as D;
         match self {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::InvalidSignature => StatusCode::FORBIDDEN,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyUnreadable | ApiError::MalformedJson | ApiError::Schema(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::InvalidRecipient(_)
-            | ApiError::BodyTooLong { .. }
-            | ApiError::BodyEmpty
-            | ApiError::InvalidCode { .. }
-            | ApiError::TwimlTooLong
-            | ApiError::RecipientUnreachable { .. }
-            | ApiError::RecipientNotAllowed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } | ApiError::BudgetExhausted { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            ApiError::VoiceNotConfigured | ApiError::ProviderConfiguration { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
-            ApiError::ProviderUnavailable { .. } | ApiError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Delivery(d) => match d {
+                D::InvalidRecipient(_)
+                | D::BodyTooLong { .. }
+                | D::BodyEmpty
+                | D::InvalidCode { .. }
+                | D::TwimlTooLong
+                | D::RecipientUnreachable { .. }
+                | D::RecipientNotAllowed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                D::RateLimited { .. } | D::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+                D::VoiceNotConfigured | D::ProviderConfiguration { .. } => StatusCode::BAD_GATEWAY,
+                D::ProviderUnavailable { .. } | D::NoProviderSlot => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
         }
     }
 
     /// The stable, machine-readable error code.
     pub fn code(&self) -> &'static str {
+        use DeliveryError as D;
         match self {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -123,26 +200,29 @@ impl ApiError {
             ApiError::BodyUnreadable => "body_unreadable",
             ApiError::MalformedJson => "malformed_json",
             ApiError::Schema(_) => "schema_violation",
-            ApiError::InvalidRecipient(_) => "invalid_recipient",
-            ApiError::BodyTooLong { .. } => "body_too_long",
-            ApiError::BodyEmpty => "body_empty",
-            ApiError::InvalidCode { .. } => "invalid_code",
-            ApiError::TwimlTooLong => "twiml_too_long",
-            ApiError::VoiceNotConfigured => "voice_not_configured",
-            ApiError::RecipientUnreachable { .. } => "recipient_unreachable",
-            ApiError::ProviderConfiguration { .. } => "provider_configuration",
-            ApiError::ProviderUnavailable { .. } => "provider_unavailable",
-            ApiError::ShuttingDown => "shutting_down",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::BudgetExhausted { .. } => "budget_exhausted",
-            ApiError::RecipientNotAllowed { .. } => "recipient_not_allowed",
             ApiError::InvalidSignature => "invalid_signature",
             ApiError::RequestTimeout => "request_timeout",
-            ApiError::Overloaded => "overloaded",
+            ApiError::TooManyConnections => "overloaded",
+            ApiError::Delivery(d) => match d {
+                D::InvalidRecipient(_) => "invalid_recipient",
+                D::BodyTooLong { .. } => "body_too_long",
+                D::BodyEmpty => "body_empty",
+                D::InvalidCode { .. } => "invalid_code",
+                D::TwimlTooLong => "twiml_too_long",
+                D::VoiceNotConfigured => "voice_not_configured",
+                D::RecipientUnreachable { .. } => "recipient_unreachable",
+                D::ProviderConfiguration { .. } => "provider_configuration",
+                D::ProviderUnavailable { .. } => "provider_unavailable",
+                D::RateLimited { .. } => "rate_limited",
+                D::BudgetExhausted { .. } => "budget_exhausted",
+                D::RecipientNotAllowed { .. } => "recipient_not_allowed",
+                D::NoProviderSlot => "overloaded",
+            },
         }
     }
 
     pub fn message(&self) -> String {
+        use DeliveryError as D;
         match self {
             ApiError::NotFound => "no such endpoint; the API is POST /v1/sms and POST /v1/voice".into(),
             ApiError::MethodNotAllowed { allow } => format!("this endpoint accepts {allow} only"),
@@ -160,75 +240,92 @@ impl ApiError {
             ApiError::Schema(_) => {
                 "the body does not match schemas/courier-message.schema.json".into()
             }
-            ApiError::InvalidRecipient(e) => format!("recipient is {e}: {E164_HELP}"),
-            ApiError::BodyTooLong { chars } => {
-                format!("the SMS body has {chars} characters; Twilio accepts at most 1600")
-            }
-            ApiError::BodyEmpty => "the SMS body is empty".into(),
-            ApiError::InvalidCode { reason } => format!(
-                "cannot place a voice call: {reason}; a spoken code must be 4 to 12 letters or digits in template_data (login_code, registration_code or verification_code)"
-            ),
-            ApiError::TwimlTooLong => {
-                "the call's TwiML would exceed Twilio's 4000 characters; shorten voice.sentences".into()
-            }
-            ApiError::VoiceNotConfigured => {
-                "voice calls need a caller id: set twilio.voice_from or twilio.from".into()
-            }
-            ApiError::RecipientUnreachable { .. } => {
-                "the provider says this recipient cannot be reached (see provider_code)".into()
-            }
-            ApiError::ProviderConfiguration { .. } => {
-                "the provider refused the request because of this service's configuration (credentials, account or sender); an operator must fix it".into()
-            }
-            ApiError::ProviderUnavailable { .. } => {
-                "the provider is unavailable or busy; retry later".into()
-            }
-            ApiError::ShuttingDown => "the service is shutting down; retry".into(),
-            ApiError::RateLimited { limit, channel, .. } => format!(
-                "the {channel} rate limit per {limit} is reached (see limits.{channel}.{limit}); retry after the Retry-After seconds"
-            ),
-            ApiError::BudgetExhausted { scope, .. } => format!(
-                "the daily send budget ({scope}) is used up until midnight UTC (see budget.*)"
-            ),
-            ApiError::RecipientNotAllowed { reason } => {
-                format!("the recipient is not allowed by policy: {reason}")
-            }
             ApiError::RequestTimeout => {
                 "the request body did not arrive within server.body_read_timeout_ms".into()
             }
-            ApiError::Overloaded => {
-                "too many requests in progress (server.max_connections or twilio.max_in_flight); retry".into()
+            ApiError::TooManyConnections => {
+                "too many connections (server.max_connections); retry".into()
             }
             ApiError::InvalidSignature => {
                 "X-Twilio-Signature is missing or does not match this URL, these parameters and the auth token".into()
             }
+            ApiError::Delivery(d) => match d {
+                D::InvalidRecipient(e) => format!("recipient is {e}: {E164_HELP}"),
+                D::BodyTooLong { chars } => {
+                    format!("the SMS body has {chars} characters; Twilio accepts at most 1600")
+                }
+                D::BodyEmpty => "the SMS body is empty".into(),
+                D::InvalidCode { reason } => format!(
+                    "cannot place a voice call: {reason}; a spoken code must be 4 to 12 letters or digits in template_data (login_code, registration_code or verification_code)"
+                ),
+                D::TwimlTooLong => {
+                    "the call's TwiML would exceed Twilio's 4000 characters; shorten voice.sentences".into()
+                }
+                D::VoiceNotConfigured => {
+                    "voice calls need a caller id: set twilio.voice_from or twilio.from".into()
+                }
+                D::RecipientUnreachable { .. } => {
+                    "the provider says this recipient cannot be reached (see provider_code)".into()
+                }
+                D::ProviderConfiguration { .. } => {
+                    "the provider refused the request because of this service's configuration (credentials, account or sender); an operator must fix it".into()
+                }
+                D::ProviderUnavailable { .. } => {
+                    "the provider is unavailable or busy; retry later".into()
+                }
+                D::RateLimited { limit, channel, .. } => {
+                    let channel = channel.as_str();
+                    format!(
+                        "the {channel} rate limit per {limit} is reached (see limits.{channel}.{limit}); retry after the Retry-After seconds"
+                    )
+                }
+                D::BudgetExhausted { scope, .. } => format!(
+                    "the daily send budget ({scope}) is used up until midnight UTC (see budget.*)"
+                ),
+                D::RecipientNotAllowed { reason } => {
+                    format!("the recipient is not allowed by policy: {reason}")
+                }
+                D::NoProviderSlot => {
+                    "too many provider requests in progress (twilio.max_in_flight); retry".into()
+                }
+            },
         }
     }
 
     /// The provider's error code, when the answer carries one.
     pub fn provider_code(&self) -> Option<u32> {
         match self {
-            ApiError::RecipientUnreachable { provider_code }
-            | ApiError::ProviderConfiguration { provider_code, .. }
-            | ApiError::ProviderUnavailable { provider_code, .. } => *provider_code,
+            ApiError::Delivery(d) => d.provider_code(),
+            _ => None,
+        }
+    }
+
+    /// Seconds the caller should wait before retrying, when that is known.
+    fn retry_after(&self) -> Option<u64> {
+        use DeliveryError as D;
+        match self {
+            ApiError::TooManyConnections => Some(1),
+            ApiError::Delivery(
+                D::ProviderUnavailable { retry_after, .. }
+                | D::RateLimited { retry_after, .. }
+                | D::BudgetExhausted { retry_after, .. },
+            ) => Some(*retry_after),
+            ApiError::Delivery(D::NoProviderSlot) => Some(1),
             _ => None,
         }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
+        use DeliveryError as D;
         let mut error = json!({ "code": self.code(), "message": self.message() });
+        if let Some(c) = self.provider_code() {
+            error["provider_code"] = json!(c);
+        }
         match self {
-            ApiError::RecipientUnreachable { provider_code }
-            | ApiError::ProviderConfiguration { provider_code, .. }
-            | ApiError::ProviderUnavailable { provider_code, .. } => {
-                if let Some(c) = provider_code {
-                    error["provider_code"] = json!(c);
-                }
-            }
-            ApiError::RateLimited { limit, .. } => {
+            ApiError::Delivery(D::RateLimited { limit, .. }) => {
                 error["limit"] = json!(limit);
             }
-            ApiError::BudgetExhausted { scope, .. } => {
+            ApiError::Delivery(D::BudgetExhausted { scope, .. }) => {
                 error["scope"] = json!(scope);
             }
             ApiError::Schema(v) => {
@@ -245,6 +342,9 @@ impl ApiError {
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let mut response = json_response(self.status(), &self.to_json());
         let headers = response.headers_mut();
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         match &self {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -259,16 +359,6 @@ impl ApiError {
                     ),
                 );
             }
-            ApiError::ProviderUnavailable { retry_after, .. } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
-            }
-            ApiError::ShuttingDown | ApiError::Overloaded => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
-            }
-            ApiError::RateLimited { retry_after, .. }
-            | ApiError::BudgetExhausted { retry_after, .. } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
-            }
             _ => {}
         }
         response
@@ -280,7 +370,7 @@ fn clip(s: &str, max: usize) -> String {
 }
 
 /// A JSON answer with the right content type.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -293,6 +383,7 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phone::RecipientError;
 
     #[test]
     fn error_bodies_stay_under_kratos_limit() {
@@ -304,17 +395,32 @@ mod tests {
             .collect();
         for e in [
             ApiError::Schema(violations),
-            ApiError::InvalidRecipient(RecipientError::NotE164),
-            ApiError::InvalidCode {
+            DeliveryError::InvalidRecipient(RecipientError::NotE164).into(),
+            DeliveryError::InvalidCode {
                 reason: "the code is not 4 to 12 letters or digits",
-            },
-            ApiError::ProviderConfiguration {
+            }
+            .into(),
+            DeliveryError::ProviderConfiguration {
                 provider_code: Some(20003),
                 http_status: Some(401),
-            },
+            }
+            .into(),
         ] {
             let len = e.to_json().to_string().len();
             assert!(len < 1024, "{} is {len} bytes", e.code());
         }
+    }
+
+    #[test]
+    fn the_accept_time_overload_answer_is_well_formed_http() {
+        let bytes = too_many_connections_bytes();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{head}");
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        assert!(head.contains("connection: close"));
+        assert!(head.contains("retry-after: 1"));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "overloaded");
     }
 }

@@ -1,23 +1,24 @@
-//! The HTTP face of the service: routing, authentication, content type,
-//! bounded body reading, and one log line per request. The work itself is
-//! done by [`Courier`]; errors become answers in [`ApiError`].
+//! Routing, authentication, and one log line per request. The work itself
+//! is done by [`Courier`]; what is said back is an [`Answer`], rendered in
+//! `http::answer`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Method, Request, Response};
+use http_body_util::Full;
 use hyper::body::Body;
-use serde_json::json;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::delivery::courier::{Courier, Endpoint};
+use crate::delivery::courier::{Courier, Delivered, Endpoint};
 use crate::delivery::message::{MessageParser, ParseError};
-use crate::http::answer::{json_response, ApiError};
+use crate::http::answer::{Answer, ApiError, NotReady};
 use crate::http::auth::Authenticator;
+use crate::http::body;
+use crate::http::status_callback::StatusCallbacks;
 use crate::provider::twilio::TwilioClient;
 use crate::telemetry::metrics::Metrics;
 
@@ -28,6 +29,8 @@ pub struct App {
     parser: MessageParser,
     courier: Courier,
     metrics: Arc<Metrics>,
+    /// `None` when `status_callback.public_url` is not set.
+    status_callbacks: Option<StatusCallbacks>,
     /// Set once the service can send (configuration loaded, credentials
     /// checked where that is asked for).
     ready: AtomicBool,
@@ -39,7 +42,6 @@ pub struct App {
 /// What one request did, for its log line. Holds only loggable values.
 #[derive(Default)]
 struct RequestLog {
-    endpoint: &'static str,
     template_type: Option<&'static str>,
     channel: Option<&'static str>,
     recipient: Option<String>,
@@ -66,6 +68,7 @@ impl App {
             auth: Authenticator::new(&config.auth),
             parser: MessageParser::new(),
             courier,
+            status_callbacks: StatusCallbacks::new(&config, metrics.clone()),
             metrics,
             ready: AtomicBool::new(!config.twilio.verify_credentials_on_start),
             shutting_down: AtomicBool::new(false),
@@ -99,66 +102,76 @@ impl App {
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let started = Instant::now();
-        let method = request.method().clone();
+        self.route(request).await.into_response()
+    }
+
+    async fn route<B>(&self, request: Request<B>) -> Answer
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let endpoint = match (request.method(), request.uri().path()) {
             (&Method::POST, "/v1/sms") => Endpoint::Sms,
             (&Method::POST, "/v1/voice") => Endpoint::Voice,
-            (&Method::GET | &Method::HEAD, "/health/alive") => {
-                return json_response(StatusCode::OK, &json!({"status": "alive"}));
-            }
+            (&Method::GET | &Method::HEAD, "/health/alive") => return Answer::Alive,
             (&Method::GET | &Method::HEAD, "/health/ready") => return self.readiness(),
-            (&Method::GET, "/v1/test-messages") => return self.test_messages(request.headers()),
+            (&Method::GET, "/v1/test-messages") => {
+                return self.authenticated(request.headers(), || {
+                    Answer::TestMessages(self.courier.test_messages())
+                })
+            }
             (&Method::GET, "/metrics") if self.config.metrics_listen.is_none() => {
-                return self.metrics_answer(request.headers())
+                return self
+                    .authenticated(request.headers(), || Answer::Metrics(self.metrics.render()))
             }
             (&Method::POST, "/v1/twilio/status") => {
-                return crate::http::status_callback::handle(self, request).await;
+                return match &self.status_callbacks {
+                    Some(callbacks) => callbacks.handle(request).await,
+                    None => ApiError::NotFound.into(),
+                };
             }
-            (_, "/v1/test-messages") => {
-                return ApiError::MethodNotAllowed { allow: "GET" }.into_response()
-            }
+            (_, "/v1/test-messages") => return ApiError::MethodNotAllowed { allow: "GET" }.into(),
             (_, "/v1/sms" | "/v1/voice") => {
-                return ApiError::MethodNotAllowed { allow: "POST" }.into_response()
+                return ApiError::MethodNotAllowed { allow: "POST" }.into()
             }
             (_, "/health/alive" | "/health/ready") => {
-                return ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into_response()
+                return ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into()
             }
-            _ => return ApiError::NotFound.into_response(),
+            _ => return ApiError::NotFound.into(),
         };
-        let mut log = RequestLog {
-            endpoint: match endpoint {
-                Endpoint::Sms => "/v1/sms",
-                Endpoint::Voice => "/v1/voice",
-            },
-            ..RequestLog::default()
-        };
+        self.courier_request(endpoint, request).await
+    }
+
+    /// `/v1/sms` and `/v1/voice`: deliver, count, log.
+    async fn courier_request<B>(&self, endpoint: Endpoint, request: Request<B>) -> Answer
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let mut log = RequestLog::default();
         let in_flight = self.metrics.in_flight();
         let result = self.deliver(endpoint, request, &mut log).await;
         drop(in_flight);
         let (outcome, reason) = match &result {
             Ok(_) => (log.outcome, "none"),
-            Err(
-                e @ (ApiError::RecipientUnreachable { .. }
-                | ApiError::ProviderConfiguration { .. }
-                | ApiError::ProviderUnavailable { .. }),
-            ) => ("provider_error", e.code()),
+            Err(e @ ApiError::Delivery(d)) if d.is_provider_failure() => {
+                ("provider_error", e.code())
+            }
             Err(e) => ("rejected", e.code()),
         };
         self.metrics.request(
-            log.endpoint,
+            endpoint.path(),
             log.channel.unwrap_or("none"),
             log.template_type.unwrap_or("none"),
             outcome,
             reason,
         );
-        let (response, error) = match result {
-            Ok(r) => (r, None),
+        let (answer, error) = match result {
+            Ok(delivered) => (Answer::Accepted(delivered), None),
             Err(e) => {
-                if matches!(
-                    e,
-                    ApiError::ProviderConfiguration { .. } | ApiError::VoiceNotConfigured
-                ) {
+                if matches!(&e, ApiError::Delivery(d) if d.needs_operator()) {
                     tracing::error!(
                         error = e.code(),
                         provider_code = log.provider_code,
@@ -166,65 +179,43 @@ impl App {
                     );
                 }
                 let code = e.code();
-                (e.into_response(), Some(code))
+                (Answer::Error(e), Some(code))
             }
         };
-        let status = response.status().as_u16();
         tracing::info!(
             method = %method,
-            endpoint = log.endpoint,
+            endpoint = endpoint.path(),
             template_type = log.template_type,
             channel = log.channel,
             recipient = log.recipient.as_deref(),
             sid = log.sid.as_deref(),
             provider_code = log.provider_code,
-            status,
+            status = answer_status(&answer),
             error,
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );
-        response
+        answer
     }
 
-    /// `/metrics` on the API listener: behind the API's authentication.
-    fn metrics_answer(&self, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+    /// `answer()` when the request carries the API's credentials.
+    fn authenticated(&self, headers: &http::HeaderMap, answer: impl FnOnce() -> Answer) -> Answer {
         if !self.auth.check(headers) {
             return ApiError::Unauthorized {
                 basic_challenge: self.auth.uses_basic(),
             }
-            .into_response();
+            .into();
         }
-        metrics_response(&self.metrics)
+        answer()
     }
 
-    /// Messages to configured test numbers (with their bodies and codes:
-    /// nothing real was sent), for the operator's own CI.
-    fn test_messages(&self, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
-        if !self.auth.check(headers) {
-            return ApiError::Unauthorized {
-                basic_challenge: self.auth.uses_basic(),
-            }
-            .into_response();
-        }
-        json_response(
-            StatusCode::OK,
-            &json!({ "messages": self.courier.test_messages() }),
-        )
-    }
-
-    fn readiness(&self) -> Response<Full<Bytes>> {
+    fn readiness(&self) -> Answer {
         if self.shutting_down.load(Ordering::SeqCst) {
-            json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "not_ready", "reason": "shutting down"}),
-            )
+            Answer::NotReady(NotReady::ShuttingDown)
         } else if !self.ready.load(Ordering::SeqCst) {
-            json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "not_ready", "reason": "provider credentials not verified yet"}),
-            )
+            Answer::NotReady(NotReady::CredentialsUnverified)
         } else {
-            json_response(StatusCode::OK, &json!({"status": "ready"}))
+            Answer::Ready
         }
     }
 
@@ -233,7 +224,7 @@ impl App {
         endpoint: Endpoint,
         request: Request<B>,
         log: &mut RequestLog,
-    ) -> Result<Response<Full<Bytes>>, ApiError>
+    ) -> Result<Delivered, ApiError>
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -243,12 +234,12 @@ impl App {
                 basic_challenge: self.auth.uses_basic(),
             });
         }
-        if !is_json(request.headers()) {
+        if !body::has_content_type(request.headers(), "application/json") {
             return Err(ApiError::UnsupportedMediaType);
         }
         let bytes = tokio::time::timeout(
             self.config.server.body_read_timeout,
-            read_body(request, self.config.server.max_body_bytes),
+            body::read(request, self.config.server.max_body_bytes),
         )
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
@@ -258,12 +249,11 @@ impl App {
         })?;
         log.template_type = Some(message.template_type.label());
         log.channel = Some(self.courier.channel_for(endpoint, &message).as_str());
-        let result = self.courier.deliver(endpoint, &message).await;
-        let delivered = match result {
+        let delivered = match self.courier.deliver(endpoint, &message).await {
             Ok(d) => d,
             Err(e) => {
                 log.provider_code = e.provider_code();
-                return Err(e);
+                return Err(e.into());
             }
         };
         log.channel = Some(delivered.channel.as_str());
@@ -272,69 +262,21 @@ impl App {
         if delivered.sid.is_none() && !delivered.duplicate {
             tracing::warn!("the provider accepted the message but its answer could not be read");
         }
-        let mut body = json!({
-            "status": "accepted",
-            "channel": delivered.channel.as_str(),
-            "sid": delivered.sid,
-        });
-        log.outcome = "accepted";
-        if delivered.duplicate {
-            body["duplicate"] = json!(true);
-            log.outcome = "duplicate";
-        }
-        if delivered.test {
-            body["test"] = json!(true);
-            log.outcome = "test";
-        }
-        Ok(json_response(StatusCode::OK, &body))
+        log.outcome = if delivered.test {
+            "test"
+        } else if delivered.duplicate {
+            "duplicate"
+        } else {
+            "accepted"
+        };
+        Ok(delivered)
     }
 }
 
-/// `application/json`, optionally with parameters (`; charset=utf-8`).
-fn is_json(headers: &http::HeaderMap) -> bool {
-    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
-    let (Some(v), None) = (values.next(), values.next()) else {
-        return false;
-    };
-    let Ok(v) = v.to_str() else {
-        return false;
-    };
-    let essence = v.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
-}
-
-/// Read the body, refusing more than `max` bytes whether or not the length
-/// was declared (chunked bodies are cut off as they pass the limit).
-pub(crate) async fn read_body<B>(request: Request<B>, max: usize) -> Result<Bytes, ApiError>
-where
-    B: Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(ApiError::BodyTooLarge { limit: max });
+/// The HTTP status an answer will have, for the log line.
+fn answer_status(answer: &Answer) -> u16 {
+    match answer {
+        Answer::Error(e) => e.status().as_u16(),
+        _ => 200,
     }
-    match Limited::new(request.into_body(), max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::BodyTooLarge { limit: max })
-        }
-        Err(_) => Err(ApiError::BodyUnreadable),
-    }
-}
-
-/// The Prometheus text answer.
-pub fn metrics_response(metrics: &Metrics) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-    );
-    response
 }

@@ -5,5 +5,6 @@
 pub mod answer;
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod server;
 pub mod status_callback;

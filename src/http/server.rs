@@ -16,10 +16,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::http::answer::{Answer, ApiError};
 use crate::http::app::App;
-
-/// The whole answer to a connection over `server.max_connections`.
-const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 96\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections (server.max_connections); retry\"}}";
 
 /// Serve until `shutdown` completes. Returns once every connection has
 /// finished or the grace period has passed.
@@ -35,6 +33,8 @@ pub async fn run(
         .header_read_timeout(app.config().server.header_read_timeout)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    // The whole answer to a connection over `server.max_connections`.
+    let overloaded: Arc<[u8]> = crate::http::answer::too_many_connections_bytes().into();
     let slots = Arc::new(tokio::sync::Semaphore::new(
         app.config().server.max_connections,
     ));
@@ -56,9 +56,10 @@ pub async fn run(
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     // Full: say so at once rather than leave the client in
                     // the backlog until its own timeout.
+                    let overloaded = overloaded.clone();
                     tokio::spawn(async move {
                         use tokio::io::AsyncWriteExt;
-                        let _ = stream.write_all(OVERLOADED).await;
+                        let _ = stream.write_all(&overloaded).await;
                         let _ = stream.shutdown().await;
                     });
                     continue;
@@ -138,11 +139,12 @@ pub async fn run_metrics(
                 let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                     let metrics = metrics.clone();
                     async move {
-                        let response = match (request.method(), request.uri().path()) {
-                            (&http::Method::GET, "/metrics") => crate::http::app::metrics_response(&metrics),
-                            (_, "/metrics") => crate::http::answer::ApiError::MethodNotAllowed { allow: "GET" }.into_response(),
-                            _ => crate::http::answer::ApiError::NotFound.into_response(),
+                        let answer = match (request.method(), request.uri().path()) {
+                            (&http::Method::GET, "/metrics") => Answer::Metrics(metrics.render()),
+                            (_, "/metrics") => ApiError::MethodNotAllowed { allow: "GET" }.into(),
+                            _ => ApiError::NotFound.into(),
                         };
+                        let response = answer.into_response();
                         Ok::<_, Infallible>(response)
                     }
                 });

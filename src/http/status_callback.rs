@@ -8,76 +8,94 @@
 //! auth token, compared in constant time. The status is recorded in metrics
 //! and in one log line with the sid and the masked recipient.
 
-use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Body;
-use secrecy::ExposeSecret;
+use std::sync::Arc;
 
-use crate::http::answer::ApiError;
-use crate::http::app::{read_body, App};
+use http::Request;
+use hyper::body::Body;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::Config;
+use crate::http::answer::{Answer, ApiError};
+use crate::http::body;
 use crate::phone::Recipient;
+use crate::provider::errors;
+use crate::telemetry::metrics::Metrics;
 
 /// Status callbacks are small; a few KiB is plenty.
 const MAX_CALLBACK_BYTES: usize = 16 * 1024;
 
-pub async fn handle<B>(app: &App, request: Request<B>) -> Response<Full<Bytes>>
-where
-    B: Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    match check_and_record(app, request).await {
-        Ok(()) => {
-            let mut r = Response::new(Full::new(Bytes::new()));
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            r
-        }
-        Err(e) => {
-            if matches!(e, ApiError::InvalidSignature) {
-                tracing::warn!("status callback refused: missing or wrong signature");
+/// The receiver of status callbacks, present only when they are configured.
+pub struct StatusCallbacks {
+    /// The exact URL Twilio calls (and signs): `{public_url}/v1/twilio/status`.
+    url: String,
+    /// The account's auth token, which signs the callbacks.
+    token: SecretString,
+    metrics: Arc<Metrics>,
+}
+
+impl StatusCallbacks {
+    /// `None` unless `status_callback.public_url` is set (the configuration
+    /// check makes sure the auth token is there too).
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Option<Self> {
+        Some(StatusCallbacks {
+            url: config.status_callback_url.clone()?,
+            token: config.twilio.signing_token.clone()?,
+            metrics,
+        })
+    }
+
+    pub async fn handle<B>(&self, request: Request<B>) -> Answer
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        match self.check_and_record(request).await {
+            Ok(()) => Answer::Recorded,
+            Err(e) => {
+                if matches!(e, ApiError::InvalidSignature) {
+                    tracing::warn!("status callback refused: missing or wrong signature");
+                }
+                Answer::Error(e)
             }
-            e.into_response()
         }
+    }
+
+    async fn check_and_record<B>(&self, request: Request<B>) -> Result<(), ApiError>
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if !body::has_content_type(request.headers(), "application/x-www-form-urlencoded") {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let signature = request
+            .headers()
+            .get("x-twilio-signature")
+            .or_else(|| request.headers().get("x-signalwire-signature"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = body::read(request, MAX_CALLBACK_BYTES).await?;
+        let params: Vec<(String, String)> = form_urlencoded::parse(&body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let Some(signature) = signature else {
+            return Err(ApiError::InvalidSignature);
+        };
+        if !crate::provider::signature::verify(
+            self.token.expose_secret(),
+            &self.url,
+            &params,
+            &signature,
+        ) {
+            return Err(ApiError::InvalidSignature);
+        }
+        record(&self.metrics, &params);
+        Ok(())
     }
 }
 
-async fn check_and_record<B>(app: &App, request: Request<B>) -> Result<(), ApiError>
-where
-    B: Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let config = app.config();
-    let (Some(url), Some(token)) = (
-        config.status_callback_url.as_deref(),
-        config.twilio.signing_token.as_ref(),
-    ) else {
-        return Err(ApiError::NotFound);
-    };
-    let is_form = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim())
-        .is_some_and(|v| v.eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-    if !is_form {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let signature = request
-        .headers()
-        .get("x-twilio-signature")
-        .or_else(|| request.headers().get("x-signalwire-signature"))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = read_body(request, MAX_CALLBACK_BYTES).await?;
-    let params: Vec<(String, String)> = form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let Some(signature) = signature else {
-        return Err(ApiError::InvalidSignature);
-    };
-    if !crate::provider::signature::verify(token.expose_secret(), url, &params, &signature) {
-        return Err(ApiError::InvalidSignature);
-    }
+/// Count the status and write its log line.
+fn record(metrics: &Metrics, params: &[(String, String)]) {
     let field = |name: &str| {
         params
             .iter()
@@ -97,7 +115,7 @@ where
     let recipient = field("To")
         .and_then(|to| Recipient::parse(to).ok())
         .map(|r| r.masked());
-    app.metrics().delivery_status(channel, status, error_code);
+    metrics.delivery_status(channel, status, errors::metric_label(error_code));
     let status_label = crate::telemetry::metrics::status_label(status);
     // A sid is Twilio's id, not personal data; cap it all the same.
     let sid: String = sid.chars().take(64).collect();
@@ -123,5 +141,4 @@ where
             "delivery status"
         );
     }
-    Ok(())
 }

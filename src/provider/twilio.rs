@@ -11,6 +11,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{SmsSender, TwilioConfig};
+use crate::provider::errors::{self, FailureClass};
 
 /// A message to create with `POST .../Messages.json`.
 #[derive(Debug, Clone)]
@@ -74,24 +75,6 @@ pub struct Accepted {
     pub sid: Option<String>,
 }
 
-/// Whose problem a failure is; decides what Kratos is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// The number can never be reached this way: retrying is pointless.
-    Recipient,
-    /// Our own configuration (credentials, sender, account): alert an operator.
-    Configuration,
-    /// Worth retrying later.
-    Transient,
-}
-
-/// Twilio error codes that mean "this recipient cannot be reached".
-pub const RECIPIENT_CODES: &[u32] = &[21211, 21612, 21614, 21610, 21408, 21268];
-/// Twilio error codes that mean "our configuration is wrong".
-pub const CONFIGURATION_CODES: &[u32] = &[20003, 20404, 21212, 21606];
-/// Twilio error codes that mean "try again later".
-pub const TRANSIENT_CODES: &[u32] = &[20429, 21611];
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     #[error("the provider refused the request (HTTP {status}, code {code:?})")]
@@ -109,20 +92,10 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// Whose problem the failure is (see [`errors::classify`]).
     pub fn class(&self) -> FailureClass {
         match self {
-            ProviderError::Rejected { status, code, .. } => {
-                let code = code.unwrap_or(0);
-                if RECIPIENT_CODES.contains(&code) {
-                    FailureClass::Recipient
-                } else if TRANSIENT_CODES.contains(&code) || *status == 429 || *status >= 500 {
-                    FailureClass::Transient
-                } else {
-                    // 20003/20404/21212/21606, other 4xx, redirects: nothing a
-                    // retry of the same request can fix.
-                    FailureClass::Configuration
-                }
-            }
+            ProviderError::Rejected { status, code, .. } => errors::classify(*status, *code),
             ProviderError::Timeout | ProviderError::Connect | ProviderError::Transport => {
                 FailureClass::Transient
             }
@@ -348,8 +321,8 @@ mod tests {
             code,
             retry_after: None,
         };
-        for c in RECIPIENT_CODES {
-            assert_eq!(r(400, Some(*c)).class(), FailureClass::Recipient);
+        for c in [21211, 21268, 21408, 21610, 21612, 21614] {
+            assert_eq!(r(400, Some(c)).class(), FailureClass::Recipient);
         }
         assert_eq!(r(401, Some(20003)).class(), FailureClass::Configuration);
         assert_eq!(r(404, Some(20404)).class(), FailureClass::Configuration);

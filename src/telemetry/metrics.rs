@@ -3,8 +3,8 @@
 //!
 //! Label values come only from bounded sets: endpoint and channel names,
 //! Kratos template names (anything else is `other`), our own error codes,
-//! country calling codes (a few hundred), and Twilio error codes from a
-//! known list (anything else is `other`). No label ever carries a number, a
+//! country calling codes (a few hundred), and Twilio error codes from the
+//! provider's error table (anything else is `other`). No label ever carries a number, a
 //! code or a body.
 
 use std::sync::atomic::AtomicU64;
@@ -17,21 +17,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
-
-/// Twilio error codes kept as they are in labels; others become `other`.
-const KNOWN_TWILIO_CODES: &[u32] = &[
-    20003, 20404, 20429, 20500, 21211, 21212, 21268, 21408, 21606, 21610, 21611, 21612, 21614,
-    21617, 30001, 30002, 30003, 30004, 30005, 30006, 30007, 30008, 30010, 30034, 30450, 30453,
-];
-
-/// A Twilio error code as a bounded label value.
-pub fn twilio_code_label(code: Option<u32>) -> String {
-    match code {
-        None => "none".to_owned(),
-        Some(c) if KNOWN_TWILIO_CODES.contains(&c) => c.to_string(),
-        Some(_) => "other".to_owned(),
-    }
-}
 
 /// Delivery statuses Twilio reports; others become `other`.
 const KNOWN_STATUSES: &[&str] = &[
@@ -170,10 +155,12 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn provider_error(&self, code: Option<u32>, class: &'static str) {
+    /// `code` is a bounded label from the provider's error table
+    /// (`provider::errors::metric_label`).
+    pub fn provider_error(&self, code: &'static str, class: &'static str) {
         self.provider_errors
             .get_or_create(&vec![
-                ("code", twilio_code_label(code)),
+                ("code", code.to_owned()),
                 ("class", class.to_owned()),
             ])
             .inc();
@@ -203,12 +190,13 @@ impl Metrics {
             .inc();
     }
 
-    pub fn delivery_status(&self, channel: &'static str, status: &str, error_code: Option<u32>) {
+    /// `error_code` is a bounded label from the provider's error table.
+    pub fn delivery_status(&self, channel: &'static str, status: &str, error_code: &'static str) {
         self.delivery_status
             .get_or_create(&vec![
                 ("channel", channel.to_owned()),
                 ("status", status_label(status).to_owned()),
-                ("error_code", twilio_code_label(error_code)),
+                ("error_code", error_code.to_owned()),
             ])
             .inc();
     }
@@ -243,9 +231,6 @@ mod tests {
 
     #[test]
     fn labels_are_bounded() {
-        assert_eq!(twilio_code_label(Some(21211)), "21211");
-        assert_eq!(twilio_code_label(Some(12345)), "other");
-        assert_eq!(twilio_code_label(None), "none");
         assert_eq!(status_label("delivered"), "delivered");
         assert_eq!(status_label("+14155550123"), "other");
     }

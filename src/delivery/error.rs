@@ -1,0 +1,81 @@
+//! Why a message was not delivered, as the delivery pipeline sees it. The
+//! HTTP layer decides what each becomes on the wire (`http::answer`); this
+//! module picks no status codes.
+
+use crate::delivery::channel::Channel;
+use crate::phone::RecipientError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("invalid recipient: {0}")]
+    InvalidRecipient(RecipientError),
+    #[error("SMS body too long ({chars} characters)")]
+    BodyTooLong { chars: usize },
+    #[error("SMS body empty")]
+    BodyEmpty,
+    #[error("invalid code: {reason}")]
+    InvalidCode { reason: &'static str },
+    #[error("TwiML too long")]
+    TwimlTooLong,
+    #[error("voice not configured")]
+    VoiceNotConfigured,
+    #[error("recipient not allowed: {reason}")]
+    RecipientNotAllowed { reason: &'static str },
+    #[error("rate limited per {limit}")]
+    RateLimited {
+        limit: &'static str,
+        channel: Channel,
+        retry_after: u64,
+    },
+    #[error("budget exhausted ({scope})")]
+    BudgetExhausted {
+        scope: &'static str,
+        retry_after: u64,
+    },
+    /// Every provider slot (`twilio.max_in_flight`) is taken.
+    #[error("no provider slot free")]
+    NoProviderSlot,
+    #[error("the provider says the recipient is unreachable")]
+    RecipientUnreachable { provider_code: Option<u32> },
+    #[error("the provider refused our configuration")]
+    ProviderConfiguration {
+        provider_code: Option<u32>,
+        http_status: Option<u16>,
+    },
+    #[error("the provider is unavailable")]
+    ProviderUnavailable {
+        provider_code: Option<u32>,
+        retry_after: u64,
+    },
+}
+
+impl DeliveryError {
+    /// The provider's error code, when the failure carries one.
+    pub fn provider_code(&self) -> Option<u32> {
+        match self {
+            DeliveryError::RecipientUnreachable { provider_code }
+            | DeliveryError::ProviderConfiguration { provider_code, .. }
+            | DeliveryError::ProviderUnavailable { provider_code, .. } => *provider_code,
+            _ => None,
+        }
+    }
+
+    /// The provider answered, and refused: for metrics, `provider_error`
+    /// rather than `rejected`.
+    pub fn is_provider_failure(&self) -> bool {
+        matches!(
+            self,
+            DeliveryError::RecipientUnreachable { .. }
+                | DeliveryError::ProviderConfiguration { .. }
+                | DeliveryError::ProviderUnavailable { .. }
+        )
+    }
+
+    /// An operator must act (credentials, sender, caller id).
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            DeliveryError::ProviderConfiguration { .. } | DeliveryError::VoiceNotConfigured
+        )
+    }
+}
