@@ -2,35 +2,25 @@
 //! decide the channel, build the SMS or the call, send it, and turn the
 //! provider's answer into what Kratos is told.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::{Config, CountryPolicy, PolicyConfig, SmsSender, VoiceConfig};
+use crate::config::{Config, CountryPolicy, PolicyConfig};
 use crate::delivery::budget::Budget;
 pub use crate::delivery::channel::{Channel, Endpoint};
+use crate::delivery::compose::Composer;
+pub use crate::delivery::compose::{Outgoing, MAX_SMS_CHARS, VALIDITY_RANGE};
 use crate::delivery::dedup::{self, Admission, Dedup, Outcome};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::limits::{client_ip, RateLimits};
 use crate::delivery::message::CourierMessage;
+pub use crate::delivery::test_numbers::TestMessage;
+use crate::delivery::test_numbers::TestNumbers;
 use crate::phone::{LineType, Recipient, RecipientCache};
 use crate::provider::errors::{self, FailureClass};
-use crate::provider::twilio::{Accepted, OutgoingCall, OutgoingSms, ProviderError, TwilioClient};
-use crate::provider::twiml;
+use crate::provider::twilio::{Accepted, ProviderError, TwilioClient};
 use crate::telemetry::metrics::Metrics;
-
-/// Twilio's limit for an SMS body, in characters.
-pub const MAX_SMS_CHARS: usize = 1600;
-/// Twilio's range for `ValidityPeriod`, in seconds.
-pub const VALIDITY_RANGE: (u32, u32) = (1, 36_000);
-
-/// A provider request ready to go, built from a valid message.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    Sms(OutgoingSms),
-    Call(OutgoingCall),
-}
 
 /// A message that passed every check and is ready to send.
 #[derive(Debug, Clone)]
@@ -53,35 +43,17 @@ pub struct Delivered {
     pub masked_recipient: String,
 }
 
-/// A message to a test number, kept for the operator's own CI.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TestMessage {
-    pub sid: String,
-    pub to: String,
-    pub channel: &'static str,
-    pub template_type: &'static str,
-    pub body: String,
-    pub code: Option<String>,
-}
-
-/// How many test messages are kept.
-const TEST_MESSAGES_KEPT: usize = 100;
-
 /// Turns courier messages into provider requests and sends them, with the
 /// abuse controls in between.
 pub struct Courier {
     twilio: TwilioClient,
-    sms_sender: SmsSender,
-    voice_from: Option<String>,
-    voice: VoiceConfig,
-    status_callback: Option<String>,
+    composer: Composer,
     policy: PolicyConfig,
     limits: Option<RateLimits>,
     ip_headers: Vec<String>,
     dedup: Dedup,
     budget: Budget,
-    test_numbers: Vec<String>,
-    test_messages: Mutex<VecDeque<TestMessage>>,
+    test_numbers: TestNumbers,
     metrics: Arc<Metrics>,
     daily_total: u32,
     /// Bounds the provider requests in flight (`twilio.max_in_flight`).
@@ -93,10 +65,7 @@ impl Courier {
     pub fn new(config: &Config, twilio: TwilioClient, clock: Clock, metrics: Arc<Metrics>) -> Self {
         Courier {
             twilio,
-            sms_sender: config.twilio.sms_sender.clone(),
-            voice_from: config.twilio.voice_from.clone(),
-            voice: config.voice.clone(),
-            status_callback: config.status_callback_url.clone(),
+            composer: Composer::new(config),
             metrics,
             daily_total: config.budget.daily_total,
             provider_slots: tokio::sync::Semaphore::new(config.twilio.max_in_flight),
@@ -119,8 +88,7 @@ impl Courier {
                 config.budget.warn_percent,
                 clock,
             ),
-            test_numbers: config.test_numbers.clone(),
-            test_messages: Mutex::new(VecDeque::new()),
+            test_numbers: TestNumbers::new(config.test_numbers.clone()),
         }
     }
 
@@ -134,8 +102,7 @@ impl Courier {
 
     /// Messages to test numbers, newest first.
     pub fn test_messages(&self) -> Vec<TestMessage> {
-        let m = self.test_messages.lock().unwrap_or_else(|p| p.into_inner());
-        m.iter().rev().cloned().collect()
+        self.test_numbers.messages()
     }
 
     /// The whole pipeline for one message: test numbers, checks, policy,
@@ -145,9 +112,15 @@ impl Courier {
         endpoint: Endpoint,
         message: &CourierMessage,
     ) -> Result<Delivered, DeliveryError> {
-        let trimmed = message.recipient.trim();
-        if self.test_numbers.iter().any(|n| n == trimmed) {
-            return Ok(self.record_test(endpoint, message, trimmed));
+        if let Some(to) = self.test_numbers.matching(&message.recipient) {
+            let channel = self.channel_for(endpoint, message);
+            return Ok(Delivered {
+                channel,
+                sid: Some(self.test_numbers.record(to, channel, message)),
+                duplicate: false,
+                test: true,
+                masked_recipient: "test-number".to_owned(),
+            });
         }
         let prepared = self.prepare(endpoint, message)?;
         let masked = prepared.recipient.masked();
@@ -273,60 +246,13 @@ impl Courier {
         }
     }
 
-    fn record_test(&self, endpoint: Endpoint, message: &CourierMessage, to: &str) -> Delivered {
-        let channel = self.channel_for(endpoint, message);
-        let mut hex = [0u8; 16];
-        rand::fill(&mut hex);
-        let prefix = match channel {
-            Channel::Sms => "SM",
-            Channel::Voice => "CA",
-        };
-        let sid = format!(
-            "{prefix}{}",
-            hex.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
-        let mut m = self.test_messages.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= TEST_MESSAGES_KEPT {
-            m.pop_front();
-        }
-        m.push_back(TestMessage {
-            sid: sid.clone(),
-            to: to.to_owned(),
-            channel: channel.as_str(),
-            template_type: message.template_type.label(),
-            body: message.body.clone(),
-            code: message.code.clone(),
-        });
-        Delivered {
-            channel,
-            sid: Some(sid),
-            duplicate: false,
-            test: true,
-            masked_recipient: "test-number".to_owned(),
-        }
-    }
-
     pub fn twilio(&self) -> &TwilioClient {
         &self.twilio
     }
 
-    /// `/v1/voice` always calls. `/v1/sms` calls when the flow's transient
-    /// payload asks for voice or the identity's voice trait says "voice" —
-    /// and voice is configured; otherwise it sends an SMS, so a code is never
-    /// lost to a missing caller id.
+    /// The channel a message goes out on (see [`Composer::channel_for`]).
     pub fn channel_for(&self, endpoint: Endpoint, message: &CourierMessage) -> Channel {
-        match endpoint {
-            Endpoint::Voice => Channel::Voice,
-            Endpoint::Sms => {
-                let wants_voice = message.requested_channel.as_deref() == Some("voice")
-                    || message.identity_trait(&self.voice.trait_name) == Some("voice");
-                if wants_voice && self.voice_from.is_some() {
-                    Channel::Voice
-                } else {
-                    Channel::Sms
-                }
-            }
-        }
+        self.composer.channel_for(endpoint, message)
     }
 
     /// Check the message and build the provider request; nothing is sent.
@@ -340,75 +266,11 @@ impl Courier {
             .parse(&message.recipient)
             .map_err(DeliveryError::InvalidRecipient)?;
         let channel = self.channel_for(endpoint, message);
-        let outgoing = match channel {
-            Channel::Sms => Outgoing::Sms(self.build_sms(&recipient, message)?),
-            Channel::Voice => Outgoing::Call(self.build_call(&recipient, message)?),
-        };
+        let outgoing = self.composer.compose(channel, &recipient, message)?;
         Ok(Prepared {
             recipient,
             channel,
             outgoing,
-        })
-    }
-
-    fn build_sms(
-        &self,
-        recipient: &Recipient,
-        message: &CourierMessage,
-    ) -> Result<OutgoingSms, DeliveryError> {
-        let chars = message.body.chars().count();
-        if chars > MAX_SMS_CHARS {
-            return Err(DeliveryError::BodyTooLong { chars });
-        }
-        if !message.body.chars().any(is_visible) {
-            return Err(DeliveryError::BodyEmpty);
-        }
-        // A code delivered after it expired is worthless: do not let Twilio
-        // keep trying longer than the code lives.
-        let validity_period = message.expires_in_minutes.map(|m| {
-            let secs = m.saturating_mul(60);
-            secs.clamp(VALIDITY_RANGE.0 as i64, VALIDITY_RANGE.1 as i64) as u32
-        });
-        Ok(OutgoingSms {
-            to: recipient.e164().to_owned(),
-            sender: self.sms_sender.clone(),
-            body: message.body.clone(),
-            validity_period,
-            status_callback: self.status_callback.clone(),
-        })
-    }
-
-    fn build_call(
-        &self,
-        recipient: &Recipient,
-        message: &CourierMessage,
-    ) -> Result<OutgoingCall, DeliveryError> {
-        let from = self
-            .voice_from
-            .clone()
-            .ok_or(DeliveryError::VoiceNotConfigured)?;
-        let code = message.code.as_deref().ok_or(DeliveryError::InvalidCode {
-            reason: "the message carries no code",
-        })?;
-        if !twiml::is_speakable_code(code) {
-            return Err(DeliveryError::InvalidCode {
-                reason: "the code is not 4 to 12 letters or digits",
-            });
-        }
-        let speech = twiml::speech_for(
-            &self.voice,
-            &message.template_type,
-            message.request_header("accept-language"),
-        );
-        let twiml = twiml::code_twiml(&speech, code);
-        if twiml.chars().count() > twiml::MAX_TWIML_CHARS {
-            return Err(DeliveryError::TwimlTooLong);
-        }
-        Ok(OutgoingCall {
-            to: recipient.e164().to_owned(),
-            from,
-            twiml,
-            status_callback: self.status_callback.clone(),
         })
     }
 
@@ -419,14 +281,6 @@ impl Courier {
             Outgoing::Call(call) => self.twilio.create_call(call).await,
         }
     }
-}
-
-/// Whether a character shows: not white space and not an invisible format
-/// character (zero-width spaces and joiners, BOM, bidi marks, soft hyphen).
-fn is_visible(c: char) -> bool {
-    !(c.is_whitespace()
-        || matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
-        || c.is_control())
 }
 
 fn check_policy(policy: &PolicyConfig, prepared: &Prepared) -> Result<(), DeliveryError> {

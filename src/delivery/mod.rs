@@ -4,8 +4,10 @@
 
 pub mod budget;
 pub mod channel;
+pub mod compose;
 pub mod courier;
 pub mod dedup;
 pub mod error;
 pub mod limits;
 pub mod message;
+pub mod test_numbers;

@@ -416,8 +416,14 @@ mod tests {
         let bytes = too_many_connections_bytes();
         let text = std::str::from_utf8(&bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{head}");
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
         assert!(head.contains("connection: close"));
         assert!(head.contains("retry-after: 1"));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
