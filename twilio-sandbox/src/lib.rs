@@ -10,9 +10,12 @@
 //! The inbox, request log and fault endpoints have no authentication: this is
 //! a local development tool and must not be exposed beyond the machine.
 
+mod admin;
+mod answers;
 mod auth;
 mod body;
 mod callback;
+mod create;
 mod error;
 mod fault;
 mod html;
