@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::{Config, CountryPolicy, PolicyConfig, SmsSender, VoiceConfig};
+use crate::config::{Config, CountryPolicy, PolicyConfig, SmsSender, VoiceConfig, E164};
 use crate::delivery::budget::Budget;
 use crate::delivery::dedup::{self, Admission, Dedup, Outcome};
 use crate::delivery::limits::{client_ip, RateLimits};
@@ -95,7 +95,7 @@ const TEST_MESSAGES_KEPT: usize = 100;
 pub struct Courier {
     twilio: TwilioClient,
     sms_sender: SmsSender,
-    voice_from: Option<String>,
+    voice_from: Option<E164>,
     voice: VoiceConfig,
     status_callback: Option<String>,
     policy: PolicyConfig,
@@ -103,7 +103,7 @@ pub struct Courier {
     ip_headers: Vec<String>,
     dedup: Dedup,
     budget: Budget,
-    test_numbers: Vec<String>,
+    test_numbers: Vec<E164>,
     test_messages: Mutex<VecDeque<TestMessage>>,
     metrics: Arc<Metrics>,
     daily_total: u32,
@@ -408,7 +408,8 @@ impl Courier {
     ) -> Result<OutgoingCall, ApiError> {
         let from = self
             .voice_from
-            .clone()
+            .as_ref()
+            .map(E164::to_string)
             .ok_or(ApiError::VoiceNotConfigured)?;
         let code = message.code.as_deref().ok_or(ApiError::InvalidCode {
             reason: "the message carries no code",
