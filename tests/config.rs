@@ -64,7 +64,10 @@ fn defaults_plus_environment() {
     assert_eq!(c.server.max_body_bytes, 65536);
     assert_eq!(c.twilio.base_url, "https://api.twilio.com");
     assert_eq!(c.twilio.timeout.as_millis(), 8000);
-    assert_eq!(c.twilio.sms_sender, SmsSender::From("+15005550006".into()));
+    assert_eq!(
+        c.twilio.sms_sender,
+        SmsSender::From("+15005550006".parse().unwrap())
+    );
     assert_eq!(c.twilio.voice_from.as_deref(), Some("+15005550006"));
     assert_eq!(c.voice.language, "en-US");
     assert_eq!(c.twilio.username, SID);
@@ -258,7 +261,10 @@ fn files_in_toml_and_yaml_layer_under_the_environment() {
         .unwrap();
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080", "{file:?}");
         assert_eq!(c.twilio.timeout.as_millis(), 3000, "env wins: {file:?}");
-        assert_eq!(c.twilio.sms_sender, SmsSender::From("+15005550006".into()));
+        assert_eq!(
+            c.twilio.sms_sender,
+            SmsSender::From("+15005550006".parse().unwrap())
+        );
     }
     let e = Config::load(&Sources {
         file: Some(d.join("missing.toml")),
@@ -374,4 +380,263 @@ fn debug_output_of_the_configuration_redacts_secrets() {
     let debug = format!("{c:?}");
     assert!(!debug.contains("tok-debug-5d2e"), "{debug}");
     assert!(!debug.contains("pw-1"), "{debug}");
+}
+
+#[test]
+fn keys_are_parsed_into_their_types_and_kept() {
+    let c = load(&with(&[
+        ("PHONE_COURIER__AUTH__API_KEY__HEADER", "X-Courier-Key"),
+        ("PHONE_COURIER__AUTH__API_KEY__VALUE", "key-1"),
+        ("PHONE_COURIER__POLICY__SMS__ALLOWED_COUNTRIES", "us, de"),
+        ("PHONE_COURIER__POLICY__VOICE__DENIED_COUNTRIES", "GB"),
+        (
+            "PHONE_COURIER__TEST_NUMBERS__NUMBERS",
+            " +14155550100 ,+4915112345678",
+        ),
+        ("PHONE_COURIER__VOICE__LANGUAGE", "EN-us"),
+    ]))
+    .unwrap();
+    let key = c.auth.api_key.unwrap();
+    assert_eq!(key.header, http::HeaderName::from_static("x-courier-key"));
+    assert_eq!(c.policy.sms.allowed_countries, ["US", "DE"]);
+    assert_eq!(c.policy.voice.denied_countries, ["GB"]);
+    assert_eq!(c.test_numbers, ["+14155550100", "+4915112345678"]);
+    assert_eq!(c.voice.language, "en-US");
+    assert!(c.voice.sentences.contains_key("en-US"));
+    // An alphanumeric sender sends SMS but cannot place calls.
+    let c = load(&with(&[("PHONE_COURIER__TWILIO__FROM", "Acme")])).unwrap();
+    assert_eq!(
+        c.twilio.sms_sender,
+        SmsSender::From("Acme".parse().unwrap())
+    );
+    assert_eq!(c.twilio.voice_from, None);
+}
+
+#[test]
+fn server_drain_is_a_bounded_duration() {
+    let c = load(&good()).unwrap();
+    assert_eq!(c.server.drain, std::time::Duration::from_secs(5));
+    let c = load(&with(&[("PHONE_COURIER__SERVER__DRAIN_MS", "0")])).unwrap();
+    assert_eq!(c.server.drain, std::time::Duration::ZERO);
+    let e = load(&with(&[("PHONE_COURIER__SERVER__DRAIN_MS", "60001")])).unwrap_err();
+    assert_eq!(key_of(e), "server.drain_ms");
+    load(&with(&[("PHONE_COURIER__SERVER__DRAIN_MS", "60000")])).unwrap();
+}
+
+#[test]
+fn keys_that_depend_on_each_other_are_checked_together() {
+    // The provider timeout stays under Kratos's 10 s, with a second to answer.
+    load(&with(&[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "9000")])).unwrap();
+    let e = load(&with(&[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "9001")])).unwrap_err();
+    assert!(e.to_string().contains("Kratos"), "{e}");
+    assert_eq!(key_of(e), "twilio.timeout_ms");
+
+    // The dedup window covers the first try and 5 retries, each up to the
+    // provider timeout plus a second: 6 × (1000 + 150) = 6900.
+    let timeout = ("PHONE_COURIER__TWILIO__TIMEOUT_MS", "150");
+    load(&with(&[
+        timeout,
+        ("PHONE_COURIER__DEDUP__WINDOW_MS", "6900"),
+    ]))
+    .unwrap();
+    let e = load(&with(&[
+        timeout,
+        ("PHONE_COURIER__DEDUP__WINDOW_MS", "6899"),
+    ]))
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("6900") && text.contains("twilio.timeout_ms"),
+        "{text}"
+    );
+    assert_eq!(key_of(e), "dedup.window_ms");
+    // With the default timeout (8 s) the bound is 54 s.
+    let e = load(&with(&[("PHONE_COURIER__DEDUP__WINDOW_MS", "53999")])).unwrap_err();
+    assert_eq!(key_of(e), "dedup.window_ms");
+
+    // Caps stay where `used × 100` and `cap × warn_percent` fit in 32 bits.
+    for key in ["daily_total", "daily_per_country"] {
+        let var = format!("PHONE_COURIER__BUDGET__{}", key.to_uppercase());
+        let mut env = env(&good());
+        env.insert(var.clone(), "42949672".into());
+        let sources = Sources {
+            file: None,
+            env: env.clone(),
+        };
+        Config::load(&sources).unwrap();
+        env.insert(var, "42949673".into());
+        let e = Config::load(&Sources { file: None, env }).unwrap_err();
+        assert_eq!(key_of(e), format!("budget.{key}"));
+    }
+
+    // Status callbacks are signed with the auth token: an API key alone
+    // cannot verify them.
+    let api_key_only: Vec<_> = with(&[
+        (
+            "PHONE_COURIER__TWILIO__API_KEY_SID",
+            "SK0123456789abcdef0123456789abcdef",
+        ),
+        ("PHONE_COURIER__TWILIO__API_KEY_SECRET", "key-secret"),
+        (
+            "PHONE_COURIER__STATUS_CALLBACK__PUBLIC_URL",
+            "https://courier.example.com",
+        ),
+    ])
+    .into_iter()
+    .filter(|(k, _)| *k != "PHONE_COURIER__TWILIO__AUTH_TOKEN")
+    .collect();
+    let e = load(&api_key_only).unwrap_err();
+    assert_eq!(key_of(e), "status_callback.public_url");
+}
+
+#[test]
+fn the_defaults_pass_every_check() {
+    // The compiled-in values, with only what has no default added.
+    let c = load(&good()).unwrap();
+    assert_eq!(c.dedup.window.as_millis(), 600_000);
+    assert_eq!(c.budget.daily_total, 10_000);
+}
+
+/// Writes `text` to a config file in its own directory and loads it.
+fn load_file(case: &str, name: &str, text: &[u8], pairs: &[(&str, &str)]) -> ConfigError {
+    let d = tempdir(case);
+    let file = d.join(name);
+    std::fs::write(&file, text).unwrap();
+    Config::load(&Sources {
+        file: Some(file),
+        env: env(pairs),
+    })
+    .unwrap_err()
+}
+
+#[test]
+fn a_file_that_does_not_parse_is_reported_by_position_never_by_its_line() {
+    let secret = "tok-5e1b-in-a-broken-line";
+    // TOML: an unterminated string on line 3.
+    let toml = format!("[twilio]\naccount_sid = \"{SID}\"\nauth_token = \"{secret}\n");
+    let e = load_file("broken-toml", "c.toml", toml.as_bytes(), &good()).to_string();
+    assert!(!e.contains(secret) && !e.contains("tok-5e1b"), "{e}");
+    assert!(e.contains("c.toml") && e.contains("line 3"), "{e}");
+    assert!(e.contains("TOML"), "{e}");
+    // A duplicate key: the parser points at the second line.
+    let dup = format!("[auth.basic]\npassword = \"a\"\npassword = \"{secret}\"\n");
+    let e = load_file("dup-toml", "c.toml", dup.as_bytes(), &good()).to_string();
+    assert!(!e.contains(secret), "{e}");
+    assert!(e.contains("line 3") && e.contains("duplicate key"), "{e}");
+    // YAML: the same mistake.
+    let yaml = format!("twilio:\n  account_sid: {SID}\n  auth_token: \"{secret}\n");
+    let e = load_file("broken-yaml", "c.yaml", yaml.as_bytes(), &good()).to_string();
+    assert!(!e.contains(secret) && !e.contains("tok-5e1b"), "{e}");
+    assert!(e.contains("c.yaml") && e.contains("line 3"), "{e}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_never_quoted() {
+    let secret = "pw-8d0c-of-the-wrong-type";
+    // A secret key given a table: the key is named, the value is not.
+    let toml = format!("[twilio]\nauth_token = {{ token = \"{secret}\" }}\n");
+    let e = load_file(
+        "type-table",
+        "c.toml",
+        toml.as_bytes(),
+        &without("PHONE_COURIER__TWILIO__AUTH_TOKEN"),
+    );
+    let text = e.to_string();
+    assert!(!text.contains(secret), "{text}");
+    assert!(text.contains("twilio.auth_token"), "{text}");
+    // A secret where a table of secrets was expected, from a file and from
+    // the environment.
+    let mut pairs: Vec<_> = good()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("PHONE_COURIER__AUTH__BASIC__"))
+        .collect();
+    let toml = format!("[auth]\nbasic = \"kratos:{secret}\"\n");
+    let e = load_file("type-string", "c.toml", toml.as_bytes(), &pairs).to_string();
+    assert!(!e.contains(secret) && e.contains("auth.basic"), "{e}");
+    pairs.push(("PHONE_COURIER__AUTH__BASIC", secret));
+    let e = load(&pairs).unwrap_err().to_string();
+    assert!(!e.contains(secret) && e.contains("auth.basic"), "{e}");
+    // A token pasted into the wrong key.
+    let e = load(&with(&[("PHONE_COURIER__SERVER__MAX_BODY_BYTES", secret)]))
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains(secret), "{e}");
+    assert!(
+        e.contains("server.max_body_bytes") && e.contains("a string"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_secret_file_is_never_quoted() {
+    let d = tempdir("secret-files");
+    let check = |name: &str, content: &[u8]| {
+        let path = d.join(name);
+        std::fs::write(&path, content).unwrap();
+        let path = path.display().to_string();
+        let pairs: Vec<(&str, &str)> = without("PHONE_COURIER__TWILIO__AUTH_TOKEN")
+            .into_iter()
+            .chain([("PHONE_COURIER__TWILIO__AUTH_TOKEN_FILE", path.as_str())])
+            .collect();
+        let e = load(&pairs).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(key_of(e), "twilio.auth_token_file");
+        assert!(text.contains(name), "{text}");
+        text
+    };
+    // Not UTF-8: the content is not described, let alone quoted.
+    let text = check("latin1", b"tok-3a9f-\xe9\xe9\n");
+    assert!(!text.contains("tok-3a9f"), "{text}");
+    check("empty", b"\n");
+}
+
+#[test]
+fn check_config_prints_the_typed_values_as_they_were_written() {
+    let out = bin()
+        .arg("check-config")
+        .envs(good())
+        .env("PHONE_COURIER__AUTH__API_KEY__HEADER", "X-Api-Key")
+        .env("PHONE_COURIER__AUTH__API_KEY__VALUE", "key-secret-1c4e")
+        .env("PHONE_COURIER__POLICY__SMS__ALLOWED_COUNTRIES", "us")
+        .env("PHONE_COURIER__TEST_NUMBERS__NUMBERS", "+14155550100")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!stdout.contains("key-secret-1c4e"));
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["server"]["drain_ms"], 5000);
+    assert_eq!(printed["dedup"]["window_ms"], 600000);
+    assert_eq!(printed["twilio"]["timeout_ms"], 8000);
+    assert_eq!(printed["twilio"]["sms_sender"]["from"], "+15005550006");
+    assert_eq!(printed["twilio"]["voice_from"], "+15005550006");
+    // Header names are case-insensitive; HeaderName keeps them in lower case.
+    assert_eq!(printed["auth"]["api_key"]["header"], "x-api-key");
+    assert_eq!(printed["auth"]["api_key"]["value"], "[redacted]");
+    assert_eq!(printed["policy"]["sms"]["allowed_countries"][0], "US");
+    assert_eq!(printed["test_numbers"][0], "+14155550100");
+    assert_eq!(printed["voice"]["language"], "en-US");
+    assert!(printed["voice"]["sentences"]["en-US"]["login"].is_string());
+}
+
+#[test]
+fn check_config_never_echoes_a_broken_line() {
+    let d = tempdir("check-config-broken");
+    let file = d.join("c.toml");
+    std::fs::write(&file, "[twilio]\nauth_token = \"tok-77b2-broken\n").unwrap();
+    let out = bin()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&file)
+        .envs(good())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("tok-77b2"), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
 }

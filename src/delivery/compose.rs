@@ -2,7 +2,7 @@
 //! (body checks, validity period, sender) or the call (caller id, the code
 //! spoken in TwiML). Nothing is sent here.
 
-use crate::config::{Config, SmsSender, VoiceConfig};
+use crate::config::{Config, SmsSender, VoiceConfig, E164};
 use crate::delivery::channel::{Channel, Endpoint};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::message::CourierMessage;
@@ -26,7 +26,7 @@ pub enum Outgoing {
 pub struct Composer {
     sms_sender: SmsSender,
     /// Caller id for calls; `None` turns voice off.
-    voice_from: Option<String>,
+    voice_from: Option<E164>,
     voice: VoiceConfig,
     /// Where Twilio posts delivery statuses, when configured.
     status_callback: Option<String>,
@@ -108,7 +108,8 @@ impl Composer {
     ) -> Result<OutgoingCall, DeliveryError> {
         let from = self
             .voice_from
-            .clone()
+            .as_ref()
+            .map(E164::to_string)
             .ok_or(DeliveryError::VoiceNotConfigured)?;
         let code = message.code.as_deref().ok_or(DeliveryError::InvalidCode {
             reason: "the message carries no code",

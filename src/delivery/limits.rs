@@ -28,6 +28,7 @@ use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::clock::Clock;
+use crate::config::{ChannelRates, Rate};
 use crate::delivery::channel::Channel;
 
 /// A key and whether this check may write the limiter's state.
@@ -95,30 +96,12 @@ impl ShrinkableKeyedStateStore<Probe> for ProbeStore {
 
 type Limiter = RateLimiter<Probe, ProbeStore, Clock, NoOpMiddleware<Nanos>>;
 
-/// A rate: so many per hour, with a burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rate {
-    pub per_hour: u32,
-    pub burst: u32,
-}
-
-impl Rate {
-    fn quota(&self) -> Option<Quota> {
-        let per_hour = NonZeroU32::new(self.per_hour)?;
-        let burst = NonZeroU32::new(self.burst.max(1))?;
-        Quota::with_period(Duration::from_secs(3600) / per_hour.get()).map(|q| q.allow_burst(burst))
-    }
-}
-
-/// The four rates of one channel. A rate of 0 per hour turns that limiter off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelRates {
-    pub recipient: Rate,
-    pub ip: Rate,
-    pub country: Rate,
-    pub global: Rate,
+/// Governor's quota for a configured rate; `None` when the rate is off
+/// (0 per hour).
+fn quota(rate: &Rate) -> Option<Quota> {
+    let per_hour = NonZeroU32::new(rate.per_hour)?;
+    let burst = NonZeroU32::new(rate.burst.max(1))?;
+    Quota::with_period(Duration::from_secs(3600) / per_hour.get()).map(|q| q.allow_burst(burst))
 }
 
 /// Which limiter refused.
@@ -163,7 +146,7 @@ impl ChannelLimiters {
         ]
         .into_iter()
         .filter_map(|(name, rate)| {
-            rate.quota().map(|q| {
+            quota(&rate).map(|q| {
                 (
                     name,
                     RateLimiter::new(q, ProbeStore::default(), clock.clone()),

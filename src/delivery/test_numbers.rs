@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use crate::config::E164;
 use crate::delivery::channel::Channel;
 use crate::delivery::message::CourierMessage;
 
@@ -23,13 +24,13 @@ pub struct TestMessage {
 }
 
 pub struct TestNumbers {
-    /// Normalised E.164 numbers, as configured.
-    numbers: Vec<String>,
+    /// As configured.
+    numbers: Vec<E164>,
     kept: Mutex<VecDeque<TestMessage>>,
 }
 
 impl TestNumbers {
-    pub fn new(numbers: Vec<String>) -> Self {
+    pub fn new(numbers: Vec<E164>) -> Self {
         TestNumbers {
             numbers,
             kept: Mutex::new(VecDeque::new()),
@@ -40,7 +41,10 @@ impl TestNumbers {
     /// surrounding white space aside).
     pub fn matching<'a>(&self, recipient: &'a str) -> Option<&'a str> {
         let trimmed = recipient.trim();
-        self.numbers.iter().any(|n| n == trimmed).then_some(trimmed)
+        self.numbers
+            .iter()
+            .any(|n| n.as_str() == trimmed)
+            .then_some(trimmed)
     }
 
     /// Keep the message and return the made-up sid it is answered with.

@@ -36,11 +36,10 @@ impl Authenticator {
                     digest(b.password.expose_secret().as_bytes()),
                 )
             }),
-            api_key: config.api_key.as_ref().and_then(|k| {
-                http::HeaderName::from_bytes(k.header.as_bytes())
-                    .ok()
-                    .map(|h| (h, digest(k.value.expose_secret().as_bytes())))
-            }),
+            api_key: config
+                .api_key
+                .as_ref()
+                .map(|k| (k.header.clone(), digest(k.value.expose_secret().as_bytes()))),
         }
     }
 
@@ -112,7 +111,7 @@ mod tests {
                 password: SecretString::from("s3cret"),
             }),
             api_key: Some(ApiKeyAuth {
-                header: "X-Api-Key".into(),
+                header: http::HeaderName::from_static("x-api-key"),
                 value: SecretString::from("key-123"),
             }),
         })

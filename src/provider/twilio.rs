@@ -38,7 +38,7 @@ impl OutgoingSms {
     pub fn form(&self) -> Vec<(&'static str, String)> {
         let mut f = vec![("To", self.to.clone())];
         match &self.sender {
-            SmsSender::From(n) => f.push(("From", n.clone())),
+            SmsSender::From(n) => f.push(("From", n.to_string())),
             SmsSender::MessagingServiceSid(s) => f.push(("MessagingServiceSid", s.clone())),
         }
         f.push(("Body", self.body.clone()));

@@ -6,7 +6,7 @@
 //! XML-escaped; the code itself is restricted to ASCII letters and digits
 //! before it gets here.
 
-use crate::config::{normalize_language_tag, Sentences, VoiceConfig};
+use crate::config::{LanguageTag, Sentences, VoiceConfig};
 use crate::delivery::message::TemplateType;
 
 /// Twilio's limit for inline TwiML on a call.
@@ -86,12 +86,12 @@ fn pick_language<'a>(
         return default();
     };
     // Language ranges by descending quality; equal qualities keep their order.
-    let mut ranges: Vec<(String, f32)> = header
+    let mut ranges: Vec<(LanguageTag, f32)> = header
         .split(',')
         .take(16)
         .filter_map(|part| {
             let mut it = part.split(';');
-            let tag = normalize_language_tag(it.next()?)?;
+            let tag = LanguageTag::normalize(it.next()?)?;
             let q = it
                 .find_map(|p| p.trim().strip_prefix("q="))
                 .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
@@ -163,17 +163,21 @@ mod tests {
         }
     }
 
+    fn tag(s: &str) -> LanguageTag {
+        s.parse().unwrap()
+    }
+
     fn config() -> VoiceConfig {
         let mut s = BTreeMap::new();
-        s.insert("en-US".to_owned(), sentences(None, "Your login code is"));
+        s.insert(tag("en-US"), sentences(None, "Your login code is"));
         s.insert(
-            "de-DE".to_owned(),
+            tag("de-DE"),
             sentences(Some("Polly.Marlene"), "Ihr Anmeldecode lautet"),
         );
         VoiceConfig {
             trait_name: "phone_channel".into(),
             voice: "alice".into(),
-            language: "en-US".into(),
+            language: tag("en-US"),
             pause_seconds: 1,
             sentences: s,
         }

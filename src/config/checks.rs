@@ -1,0 +1,136 @@
+//! Rules that span keys, run once every section has been checked on its
+//! own: each relates a key to another key or to something outside this
+//! service (Kratos's courier, the budget's arithmetic). Every error names the
+//! key to change and says what to change it to.
+
+use std::time::Duration;
+
+use super::budget::BudgetConfig;
+use super::dedup::DedupConfig;
+use super::error::ConfigError;
+use super::twilio::TwilioConfig;
+use super::Config;
+
+/// How long Kratos's courier waits for this service's answer.
+pub const KRATOS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time kept, out of Kratos's, for everything but the provider request:
+/// reading the body, the checks, and writing our own answer — a 503 that
+/// Kratos retries cleanly, instead of a connection it cut.
+pub const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+/// How many times Kratos sends a failed message again after the first try
+/// (its `courier.message_retries`, 5 by default).
+pub const KRATOS_RETRIES: u32 = 5;
+
+/// Kratos's courier looks for messages to (re)send about once a second.
+pub const KRATOS_RETRY_GAP: Duration = Duration::from_secs(1);
+
+/// The largest daily cap: `delivery::budget` compares `used × 100` with
+/// `cap × warn_percent` in 32 bits, and `warn_percent` is at most 100.
+pub const MAX_DAILY_CAP: u32 = u32::MAX / 100;
+
+pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
+    provider_timeout_within_kratos(&c.twilio)?;
+    dedup_window_covers_retries(&c.dedup, &c.twilio)?;
+    budget_fits_its_arithmetic(&c.budget)?;
+    status_callbacks_can_be_verified(c)?;
+    Ok(())
+}
+
+/// The provider request must end early enough that this service can still
+/// answer Kratos before Kratos gives up on it.
+fn provider_timeout_within_kratos(t: &TwilioConfig) -> Result<(), ConfigError> {
+    let max = KRATOS_TIMEOUT - ANSWER_MARGIN;
+    if t.timeout > max {
+        return Err(ConfigError::invalid(
+            "twilio.timeout_ms",
+            format!(
+                "must be at most {} so that the service can answer before Kratos's courier gives up after {} s; lower it",
+                max.as_millis(),
+                KRATOS_TIMEOUT.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The smallest deduplication window: Kratos's first try and its
+/// retries each take at most the provider timeout (plus the gap before the
+/// next), so the last retry arrives within (1 + retries) × (gap + timeout)
+/// of the first. A shorter window lets a retry of a message that was sent
+/// (but whose answer was lost) send it again.
+pub fn min_dedup_window(provider_timeout: Duration) -> Duration {
+    (KRATOS_RETRY_GAP + provider_timeout) * (KRATOS_RETRIES + 1)
+}
+
+fn dedup_window_covers_retries(d: &DedupConfig, t: &TwilioConfig) -> Result<(), ConfigError> {
+    let min = min_dedup_window(t.timeout);
+    if d.window < min {
+        return Err(ConfigError::invalid(
+            "dedup.window_ms",
+            format!(
+                "must be at least {} with twilio.timeout_ms = {}, to cover Kratos's {} retries about a second apart ({} × (1 s + twilio.timeout_ms)); raise dedup.window_ms or lower twilio.timeout_ms",
+                min.as_millis(),
+                t.timeout.as_millis(),
+                KRATOS_RETRIES,
+                KRATOS_RETRIES + 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn budget_fits_its_arithmetic(b: &BudgetConfig) -> Result<(), ConfigError> {
+    for (key, cap) in [
+        ("budget.daily_total", b.daily_total),
+        ("budget.daily_per_country", b.daily_per_country),
+    ] {
+        // Both `used × 100` (used ≤ cap) and `cap × warn_percent` must fit.
+        let factor = u64::from(b.warn_percent.max(100));
+        if u64::from(cap) * factor > u64::from(u32::MAX) {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "must be at most {MAX_DAILY_CAP} (0 turns the cap off); a cap that large protects no bill"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Twilio signs status callbacks with the account's auth token, so without
+/// one they could not be told from forgeries.
+fn status_callbacks_can_be_verified(c: &Config) -> Result<(), ConfigError> {
+    if c.status_callback_url.is_some() && c.twilio.signing_token.is_none() {
+        return Err(ConfigError::invalid(
+            "status_callback.public_url",
+            "needs twilio.auth_token: Twilio signs status callbacks with the account's auth token, even when requests use an API key",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_bound_follows_the_timeout() {
+        assert_eq!(
+            min_dedup_window(Duration::from_millis(8000)),
+            Duration::from_secs(54)
+        );
+        assert_eq!(
+            min_dedup_window(Duration::from_millis(150)),
+            Duration::from_millis(6900)
+        );
+    }
+
+    #[test]
+    fn caps_at_the_bound_cannot_overflow() {
+        assert!(MAX_DAILY_CAP.checked_mul(100).is_some());
+        assert!((MAX_DAILY_CAP + 1).checked_mul(100).is_none());
+    }
+}

@@ -1,0 +1,231 @@
+//! `[voice]`: what a call says, in which voice and language.
+//!
+//! Sentences come per language tag. A table may leave sentences out: they
+//! are filled from the default language's table, and what that one lacks
+//! from the compiled-in defaults file's own default-language table — the
+//! one copy of the English sentences there is (config/default.toml).
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ConfigError;
+use super::language_tag::LanguageTag;
+use super::load::DEFAULT_TOML;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceSettings {
+    #[serde(rename = "trait")]
+    pub trait_name: String,
+    pub voice: String,
+    pub language: String,
+    pub pause_seconds: u32,
+    pub sentences: BTreeMap<String, SentenceSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentenceSettings {
+    pub voice: Option<String>,
+    pub login: Option<String>,
+    pub registration: Option<String>,
+    pub verification: Option<String>,
+    pub recovery: Option<String>,
+    pub other: Option<String>,
+    pub again: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VoiceConfig {
+    #[serde(rename = "trait")]
+    pub trait_name: String,
+    pub voice: String,
+    /// Spoken when the end user's Accept-Language matches no table; always
+    /// a key of `sentences`.
+    pub language: LanguageTag,
+    pub pause_seconds: u32,
+    /// Every configured language, each with every sentence filled in.
+    pub sentences: BTreeMap<LanguageTag, Sentences>,
+}
+
+/// What is said for one language. Missing entries fall back to the default
+/// language's, then to the built-in defaults'.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sentences {
+    pub voice: Option<String>,
+    pub login: String,
+    pub registration: String,
+    pub verification: String,
+    pub recovery: String,
+    pub other: String,
+    pub again: String,
+}
+
+/// TwiML is limited to 4000 characters and every sentence is said once with
+/// the code; 500 leaves room for both sentences, escaped, and the markup.
+const MAX_SENTENCE_CHARS: usize = 500;
+
+impl VoiceSettings {
+    pub(super) fn check(self) -> Result<VoiceConfig, ConfigError> {
+        if self.trait_name.is_empty() {
+            return Err(ConfigError::invalid("voice.trait", "must not be empty"));
+        }
+        if self.voice.is_empty() {
+            return Err(ConfigError::invalid("voice.voice", "must not be empty"));
+        }
+        let language = LanguageTag::normalize(&self.language).ok_or_else(|| {
+            ConfigError::invalid(
+                "voice.language",
+                format!("`{}` is not a language tag such as en-US", self.language),
+            )
+        })?;
+        if !(1..=10).contains(&self.pause_seconds) {
+            return Err(ConfigError::invalid(
+                "voice.pause_seconds",
+                "must be between 1 and 10",
+            ));
+        }
+        let mut raw = BTreeMap::new();
+        for (tag, s) in self.sentences {
+            let norm = LanguageTag::normalize(&tag).ok_or_else(|| {
+                ConfigError::invalid(
+                    &format!("voice.sentences.{tag}"),
+                    "the table name must be a language tag such as de-DE",
+                )
+            })?;
+            // `en-US` from the file and `en-us` from the environment are
+            // the same language: merge them, later keys winning per field.
+            match raw.remove(&norm) {
+                None => raw.insert(norm, s),
+                Some(prev) => raw.insert(norm, overlay(prev, s)),
+            };
+        }
+        let built_in = built_in_sentences()?;
+        let base = match raw.get(&language) {
+            Some(d) => fill(d, built_in),
+            None => built_in.clone(),
+        };
+        let mut sentences = BTreeMap::new();
+        for (tag, s) in &raw {
+            let filled = fill(s, &base);
+            for (name, text) in [
+                ("login", &filled.login),
+                ("registration", &filled.registration),
+                ("verification", &filled.verification),
+                ("recovery", &filled.recovery),
+                ("other", &filled.other),
+                ("again", &filled.again),
+            ] {
+                if text.chars().count() > MAX_SENTENCE_CHARS {
+                    return Err(ConfigError::invalid(
+                        &format!("voice.sentences.{tag}.{name}"),
+                        "must be at most 500 characters (TwiML is limited to 4000)",
+                    ));
+                }
+            }
+            sentences.insert(tag.clone(), filled);
+        }
+        sentences.entry(language.clone()).or_insert(base);
+        Ok(VoiceConfig {
+            trait_name: self.trait_name,
+            voice: self.voice,
+            language,
+            pause_seconds: self.pause_seconds,
+            sentences,
+        })
+    }
+}
+
+/// The sentences of the built-in default language, as the compiled-in
+/// defaults file gives them (not as a file or the environment may have
+/// changed them: they are the last resort). Read once.
+fn built_in_sentences() -> Result<&'static Sentences, ConfigError> {
+    static BUILT_IN: OnceLock<Result<Sentences, String>> = OnceLock::new();
+    BUILT_IN
+        .get_or_init(read_built_in)
+        .as_ref()
+        .map_err(|e| ConfigError::Load(format!("the built-in defaults: {e}")))
+}
+
+fn read_built_in() -> Result<Sentences, String> {
+    #[derive(Deserialize)]
+    struct Defaults {
+        voice: DefaultVoice,
+    }
+    #[derive(Deserialize)]
+    struct DefaultVoice {
+        language: String,
+        sentences: BTreeMap<String, SentenceSettings>,
+    }
+    let defaults: Defaults = config::Config::builder()
+        .add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ))
+        .build()
+        .and_then(config::Config::try_deserialize::<Defaults>)
+        .map_err(|e| e.to_string())?;
+    let language = defaults.voice.language;
+    let wanted = LanguageTag::normalize(&language);
+    let s = defaults
+        .voice
+        .sentences
+        .iter()
+        .find(|(tag, _)| LanguageTag::normalize(tag) == wanted)
+        .map(|(_, s)| s)
+        .ok_or_else(|| format!("voice.sentences.{language} is missing"))?;
+    let need = |name: &str, v: &Option<String>| {
+        v.clone()
+            .ok_or_else(|| format!("voice.sentences.{language}.{name} is missing"))
+    };
+    Ok(Sentences {
+        voice: s.voice.clone(),
+        login: need("login", &s.login)?,
+        registration: need("registration", &s.registration)?,
+        verification: need("verification", &s.verification)?,
+        recovery: need("recovery", &s.recovery)?,
+        other: need("other", &s.other)?,
+        again: need("again", &s.again)?,
+    })
+}
+
+fn overlay(base: SentenceSettings, top: SentenceSettings) -> SentenceSettings {
+    SentenceSettings {
+        voice: top.voice.or(base.voice),
+        login: top.login.or(base.login),
+        registration: top.registration.or(base.registration),
+        verification: top.verification.or(base.verification),
+        recovery: top.recovery.or(base.recovery),
+        other: top.other.or(base.other),
+        again: top.again.or(base.again),
+    }
+}
+
+fn fill(s: &SentenceSettings, base: &Sentences) -> Sentences {
+    let pick = |v: &Option<String>, d: &String| v.clone().unwrap_or_else(|| d.clone());
+    Sentences {
+        voice: s.voice.clone().or_else(|| base.voice.clone()),
+        login: pick(&s.login, &base.login),
+        registration: pick(&s.registration, &base.registration),
+        verification: pick(&s.verification, &base.verification),
+        recovery: pick(&s.recovery, &base.recovery),
+        other: pick(&s.other, &base.other),
+        again: pick(&s.again, &base.again),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_file_has_every_sentence_of_its_default_language() {
+        let s = built_in_sentences().unwrap();
+        assert_eq!(s.login, "Your login code is");
+        assert_eq!(s.other, "Your code is");
+        assert_eq!(s.again, "Again");
+        assert_eq!(s.voice, None);
+    }
+}
