@@ -400,3 +400,27 @@ fn dockerfile_runtime_is_non_root_healthchecked_and_exposes_4470() {
         assert!(copies.contains(needle), "{needle} not copied:\n{copies}");
     }
 }
+
+/// `docker compose stop` waits `stop_grace_period` before SIGKILL: the
+/// courier's drain and grace (the built-in defaults) must fit inside it.
+#[test]
+fn courier_stop_grace_period_covers_drain_and_grace() {
+    use kratos_phone_courier::config::{Config, Sources};
+    let compose = compose();
+    let courier = service(&compose, "phone-courier");
+    let period = str_of(&courier["stop_grace_period"]);
+    let seconds: u64 = period
+        .strip_suffix('s')
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("stop_grace_period {period:?} is not like \"20s\""));
+    let config = Config::load(&Sources {
+        file: None,
+        env: env(courier).into_iter().collect(),
+    })
+    .expect("the courier's compose configuration loads");
+    let needed = config.server.drain + config.server.shutdown_grace;
+    assert!(
+        std::time::Duration::from_secs(seconds) > needed,
+        "stop_grace_period {seconds}s does not cover drain + grace ({needed:?})"
+    );
+}

@@ -1,6 +1,19 @@
 //! The accept loop: serves an [`App`] on a listener it is handed, until the
-//! shutdown future it is handed completes; then stops accepting, lets the
-//! requests in flight finish (bounded by a grace period) and returns.
+//! shutdown future it is handed completes; then drains, stops accepting,
+//! lets the requests in flight finish (bounded by a grace period) and
+//! returns.
+//!
+//! Shutdown, in order (a rolling deploy behind a load balancer):
+//!
+//! ```text
+//!  SIGTERM ─► /health/ready answers 503 ─► keep accepting for server.drain_ms
+//!          ─► close the listener ─► wait for requests in flight, at most
+//!             server.shutdown_grace_ms ─► return
+//! ```
+//!
+//! Readiness turns off first and the listener stays open while load
+//! balancers notice (they probe every few seconds): closing it at once would
+//! refuse requests they still send here.
 //!
 //! The listener and the shutdown signal are injected so that tests bind
 //! port 0 and stop the server when they want.
@@ -39,7 +52,16 @@ pub async fn run(
         app.config().server.max_connections,
     ));
     tokio::pin!(shutdown);
+    // Until SIGTERM, then for the drain window: accept.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
+        let draining = drain_until;
+        let drained = async move {
+            match draining {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (mut stream, _peer) = match accepted {
@@ -78,10 +100,21 @@ pub async fn run(
                     drop(slot);
                 });
             }
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if draining.is_none() => {
+                app.begin_shutdown();
+                let drain = app.config().server.drain;
+                tracing::info!(
+                    drain_ms = drain.as_millis() as u64,
+                    "shutdown requested: not ready; still accepting while load balancers notice"
+                );
+                if drain.is_zero() {
+                    break;
+                }
+                drain_until = Some(tokio::time::Instant::now() + drain);
+            }
+            _ = drained => break,
         }
     }
-    app.begin_shutdown();
     drop(listener);
     tracing::info!(
         connections = graceful.count(),

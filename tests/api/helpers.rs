@@ -37,6 +37,8 @@ pub struct TestApp {
 pub fn base_env(base: &str) -> HashMap<String, String> {
     [
         ("PHONE_COURIER__SERVER__LISTEN", "127.0.0.1:0"),
+        // Stop at once: the drain is tested on its own (tests/shutdown.rs).
+        ("PHONE_COURIER__SERVER__DRAIN_MS", "0"),
         ("PHONE_COURIER__AUTH__BASIC__USERNAME", KRATOS_USER),
         ("PHONE_COURIER__AUTH__BASIC__PASSWORD", KRATOS_PASSWORD),
         ("PHONE_COURIER__TWILIO__BASE_URL", base),
