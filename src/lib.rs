@@ -39,4 +39,5 @@ pub mod http;
 pub mod phone;
 pub mod provider;
 pub mod startup;
+pub mod store;
 pub mod telemetry;

@@ -105,7 +105,7 @@ fn quota(rate: &Rate) -> Option<Quota> {
 }
 
 /// Which limiter refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LimitName {
     Recipient,
     Ip,

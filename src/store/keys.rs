@@ -1,0 +1,120 @@
+//! The keys state is stored under: keyed hashes (HMAC-SHA256, truncated), so
+//! no store — memory or a Redis that others can read — holds a phone
+//! number, a code or a body.
+//!
+//! Every replica must compute the same keys, so with Redis the secret is
+//! shared (see `store.redis`); in memory it is random per process.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::delivery::channel::Channel;
+
+/// Identifies a message: channel, recipient, body and code.
+pub type MessageKey = [u8; 16];
+/// Identifies a recipient on a channel (the unreachable list).
+pub type RecipientKey = [u8; 16];
+/// Identifies what one rate limiter counts (a recipient, an address, a
+/// country): 64 bits are plenty within one limiter.
+pub type LimitKey = u64;
+
+/// Derives every key from one secret.
+#[derive(Clone)]
+pub struct Keys {
+    /// Keyed once: each key clones the prepared state instead of hashing the
+    /// secret's padding blocks again.
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys([redacted])")
+    }
+}
+
+impl Keys {
+    /// Keys from a secret shared by every replica.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        // HMAC takes keys of any length: this cannot fail.
+        let mac = Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+        Keys { mac }
+    }
+
+    /// Keys from a random secret: one process only.
+    pub fn random() -> Self {
+        let mut secret = [0u8; 32];
+        rand::fill(&mut secret);
+        Keys::from_secret(&secret)
+    }
+
+    fn hash(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        for p in parts {
+            // Length-prefixed, so ("ab","c") and ("a","bc") differ.
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    fn hash16(&self, parts: &[&[u8]]) -> [u8; 16] {
+        let full = self.hash(parts);
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&full[..16]);
+        key
+    }
+
+    /// The ledger key of a message.
+    pub fn message(
+        &self,
+        channel: Channel,
+        e164: &str,
+        body: &str,
+        code: Option<&str>,
+    ) -> MessageKey {
+        self.hash16(&[
+            channel.as_str().as_bytes(),
+            e164.as_bytes(),
+            body.as_bytes(),
+            code.unwrap_or("").as_bytes(),
+        ])
+    }
+
+    /// The unreachable-list key of a recipient on a channel.
+    pub fn recipient(&self, channel: Channel, e164: &str) -> RecipientKey {
+        self.hash16(&[b"unreachable", channel.as_str().as_bytes(), e164.as_bytes()])
+    }
+
+    /// A rate limiter's key for `what` (a number, an address prefix...),
+    /// within the limiter named `scope`.
+    pub fn limit(&self, scope: &str, what: &[u8]) -> LimitKey {
+        let full = self.hash(&[b"limit", scope.as_bytes(), what]);
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(&full[..8]);
+        u64::from_be_bytes(eight)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_secret_same_keys_and_parts_do_not_run_together() {
+        let a = Keys::from_secret(b"shared");
+        let b = Keys::from_secret(b"shared");
+        let m = |k: &Keys| k.message(Channel::Sms, "+14155550123", "Your code 1234", Some("1234"));
+        assert_eq!(m(&a), m(&b));
+        assert_ne!(m(&a), m(&Keys::from_secret(b"other")));
+        assert_ne!(
+            a.message(Channel::Sms, "+1415555012", "3Your code", None),
+            a.message(Channel::Sms, "+14155550123", "Your code", None)
+        );
+        assert_ne!(
+            a.message(Channel::Voice, "+14155550123", "b", None),
+            a.message(Channel::Sms, "+14155550123", "b", None)
+        );
+        assert_ne!(a.limit("sms:recipient", b"x"), a.limit("sms:ip", b"x"));
+        assert_eq!(format!("{a:?}"), "Keys([redacted])");
+    }
+}
