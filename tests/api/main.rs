@@ -8,6 +8,7 @@ mod abuse;
 mod health;
 mod observability;
 mod provider_errors;
+mod reconcile;
 mod requests;
 mod shutdown;
 mod slow_clients;

@@ -2,6 +2,12 @@
 //! Twilio checks them (credentials, form encoding, the published schema,
 //! magic test numbers), with the faults a test can ask for, then recorded in
 //! the inbox and answered 201 with Twilio's resource JSON.
+//!
+//! [`resource`] is the entry point for every method on those two paths: it
+//! records the request in the request log and sends `GET` to the list
+//! endpoint (`list`), `POST` here.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -15,6 +21,7 @@ use super::body::SandboxBody;
 use super::callback::{self, CallbackJob};
 use super::error::TwilioError;
 use super::fault::Fault;
+use super::list;
 use super::mask;
 use super::model::{Channel, InboxEntry, RecordedRequest};
 use super::resources;
@@ -29,8 +36,10 @@ const FAULT_HEADER: &str = "x-sandbox-fault";
 /// Where the `redirect` fault points.
 const REDIRECT_PATH: &str = "/sandbox/redirected";
 
-/// `POST .../Messages.json` and `POST .../Calls.json`.
-pub(crate) async fn create(
+/// Any request to `.../Messages.json` or `.../Calls.json`: `POST` creates,
+/// `GET` lists, anything else is 405. Every one is recorded in the request
+/// log.
+pub(crate) async fn resource(
     state: &State,
     request: Request<Incoming>,
     account_sid: &str,
@@ -46,22 +55,46 @@ pub(crate) async fn create(
     let mut record = RecordedRequest {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
+        query: parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default(),
         basic_user: credentials.as_ref().map(|c| c.user.clone()),
         content_type: content_type.clone(),
         form: Vec::new(),
         answered_status: 0,
     };
-    let outcome = create_inner(
-        state,
-        &parts,
-        body,
-        account_sid,
-        channel,
-        credentials,
-        content_type.as_deref(),
-        &mut record,
-    )
-    .await;
+    // How long to hold the answer back after recording it (the
+    // `accept-then-latency` fault).
+    let mut hold: Option<Duration> = None;
+    let outcome = match parts.method {
+        Method::POST => {
+            create(
+                state,
+                &parts,
+                body,
+                account_sid,
+                channel,
+                credentials,
+                content_type.as_deref(),
+                &mut record,
+                &mut hold,
+            )
+            .await
+        }
+        Method::GET => Ok(list::list(
+            state,
+            &parts,
+            &record.query,
+            account_sid,
+            channel,
+            credentials.as_ref(),
+        )),
+        _ => Ok(error(&TwilioError::method_not_allowed(
+            parts.method.as_str(),
+        ))),
+    };
     record.answered_status = match &outcome {
         Ok(answer) => answer.status().as_u16(),
         Err(Dropped) => 0,
@@ -70,14 +103,20 @@ pub(crate) async fn create(
         method = %record.method,
         path = %record.path,
         status = record.answered_status,
-        "create request"
+        "resource request"
     );
+    // Recorded before an `accept-then-latency` hold: the client may give up
+    // (and hyper drop this future) before the answer goes out, and the log
+    // must still show that the message was accepted.
     state.requests.push(record);
+    if let Some(hold) = hold {
+        tokio::time::sleep(hold).await;
+    }
     outcome
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn create_inner(
+async fn create(
     state: &State,
     parts: &http::request::Parts,
     body: Incoming,
@@ -86,12 +125,8 @@ async fn create_inner(
     credentials: Option<auth::Credentials>,
     content_type: Option<&str>,
     record: &mut RecordedRequest,
+    hold: &mut Option<Duration>,
 ) -> Result<Answer, Dropped> {
-    if parts.method != Method::POST {
-        return Ok(error(&TwilioError::method_not_allowed(
-            parts.method.as_str(),
-        )));
-    }
     let fault = match parts.headers.get(FAULT_HEADER) {
         Some(value) => match value.to_str().map(str::parse::<Fault>) {
             Ok(Ok(fault)) => Some(fault),
@@ -131,6 +166,8 @@ async fn create_inner(
         info!(fault = %fault, "applying sandbox fault");
         match fault {
             Fault::Latency(delay) => tokio::time::sleep(delay).await,
+            // Processed now, answered later (whatever the answer is).
+            Fault::AcceptThenLatency(delay) => *hold = Some(delay),
             Fault::Undelivered { error_code } => undelivered = Some(error_code),
             other => return fault_answer(&other, parts),
         }
@@ -224,7 +261,7 @@ fn fault_answer(fault: &Fault, parts: &http::request::Parts) -> Result<Answer, D
             answer
         }
         // Handled by the caller; answering normally is the safe fallback.
-        Fault::Latency(_) | Fault::Undelivered { .. } => {
+        Fault::Latency(_) | Fault::AcceptThenLatency(_) | Fault::Undelivered { .. } => {
             return Ok(error(&TwilioError::new(
                 500,
                 20500,

@@ -10,12 +10,22 @@ use std::time::Duration;
 /// A simulated failure for one create request.
 ///
 /// The textual names (header `X-Sandbox-Fault`, admin endpoint) are:
-/// `latency=MILLIS`, `500`, `503`, `429`, `429-retry-after=SECONDS`, `drop`,
-/// `reset`, `not-json`, `redirect`, `undelivered=CODE`.
+/// `latency=MILLIS`, `accept-then-latency=MILLIS`, `500`, `503`, `429`,
+/// `429-retry-after=SECONDS`, `drop`, `reset`, `not-json`, `redirect`,
+/// `undelivered=CODE`.
+///
+/// Faults apply to create requests only; listing (`GET .../Messages.json`)
+/// neither takes a header fault nor consumes a queued one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// Wait, then answer normally.
     Latency(Duration),
+    /// Process the request at once (an accepted message is in the inbox and
+    /// in the list endpoint straight away, its status callbacks start), but
+    /// hold the answer this long. A client whose timeout is shorter gives up
+    /// although "Twilio" has the message: the uncertain outcome a client must
+    /// reconcile by listing instead of sending again.
+    AcceptThenLatency(Duration),
     /// 500 with Twilio code 20500.
     Status500,
     /// 503 with Twilio code 20503.
@@ -38,7 +48,7 @@ pub enum Fault {
 
 /// A fault name that is not one of the documented ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown fault {0:?}; expected latency=MILLIS, 500, 503, 429, 429-retry-after=SECONDS, drop, reset, not-json, redirect or undelivered=CODE")]
+#[error("unknown fault {0:?}; expected latency=MILLIS, accept-then-latency=MILLIS, 500, 503, 429, 429-retry-after=SECONDS, drop, reset, not-json, redirect or undelivered=CODE")]
 pub struct UnknownFault(pub String);
 
 impl FromStr for Fault {
@@ -58,6 +68,10 @@ impl FromStr for Fault {
             _ => {
                 if let Some(ms) = name.strip_prefix("latency=") {
                     Fault::Latency(Duration::from_millis(ms.parse().map_err(|_| unknown())?))
+                } else if let Some(ms) = name.strip_prefix("accept-then-latency=") {
+                    Fault::AcceptThenLatency(Duration::from_millis(
+                        ms.parse().map_err(|_| unknown())?,
+                    ))
                 } else if let Some(secs) = name.strip_prefix("429-retry-after=") {
                     Fault::TooManyRequests {
                         retry_after: Some(secs.parse().map_err(|_| unknown())?),
@@ -79,6 +93,7 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::Latency(d) => write!(f, "latency={}", d.as_millis()),
+            Fault::AcceptThenLatency(d) => write!(f, "accept-then-latency={}", d.as_millis()),
             Fault::Status500 => f.write_str("500"),
             Fault::Status503 => f.write_str("503"),
             Fault::TooManyRequests { retry_after: None } => f.write_str("429"),
@@ -139,6 +154,7 @@ mod tests {
     fn names_round_trip() {
         for name in [
             "latency=250",
+            "accept-then-latency=1500",
             "500",
             "503",
             "429",
@@ -156,7 +172,15 @@ mod tests {
 
     #[test]
     fn rejects_unknown_names() {
-        for name in ["", "404", "latency=", "latency=abc", "429-retry-after=-1"] {
+        for name in [
+            "",
+            "404",
+            "latency=",
+            "latency=abc",
+            "accept-then-latency",
+            "accept-then-latency=-5",
+            "429-retry-after=-1",
+        ] {
             assert!(name.parse::<Fault>().is_err(), "{name}");
         }
     }

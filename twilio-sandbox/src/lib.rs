@@ -5,7 +5,10 @@
 //! (HTTP Basic, form encoding, the published request schema, size limits,
 //! Twilio's magic test numbers), answers with Twilio-shaped JSON, keeps what it
 //! accepted in a bounded inbox, sends signed status callbacks, and can be told
-//! to misbehave (latency, 5xx, 429, dropped or broken connections).
+//! to misbehave (latency, 5xx, 429, dropped or broken connections, an
+//! accepted message whose answer comes too late). It lists what it accepted
+//! (`GET .../Messages.json`, `.../Calls.json`) the way Twilio does, so clients
+//! can reconcile an uncertain send.
 //!
 //! The inbox, request log and fault endpoints have no authentication: this is
 //! a local development tool and must not be exposed beyond the machine.
@@ -19,6 +22,7 @@ mod create;
 mod error;
 mod fault;
 mod html;
+mod list;
 mod mask;
 mod model;
 mod resources;
@@ -132,7 +136,8 @@ impl Sandbox {
         self.state.inbox.newest_first()
     }
 
-    /// Every request to the Messages/Calls endpoints (accepted or refused), oldest first.
+    /// Every request to the Messages/Calls endpoints (creates and lists,
+    /// accepted or refused), oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.requests.oldest_first()
     }

@@ -36,11 +36,15 @@ pub struct InboxEntry {
     pub form: Vec<(String, String)>,
 }
 
-/// One request to the Messages/Calls endpoints, accepted or refused.
+/// One request to the Messages/Calls endpoints (a create or a list),
+/// accepted or refused.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordedRequest {
     pub method: String,
     pub path: String,
+    /// Decoded query parameters in wire order (a list's `To`, `PageSize`...;
+    /// usually empty for a create).
+    pub query: Vec<(String, String)>,
     /// User part of HTTP Basic credentials, if any were sent (never the password).
     pub basic_user: Option<String>,
     pub content_type: Option<String>,

@@ -1,6 +1,7 @@
 //! HTTP plumbing: the accept loop with graceful shutdown, and routing.
-//! The Twilio endpoints' handlers are in `create` (messages and calls) and
-//! here (the account); the local admin endpoints in `admin`.
+//! The Twilio endpoints' handlers are in `create` (creating messages and
+//! calls), `list` (listing them) and here (the account); the local admin
+//! endpoints in `admin`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use tracing::{debug, warn};
 use super::admin::{html_page, queue_fault};
 use super::answers::*;
 use super::auth;
-use super::create::create;
+use super::create;
 use super::error::TwilioError;
 use super::model::Channel;
 use super::resources;
@@ -67,7 +68,8 @@ enum Route {
     RequestsJson,
     Faults,
     Account(String),
-    Create(String, Channel),
+    /// `.../Messages.json` or `.../Calls.json`: create (POST) or list (GET).
+    Resource(String, Channel),
     NotFound,
 }
 
@@ -88,8 +90,8 @@ fn route(path: &str) -> Route {
             Some(sid) if !sid.is_empty() => Route::Account(sid.to_owned()),
             _ => Route::NotFound,
         },
-        [sid, "Messages.json"] => Route::Create((*sid).to_owned(), Channel::Sms),
-        [sid, "Calls.json"] => Route::Create((*sid).to_owned(), Channel::Voice),
+        [sid, "Messages.json"] => Route::Resource((*sid).to_owned(), Channel::Sms),
+        [sid, "Calls.json"] => Route::Resource((*sid).to_owned(), Channel::Voice),
         _ => Route::NotFound,
     }
 }
@@ -98,7 +100,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     let answer = match route(&path) {
-        Route::Create(sid, channel) => return create(&state, request, &sid, channel).await,
+        Route::Resource(sid, channel) => {
+            return create::resource(&state, request, &sid, channel).await
+        }
         Route::Account(sid) => account(&state, &request, &sid),
         Route::Health => only(&method, &[Method::GET], || text(StatusCode::OK, "ok\n")),
         Route::Inbox => match method {
@@ -174,10 +178,10 @@ mod tests {
     fn routes() {
         let sid = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         assert!(
-            matches!(route(&format!("/2010-04-01/Accounts/{sid}/Messages.json")), Route::Create(s, Channel::Sms) if s == sid)
+            matches!(route(&format!("/2010-04-01/Accounts/{sid}/Messages.json")), Route::Resource(s, Channel::Sms) if s == sid)
         );
         assert!(
-            matches!(route(&format!("/2010-04-01/Accounts/{sid}/Calls.json")), Route::Create(s, Channel::Voice) if s == sid)
+            matches!(route(&format!("/2010-04-01/Accounts/{sid}/Calls.json")), Route::Resource(s, Channel::Voice) if s == sid)
         );
         assert!(
             matches!(route(&format!("/2010-04-01/Accounts/{sid}.json")), Route::Account(s) if s == sid)

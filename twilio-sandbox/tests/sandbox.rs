@@ -819,13 +819,14 @@ async fn other_paths_and_methods() {
     assert_eq!(health.status(), 200);
     let response = h
         .client
-        .get(h.messages())
+        .delete(h.messages())
         .basic_auth(SID, Some(TOKEN))
         .send()
         .await
         .expect("send");
     twilio_error(response, 405, 20004).await;
     assert_eq!(h.sandbox.requests()[0].answered_status, 405);
+    assert_eq!(h.sandbox.requests()[0].method, "DELETE");
     let response = h.client.get(h.url("/nope")).send().await.expect("send");
     twilio_error(response, 404, 20404).await;
     let response = h
@@ -975,4 +976,467 @@ async fn shutdown_lets_in_flight_requests_finish() {
         server.await.expect("join").expect("serve");
     }
     assert_eq!(h.sandbox.inbox().len(), 1);
+}
+
+impl Harness {
+    /// `GET` a list with the account's credentials.
+    async fn list(&self, url: &str, query: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .get(url)
+            .basic_auth(SID, Some(TOKEN))
+            .query(query)
+            .send()
+            .await
+            .expect("list")
+    }
+
+    /// A list page that must answer 200.
+    async fn page(&self, url: &str, query: &[(&str, &str)]) -> Value {
+        let response = self.list(url, query).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    }
+
+    /// Creates a message and returns the 201 answer.
+    async fn created(&self, form: &[(&str, &str)]) -> Value {
+        let response = self.send_sms(form).await;
+        assert_eq!(response.status(), 201);
+        response.json().await.expect("json")
+    }
+}
+
+fn sids_of(page: &Value, key: &str) -> Vec<String> {
+    page[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} in {page}"))
+        .iter()
+        .map(|item| item["sid"].as_str().expect("sid").to_owned())
+        .collect()
+}
+
+fn sid_of(answer: &Value) -> String {
+    answer["sid"].as_str().expect("sid").to_owned()
+}
+
+#[tokio::test]
+async fn lists_what_was_accepted_as_it_was_answered() {
+    let h = Harness::start().await;
+    let first = h.created(SMS).await;
+    let second = h
+        .created(&[
+            ("To", "+14155550199"),
+            ("MessagingServiceSid", "MG0123456789abcdef0123456789abcdef"),
+            ("Body", "Ваш код 654321"),
+        ])
+        .await;
+    let third = h
+        .created(&[
+            ("To", "+14155550100"),
+            ("From", "+15005550006"),
+            ("Body", "Your code is 777777"),
+        ])
+        .await;
+    let call = {
+        let response = h
+            .form_request(
+                &h.calls(),
+                &[
+                    ("To", "+14155550100"),
+                    ("From", "+15005550006"),
+                    ("Twiml", "<Response><Say>1 2 3</Say></Response>"),
+                ],
+            )
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().await.expect("json")
+    };
+
+    let page = h.page(&h.messages(), &[]).await;
+    let path = format!("/2010-04-01/Accounts/{SID}/Messages.json");
+    // Newest first, each item exactly the create answer (date_created in
+    // RFC 2822, status as answered).
+    assert_eq!(
+        page,
+        serde_json::json!({
+            "messages": [third, second, first],
+            "end": 2,
+            "first_page_uri": format!("{path}?PageSize=50&Page=0"),
+            "next_page_uri": null,
+            "page": 0,
+            "page_size": 50,
+            "previous_page_uri": null,
+            "start": 0,
+            "uri": format!("{path}?PageSize=50&Page=0"),
+        })
+    );
+    assert_eq!(page["messages"][1]["status"], "accepted");
+    assert_rfc2822(page["messages"][0]["date_created"].as_str().expect("date"));
+
+    let calls = h.page(&h.calls(), &[]).await;
+    assert_eq!(calls["calls"], serde_json::json!([call]));
+    assert!(calls.get("messages").is_none());
+    assert_eq!(
+        calls["uri"],
+        format!("/2010-04-01/Accounts/{SID}/Calls.json?PageSize=50&Page=0")
+    );
+
+    // Lists are recorded like creates, with their decoded query.
+    let requests = h.sandbox.requests();
+    let gets: Vec<_> = requests.iter().filter(|r| r.method == "GET").collect();
+    assert_eq!(gets.len(), 2);
+    assert!(gets.iter().all(|r| r.answered_status == 200));
+    assert_eq!(gets[0].path, path);
+    assert_eq!(gets[0].basic_user.as_deref(), Some(SID));
+    let filtered = h
+        .page(&h.messages(), &[("To", "+14155550100"), ("PageSize", "20")])
+        .await;
+    assert_eq!(filtered["messages"], serde_json::json!([third, first]));
+    assert_eq!(
+        h.sandbox.requests().last().expect("logged").query,
+        owned(&[("To", "+14155550100"), ("PageSize", "20")])
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn list_filters_on_to_and_from_after_form_decoding() {
+    let h = Harness::start().await;
+    let to_a = sid_of(&h.created(SMS).await);
+    let to_b = sid_of(
+        &h.created(&[
+            ("To", "+14155550199"),
+            ("From", "+15005550006"),
+            ("Body", "b"),
+        ])
+        .await,
+    );
+    let from_other = sid_of(
+        &h.created(&[
+            ("To", "+14155550100"),
+            ("From", "+14155550111"),
+            ("Body", "c"),
+        ])
+        .await,
+    );
+    let service = sid_of(
+        &h.created(&[
+            ("To", "+14155550100"),
+            ("MessagingServiceSid", "MG0123456789abcdef0123456789abcdef"),
+            ("Body", "d"),
+        ])
+        .await,
+    );
+    let list = |query: &'static [(&'static str, &'static str)]| {
+        let h = &h;
+        async move { sids_of(&h.page(&h.messages(), query).await, "messages") }
+    };
+    // reqwest encodes `+` as %2B.
+    assert_eq!(
+        list(&[("To", "+14155550100")]).await,
+        [service.clone(), from_other, to_a.clone()]
+    );
+    assert_eq!(list(&[("To", "+14155550199")]).await, [to_b]);
+    assert_eq!(
+        list(&[("To", "+14155550100"), ("From", "+15005550006")]).await,
+        [to_a]
+    );
+    // A message sent through a Messaging Service has no `from` yet.
+    assert_eq!(
+        list(&[("From", "MG0123456789abcdef0123456789abcdef")]).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(list(&[("To", "")]).await.len(), 4);
+    assert!(list(&[("To", "+10000000000")]).await.is_empty());
+
+    // A raw `+` is a space once form-decoded: it matches nothing.
+    let raw = h
+        .client
+        .get(format!("{}?To=+14155550100", h.messages()))
+        .basic_auth(SID, Some(TOKEN))
+        .send()
+        .await
+        .expect("send");
+    let raw: Value = raw.json().await.expect("json");
+    assert_eq!(raw["messages"], serde_json::json!([]));
+    assert_eq!(
+        h.sandbox.requests().last().expect("logged").query,
+        owned(&[("To", " 14155550100")])
+    );
+    // The filters are kept, encoded, in the paging URIs.
+    let page = h
+        .page(&h.messages(), &[("To", "+14155550100"), ("PageSize", "1")])
+        .await;
+    let next = page["next_page_uri"].as_str().expect("next");
+    assert!(
+        next.starts_with(&format!(
+            "/2010-04-01/Accounts/{SID}/Messages.json?To=%2B14155550100&PageSize=1&Page=1&PageToken=PA{service}"
+        )),
+        "{next}"
+    );
+    assert_eq!(
+        page["first_page_uri"],
+        format!("/2010-04-01/Accounts/{SID}/Messages.json?To=%2B14155550100&PageSize=1&Page=0")
+    );
+
+    // Calls filter the same way, and never list messages.
+    for to in ["+14155550100", "+14155550199"] {
+        let response = h
+            .form_request(
+                &h.calls(),
+                &[
+                    ("To", to),
+                    ("From", "+15005550006"),
+                    ("Url", "https://example.com/twiml"),
+                ],
+            )
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 201);
+    }
+    let calls = h.page(&h.calls(), &[("To", "+14155550199")]).await;
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(1));
+    assert_eq!(calls["calls"][0]["to"], "+14155550199");
+    assert_eq!(list(&[]).await.len(), 4);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn list_pages_follow_next_page_uri() {
+    let h = Harness::start().await;
+    let mut sids = Vec::new();
+    for i in 0..5 {
+        let body = format!("code {i}");
+        sids.push(sid_of(
+            &h.created(&[
+                ("To", "+14155550100"),
+                ("From", "+15005550006"),
+                ("Body", &body),
+            ])
+            .await,
+        ));
+    }
+    sids.reverse(); // newest first
+
+    let mut pages = Vec::new();
+    let mut page = h.page(&h.messages(), &[("PageSize", "2")]).await;
+    loop {
+        pages.push(page.clone());
+        let Some(next) = page["next_page_uri"].as_str() else {
+            break;
+        };
+        assert!(pages.len() < 5, "paging does not end");
+        page = h.page(&h.url(next), &[]).await;
+    }
+    let walked: Vec<Vec<String>> = pages.iter().map(|p| sids_of(p, "messages")).collect();
+    assert_eq!(
+        walked,
+        vec![sids[0..2].to_vec(), sids[2..4].to_vec(), sids[4..].to_vec()]
+    );
+    let fields = |p: &Value| {
+        (
+            p["page"].as_u64(),
+            p["page_size"].as_u64(),
+            p["start"].as_u64(),
+            p["end"].as_u64(),
+        )
+    };
+    assert_eq!(fields(&pages[0]), (Some(0), Some(2), Some(0), Some(1)));
+    assert_eq!(fields(&pages[1]), (Some(1), Some(2), Some(2), Some(3)));
+    assert_eq!(fields(&pages[2]), (Some(2), Some(2), Some(4), Some(4)));
+    assert!(pages[0]["previous_page_uri"].is_null());
+    assert!(pages[2]["next_page_uri"].is_null());
+    let path = format!("/2010-04-01/Accounts/{SID}/Messages.json");
+    for p in &pages {
+        assert_eq!(p["first_page_uri"], format!("{path}?PageSize=2&Page=0"));
+    }
+    // `uri` is the page itself, token included.
+    assert_eq!(
+        pages[1]["uri"],
+        format!("{path}?PageSize=2&Page=1&PageToken=PA{}", sids[1])
+    );
+
+    // A message arriving between pages does not shift the walk.
+    let newest = sid_of(&h.created(SMS).await);
+    let again = h
+        .page(
+            &h.url(pages[0]["next_page_uri"].as_str().expect("next")),
+            &[],
+        )
+        .await;
+    assert_eq!(sids_of(&again, "messages"), sids[2..4].to_vec());
+    // Back from the second page: the page before its first item.
+    let back = h
+        .page(
+            &h.url(pages[1]["previous_page_uri"].as_str().expect("previous")),
+            &[],
+        )
+        .await;
+    assert_eq!(sids_of(&back, "messages"), sids[0..2].to_vec());
+    assert!(back["previous_page_uri"].is_string(), "{newest} is newer");
+
+    // Offsets without a token, and past the end.
+    // (the newest message is first now)
+    let second = h
+        .page(&h.messages(), &[("PageSize", "2"), ("Page", "1")])
+        .await;
+    assert_eq!(sids_of(&second, "messages"), sids[1..3].to_vec());
+    let beyond = h
+        .page(&h.messages(), &[("PageSize", "2"), ("Page", "9")])
+        .await;
+    assert_eq!(beyond["messages"], serde_json::json!([]));
+    assert!(beyond["next_page_uri"].is_null());
+
+    // The limits Twilio documents.
+    let all = h.page(&h.messages(), &[("PageSize", "1000")]).await;
+    assert_eq!(sids_of(&all, "messages").len(), 6);
+    for bad in [
+        &[("PageSize", "0")][..],
+        &[("PageSize", "1001")],
+        &[("PageSize", "many")],
+        &[("Page", "-1")],
+        &[("PageToken", "not-a-token")],
+        &[("DateSent>", "2026-01-01")],
+    ] {
+        twilio_error(h.list(&h.messages(), bad).await, 400, 20001).await;
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn lists_check_credentials_and_account() {
+    let h = Harness::start().await;
+    h.created(SMS).await;
+    let expected = serde_json::json!({"code":20003,"message":"Authenticate","more_info":"https://www.twilio.com/docs/errors/20003","status":401});
+    for url in [h.messages(), h.calls()] {
+        let none = h.client.get(&url).send().await.expect("send");
+        assert_eq!(none.status(), 401);
+        assert_eq!(none.json::<Value>().await.expect("json"), expected);
+        let wrong = h
+            .client
+            .get(&url)
+            .basic_auth(SID, Some("wrong"))
+            .send()
+            .await
+            .expect("send");
+        twilio_error(wrong, 401, 20003).await;
+    }
+    // Bad credentials are refused before a bad query is looked at.
+    let wrong = h
+        .client
+        .get(h.messages())
+        .query(&[("PageSize", "0")])
+        .send()
+        .await
+        .expect("send");
+    twilio_error(wrong, 401, 20003).await;
+    let other = h
+        .list(
+            &h.url("/2010-04-01/Accounts/ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/Messages.json"),
+            &[],
+        )
+        .await;
+    twilio_error(other, 404, 20404).await;
+    let key = h
+        .client
+        .get(h.messages())
+        .basic_auth("SK0123456789abcdef0123456789abcdef", Some(TOKEN))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(key.status(), 200);
+    let statuses: Vec<u16> = h
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.answered_status)
+        .collect();
+    assert_eq!(statuses, vec![401, 401, 401, 401, 401, 404, 200]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn accept_then_latency_lists_the_message_before_answering() {
+    let h = Harness::start().await;
+    let hold = Duration::from_millis(800);
+    let started = Instant::now();
+    let mut create = tokio::spawn(
+        h.form_request(&h.messages(), SMS)
+            .header("X-Sandbox-Fault", "accept-then-latency=800")
+            .send(),
+    );
+    // The message is listed while its create answer is still held back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let page = h.page(&h.messages(), &[("To", "+14155550100")]).await;
+        if let Some(item) = page["messages"].get(0) {
+            break item.clone();
+        }
+        assert!(Instant::now() < deadline, "never listed");
+        assert!(!create.is_finished(), "answered before it was listed");
+        tokio::task::yield_now().await;
+    };
+    assert!(!create.is_finished(), "answered before it was listed");
+    // Already in the request log as accepted.
+    assert!(h
+        .sandbox
+        .requests()
+        .iter()
+        .any(|r| r.method == "POST" && r.answered_status == 201));
+
+    let response = (&mut create).await.expect("join").expect("answered");
+    assert!(started.elapsed() >= hold);
+    assert_eq!(response.status(), 201);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer, listed);
+    assert_eq!(h.sandbox.inbox().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn accept_then_latency_outlives_a_short_client_timeout() {
+    let h = Harness::start().await;
+    let queued = h
+        .client
+        .post(h.url("/sandbox/faults"))
+        .body(r#"{"fault":"accept-then-latency=1000","count":1}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(queued.status(), 204);
+    // The client gives up although the sandbox has the message: the
+    // uncertain outcome a client reconciles by listing.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .expect("client");
+    let timed_out = impatient
+        .post(h.messages())
+        .basic_auth(SID, Some(TOKEN))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(encode(SMS))
+        .send()
+        .await
+        .expect_err("the answer is held for longer than the timeout");
+    assert!(timed_out.is_timeout(), "{timed_out:?}");
+    let page = h.page(&h.messages(), &[("To", "+14155550100")]).await;
+    let listed = page["messages"].as_array().expect("messages");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["body"], "Your code is 123456");
+    assert_eq!(
+        h.sandbox.inbox()[0].sid,
+        listed[0]["sid"].as_str().expect("sid")
+    );
+    // The queued fault was used once: the next create answers at once.
+    let started = Instant::now();
+    assert_eq!(h.send_sms(SMS).await.status(), 201);
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    // Lists never take (or consume) faults.
+    h.sandbox.inject_fault(Fault::Status503, 1);
+    assert_eq!(h.list(&h.messages(), &[]).await.status(), 200);
+    assert_eq!(h.send_sms(SMS).await.status(), 503);
+    h.stop().await;
 }
