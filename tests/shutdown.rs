@@ -106,8 +106,9 @@ async fn sigterm_drains_readiness_first_then_closes_the_listener() {
     let ready = format!("http://{addr}/health/ready");
     assert_eq!(client.get(&ready).send().await.unwrap().status(), 200);
 
-    sigterm(&child);
+    // Taken before the signal, so the drain cannot have begun earlier.
     let signalled = Instant::now();
+    sigterm(&child);
     // Readiness turns off first.
     loop {
         let status = client.get(&ready).send().await.unwrap().status();

@@ -1,7 +1,18 @@
-//! The domain step between a parsed [`CourierMessage`] and the provider:
-//! decide the channel, build the SMS or the call, send it, and turn the
-//! provider's answer into what Kratos is told.
+//! The delivery pipeline, stage by stage:
+//!
+//! ```text
+//! admission ─► ledger ─► quota ─► provider ─► settle
+//! (test numbers,  (claim, wait,   (slot, then   (own task:  (ledger outcome;
+//!  recipient,      reconcile)      limits and    outlives    quota kept or
+//!  policy,                         budget        the         refunded)
+//!  composition)                    reserved)     request)
+//! ```
+//!
+//! Every refusal before the provider call is certain ("not sent"), so it
+//! releases the ledger claim and takes no quota; the quota is kept only when
+//! the provider accepted the message or may have it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,15 +22,16 @@ use crate::delivery::budget::Budget;
 pub use crate::delivery::channel::{Channel, Endpoint};
 use crate::delivery::compose::Composer;
 pub use crate::delivery::compose::{Outgoing, MAX_SMS_CHARS, VALIDITY_RANGE};
-use crate::delivery::dedup::{self, Admission, Dedup, Outcome};
 use crate::delivery::error::DeliveryError;
-use crate::delivery::limits::{client_ip, RateLimits};
+use crate::delivery::ledger::{Admission, Flight, Ledger};
+use crate::delivery::limits::{client_ip, Limits};
 use crate::delivery::message::CourierMessage;
 pub use crate::delivery::test_numbers::TestMessage;
 use crate::delivery::test_numbers::TestNumbers;
 use crate::phone::{LineType, Recipient, RecipientCache};
 use crate::provider::errors::{self, FailureClass};
 use crate::provider::twilio::{Accepted, ProviderError, TwilioClient};
+use crate::store::{Keys, Refusal, Reservation, Settle, Store};
 use crate::telemetry::metrics::Metrics;
 
 /// A message that passed every check and is ready to send.
@@ -46,42 +58,63 @@ pub struct Delivered {
 /// Turns courier messages into provider requests and sends them, with the
 /// abuse controls in between.
 pub struct Courier {
-    twilio: TwilioClient,
+    /// Shared with the send tasks, which outlive requests.
+    shared: Arc<Shared>,
     composer: Composer,
     policy: PolicyConfig,
-    limits: Option<RateLimits>,
+    /// `None` when `limits.enabled` is false.
+    limits: Option<Limits>,
     ip_headers: Vec<String>,
-    dedup: Dedup,
     budget: Budget,
     test_numbers: TestNumbers,
-    metrics: Arc<Metrics>,
-    daily_total: u32,
     /// Bounds the provider requests in flight (`twilio.max_in_flight`).
-    provider_slots: tokio::sync::Semaphore,
+    provider_slots: Arc<tokio::sync::Semaphore>,
     recipients: RecipientCache,
 }
 
+/// What a send task needs after its request is gone.
+struct Shared {
+    twilio: TwilioClient,
+    ledger: Ledger,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
 impl Courier {
-    pub fn new(config: &Config, twilio: TwilioClient, clock: Clock, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &Config,
+        twilio: TwilioClient,
+        store: Arc<Store>,
+        keys: Keys,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let ledger = Ledger::new(
+            store.clone(),
+            keys.clone(),
+            clock.clone(),
+            config.twilio.timeout,
+            config.dedup.window,
+            config.dedup.unreachable,
+        );
         Courier {
-            twilio,
+            shared: Arc::new(Shared {
+                twilio,
+                ledger,
+                store,
+                metrics,
+                clock: clock.clone(),
+            }),
             composer: Composer::new(config),
-            metrics,
-            daily_total: config.budget.daily_total,
-            provider_slots: tokio::sync::Semaphore::new(config.twilio.max_in_flight),
+            provider_slots: Arc::new(tokio::sync::Semaphore::new(config.twilio.max_in_flight)),
             recipients: RecipientCache::new(100_000),
             policy: config.policy.clone(),
             limits: config
                 .limits
                 .enabled
-                .then(|| RateLimits::new(&config.limits.sms, &config.limits.voice, clock.clone())),
+                .then(|| Limits::new(config.limits.sms, config.limits.voice, keys)),
             ip_headers: config.limits.ip_headers.clone(),
-            dedup: Dedup::new(
-                config.dedup.window,
-                config.dedup.unreachable,
-                config.dedup.max_entries,
-                clock.clone(),
-            ),
             budget: Budget::new(
                 config.budget.daily_total,
                 config.budget.daily_per_country,
@@ -94,10 +127,12 @@ impl Courier {
 
     /// Drop abuse-control state that no longer matters (called periodically).
     pub fn prune(&self) {
-        if let Some(l) = &self.limits {
-            l.prune();
-        }
-        self.dedup.prune();
+        self.shared.store.prune();
+    }
+
+    /// The store behind the ledger, limits and budget.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
     }
 
     /// Messages to test numbers, newest first.
@@ -122,132 +157,128 @@ impl Courier {
                 masked_recipient: "test-number".to_owned(),
             });
         }
+        // Admission.
         let prepared = self.prepare(endpoint, message)?;
-        let masked = prepared.recipient.masked();
         check_policy(&self.policy, &prepared)?;
-        let flight = match self.dedup.admit(
-            prepared.channel,
-            &prepared.recipient,
-            &message.body,
-            message.code.as_deref(),
-        ) {
-            Admission::Duplicate { sid } => {
-                return Ok(Delivered {
-                    channel: prepared.channel,
-                    sid,
-                    duplicate: true,
-                    test: false,
-                    masked_recipient: masked,
-                })
-            }
-            Admission::KnownUnreachable { provider_code } => {
-                return Err(DeliveryError::RecipientUnreachable { provider_code })
-            }
-            Admission::Wait(rx) => {
-                return match dedup::wait(rx).await {
-                    Outcome::Accepted { sid } => Ok(Delivered {
-                        channel: prepared.channel,
-                        sid,
-                        duplicate: true,
-                        test: false,
-                        masked_recipient: masked,
-                    }),
-                    Outcome::Failed(e) => Err(e),
-                    // The first copy's request was cancelled before it knew:
-                    // Kratos retries this one.
-                    Outcome::Abandoned => Err(DeliveryError::ProviderUnavailable {
-                        provider_code: None,
-                        retry_after: 1,
-                    }),
-                };
-            }
+        let Prepared {
+            recipient,
+            channel,
+            outgoing,
+        } = prepared;
+        let delivered = |sid, duplicate| Delivered {
+            channel,
+            sid,
+            duplicate,
+            test: false,
+            masked_recipient: recipient.masked(),
+        };
+        let ledger = &self.shared.ledger;
+        if let Some(provider_code) = ledger.known_unreachable(channel, &recipient).await? {
+            return Err(DeliveryError::RecipientUnreachable { provider_code });
+        }
+        // Ledger.
+        let flight = match ledger
+            .admit(
+                channel,
+                &recipient,
+                &message.body,
+                message.code.as_deref(),
+                &outgoing,
+                &self.shared.twilio,
+            )
+            .await?
+        {
+            Admission::Duplicate { sid } => return Ok(delivered(sid, true)),
             Admission::Send(flight) => flight,
         };
-        if let Some(limits) = &self.limits {
-            let ip = client_ip(&self.ip_headers, |name| message.request_header(name));
-            let keys = limits.keys(
-                prepared.recipient.e164(),
-                ip,
-                prepared.recipient.calling_code(),
-            );
-            if let Err(limited) = limits.check(prepared.channel, &keys) {
-                self.metrics
-                    .rate_limited(prepared.channel.as_str(), limited.limit.as_str());
-                let e = DeliveryError::RateLimited {
-                    limit: limited.limit.as_str(),
-                    channel: prepared.channel,
-                    retry_after: limited.retry_after.as_secs_f64().ceil().max(1.0) as u64,
-                };
-                flight.finish(Outcome::Failed(e.clone()), None);
-                return Err(e);
-            }
-        }
-        let Ok(_slot) = self.provider_slots.try_acquire() else {
-            flight.finish(Outcome::Failed(DeliveryError::NoProviderSlot), None);
+        // Quota: the cheap refusal (no provider slot) first, then every
+        // limit and the budget at once.
+        let Ok(slot) = self.provider_slots.clone().try_acquire_owned() else {
+            ledger.settle(flight, Settle::Release).await;
             return Err(DeliveryError::NoProviderSlot);
         };
-        let reservation = match self.budget.reserve(prepared.recipient.calling_code()) {
+        let ip = client_ip(&self.ip_headers, |name| message.request_header(name));
+        let reservation = match self.reserve(channel, &recipient, ip).await {
             Ok(r) => r,
-            Err(exhausted) => {
-                let e = DeliveryError::BudgetExhausted {
-                    scope: exhausted.scope.as_str(),
-                    retry_after: exhausted.retry_after.as_secs().max(1),
-                };
-                flight.finish(Outcome::Failed(e.clone()), None);
+            Err(e) => {
+                ledger.settle(flight, Settle::Release).await;
                 return Err(e);
             }
         };
-        if self.daily_total > 0 {
-            let (total, _) = self.budget.used(prepared.recipient.calling_code());
-            self.metrics
-                .budget_used(f64::from(total) / f64::from(self.daily_total));
-        }
-        let started = Instant::now();
-        let sent = self.send(&prepared).await;
-        self.metrics
-            .provider_latency(prepared.channel.as_str(), started.elapsed().as_secs_f64());
-        match sent {
-            Ok(accepted) => {
-                self.metrics
-                    .sent(prepared.channel.as_str(), prepared.recipient.calling_code());
-                // The reservation is spent: the provider has the message.
-                drop(reservation);
-                flight.finish(
-                    Outcome::Accepted {
-                        sid: accepted.sid.clone(),
-                    },
-                    None,
-                );
-                Ok(Delivered {
-                    channel: prepared.channel,
-                    sid: accepted.sid,
-                    duplicate: false,
-                    test: false,
-                    masked_recipient: masked,
+        // Provider, in a task of its own: if Kratos hangs up, the send still
+        // completes and is recorded, and the retry finds its outcome.
+        let shared = self.shared.clone();
+        let job = SendJob {
+            flight,
+            channel,
+            recipient: recipient.clone(),
+            outgoing,
+            reservation,
+        };
+        let sent = tokio::spawn(async move {
+            let outcome = job.run(&shared).await;
+            drop(slot);
+            outcome
+        })
+        .await
+        // A task that panicked leaves nothing known: its ledger record
+        // expires into Uncertain and is reconciled on the retry.
+        .unwrap_or(Err(DeliveryError::ProviderUnavailable {
+            provider_code: None,
+            retry_after: 1,
+        }))?;
+        Ok(delivered(sent.sid, false))
+    }
+
+    /// Reserve every limit's cell and a unit of budget, or nothing.
+    async fn reserve(
+        &self,
+        channel: Channel,
+        recipient: &Recipient,
+        ip: Option<IpAddr>,
+    ) -> Result<Reservation, DeliveryError> {
+        let cells = self
+            .limits
+            .as_ref()
+            .map(|l| l.cells(channel, recipient, ip))
+            .unwrap_or_default();
+        let take = self.budget.take(recipient.calling_code());
+        let now = self.shared.clock.unix().as_millis() as u64;
+        let store = &self.shared.store;
+        match store.reserve(&cells, take, now).await? {
+            Ok(reservation) => {
+                if let Some(take) = take {
+                    if let Ok(used) = store.budget_used(take.day, take.calling_code).await {
+                        if let Some(ratio) = self.budget.used_ratio(used) {
+                            self.shared.metrics.budget_used(ratio);
+                        }
+                        self.budget.warn_if_crossed(used, take.calling_code);
+                    }
+                }
+                Ok(reservation)
+            }
+            Err(Refusal::Limited {
+                limiter,
+                retry_after,
+            }) => {
+                self.shared
+                    .metrics
+                    .rate_limited(channel.as_str(), limiter.name.as_str());
+                Err(DeliveryError::RateLimited {
+                    limit: limiter.name.as_str(),
+                    channel,
+                    retry_after: retry_after.as_secs_f64().ceil().max(1.0) as u64,
                 })
             }
-            Err(provider) => {
-                self.budget.release(reservation);
-                self.metrics.provider_error(
-                    errors::metric_label(provider.provider_code()),
-                    provider.class().as_str(),
-                );
-                let e = delivery_error(&provider);
-                let permanent = errors::remembers_unreachable(provider.provider_code())
-                    .then_some(provider.provider_code());
-                flight.finish(Outcome::Failed(e.clone()), permanent);
-                tracing::debug!(
-                    provider_error = provider.kind(),
-                    provider_code = provider.provider_code(),
-                    "provider refused"
-                );
-                Err(e)
-            }
+            Err(Refusal::Budget { scope }) => Err(DeliveryError::BudgetExhausted {
+                scope: scope.as_str(),
+                retry_after: self.budget.until_midnight().as_secs().max(1),
+            }),
         }
     }
 
     pub fn twilio(&self) -> &TwilioClient {
-        &self.twilio
+        &self.shared.twilio
     }
 
     /// The channel a message goes out on (see [`Composer::channel_for`]).
@@ -273,13 +304,78 @@ impl Courier {
             outgoing,
         })
     }
+}
 
-    /// Send a prepared message to the provider.
-    pub async fn send(&self, prepared: &Prepared) -> Result<Accepted, ProviderError> {
-        match &prepared.outgoing {
-            Outgoing::Sms(sms) => self.twilio.send_sms(sms).await,
-            Outgoing::Call(call) => self.twilio.create_call(call).await,
+/// One provider call and what follows from its answer.
+struct SendJob {
+    flight: Flight,
+    channel: Channel,
+    recipient: Recipient,
+    outgoing: Outgoing,
+    reservation: Reservation,
+}
+
+impl SendJob {
+    async fn run(self, shared: &Shared) -> Result<Accepted, DeliveryError> {
+        let channel = self.channel.as_str();
+        let started = Instant::now();
+        let sent = match &self.outgoing {
+            Outgoing::Sms(sms) => shared.twilio.send_sms(sms).await,
+            Outgoing::Call(call) => shared.twilio.create_call(call).await,
+        };
+        shared
+            .metrics
+            .provider_latency(channel, started.elapsed().as_secs_f64());
+        let ledger = &shared.ledger;
+        let provider = match sent {
+            Ok(accepted) => {
+                shared.metrics.sent(channel, self.recipient.calling_code());
+                // The quota is spent: the provider has the message.
+                ledger
+                    .settle(
+                        self.flight,
+                        Settle::Accepted {
+                            sid: accepted.sid.clone(),
+                        },
+                    )
+                    .await;
+                return Ok(accepted);
+            }
+            Err(provider) => provider,
+        };
+        shared.metrics.provider_error(
+            errors::metric_label(provider.provider_code()),
+            provider.class().as_str(),
+        );
+        tracing::debug!(
+            provider_error = provider.kind(),
+            provider_code = provider.provider_code(),
+            "provider refused"
+        );
+        if provider.may_have_been_sent() {
+            // The provider may have it: keep the quota, and make the retry
+            // ask the provider before sending again.
+            ledger.settle(self.flight, Settle::Uncertain).await;
+            return Err(DeliveryError::ProviderUnavailable {
+                provider_code: None,
+                retry_after: 1,
+            });
         }
+        // Certainly not sent: the retry may send, and pays then.
+        ledger.settle(self.flight, Settle::Release).await;
+        let now = shared.clock.unix().as_millis() as u64;
+        if let Err(e) = shared.store.refund(&self.reservation, now).await {
+            tracing::warn!(error = %e, "could not give back the quota of a message that was not sent");
+        }
+        if errors::remembers_unreachable(provider.provider_code()) {
+            if let Err(e) = ledger
+                .remember_unreachable(self.channel, &self.recipient, provider.provider_code())
+                .await
+            {
+                tracing::warn!(error = %e, "could not remember an unreachable recipient");
+            }
+        }
+        Err(delivery_error(&provider))
     }
 }
 

@@ -47,6 +47,17 @@ pub enum DeliveryError {
         provider_code: Option<u32>,
         retry_after: u64,
     },
+    /// The shared store (Redis) did not answer and `store.redis.on_error`
+    /// is `fail_closed`: nothing was sent.
+    #[error("the store is unavailable")]
+    StoreUnavailable,
+}
+
+impl From<crate::store::StoreError> for DeliveryError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "the store did not answer; refusing rather than risking a second send");
+        DeliveryError::StoreUnavailable
+    }
 }
 
 impl DeliveryError {

@@ -1,108 +1,19 @@
 //! Rate limits per recipient, per end-user IP, per destination country
-//! calling code and in total, for each channel (governor's GCRA).
+//! calling code and in total, for each channel: which GCRA cells a message
+//! needs. The cells themselves live in the [`Store`](crate::store), which
+//! takes all of them or none, and gives them back when the message was
+//! certainly not sent; so a retry of one message never costs a second cell.
 //!
-//! A request passes only if every limiter has room, and a request that is
-//! refused consumes nothing from any of them. Governor has no "peek", so
-//! each limiter sits on a [`ProbeStore`]: a keyed state store that, for a
-//! probe, computes governor's decision without writing it. All limiters are
-//! probed, then (only if all say yes) committed, under one lock.
-//!
-//! Keys are 64-bit keyed hashes (SipHash with a per-process random key), so
-//! the limiters hold no phone number, and the state is pruned periodically
-//! with governor's `retain_recent` so millions of one-off recipients do not
-//! grow the process without bound.
+//! Keys are keyed hashes ([`Keys::limit`]): the limiters hold no phone
+//! number or address.
 
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use governor::clock::Clock as _;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::keyed::ShrinkableKeyedStateStore;
-use governor::state::StateStore;
-use governor::{Quota, RateLimiter};
-
-use crate::clock::Clock;
 use crate::config::{ChannelRates, Rate};
 use crate::delivery::channel::Channel;
-
-/// A key and whether this check may write the limiter's state.
-#[derive(Clone, Debug)]
-pub struct Probe {
-    key: u64,
-    commit: bool,
-}
-
-impl PartialEq for Probe {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-impl Eq for Probe {}
-impl Hash for Probe {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state)
-    }
-}
-
-/// Governor state (theoretical arrival time per key) that writes only on
-/// committing checks.
-#[derive(Default, Debug)]
-pub struct ProbeStore {
-    cells: Mutex<HashMap<u64, u64>>,
-}
-
-impl StateStore for ProbeStore {
-    type Key = Probe;
-
-    fn measure_and_replace<T, F, E>(&self, key: &Probe, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        let current = cells.get(&key.key).map(|n| Nanos::from(*n));
-        let (answer, next) = f(current)?;
-        if key.commit {
-            cells.insert(key.key, next.as_u64());
-        }
-        Ok(answer)
-    }
-}
-
-impl ShrinkableKeyedStateStore<Probe> for ProbeStore {
-    fn retain_recent(&self, drop_below: Nanos) {
-        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        cells.retain(|_, tat| *tat >= drop_below.as_u64());
-    }
-
-    fn shrink_to_fit(&self) {
-        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        cells.shrink_to_fit();
-    }
-
-    fn len(&self) -> usize {
-        self.cells.lock().map(|c| c.len()).unwrap_or(0)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-type Limiter = RateLimiter<Probe, ProbeStore, Clock, NoOpMiddleware<Nanos>>;
-
-/// Governor's quota for a configured rate; `None` when the rate is off
-/// (0 per hour).
-fn quota(rate: &Rate) -> Option<Quota> {
-    let per_hour = NonZeroU32::new(rate.per_hour)?;
-    let burst = NonZeroU32::new(rate.burst.max(1))?;
-    Quota::with_period(Duration::from_secs(3600) / per_hour.get()).map(|q| q.allow_burst(burst))
-}
+use crate::phone::Recipient;
+use crate::store::{Cell, Keys, Limiter};
 
 /// Which limiter refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,143 +35,61 @@ impl LimitName {
     }
 }
 
-/// A refusal: which limit, and when a retry could pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimited {
-    pub limit: LimitName,
-    pub channel: Channel,
-    pub retry_after: Duration,
+/// The configured rates, turned into cells per message.
+pub struct Limits {
+    sms: ChannelRates,
+    voice: ChannelRates,
+    keys: Keys,
 }
 
-struct ChannelLimiters {
-    limiters: Vec<(LimitName, Limiter)>,
-}
-
-impl ChannelLimiters {
-    fn new(rates: &ChannelRates, clock: &Clock) -> Self {
-        let limiters = [
-            (LimitName::Recipient, rates.recipient),
-            (LimitName::Ip, rates.ip),
-            (LimitName::Country, rates.country),
-            (LimitName::Global, rates.global),
-        ]
-        .into_iter()
-        .filter_map(|(name, rate)| {
-            quota(&rate).map(|q| {
-                (
-                    name,
-                    RateLimiter::new(q, ProbeStore::default(), clock.clone()),
-                )
-            })
-        })
-        .collect();
-        ChannelLimiters { limiters }
-    }
-}
-
-/// What a request is limited by.
-#[derive(Debug, Clone, Copy)]
-pub struct LimitKeys {
-    pub recipient: u64,
-    pub ip: Option<u64>,
-    pub country: u64,
-}
-
-/// All rate limiters of the service.
-pub struct RateLimits {
-    sms: ChannelLimiters,
-    voice: ChannelLimiters,
-    hasher: RandomState,
-    clock: Clock,
-    /// Probe-all-then-commit-all must not interleave with another request's.
-    decide: Mutex<()>,
-}
-
-impl RateLimits {
-    pub fn new(sms: &ChannelRates, voice: &ChannelRates, clock: Clock) -> Self {
-        RateLimits {
-            sms: ChannelLimiters::new(sms, &clock),
-            voice: ChannelLimiters::new(voice, &clock),
-            hasher: RandomState::new(),
-            clock,
-            decide: Mutex::new(()),
-        }
+impl Limits {
+    pub fn new(sms: ChannelRates, voice: ChannelRates, keys: Keys) -> Self {
+        Limits { sms, voice, keys }
     }
 
-    /// Keys for a request: the recipient's E.164 string, the end user's IP
-    /// (IPv6 by /64, which one subscriber usually holds whole), the country
-    /// calling code.
-    pub fn keys(&self, e164: &str, ip: Option<IpAddr>, calling_code: u16) -> LimitKeys {
-        let ip = ip.map(|ip| match ip {
-            IpAddr::V4(v4) => self.hasher.hash_one((4u8, v4.octets())),
-            IpAddr::V6(v6) => {
-                let o = v6.octets();
-                let mut prefix = [0u8; 8];
-                prefix.copy_from_slice(&o[..8]);
-                self.hasher.hash_one((6u8, prefix))
-            }
-        });
-        LimitKeys {
-            recipient: self.hasher.hash_one(e164),
-            ip,
-            country: calling_code as u64,
-        }
-    }
-
-    /// Take one cell from every limiter of `channel`, or none at all.
-    pub fn check(&self, channel: Channel, keys: &LimitKeys) -> Result<(), RateLimited> {
-        let set = match channel {
+    /// The cells a message to `recipient` on `channel` from the end user at
+    /// `ip` needs: one per limiter whose rate is on (the IP's only when the
+    /// address is known). IPv6 addresses count per /64, which one
+    /// subscriber usually holds whole.
+    pub fn cells(&self, channel: Channel, recipient: &Recipient, ip: Option<IpAddr>) -> Vec<Cell> {
+        let rates = match channel {
             Channel::Sms => &self.sms,
             Channel::Voice => &self.voice,
         };
-        let key_for = |name: LimitName| match name {
-            LimitName::Recipient => Some(keys.recipient),
-            LimitName::Ip => keys.ip,
-            LimitName::Country => Some(keys.country),
-            LimitName::Global => Some(0),
-        };
-        let _decide = self.decide.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, limiter) in &set.limiters {
-            let Some(key) = key_for(*name) else { continue };
-            if let Err(not_until) = limiter.check_key(&Probe { key, commit: false }) {
-                let wait = not_until.wait_time_from(self.clock.now());
-                return Err(RateLimited {
-                    limit: *name,
-                    channel,
-                    retry_after: wait,
-                });
-            }
-        }
-        for (name, limiter) in &set.limiters {
-            let Some(key) = key_for(*name) else { continue };
-            // Cannot fail: the probe just passed under the same lock.
-            let _ = limiter.check_key(&Probe { key, commit: true });
-        }
-        Ok(())
+        let ip_key = ip.map(|ip| match ip {
+            IpAddr::V4(v4) => self.keys.limit("ip4", &v4.octets()),
+            IpAddr::V6(v6) => self.keys.limit("ip6", &v6.octets()[..8]),
+        });
+        [
+            (
+                LimitName::Recipient,
+                rates.recipient,
+                Some(self.keys.limit("recipient", recipient.e164().as_bytes())),
+            ),
+            (LimitName::Ip, rates.ip, ip_key),
+            (
+                LimitName::Country,
+                rates.country,
+                Some(u64::from(recipient.calling_code())),
+            ),
+            (LimitName::Global, rates.global, Some(0)),
+        ]
+        .into_iter()
+        .filter_map(|(name, rate, key)| {
+            Some(Cell {
+                limiter: Limiter { channel, name },
+                key: key?,
+                interval: interval(&rate)?,
+                burst: rate.burst.max(1),
+            })
+        })
+        .collect()
     }
+}
 
-    /// Drop state that no longer limits anything and give memory back.
-    pub fn prune(&self) {
-        for set in [&self.sms, &self.voice] {
-            for (_, limiter) in &set.limiters {
-                limiter.retain_recent();
-                limiter.shrink_to_fit();
-            }
-        }
-    }
-
-    /// Keys held across all limiters (for tests and benchmarks).
-    pub fn len(&self) -> usize {
-        [&self.sms, &self.voice]
-            .iter()
-            .flat_map(|s| s.limiters.iter())
-            .map(|(_, l)| l.len())
-            .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// One cell per this long; `None` when the rate is off (0 per hour).
+fn interval(rate: &Rate) -> Option<Duration> {
+    (rate.per_hour > 0).then(|| Duration::from_secs(3600) / rate.per_hour)
 }
 
 /// The end user's IP from Kratos's `request_headers`: the first header in
@@ -277,6 +106,9 @@ pub fn client_ip<'a>(names: &[String], header: impl Fn(&str) -> Option<&'a str>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use crate::store::memory::MemoryStore;
+    use crate::store::Refusal;
 
     fn rates(recipient: (u32, u32), global: (u32, u32)) -> ChannelRates {
         ChannelRates {
@@ -299,77 +131,137 @@ mod tests {
         }
     }
 
+    fn r(e164: &str) -> Recipient {
+        Recipient::parse(e164).unwrap()
+    }
+
+    /// Reserve the cells of one message: Ok, or the limiter that refused
+    /// and the wait.
+    async fn take(
+        store: &MemoryStore,
+        limits: &Limits,
+        channel: Channel,
+        to: &Recipient,
+    ) -> Result<(), (LimitName, Duration)> {
+        match store
+            .reserve(&limits.cells(channel, to, None), None, 0)
+            .await
+            .unwrap()
+        {
+            Ok(_) => Ok(()),
+            Err(Refusal::Limited {
+                limiter,
+                retry_after,
+            }) => Err((limiter.name, retry_after)),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn burst_then_refill_on_a_paused_clock() {
         let clock = Clock::starting_at(Duration::ZERO);
-        let limits = RateLimits::new(
-            &rates((5, 3), (1000, 1000)),
-            &rates((3, 1), (1000, 1000)),
-            clock,
+        let store = MemoryStore::new(clock, 1000);
+        let limits = Limits::new(
+            rates((5, 3), (1000, 1000)),
+            rates((3, 1), (1000, 1000)),
+            Keys::random(),
         );
-        let k = limits.keys("+14155550123", None, 1);
+        let k = r("+14155550123");
         for _ in 0..3 {
-            limits.check(Channel::Sms, &k).unwrap();
+            take(&store, &limits, Channel::Sms, &k).await.unwrap();
         }
-        let refused = limits.check(Channel::Sms, &k).unwrap_err();
-        assert_eq!(refused.limit, LimitName::Recipient);
+        let refused = take(&store, &limits, Channel::Sms, &k).await.unwrap_err();
         // 5 per hour: one cell every 12 minutes.
-        assert_eq!(refused.retry_after, Duration::from_secs(720));
+        assert_eq!(refused, (LimitName::Recipient, Duration::from_secs(720)));
         tokio::time::advance(Duration::from_secs(719)).await;
-        assert!(limits.check(Channel::Sms, &k).is_err());
+        assert!(take(&store, &limits, Channel::Sms, &k).await.is_err());
         tokio::time::advance(Duration::from_secs(1)).await;
-        limits.check(Channel::Sms, &k).unwrap();
-        assert!(limits.check(Channel::Sms, &k).is_err());
+        take(&store, &limits, Channel::Sms, &k).await.unwrap();
+        assert!(take(&store, &limits, Channel::Sms, &k).await.is_err());
         // Voice has its own, stricter limiters.
-        limits.check(Channel::Voice, &k).unwrap();
-        assert!(limits.check(Channel::Voice, &k).is_err());
+        take(&store, &limits, Channel::Voice, &k).await.unwrap();
+        assert!(take(&store, &limits, Channel::Voice, &k).await.is_err());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_refusal_consumes_no_quota_anywhere() {
         let clock = Clock::starting_at(Duration::ZERO);
+        let store = MemoryStore::new(clock, 1000);
         // Global allows 2; recipient allows 3.
-        let limits = RateLimits::new(&rates((5, 3), (3600, 2)), &rates((3, 1), (1, 1)), clock);
-        let a = limits.keys("+14155550001", None, 1);
-        let b = limits.keys("+14155550002", None, 1);
-        limits.check(Channel::Sms, &a).unwrap();
-        limits.check(Channel::Sms, &a).unwrap();
+        let limits = Limits::new(
+            rates((5, 3), (3600, 2)),
+            rates((3, 1), (1, 1)),
+            Keys::random(),
+        );
+        let (a, b) = (r("+14155550101"), r("+14155550102"));
+        take(&store, &limits, Channel::Sms, &a).await.unwrap();
+        take(&store, &limits, Channel::Sms, &a).await.unwrap();
         // Global is empty now: refused, and recipient a's third cell is kept.
+        let global = |e: Result<(), (LimitName, Duration)>| e.unwrap_err().0;
         assert_eq!(
-            limits.check(Channel::Sms, &a).unwrap_err().limit,
+            global(take(&store, &limits, Channel::Sms, &a).await),
             LimitName::Global
         );
         assert_eq!(
-            limits.check(Channel::Sms, &b).unwrap_err().limit,
+            global(take(&store, &limits, Channel::Sms, &b).await),
             LimitName::Global
         );
         tokio::time::advance(Duration::from_secs(1)).await;
-        limits.check(Channel::Sms, &a).unwrap();
+        take(&store, &limits, Channel::Sms, &a).await.unwrap();
         tokio::time::advance(Duration::from_secs(1)).await;
         // a has used its burst of 3; b has lost nothing to its refusal.
         assert_eq!(
-            limits.check(Channel::Sms, &a).unwrap_err().limit,
+            global(take(&store, &limits, Channel::Sms, &a).await),
             LimitName::Recipient
         );
-        limits.check(Channel::Sms, &b).unwrap();
+        take(&store, &limits, Channel::Sms, &b).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn state_is_pruned_once_it_no_longer_limits() {
         let clock = Clock::starting_at(Duration::ZERO);
-        let limits = RateLimits::new(
-            &rates((5, 3), (1_000_000, 1_000_000)),
-            &rates((3, 1), (1, 1)),
-            clock,
+        let store = MemoryStore::new(clock, 1000);
+        let limits = Limits::new(
+            rates((5, 3), (1_000_000, 1_000_000)),
+            rates((3, 1), (1, 1)),
+            Keys::random(),
         );
         for i in 0..1000u32 {
-            let k = limits.keys(&format!("+1415555{i:04}"), None, 1);
-            limits.check(Channel::Sms, &k).unwrap();
+            let k = r(&format!("+1415555{i:04}"));
+            take(&store, &limits, Channel::Sms, &k).await.unwrap();
         }
-        assert!(limits.len() >= 1000);
+        assert!(store.limit_keys() >= 1000);
         tokio::time::advance(Duration::from_secs(3600)).await;
-        limits.prune();
-        assert!(limits.len() <= 2, "{}", limits.len());
+        store.prune();
+        assert!(store.limit_keys() <= 2, "{}", store.limit_keys());
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_rates_of_zero_are_off() {
+        let mut sms = rates((5, 3), (0, 0));
+        sms.ip = Rate {
+            per_hour: 10,
+            burst: 2,
+        };
+        let limits = Limits::new(sms, rates((3, 1), (1, 1)), Keys::random());
+        let to = r("+14155550123");
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        let a = limits.cells(Channel::Sms, &to, ip("2001:db8:1:2::1"));
+        let b = limits.cells(Channel::Sms, &to, ip("2001:db8:1:2:ffff::9"));
+        let c = limits.cells(Channel::Sms, &to, ip("2001:db8:1:3::1"));
+        let ip_key = |cells: &[Cell]| {
+            cells
+                .iter()
+                .find(|c| c.limiter.name == LimitName::Ip)
+                .unwrap()
+                .key
+        };
+        assert_eq!(ip_key(&a), ip_key(&b));
+        assert_ne!(ip_key(&a), ip_key(&c));
+        // No address: no IP cell. Global at 0 per hour: off.
+        let none = limits.cells(Channel::Sms, &to, None);
+        assert!(none.iter().all(|c| c.limiter.name != LimitName::Ip));
+        assert!(a.iter().all(|c| c.limiter.name != LimitName::Global));
     }
 
     #[test]

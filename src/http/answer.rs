@@ -181,7 +181,7 @@ impl ApiError {
                 | D::RecipientNotAllowed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 D::RateLimited { .. } | D::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
                 D::VoiceNotConfigured | D::ProviderConfiguration { .. } => StatusCode::BAD_GATEWAY,
-                D::ProviderUnavailable { .. } | D::NoProviderSlot => {
+                D::ProviderUnavailable { .. } | D::NoProviderSlot | D::StoreUnavailable => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
             },
@@ -217,6 +217,7 @@ impl ApiError {
                 D::BudgetExhausted { .. } => "budget_exhausted",
                 D::RecipientNotAllowed { .. } => "recipient_not_allowed",
                 D::NoProviderSlot => "overloaded",
+                D::StoreUnavailable => "store_unavailable",
             },
         }
     }
@@ -288,6 +289,9 @@ impl ApiError {
                 D::NoProviderSlot => {
                     "too many provider requests in progress (twilio.max_in_flight); retry".into()
                 }
+                D::StoreUnavailable => {
+                    "the shared store (store.redis) is unavailable; nothing was sent; retry".into()
+                }
             },
         }
     }
@@ -310,7 +314,7 @@ impl ApiError {
                 | D::RateLimited { retry_after, .. }
                 | D::BudgetExhausted { retry_after, .. },
             ) => Some(*retry_after),
-            ApiError::Delivery(D::NoProviderSlot) => Some(1),
+            ApiError::Delivery(D::NoProviderSlot | D::StoreUnavailable) => Some(1),
             _ => None,
         }
     }

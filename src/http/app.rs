@@ -63,7 +63,8 @@ impl App {
     ) -> Result<Self, crate::provider::twilio::ClientError> {
         let twilio = TwilioClient::new(&config.twilio)?;
         let metrics = Arc::new(Metrics::new());
-        let courier = Courier::new(&config, twilio, clock, metrics.clone());
+        let (store, keys) = crate::store::open(&config, clock.clone());
+        let courier = Courier::new(&config, twilio, store, keys, clock, metrics.clone());
         Ok(App {
             auth: Authenticator::new(&config.auth),
             parser: MessageParser::new(),

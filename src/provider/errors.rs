@@ -74,184 +74,36 @@ const fn code(
     }
 }
 
-/// Every Twilio code this service knows, sorted by code.
+/// Every Twilio code this service knows, sorted by code. One line each:
+/// code, label, when and whose, remembered as unreachable, meaning.
+#[rustfmt::skip]
 pub const CODES: &[KnownCode] = &[
-    code(
-        20003,
-        "20003",
-        Create(Configuration),
-        false,
-        "authentication failed (HTTP 401): wrong account sid, token or API key",
-    ),
-    code(
-        20404,
-        "20404",
-        Create(Configuration),
-        false,
-        "resource not found (HTTP 404): the account sid in the path does not exist",
-    ),
-    code(
-        20429,
-        "20429",
-        Create(Transient),
-        false,
-        "too many concurrent requests (HTTP 429): not processed, safe to retry",
-    ),
-    code(
-        20500,
-        "20500",
-        Create(Transient),
-        false,
-        "Twilio internal error (HTTP 500)",
-    ),
-    code(
-        21211,
-        "21211",
-        Create(Recipient),
-        true,
-        "`To` is not a valid phone number",
-    ),
-    code(
-        21212,
-        "21212",
-        Create(Configuration),
-        false,
-        "`From` is not a valid number",
-    ),
-    code(
-        21268,
-        "21268",
-        Create(Recipient),
-        false,
-        "premium-rate numbers are not allowed",
-    ),
-    code(
-        21408,
-        "21408",
-        Create(Recipient),
-        false,
-        "sending to this region is not enabled (the account's geo permissions)",
-    ),
-    code(
-        21606,
-        "21606",
-        Create(Configuration),
-        false,
-        "`From` is not an SMS-capable number of this account",
-    ),
-    code(
-        21610,
-        "21610",
-        Create(Recipient),
-        true,
-        "the recipient replied STOP (unsubscribed)",
-    ),
-    code(
-        21611,
-        "21611",
-        Create(Transient),
-        false,
-        "the `From` number's queue is full",
-    ),
-    code(
-        21612,
-        "21612",
-        Create(Recipient),
-        true,
-        "Twilio cannot route to this number",
-    ),
-    code(
-        21614,
-        "21614",
-        Create(Recipient),
-        true,
-        "`To` is not a mobile number (a landline): SMS cannot reach it, a call may",
-    ),
-    code(
-        21617,
-        "21617",
-        Create(Configuration),
-        false,
-        "the message body is longer than 1600 characters",
-    ),
-    code(
-        30001,
-        "30001",
-        Delivery,
-        false,
-        "queue overflow: the message was not sent in time",
-    ),
+    code(20003, "20003", Create(Configuration), false, "authentication failed (HTTP 401): wrong account sid, token or API key"),
+    code(20404, "20404", Create(Configuration), false, "resource not found (HTTP 404): the account sid in the path does not exist"),
+    code(20429, "20429", Create(Transient), false, "too many concurrent requests (HTTP 429): not processed, safe to retry"),
+    code(20500, "20500", Create(Transient), false, "Twilio internal error (HTTP 500)"),
+    code(21211, "21211", Create(Recipient), true, "`To` is not a valid phone number"),
+    code(21212, "21212", Create(Configuration), false, "`From` is not a valid number"),
+    code(21268, "21268", Create(Recipient), true, "premium-rate numbers are not allowed"),
+    code(21408, "21408", Create(Recipient), true, "sending to this region is not enabled (the account's geo permissions)"),
+    code(21606, "21606", Create(Configuration), false, "`From` is not an SMS-capable number of this account"),
+    code(21610, "21610", Create(Recipient), true, "the recipient replied STOP (unsubscribed)"),
+    code(21611, "21611", Create(Transient), false, "the `From` number's queue is full"),
+    code(21612, "21612", Create(Recipient), true, "Twilio cannot route to this number"),
+    code(21614, "21614", Create(Recipient), true, "`To` is not a mobile number (a landline): SMS cannot reach it, a call may"),
+    code(21617, "21617", Create(Configuration), false, "the message body is longer than 1600 characters"),
+    code(30001, "30001", Delivery, false, "queue overflow: the message was not sent in time"),
     code(30002, "30002", Delivery, false, "account suspended"),
-    code(
-        30003,
-        "30003",
-        Delivery,
-        false,
-        "unreachable handset (off or out of coverage)",
-    ),
-    code(
-        30004,
-        "30004",
-        Delivery,
-        false,
-        "message blocked by the recipient or the carrier",
-    ),
-    code(
-        30005,
-        "30005",
-        Delivery,
-        false,
-        "unknown destination handset",
-    ),
-    code(
-        30006,
-        "30006",
-        Delivery,
-        false,
-        "landline or unreachable carrier",
-    ),
-    code(
-        30007,
-        "30007",
-        Delivery,
-        false,
-        "filtered by the carrier as spam",
-    ),
-    code(
-        30008,
-        "30008",
-        Delivery,
-        false,
-        "unknown error from the carrier",
-    ),
-    code(
-        30010,
-        "30010",
-        Delivery,
-        false,
-        "the price is above the message's MaxPrice",
-    ),
-    code(
-        30034,
-        "30034",
-        Delivery,
-        false,
-        "sent from an unregistered US 10DLC number",
-    ),
-    code(
-        30450,
-        "30450",
-        Delivery,
-        false,
-        "blocked by SMS pumping protection",
-    ),
-    code(
-        30453,
-        "30453",
-        Delivery,
-        false,
-        "blocked by SMS pumping protection (suspected fraud)",
-    ),
+    code(30003, "30003", Delivery, false, "unreachable handset (off or out of coverage)"),
+    code(30004, "30004", Delivery, false, "message blocked by the recipient or the carrier"),
+    code(30005, "30005", Delivery, false, "unknown destination handset"),
+    code(30006, "30006", Delivery, false, "landline or unreachable carrier"),
+    code(30007, "30007", Delivery, false, "filtered by the carrier as spam"),
+    code(30008, "30008", Delivery, false, "unknown error from the carrier"),
+    code(30010, "30010", Delivery, false, "the price is above the message's MaxPrice"),
+    code(30034, "30034", Delivery, false, "sent from an unregistered US 10DLC number"),
+    code(30450, "30450", Delivery, false, "blocked by SMS pumping protection"),
+    code(30453, "30453", Delivery, false, "blocked by SMS pumping protection (suspected fraud)"),
 ];
 
 /// The table's entry for `code`, if it has one.
@@ -345,7 +197,8 @@ mod tests {
             .filter(|k| k.remember_unreachable)
             .map(|k| k.code)
             .collect();
-        assert_eq!(remembered, [21211, 21610, 21612, 21614]);
+        // Every recipient refusal: no retry of the same request can pass.
+        assert_eq!(remembered, [21211, 21268, 21408, 21610, 21612, 21614]);
         assert!(!remembers_unreachable(None));
     }
 }

@@ -120,6 +120,13 @@ impl ProviderError {
         }
     }
 
+    /// Whether the provider may have the message although we have no answer:
+    /// the request may have been written before the timeout or the broken
+    /// connection. (A connect error means nothing was sent.)
+    pub fn may_have_been_sent(&self) -> bool {
+        matches!(self, ProviderError::Timeout | ProviderError::Transport)
+    }
+
     /// Twilio's error code, when it gave one.
     pub fn provider_code(&self) -> Option<u32> {
         match self {

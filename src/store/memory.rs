@@ -1,91 +1,758 @@
-//! The memory backend: one process.
+//! The memory backend: this process's state, for one replica.
 //!
-//! (Being built: every operation answers "unavailable" until then.)
+//! Each operation takes one mutex, so it is atomic like the Redis backend's
+//! scripts. The ledger and the unreachable list are bounded: entries expire,
+//! and past `max_entries` the oldest go first. Rate limits are governor's
+//! GCRA limiters on a state store that can probe without writing (so a
+//! refusal takes nothing from any limiter) and give a cell back (a refund).
+//!
+//! What a single memory replica cannot promise: another replica, or this one
+//! after a restart, knows nothing of what this one sent.
 
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use governor::clock::Clock as _;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::StateStore;
+use governor::{Quota, RateLimiter};
+use tokio::sync::Notify;
+
 use super::{
-    BudgetTake, BudgetUsed, Cell, Claim, Entry, MessageKey, Owner, RecipientKey, Refusal,
+    BudgetTake, BudgetUsed, Cell, Claim, Entry, Limiter, MessageKey, Owner, RecipientKey, Refusal,
     Reservation, Settle, StoreError, UnixMs,
 };
+use crate::clock::Clock;
+use crate::delivery::budget::BudgetScope;
 
-pub struct MemoryStore {}
+pub struct MemoryStore {
+    clock: Clock,
+    ledger: Mutex<Ledger>,
+    /// Woken whenever a ledger record is settled, for waiters.
+    settled: Notify,
+    limits: Mutex<HashMap<Limiter, Bucket>>,
+    budget: Mutex<BudgetDay>,
+}
 
-fn unavailable<T>() -> Result<T, StoreError> {
-    Err(StoreError("the memory backend is not built yet".into()))
+struct Ledger {
+    entries: Expiring<MessageKey, Record>,
+    unreachable: Expiring<RecipientKey, Option<u32>>,
+}
+
+/// A ledger record as kept in memory: sids packed (see [`Sid`]), so a
+/// million remembered sends stay small.
+#[derive(Debug, Clone)]
+enum Record {
+    InFlight {
+        owner: Owner,
+        since: UnixMs,
+        lease_until: UnixMs,
+    },
+    Accepted(Option<Sid>),
+    Uncertain {
+        since: UnixMs,
+    },
+}
+
+impl Record {
+    fn entry(&self, now: UnixMs) -> Entry {
+        match self {
+            Record::InFlight {
+                owner,
+                since,
+                lease_until,
+            } if *lease_until > now => Entry::InFlight {
+                owner: *owner,
+                since: *since,
+                lease_until: *lease_until,
+            },
+            Record::InFlight { since, .. } | Record::Uncertain { since } => {
+                Entry::Uncertain { since: *since }
+            }
+            Record::Accepted(sid) => Entry::Accepted {
+                sid: sid.as_ref().map(Sid::unpack),
+            },
+        }
+    }
+}
+
+struct BudgetDay {
+    day: u64,
+    total: u32,
+    per_country: HashMap<u16, u32>,
+}
+
+/// One governor limiter, and a handle on its state for refunds.
+struct Bucket {
+    limiter: RateLimiter<Probe, ProbeStore, Clock, NoOpMiddleware<Nanos>>,
+    cells: Arc<Mutex<HashMap<u64, u64>>>,
+    /// Governor's emission interval, in the limiter's nanoseconds.
+    interval: u64,
 }
 
 impl MemoryStore {
+    /// `max_entries` bounds the ledger and the unreachable list each.
+    pub fn new(clock: Clock, max_entries: usize) -> Self {
+        MemoryStore {
+            clock,
+            ledger: Mutex::new(Ledger {
+                entries: Expiring::new(max_entries),
+                unreachable: Expiring::new(max_entries),
+            }),
+            settled: Notify::new(),
+            limits: Mutex::new(HashMap::new()),
+            budget: Mutex::new(BudgetDay {
+                day: 0,
+                total: 0,
+                per_country: HashMap::new(),
+            }),
+        }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub async fn claim(
         &self,
-        _key: &MessageKey,
-        _owner: Owner,
-        _now: UnixMs,
-        _lease: Duration,
-        _keep: Duration,
+        key: &MessageKey,
+        owner: Owner,
+        now: UnixMs,
+        lease: Duration,
+        keep: Duration,
     ) -> Result<Claim, StoreError> {
-        unavailable()
+        let lease_until = now + lease.as_millis() as u64;
+        let mut ledger = self.ledger();
+        let found = ledger.entries.get(key, now).map(|r| r.entry(now));
+        let (claim, since) = match found {
+            None => (Claim::Send, now),
+            Some(Entry::Accepted { sid }) => return Ok(Claim::Accepted { sid }),
+            Some(Entry::InFlight { .. }) => return Ok(Claim::Busy),
+            Some(Entry::Uncertain { since }) => (Claim::Reconcile { since }, since),
+        };
+        let record = Record::InFlight {
+            owner,
+            since,
+            lease_until,
+        };
+        ledger.entries.insert(*key, record, now, keep);
+        Ok(claim)
     }
 
     pub async fn settle(
         &self,
-        _key: &MessageKey,
-        _owner: Owner,
-        _settle: Settle,
-        _now: UnixMs,
-        _keep: Duration,
+        key: &MessageKey,
+        owner: Owner,
+        settle: Settle,
+        now: UnixMs,
+        keep: Duration,
     ) -> Result<(), StoreError> {
-        unavailable()
+        {
+            let mut ledger = self.ledger();
+            let since = match ledger.entries.get(key, now) {
+                Some(Record::InFlight {
+                    owner: holder,
+                    since,
+                    ..
+                }) if *holder == owner => *since,
+                // Someone took over (our lease ran out): theirs now.
+                _ => return Ok(()),
+            };
+            match settle {
+                Settle::Accepted { sid } => ledger.entries.insert(
+                    *key,
+                    Record::Accepted(sid.as_deref().map(Sid::pack)),
+                    now,
+                    keep,
+                ),
+                Settle::Uncertain => {
+                    ledger
+                        .entries
+                        .insert(*key, Record::Uncertain { since }, now, keep)
+                }
+                Settle::Release => ledger.entries.remove(key),
+            }
+        }
+        self.settled.notify_waiters();
+        Ok(())
     }
 
-    pub async fn entry(
-        &self,
-        _key: &MessageKey,
-        _now: UnixMs,
-    ) -> Result<Option<Entry>, StoreError> {
-        unavailable()
+    pub async fn entry(&self, key: &MessageKey, now: UnixMs) -> Result<Option<Entry>, StoreError> {
+        Ok(self.ledger().entries.get(key, now).map(|r| r.entry(now)))
+    }
+
+    /// Resolves at the next settlement of any record (then look again).
+    pub async fn settled(&self) {
+        self.settled.notified().await
     }
 
     pub async fn unreachable(
         &self,
-        _key: &RecipientKey,
-        _now: UnixMs,
+        key: &RecipientKey,
+        now: UnixMs,
     ) -> Result<Option<Option<u32>>, StoreError> {
-        unavailable()
+        Ok(self.ledger().unreachable.get(key, now).copied())
     }
 
     pub async fn mark_unreachable(
         &self,
-        _key: &RecipientKey,
-        _code: Option<u32>,
-        _now: UnixMs,
-        _ttl: Duration,
+        key: &RecipientKey,
+        code: Option<u32>,
+        now: UnixMs,
+        ttl: Duration,
     ) -> Result<(), StoreError> {
-        unavailable()
+        self.ledger().unreachable.insert(*key, code, now, ttl);
+        Ok(())
     }
 
     pub async fn reserve(
         &self,
-        _cells: &[Cell],
-        _budget: Option<BudgetTake>,
+        cells: &[Cell],
+        budget: Option<BudgetTake>,
         _now: UnixMs,
     ) -> Result<Result<Reservation, Refusal>, StoreError> {
-        unavailable()
+        // One lock for limits and budget: probe everything, then commit
+        // everything, so a refusal takes nothing.
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let mut day = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        for cell in cells {
+            let bucket = match limits.entry(cell.limiter) {
+                MapEntry::Occupied(o) => o.into_mut(),
+                MapEntry::Vacant(v) => v.insert(Bucket::new(cell, &self.clock)),
+            };
+            let probe = Probe {
+                key: cell.key,
+                commit: false,
+            };
+            if let Err(not_until) = bucket.limiter.check_key(&probe) {
+                return Ok(Err(Refusal::Limited {
+                    limiter: cell.limiter,
+                    retry_after: not_until.wait_time_from(self.clock.now()),
+                }));
+            }
+        }
+        if let Some(b) = budget {
+            if day.day != b.day {
+                *day = BudgetDay {
+                    day: b.day,
+                    total: 0,
+                    per_country: HashMap::new(),
+                };
+            }
+            let country = day.per_country.get(&b.calling_code).copied().unwrap_or(0);
+            if b.total_cap > 0 && day.total >= b.total_cap {
+                return Ok(Err(Refusal::Budget {
+                    scope: BudgetScope::Total,
+                }));
+            }
+            if b.country_cap > 0 && country >= b.country_cap {
+                return Ok(Err(Refusal::Budget {
+                    scope: BudgetScope::Country,
+                }));
+            }
+            day.total = day.total.saturating_add(1);
+            day.per_country
+                .insert(b.calling_code, country.saturating_add(1));
+        }
+        for cell in cells {
+            if let Some(bucket) = limits.get(&cell.limiter) {
+                // Cannot fail: the probe just passed under the same lock.
+                let _ = bucket.limiter.check_key(&Probe {
+                    key: cell.key,
+                    commit: true,
+                });
+            }
+        }
+        Ok(Ok(Reservation {
+            cells: cells.to_vec(),
+            budget,
+        }))
     }
 
-    pub async fn refund(&self, _reservation: &Reservation, _now: UnixMs) -> Result<(), StoreError> {
-        unavailable()
+    pub async fn refund(&self, reservation: &Reservation, _now: UnixMs) -> Result<(), StoreError> {
+        let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now().as_u64();
+        for cell in &reservation.cells {
+            if let Some(bucket) = limits.get(&cell.limiter) {
+                bucket.refund(cell.key, now);
+            }
+        }
+        drop(limits);
+        if let Some(b) = reservation.budget {
+            let mut day = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+            if day.day == b.day {
+                day.total = day.total.saturating_sub(1);
+                if let Some(c) = day.per_country.get_mut(&b.calling_code) {
+                    *c = c.saturating_sub(1);
+                }
+            }
+        }
+        Ok(())
     }
 
-    pub async fn budget_used(
-        &self,
-        _day: u64,
-        _calling_code: u16,
-    ) -> Result<BudgetUsed, StoreError> {
-        unavailable()
+    pub async fn budget_used(&self, day: u64, calling_code: u16) -> Result<BudgetUsed, StoreError> {
+        let d = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        if d.day != day {
+            return Ok(BudgetUsed::default());
+        }
+        Ok(BudgetUsed {
+            total: d.total,
+            country: d.per_country.get(&calling_code).copied().unwrap_or(0),
+        })
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        unavailable()
+        Ok(())
+    }
+
+    /// Drop what no longer matters and give memory back (called
+    /// periodically).
+    pub fn prune(&self) {
+        let now = self.clock.unix().as_millis() as u64;
+        {
+            let mut ledger = self.ledger();
+            ledger.entries.prune(now);
+            ledger.unreachable.prune(now);
+        }
+        let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        for bucket in limits.values() {
+            bucket.limiter.retain_recent();
+            bucket.limiter.shrink_to_fit();
+        }
+    }
+
+    /// Records held (ledger + unreachable), for tests and benchmarks.
+    pub fn len(&self) -> usize {
+        let ledger = self.ledger();
+        ledger.entries.len() + ledger.unreachable.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keys held across all limiters (for tests and benchmarks).
+    pub fn limit_keys(&self) -> usize {
+        let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        limits.values().map(|b| b.limiter.len()).sum()
+    }
+}
+
+impl Bucket {
+    fn new(cell: &Cell, clock: &Clock) -> Self {
+        let burst = NonZeroU32::new(cell.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(cell.interval.max(Duration::from_nanos(1)))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        let cells = Arc::new(Mutex::new(HashMap::new()));
+        let store = ProbeStore {
+            cells: cells.clone(),
+        };
+        Bucket {
+            interval: quota.replenish_interval().as_nanos() as u64,
+            limiter: RateLimiter::new(quota, store, clock.clone()),
+            cells,
+        }
+    }
+
+    /// Give one cell back: the theoretical arrival time moves one interval
+    /// earlier; a bucket back at rest is dropped.
+    fn refund(&self, key: u64, now: u64) {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tat) = cells.get_mut(&key) {
+            *tat = tat.saturating_sub(self.interval);
+            if *tat <= now {
+                cells.remove(&key);
+            }
+        }
+    }
+}
+
+/// A key and whether this check may write the limiter's state.
+#[derive(Clone, Debug)]
+struct Probe {
+    key: u64,
+    commit: bool,
+}
+
+impl PartialEq for Probe {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Probe {}
+impl Hash for Probe {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state)
+    }
+}
+
+/// Governor state (theoretical arrival time per key) that writes only on
+/// committing checks.
+#[derive(Default, Debug)]
+struct ProbeStore {
+    cells: Arc<Mutex<HashMap<u64, u64>>>,
+}
+
+impl StateStore for ProbeStore {
+    type Key = Probe;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Probe, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        let current = cells.get(&key.key).map(|n| Nanos::from(*n));
+        let (answer, next) = f(current)?;
+        if key.commit {
+            cells.insert(key.key, next.as_u64());
+        }
+        Ok(answer)
+    }
+}
+
+impl ShrinkableKeyedStateStore<Probe> for ProbeStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells.retain(|_, tat| *tat >= drop_below.as_u64());
+    }
+
+    fn shrink_to_fit(&self) {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.cells.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A provider sid in 18 bytes instead of a heap string: Twilio's are two
+/// letters and 32 hex digits, SignalWire's a UUID (16 bytes too). Anything
+/// else keeps its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sid {
+    Hex([u8; 2], [u8; 16]),
+    Uuid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl Sid {
+    fn pack(s: &str) -> Sid {
+        let hex16 = |h: &str| -> Option<[u8; 16]> {
+            if h.len() != 32
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return None;
+            }
+            let mut out = [0u8; 16];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(out)
+        };
+        let b = s.as_bytes();
+        if b.len() == 34 && b[0].is_ascii_uppercase() && b[1].is_ascii_uppercase() {
+            if let Some(raw) = s.get(2..).and_then(hex16) {
+                return Sid::Hex([b[0], b[1]], raw);
+            }
+        }
+        if b.len() == 36 && [8, 13, 18, 23].iter().all(|i| b[*i] == b'-') {
+            if let Some(raw) = hex16(&s.replace('-', "")) {
+                return Sid::Uuid(raw);
+            }
+        }
+        Sid::Text(s.into())
+    }
+
+    fn unpack(&self) -> String {
+        let hex = |raw: &[u8; 16]| raw.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        match self {
+            Sid::Hex(p, raw) => format!("{}{}{}", p[0] as char, p[1] as char, hex(raw)),
+            Sid::Uuid(raw) => {
+                let h = hex(raw);
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                )
+            }
+            Sid::Text(t) => t.to_string(),
+        }
+    }
+}
+
+/// Entries that expire at a time given on insertion; past `max`, the oldest
+/// inserted go first.
+struct Expiring<K, V> {
+    map: HashMap<K, (UnixMs, V)>,
+    order: VecDeque<(UnixMs, K)>,
+    max: usize,
+}
+
+impl<K: Copy + Eq + Hash, V> Expiring<K, V> {
+    fn new(max: usize) -> Self {
+        Expiring {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            max: max.max(1),
+        }
+    }
+
+    fn prune(&mut self, now: UnixMs) {
+        // `order` is by insertion; a record kept longer than the one in front
+        // of it waits for that one, which is bounded by the longest keep.
+        while let Some((expires, key)) = self.order.front().copied() {
+            if expires > now && self.map.len() <= self.max {
+                break;
+            }
+            self.order.pop_front();
+            // Only remove if this queue entry is the live one.
+            if self.map.get(&key).is_some_and(|(e, _)| *e == expires) {
+                self.map.remove(&key);
+            }
+        }
+        if self.map.capacity() > 64 && self.map.len() < self.map.capacity() / 4 {
+            self.map.shrink_to_fit();
+            self.order.shrink_to_fit();
+        }
+    }
+
+    fn get(&self, key: &K, now: UnixMs) -> Option<&V> {
+        self.map
+            .get(key)
+            .filter(|(expires, _)| *expires > now)
+            .map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, key: K, value: V, now: UnixMs, keep: Duration) {
+        let expires = now + keep.as_millis() as u64;
+        self.map.insert(key, (expires, value));
+        self.order.push_back((expires, key));
+        self.prune(now);
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.map.remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (MemoryStore, Clock) {
+        let clock = Clock::starting_at(Duration::from_secs(1_800_000_000));
+        (MemoryStore::new(clock.clone(), 1000), clock)
+    }
+
+    const LEASE: Duration = Duration::from_secs(10);
+    const KEEP: Duration = Duration::from_secs(600);
+
+    #[tokio::test]
+    async fn ledger_transitions() {
+        let (s, _) = store();
+        let (a, b) = (Owner(1), Owner(2));
+        let k = [7u8; 16];
+        let t = 1_000_000;
+        assert_eq!(s.claim(&k, a, t, LEASE, KEEP).await, Ok(Claim::Send));
+        assert_eq!(s.claim(&k, b, t + 1, LEASE, KEEP).await, Ok(Claim::Busy));
+        // The lease runs out: the next claimer reconciles, once.
+        let later = t + 10_000;
+        assert_eq!(
+            s.claim(&k, b, later, LEASE, KEEP).await,
+            Ok(Claim::Reconcile { since: t })
+        );
+        assert_eq!(s.claim(&k, a, later, LEASE, KEEP).await, Ok(Claim::Busy));
+        // The old owner's late settlement is ignored.
+        s.settle(&k, a, Settle::Release, later, KEEP).await.unwrap();
+        assert!(matches!(
+            s.entry(&k, later).await.unwrap(),
+            Some(Entry::InFlight { owner, .. }) if owner == b
+        ));
+        s.settle(&k, b, Settle::Uncertain, later, KEEP)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.entry(&k, later).await.unwrap(),
+            Some(Entry::Uncertain { since: t })
+        );
+        assert_eq!(
+            s.claim(&k, a, later, LEASE, KEEP).await,
+            Ok(Claim::Reconcile { since: t })
+        );
+        let sid = "SM0123456789abcdef0123456789abcdef".to_owned();
+        s.settle(
+            &k,
+            a,
+            Settle::Accepted {
+                sid: Some(sid.clone()),
+            },
+            later,
+            KEEP,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.claim(&k, b, later, LEASE, KEEP).await,
+            Ok(Claim::Accepted { sid: Some(sid) })
+        );
+        // Kept for the window, then forgotten.
+        let gone = later + KEEP.as_millis() as u64;
+        assert_eq!(s.claim(&k, b, gone, LEASE, KEEP).await, Ok(Claim::Send));
+        s.settle(&k, b, Settle::Release, gone, KEEP).await.unwrap();
+        assert_eq!(s.entry(&k, gone).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reserve_is_all_or_nothing_and_refund_gives_back() {
+        use crate::delivery::channel::Channel;
+        use crate::delivery::limits::LimitName;
+        let (s, _) = store();
+        let cell = |name, key, burst| Cell {
+            limiter: Limiter {
+                channel: Channel::Sms,
+                name,
+            },
+            key,
+            interval: Duration::from_secs(3600),
+            burst,
+        };
+        let recipient = cell(LimitName::Recipient, 1, 2);
+        let global = cell(LimitName::Global, 0, 3);
+        let budget = BudgetTake {
+            day: 20_000,
+            calling_code: 1,
+            total_cap: 10,
+            country_cap: 10,
+        };
+        let r1 = s
+            .reserve(&[recipient, global], Some(budget), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let _r2 = s
+            .reserve(&[recipient, global], Some(budget), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        // The recipient's burst of 2 is used: refused, and the global cell and
+        // the budget are not taken.
+        let refused = s
+            .reserve(&[recipient, global], Some(budget), 0)
+            .await
+            .unwrap();
+        assert!(
+            matches!(refused, Err(Refusal::Limited { limiter, .. }) if limiter.name == LimitName::Recipient)
+        );
+        assert_eq!(s.budget_used(20_000, 1).await.unwrap().total, 2);
+        let other = cell(LimitName::Recipient, 2, 2);
+        s.reserve(&[other, global], Some(budget), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(s
+            .reserve(&[cell(LimitName::Recipient, 3, 2), global], None, 0)
+            .await
+            .unwrap()
+            .is_err());
+        // A refund makes room again, and gives the budget unit back.
+        s.refund(&r1, 0).await.unwrap();
+        assert_eq!(s.budget_used(20_000, 1).await.unwrap().total, 2);
+        s.reserve(&[recipient, global], None, 0)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn budget_caps_and_day_rollover() {
+        let (s, _) = store();
+        let take = |day, cc| BudgetTake {
+            day,
+            calling_code: cc,
+            total_cap: 3,
+            country_cap: 2,
+        };
+        s.reserve(&[], Some(take(1, 44)), 0).await.unwrap().unwrap();
+        s.reserve(&[], Some(take(1, 44)), 0).await.unwrap().unwrap();
+        assert_eq!(
+            s.reserve(&[], Some(take(1, 44)), 0).await.unwrap(),
+            Err(Refusal::Budget {
+                scope: BudgetScope::Country
+            })
+        );
+        s.reserve(&[], Some(take(1, 49)), 0).await.unwrap().unwrap();
+        assert_eq!(
+            s.reserve(&[], Some(take(1, 1)), 0).await.unwrap(),
+            Err(Refusal::Budget {
+                scope: BudgetScope::Total
+            })
+        );
+        // A new UTC day starts from zero.
+        s.reserve(&[], Some(take(2, 44)), 0).await.unwrap().unwrap();
+        assert_eq!(
+            s.budget_used(2, 44).await.unwrap(),
+            BudgetUsed {
+                total: 1,
+                country: 1
+            }
+        );
+    }
+
+    #[test]
+    fn sids_pack_and_unpack() {
+        for sid in [
+            "SM0123456789abcdef0123456789abcdef",
+            "CAffffffffffffffffffffffffffffffff",
+            "a5c7a9f2-1b2c-4d5e-8f90-123456789abc",
+            "SM0123456789ABCDEF0123456789abcdef",
+            "x",
+            "SMé123456789abcdef0123456789abcde",
+        ] {
+            assert_eq!(Sid::pack(sid).unpack(), sid);
+        }
+        assert!(matches!(
+            Sid::pack("SM0123456789abcdef0123456789abcdef"),
+            Sid::Hex(..)
+        ));
+        assert!(matches!(
+            Sid::pack("a5c7a9f2-1b2c-4d5e-8f90-123456789abc"),
+            Sid::Uuid(..)
+        ));
+    }
+
+    #[tokio::test]
+    async fn bounded_by_max_entries() {
+        let clock = Clock::starting_at(Duration::ZERO);
+        let s = MemoryStore::new(clock, 100);
+        for i in 0..1000u32 {
+            let mut k = [0u8; 16];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            s.claim(&k, Owner(1), 0, LEASE, KEEP).await.unwrap();
+            s.settle(&k, Owner(1), Settle::Accepted { sid: None }, 0, KEEP)
+                .await
+                .unwrap();
+        }
+        assert_eq!(s.len(), 100);
     }
 }

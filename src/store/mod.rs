@@ -145,3 +145,123 @@ pub struct BudgetUsed {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the store is unavailable: {0}")]
 pub struct StoreError(pub String);
+
+/// The store the configuration asks for, and the keys to use with it.
+pub fn open(
+    config: &crate::config::Config,
+    clock: crate::clock::Clock,
+) -> (std::sync::Arc<Store>, Keys) {
+    let store = Store::Memory(memory::MemoryStore::new(clock, config.dedup.max_entries));
+    (std::sync::Arc::new(store), Keys::random())
+}
+
+/// The backend in use. (Made once per process: the size difference between
+/// the variants does not matter.)
+#[allow(clippy::large_enum_variant)]
+pub enum Store {
+    Memory(memory::MemoryStore),
+    Redis(redis::RedisStore),
+}
+
+/// One backend method, whichever backend it is.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Memory(m) => m.$method($($arg),*).await,
+            Store::Redis(r) => r.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// See [`Claim`].
+    pub async fn claim(
+        &self,
+        key: &MessageKey,
+        owner: Owner,
+        now: UnixMs,
+        lease: Duration,
+        keep: Duration,
+    ) -> Result<Claim, StoreError> {
+        dispatch!(self.claim(key, owner, now, lease, keep))
+    }
+
+    /// See [`Settle`]. Does nothing unless `owner` still holds the claim.
+    pub async fn settle(
+        &self,
+        key: &MessageKey,
+        owner: Owner,
+        settle: Settle,
+        now: UnixMs,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.settle(key, owner, settle, now, keep))
+    }
+
+    /// The record of a message (an expired lease reads as `Uncertain`).
+    pub async fn entry(&self, key: &MessageKey, now: UnixMs) -> Result<Option<Entry>, StoreError> {
+        dispatch!(self.entry(key, now))
+    }
+
+    /// Wait a little for records to change: until the next settlement in
+    /// memory; a short pause (growing with `round`) for Redis, which is
+    /// polled. The caller looks again and bounds the whole wait.
+    pub async fn changed(&self, round: u32) {
+        match self {
+            Store::Memory(m) => m.settled().await,
+            Store::Redis(_) => {
+                let ms = (10u64 << round.min(5)).min(250);
+                tokio::time::sleep(Duration::from_millis(ms)).await
+            }
+        }
+    }
+
+    pub async fn unreachable(
+        &self,
+        key: &RecipientKey,
+        now: UnixMs,
+    ) -> Result<Option<Option<u32>>, StoreError> {
+        dispatch!(self.unreachable(key, now))
+    }
+
+    pub async fn mark_unreachable(
+        &self,
+        key: &RecipientKey,
+        code: Option<u32>,
+        now: UnixMs,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.mark_unreachable(key, code, now, ttl))
+    }
+
+    /// Take a cell from every limiter and a unit of budget, or nothing.
+    pub async fn reserve(
+        &self,
+        cells: &[Cell],
+        budget: Option<BudgetTake>,
+        now: UnixMs,
+    ) -> Result<Result<Reservation, Refusal>, StoreError> {
+        dispatch!(self.reserve(cells, budget, now))
+    }
+
+    /// Give back what a reservation took (the message was certainly not
+    /// sent).
+    pub async fn refund(&self, reservation: &Reservation, now: UnixMs) -> Result<(), StoreError> {
+        dispatch!(self.refund(reservation, now))
+    }
+
+    pub async fn budget_used(&self, day: u64, calling_code: u16) -> Result<BudgetUsed, StoreError> {
+        dispatch!(self.budget_used(day, calling_code))
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self.ping())
+    }
+
+    /// Periodic clean-up (memory only: Redis expires keys itself).
+    pub fn prune(&self) {
+        if let Store::Memory(m) = self {
+            m.prune();
+        }
+    }
+}

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod abuse;
+mod exactly_once;
 mod health;
 mod observability;
 mod provider_errors;

@@ -89,6 +89,20 @@ async fn a_slow_provider_is_cut_off_at_the_timeout() {
     .await;
     let (status, body) = error_of(app.post("/v1/sms", &fixture("login")).await).await;
     assert_eq!((status, error_code(&body)), (503, "provider_unavailable"));
+    // Twilio may have the message: Kratos's retry asks before sending
+    // again, and answers 503 again while Twilio cannot tell (this stand-in
+    // has no list endpoint). Nothing is created twice.
+    let (status, _) = error_of(app.post("/v1/sms", &fixture("login")).await).await;
+    assert_eq!(status, 503);
+    let requests = app.provider_requests().await;
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.method.as_str() == "POST")
+            .count(),
+        1
+    );
+    assert!(requests.iter().any(|r| r.method.as_str() == "GET"));
 }
 
 #[tokio::test]

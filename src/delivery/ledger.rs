@@ -1,0 +1,243 @@
+//! The delivery ledger: exactly once, whatever Kratos retries.
+//!
+//! Kratos retries every failed send up to 5 more times, a second apart, on
+//! any replica, and sends no message id: a message is known by a keyed hash
+//! of its channel, recipient, body and code. Each has at most one record in
+//! the [`Store`], and this module is the only one that moves it:
+//!
+//! ```text
+//!                       claim (no record)
+//!   (none) ─────────────────────────────────► InFlight{owner, since, lease}
+//!     ▲                                          │        │         │
+//!     │ certainly not sent                       │        │         │ lease runs out
+//!     │ (transient, configuration, refused       │        │         │ (owner died)
+//!     │  by limits/budget/slots, recipient)      │        │         ▼
+//!     └──────────────────────────────────────────┘        │     Uncertain{since}
+//!                                                         │       ▲     │
+//!                 provider accepted (or reconciliation    │       │     │ next attempt claims it,
+//!                 found it)                               │       │     │ then asks the provider
+//!                                 ┌───────────────────────┘       │     │ (Messages/Calls list):
+//!                                 ▼                 timeout,      │     ├─ found ──► Accepted
+//!                         Accepted{sid} ◄─────┐     broken        │     ├─ not found ─► InFlight (send)
+//!                      (kept for the dedup    │     connection ───┘     └─ cannot ask ─► Uncertain (503)
+//!                       window; repeats are   │
+//!                       answered with the sid)└─── found
+//! ```
+//!
+//! - A transient failure leaves no record: the retry sends again (its quota
+//!   was refunded, so it pays once).
+//! - An uncertain outcome is never resent blindly: the provider may have it.
+//! - Concurrent copies (and other replicas) find `InFlight` and wait for the
+//!   owner's outcome, bounded so that Kratos still gets an answer in time.
+//! - Recipients the provider calls permanently unreachable are remembered
+//!   apart (per recipient and channel, not per message).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::clock::Clock;
+use crate::delivery::channel::Channel;
+use crate::delivery::compose::Outgoing;
+use crate::delivery::error::DeliveryError;
+use crate::phone::Recipient;
+use crate::provider::twilio::TwilioClient;
+use crate::store::{Claim, Entry, Keys, MessageKey, Owner, RecipientKey, Settle, Store, UnixMs};
+
+/// The ledger's settings and handles.
+pub struct Ledger {
+    store: Arc<Store>,
+    keys: Keys,
+    clock: Clock,
+    /// How long an owner may hold a message before another attempt may take
+    /// it over (and reconcile): the provider timeout and a margin.
+    lease: Duration,
+    /// How long outcomes are remembered (`dedup.window_ms`).
+    keep: Duration,
+    /// How long a permanently unreachable recipient is remembered.
+    unreachable_for: Duration,
+    /// How long a copy waits for the owner's outcome before answering 503.
+    wait_at_most: Duration,
+}
+
+/// What to do with a message.
+pub enum Admission {
+    /// Ours to send: settle the [`Flight`] with the outcome.
+    Send(Flight),
+    /// Sent already (found in the ledger or by asking the provider).
+    Duplicate { sid: Option<String> },
+}
+
+/// The right to send one message, until settled.
+#[derive(Debug, Clone, Copy)]
+pub struct Flight {
+    key: MessageKey,
+    owner: Owner,
+}
+
+impl Ledger {
+    pub fn new(
+        store: Arc<Store>,
+        keys: Keys,
+        clock: Clock,
+        provider_timeout: Duration,
+        keep: Duration,
+        unreachable_for: Duration,
+    ) -> Self {
+        Ledger {
+            store,
+            keys,
+            clock,
+            lease: provider_timeout + Duration::from_secs(2),
+            keep,
+            unreachable_for,
+            // Kratos gives up on an answer after 10 s.
+            wait_at_most: (provider_timeout + Duration::from_millis(500))
+                .min(Duration::from_secs(9)),
+        }
+    }
+
+    fn now(&self) -> UnixMs {
+        self.clock.unix().as_millis() as u64
+    }
+
+    fn recipient_key(&self, channel: Channel, recipient: &Recipient) -> RecipientKey {
+        self.keys.recipient(channel, recipient.e164())
+    }
+
+    /// The provider code a recipient was found unreachable with, if it was.
+    pub async fn known_unreachable(
+        &self,
+        channel: Channel,
+        recipient: &Recipient,
+    ) -> Result<Option<Option<u32>>, DeliveryError> {
+        let key = self.recipient_key(channel, recipient);
+        Ok(self.store.unreachable(&key, self.now()).await?)
+    }
+
+    /// Remember that the provider called this recipient unreachable.
+    pub async fn remember_unreachable(
+        &self,
+        channel: Channel,
+        recipient: &Recipient,
+        code: Option<u32>,
+    ) -> Result<(), DeliveryError> {
+        let key = self.recipient_key(channel, recipient);
+        let (now, ttl) = (self.now(), self.unreachable_for);
+        Ok(self.store.mark_unreachable(&key, code, now, ttl).await?)
+    }
+
+    /// Claim the message, wait for another owner, or reconcile an uncertain
+    /// outcome with the provider.
+    pub async fn admit(
+        &self,
+        channel: Channel,
+        recipient: &Recipient,
+        body: &str,
+        code: Option<&str>,
+        outgoing: &Outgoing,
+        provider: &TwilioClient,
+    ) -> Result<Admission, DeliveryError> {
+        let key = self.keys.message(channel, recipient.e164(), body, code);
+        let owner = Owner::random();
+        let flight = Flight { key, owner };
+        let started = tokio::time::Instant::now();
+        let mut round = 0;
+        loop {
+            match self
+                .store
+                .claim(&key, owner, self.now(), self.lease, self.keep)
+                .await?
+            {
+                Claim::Send => return Ok(Admission::Send(flight)),
+                Claim::Accepted { sid } => return Ok(Admission::Duplicate { sid }),
+                Claim::Reconcile { since } => {
+                    return self.reconcile(flight, since, outgoing, provider).await;
+                }
+                Claim::Busy => {
+                    let left = self.wait_at_most.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        // The owner is still at it: Kratos asks again in a
+                        // second and will find its outcome.
+                        return Err(DeliveryError::ProviderUnavailable {
+                            provider_code: None,
+                            retry_after: 1,
+                        });
+                    }
+                    // A settlement can slip between the look and the wait:
+                    // never wait long for one round.
+                    let round_wait = left.min(Duration::from_millis(250));
+                    let _ = tokio::time::timeout(round_wait, self.store.changed(round)).await;
+                    round += 1;
+                }
+            }
+        }
+    }
+
+    /// The record was uncertain (or its owner's lease ran out) and is ours
+    /// now: ask the provider whether it has the message.
+    async fn reconcile(
+        &self,
+        flight: Flight,
+        since: UnixMs,
+        outgoing: &Outgoing,
+        provider: &TwilioClient,
+    ) -> Result<Admission, DeliveryError> {
+        let since_time = UNIX_EPOCH + Duration::from_millis(since);
+        let found = match outgoing {
+            Outgoing::Sms(sms) => provider.find_message(&sms.to, &sms.body, since_time).await,
+            Outgoing::Call(call) => {
+                provider
+                    .find_call(&call.to, Some(&call.from), since_time)
+                    .await
+            }
+        };
+        match found {
+            Ok(Some(sid)) => {
+                tracing::info!("reconciled: the provider had the message; not sending again");
+                let sid = Some(sid);
+                self.settle(flight, Settle::Accepted { sid: sid.clone() })
+                    .await;
+                Ok(Admission::Duplicate { sid })
+            }
+            Ok(None) => {
+                tracing::info!("reconciled: the provider does not have the message; sending");
+                Ok(Admission::Send(flight))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    provider_error = e.kind(),
+                    provider_code = e.provider_code(),
+                    "could not ask the provider whether it has an uncertain message; not resending"
+                );
+                self.settle(flight, Settle::Uncertain).await;
+                Err(DeliveryError::ProviderUnavailable {
+                    provider_code: e.provider_code(),
+                    retry_after: 1,
+                })
+            }
+        }
+    }
+
+    /// Record how the send ended. A store failure here is logged, not
+    /// returned: the provider's answer is what the caller is told, and the
+    /// record expires into `Uncertain` (then reconciled) if it was lost.
+    pub async fn settle(&self, flight: Flight, settle: Settle) {
+        let result = self
+            .store
+            .settle(&flight.key, flight.owner, settle, self.now(), self.keep)
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "could not record a delivery outcome in the store");
+        }
+    }
+
+    /// The record of a message, for tests and diagnostics.
+    pub async fn entry(&self, flight: &Flight) -> Result<Option<Entry>, DeliveryError> {
+        Ok(self.store.entry(&flight.key, self.now()).await?)
+    }
+}
+
+/// The wall-clock time of a `UnixMs` (for logs and the provider's lists).
+pub fn system_time(ms: UnixMs) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
