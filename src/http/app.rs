@@ -124,6 +124,14 @@ impl App {
             (_, "/health/alive" | "/health/ready") => {
                 return ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into_response()
             }
+            // Where these endpoints exist on this listener; elsewhere every
+            // method is answered 404, as GET or POST is.
+            (_, "/metrics") if self.config.metrics_listen.is_none() => {
+                return ApiError::MethodNotAllowed { allow: "GET" }.into_response()
+            }
+            (_, "/v1/twilio/status") if self.config.status_callback_url.is_some() => {
+                return ApiError::MethodNotAllowed { allow: "POST" }.into_response()
+            }
             _ => return ApiError::NotFound.into_response(),
         };
         let mut log = RequestLog {
