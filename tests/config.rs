@@ -297,6 +297,35 @@ fn bin() -> Command {
     c
 }
 
+/// `serve` expected to refuse to start: its output once it exits. Should it
+/// start serving instead, it is killed after 30 s and the test fails, rather
+/// than the test waiting forever and the server outliving it.
+fn serve_output(mut command: Command) -> std::process::Output {
+    use std::process::Stdio;
+    let child = command
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            // Not reaped yet (the waiting thread reaps it), so the pid is
+            // still this child's.
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("`serve` was expected to exit, and was still running after 30 s");
+        }
+    }
+}
+
 #[test]
 fn check_config_prints_the_effective_config_with_secrets_redacted() {
     let out = bin()
@@ -333,13 +362,11 @@ fn check_config_fails_naming_the_key() {
 
 #[test]
 fn serve_refuses_to_start_without_auth_and_names_the_key() {
-    let out = bin()
-        .arg("serve")
-        .env("PHONE_COURIER__TWILIO__ACCOUNT_SID", SID)
+    let mut c = bin();
+    c.env("PHONE_COURIER__TWILIO__ACCOUNT_SID", SID)
         .env("PHONE_COURIER__TWILIO__AUTH_TOKEN", "t")
-        .env("PHONE_COURIER__TWILIO__FROM", "+15005550006")
-        .output()
-        .unwrap();
+        .env("PHONE_COURIER__TWILIO__FROM", "+15005550006");
+    let out = serve_output(c);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`auth`"));
 }
@@ -348,12 +375,9 @@ fn serve_refuses_to_start_without_auth_and_names_the_key() {
 fn serve_names_server_listen_when_the_port_is_taken() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = bin()
-        .arg("serve")
-        .envs(good())
-        .env("PHONE_COURIER__SERVER__LISTEN", &addr)
-        .output()
-        .unwrap();
+    let mut c = bin();
+    c.envs(good()).env("PHONE_COURIER__SERVER__LISTEN", &addr);
+    let out = serve_output(c);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`server.listen`"));
 }

@@ -188,3 +188,383 @@ fn every_error_code_the_service_has_is_documented() {
         "the description lists codes the service does not have"
     );
 }
+
+/// `schema` with every `$ref` replaced by what it names: `#/…` in `doc`, and
+/// `./courier-message.schema.json` by the schema the service enforces.
+fn inline(doc: &Value, schema: &Value, courier: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            if let Some(r) = map.get("$ref").and_then(Value::as_str) {
+                assert_eq!(map.len(), 1, "a $ref with siblings: {schema}");
+                let target = if r == "./courier-message.schema.json" {
+                    let mut c = courier.clone();
+                    let o = c.as_object_mut().unwrap();
+                    o.remove("$schema");
+                    o.remove("$id");
+                    return c;
+                } else {
+                    let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("{r}"));
+                    doc.pointer(pointer)
+                        .unwrap_or_else(|| panic!("dangling {r}"))
+                };
+                return inline(doc, target, courier);
+            }
+            Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), inline(doc, v, courier)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| inline(doc, v, courier)).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// The validator of the JSON request body the description gives `path`.
+fn request_validator(doc: &Value, path: &str) -> jsonschema::Validator {
+    let courier: Value =
+        serde_json::from_str(kratos_phone_courier::delivery::message::COURIER_MESSAGE_SCHEMA)
+            .unwrap();
+    let schema = doc["paths"][path]["post"]
+        .pointer("/requestBody/content/application~1json/schema")
+        .unwrap_or_else(|| panic!("{path} has no JSON request schema"));
+    jsonschema::validator_for(&inline(doc, schema, &courier)).unwrap()
+}
+
+/// The request examples and the Kratos fixtures against the request schemas:
+/// what the service accepts passes both the runtime schema and the
+/// description's; what it answers 422 passes the runtime schema only (here
+/// every 422 example is one a schema can foresee); what it answers 400 fails
+/// the runtime schema.
+#[test]
+fn request_examples_and_kratos_fixtures_match_the_request_schemas() {
+    let doc = openapi();
+    let courier_schema: Value =
+        serde_json::from_str(kratos_phone_courier::delivery::message::COURIER_MESSAGE_SCHEMA)
+            .unwrap();
+    let runtime = jsonschema::validator_for(&courier_schema).unwrap();
+    let mut checked = 0;
+    for path in ["/v1/sms", "/v1/voice"] {
+        let described = request_validator(&doc, path);
+        let examples = doc["paths"][path]["post"]
+            .pointer("/requestBody/content/application~1json/examples")
+            .and_then(Value::as_object)
+            .unwrap();
+        for (name, example) in examples {
+            let mut value = example["value"].clone();
+            if let Some(rep) = example.get("x-body-repeat") {
+                let text = rep["char"]
+                    .as_str()
+                    .unwrap()
+                    .repeat(rep["count"].as_u64().unwrap() as usize);
+                value[rep["field"].as_str().unwrap()] = Value::String(text);
+            }
+            let expected = example["x-expect-status"].as_u64().unwrap();
+            assert_eq!(
+                runtime.is_valid(&value),
+                expected != 400,
+                "{path} {name}: runtime schema"
+            );
+            assert_eq!(
+                described.is_valid(&value),
+                expected == 200,
+                "{path} {name}: request schema in openapi.yaml"
+            );
+            checked += 1;
+        }
+        for fixture in ["login", "registration", "verification", "recovery"] {
+            let value = fixture_json(fixture);
+            assert!(described.is_valid(&value), "{path}: Kratos's {fixture}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "only {checked} checked");
+}
+
+/// Edge cases of the checks the description states as schemas: whatever the
+/// description's request schema says, the service agrees (schema-valid is
+/// accepted, schema-invalid is refused with 4xx).
+#[tokio::test]
+async fn the_request_schemas_agree_with_the_service_at_the_edges() {
+    use serde_json::json;
+    let doc = openapi();
+    let app = spawn_app().await;
+    let sms = request_validator(&doc, "/v1/sms");
+    let voice = request_validator(&doc, "/v1/voice");
+    let mut n = 0u32;
+    // Each its own recipient, so no answer comes from the dedup memory.
+    let mut next_recipient = || {
+        n += 1;
+        format!("+1415555{:04}", 3000 + n)
+    };
+    let mut cases: Vec<(&str, &str, Value)> = Vec::new();
+    let base = |r: String, body: &str| {
+        json!({"recipient": r, "body": body, "template_type": "login_code_valid",
+               "template_data": {"login_code": "482917"}})
+    };
+    for body in [
+        "x",
+        " \u{a0}x",
+        "\u{200b}",
+        " \t\n",
+        "\u{feff}\u{2060}",
+        "\u{7}",
+        "\u{85}",
+        "é",
+    ] {
+        cases.push(("body visibility", "/v1/sms", base(next_recipient(), body)));
+    }
+    for len in [1600, 1601] {
+        cases.push((
+            "body length",
+            "/v1/sms",
+            base(next_recipient(), &"é".repeat(len)),
+        ));
+    }
+    for r in [
+        " +14155553100 ",
+        "\u{3000}+14155553101\n",
+        "+1 4155553102",
+        "\u{feff}+14155553103",
+    ] {
+        cases.push(("recipient form", "/v1/sms", base(r.to_owned(), "x")));
+    }
+    for (template, data) in [
+        ("login_code_valid", json!({"login_code": "AB12"})),
+        ("login_code_valid", json!({"login_code": "123"})),
+        ("login_code_valid", json!({"login_code": "1234567890123"})),
+        ("login_code_valid", json!({"login_code": "12 34"})),
+        ("login_code_valid", json!({})),
+        ("login_code_valid", json!({"registration_code": "123456"})),
+        (
+            "registration_code_valid",
+            json!({"registration_code": "12", "login_code": "123456"}),
+        ),
+        (
+            "registration_code_valid",
+            json!({"login_code": "123456", "verification_code": "x"}),
+        ),
+        (
+            "recovery_code_valid",
+            json!({"verification_code": "613570", "login_code": "x"}),
+        ),
+        (
+            "recovery_code_valid",
+            json!({"login_code": "x", "verification_code": "x"}),
+        ),
+        ("stub", json!({"verification_code": "613570"})),
+        (
+            "stub",
+            json!({"login_code": "x", "verification_code": "613570"}),
+        ),
+    ] {
+        let m = json!({"recipient": next_recipient(), "body": "", "template_type": template,
+                       "template_data": data});
+        cases.push(("voice code", "/v1/voice", m));
+    }
+    for data in [
+        json!({"transient_payload": {"phone_courier": {"channel": "voice"}}}),
+        json!({"transient_payload": {"phone_courier": {"channel": "sms"}}}),
+        json!({"identity": {"traits": {"phone_channel": "voice"}}}),
+        json!({"identity": {"phone_channel": "voice"}}),
+        json!({"identity": {"traits": {"phone_channel": "sms"}, "phone_channel": "voice"}}),
+        json!({"identity": {"traits": {"email": "a@example.com"}, "phone_channel": "voice"}}),
+        json!({"identity": {"traits": null, "phone_channel": "voice"}}),
+    ] {
+        for (body, code) in [("", "482917"), ("x", "1")] {
+            let mut data = data.clone();
+            data["login_code"] = json!(code);
+            let m = json!({"recipient": next_recipient(), "body": body,
+                           "template_type": "login_code_valid", "template_data": data});
+            cases.push(("/v1/sms channel choice", "/v1/sms", m));
+        }
+    }
+    assert_eq!(cases.len(), 40);
+    for (what, path, message) in cases {
+        let valid = if path == "/v1/sms" { &sms } else { &voice };
+        let described = valid.is_valid(&message);
+        let r = app.post_json(path, &message).await;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        if described {
+            assert_eq!(
+                status, 200,
+                "{what}: schema-valid {message} answered {text}"
+            );
+        } else {
+            assert_eq!(
+                status, 422,
+                "{what}: schema-invalid {message} answered {text}"
+            );
+        }
+    }
+}
+
+/// Methods a client may send a path; QUERY is the new safe method with a body.
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "QUERY",
+];
+
+fn allow_of(r: &reqwest::Response) -> std::collections::BTreeSet<String> {
+    r.headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+        .split(',')
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+/// Send `method` to `url` with Kratos's credentials; assert the answer is
+/// 405 with `Allow` naming exactly `allowed` (HEAD aside: it may be listed
+/// where GET is) and a method_not_allowed body. Returns the `Allow` set.
+async fn expect_405(
+    client: &reqwest::Client,
+    url: &str,
+    method: &str,
+    allowed: &std::collections::BTreeSet<String>,
+    error_schema: &jsonschema::Validator,
+) -> std::collections::BTreeSet<String> {
+    let r = client
+        .request(method.parse().unwrap(), url)
+        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    let label = format!("{method} {url}");
+    assert_eq!(r.status(), 405, "{label}");
+    let allow = allow_of(&r);
+    let mut listed = allow.clone();
+    listed.remove("HEAD");
+    let mut documented = allowed.clone();
+    documented.remove("HEAD");
+    assert_eq!(listed, documented, "{label}: Allow");
+    if allow.contains("HEAD") {
+        assert!(allow.contains("GET"), "{label}: HEAD without GET");
+    }
+    let text = r.text().await.unwrap();
+    if method != "HEAD" {
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert!(error_schema.is_valid(&body), "{label}: {text}");
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{label}");
+    }
+    allow
+}
+
+#[tokio::test]
+async fn every_documented_path_answers_other_methods_405_with_allow() {
+    let doc = openapi();
+    let error_schema = jsonschema::validator_for(&doc["components"]["schemas"]["Error"]).unwrap();
+    // Status callbacks on and metrics on the API listener: every path exists.
+    let app = spawn_app_with(|env| {
+        env.insert(
+            "PHONE_COURIER__STATUS_CALLBACK__PUBLIC_URL".into(),
+            "https://courier.example.com".into(),
+        );
+    })
+    .await;
+    let mut paths = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let documented: std::collections::BTreeSet<String> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|m| m.to_uppercase())
+            .filter(|m| METHODS.contains(&m.as_str()))
+            .collect();
+        assert!(!documented.is_empty(), "{path}");
+        let mut allow = None;
+        for method in METHODS.iter().filter(|m| !documented.contains(**m)) {
+            // HEAD where GET is documented may be served as GET is.
+            if *method == "HEAD" && documented.contains("GET") {
+                continue;
+            }
+            let got = expect_405(
+                &app.client,
+                &app.url(path),
+                method,
+                &documented,
+                &error_schema,
+            )
+            .await;
+            if let Some(previous) = &allow {
+                assert_eq!(
+                    previous, &got,
+                    "{method} {path}: the same Allow for every method"
+                );
+            }
+            allow = Some(got);
+        }
+        // What Allow lists is served.
+        for method in allow.unwrap() {
+            let r = app
+                .client
+                .request(method.parse().unwrap(), app.url(path))
+                .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+                .send()
+                .await
+                .unwrap();
+            assert_ne!(r.status(), 405, "{method} {path} is in Allow");
+        }
+        paths += 1;
+    }
+    assert_eq!(paths, 7, "every documented path was checked");
+}
+
+#[tokio::test]
+async fn paths_not_on_a_listener_are_404_and_the_metrics_listener_answers_405() {
+    let doc = openapi();
+    let error_schema = jsonschema::validator_for(&doc["components"]["schemas"]["Error"]).unwrap();
+    // Metrics on their own listener, no status callbacks: neither path is
+    // on the API listener, whatever the method.
+    let app = spawn_app_with(|env| {
+        env.insert(
+            "PHONE_COURIER__METRICS__LISTEN".into(),
+            "127.0.0.1:0".into(),
+        );
+    })
+    .await;
+    for path in ["/metrics", "/v1/twilio/status"] {
+        for method in METHODS {
+            let r = app
+                .client
+                .request(method.parse().unwrap(), app.url(path))
+                .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{method} {path} on the API listener");
+            assert!(r.headers().get("allow").is_none(), "{method} {path}");
+        }
+    }
+    // The metrics listener itself (as startup serves it).
+    let metrics = std::sync::Arc::new(kratos_phone_courier::telemetry::metrics::Metrics::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kratos_phone_courier::http::server::run_metrics(
+        listener,
+        metrics,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let url = format!("http://{addr}/metrics");
+    let client = reqwest::Client::new();
+    let get: std::collections::BTreeSet<String> = ["GET".to_owned()].into();
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    for method in METHODS.iter().filter(|m| **m != "GET") {
+        expect_405(&client, &url, method, &get, &error_schema).await;
+    }
+    let r = client
+        .get(format!("http://{addr}/v1/sms"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

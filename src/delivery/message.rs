@@ -87,12 +87,30 @@ struct WireTemplateData {
     registration_code: Option<String>,
     #[serde(default)]
     verification_code: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     expires_in_minutes: Option<i64>,
     #[serde(default)]
     transient_payload: Option<Value>,
     #[serde(default)]
     identity: Option<Value>,
+}
+
+/// An integer as JSON Schema counts one: `60` and `60.0` alike (the schema
+/// lets both through, so the typed parse must take both).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => {
+            if let Some(i) = n.as_i64() {
+                return Ok(Some(i));
+            }
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+                _ => Err(D::Error::custom("expires_in_minutes is not a whole number")),
+            }
+        }
+    }
 }
 
 /// A courier message that has passed the schema.
@@ -346,6 +364,11 @@ mod tests {
             .parse(br#"{"recipient":"+14155550123","body":"b","template_type":"recovery_code_valid","template_data":{"verification_code":"613570","expires_in_minutes":60}}"#)
             .unwrap();
         assert_eq!(m.code.as_deref(), Some("613570"));
+        assert_eq!(m.expires_in_minutes, Some(60));
+        // JSON Schema's integers include 60.0.
+        let m = MessageParser::new()
+            .parse(br#"{"recipient":"+14155550123","body":"b","template_type":"recovery_code_valid","template_data":{"verification_code":"613570","expires_in_minutes":60.0}}"#)
+            .unwrap();
         assert_eq!(m.expires_in_minutes, Some(60));
     }
 

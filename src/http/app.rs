@@ -138,6 +138,14 @@ impl App {
             (_, "/health/alive" | "/health/ready") => {
                 return ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into()
             }
+            // Where these endpoints exist on this listener; elsewhere every
+            // method is answered 404, as GET or POST is.
+            (_, "/metrics") if self.config.metrics_listen.is_none() => {
+                return ApiError::MethodNotAllowed { allow: "GET" }.into()
+            }
+            (_, "/v1/twilio/status") if self.status_callbacks.is_some() => {
+                return ApiError::MethodNotAllowed { allow: "POST" }.into()
+            }
             _ => return ApiError::NotFound.into(),
         };
         self.courier_request(endpoint, request).await

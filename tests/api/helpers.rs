@@ -263,27 +263,56 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A child process that is killed (SIGKILL) and reaped when dropped, unless
+/// it has already exited: a test that fails or panics half-way leaves no
+/// server running. Derefs to the [`std::process::Child`].
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The real `kratos-phone-courier serve` binary with exactly `env`; returns
-/// the child, the address it listens on (read from its log) and its stderr
-/// lines, as they come.
+/// the child (killed when dropped), the address it listens on (read from its
+/// log) and its stderr lines, as they come.
 pub fn spawn_binary(
     env: &HashMap<String, String>,
 ) -> (
-    std::process::Child,
+    KillOnDrop,
     String,
     std::sync::mpsc::Receiver<String>,
     String,
 ) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kratos-phone-courier"))
-        .arg("serve")
-        .env_clear()
-        .envs(env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_kratos-phone-courier"))
+            .arg("serve")
+            .env_clear()
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {

@@ -16,6 +16,10 @@
 #
 # Prints one line per case (`ok  - ...` / `FAIL - ... (got ...)`), then
 # `N passed, N failed`; exits non-zero when a case failed.
+#
+# Every process it starts is stopped when it ends, pass, fail or interrupt:
+# each is started so that `$!` is the server itself (not a subshell around
+# it), recorded in PIDS, and stopped by `cleanup`.
 
 set -u
 
@@ -37,10 +41,38 @@ FROM=+15005550006
 USER_NAME=kratos
 PASSWORD=contract-password
 
+# running PID: the process exists and has not exited (an exited child of
+# ours stays a zombie until waited for, and `kill -0` still finds it).
+running() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "${state#Z}" = "$state" ]
+}
+
+# stop PID: SIGTERM, up to 10 s to drain and exit, then SIGKILL; reaped, and
+# dropped from PIDS so that cleanup never signals a reused pid.
+stop() {
+  local pid=$1 i kept=()
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq 1 100); do
+    running "$pid" || break
+    sleep 0.1
+  done
+  if running "$pid"; then
+    echo "# process $pid did not stop within 10 s of SIGTERM: killed"
+    kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null
+  for i in "${PIDS[@]}"; do
+    [ "$i" = "$pid" ] || kept+=("$i")
+  done
+  PIDS=("${kept[@]}")
+}
+
 cleanup() {
+  local pid
   for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
+    stop "$pid"
   done
   if [ "$FAILED" -ne 0 ]; then
     echo "# logs kept in $WORK"
@@ -54,6 +86,9 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+# Interrupted or terminated: exit, which runs cleanup.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------
 # Helpers
@@ -177,19 +212,31 @@ wait_ready() {
   return 1
 }
 
-# The service's environment: nothing but these variables.
+# The service's environment: nothing but these variables (for `env -i`), in
+# COURIER_ENV.
 courier_env() {
-  env -i PATH="$PATH" HOME="$WORK" \
-    PHONE_COURIER__SERVER__LISTEN="$COURIER_ADDR" \
-    PHONE_COURIER__AUTH__BASIC__USERNAME="$USER_NAME" \
-    PHONE_COURIER__AUTH__BASIC__PASSWORD="$PASSWORD" \
-    PHONE_COURIER__TWILIO__BASE_URL="http://$SANDBOX_ADDR" \
-    PHONE_COURIER__TWILIO__ACCOUNT_SID="$ACCOUNT_SID" \
-    PHONE_COURIER__TWILIO__AUTH_TOKEN="$AUTH_TOKEN" \
-    PHONE_COURIER__TWILIO__FROM="$FROM" \
-    PHONE_COURIER__TWILIO__VERIFY_CREDENTIALS_ON_START=false \
-    PHONE_COURIER__TWILIO__TIMEOUT_MS=1000 \
-    "${EXTRA_ENV[@]}" "$@"
+  COURIER_ENV=(PATH="$PATH" HOME="$WORK"
+    PHONE_COURIER__SERVER__LISTEN="$COURIER_ADDR"
+    PHONE_COURIER__AUTH__BASIC__USERNAME="$USER_NAME"
+    PHONE_COURIER__AUTH__BASIC__PASSWORD="$PASSWORD"
+    PHONE_COURIER__TWILIO__BASE_URL="http://$SANDBOX_ADDR"
+    PHONE_COURIER__TWILIO__ACCOUNT_SID="$ACCOUNT_SID"
+    PHONE_COURIER__TWILIO__AUTH_TOKEN="$AUTH_TOKEN"
+    PHONE_COURIER__TWILIO__FROM="$FROM"
+    PHONE_COURIER__TWILIO__VERIFY_CREDENTIALS_ON_START=false
+    PHONE_COURIER__TWILIO__TIMEOUT_MS=1000
+    "${EXTRA_ENV[@]}")
+}
+
+# start_courier LOG: `kratos-phone-courier serve` in the background, its pid
+# in COURIER_PID and PIDS. `env` is started directly and execs the server, so
+# `$!` is the server's pid. (Backgrounding a shell function would make `$!`
+# a subshell, and killing it would leave the server running.)
+start_courier() {
+  courier_env
+  env -i "${COURIER_ENV[@]}" "$COURIER" serve >"$1" 2>&1 &
+  COURIER_PID=$!
+  PIDS+=("$COURIER_PID")
 }
 
 # ---------------------------------------------------------------------------
@@ -208,8 +255,7 @@ PIDS+=($!)
 # own recipient and code, so deduplication does not merge cases either.
 EXTRA_ENV=(PHONE_COURIER__LIMITS__ENABLED=false)
 
-courier_env "$COURIER" serve >"$WORK/courier.log" 2>&1 &
-PIDS+=($!)
+start_courier "$WORK/courier.log"
 
 if ! wait_ready "http://$SANDBOX_ADDR/health" || ! wait_ready "http://$COURIER_ADDR/health/ready"; then
   fail "sandbox and service start" "not ready after 10 s"
@@ -320,9 +366,7 @@ for triple in 1:21212:502:provider_configuration 7:21606:502:provider_configurat
   from=+1500555000$digit
   j=$((j + 1))
   COURIER_ADDR=127.0.0.1:$(free_port)
-  FROM=$from courier_env "$COURIER" serve >"$WORK/courier-from-$digit.log" 2>&1 &
-  pid=$!
-  PIDS+=("$pid")
+  FROM=$from start_courier "$WORK/courier-from-$digit.log"
   if wait_ready "http://$COURIER_ADDR/health/ready"; then
     message "+1415555031$j" "20040$j"
     send /v1/sms "$WORK/message.json"
@@ -331,8 +375,7 @@ for triple in 1:21212:502:provider_configuration 7:21606:502:provider_configurat
   else
     fail "service with From $from starts" "not ready"
   fi
-  kill "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
+  stop "$COURIER_PID"
 done
 COURIER_ADDR=$MAIN_ADDR
 
@@ -378,7 +421,8 @@ expect_error "Twilio fault redirect: 502 provider_configuration" 502 provider_co
 # Configuration errors stop the service before it starts
 # ---------------------------------------------------------------------------
 
-courier_env env -u PHONE_COURIER__TWILIO__FROM "$COURIER" check-config >"$WORK/check-config.log" 2>&1
+courier_env
+env -i "${COURIER_ENV[@]}" env -u PHONE_COURIER__TWILIO__FROM "$COURIER" check-config >"$WORK/check-config.log" 2>&1
 check "check-config without twilio.from exits 2" "$?" 2
 check_contains "check-config without twilio.from names the key" "$(cat "$WORK/check-config.log")" "twilio.from"
 
