@@ -664,3 +664,169 @@ fn check_config_never_echoes_a_broken_line() {
     assert!(!stderr.contains("tok-77b2"), "{stderr}");
     assert!(stderr.contains("line 2"), "{stderr}");
 }
+
+#[test]
+fn the_store_is_memory_by_default_and_redis_when_configured() {
+    use kratos_phone_courier::config::{Backend, OnError};
+    let c = load(&good()).unwrap();
+    assert!(matches!(c.store.backend, Backend::Memory));
+    let c = load(&with(&[
+        ("PHONE_COURIER__STORE__BACKEND", "redis"),
+        (
+            "PHONE_COURIER__STORE__REDIS__URL",
+            "redis://:pw-redis-91ab@10.0.0.5:6380/2",
+        ),
+    ]))
+    .unwrap();
+    let Backend::Redis(redis) = &c.store.backend else {
+        panic!("{:?}", c.store)
+    };
+    assert_eq!(
+        redis.url.expose_secret(),
+        "redis://:pw-redis-91ab@10.0.0.5:6380/2"
+    );
+    assert_eq!(redis.key_prefix, "kpc:");
+    assert_eq!(redis.timeout, std::time::Duration::from_millis(500));
+    assert_eq!(redis.on_error, OnError::FailClosed);
+    assert!(!format!("{c:?}").contains("pw-redis-91ab"));
+
+    let c = load(&with(&[
+        ("PHONE_COURIER__STORE__BACKEND", "redis"),
+        (
+            "PHONE_COURIER__STORE__REDIS__URL",
+            "rediss://cache.internal:6380",
+        ),
+        ("PHONE_COURIER__STORE__REDIS__KEY_PREFIX", "courier-eu:"),
+        ("PHONE_COURIER__STORE__REDIS__TIMEOUT_MS", "250"),
+        ("PHONE_COURIER__STORE__REDIS__ON_ERROR", "local"),
+    ]))
+    .unwrap();
+    let Backend::Redis(redis) = &c.store.backend else {
+        panic!("{:?}", c.store)
+    };
+    assert_eq!(redis.key_prefix, "courier-eu:");
+    assert_eq!(redis.timeout.as_millis(), 250);
+    assert_eq!(redis.on_error, OnError::Local);
+
+    // The URL from a file (a mounted secret), trailing newline dropped.
+    let d = tempdir("redis-url");
+    std::fs::write(d.join("url"), "redis://:pw-file-3c7d@redis:6379/0\n").unwrap();
+    let path = d.join("url").display().to_string();
+    let mut pairs: Vec<(&str, &str)> = with(&[("PHONE_COURIER__STORE__BACKEND", "redis")]);
+    pairs.push(("PHONE_COURIER__STORE__REDIS__URL_FILE", &path));
+    let c = load(&pairs).unwrap();
+    let Backend::Redis(redis) = &c.store.backend else {
+        panic!("{:?}", c.store)
+    };
+    assert_eq!(
+        redis.url.expose_secret(),
+        "redis://:pw-file-3c7d@redis:6379/0"
+    );
+
+    // With the memory backend, no URL is needed and none is read.
+    let c = load(&with(&[(
+        "PHONE_COURIER__STORE__REDIS__URL_FILE",
+        "/nonexistent/redis-url",
+    )]))
+    .unwrap();
+    assert!(matches!(c.store.backend, Backend::Memory));
+}
+
+#[test]
+fn store_mistakes_name_the_key_and_never_quote_the_url() {
+    let redis = ("PHONE_COURIER__STORE__BACKEND", "redis");
+    let url = (
+        "PHONE_COURIER__STORE__REDIS__URL",
+        "redis://127.0.0.1:6379/0",
+    );
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (with(&[redis]), "store.redis.url"),
+        (
+            with(&[redis, ("PHONE_COURIER__STORE__REDIS__URL", "")]),
+            "store.redis.url",
+        ),
+        (
+            with(&[
+                redis,
+                url,
+                ("PHONE_COURIER__STORE__REDIS__URL_FILE", "/etc/hostname"),
+            ]),
+            "store.redis.url",
+        ),
+        (
+            with(&[
+                redis,
+                ("PHONE_COURIER__STORE__REDIS__URL_FILE", "/nonexistent/u"),
+            ]),
+            "store.redis.url_file",
+        ),
+        (
+            with(&[("PHONE_COURIER__STORE__BACKEND", "etcd")]),
+            "store.backend",
+        ),
+        (
+            with(&[("PHONE_COURIER__STORE__REDIS__ON_ERROR", "fail_open")]),
+            "store.redis.on_error",
+        ),
+        (
+            with(&[("PHONE_COURIER__STORE__REDIS__TIMEOUT_MS", "0")]),
+            "store.redis.timeout_ms",
+        ),
+        (
+            with(&[("PHONE_COURIER__STORE__REDIS__TIMEOUT_MS", "60000")]),
+            "store.redis.timeout_ms",
+        ),
+        (
+            with(&[("PHONE_COURIER__STORE__REDIS__KEY_PREFIX", "a b")]),
+            "store.redis.key_prefix",
+        ),
+    ];
+    for (pairs, key) in cases {
+        let got = key_of(load(&pairs).unwrap_err());
+        assert_eq!(got, key, "{pairs:?}");
+    }
+    // A URL that is not one: named, never quoted (it may hold a password).
+    for bad in [
+        "http://:pw-bad-6e1a@cache:6379",
+        "redis//:pw-bad-6e1a@cache",
+        "pw-bad-6e1a",
+    ] {
+        let e = load(&with(&[redis, ("PHONE_COURIER__STORE__REDIS__URL", bad)])).unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("pw-bad-6e1a"), "{text}");
+        assert_eq!(key_of(e), "store.redis.url");
+    }
+}
+
+#[test]
+fn check_config_prints_the_store_with_the_url_redacted() {
+    let out = bin()
+        .arg("check-config")
+        .envs(good())
+        .env("PHONE_COURIER__STORE__BACKEND", "redis")
+        .env(
+            "PHONE_COURIER__STORE__REDIS__URL",
+            "redis://user:pw-print-5f0c@redis.internal:6379/0",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains("pw-print-5f0c"), "{all}");
+    assert!(!all.contains("redis.internal"), "{all}");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["store"]["backend"], "redis");
+    assert_eq!(printed["store"]["redis"]["url"], "[redacted]");
+    assert_eq!(printed["store"]["redis"]["key_prefix"], "kpc:");
+    assert_eq!(printed["store"]["redis"]["timeout_ms"], 500);
+    assert_eq!(printed["store"]["redis"]["on_error"], "fail_closed");
+
+    let out = bin().arg("check-config").envs(good()).output().unwrap();
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["store"], serde_json::json!({"backend": "memory"}));
+}

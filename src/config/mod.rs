@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `load` | the sources ([`Sources`], [`DEFAULT_TOML`]) and their merging into [`Settings`] |
 //! | `error` | [`ConfigError`], and the `config` crate's errors rebuilt so they never quote a value or a line |
-//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `policy`, `budget`, `dedup`, `test_numbers`, `metrics`, `status_callback` | one section each: its file format, its checked form, the check between them |
+//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback` | one section each: its file format, its checked form, the check between them |
 //! | `checks` | the rules that span sections (provider timeout against Kratos's, the dedup window against Kratos's retries, the budget's arithmetic), run after the sections |
 //! | `phone_number`, `country`, `language_tag` | the value types read once here and kept: [`E164`], [`SenderId`], [`CountryId`], [`LanguageTag`] |
 //! | `secret`, `values` | secrets inline or in files; lists, durations, string views |
@@ -43,6 +43,7 @@ mod policy;
 mod secret;
 mod server;
 mod status_callback;
+mod store;
 mod test_numbers;
 mod twilio;
 mod values;
@@ -63,6 +64,7 @@ pub use phone_number::{NotASenderId, NotE164, SenderId, E164};
 pub use policy::{CountryPolicy, CountrySettings, PolicyConfig, PolicySettings};
 pub use server::{ServerConfig, ServerSettings, MAX_DRAIN};
 pub use status_callback::StatusCallbackSettings;
+pub use store::{Backend, OnError, RedisConfig, RedisSettings, StoreConfig, StoreSettings};
 pub use test_numbers::TestNumbersSettings;
 pub use twilio::{is_account_sid, SmsSender, TwilioConfig, TwilioSettings};
 pub use values::StringList;
@@ -81,6 +83,7 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub budget: BudgetConfig,
     pub dedup: DedupSettings,
+    pub store: StoreSettings,
     pub test_numbers: TestNumbersSettings,
     pub metrics: MetricsSettings,
     pub status_callback: StatusCallbackSettings,
@@ -101,6 +104,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub budget: BudgetConfig,
     pub dedup: DedupConfig,
+    /// Where the ledger, the unreachable list, the limits and the budget live.
+    pub store: StoreConfig,
     /// Numbers that are answered without sending.
     pub test_numbers: Vec<E164>,
     /// A separate address for `/metrics` (no auth there); `None`: on the API
@@ -124,6 +129,7 @@ impl Settings {
             policy: self.policy.check()?,
             budget: self.budget.check()?,
             dedup: self.dedup.check()?,
+            store: self.store.check()?,
             test_numbers: self.test_numbers.check()?,
             metrics_listen: self.metrics.check()?,
             status_callback_url: self.status_callback.check()?,

@@ -1,91 +1,760 @@
 //! The Redis backend: state shared by every replica.
 //!
-//! (Being built: every operation answers "unavailable" until then.)
+//! Every operation that reads and writes is one Lua script, run atomically
+//! by Redis (sent by EVALSHA, loaded again after a Redis restart), so two
+//! replicas asking at once get answers as if they had asked one after the
+//! other. Times are the caller's (`now`, Unix ms from the service clock),
+//! never Redis's: every record carries the instant it stops counting, and
+//! reads compare it with `now`. Redis's own expiry (PX) only collects what
+//! no read would count any more, a minute late ([`GC_MARGIN_MS`]), so clocks
+//! that disagree (replicas, Redis) never lose state early: a record past its
+//! time, or a TAT that has passed, answers exactly as no record.
+//!
+//! # Keys and values
+//!
+//! Under `store.redis.key_prefix` (`kpc:` by default), keyed hashes in hex:
+//!
+//! | key | value |
+//! |---|---|
+//! | `m:<hash>` | a ledger record: `F\|until\|since\|lease_until\|owner` (in flight), `A\|until` or `A\|until\|sid` (accepted), `U\|until\|since` (uncertain) |
+//! | `u:<hash>` | an unreachable recipient: `until\|` or `until\|provider code` |
+//! | `l:<channel>:<limiter>:<hash>` | a GCRA cell: its theoretical arrival time, Unix nanoseconds |
+//! | `b:<day>:t`, `b:<day>:c:<calling code>` | the day's budget counters |
+//!
+//! Times in values are Unix milliseconds, except the GCRA's nanoseconds.
+//!
+//! # Rate limits
+//!
+//! The GCRA is governor's arithmetic to the nanosecond, so this backend and
+//! the memory one (governor itself) answer alike. Lua numbers are doubles,
+//! exact to 2^53: Unix nanoseconds do not fit, so a TAT is kept as a
+//! decimal string and the script works with `TAT − now`, which fits as long
+//! as a bucket's tolerance is under 104 days (`burst` × 3600 s / `per_hour`).
+//!
+//! # Failures
+//!
+//! Every call ends within `store.redis.timeout_ms`, connecting included. An
+//! error names the operation and the kind of failure, never a key, a value
+//! or the URL (which can hold a password). The connection is made on first
+//! use, so the service starts while Redis is down; a lost connection is
+//! made again on the next call.
 
+use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+use secrecy::ExposeSecret;
+use tokio::sync::OnceCell;
 
 use super::{
     BudgetTake, BudgetUsed, Cell, Claim, Entry, MessageKey, Owner, RecipientKey, Refusal,
     Reservation, Settle, StoreError, UnixMs,
 };
+use crate::config::RedisConfig;
+use crate::delivery::budget::BudgetScope;
 
-pub struct RedisStore {}
-
-fn unavailable<T>() -> Result<T, StoreError> {
-    Err(StoreError("the redis backend is not built yet".into()))
+/// A shared Redis: see the module documentation.
+pub struct RedisStore {
+    client: redis::Client,
+    /// Made on first use (and again on the next use after a failed attempt);
+    /// once made, it reconnects by itself.
+    conn: OnceCell<ConnectionManager>,
+    prefix: String,
+    timeout: Duration,
 }
 
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the client: its connection info holds the password.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Redis drops a key this long after the caller's clock stops counting it.
+pub const GC_MARGIN_MS: u64 = 60_000;
+/// Budget counters live this long past the end of their UTC day, so a
+/// refund just after midnight still finds them.
+const BUDGET_MARGIN_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 86_400_000;
+/// Lua numbers are doubles: integers are exact below 2^53.
+const LUA_EXACT: u64 = (1 << 53) - 1;
+/// Expiries are capped here (10 years): Redis refuses ones that overflow.
+const MAX_TTL_MS: u64 = 10 * 365 * DAY_MS;
+
 impl RedisStore {
+    /// A store on the configured Redis. Nothing is connected yet (the first
+    /// call connects, within its timeout; [`RedisStore::ping`] at start says
+    /// whether Redis answers). Needs a Tokio runtime when first used.
+    pub fn connect(config: &RedisConfig) -> Result<RedisStore, StoreError> {
+        // The client's error could quote the URL: not passed on.
+        let client = redis::Client::open(config.url.expose_secret())
+            .map_err(|_| StoreError("store.redis.url is not a Redis URL".into()))?;
+        Ok(RedisStore {
+            client,
+            conn: OnceCell::new(),
+            prefix: config.key_prefix.clone(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// Runs `op` on the connection, within the timeout, connecting first if
+    /// need be. `what` names the operation in errors.
+    async fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let work = async {
+            let conn = self
+                .conn
+                .get_or_try_init(|| {
+                    // One attempt per connect: the next call tries again, so
+                    // no retries pile up behind a Redis that is down, and a
+                    // Redis that is back is found at once. Each attempt and
+                    // each command is bounded by the timeout.
+                    let config = ConnectionManagerConfig::new()
+                        .set_number_of_retries(0)
+                        .set_connection_timeout(self.timeout)
+                        .set_response_timeout(self.timeout);
+                    ConnectionManager::new_with_config(self.client.clone(), config)
+                })
+                .await?
+                .clone();
+            op(conn).await
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(failure(what, &e)),
+            Err(_) => Err(StoreError(format!(
+                "redis did not answer {what} within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    fn message_key(&self, key: &MessageKey) -> String {
+        format!("{}m:{}", self.prefix, hex(key))
+    }
+
+    fn recipient_key(&self, key: &RecipientKey) -> String {
+        format!("{}u:{}", self.prefix, hex(key))
+    }
+
+    fn cell_key(&self, cell: &Cell) -> String {
+        format!(
+            "{}l:{}:{}:{:016x}",
+            self.prefix,
+            cell.limiter.channel.as_str(),
+            cell.limiter.name.as_str(),
+            cell.key
+        )
+    }
+
+    fn budget_keys(&self, day: u64, calling_code: u16) -> (String, String) {
+        (
+            format!("{}b:{day}:t", self.prefix),
+            format!("{}b:{day}:c:{calling_code}", self.prefix),
+        )
+    }
+
     pub async fn claim(
         &self,
-        _key: &MessageKey,
-        _owner: Owner,
-        _now: UnixMs,
-        _lease: Duration,
-        _keep: Duration,
+        key: &MessageKey,
+        owner: Owner,
+        now: UnixMs,
+        lease: Duration,
+        keep: Duration,
     ) -> Result<Claim, StoreError> {
-        unavailable()
+        let key = self.message_key(key);
+        let keep_ms = ttl_ms(keep);
+        let answer: String = self
+            .run("claim", |mut conn| async move {
+                CLAIM
+                    .key(key)
+                    .arg(now)
+                    .arg(now.saturating_add(ttl_ms(lease)))
+                    .arg(now.saturating_add(keep_ms))
+                    .arg(keep_ms + GC_MARGIN_MS)
+                    .arg(owner_hex(owner))
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        match answer.as_bytes().first() {
+            Some(b'S') => Ok(Claim::Send),
+            Some(b'B') => Ok(Claim::Busy),
+            Some(b'R') => answer[1..]
+                .parse()
+                .map(|since| Claim::Reconcile { since })
+                .map_err(|_| corrupt("claim")),
+            Some(b'A') => match parse_entry(&answer, now) {
+                Some(Some(Entry::Accepted { sid })) => Ok(Claim::Accepted { sid }),
+                _ => Err(corrupt("claim")),
+            },
+            _ => Err(corrupt("claim")),
+        }
     }
 
     pub async fn settle(
         &self,
-        _key: &MessageKey,
-        _owner: Owner,
-        _settle: Settle,
-        _now: UnixMs,
-        _keep: Duration,
+        key: &MessageKey,
+        owner: Owner,
+        settle: Settle,
+        now: UnixMs,
+        keep: Duration,
     ) -> Result<(), StoreError> {
-        unavailable()
+        let key = self.message_key(key);
+        let keep_ms = ttl_ms(keep);
+        let (kind, sid) = match settle {
+            Settle::Accepted { sid: None } => ("A", String::new()),
+            Settle::Accepted { sid: Some(sid) } => ("A", format!("|{sid}")),
+            Settle::Uncertain => ("U", String::new()),
+            Settle::Release => ("R", String::new()),
+        };
+        let _settled: i64 = self
+            .run("settle", |mut conn| async move {
+                SETTLE
+                    .key(key)
+                    .arg(now)
+                    .arg(owner_hex(owner))
+                    .arg(kind)
+                    .arg(now.saturating_add(keep_ms))
+                    .arg(keep_ms + GC_MARGIN_MS)
+                    .arg(sid)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
     }
 
-    pub async fn entry(
-        &self,
-        _key: &MessageKey,
-        _now: UnixMs,
-    ) -> Result<Option<Entry>, StoreError> {
-        unavailable()
+    pub async fn entry(&self, key: &MessageKey, now: UnixMs) -> Result<Option<Entry>, StoreError> {
+        let key = self.message_key(key);
+        let value: Option<String> = self
+            .run("entry", |mut conn| async move {
+                redis::cmd("GET").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        match value {
+            None => Ok(None),
+            Some(v) => parse_entry(&v, now).ok_or_else(|| corrupt("entry")),
+        }
     }
 
     pub async fn unreachable(
         &self,
-        _key: &RecipientKey,
-        _now: UnixMs,
+        key: &RecipientKey,
+        now: UnixMs,
     ) -> Result<Option<Option<u32>>, StoreError> {
-        unavailable()
+        let key = self.recipient_key(key);
+        let value: Option<String> = self
+            .run("unreachable", |mut conn| async move {
+                redis::cmd("GET").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        let Some(value) = value else { return Ok(None) };
+        let (until, code) = value
+            .split_once('|')
+            .ok_or_else(|| corrupt("unreachable"))?;
+        let until: UnixMs = until.parse().map_err(|_| corrupt("unreachable"))?;
+        if until <= now {
+            return Ok(None);
+        }
+        match code {
+            "" => Ok(Some(None)),
+            c => c
+                .parse()
+                .map(|c| Some(Some(c)))
+                .map_err(|_| corrupt("unreachable")),
+        }
     }
 
     pub async fn mark_unreachable(
         &self,
-        _key: &RecipientKey,
-        _code: Option<u32>,
-        _now: UnixMs,
-        _ttl: Duration,
+        key: &RecipientKey,
+        code: Option<u32>,
+        now: UnixMs,
+        ttl: Duration,
     ) -> Result<(), StoreError> {
-        unavailable()
+        let key = self.recipient_key(key);
+        let ttl = ttl_ms(ttl);
+        let value = match code {
+            Some(c) => format!("{}|{c}", now.saturating_add(ttl)),
+            None => format!("{}|", now.saturating_add(ttl)),
+        };
+        self.run("mark_unreachable", |mut conn| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl + GC_MARGIN_MS)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
     }
 
     pub async fn reserve(
         &self,
-        _cells: &[Cell],
-        _budget: Option<BudgetTake>,
-        _now: UnixMs,
+        cells: &[Cell],
+        budget: Option<BudgetTake>,
+        now: UnixMs,
     ) -> Result<Result<Reservation, Refusal>, StoreError> {
-        unavailable()
+        if cells.is_empty() && budget.is_none() {
+            return Ok(Ok(Reservation {
+                cells: Vec::new(),
+                budget: None,
+            }));
+        }
+        let mut script = RESERVE.prepare_invoke();
+        script.arg(now).arg(cells.len());
+        for cell in cells {
+            let (t, tau) = gcra(cell);
+            script.key(self.cell_key(cell)).arg(t).arg(tau);
+        }
+        match budget {
+            Some(b) => {
+                let (total, country) = self.budget_keys(b.day, b.calling_code);
+                script
+                    .key(total)
+                    .key(country)
+                    .arg(1)
+                    .arg(b.total_cap)
+                    .arg(b.country_cap)
+                    .arg(budget_ttl_ms(b.day, now));
+            }
+            None => {
+                script.arg(0);
+            }
+        }
+        let (answer, which, retry_ns): (i64, i64, u64) = self
+            .run("reserve", |mut conn| async move {
+                script.invoke_async(&mut conn).await
+            })
+            .await?;
+        match answer {
+            0 => Ok(Ok(Reservation {
+                cells: cells.to_vec(),
+                budget,
+            })),
+            1 => {
+                let cell = usize::try_from(which)
+                    .ok()
+                    .and_then(|i| cells.get(i.wrapping_sub(1)))
+                    .ok_or_else(|| corrupt("reserve"))?;
+                Ok(Err(Refusal::Limited {
+                    limiter: cell.limiter,
+                    retry_after: Duration::from_nanos(retry_ns),
+                }))
+            }
+            2 => Ok(Err(Refusal::Budget {
+                scope: if which == 1 {
+                    BudgetScope::Total
+                } else {
+                    BudgetScope::Country
+                },
+            })),
+            _ => Err(corrupt("reserve")),
+        }
     }
 
-    pub async fn refund(&self, _reservation: &Reservation, _now: UnixMs) -> Result<(), StoreError> {
-        unavailable()
+    pub async fn refund(&self, reservation: &Reservation, now: UnixMs) -> Result<(), StoreError> {
+        if reservation.cells.is_empty() && reservation.budget.is_none() {
+            return Ok(());
+        }
+        let mut script = REFUND.prepare_invoke();
+        script.arg(now).arg(reservation.cells.len());
+        for cell in &reservation.cells {
+            let (t, _) = gcra(cell);
+            script.key(self.cell_key(cell)).arg(t);
+        }
+        match reservation.budget {
+            Some(b) => {
+                let (total, country) = self.budget_keys(b.day, b.calling_code);
+                script.key(total).key(country).arg(1);
+            }
+            None => {
+                script.arg(0);
+            }
+        }
+        let _refunded: i64 = self
+            .run("refund", |mut conn| async move {
+                script.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(())
     }
 
-    pub async fn budget_used(
-        &self,
-        _day: u64,
-        _calling_code: u16,
-    ) -> Result<BudgetUsed, StoreError> {
-        unavailable()
+    pub async fn budget_used(&self, day: u64, calling_code: u16) -> Result<BudgetUsed, StoreError> {
+        let (total, country) = self.budget_keys(day, calling_code);
+        let (total, country): (Option<u64>, Option<u64>) = self
+            .run("budget_used", |mut conn| async move {
+                redis::cmd("MGET")
+                    .arg(total)
+                    .arg(country)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let count = |c: Option<u64>| u32::try_from(c.unwrap_or(0)).unwrap_or(u32::MAX);
+        Ok(BudgetUsed {
+            total: count(total),
+            country: count(country),
+        })
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        unavailable()
+        self.run("ping", |mut conn| async move {
+            redis::cmd("PING").query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+}
+
+/// What went wrong, in words that hold no key, no value and no URL: the
+/// operation and the kind of failure only (the error's own text can quote a
+/// server message or an address).
+fn failure(what: &str, e: &RedisError) -> StoreError {
+    let how = if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connection_refusal() {
+        "connection refused".to_owned()
+    } else if e.is_connection_dropped() {
+        "connection lost".to_owned()
+    } else {
+        // Variant names only (IoError, ResponseError, AuthenticationFailed...).
+        format!("{:?}", e.kind())
+    };
+    StoreError(format!("redis {what} failed: {how}"))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError(format!("redis {what}: a stored record could not be read"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn owner_hex(owner: Owner) -> String {
+    format!("{:032x}", owner.0)
+}
+
+/// A duration as an expiry: whole milliseconds, rounded up (so a positive
+/// duration never becomes "no time"), at least 1 (Redis refuses 0).
+fn ttl_ms(d: Duration) -> u64 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX).clamp(1, MAX_TTL_MS)
+}
+
+/// Governor's emission interval `t` and tolerance `tau`, in nanoseconds
+/// (`t` at least 1 ns, as governor does; both within what Lua counts
+/// exactly).
+fn gcra(cell: &Cell) -> (u64, u64) {
+    let t = u64::try_from(cell.interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .clamp(1, LUA_EXACT);
+    let tau = t
+        .saturating_mul(u64::from(cell.burst.max(1) - 1))
+        .min(LUA_EXACT);
+    (t, tau)
+}
+
+/// The budget counters of `day` live until the end of that UTC day, plus a
+/// margin.
+fn budget_ttl_ms(day: u64, now: UnixMs) -> u64 {
+    day.saturating_add(1)
+        .saturating_mul(DAY_MS)
+        .saturating_sub(now)
+        .saturating_add(BUDGET_MARGIN_MS)
+        .min(MAX_TTL_MS)
+}
+
+/// A ledger record as of `now`: `None` (outer) when it cannot be read,
+/// `Some(None)` when it no longer counts, an in-flight record whose lease
+/// ran out as `Uncertain`.
+fn parse_entry(value: &str, now: UnixMs) -> Option<Option<Entry>> {
+    let mut parts = value.splitn(3, '|');
+    let kind = parts.next()?;
+    let until: UnixMs = parts.next()?.parse().ok()?;
+    let rest = parts.next();
+    if until <= now {
+        return Some(None);
+    }
+    let entry = match kind {
+        "F" => {
+            let mut f = rest?.split('|');
+            let since: UnixMs = f.next()?.parse().ok()?;
+            let lease_until: UnixMs = f.next()?.parse().ok()?;
+            let owner = Owner(u128::from_str_radix(f.next()?, 16).ok()?);
+            if f.next().is_some() {
+                return None;
+            }
+            if lease_until <= now {
+                Entry::Uncertain { since }
+            } else {
+                Entry::InFlight {
+                    owner,
+                    since,
+                    lease_until,
+                }
+            }
+        }
+        "A" => Entry::Accepted {
+            sid: rest.map(str::to_owned),
+        },
+        "U" => Entry::Uncertain {
+            since: rest?.parse().ok()?,
+        },
+        _ => return None,
+    };
+    Some(Some(entry))
+}
+
+/// Shared by the scripts: a ledger record's kind, `until` and the rest, or
+/// nothing if there is none or it no longer counts at `now`.
+const LEDGER_READ: &str = r#"
+local function ledger(key, now)
+  local v = redis.call('GET', key)
+  if not v then return nil end
+  local kind, untl, rest = string.match(v, '^(%u)|(%d+)(.*)$')
+  if not kind then return redis.error_reply('unreadable ledger record') end
+  if tonumber(untl) <= now then return nil end
+  return kind, rest, v
+end
+"#;
+
+/// KEYS: the record. ARGV: now, lease_until, until, keep (ms), owner.
+/// Answers `S` (send), `B` (busy), `R<since>` (reconcile) or the accepted
+/// record itself.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{LEDGER_READ}{}",
+        r#"
+local now = tonumber(ARGV[1])
+local function hold(since)
+  redis.call('SET', KEYS[1],
+    'F|' .. ARGV[3] .. '|' .. since .. '|' .. ARGV[2] .. '|' .. ARGV[5], 'PX', ARGV[4])
+end
+local kind, rest, v = ledger(KEYS[1], now)
+if type(kind) == 'table' then return kind end
+if not kind then
+  hold(ARGV[1])
+  return 'S'
+end
+if kind == 'A' then return v end
+local since
+if kind == 'F' then
+  local lease
+  since, lease = string.match(rest, '^|(%d+)|(%d+)|%x+$')
+  if not since then return redis.error_reply('unreadable ledger record') end
+  if tonumber(lease) > now then return 'B' end
+elseif kind == 'U' then
+  since = string.match(rest, '^|(%d+)$')
+  if not since then return redis.error_reply('unreadable ledger record') end
+else
+  return redis.error_reply('unreadable ledger record')
+end
+hold(since)
+return 'R' .. since
+"#
+    ))
+});
+
+/// KEYS: the record. ARGV: now, owner, `A`/`U`/`R`, until, keep (ms), and
+/// for `A` an empty string (no sid) or `|sid`. Answers 1 if it settled, 0
+/// if the record is no longer this owner's.
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{LEDGER_READ}{}",
+        r#"
+local kind, rest = ledger(KEYS[1], tonumber(ARGV[1]))
+if type(kind) == 'table' then return kind end
+if kind ~= 'F' then return 0 end
+local since, owner = string.match(rest, '^|(%d+)|%d+|(%x+)$')
+if owner ~= ARGV[2] then return 0 end
+if ARGV[3] == 'A' then
+  redis.call('SET', KEYS[1], 'A|' .. ARGV[4] .. ARGV[6], 'PX', ARGV[5])
+elseif ARGV[3] == 'U' then
+  redis.call('SET', KEYS[1], 'U|' .. ARGV[4] .. '|' .. since, 'PX', ARGV[5])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"#
+    ))
+});
+
+/// A GCRA cell's TAT (Unix ns as a decimal string) minus `now` (ms), in ns,
+/// exact while the difference is under 2^53; and back. The key expires
+/// when the TAT passes, plus [`GC_MARGIN_MS`] (`GC_MARGIN_MS` is replaced
+/// by its value).
+const TAT: &str = r#"
+local E6 = 1000000
+local function tat_minus(s, now)
+  local ms, rem
+  if #s > 6 then
+    ms = tonumber(string.sub(s, 1, -7))
+    rem = tonumber(string.sub(s, -6))
+  else
+    ms = 0
+    rem = tonumber(s)
+  end
+  if not ms or not rem then return redis.error_reply('unreadable rate-limit cell') end
+  return (ms - now) * E6 + rem
+end
+local function set_tat(key, now, d)
+  local ms = now + math.floor(d / E6)
+  local rem = d % E6
+  redis.call('SET', key, string.format('%.0f', ms) .. string.format('%06d', rem),
+    'PX', string.format('%.0f', math.ceil(d / E6) + GC_MARGIN_MS))
+end
+"#;
+
+/// KEYS: the cells, then (with a budget) the day's total and country
+/// counters. ARGV: now (ms), the number of cells, `t` and `tau` (ns) of
+/// each cell, then 1 with total cap, country cap and the counters' expiry
+/// (ms), or 0. Answers {0,0,0} (taken), {1, cell (from 1), retry after
+/// (ns)} or {2, 1 (total) / 2 (country), 0}. Writes only when it takes.
+static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}{}",
+        TAT.replace("GC_MARGIN_MS", &GC_MARGIN_MS.to_string()),
+        r#"
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local pending = {}
+for i = 1, n do
+  local key = KEYS[i]
+  local t = tonumber(ARGV[1 + 2 * i])
+  local tau = tonumber(ARGV[2 + 2 * i])
+  local d = pending[key]
+  if not d then
+    local s = redis.call('GET', key)
+    d = 0
+    if s then
+      d = tat_minus(s, now)
+      if type(d) == 'table' then return d end
+      if d < 0 then d = 0 end
+    end
+  end
+  if d - tau > 0 then return {1, i, d - tau} end
+  pending[key] = d + t
+end
+local b = 3 + 2 * n
+local budget = ARGV[b] == '1'
+if budget then
+  local total = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
+  local country = tonumber(redis.call('GET', KEYS[n + 2]) or '0')
+  local total_cap = tonumber(ARGV[b + 1])
+  local country_cap = tonumber(ARGV[b + 2])
+  if total_cap > 0 and total + 1 > total_cap then return {2, 1, 0} end
+  if country_cap > 0 and country + 1 > country_cap then return {2, 2, 0} end
+end
+for i = 1, n do
+  set_tat(KEYS[i], now, pending[KEYS[i]])
+end
+if budget then
+  for j = n + 1, n + 2 do
+    redis.call('INCR', KEYS[j])
+    redis.call('PEXPIRE', KEYS[j], ARGV[b + 3])
+  end
+end
+return {0, 0, 0}
+"#
+    ))
+});
+
+/// KEYS: as for reserve. ARGV: now (ms), the number of cells, `t` (ns) of
+/// each cell, then 1 (give back a unit of budget) or 0.
+static REFUND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}{}",
+        TAT.replace("GC_MARGIN_MS", &GC_MARGIN_MS.to_string()),
+        r#"
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+for i = 1, n do
+  local s = redis.call('GET', KEYS[i])
+  if s then
+    local d = tat_minus(s, now)
+    if type(d) == 'table' then return d end
+    d = d - tonumber(ARGV[2 + i])
+    if d <= 0 then
+      redis.call('DEL', KEYS[i])
+    else
+      set_tat(KEYS[i], now, d)
+    end
+  end
+end
+if ARGV[3 + n] == '1' then
+  for j = n + 1, n + 2 do
+    local c = tonumber(redis.call('GET', KEYS[j]) or '0')
+    if c and c > 0 then redis.call('DECR', KEYS[j]) end
+  end
+end
+return 1
+"#
+    ))
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_records_read_back_as_of_now() {
+        let owner = Owner(0xabc);
+        let f = format!("F|100|10|50|{}", owner_hex(owner));
+        assert_eq!(
+            parse_entry(&f, 20),
+            Some(Some(Entry::InFlight {
+                owner,
+                since: 10,
+                lease_until: 50
+            }))
+        );
+        assert_eq!(
+            parse_entry(&f, 50),
+            Some(Some(Entry::Uncertain { since: 10 }))
+        );
+        assert_eq!(parse_entry(&f, 100), Some(None));
+        assert_eq!(
+            parse_entry("A|100", 0),
+            Some(Some(Entry::Accepted { sid: None }))
+        );
+        assert_eq!(
+            parse_entry("A|100|SM|x", 0),
+            Some(Some(Entry::Accepted {
+                sid: Some("SM|x".into())
+            }))
+        );
+        assert_eq!(
+            parse_entry("U|100|7", 0),
+            Some(Some(Entry::Uncertain { since: 7 }))
+        );
+        assert_eq!(parse_entry("X|100|7", 0), None);
+        assert_eq!(parse_entry("F|100|7", 0), None);
+    }
+
+    #[test]
+    fn durations_become_expiries_that_redis_accepts() {
+        assert_eq!(ttl_ms(Duration::ZERO), 1);
+        assert_eq!(ttl_ms(Duration::from_nanos(1)), 1);
+        assert_eq!(ttl_ms(Duration::from_micros(1500)), 2);
+        assert_eq!(ttl_ms(Duration::MAX), MAX_TTL_MS);
+        // End of day 1 is 172_800_000.
+        assert_eq!(budget_ttl_ms(1, 172_000_000), 800_000 + BUDGET_MARGIN_MS);
+        assert_eq!(budget_ttl_ms(0, 172_000_000), BUDGET_MARGIN_MS);
     }
 }

@@ -1,0 +1,157 @@
+//! `[store]`: where the state a retry touches lives (the delivery ledger,
+//! the unreachable list, rate-limit cells, the daily budget): this
+//! process's memory, or a Redis server every replica shares.
+//!
+//! The Redis URL can carry a password (`redis://:pass@host`), so it is a
+//! secret: given inline or in `url_file`, printed as `[redacted]`, and never
+//! quoted in an error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::error::ConfigError;
+use super::secret::{secret, ser_redacted};
+use super::values::ser_millis;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub backend: String,
+    pub redis: RedisSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: Option<SecretString>,
+    pub url_file: Option<PathBuf>,
+    pub key_prefix: String,
+    pub timeout_ms: u64,
+    pub on_error: String,
+}
+
+/// The checked `[store]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreConfig {
+    /// Printed as `backend = "memory"`, or `backend = "redis"` with the
+    /// `redis` table, as it is written.
+    #[serde(flatten)]
+    pub backend: Backend,
+}
+
+/// Which store holds the state.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "backend", content = "redis", rename_all = "lowercase")]
+pub enum Backend {
+    /// This process's memory: one replica, nothing survives a restart.
+    Memory,
+    /// A Redis server shared by every replica.
+    Redis(RedisConfig),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisConfig {
+    /// `redis://`, `rediss://` (TLS) or `redis+unix://`/`unix://`; checked
+    /// to parse, never printed.
+    #[serde(serialize_with = "ser_redacted")]
+    pub url: SecretString,
+    /// Put before every key, so several services (or several deployments)
+    /// can share one Redis.
+    pub key_prefix: String,
+    /// Every store call, connecting included, ends within this.
+    #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
+    pub timeout: Duration,
+    pub on_error: OnError,
+}
+
+/// What a request does when Redis does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Answer 503, so Kratos retries later: never a second send, never an
+    /// unlimited one.
+    FailClosed,
+    /// Decide with this replica's memory until Redis answers again.
+    Local,
+}
+
+/// Longer than this and a request waiting on the store would eat most of
+/// Kratos's 10 s.
+const MAX_TIMEOUT_MS: u64 = 5000;
+/// A prefix is part of every key: short and printable.
+const MAX_PREFIX: usize = 64;
+
+impl StoreSettings {
+    pub(super) fn check(self) -> Result<StoreConfig, ConfigError> {
+        // The plain keys are checked whichever backend is chosen, so a typo
+        // does not wait for the day someone switches to Redis.
+        let r = self.redis;
+        if r.timeout_ms == 0 || r.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(ConfigError::invalid(
+                "store.redis.timeout_ms",
+                format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+            ));
+        }
+        let on_error = match r.on_error.as_str() {
+            "fail_closed" => OnError::FailClosed,
+            "local" => OnError::Local,
+            other => {
+                return Err(ConfigError::invalid(
+                    "store.redis.on_error",
+                    format!("`{other}` is neither \"fail_closed\" nor \"local\""),
+                ))
+            }
+        };
+        if r.key_prefix.len() > MAX_PREFIX || !r.key_prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::invalid(
+                "store.redis.key_prefix",
+                format!("must be at most {MAX_PREFIX} printable ASCII characters without spaces"),
+            ));
+        }
+        let backend = match self.backend.as_str() {
+            "memory" => Backend::Memory,
+            "redis" => {
+                let url = secret("store.redis.url", r.url, r.url_file)?
+                    .filter(|u| !u.expose_secret().is_empty())
+                    .ok_or_else(|| {
+                        ConfigError::invalid(
+                            "store.redis.url",
+                            "is required with store.backend = \"redis\" \
+                             (e.g. redis://127.0.0.1:6379/0; or store.redis.url_file)",
+                        )
+                    })?;
+                check_url(&url)?;
+                Backend::Redis(RedisConfig {
+                    url,
+                    key_prefix: r.key_prefix,
+                    timeout: Duration::from_millis(r.timeout_ms),
+                    on_error,
+                })
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    "store.backend",
+                    format!("`{other}` is neither \"memory\" nor \"redis\""),
+                ))
+            }
+        };
+        Ok(StoreConfig { backend })
+    }
+}
+
+/// The URL must be one the Redis client accepts. Not quoted: it can hold a
+/// password, and so can the client's error.
+fn check_url(url: &SecretString) -> Result<(), ConfigError> {
+    use redis::IntoConnectionInfo;
+    match url.expose_secret().into_connection_info() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ConfigError::invalid(
+            "store.redis.url",
+            "is not a Redis URL such as redis://127.0.0.1:6379/0, \
+             rediss://host:6380/0 (TLS) or redis+unix:///path/to/socket",
+        )),
+    }
+}

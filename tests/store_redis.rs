@@ -1,0 +1,882 @@
+//! The Redis store against a real `redis-server` (started per test on a free
+//! port, see tests/common/redis.rs): the ledger's transitions and their
+//! atomicity across replicas, the unreachable list, rate limits that answer
+//! exactly as governor does, the daily budget, and failures that end within
+//! the timeout and never quote the URL.
+
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kratos_phone_courier::config::{OnError, RedisConfig};
+use kratos_phone_courier::delivery::budget::BudgetScope;
+use kratos_phone_courier::delivery::channel::Channel;
+use kratos_phone_courier::delivery::limits::LimitName;
+use kratos_phone_courier::store::redis::RedisStore;
+use kratos_phone_courier::store::{
+    BudgetTake, BudgetUsed, Cell, Claim, Entry, Limiter, Owner, Refusal, Reservation, Settle,
+    StoreError,
+};
+use redis_server::RedisServer;
+use secrecy::SecretString;
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+const LEASE: Duration = Duration::from_secs(10);
+const KEEP: Duration = Duration::from_secs(600);
+/// Some instant (ms) in 2024, so the day is a real one.
+const T0: u64 = 1_718_000_000_000;
+
+macro_rules! server_or_skip {
+    () => {
+        match RedisServer::start() {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+fn config(url: &str) -> RedisConfig {
+    RedisConfig {
+        url: SecretString::from(url.to_owned()),
+        key_prefix: "kpc:".into(),
+        timeout: TIMEOUT,
+        on_error: OnError::FailClosed,
+    }
+}
+
+fn store(server: &RedisServer) -> RedisStore {
+    RedisStore::connect(&config(&server.url())).unwrap()
+}
+
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+const SMS_RECIPIENT: Limiter = Limiter {
+    channel: Channel::Sms,
+    name: LimitName::Recipient,
+};
+const SMS_GLOBAL: Limiter = Limiter {
+    channel: Channel::Sms,
+    name: LimitName::Global,
+};
+
+fn cell(limiter: Limiter, key: u64, per_hour: u32, burst: u32) -> Cell {
+    Cell {
+        limiter,
+        key,
+        interval: Duration::from_secs(3600) / per_hour,
+        burst,
+    }
+}
+
+// ---------------------------------------------------------------- ledger
+
+#[tokio::test]
+async fn claim_settle_and_entry_go_through_every_transition() {
+    let server = server_or_skip!();
+    let s = store(&server);
+    let key = [1u8; 16];
+    let (a, b) = (Owner(1), Owner(2));
+
+    assert_eq!(s.entry(&key, T0).await.unwrap(), None);
+    assert_eq!(
+        s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+        Claim::Send
+    );
+    let in_flight = Entry::InFlight {
+        owner: a,
+        since: T0,
+        lease_until: T0 + 10_000,
+    };
+    assert_eq!(
+        s.entry(&key, T0 + 1).await.unwrap(),
+        Some(in_flight.clone())
+    );
+    // A live lease: anyone else (the owner too) waits.
+    assert_eq!(
+        s.claim(&key, b, T0 + 1, LEASE, KEEP).await.unwrap(),
+        Claim::Busy
+    );
+    assert_eq!(
+        s.claim(&key, a, T0 + 9_999, LEASE, KEEP).await.unwrap(),
+        Claim::Busy
+    );
+    // Someone else's settle changes nothing.
+    let accepted = Settle::Accepted {
+        sid: Some("SM123".into()),
+    };
+    s.settle(&key, b, accepted.clone(), T0 + 2, KEEP)
+        .await
+        .unwrap();
+    assert_eq!(s.entry(&key, T0 + 2).await.unwrap(), Some(in_flight));
+    // The owner's does.
+    s.settle(&key, a, accepted, T0 + 3, KEEP).await.unwrap();
+    let sid = Some("SM123".to_owned());
+    assert_eq!(
+        s.entry(&key, T0 + 4).await.unwrap(),
+        Some(Entry::Accepted { sid: sid.clone() })
+    );
+    assert_eq!(
+        s.claim(&key, b, T0 + 5, LEASE, KEEP).await.unwrap(),
+        Claim::Accepted { sid: sid.clone() }
+    );
+    // Settling again after it was accepted does nothing.
+    s.settle(&key, a, Settle::Release, T0 + 6, KEEP)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.entry(&key, T0 + 6).await.unwrap(),
+        Some(Entry::Accepted { sid })
+    );
+    // Remembered for `keep` from the settle, by the caller's clock.
+    assert!(s.entry(&key, T0 + 3 + 599_999).await.unwrap().is_some());
+    assert_eq!(s.entry(&key, T0 + 3 + 600_000).await.unwrap(), None);
+    assert_eq!(
+        s.claim(&key, b, T0 + 3 + 600_000, LEASE, KEEP)
+            .await
+            .unwrap(),
+        Claim::Send
+    );
+
+    // Accepted without a sid.
+    let key = [2u8; 16];
+    assert_eq!(
+        s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+        Claim::Send
+    );
+    s.settle(&key, a, Settle::Accepted { sid: None }, T0 + 1, KEEP)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.claim(&key, b, T0 + 2, LEASE, KEEP).await.unwrap(),
+        Claim::Accepted { sid: None }
+    );
+
+    // Release: forgotten, so a retry sends.
+    let key = [3u8; 16];
+    assert_eq!(
+        s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+        Claim::Send
+    );
+    s.settle(&key, a, Settle::Release, T0 + 1, KEEP)
+        .await
+        .unwrap();
+    assert_eq!(s.entry(&key, T0 + 1).await.unwrap(), None);
+    assert_eq!(
+        s.claim(&key, b, T0 + 2, LEASE, KEEP).await.unwrap(),
+        Claim::Send
+    );
+}
+
+#[tokio::test]
+async fn uncertain_and_expired_leases_are_reconciled_keeping_since() {
+    let server = server_or_skip!();
+    let s = store(&server);
+    let (a, b, c) = (Owner(0xa), Owner(u128::MAX), Owner(0xc));
+
+    // Uncertain: the next claimer reconciles, with the first attempt's since.
+    let key = [4u8; 16];
+    assert_eq!(
+        s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+        Claim::Send
+    );
+    s.settle(&key, a, Settle::Uncertain, T0 + 500, KEEP)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.entry(&key, T0 + 600).await.unwrap(),
+        Some(Entry::Uncertain { since: T0 })
+    );
+    assert_eq!(
+        s.claim(&key, b, T0 + 1_000, LEASE, KEEP).await.unwrap(),
+        Claim::Reconcile { since: T0 }
+    );
+    assert_eq!(
+        s.entry(&key, T0 + 1_001).await.unwrap(),
+        Some(Entry::InFlight {
+            owner: b,
+            since: T0,
+            lease_until: T0 + 11_000
+        })
+    );
+    assert_eq!(
+        s.claim(&key, c, T0 + 1_002, LEASE, KEEP).await.unwrap(),
+        Claim::Busy
+    );
+    // The first owner lost it: its settle is ignored.
+    s.settle(&key, a, Settle::Release, T0 + 1_003, KEEP)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.entry(&key, T0 + 1_003).await.unwrap(),
+        Some(Entry::InFlight { owner, .. }) if owner == b
+    ));
+
+    // An owner that died: its lease runs out. `entry` reports Uncertain
+    // without changing anything; a claim takes over.
+    let key = [5u8; 16];
+    assert_eq!(
+        s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+        Claim::Send
+    );
+    assert_eq!(
+        s.entry(&key, T0 + 10_000).await.unwrap(),
+        Some(Entry::Uncertain { since: T0 })
+    );
+    assert!(matches!(
+        s.entry(&key, T0 + 9_999).await.unwrap(),
+        Some(Entry::InFlight { owner, .. }) if owner == a
+    ));
+    assert_eq!(
+        s.claim(&key, c, T0 + 10_000, LEASE, KEEP).await.unwrap(),
+        Claim::Reconcile { since: T0 }
+    );
+    s.settle(
+        &key,
+        c,
+        Settle::Accepted {
+            sid: Some("CA9".into()),
+        },
+        T0 + 10_500,
+        KEEP,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.claim(&key, a, T0 + 10_600, LEASE, KEEP).await.unwrap(),
+        Claim::Accepted {
+            sid: Some("CA9".into())
+        }
+    );
+    // Uncertain keeps `since` through a second takeover too.
+    let key = [6u8; 16];
+    s.claim(&key, a, T0, LEASE, KEEP).await.unwrap();
+    assert_eq!(
+        s.claim(&key, b, T0 + 20_000, LEASE, KEEP).await.unwrap(),
+        Claim::Reconcile { since: T0 }
+    );
+    s.settle(&key, b, Settle::Uncertain, T0 + 21_000, KEEP)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.claim(&key, c, T0 + 22_000, LEASE, KEEP).await.unwrap(),
+        Claim::Reconcile { since: T0 }
+    );
+}
+
+/// Many callers on two replicas (two stores, two connections) claim one key
+/// at the same instant: exactly one may send, then, once the lease runs
+/// out, exactly one reconciles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_give_exactly_one_owner() {
+    let server = server_or_skip!();
+    let replicas = [Arc::new(store(&server)), Arc::new(store(&server))];
+    let key = [7u8; 16];
+    for (now, winner) in [
+        (T0, Claim::Send),
+        (T0 + 10_000, Claim::Reconcile { since: T0 }),
+        (T0 + 20_000, Claim::Reconcile { since: T0 }),
+    ] {
+        let barrier = Arc::new(tokio::sync::Barrier::new(40));
+        let tasks: Vec<_> = (0..40u128)
+            .map(|i| {
+                let s = replicas[(i % 2) as usize].clone();
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let answer = s.claim(&key, Owner(i + 1), now, LEASE, KEEP).await;
+                    (i + 1, answer.unwrap())
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for t in tasks {
+            let (owner, answer) = t.await.unwrap();
+            if answer == winner {
+                won.push(owner);
+            } else {
+                assert_eq!(answer, Claim::Busy);
+            }
+        }
+        assert_eq!(won.len(), 1, "at {now}: {won:?}");
+        assert!(matches!(
+            replicas[0].entry(&key, now).await.unwrap(),
+            Some(Entry::InFlight { owner, since: T0, .. }) if owner == Owner(won[0])
+        ));
+    }
+}
+
+// ----------------------------------------------------------- unreachable
+
+#[tokio::test]
+async fn unreachable_recipients_are_remembered_for_their_ttl() {
+    let server = server_or_skip!();
+    let s = store(&server);
+    let (r1, r2) = ([8u8; 16], [9u8; 16]);
+    let ttl = Duration::from_secs(60);
+    assert_eq!(s.unreachable(&r1, T0).await.unwrap(), None);
+    s.mark_unreachable(&r1, Some(21211), T0, ttl).await.unwrap();
+    s.mark_unreachable(&r2, None, T0, ttl).await.unwrap();
+    assert_eq!(
+        s.unreachable(&r1, T0 + 59_999).await.unwrap(),
+        Some(Some(21211))
+    );
+    assert_eq!(s.unreachable(&r2, T0 + 1).await.unwrap(), Some(None));
+    assert_eq!(s.unreachable(&r1, T0 + 60_000).await.unwrap(), None);
+    // Marking again replaces the code and the time.
+    s.mark_unreachable(&r1, Some(21614), T0 + 60_000, ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.unreachable(&r1, T0 + 60_001).await.unwrap(),
+        Some(Some(21614))
+    );
+    // Redis forgets it too (by its own clock, a margin later).
+    let mut conn = raw(&server).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("kpc:u:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2);
+    for k in keys {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let margin = kratos_phone_courier::store::redis::GC_MARGIN_MS as i64;
+        assert!(pttl > 60_000 && pttl <= 60_000 + margin, "{pttl}");
+    }
+}
+
+// ------------------------------------------------------------ rate limits
+
+/// The GCRA as governor computes it, written out independently: t, tau,
+/// TAT in nanoseconds.
+struct Gcra {
+    t: u128,
+    tau: u128,
+    tat: Option<u128>,
+}
+
+impl Gcra {
+    fn new(per_hour: u32, burst: u32) -> Self {
+        let t = (Duration::from_secs(3600) / per_hour).as_nanos();
+        Gcra {
+            t,
+            tau: t * u128::from(burst - 1),
+            tat: None,
+        }
+    }
+    fn check(&mut self, now_ms: u64) -> Result<(), Duration> {
+        let now = u128::from(now_ms) * 1_000_000;
+        let tat = self.tat.unwrap_or(now);
+        let earliest = tat.saturating_sub(self.tau);
+        if now < earliest {
+            return Err(Duration::from_nanos((earliest - now) as u64));
+        }
+        self.tat = Some(tat.max(now) + self.t);
+        Ok(())
+    }
+}
+
+/// A small deterministic sequence of gaps between requests (ms).
+fn gaps(seed: u64, n: usize, max: u64) -> Vec<u64> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Many requests at once, some spread out.
+            match (x >> 33) % 4 {
+                0 => 0,
+                1 => (x >> 40) % 50,
+                _ => (x >> 20) % max,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rate_limits_answer_exactly_as_governor() {
+    use governor::clock::FakeRelativeClock;
+    use governor::{Quota, RateLimiter};
+
+    let server = server_or_skip!();
+    let s = store(&server);
+    // Intervals that are whole, fractional (3600 s / 7 and / 3_600_000 are
+    // not whole milliseconds) and tiny, with bursts of one and more.
+    let rates = [(5, 3), (7, 2), (10, 5), (300, 50), (3_600_000, 1), (1, 1)];
+    for (i, (per_hour, burst)) in rates.into_iter().enumerate() {
+        let quota = Quota::with_period(Duration::from_secs(3600) / per_hour)
+            .unwrap()
+            .allow_burst(NonZeroU32::new(burst).unwrap());
+        let clock = FakeRelativeClock::default();
+        let governor = RateLimiter::direct_with_clock(quota, clock.clone());
+        let mut written_out = Gcra::new(per_hour, burst);
+        let c = cell(SMS_RECIPIENT, i as u64, per_hour, burst);
+        let max_gap = (3_600_000 / u64::from(per_hour)).max(2) * 2;
+        let mut now = T0;
+        let (mut passed, mut refused) = (0, 0);
+        for gap in gaps(i as u64 + 1, 200, max_gap) {
+            now += gap;
+            clock.advance(Duration::from_millis(gap));
+            let expected = governor.check().map_err(|not_until| {
+                use governor::clock::Clock as _;
+                not_until.wait_time_from(clock.now())
+            });
+            assert_eq!(
+                written_out.check(now),
+                expected,
+                "{per_hour}/h burst {burst}"
+            );
+            let answer = s.reserve(&[c], None, now).await.unwrap();
+            match (answer, expected) {
+                (Ok(r), Ok(())) => {
+                    assert_eq!(r.cells, vec![c]);
+                    passed += 1;
+                }
+                (
+                    Err(Refusal::Limited {
+                        limiter,
+                        retry_after,
+                    }),
+                    Err(wait),
+                ) => {
+                    assert_eq!(limiter, SMS_RECIPIENT);
+                    assert_eq!(retry_after, wait, "{per_hour}/h burst {burst} at {now}");
+                    refused += 1;
+                }
+                (answer, expected) => {
+                    panic!("{per_hour}/h burst {burst} at {now}: {answer:?}, governor {expected:?}")
+                }
+            }
+        }
+        if per_hour < 3_600_000 {
+            assert!(
+                passed > 0 && refused > 0,
+                "{per_hour}/h: {passed} {refused}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_reservation_takes_nothing() {
+    let server = server_or_skip!();
+    let s = store(&server);
+    let roomy = cell(SMS_GLOBAL, 1, 100, 10);
+    let tight = cell(SMS_RECIPIENT, 2, 1, 1);
+    let first = s.reserve(&[roomy, tight], None, T0).await.unwrap().unwrap();
+    assert_eq!(first.cells, vec![roomy, tight]);
+    let mut conn = raw(&server).await;
+    let before: Vec<String> = redis::cmd("MGET")
+        .arg("kpc:l:sms:global:0000000000000001")
+        .arg("kpc:l:sms:recipient:0000000000000002")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The tight cell refuses for an hour: the roomy one, asked first, keeps
+    // its state.
+    for k in 0..20 {
+        let refusal = s.reserve(&[roomy, tight], None, T0 + k).await.unwrap();
+        assert_eq!(
+            refusal,
+            Err(Refusal::Limited {
+                limiter: SMS_RECIPIENT,
+                retry_after: Duration::from_millis(3_600_000 - k),
+            })
+        );
+    }
+    let after: Vec<String> = redis::cmd("MGET")
+        .arg("kpc:l:sms:global:0000000000000001")
+        .arg("kpc:l:sms:recipient:0000000000000002")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    // The first refusing cell in order is named.
+    let empty = cell(SMS_GLOBAL, 3, 1, 1);
+    s.reserve(&[empty], None, T0).await.unwrap().unwrap();
+    assert!(matches!(
+        s.reserve(&[empty, tight], None, T0).await.unwrap(),
+        Err(Refusal::Limited { limiter, .. }) if limiter == SMS_GLOBAL
+    ));
+    // A budget refusal takes no cell either.
+    let budget = BudgetTake {
+        day: T0 / 86_400_000,
+        calling_code: 1,
+        total_cap: 1,
+        country_cap: 0,
+    };
+    let other = cell(SMS_RECIPIENT, 4, 1, 1);
+    s.reserve(&[], Some(budget), T0).await.unwrap().unwrap();
+    assert_eq!(
+        s.reserve(&[other], Some(budget), T0).await.unwrap(),
+        Err(Refusal::Budget {
+            scope: BudgetScope::Total
+        })
+    );
+    let budget = BudgetTake {
+        total_cap: 0,
+        ..budget
+    };
+    assert!(s.reserve(&[other], Some(budget), T0).await.unwrap().is_ok());
+    // Cells expire (Redis's clock) when their TAT passes, a margin later.
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("kpc:l:sms:recipient:0000000000000004")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let margin = kratos_phone_courier::store::redis::GC_MARGIN_MS as i64;
+    assert!(
+        pttl > 3_590_000 + margin && pttl <= 3_600_000 + margin,
+        "{pttl}"
+    );
+}
+
+#[tokio::test]
+async fn refunds_give_back_cells_and_budget_never_below_zero() {
+    let server = server_or_skip!();
+    let s = store(&server);
+    let day = T0 / 86_400_000;
+    let budget = BudgetTake {
+        day,
+        calling_code: 49,
+        total_cap: 100,
+        country_cap: 100,
+    };
+    let c = cell(SMS_RECIPIENT, 1, 5, 3);
+    // Take the whole burst, then give one back: one more passes.
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(s.reserve(&[c], Some(budget), T0).await.unwrap().unwrap());
+    }
+    assert!(s.reserve(&[c], Some(budget), T0).await.unwrap().is_err());
+    assert_eq!(
+        s.budget_used(day, 49).await.unwrap(),
+        BudgetUsed {
+            total: 3,
+            country: 3
+        }
+    );
+    s.refund(&taken.pop().unwrap(), T0 + 1).await.unwrap();
+    assert_eq!(s.budget_used(day, 49).await.unwrap().total, 2);
+    assert!(s.reserve(&[c], Some(budget), T0 + 2).await.unwrap().is_ok());
+    assert!(s
+        .reserve(&[c], Some(budget), T0 + 3)
+        .await
+        .unwrap()
+        .is_err());
+
+    // Giving back everything empties the cell (the key goes) and the
+    // counters stop at zero however often a refund comes.
+    let r = Reservation {
+        cells: vec![c],
+        budget: Some(budget),
+    };
+    for _ in 0..6 {
+        s.refund(&r, T0 + 4).await.unwrap();
+    }
+    assert_eq!(s.budget_used(day, 49).await.unwrap(), BudgetUsed::default());
+    let mut conn = raw(&server).await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("kpc:l:sms:recipient:0000000000000001")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0);
+    // A refund for counters that never existed creates none.
+    let elsewhere = BudgetTake {
+        calling_code: 33,
+        ..budget
+    };
+    s.refund(
+        &Reservation {
+            cells: vec![],
+            budget: Some(elsewhere),
+        },
+        T0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.budget_used(day, 33).await.unwrap(), BudgetUsed::default());
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(format!("kpc:b:{day}:c:33"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0);
+    // A refund later on leaves the TAT where time has already put it: a
+    // cell refunded after its TAT passed is simply gone.
+    let d = cell(SMS_GLOBAL, 9, 3600, 1);
+    let r = s.reserve(&[d], None, T0).await.unwrap().unwrap();
+    s.refund(&r, T0 + 5_000).await.unwrap();
+    assert!(s.reserve(&[d], None, T0 + 5_000).await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn the_budget_caps_the_day_and_the_country_and_rolls_over() {
+    let server = server_or_skip!();
+    let s = store(&server);
+    let day = T0 / 86_400_000;
+    let take = |day, calling_code| BudgetTake {
+        day,
+        calling_code,
+        total_cap: 5,
+        country_cap: 3,
+    };
+    for _ in 0..3 {
+        s.reserve(&[], Some(take(day, 1)), T0)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        s.reserve(&[], Some(take(day, 1)), T0).await.unwrap(),
+        Err(Refusal::Budget {
+            scope: BudgetScope::Country
+        })
+    );
+    for _ in 0..2 {
+        s.reserve(&[], Some(take(day, 44)), T0)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // The total is used up: that comes first, for every country.
+    for cc in [1, 44, 49] {
+        assert_eq!(
+            s.reserve(&[], Some(take(day, cc)), T0).await.unwrap(),
+            Err(Refusal::Budget {
+                scope: BudgetScope::Total
+            })
+        );
+    }
+    assert_eq!(
+        s.budget_used(day, 1).await.unwrap(),
+        BudgetUsed {
+            total: 5,
+            country: 3
+        }
+    );
+    assert_eq!(s.budget_used(day, 44).await.unwrap().country, 2);
+    assert_eq!(s.budget_used(day, 49).await.unwrap().country, 0);
+    // The next UTC day starts from zero.
+    let tomorrow = (day + 1) * 86_400_000;
+    s.reserve(&[], Some(take(day + 1, 1)), tomorrow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.budget_used(day + 1, 1).await.unwrap(),
+        BudgetUsed {
+            total: 1,
+            country: 1
+        }
+    );
+    // Counters expire after the end of their day, with a margin.
+    let mut conn = raw(&server).await;
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("kpc:b:{day}:t"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let to_midnight = (day + 1) * 86_400_000 - T0;
+    assert!(
+        pttl > to_midnight as i64 && pttl <= (to_midnight + 3_600_000) as i64,
+        "{pttl}"
+    );
+    // No cap at all: counted, never refused.
+    let free = BudgetTake {
+        day: day + 2,
+        calling_code: 1,
+        total_cap: 0,
+        country_cap: 0,
+    };
+    for _ in 0..10 {
+        s.reserve(&[], Some(free), T0).await.unwrap().unwrap();
+    }
+    assert_eq!(s.budget_used(day + 2, 1).await.unwrap().total, 10);
+}
+
+#[tokio::test]
+async fn keys_hold_no_number_and_sit_under_the_prefix() {
+    let server = server_or_skip!();
+    let s = RedisStore::connect(&RedisConfig {
+        key_prefix: "tenant-a:".into(),
+        ..config(&server.url())
+    })
+    .unwrap();
+    let keys = kratos_phone_courier::store::Keys::random();
+    let number = "+14155550123";
+    let m = keys.message(Channel::Sms, number, "Your code is 123456", Some("123456"));
+    s.claim(&m, Owner(1), T0, LEASE, KEEP).await.unwrap();
+    s.settle(
+        &m,
+        Owner(1),
+        Settle::Accepted {
+            sid: Some("SM1".into()),
+        },
+        T0,
+        KEEP,
+    )
+    .await
+    .unwrap();
+    s.mark_unreachable(&keys.recipient(Channel::Sms, number), Some(21211), T0, KEEP)
+        .await
+        .unwrap();
+    let c = cell(
+        SMS_RECIPIENT,
+        keys.limit("sms:recipient", number.as_bytes()),
+        5,
+        3,
+    );
+    let budget = BudgetTake {
+        day: 1,
+        calling_code: 1,
+        total_cap: 0,
+        country_cap: 0,
+    };
+    s.reserve(&[c], Some(budget), T0).await.unwrap().unwrap();
+    let mut conn = raw(&server).await;
+    let all: Vec<(String, String)> = {
+        let names: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for k in names {
+            let v: String = redis::cmd("GET")
+                .arg(&k)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            out.push((k, v));
+        }
+        out
+    };
+    assert_eq!(all.len(), 5, "{all:?}");
+    for (k, v) in &all {
+        assert!(k.starts_with("tenant-a:"), "{k}");
+        for secret in ["4155550123", "123456"] {
+            assert!(!k.contains(secret) && !v.contains(secret), "{k} = {v}");
+        }
+    }
+}
+
+// --------------------------------------------------------------- failures
+
+fn assert_quiet(e: &StoreError, url: &str) {
+    let text = e.to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!text.contains(url), "{text}");
+    assert!(!text.contains("kpc:"), "{text}");
+}
+
+#[tokio::test]
+async fn a_stopped_redis_fails_within_the_timeout_and_a_restarted_one_is_found_again() {
+    let mut server = server_or_skip!();
+    let url = format!("redis://:hunter2@127.0.0.1:{}/0", server.port());
+    // The server has no password: Redis answers AUTH with an error, so use
+    // the plain URL to work and the password URL only where nothing answers.
+    let s = store(&server);
+    s.ping().await.unwrap();
+    let key = [10u8; 16];
+    assert_eq!(
+        s.claim(&key, Owner(1), T0, LEASE, KEEP).await.unwrap(),
+        Claim::Send
+    );
+
+    server.stop();
+    let with_password = RedisStore::connect(&config(&url)).unwrap();
+    for store in [&s, &with_password] {
+        for _ in 0..3 {
+            let started = Instant::now();
+            let e = store
+                .claim(&key, Owner(2), T0, LEASE, KEEP)
+                .await
+                .unwrap_err();
+            assert!(started.elapsed() < TIMEOUT + Duration::from_millis(250));
+            assert_quiet(&e, &url);
+            let e = store.ping().await.unwrap_err();
+            assert_quiet(&e, &url);
+        }
+    }
+    assert!(!format!("{with_password:?}").contains("hunter2"));
+
+    // Back (empty: nothing persisted): found again without a new store,
+    // and the scripts are loaded again.
+    server.restart();
+    let started = Instant::now();
+    while s.ping().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no reconnect after a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        s.claim(&key, Owner(2), T0, LEASE, KEEP).await.unwrap(),
+        Claim::Send
+    );
+    let c = cell(SMS_RECIPIENT, 1, 5, 3);
+    assert!(s.reserve(&[c], None, T0).await.unwrap().is_ok());
+    assert_eq!(s.budget_used(0, 1).await.unwrap(), BudgetUsed::default());
+}
+
+#[tokio::test]
+async fn a_redis_that_never_answers_fails_within_the_timeout() {
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "redis://127.0.0.1:{}/0",
+        silent.local_addr().unwrap().port()
+    );
+    let s = RedisStore::connect(&RedisConfig {
+        timeout: Duration::from_millis(200),
+        ..config(&url)
+    })
+    .unwrap();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let e = s
+            .reserve(&[cell(SMS_GLOBAL, 1, 5, 3)], None, T0)
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(190) && took < Duration::from_millis(500),
+            "{took:?}"
+        );
+        assert_quiet(&e, &url);
+    }
+}
+
+#[tokio::test]
+async fn a_store_starts_while_redis_is_down() {
+    // Nothing listens: connecting is refused at once, every call says so,
+    // and making the store does not fail.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let s = RedisStore::connect(&config(&url)).unwrap();
+    let e = s.ping().await.unwrap_err();
+    assert!(e.to_string().contains("ping"), "{e}");
+    assert_quiet(&e, &url);
+    assert!(RedisStore::connect(&config("http://example.com")).is_err());
+}
