@@ -23,7 +23,7 @@ pub enum StartupError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Client(#[from] crate::provider::twilio::ClientError),
+    App(#[from] crate::http::app::AppError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }

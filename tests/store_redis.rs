@@ -44,6 +44,7 @@ fn config(url: &str) -> RedisConfig {
         key_prefix: "kpc:".into(),
         timeout: TIMEOUT,
         on_error: OnError::FailClosed,
+        key_secret: None,
     }
 }
 

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
-use super::secret::{secret, ser_redacted};
+use super::secret::{secret, ser_redacted, ser_redacted_opt};
 use super::values::ser_millis;
 
 #[derive(Debug, Deserialize)]
@@ -31,6 +31,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
     pub timeout_ms: u64,
     pub on_error: String,
+    pub key_secret: Option<SecretString>,
+    pub key_secret_file: Option<PathBuf>,
 }
 
 /// The checked `[store]`.
@@ -65,6 +67,11 @@ pub struct RedisConfig {
     #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
     pub timeout: Duration,
     pub on_error: OnError,
+    /// Keys every stored record under a keyed hash: every replica must use
+    /// the same. `None`: derived from the provider credential, which every
+    /// replica shares.
+    #[serde(serialize_with = "ser_redacted_opt")]
+    pub key_secret: Option<SecretString>,
 }
 
 /// What a request does when Redis does not answer in time.
@@ -124,11 +131,22 @@ impl StoreSettings {
                         )
                     })?;
                 check_url(&url)?;
+                let key_secret = secret("store.redis.key_secret", r.key_secret, r.key_secret_file)?;
+                if key_secret
+                    .as_ref()
+                    .is_some_and(|k| k.expose_secret().len() < 16)
+                {
+                    return Err(ConfigError::invalid(
+                        "store.redis.key_secret",
+                        "must be at least 16 characters (it keeps numbers out of Redis)",
+                    ));
+                }
                 Backend::Redis(RedisConfig {
                     url,
                     key_prefix: r.key_prefix,
                     timeout: Duration::from_millis(r.timeout_ms),
                     on_error,
+                    key_secret,
                 })
             }
             other => {

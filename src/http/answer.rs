@@ -47,6 +47,9 @@ pub enum NotReady {
     ShuttingDown,
     /// `twilio.verify_credentials_on_start` and the provider has not said yes.
     CredentialsUnverified,
+    /// `store.backend = "redis"` with `on_error = "fail_closed"`, and Redis
+    /// does not answer.
+    StoreUnavailable,
 }
 
 impl NotReady {
@@ -54,6 +57,7 @@ impl NotReady {
         match self {
             NotReady::ShuttingDown => "shutting down",
             NotReady::CredentialsUnverified => "provider credentials not verified yet",
+            NotReady::StoreUnavailable => "the store (store.redis) does not answer",
         }
     }
 }

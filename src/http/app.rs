@@ -22,6 +22,15 @@ use crate::http::status_callback::StatusCallbacks;
 use crate::provider::twilio::TwilioClient;
 use crate::telemetry::metrics::Metrics;
 
+/// Why the application could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Client(#[from] crate::provider::twilio::ClientError),
+    #[error("configuration key `store.redis`: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// Everything a request needs, built once at start.
 pub struct App {
     config: Arc<Config>,
@@ -52,18 +61,15 @@ struct RequestLog {
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<Self, crate::provider::twilio::ClientError> {
+    pub fn new(config: Config) -> Result<Self, AppError> {
         App::with_clock(config, Clock::system())
     }
 
     /// Build with a given clock (tests move it forward instead of sleeping).
-    pub fn with_clock(
-        config: Config,
-        clock: Clock,
-    ) -> Result<Self, crate::provider::twilio::ClientError> {
+    pub fn with_clock(config: Config, clock: Clock) -> Result<Self, AppError> {
         let twilio = TwilioClient::new(&config.twilio)?;
         let metrics = Arc::new(Metrics::new());
-        let (store, keys) = crate::store::open(&config, clock.clone());
+        let (store, keys) = crate::store::open(&config, clock.clone(), metrics.store_errors())?;
         let courier = Courier::new(&config, twilio, store, keys, clock, metrics.clone());
         Ok(App {
             auth: Authenticator::new(&config.auth),
@@ -115,7 +121,7 @@ impl App {
             (&Method::POST, "/v1/sms") => Endpoint::Sms,
             (&Method::POST, "/v1/voice") => Endpoint::Voice,
             (&Method::GET | &Method::HEAD, "/health/alive") => return Answer::Alive,
-            (&Method::GET | &Method::HEAD, "/health/ready") => return self.readiness(),
+            (&Method::GET | &Method::HEAD, "/health/ready") => return self.readiness().await,
             (&Method::GET, "/v1/test-messages") => {
                 return self.authenticated(request.headers(), || {
                     Answer::TestMessages(self.courier.test_messages())
@@ -218,11 +224,17 @@ impl App {
         answer()
     }
 
-    fn readiness(&self) -> Answer {
+    async fn readiness(&self) -> Answer {
+        let store = self.courier.store();
         if self.shutting_down.load(Ordering::SeqCst) {
             Answer::NotReady(NotReady::ShuttingDown)
         } else if !self.ready.load(Ordering::SeqCst) {
             Answer::NotReady(NotReady::CredentialsUnverified)
+        } else if store.fails_closed() && store.ping().await.is_err() {
+            // Every send would be refused: let the load balancer pick a
+            // replica that reaches Redis (with on_error = local, this one
+            // still sends from memory and stays ready).
+            Answer::NotReady(NotReady::StoreUnavailable)
         } else {
             Answer::Ready
         }

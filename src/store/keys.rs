@@ -95,6 +95,12 @@ impl Keys {
     }
 }
 
+/// A secret for [`Keys::from_secret`] derived from another secret, labelled
+/// so that the derived key says nothing of the original.
+pub fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
+    Keys::from_secret(secret).hash(&[label])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,25 +150,70 @@ pub struct StoreError(pub String);
 pub fn open(
     config: &crate::config::Config,
     clock: crate::clock::Clock,
-) -> (std::sync::Arc<Store>, Keys) {
-    let store = Store::Memory(memory::MemoryStore::new(clock, config.dedup.max_entries));
-    (std::sync::Arc::new(store), Keys::random())
+    failures: Failures,
+) -> Result<(std::sync::Arc<Store>, Keys), StoreError> {
+    use crate::config::{Backend, OnError};
+    use secrecy::ExposeSecret;
+    let memory = || memory::MemoryStore::new(clock.clone(), config.dedup.max_entries);
+    Ok(match &config.store.backend {
+        Backend::Memory => (std::sync::Arc::new(Store::Memory(memory())), Keys::random()),
+        Backend::Redis(r) => {
+            let keys = match &r.key_secret {
+                Some(secret) => Keys::from_secret(secret.expose_secret().as_bytes()),
+                // Every replica has the provider credential: derive from it,
+                // labelled, so the credential itself is never the key.
+                None => Keys::from_secret(&keys::derive(
+                    config.twilio.password.expose_secret().as_bytes(),
+                    b"kratos-phone-courier store keys v1",
+                )),
+            };
+            let store = Store::Redis {
+                redis: redis::RedisStore::connect(r)?,
+                fallback: (r.on_error == OnError::Local).then(memory),
+                failures,
+            };
+            (std::sync::Arc::new(store), keys)
+        }
+    })
 }
+
+/// Counts the calls the shared store did not answer (a metric).
+pub type Failures = prometheus_client::metrics::counter::Counter;
 
 /// The backend in use. (Made once per process: the size difference between
 /// the variants does not matter.)
 #[allow(clippy::large_enum_variant)]
 pub enum Store {
     Memory(memory::MemoryStore),
-    Redis(redis::RedisStore),
+    Redis {
+        redis: redis::RedisStore,
+        /// With `store.redis.on_error = "local"`: this replica's memory,
+        /// used for each call Redis does not answer.
+        fallback: Option<memory::MemoryStore>,
+        /// Calls Redis did not answer (the metric's counter).
+        failures: Failures,
+    },
 }
 
-/// One backend method, whichever backend it is.
+/// One backend method, whichever backend it is; with Redis and a local
+/// fallback, a call Redis does not answer is answered from memory.
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match $self {
             Store::Memory(m) => m.$method($($arg),*).await,
-            Store::Redis(r) => r.$method($($arg),*).await,
+            Store::Redis { redis, fallback, failures } => match redis.$method($($arg),*).await {
+                Err(e) => {
+                    failures.inc();
+                    match fallback {
+                        Some(local) => {
+                            tracing::warn!(error = %e, "the store did not answer; deciding with this replica's memory (store.redis.on_error = local)");
+                            local.$method($($arg),*).await
+                        }
+                        None => Err(e),
+                    }
+                }
+                answer => answer,
+            },
         }
     };
 }
@@ -195,7 +240,7 @@ impl Store {
         now: UnixMs,
         keep: Duration,
     ) -> Result<(), StoreError> {
-        dispatch!(self.settle(key, owner, settle, now, keep))
+        dispatch!(self.settle(key, owner, settle.clone(), now, keep))
     }
 
     /// The record of a message (an expired lease reads as `Uncertain`).
@@ -209,7 +254,7 @@ impl Store {
     pub async fn changed(&self, round: u32) {
         match self {
             Store::Memory(m) => m.settled().await,
-            Store::Redis(_) => {
+            Store::Redis { .. } => {
                 let ms = (10u64 << round.min(5)).min(250);
                 tokio::time::sleep(Duration::from_millis(ms)).await
             }
@@ -254,14 +299,36 @@ impl Store {
         dispatch!(self.budget_used(day, calling_code))
     }
 
+    /// Whether the shared store answers (readiness). A local fallback does
+    /// not count: readiness says how Redis is.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self.ping())
+        match self {
+            Store::Memory(m) => m.ping().await,
+            Store::Redis { redis, .. } => redis.ping().await,
+        }
+    }
+
+    /// Whether requests fail while Redis is down (no local fallback).
+    pub fn fails_closed(&self) -> bool {
+        matches!(self, Store::Redis { fallback: None, .. })
+    }
+
+    /// `"memory"` or `"redis"`, for readiness and metrics.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Redis { .. } => "redis",
+        }
     }
 
     /// Periodic clean-up (memory only: Redis expires keys itself).
     pub fn prune(&self) {
-        if let Store::Memory(m) = self {
-            m.prune();
+        match self {
+            Store::Memory(m) => m.prune(),
+            Store::Redis {
+                fallback: Some(m), ..
+            } => m.prune(),
+            Store::Redis { .. } => {}
         }
     }
 }

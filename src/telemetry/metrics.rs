@@ -56,6 +56,7 @@ pub struct Metrics {
     sends: Family<Labels, Counter>,
     delivery_status: Family<Labels, Counter>,
     budget_used: Family<Labels, Gauge<f64, AtomicU64>>,
+    store_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -117,7 +118,14 @@ impl Metrics {
             "Share of today's send budget used (scope total; 1.0 = exhausted)",
             budget_used.clone(),
         );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "Calls the shared store (Redis) did not answer in time",
+            store_errors.clone(),
+        );
         Metrics {
+            store_errors,
             registry,
             requests,
             provider_latency,
@@ -199,6 +207,11 @@ impl Metrics {
                 ("error_code", error_code.to_owned()),
             ])
             .inc();
+    }
+
+    /// The counter the store increments when Redis does not answer.
+    pub fn store_errors(&self) -> Counter {
+        self.store_errors.clone()
     }
 
     pub fn budget_used(&self, ratio: f64) {

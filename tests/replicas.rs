@@ -1,0 +1,384 @@
+//! Two replicas of the real binary sharing one real `redis-server`, as two
+//! pods behind one Kubernetes Service: Kratos's attempts may land on either,
+//! and the answers (and what Twilio receives) must be those of one service.
+
+#[path = "api/helpers.rs"]
+mod helpers;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use helpers::*;
+use redis_server::RedisServer;
+use serde_json::{json, Value};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const SID: &str = "SM0123456789abcdef0123456789abcdef";
+
+struct Replica {
+    _child: KillOnDrop,
+    addr: String,
+    /// Kept: dropping it would close the child's standard error.
+    _logs: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
+}
+
+fn env_for(provider: &str, redis: &RedisServer) -> HashMap<String, String> {
+    let mut env = base_env(provider);
+    env.insert("PHONE_COURIER__LOG__LEVEL".into(), "warn".into());
+    env.insert("PHONE_COURIER__STORE__BACKEND".into(), "redis".into());
+    env.insert("PHONE_COURIER__STORE__REDIS__URL".into(), redis.url());
+    env
+}
+
+fn start(env: &HashMap<String, String>) -> Replica {
+    let mut env = env.clone();
+    env.insert("PHONE_COURIER__LOG__LEVEL".into(), "info".into());
+    let (child, addr, logs, _) = spawn_binary(&env);
+    Replica {
+        _child: child,
+        addr,
+        _logs: std::sync::Mutex::new(logs),
+    }
+}
+
+fn message(recipient: &str, code: &str) -> Value {
+    json!({
+        "recipient": recipient,
+        "body": format!("Your login code is: {code}"),
+        "template_type": "login_code_valid",
+        "template_data": {"login_code": code},
+        "request_headers": {"True-Client-Ip": ["203.0.113.7"]}
+    })
+}
+
+async fn post(client: &reqwest::Client, replica: &Replica, body: &Value) -> (u16, Value) {
+    let r = client
+        .post(format!("http://{}/v1/sms", replica.addr))
+        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+        .json(body)
+        .send()
+        .await
+        .expect("an answer");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("-")
+}
+
+async fn creates(twilio: &MockServer) -> usize {
+    twilio
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count()
+}
+
+async fn twilio_accepting(delay: Duration) -> MockServer {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"sid": SID}))
+                .set_delay(delay),
+        )
+        .mount(&twilio)
+        .await;
+    twilio
+}
+
+#[tokio::test]
+async fn kratos_attempts_alternating_between_replicas_send_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": SID})))
+        .mount(&twilio)
+        .await;
+    let env = env_for(&twilio.uri(), &redis);
+    let replicas = [start(&env), start(&env)];
+    let client = reqwest::Client::new();
+    let m = message("+14155550123", "482917");
+    let mut seen = Vec::new();
+    for attempt in 0..6 {
+        let (status, v) = post(&client, &replicas[attempt % 2], &m).await;
+        seen.push((status, code(&v).to_owned(), v["sid"].clone()));
+    }
+    let unavailable = (503, "provider_unavailable".to_owned(), Value::Null);
+    assert_eq!(seen[..2], [unavailable.clone(), unavailable]);
+    assert_eq!(seen[2], (200, "-".to_owned(), json!(SID)));
+    for later in &seen[3..] {
+        assert_eq!(
+            later,
+            &(200, "-".to_owned(), json!(SID)),
+            "a duplicate, on either replica"
+        );
+    }
+    assert_eq!(
+        creates(&twilio).await,
+        3,
+        "two refused, one accepted, no second send"
+    );
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_copies_across_replicas_make_one_request() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = twilio_accepting(Duration::from_millis(300)).await;
+    let env = env_for(&twilio.uri(), &redis);
+    let replicas = std::sync::Arc::new([start(&env), start(&env)]);
+    let client = reqwest::Client::new();
+    let m = message("+14155550123", "482917");
+    let mut copies = Vec::new();
+    for i in 0..100 {
+        let (client, replicas, m) = (client.clone(), replicas.clone(), m.clone());
+        copies.push(tokio::spawn(async move {
+            post(&client, &replicas[i % 2], &m).await
+        }));
+    }
+    for copy in copies {
+        let (status, v) = copy.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["sid"], SID);
+    }
+    assert_eq!(creates(&twilio).await, 1);
+}
+
+#[tokio::test]
+async fn limits_and_budget_are_shared_by_the_replicas() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = twilio_accepting(Duration::ZERO).await;
+    let mut env = env_for(&twilio.uri(), &redis);
+    env.insert("PHONE_COURIER__BUDGET__DAILY_TOTAL".into(), "4".into());
+    let replicas = [start(&env), start(&env)];
+    let client = reqwest::Client::new();
+    // Five fresh codes to one number, alternated: the recipient's burst is 3.
+    let mut sent = 0;
+    for i in 0..5 {
+        let (status, v) = post(
+            &client,
+            &replicas[i % 2],
+            &message("+14155550123", &format!("48291{i}")),
+        )
+        .await;
+        match status {
+            200 => sent += 1,
+            429 => assert_eq!(code(&v), "rate_limited"),
+            other => panic!("{other}: {v}"),
+        }
+    }
+    assert_eq!(sent, 3, "the burst, not twice the burst");
+    // The budget of 4 has one send left, whichever replica asks.
+    let (status, _) = post(&client, &replicas[1], &message("+14155550124", "111222")).await;
+    assert_eq!(status, 200);
+    let (status, v) = post(&client, &replicas[0], &message("+14155550125", "333444")).await;
+    assert_eq!((status, code(&v)), (429, "budget_exhausted"));
+    assert_eq!(creates(&twilio).await, 4);
+}
+
+#[tokio::test]
+async fn a_restarted_replica_still_deduplicates() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = twilio_accepting(Duration::ZERO).await;
+    let env = env_for(&twilio.uri(), &redis);
+    let client = reqwest::Client::new();
+    let m = message("+14155550123", "482917");
+    let first = start(&env);
+    assert_eq!(post(&client, &first, &m).await.0, 200);
+    drop(first);
+    let again = start(&env);
+    let (status, v) = post(&client, &again, &m).await;
+    assert_eq!(
+        (status, v["duplicate"].clone(), v["sid"].clone()),
+        (200, json!(true), json!(SID))
+    );
+    assert_eq!(creates(&twilio).await, 1);
+}
+
+#[tokio::test]
+async fn an_owner_killed_mid_send_is_reconciled_by_the_other_replica() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sandbox = SandboxUnderTest::start().await;
+    // The sandbox takes the next message at once but answers 5 s later.
+    sandbox.queue_fault("accept-then-latency=5000").await;
+    let mut env = env_for(&sandbox.base, &redis);
+    env.insert(
+        "PHONE_COURIER__TWILIO__ACCOUNT_SID".into(),
+        sandbox.account_sid.clone(),
+    );
+    env.insert(
+        "PHONE_COURIER__TWILIO__AUTH_TOKEN".into(),
+        sandbox.auth_token.clone(),
+    );
+    env.insert("PHONE_COURIER__TWILIO__TIMEOUT_MS".into(), "1000".into());
+    let owner = start(&env);
+    let other = start(&env);
+    let client = reqwest::Client::new();
+    let m = message("+14155550123", "482917");
+    let first = {
+        let (client, m, addr) = (client.clone(), m.clone(), owner.addr.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("http://{addr}/v1/sms"))
+                .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+                .json(&m)
+                .send()
+                .await
+        })
+    };
+    // Once the sandbox has the message, the owner dies before it hears back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sandbox.created().await == 0 {
+        assert!(Instant::now() < deadline, "the owner never sent");
+        tokio::task::yield_now().await;
+    }
+    drop(owner);
+    assert!(
+        first.await.unwrap().is_err(),
+        "the owner died without answering"
+    );
+    // Kratos retries on the other replica, a second apart, until it is told
+    // 200: the other replica waits out the dead owner's lease, then asks the
+    // provider and finds the message.
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        let (status, v) = post(&client, &other, &m).await;
+        answers.push(status);
+        if status == 200 {
+            assert_eq!(v["duplicate"], true);
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(answers.last(), Some(&200), "{answers:?}");
+    assert_eq!(sandbox.created().await, 1, "never sent twice");
+}
+
+#[tokio::test]
+async fn redis_going_away_fails_closed_or_falls_back_as_configured() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = twilio_accepting(Duration::ZERO).await;
+    let closed = env_for(&twilio.uri(), &redis);
+    let mut local = closed.clone();
+    local.insert(
+        "PHONE_COURIER__STORE__REDIS__ON_ERROR".into(),
+        "local".into(),
+    );
+    let (closed, local) = (start(&closed), start(&local));
+    let client = reqwest::Client::new();
+    let ready = |r: &Replica| format!("http://{}/health/ready", r.addr);
+    assert_eq!(
+        client.get(ready(&closed)).send().await.unwrap().status(),
+        200
+    );
+    redis.stop();
+    let (status, v) = post(&client, &closed, &message("+14155550123", "482917")).await;
+    assert_eq!((status, code(&v)), (503, "store_unavailable"));
+    let r = client.get(ready(&closed)).send().await.unwrap();
+    assert_eq!(r.status(), 503, "not ready while Redis is away");
+    let (status, _) = post(&client, &local, &message("+14155550124", "482917")).await;
+    assert_eq!(status, 200, "on_error = local sends from memory");
+    assert_eq!(
+        client.get(ready(&local)).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        creates(&twilio).await,
+        1,
+        "the fail-closed replica sent nothing"
+    );
+    let metrics = client
+        .get(format!("http://{}/metrics", local.addr))
+        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("phone_courier_store_errors_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+/// The Twilio sandbox in this process, for the cases that need Twilio's
+/// list endpoint and its accept-then-answer-late fault.
+struct SandboxUnderTest {
+    base: String,
+    account_sid: String,
+    auth_token: String,
+    client: reqwest::Client,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl SandboxUnderTest {
+    async fn start() -> Self {
+        use twilio_sandbox::{Sandbox, SandboxConfig};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let config = SandboxConfig::default();
+        let (account_sid, auth_token) = (config.account_sid.clone(), config.auth_token.clone());
+        let sandbox = Sandbox::new(config);
+        let server = tokio::spawn(async move {
+            let _ = sandbox.serve(listener, std::future::pending()).await;
+        });
+        SandboxUnderTest {
+            base,
+            account_sid,
+            auth_token,
+            client: reqwest::Client::new(),
+            _server: server,
+        }
+    }
+
+    async fn queue_fault(&self, fault: &str) {
+        let r = self
+            .client
+            .post(format!("{}/sandbox/faults", self.base))
+            .json(&json!({"fault": fault, "count": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+
+    /// Messages the sandbox accepted.
+    async fn created(&self) -> usize {
+        let v: Value = self
+            .client
+            .get(format!("{}/inbox.json", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["messages"].as_array().map_or(0, Vec::len)
+    }
+}
