@@ -13,7 +13,7 @@ use crate::delivery::dedup::{self, Admission, Dedup, Outcome};
 use crate::delivery::limits::{client_ip, RateLimits};
 use crate::delivery::message::CourierMessage;
 use crate::http::answer::ApiError;
-use crate::phone::{LineType, Recipient, RecipientCache};
+use crate::phone::{LineType, NumberingPlan, Recipient, RecipientCache, VERDICT_CACHE_CAPACITY};
 use crate::provider::twilio::{
     Accepted, FailureClass, OutgoingCall, OutgoingSms, ProviderError, TwilioClient,
 };
@@ -123,7 +123,7 @@ impl Courier {
             metrics,
             daily_total: config.budget.daily_total,
             provider_slots: tokio::sync::Semaphore::new(config.twilio.max_in_flight),
-            recipients: RecipientCache::new(100_000),
+            recipients: RecipientCache::new(Arc::new(NumberingPlan::new()), VERDICT_CACHE_CAPACITY),
             policy: config.policy.clone(),
             limits: config
                 .limits
@@ -153,6 +153,12 @@ impl Courier {
             l.prune();
         }
         self.dedup.prune();
+    }
+
+    /// The recipient parser (and, through it, the numbering plan) of this
+    /// courier: start-up warms the plan, status callbacks read `To` with it.
+    pub fn recipients(&self) -> &RecipientCache {
+        &self.recipients
     }
 
     /// Messages to test numbers, newest first.

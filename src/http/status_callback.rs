@@ -16,7 +16,6 @@ use secrecy::ExposeSecret;
 
 use crate::http::answer::ApiError;
 use crate::http::app::{read_body, App};
-use crate::phone::Recipient;
 
 /// Status callbacks are small; a few KiB is plenty.
 const MAX_CALLBACK_BYTES: usize = 16 * 1024;
@@ -95,7 +94,7 @@ where
     };
     let error_code = field("ErrorCode").and_then(|c| c.parse::<u32>().ok());
     let recipient = field("To")
-        .and_then(|to| Recipient::parse(to).ok())
+        .and_then(|to| app.courier().recipients().parse(to).ok())
         .map(|r| r.masked());
     app.metrics().delivery_status(channel, status, error_code);
     let status_label = crate::telemetry::metrics::status_label(status);
