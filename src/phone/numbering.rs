@@ -40,7 +40,8 @@
 //!   at start so the first request pays neither for libphonenumber's
 //!   database nor for the +1 patterns. Another calling code's first number
 //!   pays for loading its entry and compiling the patterns it reaches, once
-//!   per process (about 0.1 ms a pattern, a millisecond or so a region).
+//!   per process (measured in a release build: 0.7 ms for the first +49
+//!   number, 8 µs for the next).
 //! - Two plans share nothing: no statics, no global cache of our own. The
 //!   crate's own cache (still used by its parser) is only sized here.
 //!
