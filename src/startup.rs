@@ -50,9 +50,10 @@ pub async fn serve(
         ),
         None => None,
     };
-    // Off the start-up path: /health/alive answers while this loads.
-    tokio::task::spawn_blocking(crate::phone::warm_up);
     let app = Arc::new(App::new(config)?);
+    // Off the start-up path: /health/alive answers while this loads.
+    let plan = app.courier().recipients().plan().clone();
+    tokio::task::spawn_blocking(move || plan.warm_up());
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "kratos-phone-courier listening");
     }

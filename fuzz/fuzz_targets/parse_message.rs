@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use kratos_phone_courier::delivery::message::MessageParser;
-use kratos_phone_courier::phone::Recipient;
+use kratos_phone_courier::phone::{NumberingPlan, Recipient};
 use kratos_phone_courier::provider::twiml::{code_twiml, is_speakable_code, Speech};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,11 +15,18 @@ fn parser() -> &'static MessageParser {
     P.get_or_init(MessageParser::new)
 }
 
+/// One plan for the run, as the service holds one: a plan per input would
+/// spend the run compiling patterns.
+fn plan() -> &'static NumberingPlan {
+    static P: OnceLock<NumberingPlan> = OnceLock::new();
+    P.get_or_init(NumberingPlan::new)
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(message) = parser().parse(data) else {
         return;
     };
-    if let Ok(r) = Recipient::parse(&message.recipient) {
+    if let Ok(r) = Recipient::parse_with(plan(), &message.recipient) {
         let digits = &r.e164()[1..];
         assert!(digits.len() >= 2 && digits.bytes().all(|b| b.is_ascii_digit()));
         let masked = r.masked();

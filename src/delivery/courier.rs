@@ -28,7 +28,7 @@ use crate::delivery::limits::{client_ip, Limits};
 use crate::delivery::message::CourierMessage;
 pub use crate::delivery::test_numbers::TestMessage;
 use crate::delivery::test_numbers::TestNumbers;
-use crate::phone::{LineType, Recipient, RecipientCache};
+use crate::phone::{LineType, NumberingPlan, Recipient, RecipientCache, VERDICT_CACHE_CAPACITY};
 use crate::provider::errors::{self, FailureClass};
 use crate::provider::twilio::{Accepted, ProviderError, TwilioClient};
 use crate::store::{Keys, Refusal, Reservation, Settle, Store};
@@ -108,7 +108,7 @@ impl Courier {
             }),
             composer: Composer::new(config),
             provider_slots: Arc::new(tokio::sync::Semaphore::new(config.twilio.max_in_flight)),
-            recipients: RecipientCache::new(100_000),
+            recipients: RecipientCache::new(Arc::new(NumberingPlan::new()), VERDICT_CACHE_CAPACITY),
             policy: config.policy.clone(),
             limits: config
                 .limits
@@ -128,6 +128,12 @@ impl Courier {
     /// Drop abuse-control state that no longer matters (called periodically).
     pub fn prune(&self) {
         self.shared.store.prune();
+    }
+
+    /// The recipient parser (and, through it, the numbering plan) of this
+    /// courier: start-up warms the plan, status callbacks read `To` with it.
+    pub fn recipients(&self) -> &RecipientCache {
+        &self.recipients
     }
 
     /// The store behind the ledger, limits and budget.

@@ -71,11 +71,12 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let (store, keys) = crate::store::open(&config, clock.clone(), metrics.store_errors())?;
         let courier = Courier::new(&config, twilio, store, keys, clock, metrics.clone());
+        let plan = courier.recipients().plan().clone();
         Ok(App {
             auth: Authenticator::new(&config.auth),
             parser: MessageParser::new(),
             courier,
-            status_callbacks: StatusCallbacks::new(&config, metrics.clone()),
+            status_callbacks: StatusCallbacks::new(&config, metrics.clone(), plan),
             metrics,
             ready: AtomicBool::new(!config.twilio.verify_credentials_on_start),
             shutting_down: AtomicBool::new(false),

@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::config::Config;
 use crate::http::answer::{Answer, ApiError};
 use crate::http::body;
-use crate::phone::Recipient;
+use crate::phone::{NumberingPlan, Recipient};
 use crate::provider::errors;
 use crate::telemetry::metrics::Metrics;
 
@@ -31,16 +31,19 @@ pub struct StatusCallbacks {
     /// The account's auth token, which signs the callbacks.
     token: SecretString,
     metrics: Arc<Metrics>,
+    /// To mask the `To` of the log line (shared with the courier's parser).
+    plan: Arc<NumberingPlan>,
 }
 
 impl StatusCallbacks {
     /// `None` unless `status_callback.public_url` is set (the configuration
     /// check makes sure the auth token is there too).
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Option<Self> {
+    pub fn new(config: &Config, metrics: Arc<Metrics>, plan: Arc<NumberingPlan>) -> Option<Self> {
         Some(StatusCallbacks {
             url: config.status_callback_url.clone()?,
             token: config.twilio.signing_token.clone()?,
             metrics,
+            plan,
         })
     }
 
@@ -89,13 +92,13 @@ impl StatusCallbacks {
         ) {
             return Err(ApiError::InvalidSignature);
         }
-        record(&self.metrics, &params);
+        record(&self.metrics, &self.plan, &params);
         Ok(())
     }
 }
 
 /// Count the status and write its log line.
-fn record(metrics: &Metrics, params: &[(String, String)]) {
+fn record(metrics: &Metrics, plan: &NumberingPlan, params: &[(String, String)]) {
     let field = |name: &str| {
         params
             .iter()
@@ -113,7 +116,7 @@ fn record(metrics: &Metrics, params: &[(String, String)]) {
     };
     let error_code = field("ErrorCode").and_then(|c| c.parse::<u32>().ok());
     let recipient = field("To")
-        .and_then(|to| Recipient::parse(to).ok())
+        .and_then(|to| Recipient::parse_with(plan, to).ok())
         .map(|r| r.masked());
     metrics.delivery_status(channel, status, errors::metric_label(error_code));
     let status_label = crate::telemetry::metrics::status_label(status);
