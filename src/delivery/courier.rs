@@ -14,7 +14,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::clock::Clock;
 use crate::config::{Config, CountryPolicy, PolicyConfig};
@@ -23,14 +22,14 @@ pub use crate::delivery::channel::{Channel, Endpoint};
 use crate::delivery::compose::Composer;
 pub use crate::delivery::compose::{Outgoing, MAX_SMS_CHARS, VALIDITY_RANGE};
 use crate::delivery::error::DeliveryError;
-use crate::delivery::ledger::{Admission, Flight, Ledger};
+use crate::delivery::ledger::{Admission, Ledger};
 use crate::delivery::limits::{client_ip, Limits};
 use crate::delivery::message::CourierMessage;
+use crate::delivery::send::SendJob;
 pub use crate::delivery::test_numbers::TestMessage;
 use crate::delivery::test_numbers::TestNumbers;
 use crate::phone::{LineType, NumberingPlan, Recipient, RecipientCache, VERDICT_CACHE_CAPACITY};
-use crate::provider::errors::{self, FailureClass};
-use crate::provider::twilio::{Accepted, ProviderError, TwilioClient};
+use crate::provider::twilio::TwilioClient;
 use crate::store::{Keys, Refusal, Reservation, Settle, Store};
 use crate::telemetry::metrics::Metrics;
 
@@ -73,12 +72,12 @@ pub struct Courier {
 }
 
 /// What a send task needs after its request is gone.
-struct Shared {
-    twilio: TwilioClient,
-    ledger: Ledger,
-    store: Arc<Store>,
-    metrics: Arc<Metrics>,
-    clock: Clock,
+pub(super) struct Shared {
+    pub(super) twilio: TwilioClient,
+    pub(super) ledger: Ledger,
+    pub(super) store: Arc<Store>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) clock: Clock,
 }
 
 impl Courier {
@@ -312,79 +311,6 @@ impl Courier {
     }
 }
 
-/// One provider call and what follows from its answer.
-struct SendJob {
-    flight: Flight,
-    channel: Channel,
-    recipient: Recipient,
-    outgoing: Outgoing,
-    reservation: Reservation,
-}
-
-impl SendJob {
-    async fn run(self, shared: &Shared) -> Result<Accepted, DeliveryError> {
-        let channel = self.channel.as_str();
-        let started = Instant::now();
-        let sent = match &self.outgoing {
-            Outgoing::Sms(sms) => shared.twilio.send_sms(sms).await,
-            Outgoing::Call(call) => shared.twilio.create_call(call).await,
-        };
-        shared
-            .metrics
-            .provider_latency(channel, started.elapsed().as_secs_f64());
-        let ledger = &shared.ledger;
-        let provider = match sent {
-            Ok(accepted) => {
-                shared.metrics.sent(channel, self.recipient.calling_code());
-                // The quota is spent: the provider has the message.
-                ledger
-                    .settle(
-                        self.flight,
-                        Settle::Accepted {
-                            sid: accepted.sid.clone(),
-                        },
-                    )
-                    .await;
-                return Ok(accepted);
-            }
-            Err(provider) => provider,
-        };
-        shared.metrics.provider_error(
-            errors::metric_label(provider.provider_code()),
-            provider.class().as_str(),
-        );
-        tracing::debug!(
-            provider_error = provider.kind(),
-            provider_code = provider.provider_code(),
-            "provider refused"
-        );
-        if provider.may_have_been_sent() {
-            // The provider may have it: keep the quota, and make the retry
-            // ask the provider before sending again.
-            ledger.settle(self.flight, Settle::Uncertain).await;
-            return Err(DeliveryError::ProviderUnavailable {
-                provider_code: None,
-                retry_after: 1,
-            });
-        }
-        // Certainly not sent: the retry may send, and pays then.
-        ledger.settle(self.flight, Settle::Release).await;
-        let now = shared.clock.unix().as_millis() as u64;
-        if let Err(e) = shared.store.refund(&self.reservation, now).await {
-            tracing::warn!(error = %e, "could not give back the quota of a message that was not sent");
-        }
-        if errors::remembers_unreachable(provider.provider_code()) {
-            if let Err(e) = ledger
-                .remember_unreachable(self.channel, &self.recipient, provider.provider_code())
-                .await
-            {
-                tracing::warn!(error = %e, "could not remember an unreachable recipient");
-            }
-        }
-        Err(delivery_error(&provider))
-    }
-}
-
 fn check_policy(policy: &PolicyConfig, prepared: &Prepared) -> Result<(), DeliveryError> {
     let r = &prepared.recipient;
     if policy.refuse_premium
@@ -412,26 +338,4 @@ fn check_policy(policy: &PolicyConfig, prepared: &Prepared) -> Result<(), Delive
         });
     }
     Ok(())
-}
-
-/// What a provider failure means for the delivery.
-pub fn delivery_error(e: &ProviderError) -> DeliveryError {
-    match e.class() {
-        FailureClass::Recipient => DeliveryError::RecipientUnreachable {
-            provider_code: e.provider_code(),
-        },
-        FailureClass::Configuration => DeliveryError::ProviderConfiguration {
-            provider_code: e.provider_code(),
-            http_status: match e {
-                ProviderError::Rejected { status, .. } => Some(*status),
-                _ => None,
-            },
-        },
-        FailureClass::Transient => DeliveryError::ProviderUnavailable {
-            provider_code: e.provider_code(),
-            // Kratos retries about a second later whatever we say; a
-            // provider's own Retry-After is passed on for other callers.
-            retry_after: e.retry_after().unwrap_or(1).clamp(1, 3600),
-        },
-    }
 }

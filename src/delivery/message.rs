@@ -1,5 +1,5 @@
 //! The Kratos courier message: JSON bytes in, a typed [`CourierMessage`]
-//! out. The JSON Schema in `schemas/courier-message.schema.json` is compiled
+//! out. (Past 400 lines only by its tests, which list Kratos's payloads.) The JSON Schema in `schemas/courier-message.schema.json` is compiled
 //! once ([`MessageParser::new`]) and enforced before deserialising, so a
 //! caller learns every structural problem at once, each with its JSON
 //! pointer.

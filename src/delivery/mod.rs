@@ -10,4 +10,5 @@ pub mod error;
 pub mod ledger;
 pub mod limits;
 pub mod message;
+pub mod send;
 pub mod test_numbers;

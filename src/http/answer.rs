@@ -1,4 +1,5 @@
-//! Every answer the service gives, in one place: successes, health,
+//! Every answer the service gives, in one place (and so past 400 lines: one
+//! table on purpose): successes, health,
 //! metrics, errors, and the overload answer written straight to a socket at
 //! accept time. [`Answer`] is the one type the HTTP layer returns; nothing
 //! else in the crate writes a status code, a header of an answer or an error

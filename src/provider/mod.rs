@@ -2,6 +2,7 @@
 //! TwiML that speaks a code, and Twilio's webhook signatures.
 
 pub mod errors;
+pub mod reconcile;
 pub mod signature;
 pub mod twilio;
 pub mod twiml;

@@ -8,6 +8,10 @@
 //!
 //! What a single memory replica cannot promise: another replica, or this one
 //! after a restart, knows nothing of what this one sent.
+//!
+//! (Longer than our usual 400 lines, on purpose: the whole backend, its
+//! compact ledger records and its governor state store sit together so that
+//! "one mutex per call" can be checked in one file; a third of it is tests.)
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};

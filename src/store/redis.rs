@@ -1,5 +1,9 @@
 //! The Redis backend: state shared by every replica.
 //!
+//! (Longer than our usual 400 lines, on purpose: the Lua scripts sit next to
+//! the Rust that calls them and decodes their answers, so a change to one is
+//! seen with the other.)
+//!
 //! Every operation that reads and writes is one Lua script, run atomically
 //! by Redis (sent by EVALSHA, loaded again after a Redis restart), so two
 //! replicas asking at once get answers as if they had asked one after the

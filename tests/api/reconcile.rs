@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use kratos_phone_courier::config::{Config, Sources, TwilioConfig};
 use kratos_phone_courier::provider::errors::FailureClass;
+use kratos_phone_courier::provider::reconcile::{RECONCILE_MAX_PAGES, RECONCILE_PAGE_SIZE};
 use kratos_phone_courier::provider::twilio::{
-    OutgoingCall, OutgoingSms, ProviderError, TwilioClient, RECONCILE_MAX_PAGES,
-    RECONCILE_PAGE_SIZE,
+    OutgoingCall, OutgoingSms, ProviderError, TwilioClient,
 };
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc2822;

@@ -1,3 +1,5 @@
+//! (Past 400 lines only by its tests of Twilio's paging.)
+//!
 //! `GET .../Messages.json` and `GET .../Calls.json`: what the sandbox
 //! accepted, newest first, in Twilio's paging envelope (`ListMessageResponse`
 //! / `ListCallResponse` of the OpenAPI description).

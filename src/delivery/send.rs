@@ -1,0 +1,110 @@
+//! The provider stage: one provider call, in a task of its own, and what
+//! follows from its answer (the ledger settled, the quota kept or refunded,
+//! an unreachable recipient remembered, metrics).
+
+use std::time::Instant;
+
+use crate::delivery::channel::Channel;
+use crate::delivery::compose::Outgoing;
+use crate::delivery::courier::Shared;
+use crate::delivery::error::DeliveryError;
+use crate::delivery::ledger::Flight;
+use crate::phone::Recipient;
+use crate::provider::errors::{self, FailureClass};
+use crate::provider::twilio::{Accepted, ProviderError};
+use crate::store::{Reservation, Settle};
+
+/// One provider call and what follows from its answer.
+pub(super) struct SendJob {
+    pub(super) flight: Flight,
+    pub(super) channel: Channel,
+    pub(super) recipient: Recipient,
+    pub(super) outgoing: Outgoing,
+    pub(super) reservation: Reservation,
+}
+
+impl SendJob {
+    pub(super) async fn run(self, shared: &Shared) -> Result<Accepted, DeliveryError> {
+        let channel = self.channel.as_str();
+        let started = Instant::now();
+        let sent = match &self.outgoing {
+            Outgoing::Sms(sms) => shared.twilio.send_sms(sms).await,
+            Outgoing::Call(call) => shared.twilio.create_call(call).await,
+        };
+        shared
+            .metrics
+            .provider_latency(channel, started.elapsed().as_secs_f64());
+        let ledger = &shared.ledger;
+        let provider = match sent {
+            Ok(accepted) => {
+                shared.metrics.sent(channel, self.recipient.calling_code());
+                // The quota is spent: the provider has the message.
+                ledger
+                    .settle(
+                        self.flight,
+                        Settle::Accepted {
+                            sid: accepted.sid.clone(),
+                        },
+                    )
+                    .await;
+                return Ok(accepted);
+            }
+            Err(provider) => provider,
+        };
+        shared.metrics.provider_error(
+            errors::metric_label(provider.provider_code()),
+            provider.class().as_str(),
+        );
+        tracing::debug!(
+            provider_error = provider.kind(),
+            provider_code = provider.provider_code(),
+            "provider refused"
+        );
+        if provider.may_have_been_sent() {
+            // The provider may have it: keep the quota, and make the retry
+            // ask the provider before sending again.
+            ledger.settle(self.flight, Settle::Uncertain).await;
+            return Err(DeliveryError::ProviderUnavailable {
+                provider_code: None,
+                retry_after: 1,
+            });
+        }
+        // Certainly not sent: the retry may send, and pays then.
+        ledger.settle(self.flight, Settle::Release).await;
+        let now = shared.clock.unix().as_millis() as u64;
+        if let Err(e) = shared.store.refund(&self.reservation, now).await {
+            tracing::warn!(error = %e, "could not give back the quota of a message that was not sent");
+        }
+        if errors::remembers_unreachable(provider.provider_code()) {
+            if let Err(e) = ledger
+                .remember_unreachable(self.channel, &self.recipient, provider.provider_code())
+                .await
+            {
+                tracing::warn!(error = %e, "could not remember an unreachable recipient");
+            }
+        }
+        Err(delivery_error(&provider))
+    }
+}
+
+/// What a provider failure means for the delivery.
+pub fn delivery_error(e: &ProviderError) -> DeliveryError {
+    match e.class() {
+        FailureClass::Recipient => DeliveryError::RecipientUnreachable {
+            provider_code: e.provider_code(),
+        },
+        FailureClass::Configuration => DeliveryError::ProviderConfiguration {
+            provider_code: e.provider_code(),
+            http_status: match e {
+                ProviderError::Rejected { status, .. } => Some(*status),
+                _ => None,
+            },
+        },
+        FailureClass::Transient => DeliveryError::ProviderUnavailable {
+            provider_code: e.provider_code(),
+            // Kratos retries about a second later whatever we say; a
+            // provider's own Retry-After is passed on for other callers.
+            retry_after: e.retry_after().unwrap_or(1).clamp(1, 3600),
+        },
+    }
+}
