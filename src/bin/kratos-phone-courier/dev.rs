@@ -87,6 +87,8 @@ pub async fn run(sources: Sources, shutdown: impl Future<Output = ()>) -> Result
 /// Point the Twilio settings at the sandbox and turn authentication off.
 pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, addr: SocketAddr) {
     settings.auth.disabled = true;
+    // No load balancer to tell: Ctrl-C stops at once.
+    settings.server.drain_ms = 0;
     let t = &mut settings.twilio;
     t.base_url = format!("http://{addr}");
     t.account_sid = Some(sandbox.account_sid.clone());
