@@ -24,17 +24,20 @@
 //! | [`config`] | defaults, file and environment merged, then checked into typed values |
 //! | [`telemetry`] | log output and Prometheus metrics |
 //! | [`startup`] | wiring the rooms into a running service from a checked configuration |
+//! | [`store`] | the state a retry touches (ledger, limits, budget), in memory or in Redis |
+//! | [`domain`] | small shared names (channel, template type, limiter, budget scope) below every room |
 //! | [`clock`] | the one clock behind limits, windows and budget days (testable) |
 //!
 //! Dependencies point one way: `http` uses `delivery`, `delivery` uses
-//! `provider` and `phone`, and all of them read `config` and `telemetry`;
-//! nothing points back. The Twilio stand-in used by `serve --dev` and the tests
+//! `provider`, `phone` and `store`, and all of them read `config`,
+//! `telemetry` and `domain`; nothing points back. The Twilio stand-in used by `serve --dev` and the tests
 //! lives in its own crate (`twilio-sandbox`), so this library carries no test
 //! double.
 
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod domain;
 pub mod http;
 pub mod phone;
 pub mod provider;

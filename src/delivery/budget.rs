@@ -10,22 +10,8 @@
 use std::time::Duration;
 
 use crate::clock::Clock;
+pub use crate::domain::BudgetScope;
 use crate::store::{BudgetTake, BudgetUsed};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BudgetScope {
-    Total,
-    Country,
-}
-
-impl BudgetScope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BudgetScope::Total => "total",
-            BudgetScope::Country => "country",
-        }
-    }
-}
 
 /// The configured caps, and what a send takes from them.
 pub struct Budget {

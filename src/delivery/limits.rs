@@ -12,28 +12,9 @@ use std::time::Duration;
 
 use crate::config::{ChannelRates, Rate};
 use crate::delivery::channel::Channel;
+pub use crate::domain::LimitName;
 use crate::phone::Recipient;
 use crate::store::{Cell, Keys, Limiter};
-
-/// Which limiter refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LimitName {
-    Recipient,
-    Ip,
-    Country,
-    Global,
-}
-
-impl LimitName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LimitName::Recipient => "recipient",
-            LimitName::Ip => "ip",
-            LimitName::Country => "country",
-            LimitName::Global => "global",
-        }
-    }
-}
 
 /// The configured rates, turned into cells per message.
 pub struct Limits {

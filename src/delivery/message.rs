@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
+
+pub use crate::domain::TemplateType;
 use serde_json::Value;
 
 /// The schema every `/v1/sms` and `/v1/voice` body must satisfy.
@@ -30,40 +32,6 @@ pub enum ParseError {
     MalformedJson,
     #[error("the body does not match the courier message schema")]
     Schema(Vec<Violation>),
-}
-
-/// Kratos's code templates, and the rest by name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TemplateType {
-    Login,
-    Registration,
-    Verification,
-    Recovery,
-    Other(String),
-}
-
-impl TemplateType {
-    fn from_name(name: &str) -> TemplateType {
-        match name {
-            "login_code_valid" => TemplateType::Login,
-            "registration_code_valid" => TemplateType::Registration,
-            "verification_code_valid" => TemplateType::Verification,
-            "recovery_code_valid" => TemplateType::Recovery,
-            other => TemplateType::Other(other.to_owned()),
-        }
-    }
-
-    /// A label safe for logs and metrics: Kratos's names for the four code
-    /// templates, `other` for anything else (names are caller-chosen text).
-    pub fn label(&self) -> &'static str {
-        match self {
-            TemplateType::Login => "login_code_valid",
-            TemplateType::Registration => "registration_code_valid",
-            TemplateType::Verification => "verification_code_valid",
-            TemplateType::Recovery => "recovery_code_valid",
-            TemplateType::Other(_) => "other",
-        }
-    }
 }
 
 /// The parts of the courier value the service uses. Unknown fields are

@@ -3,7 +3,6 @@
 //! allow it, and what Kratos is told.
 
 pub mod budget;
-pub mod channel;
 pub mod compose;
 pub mod courier;
 pub mod error;
@@ -12,3 +11,8 @@ pub mod limits;
 pub mod message;
 pub mod send;
 pub mod test_numbers;
+
+/// The shared names, where the delivery code has always found them.
+pub mod channel {
+    pub use crate::domain::{Channel, Endpoint};
+}

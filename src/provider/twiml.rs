@@ -7,7 +7,7 @@
 //! before it gets here.
 
 use crate::config::{LanguageTag, Sentences, VoiceConfig};
-use crate::delivery::message::TemplateType;
+use crate::domain::TemplateType;
 
 /// Twilio's limit for inline TwiML on a call.
 pub const MAX_TWIML_CHARS: usize = 4000;

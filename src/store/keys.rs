@@ -8,7 +8,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::delivery::channel::Channel;
+use crate::domain::Channel;
 
 /// Identifies a message: channel, recipient, body and code.
 pub type MessageKey = [u8; 16];

@@ -33,7 +33,7 @@ use super::{
     Reservation, Settle, StoreError, UnixMs,
 };
 use crate::clock::Clock;
-use crate::delivery::budget::BudgetScope;
+use crate::domain::BudgetScope;
 
 pub struct MemoryStore {
     clock: Clock,
@@ -629,8 +629,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reserve_is_all_or_nothing_and_refund_gives_back() {
-        use crate::delivery::channel::Channel;
-        use crate::delivery::limits::LimitName;
+        use crate::domain::Channel;
+        use crate::domain::LimitName;
         let (s, _) = store();
         let cell = |name, key, burst| Cell {
             limiter: Limiter {

@@ -97,8 +97,8 @@ pub struct Cell {
 /// The limiters: per channel, per kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limiter {
-    pub channel: crate::delivery::channel::Channel,
-    pub name: crate::delivery::limits::LimitName,
+    pub channel: crate::domain::Channel,
+    pub name: crate::domain::LimitName,
 }
 
 /// Budget counters to take one unit from: the day's total and the
@@ -121,9 +121,7 @@ pub enum Refusal {
         retry_after: Duration,
     },
     /// The day's budget is used up.
-    Budget {
-        scope: crate::delivery::budget::BudgetScope,
-    },
+    Budget { scope: crate::domain::BudgetScope },
 }
 
 /// What a reservation took, to give back with [`Store::refund`].

@@ -57,7 +57,7 @@ use super::{
     Reservation, Settle, StoreError, UnixMs,
 };
 use crate::config::RedisConfig;
-use crate::delivery::budget::BudgetScope;
+use crate::domain::BudgetScope;
 
 /// A shared Redis: see the module documentation.
 pub struct RedisStore {
