@@ -102,13 +102,43 @@ fn kratos_channel_request_config() -> Value {
     kratos["courier"]["channels"][0]["request_config"].clone()
 }
 
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 6] = [
     "kratos-migrate",
     "kratos",
     "kratos-selfservice-ui-node",
     "phone-courier",
     "twilio-sandbox",
+    "redis",
 ];
+
+/// The port Redis listens on: `--port` on its command line, else 6379.
+fn redis_port(redis: &Value) -> u16 {
+    flag_value(&words(&redis["command"]), "--port")
+        .map_or(6379, |p| p.parse().expect("--port is a number"))
+}
+
+/// How many containers compose starts for a service: `deploy.replicas`, or
+/// `scale` (compose refuses the two when they disagree), else one.
+fn replicas(service: &Value) -> u64 {
+    let deploy = service["deploy"]["replicas"].as_u64();
+    let scale = service["scale"].as_u64();
+    if let (Some(d), Some(s)) = (deploy, scale) {
+        assert_eq!(d, s, "deploy.replicas and scale disagree");
+    }
+    deploy.or(scale).unwrap_or(1)
+}
+
+/// The courier's configuration as its containers get it: built-in defaults,
+/// then the compose environment (the image's config file only sets the
+/// listen address, which the environment overrides).
+fn courier_config(courier: &Value) -> kratos_phone_courier::config::Config {
+    use kratos_phone_courier::config::{Config, Sources};
+    Config::load(&Sources {
+        file: None,
+        env: env(courier).into_iter().collect(),
+    })
+    .expect("the courier's compose configuration loads")
+}
 
 #[test]
 fn all_services_exist_with_pinned_images() {
@@ -127,6 +157,14 @@ fn all_services_exist_with_pinned_images() {
     let build = &service(&c, "phone-courier")["build"];
     let dockerfile = build["dockerfile"].as_str().unwrap_or("Dockerfile");
     assert!(root().join(dockerfile).is_file());
+    // Redis (or Valkey, the same protocol): an official image, pinned to a
+    // version, never `latest` or untagged.
+    let image = service(&c, "redis")["image"].as_str().expect("redis image");
+    let (name, tag) = image
+        .split_once(':')
+        .unwrap_or_else(|| panic!("{image} is not pinned to a version"));
+    assert!(["redis", "valkey/valkey"].contains(&name), "{image}");
+    assert!(tag.starts_with(|ch: char| ch.is_ascii_digit()), "{image}");
 }
 
 #[test]
@@ -210,6 +248,138 @@ fn kratos_channel_url_reaches_the_phone_courier() {
     assert!(
         url.ends_with("/v1/sms") || url.ends_with("/v1/voice"),
         "{url}"
+    );
+}
+
+/// Kratos has one channel URL and compose no load balancer: the courier runs
+/// as replicas of one service, whose name Docker's embedded DNS resolves to
+/// every replica, so that URL reaches them all.
+#[test]
+fn kratos_reaches_every_courier_replica() {
+    let c = compose();
+    let rc = kratos_channel_request_config();
+    let (host, _) = host_port(rc["url"].as_str().unwrap());
+    let courier = service(&c, &host);
+    assert_eq!(host, "phone-courier");
+    assert_eq!(replicas(courier), 2, "deploy.replicas of {host}");
+    // No other service runs the courier: a copy would be reached by nobody.
+    for (name, s) in c["services"].as_mapping().unwrap() {
+        let name = str_of(name);
+        if name != host && s["image"] == courier["image"] {
+            assert!(!s["entrypoint"].is_null(), "{name} runs the courier too");
+        }
+    }
+    // A fixed container name cannot be scaled.
+    assert!(courier["container_name"].is_null());
+    // A fixed host port would clash between replicas: only ranges (one
+    // port each) or none.
+    for p in words(&courier["ports"]) {
+        let p = p.split('/').next().unwrap();
+        let (published, _target) = p.rsplit_once(':').unwrap_or(("", p));
+        let host_port = published.rsplit(':').next().unwrap();
+        if let Some((lo, hi)) = host_port.split_once('-') {
+            let (lo, hi): (u64, u64) = (lo.parse().unwrap(), hi.parse().unwrap());
+            assert!(
+                hi - lo + 1 >= replicas(courier),
+                "{p}: fewer ports than replicas"
+            );
+        } else {
+            assert!(
+                host_port.is_empty(),
+                "{p}: one host port for several replicas"
+            );
+        }
+    }
+}
+
+/// Every courier replica keeps its ledger, rate limits and budget in the
+/// redis service, so a Kratos retry gets the same answer on either.
+#[test]
+fn courier_replicas_share_the_redis_store() {
+    use kratos_phone_courier::config::Backend;
+    use redis::{ConnectionAddr, IntoConnectionInfo};
+    use secrecy::ExposeSecret;
+    let c = compose();
+    // The replicas share this one service definition, hence its environment.
+    let courier = service(&c, "phone-courier");
+    let e = env(courier);
+    assert_eq!(e["PHONE_COURIER__STORE__BACKEND"], "redis");
+    let url = &e["PHONE_COURIER__STORE__REDIS__URL"];
+    // Parsed as the service parses it.
+    let info = url.as_str().into_connection_info().expect("a Redis URL");
+    let ConnectionAddr::Tcp(host, port) = &info.addr else {
+        panic!("{url} is not plain TCP to a service");
+    };
+    let redis = service(&c, host);
+    assert_eq!(host, "redis");
+    assert_eq!(
+        *port,
+        redis_port(redis),
+        "{url} vs the port redis listens on"
+    );
+
+    let config = courier_config(courier);
+    let Backend::Redis(r) = &config.store.backend else {
+        panic!("the courier's store is {:?}", config.store);
+    };
+    assert_eq!(r.url.expose_secret(), url);
+
+    assert_eq!(
+        courier["depends_on"]["redis"]["condition"], "service_healthy",
+        "the courier starts before redis answers"
+    );
+}
+
+/// Redis holds only short-lived state for the couriers: private, not
+/// persisted, and checked healthy before they start.
+#[test]
+fn redis_is_private_ephemeral_and_healthchecked() {
+    let c = compose();
+    let redis = service(&c, "redis");
+    assert!(
+        redis["ports"].is_null(),
+        "redis publishes {:?}",
+        redis["ports"]
+    );
+    assert_eq!(words(&redis["networks"]), ["intranet"]);
+    assert!(redis["volumes"].is_null(), "nothing to persist");
+
+    // A list, so that the empty argument of --save is unambiguous. It starts
+    // with the server: then the official image's entrypoint turns protected
+    // mode off, which other containers need to connect.
+    let cmd = words(&redis["command"]);
+    assert!(
+        matches!(
+            cmd.first().map(String::as_str),
+            Some("redis-server" | "valkey-server")
+        ),
+        "{cmd:?}"
+    );
+    assert_eq!(flag_value(&cmd, "--save").as_deref(), Some(""), "{cmd:?}");
+    assert_eq!(
+        flag_value(&cmd, "--appendonly").as_deref(),
+        Some("no"),
+        "{cmd:?}"
+    );
+
+    let test: Vec<String> = words(&redis["healthcheck"]["test"])
+        .iter()
+        .flat_map(|w| w.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert!(
+        matches!(test.first().map(String::as_str), Some("CMD" | "CMD-SHELL")),
+        "{test:?}"
+    );
+    assert!(
+        test.iter().any(|w| w == "redis-cli" || w == "valkey-cli"),
+        "{test:?}"
+    );
+    assert_eq!(test.last().map(String::as_str), Some("ping"), "{test:?}");
+    let probed = flag_value(&test, "-p").map_or(6379, |p| p.parse().expect("-p"));
+    assert_eq!(
+        probed,
+        redis_port(redis),
+        "the healthcheck probes another port"
     );
 }
 
@@ -405,7 +575,6 @@ fn dockerfile_runtime_is_non_root_healthchecked_and_exposes_4470() {
 /// courier's drain and grace (the built-in defaults) must fit inside it.
 #[test]
 fn courier_stop_grace_period_covers_drain_and_grace() {
-    use kratos_phone_courier::config::{Config, Sources};
     let compose = compose();
     let courier = service(&compose, "phone-courier");
     let period = str_of(&courier["stop_grace_period"]);
@@ -413,11 +582,7 @@ fn courier_stop_grace_period_covers_drain_and_grace() {
         .strip_suffix('s')
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("stop_grace_period {period:?} is not like \"20s\""));
-    let config = Config::load(&Sources {
-        file: None,
-        env: env(courier).into_iter().collect(),
-    })
-    .expect("the courier's compose configuration loads");
+    let config = courier_config(courier);
     let needed = config.server.drain + config.server.shutdown_grace;
     assert!(
         std::time::Duration::from_secs(seconds) > needed,
