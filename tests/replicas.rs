@@ -44,16 +44,6 @@ fn start(env: &HashMap<String, String>) -> Replica {
     }
 }
 
-fn message(recipient: &str, code: &str) -> Value {
-    json!({
-        "recipient": recipient,
-        "body": format!("Your login code is: {code}"),
-        "template_type": "login_code_valid",
-        "template_data": {"login_code": code},
-        "request_headers": {"True-Client-Ip": ["203.0.113.7"]}
-    })
-}
-
 async fn post(client: &reqwest::Client, replica: &Replica, body: &Value) -> (u16, Value) {
     let r = client
         .post(format!("http://{}/v1/sms", replica.addr))
@@ -111,7 +101,7 @@ async fn kratos_attempts_alternating_between_replicas_send_once() {
     let env = env_for(&twilio.uri(), &redis);
     let replicas = [start(&env), start(&env)];
     let client = reqwest::Client::new();
-    let m = message("+14155550123", "482917");
+    let m = login_message("+14155550123", "482917");
     let mut seen = Vec::new();
     for attempt in 0..6 {
         let (status, v) = post(&client, &replicas[attempt % 2], &m).await;
@@ -143,7 +133,7 @@ async fn a_hundred_concurrent_copies_across_replicas_make_one_request() {
     let env = env_for(&twilio.uri(), &redis);
     let replicas = std::sync::Arc::new([start(&env), start(&env)]);
     let client = reqwest::Client::new();
-    let m = message("+14155550123", "482917");
+    let m = login_message("+14155550123", "482917");
     let mut copies = Vec::new();
     for i in 0..100 {
         let (client, replicas, m) = (client.clone(), replicas.clone(), m.clone());
@@ -175,7 +165,7 @@ async fn limits_and_budget_are_shared_by_the_replicas() {
         let (status, v) = post(
             &client,
             &replicas[i % 2],
-            &message("+14155550123", &format!("48291{i}")),
+            &login_message("+14155550123", &format!("48291{i}")),
         )
         .await;
         match status {
@@ -186,9 +176,19 @@ async fn limits_and_budget_are_shared_by_the_replicas() {
     }
     assert_eq!(sent, 3, "the burst, not twice the burst");
     // The budget of 4 has one send left, whichever replica asks.
-    let (status, _) = post(&client, &replicas[1], &message("+14155550124", "111222")).await;
+    let (status, _) = post(
+        &client,
+        &replicas[1],
+        &login_message("+14155550124", "111222"),
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, v) = post(&client, &replicas[0], &message("+14155550125", "333444")).await;
+    let (status, v) = post(
+        &client,
+        &replicas[0],
+        &login_message("+14155550125", "333444"),
+    )
+    .await;
     assert_eq!((status, code(&v)), (429, "budget_exhausted"));
     assert_eq!(creates(&twilio).await, 4);
 }
@@ -201,7 +201,7 @@ async fn a_restarted_replica_still_deduplicates() {
     let twilio = twilio_accepting(Duration::ZERO).await;
     let env = env_for(&twilio.uri(), &redis);
     let client = reqwest::Client::new();
-    let m = message("+14155550123", "482917");
+    let m = login_message("+14155550123", "482917");
     let first = start(&env);
     assert_eq!(post(&client, &first, &m).await.0, 200);
     drop(first);
@@ -235,7 +235,7 @@ async fn an_owner_killed_mid_send_is_reconciled_by_the_other_replica() {
     let owner = start(&env);
     let other = start(&env);
     let client = reqwest::Client::new();
-    let m = message("+14155550123", "482917");
+    let m = login_message("+14155550123", "482917");
     let first = {
         let (client, m, addr) = (client.clone(), m.clone(), owner.addr.clone());
         tokio::spawn(async move {
@@ -295,11 +295,11 @@ async fn redis_going_away_fails_closed_or_falls_back_as_configured() {
         200
     );
     redis.stop();
-    let (status, v) = post(&client, &closed, &message("+14155550123", "482917")).await;
+    let (status, v) = post(&client, &closed, &login_message("+14155550123", "482917")).await;
     assert_eq!((status, code(&v)), (503, "store_unavailable"));
     let r = client.get(ready(&closed)).send().await.unwrap();
     assert_eq!(r.status(), 503, "not ready while Redis is away");
-    let (status, _) = post(&client, &local, &message("+14155550124", "482917")).await;
+    let (status, _) = post(&client, &local, &login_message("+14155550124", "482917")).await;
     assert_eq!(status, 200, "on_error = local sends from memory");
     assert_eq!(
         client.get(ready(&local)).send().await.unwrap().status(),

@@ -13,29 +13,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 
-/// 2026-11-22 12:00:00 UTC.
-const NOON: u64 = 20_414 * 86_400 + 12 * 3600;
-
-async fn app_with(twilio: MockServer, tweak: &[(&str, &str)]) -> (TestApp, Clock) {
-    let mut env = base_env(&twilio.uri());
-    for (k, v) in tweak {
-        env.insert(k.to_string(), v.to_string());
-    }
-    let config = Config::load(&Sources { file: None, env }).unwrap();
-    let clock = Clock::starting_at(Duration::from_secs(NOON));
-    (start_with_clock(config, twilio, clock.clone()).await, clock)
-}
-
-fn message(recipient: &str, code: &str) -> Value {
-    json!({
-        "recipient": recipient,
-        "body": format!("Your login code is: {code}"),
-        "template_type": "login_code_valid",
-        "template_data": {"login_code": code},
-        "request_headers": {"True-Client-Ip": ["203.0.113.7"]}
-    })
-}
-
 async fn status_of(app: &TestApp, body: &Value) -> (u16, Value, Option<String>) {
     let r = app.post_json("/v1/sms", body).await;
     let retry = r
@@ -48,11 +25,16 @@ async fn status_of(app: &TestApp, body: &Value) -> (u16, Value, Option<String>) 
 
 #[tokio::test]
 async fn per_recipient_limit_refuses_then_refills() {
-    let (app, clock) = app_with(twilio_accepting().await, &[]).await;
+    let (app, clock) = app_at_noon(twilio_accepting().await, &[]).await;
     for code in ["100001", "100002", "100003"] {
-        assert_eq!(status_of(&app, &message("+14155550123", code)).await.0, 200);
+        assert_eq!(
+            status_of(&app, &login_message("+14155550123", code))
+                .await
+                .0,
+            200
+        );
     }
-    let (status, body, retry) = status_of(&app, &message("+14155550123", "100004")).await;
+    let (status, body, retry) = status_of(&app, &login_message("+14155550123", "100004")).await;
     assert_eq!((status, error_code(&body)), (429, "rate_limited"));
     assert_eq!(body["error"]["limit"], "recipient");
     assert_eq!(
@@ -63,7 +45,9 @@ async fn per_recipient_limit_refuses_then_refills() {
     assert_eq!(app.provider_requests().await.len(), 3);
     clock.advance(Duration::from_secs(720));
     assert_eq!(
-        status_of(&app, &message("+14155550123", "100005")).await.0,
+        status_of(&app, &login_message("+14155550123", "100005"))
+            .await
+            .0,
         200
     );
     assert_eq!(app.provider_requests().await.len(), 4);
@@ -73,22 +57,24 @@ async fn per_recipient_limit_refuses_then_refills() {
 async fn a_trunk_prefix_after_the_calling_code_is_the_same_recipient() {
     // "+44 0 7400..." is how people write "+44 7400..."; libphonenumber reads
     // them as one number, so they share one limit and Twilio gets one form.
-    let (app, _clock) = app_with(twilio_accepting().await, &[]).await;
+    let (app, _clock) = app_at_noon(twilio_accepting().await, &[]).await;
     for code in ["200001", "200002", "200003"] {
         assert_eq!(
-            status_of(&app, &message("+447400123456", code)).await.0,
+            status_of(&app, &login_message("+447400123456", code))
+                .await
+                .0,
             200
         );
     }
-    let (status, body, _) = status_of(&app, &message("+4407400123456", "200004")).await;
+    let (status, body, _) = status_of(&app, &login_message("+4407400123456", "200004")).await;
     assert_eq!((status, error_code(&body)), (429, "rate_limited"));
     assert_eq!(body["error"]["limit"], "recipient");
     let sent = app.provider_requests().await;
     assert_eq!(sent.len(), 3);
     // And written with the prefix, it is sent without it.
-    let (fresh, _clock) = app_with(twilio_accepting().await, &[]).await;
+    let (fresh, _clock) = app_at_noon(twilio_accepting().await, &[]).await;
     assert_eq!(
-        status_of(&fresh, &message("+4407400123456", "200005"))
+        status_of(&fresh, &login_message("+4407400123456", "200005"))
             .await
             .0,
         200
@@ -116,23 +102,32 @@ async fn per_ip_limit_counts_distinct_recipients_from_one_end_user() {
     .await;
     // Invalid requests first: they consume nothing.
     for _ in 0..5 {
-        assert_eq!(status_of(&app, &message("+1415555", "200000")).await.0, 422);
+        assert_eq!(
+            status_of(&app, &login_message("+1415555", "200000"))
+                .await
+                .0,
+            422
+        );
     }
     assert_eq!(
-        status_of(&app, &message("+14155550001", "200001")).await.0,
+        status_of(&app, &login_message("+14155550001", "200001"))
+            .await
+            .0,
         200
     );
     assert_eq!(
-        status_of(&app, &message("+14155550002", "200002")).await.0,
+        status_of(&app, &login_message("+14155550002", "200002"))
+            .await
+            .0,
         200
     );
-    let (status, body, _) = status_of(&app, &message("+14155550003", "200003")).await;
+    let (status, body, _) = status_of(&app, &login_message("+14155550003", "200003")).await;
     assert_eq!((status, body["error"]["limit"].as_str()), (429, Some("ip")));
     // Another end user is not affected, nor is one with no IP header.
-    let mut other = message("+14155550004", "200004");
+    let mut other = login_message("+14155550004", "200004");
     other["request_headers"] = json!({"X-Forwarded-For": ["198.51.100.9, 10.0.0.1"]});
     assert_eq!(status_of(&app, &other).await.0, 200);
-    let mut none = message("+14155550005", "200005");
+    let mut none = login_message("+14155550005", "200005");
     none["request_headers"] = json!(null);
     assert_eq!(status_of(&app, &none).await.0, 200);
     assert_eq!(app.provider_requests().await.len(), 4);
@@ -148,7 +143,7 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn country_policy_and_premium_numbers_are_refused_before_twilio() {
-    let (app, _) = app_with(
+    let (app, _) = app_at_noon(
         twilio_accepting().await,
         &[
             ("PHONE_COURIER__POLICY__SMS__DENIED_COUNTRIES", "DE, FR"),
@@ -156,23 +151,25 @@ async fn country_policy_and_premium_numbers_are_refused_before_twilio() {
         ],
     )
     .await;
-    let (status, body, _) = status_of(&app, &message("+4915123456789", "300001")).await;
+    let (status, body, _) = status_of(&app, &login_message("+4915123456789", "300001")).await;
     assert_eq!((status, error_code(&body)), (422, "recipient_not_allowed"));
     // UK premium rate (09…).
-    let (status, body, _) = status_of(&app, &message("+449012345678", "300002")).await;
+    let (status, body, _) = status_of(&app, &login_message("+449012345678", "300002")).await;
     assert_eq!((status, error_code(&body)), (422, "recipient_not_allowed"));
     app.assert_provider_untouched().await;
     // Voice is allowed to the US only; SMS to GB is fine.
     let r = app
-        .post_json("/v1/voice", &message("+447400123456", "300003"))
+        .post_json("/v1/voice", &login_message("+447400123456", "300003"))
         .await;
     assert_eq!(r.status(), 422);
     assert_eq!(
-        status_of(&app, &message("+447400123456", "300004")).await.0,
+        status_of(&app, &login_message("+447400123456", "300004"))
+            .await
+            .0,
         200
     );
     assert_eq!(
-        app.post_json("/v1/voice", &message("+14155550123", "300005"))
+        app.post_json("/v1/voice", &login_message("+14155550123", "300005"))
             .await
             .status(),
         200
@@ -182,27 +179,33 @@ async fn country_policy_and_premium_numbers_are_refused_before_twilio() {
 
 #[tokio::test]
 async fn the_daily_budget_ends_at_the_cap_and_returns_at_midnight_utc() {
-    let (app, clock) = app_with(
+    let (app, clock) = app_at_noon(
         twilio_accepting().await,
         &[("PHONE_COURIER__BUDGET__DAILY_TOTAL", "2")],
     )
     .await;
     assert_eq!(
-        status_of(&app, &message("+14155550001", "400001")).await.0,
+        status_of(&app, &login_message("+14155550001", "400001"))
+            .await
+            .0,
         200
     );
     assert_eq!(
-        status_of(&app, &message("+14155550002", "400002")).await.0,
+        status_of(&app, &login_message("+14155550002", "400002"))
+            .await
+            .0,
         200
     );
-    let (status, body, retry) = status_of(&app, &message("+14155550003", "400003")).await;
+    let (status, body, retry) = status_of(&app, &login_message("+14155550003", "400003")).await;
     assert_eq!((status, error_code(&body)), (429, "budget_exhausted"));
     assert_eq!(body["error"]["scope"], "total");
     assert_eq!(retry.as_deref(), Some("43200"), "12 hours to midnight UTC");
     assert_eq!(app.provider_requests().await.len(), 2);
     clock.advance(Duration::from_secs(43_200));
     assert_eq!(
-        status_of(&app, &message("+14155550003", "400003")).await.0,
+        status_of(&app, &login_message("+14155550003", "400003"))
+            .await
+            .0,
         200
     );
     assert_eq!(app.provider_requests().await.len(), 3);
@@ -210,7 +213,7 @@ async fn the_daily_budget_ends_at_the_cap_and_returns_at_midnight_utc() {
 
 #[tokio::test]
 async fn a_repeat_within_the_window_is_answered_with_the_original_sid() {
-    let (app, clock) = app_with(twilio_accepting().await, &[]).await;
+    let (app, clock) = app_at_noon(twilio_accepting().await, &[]).await;
     let m = fixture_json("login");
     let (status, first, _) = status_of(&app, &m).await;
     assert_eq!(status, 200);
@@ -243,7 +246,7 @@ async fn a_hundred_concurrent_copies_make_one_twilio_request() {
         )
         .mount(&twilio)
         .await;
-    let (app, _) = app_with(twilio, &[]).await;
+    let (app, _) = app_at_noon(twilio, &[]).await;
     let body = fixture("login");
     let mut tasks = Vec::new();
     for _ in 0..100 {
@@ -290,7 +293,7 @@ async fn a_failed_send_may_be_retried() {
         )
         .mount(&twilio)
         .await;
-    let (app, _) = app_with(twilio, &[]).await;
+    let (app, _) = app_at_noon(twilio, &[]).await;
     let m = fixture_json("login");
     assert_eq!(status_of(&app, &m).await.0, 503);
     let (status, body, _) = status_of(&app, &m).await;
@@ -310,7 +313,7 @@ async fn a_permanently_unreachable_recipient_is_not_tried_again() {
         )
         .mount(&twilio)
         .await;
-    let (app, clock) = app_with(twilio, &[]).await;
+    let (app, clock) = app_at_noon(twilio, &[]).await;
     let m = fixture_json("login");
     for _ in 0..6 {
         let (status, body, _) = status_of(&app, &m).await;
@@ -332,7 +335,7 @@ async fn a_permanently_unreachable_recipient_is_not_tried_again() {
 
 #[tokio::test]
 async fn test_numbers_bypass_every_limit_and_every_send() {
-    let (app, _) = app_with(
+    let (app, _) = app_at_noon(
         twilio_accepting().await,
         &[(
             "PHONE_COURIER__TEST_NUMBERS__NUMBERS",
@@ -343,7 +346,7 @@ async fn test_numbers_bypass_every_limit_and_every_send() {
     let mut sids = HashMap::new();
     for i in 0..10 {
         let (status, body, _) =
-            status_of(&app, &message("+15555550100", &format!("5000{i:02}"))).await;
+            status_of(&app, &login_message("+15555550100", &format!("5000{i:02}"))).await;
         assert_eq!(status, 200);
         assert_eq!(body["test"], true);
         assert!(body["sid"].as_str().unwrap().starts_with("SM"));

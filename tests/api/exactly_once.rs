@@ -5,36 +5,13 @@
 use std::time::Duration;
 
 use kratos_phone_courier::clock::Clock;
-use kratos_phone_courier::config::{Config, Sources};
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 
-/// 2026-11-22 12:00:00 UTC.
-const NOON: u64 = 20_414 * 86_400 + 12 * 3600;
 const SID: &str = "SM0123456789abcdef0123456789abcdef";
-
-async fn app_with(twilio: MockServer, tweak: &[(&str, &str)]) -> (TestApp, Clock) {
-    let mut env = base_env(&twilio.uri());
-    for (k, v) in tweak {
-        env.insert(k.to_string(), v.to_string());
-    }
-    let config = Config::load(&Sources { file: None, env }).unwrap();
-    let clock = Clock::starting_at(Duration::from_secs(NOON));
-    (start_with_clock(config, twilio, clock.clone()).await, clock)
-}
-
-fn message(recipient: &str, code: &str) -> Value {
-    json!({
-        "recipient": recipient,
-        "body": format!("Your login code is: {code}"),
-        "template_type": "login_code_valid",
-        "template_data": {"login_code": code},
-        "request_headers": {"True-Client-Ip": ["203.0.113.7"]}
-    })
-}
 
 /// Kratos's attempts of one message: the status and error code of each
 /// (`"-"` for a 200), stopping after the first 2xx as Kratos does.
@@ -99,8 +76,8 @@ fn refused(status: u16, code: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn an_outage_of_four_attempts_then_the_fifth_delivers() {
-    let (app, clock) = app_with(twilio_503_then_201(4).await, &[]).await;
-    let m = message("+14155550123", "482917");
+    let (app, clock) = app_at_noon(twilio_503_then_201(4).await, &[]).await;
+    let m = login_message("+14155550123", "482917");
     let unavailable = refused(503, "provider_unavailable");
     assert_eq!(
         kratos_attempts(&app, &m, &clock).await,
@@ -117,26 +94,26 @@ async fn an_outage_of_four_attempts_then_the_fifth_delivers() {
     // The message was charged once: two more fresh codes fit the
     // recipient's burst of 3.
     assert_eq!(
-        post_status(&app, &message("+14155550123", "111222")).await,
+        post_status(&app, &login_message("+14155550123", "111222")).await,
         ok()
     );
     assert_eq!(
-        post_status(&app, &message("+14155550123", "333444")).await,
+        post_status(&app, &login_message("+14155550123", "333444")).await,
         ok()
     );
     assert_eq!(
-        post_status(&app, &message("+14155550123", "555666")).await,
+        post_status(&app, &login_message("+14155550123", "555666")).await,
         refused(429, "rate_limited")
     );
 }
 
 #[tokio::test]
 async fn six_failed_attempts_then_a_fresh_code_passes() {
-    let (app, clock) = app_with(twilio_503_then_201(6).await, &[]).await;
-    let seen = kratos_attempts(&app, &message("+14155550123", "482917"), &clock).await;
+    let (app, clock) = app_at_noon(twilio_503_then_201(6).await, &[]).await;
+    let seen = kratos_attempts(&app, &login_message("+14155550123", "482917"), &clock).await;
     assert_eq!(seen, vec![refused(503, "provider_unavailable"); 6]);
     assert_eq!(
-        post_status(&app, &message("+14155550123", "111222")).await,
+        post_status(&app, &login_message("+14155550123", "111222")).await,
         ok()
     );
     assert_eq!(creates(&app.provider_requests().await), 7);
@@ -144,16 +121,16 @@ async fn six_failed_attempts_then_a_fresh_code_passes() {
 
 #[tokio::test]
 async fn budget_refusals_stay_budget_exhausted() {
-    let (app, clock) = app_with(
+    let (app, clock) = app_at_noon(
         twilio_503_then_201(0).await,
         &[("PHONE_COURIER__BUDGET__DAILY_TOTAL", "1")],
     )
     .await;
     assert_eq!(
-        post_status(&app, &message("+14155550123", "482917")).await,
+        post_status(&app, &login_message("+14155550123", "482917")).await,
         ok()
     );
-    let seen = kratos_attempts(&app, &message("+14155550124", "111222"), &clock).await;
+    let seen = kratos_attempts(&app, &login_message("+14155550124", "111222"), &clock).await;
     assert_eq!(
         seen,
         vec![refused(429, "budget_exhausted"); 6],
@@ -173,8 +150,8 @@ async fn geo_permission_and_premium_refusals_are_remembered() {
             )
             .mount(&twilio)
             .await;
-        let (app, clock) = app_with(twilio, &[]).await;
-        let seen = kratos_attempts(&app, &message("+14155550123", "482917"), &clock).await;
+        let (app, clock) = app_at_noon(twilio, &[]).await;
+        let seen = kratos_attempts(&app, &login_message("+14155550123", "482917"), &clock).await;
         assert_eq!(
             seen,
             vec![refused(422, "recipient_unreachable"); 6],
@@ -199,8 +176,8 @@ async fn a_client_that_hangs_up_mid_send_gets_the_outcome_on_its_retry() {
         )
         .mount(&twilio)
         .await;
-    let (app, _) = app_with(twilio, &[]).await;
-    let m = message("+14155550123", "482917");
+    let (app, _) = app_at_noon(twilio, &[]).await;
+    let m = login_message("+14155550123", "482917");
     // Kratos gives up on the first attempt while Twilio is still answering.
     let hung_up = app
         .client
@@ -250,8 +227,8 @@ async fn an_acceptance_after_the_timeout_is_found_not_resent() {
         })))
         .mount(&twilio)
         .await;
-    let (app, clock) = app_with(twilio, &[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "150")]).await;
-    let seen = kratos_attempts(&app, &message("+14155550123", "482917"), &clock).await;
+    let (app, clock) = app_at_noon(twilio, &[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "150")]).await;
+    let seen = kratos_attempts(&app, &login_message("+14155550123", "482917"), &clock).await;
     assert_eq!(seen, vec![refused(503, "provider_unavailable"), ok()]);
     let requests = app.provider_requests().await;
     assert_eq!(
@@ -293,8 +270,8 @@ async fn an_uncertain_send_that_twilio_does_not_have_is_sent_once_more() {
         })))
         .mount(&twilio)
         .await;
-    let (app, clock) = app_with(twilio, &[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "150")]).await;
-    let seen = kratos_attempts(&app, &message("+14155550123", "482917"), &clock).await;
+    let (app, clock) = app_at_noon(twilio, &[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "150")]).await;
+    let seen = kratos_attempts(&app, &login_message("+14155550123", "482917"), &clock).await;
     assert_eq!(seen, vec![refused(503, "provider_unavailable"), ok()]);
     assert_eq!(creates(&app.provider_requests().await), 2);
 }
@@ -314,8 +291,8 @@ async fn an_uncertain_send_is_not_resent_while_twilio_cannot_be_asked() {
         .respond_with(ResponseTemplate::new(503))
         .mount(&twilio)
         .await;
-    let (app, clock) = app_with(twilio, &[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "150")]).await;
-    let seen = kratos_attempts(&app, &message("+14155550123", "482917"), &clock).await;
+    let (app, clock) = app_at_noon(twilio, &[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "150")]).await;
+    let seen = kratos_attempts(&app, &login_message("+14155550123", "482917"), &clock).await;
     assert_eq!(seen, vec![refused(503, "provider_unavailable"); 6]);
     assert_eq!(
         creates(&app.provider_requests().await),

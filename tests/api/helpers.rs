@@ -347,3 +347,29 @@ pub fn sigterm(child: &std::process::Child) {
         .status()
         .unwrap();
 }
+
+/// 2026-11-22 12:00:00 UTC: tests that move the service's clock start here.
+pub const NOON: u64 = 20_414 * 86_400 + 12 * 3600;
+
+/// The app with the standard environment changed by `tweak`, on a clock the
+/// test moves (starting at [`NOON`]).
+pub async fn app_at_noon(twilio: MockServer, tweak: &[(&str, &str)]) -> (TestApp, Clock) {
+    let mut env = base_env(&twilio.uri());
+    for (k, v) in tweak {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let config = Config::load(&Sources { file: None, env }).unwrap();
+    let clock = Clock::starting_at(std::time::Duration::from_secs(NOON));
+    (start_with_clock(config, twilio, clock.clone()).await, clock)
+}
+
+/// A login-code message as Kratos renders it, from one end-user address.
+pub fn login_message(recipient: &str, code: &str) -> Value {
+    serde_json::json!({
+        "recipient": recipient,
+        "body": format!("Your login code is: {code}"),
+        "template_type": "login_code_valid",
+        "template_data": {"login_code": code},
+        "request_headers": {"True-Client-Ip": ["203.0.113.7"]}
+    })
+}
