@@ -110,13 +110,20 @@ async fn claim_settle_and_entry_go_through_every_transition() {
         s.claim(&key, a, T0 + 9_999, LEASE, KEEP).await.unwrap(),
         Claim::Busy
     );
-    // Someone else's settle changes nothing.
+    // Someone else's release, uncertainty or renewal changes nothing (but
+    // an acceptance is recorded whoever reports it: the message was sent).
     let accepted = Settle::Accepted {
         sid: Some("SM123".into()),
     };
-    s.settle(&key, b, accepted.clone(), T0 + 2, KEEP)
-        .await
-        .unwrap();
+    for other in [
+        Settle::Release,
+        Settle::Uncertain,
+        Settle::Renew {
+            lease_until: T0 + 60_000,
+        },
+    ] {
+        assert!(!s.settle(&key, b, other, T0 + 2, KEEP).await.unwrap());
+    }
     assert_eq!(s.entry(&key, T0 + 2).await.unwrap(), Some(in_flight));
     // The owner's does.
     s.settle(&key, a, accepted, T0 + 3, KEEP).await.unwrap();

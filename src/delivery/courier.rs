@@ -30,7 +30,7 @@ pub use crate::delivery::test_numbers::TestMessage;
 use crate::delivery::test_numbers::TestNumbers;
 use crate::phone::{LineType, NumberingPlan, Recipient, RecipientCache, VERDICT_CACHE_CAPACITY};
 use crate::provider::twilio::TwilioClient;
-use crate::store::{Keys, Refusal, Reservation, Settle, Store};
+use crate::store::{Keys, Refusal, Reservation, Settle, Side, Store};
 use crate::telemetry::metrics::Metrics;
 
 /// A message that passed every check and is ready to send.
@@ -61,13 +61,8 @@ pub struct Courier {
     shared: Arc<Shared>,
     composer: Composer,
     policy: PolicyConfig,
-    /// `None` when `limits.enabled` is false.
-    limits: Option<Limits>,
     ip_headers: Vec<String>,
-    budget: Budget,
     test_numbers: TestNumbers,
-    /// Bounds the provider requests in flight (`twilio.max_in_flight`).
-    provider_slots: Arc<tokio::sync::Semaphore>,
     recipients: RecipientCache,
 }
 
@@ -78,6 +73,11 @@ pub(super) struct Shared {
     pub(super) store: Arc<Store>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) clock: Clock,
+    /// `None` when `limits.enabled` is false.
+    pub(super) limits: Option<Limits>,
+    pub(super) budget: Budget,
+    /// Bounds the provider requests in flight (`twilio.max_in_flight`).
+    pub(super) provider_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Courier {
@@ -104,22 +104,22 @@ impl Courier {
                 store,
                 metrics,
                 clock: clock.clone(),
+                limits: config
+                    .limits
+                    .enabled
+                    .then(|| Limits::new(config.limits.sms, config.limits.voice, keys)),
+                budget: Budget::new(
+                    config.budget.daily_total,
+                    config.budget.daily_per_country,
+                    config.budget.warn_percent,
+                    clock,
+                ),
+                provider_slots: Arc::new(tokio::sync::Semaphore::new(config.twilio.max_in_flight)),
             }),
             composer: Composer::new(config),
-            provider_slots: Arc::new(tokio::sync::Semaphore::new(config.twilio.max_in_flight)),
             recipients: RecipientCache::new(Arc::new(NumberingPlan::new()), VERDICT_CACHE_CAPACITY),
             policy: config.policy.clone(),
-            limits: config
-                .limits
-                .enabled
-                .then(|| Limits::new(config.limits.sms, config.limits.voice, keys)),
             ip_headers: config.limits.ip_headers.clone(),
-            budget: Budget::new(
-                config.budget.daily_total,
-                config.budget.daily_per_country,
-                config.budget.warn_percent,
-                clock,
-            ),
             test_numbers: TestNumbers::new(config.test_numbers.clone()),
         }
     }
@@ -181,105 +181,27 @@ impl Courier {
         if let Some(provider_code) = ledger.known_unreachable(channel, &recipient).await? {
             return Err(DeliveryError::RecipientUnreachable { provider_code });
         }
-        // Ledger.
-        let flight = match ledger
-            .admit(
-                channel,
-                &recipient,
-                &message.body,
-                message.code.as_deref(),
-                &outgoing,
-                &self.shared.twilio,
-            )
-            .await?
-        {
-            Admission::Duplicate { sid } => return Ok(delivered(sid, true)),
-            Admission::Send(flight) => flight,
-        };
-        // Quota: the cheap refusal (no provider slot) first, then every
-        // limit and the budget at once.
-        let Ok(slot) = self.provider_slots.clone().try_acquire_owned() else {
-            ledger.settle(flight, Settle::Release).await;
-            return Err(DeliveryError::NoProviderSlot);
-        };
-        let ip = client_ip(&self.ip_headers, |name| message.request_header(name));
-        let reservation = match self.reserve(channel, &recipient, ip).await {
-            Ok(r) => r,
-            Err(e) => {
-                ledger.settle(flight, Settle::Release).await;
-                return Err(e);
-            }
-        };
-        // Provider, in a task of its own: if Kratos hangs up, the send still
-        // completes and is recorded, and the retry finds its outcome.
+        // Everything from the ledger claim on runs in a task of its own: if
+        // Kratos hangs up, the claim is still settled, the quota kept or
+        // given back and the send completed, and the retry finds its outcome.
         let shared = self.shared.clone();
-        let job = SendJob {
-            flight,
+        let admitted = Admitted {
             channel,
             recipient: recipient.clone(),
             outgoing,
-            reservation,
+            body: message.body.clone(),
+            code: message.code.clone(),
+            ip: client_ip(&self.ip_headers, |name| message.request_header(name)),
         };
-        let sent = tokio::spawn(async move {
-            let outcome = job.run(&shared).await;
-            drop(slot);
-            outcome
-        })
-        .await
-        // A task that panicked leaves nothing known: its ledger record
-        // expires into Uncertain and is reconciled on the retry.
-        .unwrap_or(Err(DeliveryError::ProviderUnavailable {
-            provider_code: None,
-            retry_after: 1,
-        }))?;
-        Ok(delivered(sent.sid, false))
-    }
-
-    /// Reserve every limit's cell and a unit of budget, or nothing.
-    async fn reserve(
-        &self,
-        channel: Channel,
-        recipient: &Recipient,
-        ip: Option<IpAddr>,
-    ) -> Result<Reservation, DeliveryError> {
-        let cells = self
-            .limits
-            .as_ref()
-            .map(|l| l.cells(channel, recipient, ip))
-            .unwrap_or_default();
-        let take = self.budget.take(recipient.calling_code());
-        let now = self.shared.clock.unix().as_millis() as u64;
-        let store = &self.shared.store;
-        match store.reserve(&cells, take, now).await? {
-            Ok(reservation) => {
-                if let Some(take) = take {
-                    if let Ok(used) = store.budget_used(take.day, take.calling_code).await {
-                        if let Some(ratio) = self.budget.used_ratio(used) {
-                            self.shared.metrics.budget_used(ratio);
-                        }
-                        self.budget.warn_if_crossed(used, take.calling_code);
-                    }
-                }
-                Ok(reservation)
-            }
-            Err(Refusal::Limited {
-                limiter,
-                retry_after,
-            }) => {
-                self.shared
-                    .metrics
-                    .rate_limited(channel.as_str(), limiter.name.as_str());
-                Err(DeliveryError::RateLimited {
-                    limit: limiter.name.as_str(),
-                    channel,
-                    retry_after: retry_after.as_secs_f64().ceil().max(1.0) as u64,
-                })
-            }
-            Err(Refusal::Budget { scope }) => Err(DeliveryError::BudgetExhausted {
-                scope: scope.as_str(),
-                retry_after: self.budget.until_midnight().as_secs().max(1),
-            }),
-        }
+        let (sid, duplicate) = tokio::spawn(async move { shared.deliver(admitted).await })
+            .await
+            // A task that panicked leaves nothing known: its ledger record
+            // expires into Uncertain and is reconciled on the retry.
+            .unwrap_or(Err(DeliveryError::ProviderUnavailable {
+                provider_code: None,
+                retry_after: 1,
+            }))?;
+        Ok(delivered(sid, duplicate))
     }
 
     pub fn twilio(&self) -> &TwilioClient {
@@ -308,6 +230,133 @@ impl Courier {
             channel,
             outgoing,
         })
+    }
+}
+
+/// A message that passed admission, owned, for the delivery task.
+struct Admitted {
+    channel: Channel,
+    recipient: Recipient,
+    outgoing: Outgoing,
+    body: String,
+    code: Option<String>,
+    ip: Option<IpAddr>,
+}
+
+impl Shared {
+    /// Ledger, quota, provider, settle: the sid and whether it was sent
+    /// already.
+    async fn deliver(&self, m: Admitted) -> Result<(Option<String>, bool), DeliveryError> {
+        let ledger = &self.ledger;
+        let (flight, reconciled) = match ledger
+            .admit(
+                m.channel,
+                &m.recipient,
+                &m.body,
+                m.code.as_deref(),
+                &m.outgoing,
+                &self.twilio,
+            )
+            .await?
+        {
+            Admission::Duplicate { sid } => return Ok((sid, true)),
+            Admission::Send { flight, reconciled } => (flight, reconciled),
+        };
+        // Quota: the cheap refusal (no provider slot) first, then every
+        // limit and the budget at once. An attempt that reconciled found
+        // that an earlier, uncertain one was not sent: that one kept its
+        // quota, which now pays for this send.
+        let Ok(slot) = self.provider_slots.clone().try_acquire_owned() else {
+            ledger.settle(flight, Settle::Release).await;
+            return Err(DeliveryError::NoProviderSlot);
+        };
+        let reserved = if reconciled {
+            Ok(Reservation {
+                cells: Vec::new(),
+                budget: None,
+            })
+        } else {
+            self.reserve(flight.side, m.channel, &m.recipient, m.ip)
+                .await
+        };
+        let reservation = match reserved {
+            Ok(r) => r,
+            Err(e) => {
+                ledger.settle(flight, Settle::Release).await;
+                return Err(e);
+            }
+        };
+        // The lease must cover the whole provider call: otherwise another
+        // attempt could take the message over and send it again while this
+        // call may still land.
+        match ledger.renew(&flight).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                let now = self.clock.unix().as_millis() as u64;
+                let _ = self.store.refund(flight.side, &reservation, now).await;
+                return Err(DeliveryError::ProviderUnavailable {
+                    provider_code: None,
+                    retry_after: 1,
+                });
+            }
+        }
+        let job = SendJob {
+            flight,
+            channel: m.channel,
+            recipient: m.recipient,
+            outgoing: m.outgoing,
+            reservation,
+        };
+        let sent = job.run(self).await;
+        drop(slot);
+        Ok((sent?.sid, false))
+    }
+
+    /// Reserve every limit's cell and a unit of budget, or nothing.
+    async fn reserve(
+        &self,
+        side: Side,
+        channel: Channel,
+        recipient: &Recipient,
+        ip: Option<IpAddr>,
+    ) -> Result<Reservation, DeliveryError> {
+        let cells = self
+            .limits
+            .as_ref()
+            .map(|l| l.cells(channel, recipient, ip))
+            .unwrap_or_default();
+        let take = self.budget.take(recipient.calling_code());
+        let now = self.clock.unix().as_millis() as u64;
+        let store = &self.store;
+        match store.reserve(side, &cells, take, now).await? {
+            Ok(reservation) => {
+                if let Some(take) = take {
+                    if let Ok(used) = store.budget_used(take.day, take.calling_code).await {
+                        if let Some(ratio) = self.budget.used_ratio(used) {
+                            self.metrics.budget_used(ratio);
+                        }
+                        self.budget.warn_if_crossed(used, take.calling_code);
+                    }
+                }
+                Ok(reservation)
+            }
+            Err(Refusal::Limited {
+                limiter,
+                retry_after,
+            }) => {
+                self.metrics
+                    .rate_limited(channel.as_str(), limiter.name.as_str());
+                Err(DeliveryError::RateLimited {
+                    limit: limiter.name.as_str(),
+                    channel,
+                    retry_after: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+                })
+            }
+            Err(Refusal::Budget { scope }) => Err(DeliveryError::BudgetExhausted {
+                scope: scope.as_str(),
+                retry_after: self.budget.until_midnight().as_secs().max(1),
+            }),
+        }
     }
 }
 

@@ -41,7 +41,9 @@ use crate::delivery::compose::Outgoing;
 use crate::delivery::error::DeliveryError;
 use crate::phone::Recipient;
 use crate::provider::twilio::TwilioClient;
-use crate::store::{Claim, Entry, Keys, MessageKey, Owner, RecipientKey, Settle, Store, UnixMs};
+use crate::store::{
+    Claim, Entry, Keys, MessageKey, Owner, RecipientKey, Settle, Side, Store, UnixMs,
+};
 
 /// The ledger's settings and handles.
 pub struct Ledger {
@@ -61,8 +63,10 @@ pub struct Ledger {
 
 /// What to do with a message.
 pub enum Admission {
-    /// Ours to send: settle the [`Flight`] with the outcome.
-    Send(Flight),
+    /// Ours to send: settle the [`Flight`] with the outcome. `reconciled`:
+    /// an earlier, uncertain attempt was not found at the provider; its
+    /// quota was kept, so this send takes none again.
+    Send { flight: Flight, reconciled: bool },
     /// Sent already (found in the ledger or by asking the provider).
     Duplicate { sid: Option<String> },
 }
@@ -72,6 +76,8 @@ pub enum Admission {
 pub struct Flight {
     key: MessageKey,
     owner: Owner,
+    /// The store that holds the claim; every later call goes there too.
+    pub side: Side,
 }
 
 impl Ledger {
@@ -139,19 +145,45 @@ impl Ledger {
     ) -> Result<Admission, DeliveryError> {
         let key = self.keys.message(channel, recipient.e164(), body, code);
         let owner = Owner::random();
-        let flight = Flight { key, owner };
         let started = tokio::time::Instant::now();
         let mut round = 0;
         loop {
-            match self
+            let claimed = self
                 .store
                 .claim(&key, owner, self.now(), self.lease, self.keep)
-                .await?
-            {
-                Claim::Send => return Ok(Admission::Send(flight)),
+                .await;
+            let (claim, side) = match claimed {
+                Ok(c) => c,
+                Err(e) => {
+                    // The script may have run and only its answer been
+                    // lost: give back a claim that would be ours.
+                    let _ = self
+                        .store
+                        .settle(
+                            Side::Shared,
+                            &key,
+                            owner,
+                            Settle::Release,
+                            self.now(),
+                            self.keep,
+                        )
+                        .await;
+                    return Err(e.into());
+                }
+            };
+            let flight = Flight { key, owner, side };
+            match claim {
+                Claim::Send => {
+                    return Ok(Admission::Send {
+                        flight,
+                        reconciled: false,
+                    })
+                }
                 Claim::Accepted { sid } => return Ok(Admission::Duplicate { sid }),
                 Claim::Reconcile { since } => {
-                    return self.reconcile(flight, since, outgoing, provider).await;
+                    return self
+                        .reconcile(flight, since, outgoing, code, provider)
+                        .await;
                 }
                 Claim::Busy => {
                     let left = self.wait_at_most.saturating_sub(started.elapsed());
@@ -180,11 +212,16 @@ impl Ledger {
         flight: Flight,
         since: UnixMs,
         outgoing: &Outgoing,
+        code: Option<&str>,
         provider: &TwilioClient,
     ) -> Result<Admission, DeliveryError> {
         let since_time = UNIX_EPOCH + Duration::from_millis(since);
         let found = match outgoing {
-            Outgoing::Sms(sms) => provider.find_message(&sms.to, &sms.body, since_time).await,
+            Outgoing::Sms(sms) => {
+                provider
+                    .find_message(&sms.to, &sms.body, code, since_time)
+                    .await
+            }
             Outgoing::Call(call) => {
                 provider
                     .find_call(&call.to, Some(&call.from), since_time)
@@ -201,7 +238,10 @@ impl Ledger {
             }
             Ok(None) => {
                 tracing::info!("reconciled: the provider does not have the message; sending");
-                Ok(Admission::Send(flight))
+                Ok(Admission::Send {
+                    flight,
+                    reconciled: true,
+                })
             }
             Err(e) => {
                 tracing::warn!(
@@ -222,18 +262,38 @@ impl Ledger {
     /// returned: the provider's answer is what the caller is told, and the
     /// record expires into `Uncertain` (then reconciled) if it was lost.
     pub async fn settle(&self, flight: Flight, settle: Settle) {
+        let (now, keep) = (self.now(), self.keep);
         let result = self
             .store
-            .settle(&flight.key, flight.owner, settle, self.now(), self.keep)
+            .settle(flight.side, &flight.key, flight.owner, settle, now, keep)
             .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "could not record a delivery outcome in the store");
         }
     }
 
+    /// Right before the provider call: extend the lease over the whole call,
+    /// so no other attempt takes the message over (and sends it again) while
+    /// this call may still land. `Ok(false)`: the claim is someone else's
+    /// now; the caller must not send.
+    pub async fn renew(&self, flight: &Flight) -> Result<bool, DeliveryError> {
+        let now = self.now();
+        let renew = Settle::Renew {
+            lease_until: now + self.lease.as_millis() as u64,
+        };
+        let (key, owner, keep) = (&flight.key, flight.owner, self.keep);
+        Ok(self
+            .store
+            .settle(flight.side, key, owner, renew, now, keep)
+            .await?)
+    }
+
     /// The record of a message, for tests and diagnostics.
     pub async fn entry(&self, flight: &Flight) -> Result<Option<Entry>, DeliveryError> {
-        Ok(self.store.entry(&flight.key, self.now()).await?)
+        Ok(self
+            .store
+            .entry(flight.side, &flight.key, self.now())
+            .await?)
     }
 }
 

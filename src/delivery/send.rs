@@ -65,14 +65,18 @@ impl SendJob {
             // ask the provider before sending again.
             ledger.settle(self.flight, Settle::Uncertain).await;
             return Err(DeliveryError::ProviderUnavailable {
-                provider_code: None,
+                provider_code: provider.provider_code(),
                 retry_after: 1,
             });
         }
         // Certainly not sent: the retry may send, and pays then.
         ledger.settle(self.flight, Settle::Release).await;
         let now = shared.clock.unix().as_millis() as u64;
-        if let Err(e) = shared.store.refund(&self.reservation, now).await {
+        if let Err(e) = shared
+            .store
+            .refund(self.flight.side, &self.reservation, now)
+            .await
+        {
             tracing::warn!(error = %e, "could not give back the quota of a message that was not sent");
         }
         if errors::remembers_unreachable(provider.provider_code()) {

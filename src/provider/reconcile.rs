@@ -21,16 +21,22 @@ impl TwilioClient {
     /// filters are whole days. `Ok(None)` means the provider does not have
     /// it and it may be sent; any error means the question is open (the
     /// caller must not send).
+    ///
+    /// With `code`, a message whose stored body differs but contains the
+    /// code matches too: a Messaging Service's smart encoding, link
+    /// shortening or a trial account's prefix change the text Twilio keeps.
     pub async fn find_message(
         &self,
         to: &str,
         body: &str,
+        code: Option<&str>,
         since: SystemTime,
     ) -> Result<Option<String>, ProviderError> {
         let wanted = Wanted {
             to,
             from: None,
             body: Some(body),
+            code,
         };
         self.find(&self.messages, Listing::Messages, &wanted, since)
             .await
@@ -52,6 +58,7 @@ impl TwilioClient {
             to,
             from,
             body: None,
+            code: None,
         };
         self.find(&self.calls, Listing::Calls, &wanted, since).await
     }
@@ -173,13 +180,24 @@ struct Wanted<'a> {
     to: &'a str,
     from: Option<&'a str>,
     body: Option<&'a str>,
+    /// The one-time code, when known: a listed body containing it matches
+    /// even when the provider changed the rest of the text.
+    code: Option<&'a str>,
 }
 
 impl Wanted<'_> {
     fn matches(&self, item: &ListedItem) -> bool {
+        let body_matches = |b: &str| {
+            let listed = item.body.as_deref();
+            listed == Some(b)
+                || self
+                    .code
+                    .filter(|c| c.len() >= 4)
+                    .is_some_and(|c| listed.is_some_and(|l| l.contains(c)))
+        };
         item.to.as_deref() == Some(self.to)
             && self.from.is_none_or(|f| item.from.as_deref() == Some(f))
-            && self.body.is_none_or(|b| item.body.as_deref() == Some(b))
+            && self.body.is_none_or(body_matches)
     }
 }
 
@@ -257,8 +275,22 @@ mod tests {
             to: "+1",
             from: None,
             body: Some("code 1"),
+            code: None,
         };
         assert!(sms.matches(&item("+1", None, Some("code 1"))));
+        // With the code known, a body the provider rewrote still matches.
+        let coded = Wanted {
+            to: "+1",
+            from: None,
+            body: Some("Your code is 482917"),
+            code: Some("482917"),
+        };
+        assert!(coded.matches(&item(
+            "+1",
+            None,
+            Some("Sent from your Twilio trial account - Your code is 482917")
+        )));
+        assert!(!coded.matches(&item("+1", None, Some("Your code is 111111"))));
         assert!(!sms.matches(&item("+1", None, Some("code 2"))));
         assert!(!sms.matches(&item("+2", None, Some("code 1"))));
         assert!(!sms.matches(&item("+1", None, None)));
@@ -266,6 +298,7 @@ mod tests {
             to: "+1",
             from: Some("+9"),
             body: None,
+            code: None,
         };
         assert!(call.matches(&item("+1", Some("+9"), None)));
         assert!(!call.matches(&item("+1", Some("+8"), None)));

@@ -118,11 +118,21 @@ impl ProviderError {
         }
     }
 
-    /// Whether the provider may have the message although we have no answer:
-    /// the request may have been written before the timeout or the broken
-    /// connection. (A connect error means nothing was sent.)
+    /// Whether the provider may have the message although it did not say
+    /// it accepted it: the request may have been written before the timeout
+    /// or the broken connection, and a 500, 502 or 504 can come from Twilio
+    /// or a gateway after the message was created. (A connect error, a 429
+    /// and a 503 mean it was not processed.)
     pub fn may_have_been_sent(&self) -> bool {
-        matches!(self, ProviderError::Timeout | ProviderError::Transport)
+        matches!(
+            self,
+            ProviderError::Timeout
+                | ProviderError::Transport
+                | ProviderError::Rejected {
+                    status: 500 | 502 | 504,
+                    ..
+                }
+        )
     }
 
     /// Twilio's error code, when it gave one.

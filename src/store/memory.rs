@@ -156,25 +156,40 @@ impl MemoryStore {
         settle: Settle,
         now: UnixMs,
         keep: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         {
             let mut ledger = self.ledger();
-            let since = match ledger.entries.get(key, now) {
+            let current = ledger.entries.get(key, now).cloned();
+            if let Settle::Accepted { sid } = &settle {
+                // The message was sent: recorded whoever holds it now.
+                if !matches!(current, Some(Record::Accepted(_))) {
+                    let record = Record::Accepted(sid.as_deref().map(Sid::pack));
+                    ledger.entries.insert(*key, record, now, keep);
+                }
+                drop(ledger);
+                self.settled.notify_waiters();
+                return Ok(true);
+            }
+            let since = match current {
                 Some(Record::InFlight {
                     owner: holder,
                     since,
                     ..
-                }) if *holder == owner => *since,
+                }) if holder == owner => since,
                 // Someone took over (our lease ran out): theirs now.
-                _ => return Ok(()),
+                _ => return Ok(false),
             };
             match settle {
-                Settle::Accepted { sid } => ledger.entries.insert(
-                    *key,
-                    Record::Accepted(sid.as_deref().map(Sid::pack)),
-                    now,
-                    keep,
-                ),
+                Settle::Accepted { .. } => {}
+                Settle::Renew { lease_until } => {
+                    let record = Record::InFlight {
+                        owner,
+                        since,
+                        lease_until,
+                    };
+                    ledger.entries.insert(*key, record, now, keep);
+                    return Ok(true);
+                }
                 Settle::Uncertain => {
                     ledger
                         .entries
@@ -184,7 +199,7 @@ impl MemoryStore {
             }
         }
         self.settled.notify_waiters();
-        Ok(())
+        Ok(true)
     }
 
     pub async fn entry(&self, key: &MessageKey, now: UnixMs) -> Result<Option<Entry>, StoreError> {
@@ -625,6 +640,46 @@ mod tests {
         assert_eq!(s.claim(&k, b, gone, LEASE, KEEP).await, Ok(Claim::Send));
         s.settle(&k, b, Settle::Release, gone, KEEP).await.unwrap();
         assert_eq!(s.entry(&k, gone).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_renewed_lease_keeps_others_out_and_only_the_owner_renews() {
+        let (s, _) = store();
+        let (a, b) = (Owner(1), Owner(2));
+        let k = [9u8; 16];
+        let t = 1_000_000;
+        assert_eq!(s.claim(&k, a, t, LEASE, KEEP).await, Ok(Claim::Send));
+        // Just before the provider call, at t + 9 s: the lease now runs to
+        // t + 19 s.
+        let renew = |until| Settle::Renew { lease_until: until };
+        assert_eq!(s.settle(&k, b, renew(t + 60_000), t, KEEP).await, Ok(false));
+        assert_eq!(
+            s.settle(&k, a, renew(t + 19_000), t + 9_000, KEEP).await,
+            Ok(true)
+        );
+        assert_eq!(
+            s.claim(&k, b, t + 12_000, LEASE, KEEP).await,
+            Ok(Claim::Busy)
+        );
+        assert_eq!(
+            s.claim(&k, b, t + 19_000, LEASE, KEEP).await,
+            Ok(Claim::Reconcile { since: t })
+        );
+        // The first owner's late acceptance is recorded all the same.
+        let sid = Some("SM1".to_owned());
+        s.settle(
+            &k,
+            a,
+            Settle::Accepted { sid: sid.clone() },
+            t + 20_000,
+            KEEP,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.claim(&k, b, t + 20_001, LEASE, KEEP).await,
+            Ok(Claim::Accepted { sid })
+        );
     }
 
     #[tokio::test(start_paused = true)]

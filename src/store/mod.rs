@@ -71,11 +71,17 @@ pub enum Claim {
     Busy,
 }
 
-/// How an owner leaves its claim.
+/// How an owner leaves (or keeps) its claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settle {
-    /// The provider accepted it: remember for the dedup window.
+    /// The provider accepted it: remember for the dedup window. Written
+    /// whoever holds the record now (the message *was* sent; an attempt
+    /// that took over must learn so), unless it is `Accepted` already.
     Accepted { sid: Option<String> },
+    /// About to call the provider: extend the lease to `lease_until`, so no
+    /// other attempt takes the message over while the call may still land.
+    /// Only if the caller still holds it; the caller must not send if not.
+    Renew { lease_until: UnixMs },
     /// The provider may have it: remember as `Uncertain` (keeping `since`)
     /// for the dedup window.
     Uncertain,
@@ -175,6 +181,24 @@ pub fn open(
     })
 }
 
+/// Which store holds a flight's records. With `store.redis.on_error =
+/// "local"`, a claim Redis did not answer is made in this replica's memory,
+/// and everything about that message stays there: a request never claims in
+/// one store and settles, reserves or refunds in another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The configured store (memory, or Redis).
+    Shared,
+    /// This replica's memory, standing in for Redis.
+    Local,
+}
+
+/// A backend, borrowed.
+enum Backend<'a> {
+    Memory(&'a memory::MemoryStore),
+    Redis(&'a redis::RedisStore),
+}
+
 /// Counts the calls the shared store did not answer (a metric).
 pub type Failures = prometheus_client::metrics::counter::Counter;
 
@@ -217,7 +241,8 @@ macro_rules! dispatch {
 }
 
 impl Store {
-    /// See [`Claim`].
+    /// See [`Claim`]. Also says which store now holds the claim: every
+    /// later call about this flight must go to the same one.
     pub async fn claim(
         &self,
         key: &MessageKey,
@@ -225,25 +250,77 @@ impl Store {
         now: UnixMs,
         lease: Duration,
         keep: Duration,
-    ) -> Result<Claim, StoreError> {
-        dispatch!(self.claim(key, owner, now, lease, keep))
+    ) -> Result<(Claim, Side), StoreError> {
+        match self {
+            Store::Memory(m) => Ok((m.claim(key, owner, now, lease, keep).await?, Side::Shared)),
+            Store::Redis {
+                redis,
+                fallback,
+                failures,
+            } => match redis.claim(key, owner, now, lease, keep).await {
+                Ok(claim) => Ok((claim, Side::Shared)),
+                Err(e) => {
+                    failures.inc();
+                    let Some(local) = fallback else { return Err(e) };
+                    tracing::warn!(error = %e, "the store did not answer; this message is decided with this replica's memory (store.redis.on_error = local)");
+                    Ok((
+                        local.claim(key, owner, now, lease, keep).await?,
+                        Side::Local,
+                    ))
+                }
+            },
+        }
     }
 
-    /// See [`Settle`]. Does nothing unless `owner` still holds the claim.
+    /// The backend a flight's records are in.
+    fn side(&self, side: Side) -> Result<Backend<'_>, StoreError> {
+        match (self, side) {
+            (Store::Memory(m), _) => Ok(Backend::Memory(m)),
+            (Store::Redis { redis, .. }, Side::Shared) => Ok(Backend::Redis(redis)),
+            (
+                Store::Redis {
+                    fallback: Some(m), ..
+                },
+                Side::Local,
+            ) => Ok(Backend::Memory(m)),
+            (Store::Redis { fallback: None, .. }, Side::Local) => {
+                Err(StoreError("no local store to answer from".into()))
+            }
+        }
+    }
+
+    /// See [`Settle`]. Does nothing unless `owner` still holds the claim
+    /// (but `Accepted` is always recorded); answers whether it did.
     pub async fn settle(
         &self,
+        side: Side,
         key: &MessageKey,
         owner: Owner,
         settle: Settle,
         now: UnixMs,
         keep: Duration,
-    ) -> Result<(), StoreError> {
-        dispatch!(self.settle(key, owner, settle.clone(), now, keep))
+    ) -> Result<bool, StoreError> {
+        let result = match self.side(side)? {
+            Backend::Memory(m) => m.settle(key, owner, settle, now, keep).await,
+            Backend::Redis(r) => r.settle(key, owner, settle, now, keep).await,
+        };
+        self.count_failure(&result);
+        result
     }
 
     /// The record of a message (an expired lease reads as `Uncertain`).
-    pub async fn entry(&self, key: &MessageKey, now: UnixMs) -> Result<Option<Entry>, StoreError> {
-        dispatch!(self.entry(key, now))
+    pub async fn entry(
+        &self,
+        side: Side,
+        key: &MessageKey,
+        now: UnixMs,
+    ) -> Result<Option<Entry>, StoreError> {
+        let result = match self.side(side)? {
+            Backend::Memory(m) => m.entry(key, now).await,
+            Backend::Redis(r) => r.entry(key, now).await,
+        };
+        self.count_failure(&result);
+        result
     }
 
     /// Wait a little for records to change: until the next settlement in
@@ -280,17 +357,39 @@ impl Store {
     /// Take a cell from every limiter and a unit of budget, or nothing.
     pub async fn reserve(
         &self,
+        side: Side,
         cells: &[Cell],
         budget: Option<BudgetTake>,
         now: UnixMs,
     ) -> Result<Result<Reservation, Refusal>, StoreError> {
-        dispatch!(self.reserve(cells, budget, now))
+        let result = match self.side(side)? {
+            Backend::Memory(m) => m.reserve(cells, budget, now).await,
+            Backend::Redis(r) => r.reserve(cells, budget, now).await,
+        };
+        self.count_failure(&result);
+        result
     }
 
     /// Give back what a reservation took (the message was certainly not
     /// sent).
-    pub async fn refund(&self, reservation: &Reservation, now: UnixMs) -> Result<(), StoreError> {
-        dispatch!(self.refund(reservation, now))
+    pub async fn refund(
+        &self,
+        side: Side,
+        reservation: &Reservation,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        let result = match self.side(side)? {
+            Backend::Memory(m) => m.refund(reservation, now).await,
+            Backend::Redis(r) => r.refund(reservation, now).await,
+        };
+        self.count_failure(&result);
+        result
+    }
+
+    fn count_failure<T>(&self, result: &Result<T, StoreError>) {
+        if let (Store::Redis { failures, .. }, Err(_)) = (self, result) {
+            failures.inc();
+        }
     }
 
     pub async fn budget_used(&self, day: u64, calling_code: u16) -> Result<BudgetUsed, StoreError> {

@@ -211,16 +211,17 @@ impl RedisStore {
         settle: Settle,
         now: UnixMs,
         keep: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let key = self.message_key(key);
         let keep_ms = ttl_ms(keep);
         let (kind, sid) = match settle {
             Settle::Accepted { sid: None } => ("A", String::new()),
             Settle::Accepted { sid: Some(sid) } => ("A", format!("|{sid}")),
+            Settle::Renew { lease_until } => ("N", lease_until.to_string()),
             Settle::Uncertain => ("U", String::new()),
             Settle::Release => ("R", String::new()),
         };
-        let _settled: i64 = self
+        let settled: i64 = self
             .run("settle", |mut conn| async move {
                 SETTLE
                     .key(key)
@@ -234,7 +235,7 @@ impl RedisStore {
                     .await
             })
             .await?;
-        Ok(())
+        Ok(settled == 1)
     }
 
     pub async fn entry(&self, key: &MessageKey, now: UnixMs) -> Result<Option<Entry>, StoreError> {
@@ -575,20 +576,29 @@ return 'R' .. since
     ))
 });
 
-/// KEYS: the record. ARGV: now, owner, `A`/`U`/`R`, until, keep (ms), and
-/// for `A` an empty string (no sid) or `|sid`. Answers 1 if it settled, 0
-/// if the record is no longer this owner's.
+/// KEYS: the record. ARGV: now, owner, `A`/`U`/`R`/`N`, until, keep (ms),
+/// and for `A` an empty string (no sid) or `|sid`, for `N` (renew) the new
+/// lease end. Answers 1 if it settled, 0 if the record is no longer this
+/// owner's. `A` is written whoever holds the record (the message was sent),
+/// unless it is accepted already.
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LEDGER_READ}{}",
         r#"
 local kind, rest = ledger(KEYS[1], tonumber(ARGV[1]))
 if type(kind) == 'table' then return kind end
+if ARGV[3] == 'A' then
+  if kind ~= 'A' then
+    redis.call('SET', KEYS[1], 'A|' .. ARGV[4] .. ARGV[6], 'PX', ARGV[5])
+  end
+  return 1
+end
 if kind ~= 'F' then return 0 end
 local since, owner = string.match(rest, '^|(%d+)|%d+|(%x+)$')
 if owner ~= ARGV[2] then return 0 end
-if ARGV[3] == 'A' then
-  redis.call('SET', KEYS[1], 'A|' .. ARGV[4] .. ARGV[6], 'PX', ARGV[5])
+if ARGV[3] == 'N' then
+  redis.call('SET', KEYS[1],
+    'F|' .. ARGV[4] .. '|' .. since .. '|' .. ARGV[6] .. '|' .. owner, 'PX', ARGV[5])
 elseif ARGV[3] == 'U' then
   redis.call('SET', KEYS[1], 'U|' .. ARGV[4] .. '|' .. since, 'PX', ARGV[5])
 else

@@ -274,6 +274,47 @@ async fn an_uncertain_send_that_twilio_does_not_have_is_sent_once_more() {
     let seen = kratos_attempts(&app, &login_message("+14155550123", "482917"), &clock).await;
     assert_eq!(seen, vec![refused(503, "provider_unavailable"), ok()]);
     assert_eq!(creates(&app.provider_requests().await), 2);
+    // The uncertain attempt kept its quota and the resend used it: the
+    // message cost one unit of the recipient's burst of 3, not two.
+    let fresh = |code| login_message("+14155550123", code);
+    assert_eq!(post_status(&app, &fresh("111222")).await, ok());
+    assert_eq!(post_status(&app, &fresh("333444")).await, ok());
+    assert_eq!(
+        post_status(&app, &fresh("555666")).await,
+        refused(429, "rate_limited")
+    );
+}
+
+#[tokio::test]
+async fn a_500_from_twilio_is_uncertain_and_found_on_the_retry() {
+    let twilio = MockServer::start().await;
+    // A 500 can come after the message was created.
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(500)
+                .set_body_json(json!({"code": 20500, "message": "internal error", "status": 500})),
+        )
+        .mount(&twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messages": [{
+                "sid": SID,
+                "to": "+14155550123",
+                "from": FROM,
+                "body": "Your login code is: 482917",
+                "status": "queued",
+                "date_created": "Sun, 22 Nov 2026 12:00:00 +0000"
+            }],
+            "page": 0, "page_size": 20, "next_page_uri": null
+        })))
+        .mount(&twilio)
+        .await;
+    let (app, clock) = app_at_noon(twilio, &[]).await;
+    let seen = kratos_attempts(&app, &login_message("+14155550123", "482917"), &clock).await;
+    assert_eq!(seen, vec![refused(503, "provider_unavailable"), ok()]);
+    assert_eq!(creates(&app.provider_requests().await), 1, "not sent again");
 }
 
 #[tokio::test]

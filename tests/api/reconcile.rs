@@ -101,21 +101,21 @@ async fn finds_the_message_sent_since_with_the_same_body() {
     send(&client, TO, "Your code is 222222").await;
 
     let found = client
-        .find_message(TO, "Your code is 111111", since)
+        .find_message(TO, "Your code is 111111", None, since)
         .await
         .unwrap();
     assert_eq!(found.as_deref(), Some(sid.as_str()));
     // Another body, another number: not this message.
     assert_eq!(
         client
-            .find_message(TO, "Your code is 333333", since)
+            .find_message(TO, "Your code is 333333", None, since)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         client
-            .find_message("+14155550123", "Your code is 111111", since)
+            .find_message("+14155550123", "Your code is 111111", None, since)
             .await
             .unwrap(),
         None
@@ -125,14 +125,14 @@ async fn finds_the_message_sent_since_with_the_same_body() {
     // seconds): still found.
     assert_eq!(
         client
-            .find_message(TO, "Your code is 111111", since + secs(10))
+            .find_message(TO, "Your code is 111111", None, since + secs(10))
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         client
-            .find_message(TO, "Your code is 111111", since + secs(3))
+            .find_message(TO, "Your code is 111111", None, since + secs(3))
             .await
             .unwrap()
             .as_deref(),
@@ -170,7 +170,7 @@ async fn follows_next_page_uri_while_the_page_is_recent() {
         send(&client, TO, &format!("Your code is {i:06}")).await;
     }
     let found = client
-        .find_message(TO, "Your code is 424242", since)
+        .find_message(TO, "Your code is 424242", None, since)
         .await
         .unwrap();
     assert_eq!(found, Some(target));
@@ -184,7 +184,7 @@ async fn follows_next_page_uri_while_the_page_is_recent() {
     // A page that reaches back before `since` ends the search, even with a
     // next page: older pages are older still.
     let found = client
-        .find_message(TO, "Your code is 424242", since + secs(30))
+        .find_message(TO, "Your code is 424242", None, since + secs(30))
         .await
         .unwrap();
     assert_eq!(found, None);
@@ -201,7 +201,7 @@ async fn too_many_recent_messages_is_inconclusive_not_absent() {
         send(&client, TO, &format!("Your code is {i:06}")).await;
     }
     let error = client
-        .find_message(TO, "Your code is 999999", since)
+        .find_message(TO, "Your code is 999999", None, since)
         .await
         .unwrap_err();
     assert_eq!(error, ProviderError::Inconclusive);
@@ -237,7 +237,7 @@ async fn finds_the_call_made_since() {
     // Calls are not messages either.
     assert_eq!(
         client
-            .find_message(TO, "<Response><Say>1 2 3</Say></Response>", since)
+            .find_message(TO, "<Response><Say>1 2 3</Say></Response>", None, since)
             .await
             .unwrap(),
         None
@@ -257,7 +257,7 @@ async fn a_send_that_timed_out_is_found_by_reconciling() {
         .unwrap_err();
     assert_eq!(error, ProviderError::Timeout);
     let found = client
-        .find_message(TO, "Your code is 555555", since)
+        .find_message(TO, "Your code is 555555", None, since)
         .await
         .unwrap();
     assert_eq!(found.as_deref(), Some(sandbox.inbox()[0].sid.as_str()));
@@ -318,7 +318,7 @@ async fn reads_a_twilio_page_and_asks_with_to_and_page_size() {
         .await;
     let client = TwilioClient::new(&twilio_config(&server.uri(), &[])).unwrap();
     let found = client
-        .find_message(TO, "Your code is 1", now)
+        .find_message(TO, "Your code is 1", None, now)
         .await
         .unwrap();
     assert_eq!(found.as_deref(), Some(SID_A));
@@ -345,7 +345,7 @@ async fn provider_refusals_map_like_create_errors() {
         )
         .await;
         let error = client
-            .find_message(TO, "Your code is 1", SystemTime::now())
+            .find_message(TO, "Your code is 1", None, SystemTime::now())
             .await
             .unwrap_err();
         assert_eq!(
@@ -364,7 +364,7 @@ async fn provider_refusals_map_like_create_errors() {
     let (_server, client) =
         mock_answering(ResponseTemplate::new(503).set_body_string("<html>busy</html>")).await;
     let error = client
-        .find_message(TO, "x", SystemTime::now())
+        .find_message(TO, "x", None, SystemTime::now())
         .await
         .unwrap_err();
     assert_eq!(
@@ -378,7 +378,7 @@ async fn provider_refusals_map_like_create_errors() {
     let (_server, client) =
         mock_answering(ResponseTemplate::new(307).insert_header("Location", "/elsewhere")).await;
     let error = client
-        .find_message(TO, "x", SystemTime::now())
+        .find_message(TO, "x", None, SystemTime::now())
         .await
         .unwrap_err();
     assert_eq!(error.class(), FailureClass::Configuration);
@@ -433,7 +433,7 @@ async fn unreadable_answers_are_errors_not_absences() {
     for (case, template) in cases {
         let (_server, client) = mock_answering(template).await;
         let error = client
-            .find_message(TO, "Your code is 1", SystemTime::now())
+            .find_message(TO, "Your code is 1", None, SystemTime::now())
             .await
             .unwrap_err();
         assert_eq!(error, ProviderError::Unreadable, "{case}");
@@ -460,7 +460,7 @@ async fn next_page_uri_is_followed_only_on_the_same_list() {
         )))
         .await;
         let error = client
-            .find_message(TO, "Your code is 1", SystemTime::now())
+            .find_message(TO, "Your code is 1", None, SystemTime::now())
             .await
             .unwrap_err();
         assert_eq!(error, ProviderError::Unreadable, "{next}");
@@ -497,7 +497,7 @@ async fn next_page_uri_is_followed_only_on_the_same_list() {
         .await;
     let client = TwilioClient::new(&twilio_config(&server.uri(), &[])).unwrap();
     let found = client
-        .find_message(TO, "Your code is 1", SystemTime::now())
+        .find_message(TO, "Your code is 1", None, SystemTime::now())
         .await
         .unwrap();
     assert_eq!(found.as_deref(), Some(SID_A));
@@ -513,7 +513,7 @@ async fn a_provider_that_pages_forever_is_inconclusive() {
     )))
     .await;
     let error = client
-        .find_message(TO, "Your code is 1", SystemTime::now())
+        .find_message(TO, "Your code is 1", None, SystemTime::now())
         .await
         .unwrap_err();
     assert_eq!(error, ProviderError::Inconclusive);
@@ -540,7 +540,7 @@ async fn a_slow_list_times_out() {
     );
     let client = TwilioClient::new(&config).unwrap();
     let error = client
-        .find_message(TO, "Your code is 1", SystemTime::now())
+        .find_message(TO, "Your code is 1", None, SystemTime::now())
         .await
         .unwrap_err();
     assert_eq!(error, ProviderError::Timeout);
