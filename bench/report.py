@@ -191,10 +191,11 @@ if any(("redis-" + label) in runs for _, label in STORE_ROWS):
     w("")
     w("CPU per answer (user + system time from `/proc/PID/stat`), and answers that were")
     w("not what the scenario expects (non-2xx for accepted sends, 2xx for refusals;")
-    w("with Redis a 503 `store_unavailable` would show here):")
+    w("with Redis a 503 `store_unavailable` would show here); Redis commands per answer")
+    w("from `INFO commandstats`, reset before each run (`CONFIG RESETSTAT`):")
     w("")
-    w("| scenario | store | requests | unexpected | service CPU per answer | redis-server CPU per answer | both |")
-    w("|---|---|---|---|---|---|---|")
+    w("| scenario | store | requests | unexpected | service CPU per answer | redis-server CPU per answer | both | Redis commands per answer |")
+    w("|---|---|---|---|---|---|---|---|")
     for title, label in STORE_ROWS:
         refused = label.startswith("rejected-")
         for store, key in (("memory", label), ("redis", "redis-" + label)):
@@ -205,9 +206,17 @@ if any(("redis-" + label) in runs for _, label in STORE_ROWS):
             unexpected = x["requests"] - x["non2xx"] if refused else x["non2xx"]
             svc = 1e6 * x["cpu_s"] / n
             red = 1e6 * x["store_cpu_s"] / n if "store_cpu_s" in x else None
-            w("| %s | %s | %d | %d | %.1f µs | %s | %.1f µs |" % (
+            cmds = x.get("store_commands")
+            if cmds is None:
+                cmds_text = "—"
+            else:
+                total = sum(cmds.values())
+                parts = ", ".join("%s %.2f" % (k.upper(), v / n)
+                                  for k, v in sorted(cmds.items(), key=lambda kv: -kv[1]) if v / n >= 0.01)
+                cmds_text = "%.2f" % (total / n) + (" (%s)" % parts if parts else "")
+            w("| %s | %s | %d | %d | %.1f µs | %s | %.1f µs | %s |" % (
                 title, store, x["requests"], unexpected, svc,
-                "%.1f µs" % red if red is not None else "—", svc + (red or 0)))
+                "%.1f µs" % red if red is not None else "—", svc + (red or 0), cmds_text))
     w("")
     extra = [("redis_keys_after_accepted", "Redis keys after the accepted runs"),
              ("redis_used_memory_after_accepted", "Redis `used_memory` after them"),

@@ -200,14 +200,23 @@ load() {
   local cmd="MODE=$mode RATE=$rate BASE=$BASE LIMIT=$limit THREADS=$THREADS wrk -t$THREADS -c$conns -d${duration}s --timeout 10s -s bench/load.lua $* $url"
   local before steal_before before2=0 after2=0
   before=$(cpu_ticks "$pid")
-  [ -n "${WATCH2:-}" ] && before2=$(cpu_ticks "$WATCH2")
+  if [ -n "${WATCH2:-}" ]; then
+    before2=$(cpu_ticks "$WATCH2")
+    redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+  fi
   steal_before=$(steal_ticks)
   MODE=$mode RATE=$rate BASE=$BASE LIMIT=$limit THREADS=$THREADS AUTH=$auth SID=$ACCOUNT_SID \
     wrk -t"$THREADS" -c"$conns" -d"${duration}s" --timeout 10s -s "$ROOT/bench/load.lua" "$@" "$url" \
     >"$WORK/$label.out" 2>&1 || true
   local after steal_after
   after=$(cpu_ticks "$pid")
-  [ -n "${WATCH2:-}" ] && after2=$(cpu_ticks "$WATCH2")
+  local commands=""
+  if [ -n "${WATCH2:-}" ]; then
+    after2=$(cpu_ticks "$WATCH2")
+    # calls per Redis command during the run: "evalsha=1234 get=56"
+    commands=$(redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' |
+      awk -F'[_:,=]' '/^cmdstat_/ && $2 != "config|resetstat" && $2 != "info" {printf "%s=%s ", $2, $4}' || true)
+  fi
   steal_after=$(steal_ticks)
   local line
   line=$(grep '^RESULT ' "$WORK/$label.out" || echo "RESULT requests=0")
@@ -215,9 +224,9 @@ load() {
   echo "$cmd" >>"$COMMANDS"
   python3 - "$label" "$scenario" "$mode" "$rate" "$conns" "$((after - before))" "$CLK_TCK" \
     "$(status_kb "$pid" VmRSS)" "$line" "$steal_before" "$steal_after" "$((after2 - before2))" \
-    "${WATCH2:+store}" >>"$RESULTS" <<'PY'
+    "${WATCH2:+store}" "$commands" >>"$RESULTS" <<'PY'
 import json, sys
-label, scenario, mode, rate, conns, ticks, clk, rss, line, sb, sa, ticks2, store = sys.argv[1:]
+label, scenario, mode, rate, conns, ticks, clk, rss, line, sb, sa, ticks2, store, commands = sys.argv[1:]
 r = dict(kv.split("=") for kv in line.split()[1:])
 r = {k: float(v) for k, v in r.items()}
 (s0, t0), (s1, t1) = map(int, sb.split()), map(int, sa.split())
@@ -226,6 +235,7 @@ r.update(label=label, scenario=scenario, mode=mode, rate=int(rate), conns=int(co
          steal_pct=100 * (s1 - s0) / max(t1 - t0, 1))
 if store:
     r["store_cpu_s"] = int(ticks2) / int(clk)
+    r["store_commands"] = {k: int(v) for k, v in (c.split("=") for c in commands.split())}
 print(json.dumps(r))
 PY
   echo "# $label: $line"
@@ -299,16 +309,23 @@ done
 record numbers_checked "15 sampled recipient numbers, $bad refused"
 NEXT_BASE=0   # the check used distinct bodies: the ranges may be reused
 
+# The order of the two stores alternates from one rate (or refusal) to the
+# next, so that neither always runs first.
+ORDER=(memory redis)
+flip() { ORDER=("${ORDER[1]}" "${ORDER[0]}"); }
 for rate in "${RATES[@]}" 0; do
   name=$([ "$rate" = 0 ] && echo saturation || echo "$rate")
-  if [ "$MEMORY" = 1 ]; then
-    load "warmup-courier-$name" accepted "http://$MEM_ADDR" courier "$rate" "$CONNS" "$WARMUP" "$MEM_PID"
-    load "courier-$name" accepted "http://$MEM_ADDR" courier "$rate" "$CONNS" "$DURATION" "$MEM_PID"
-  fi
-  if [ "$REDIS" = 1 ]; then
-    WATCH2=$REDIS_PID load "warmup-redis-courier-$name" accepted "http://$RED_ADDR" courier "$rate" "$CONNS" "$WARMUP" "$RED_PID"
-    WATCH2=$REDIS_PID load "redis-courier-$name" accepted "http://$RED_ADDR" courier "$rate" "$CONNS" "$DURATION" "$RED_PID"
-  fi
+  for store in "${ORDER[@]}"; do
+    if [ "$store" = memory ] && [ "$MEMORY" = 1 ]; then
+      load "warmup-courier-$name" accepted "http://$MEM_ADDR" courier "$rate" "$CONNS" "$WARMUP" "$MEM_PID"
+      load "courier-$name" accepted "http://$MEM_ADDR" courier "$rate" "$CONNS" "$DURATION" "$MEM_PID"
+    fi
+    if [ "$store" = redis ] && [ "$REDIS" = 1 ]; then
+      WATCH2=$REDIS_PID load "warmup-redis-courier-$name" accepted "http://$RED_ADDR" courier "$rate" "$CONNS" "$WARMUP" "$RED_PID"
+      WATCH2=$REDIS_PID load "redis-courier-$name" accepted "http://$RED_ADDR" courier "$rate" "$CONNS" "$DURATION" "$RED_PID"
+    fi
+  done
+  flip
   load "warmup-sandbox-$name" baseline "http://$SANDBOX_ADDR" twilio "$rate" "$CONNS" "$WARMUP" "$SANDBOX_PID"
   load "sandbox-$name" baseline "http://$SANDBOX_ADDR" twilio "$rate" "$CONNS" "$DURATION" "$SANDBOX_PID"
 done
@@ -354,14 +371,17 @@ if [ "$REDIS" = 1 ]; then
   burst "$RED_ADDR"
 fi
 for mode in limited malformed unauth; do
-  if [ "$MEMORY" = 1 ]; then
-    load "warmup-$mode" rejected "http://$MEM_ADDR" "$mode" 0 "$CONNS" 1 "$MEM_PID"
-    load "rejected-$mode" rejected "http://$MEM_ADDR" "$mode" 0 "$CONNS" "$REJECT_DURATION" "$MEM_PID"
-  fi
-  if [ "$REDIS" = 1 ]; then
-    WATCH2=$REDIS_PID load "warmup-redis-$mode" rejected "http://$RED_ADDR" "$mode" 0 "$CONNS" 1 "$RED_PID"
-    WATCH2=$REDIS_PID load "redis-rejected-$mode" rejected "http://$RED_ADDR" "$mode" 0 "$CONNS" "$REJECT_DURATION" "$RED_PID"
-  fi
+  for store in "${ORDER[@]}"; do
+    if [ "$store" = memory ] && [ "$MEMORY" = 1 ]; then
+      load "warmup-$mode" rejected "http://$MEM_ADDR" "$mode" 0 "$CONNS" 1 "$MEM_PID"
+      load "rejected-$mode" rejected "http://$MEM_ADDR" "$mode" 0 "$CONNS" "$REJECT_DURATION" "$MEM_PID"
+    fi
+    if [ "$store" = redis ] && [ "$REDIS" = 1 ]; then
+      WATCH2=$REDIS_PID load "warmup-redis-$mode" rejected "http://$RED_ADDR" "$mode" 0 "$CONNS" 1 "$RED_PID"
+      WATCH2=$REDIS_PID load "redis-rejected-$mode" rejected "http://$RED_ADDR" "$mode" 0 "$CONNS" "$REJECT_DURATION" "$RED_PID"
+    fi
+  done
+  flip
 done
 [ -n "$MEM_PID" ] && stop "$MEM_PID"
 [ "$REDIS" = 1 ] && stop "$RED_PID"
