@@ -67,9 +67,12 @@ for key, title in [
     ("cores", "cores"),
     ("memory", "memory"),
     ("kernel", "kernel"),
+    ("lscpu", "`lscpu`"),
     ("rustc", "rustc"),
     ("wrk", "load generator"),
     ("commit", "commit measured"),
+    ("store", "store backends measured (`--store`)"),
+    ("redis", "Redis"),
     ("nofile", "open files limit (`ulimit -n`)"),
     ("load_before", "`uptime` before"),
     ("load_after", "`uptime` after"),
@@ -91,6 +94,9 @@ w("straight to the sandbox; `floor` (saturation only) is `examples/relay_floor.r
 w("the least any relay on this stack does (hyper server, serde_json, reqwest) in front")
 w("of the same sandbox. Latencies in ms, as wrk measures them. `steal`: the share of")
 w("the machine's CPU time the hypervisor gave to other guests during the run.")
+if machine.get("store") in ("both", "redis"):
+    w("Here `service` uses the memory store; the Redis store's rows are under")
+    w("\"Memory vs Redis store\" below.")
 w("")
 w("| offered | path | achieved req/s | p50 | p90 | p99 | p99.9 | max | non-2xx | socket errors | CPU of the process | steal |")
 w("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -143,6 +149,86 @@ for mode, answer in answers.items():
         mode, answer, rps(r), r["non2xx"], 1e6 * r["cpu_s"] / max(r["requests"], 1),
         "%.0f%%" % r["steal_pct"] if "steal_pct" in r else "—"))
 w("")
+
+# --- memory vs redis ---
+STORE_ROWS = [("accepted, 500 req/s", "courier-500"), ("accepted, 2000 req/s", "courier-2000"),
+              ("accepted, 5000 req/s", "courier-5000"), ("accepted, saturation", "courier-saturation"),
+              ("refused: 429 recipient limit", "rejected-limited"),
+              ("refused: 400 malformed JSON", "rejected-malformed"),
+              ("refused: 401 no credentials", "rejected-unauth")]
+
+
+def per_s(r, refused):
+    """Accepted sends/s (2xx) or refusals/s (non-2xx)."""
+    seconds = r["duration_us"] / 1e6
+    ok = r["non2xx"] if refused else r["requests"] - r["non2xx"]
+    return ok / seconds if seconds else 0.0
+
+
+if any(("redis-" + label) in runs for _, label in STORE_ROWS):
+    w("## Memory vs Redis store")
+    w("")
+    w("The same scenarios with `store.backend = \"memory\"` and with `store.backend = \"redis\"`")
+    w("(`PHONE_COURIER__STORE__BACKEND=redis`, `PHONE_COURIER__STORE__REDIS__URL` = a")
+    w("`redis-server` the script started on a loopback port, `--save '' --appendonly no`,")
+    w("`on_error = fail_closed`). Both services run at once on the same sandbox and are")
+    w("loaded one after the other at each rate. Accepted: 2xx answers per second;")
+    w("refused: the expected non-2xx answers per second. p99 in ms as wrk measures it.")
+    w("The redis-server shares the 2 cores with the service, the sandbox and wrk.")
+    w("")
+    w("| scenario | memory: per s | memory: p99 | redis: per s | redis: p99 | redis / memory | steal (memory / redis) |")
+    w("|---|---|---|---|---|---|---|")
+    for title, label in STORE_ROWS:
+        m, r = runs.get(label), runs.get("redis-" + label)
+        if not m and not r:
+            continue
+        refused = label.startswith("rejected-")
+        cell = lambda x: ("%.0f" % per_s(x, refused), ms(x["p99"])) if x else ("—", "—")
+        mv, rv = cell(m), cell(r)
+        ratio = "%.2f" % (per_s(r, refused) / max(per_s(m, refused), 1)) if m and r else "—"
+        steal = "%s / %s" % tuple("%.0f%%" % x["steal_pct"] if x else "—" for x in (m, r))
+        w("| %s | %s | %s | %s | %s | %s | %s |" % (title, mv[0], mv[1], rv[0], rv[1], ratio, steal))
+    w("")
+    w("CPU per answer (user + system time from `/proc/PID/stat`), and answers that were")
+    w("not what the scenario expects (non-2xx for accepted sends, 2xx for refusals;")
+    w("with Redis a 503 `store_unavailable` would show here); Redis commands per answer")
+    w("from `INFO commandstats`, reset before each run (`CONFIG RESETSTAT`):")
+    w("")
+    w("| scenario | store | requests | unexpected | service CPU per answer | redis-server CPU per answer | both | Redis commands per answer |")
+    w("|---|---|---|---|---|---|---|---|")
+    for title, label in STORE_ROWS:
+        refused = label.startswith("rejected-")
+        for store, key in (("memory", label), ("redis", "redis-" + label)):
+            x = runs.get(key)
+            if not x:
+                continue
+            n = max(x["requests"], 1)
+            unexpected = x["requests"] - x["non2xx"] if refused else x["non2xx"]
+            svc = 1e6 * x["cpu_s"] / n
+            red = 1e6 * x["store_cpu_s"] / n if "store_cpu_s" in x else None
+            cmds = x.get("store_commands")
+            if cmds is None:
+                cmds_text = "—"
+            else:
+                total = sum(cmds.values())
+                parts = ", ".join("%s %.2f" % (k.upper(), v / n)
+                                  for k, v in sorted(cmds.items(), key=lambda kv: -kv[1]) if v / n >= 0.01)
+                cmds_text = "%.2f" % (total / n) + (" (%s)" % parts if parts else "")
+            w("| %s | %s | %d | %d | %.1f µs | %s | %.1f µs | %s |" % (
+                title, store, x["requests"], unexpected, svc,
+                "%.1f µs" % red if red is not None else "—", svc + (red or 0), cmds_text))
+    w("")
+    extra = [("redis_keys_after_accepted", "Redis keys after the accepted runs"),
+             ("redis_used_memory_after_accepted", "Redis `used_memory` after them"),
+             ("redis_rss_kb_after_accepted", "redis-server RSS after them"),
+             ("redis_idle_rss_kb", "service RSS, idle, redis store")]
+    shown = [(t, figures[k]) for k, t in extra if figures.get(k)]
+    if shown:
+        w("| | |")
+        w("|---|---|")
+        for t, v in shown:
+            w("| %s | %s |" % (t, mb(v) if t.endswith("RSS after them") or "RSS, idle" in t else v))
+        w("")
 
 # --- 4 ---
 w("## 4. Memory (VmRSS of the service)")
@@ -228,7 +314,8 @@ w("")
 w("## Commands")
 w("")
 w("```sh")
-w("bash bench/run.sh" + (" --quick" if quick else ""))
+w("bash bench/run.sh" + (" --quick" if quick else "")
+  + (" --store " + machine["store"] if machine.get("store") else ""))
 w("```")
 w("")
 w("runs, in order (URLs are free loopback ports; `bench/load.lua` reads the variables):")

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Benchmarks of kratos-phone-courier (issue #6): one command.
 #
-#   bash bench/run.sh            # full run (about 10 minutes plus the build), writes BENCHMARKS.md
+#   bash bench/run.sh            # full run (about 12 minutes plus the build), writes BENCHMARKS.md
 #   bash bench/run.sh --quick    # 3-second runs and 20 000 keys: a smoke test,
 #                                # writes bench/quick-results.md instead
+#   bash bench/run.sh --store memory|redis|both   # which store backends (default both;
+#                                # also STORE=...). With redis, a redis-server
+#                                # (Debian package, installed when missing) is
+#                                # started on a free loopback port and stopped on exit.
 #
 # Builds the release binaries, starts `twilio-sandbox` and
 # `kratos-phone-courier serve` on free loopback ports (configured by
@@ -17,7 +21,22 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 QUICK=0
-[ "${1:-}" = "--quick" ] && QUICK=1
+STORE=${STORE:-both}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --store) STORE=${2:?--store needs memory, redis or both}; shift ;;
+    --store=*) STORE=${1#--store=} ;;
+    *) echo "usage: bash bench/run.sh [--quick] [--store memory|redis|both]" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$STORE" in
+  memory) MEMORY=1 REDIS=0 ;;
+  redis) MEMORY=0 REDIS=1 ;;
+  both) MEMORY=1 REDIS=1 ;;
+  *) echo "--store: memory, redis or both, not '$STORE'" >&2; exit 2 ;;
+esac
 
 if [ "$QUICK" = 1 ]; then
   DURATION=3 WARMUP=1 REJECT_DURATION=2 KEYS=20000 INFLIGHT_DURATION=6 STARTUP_RUNS=5
@@ -37,6 +56,10 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v hyperfine >/dev/null || need+=(hyperfine)
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
+if [ "$REDIS" = 1 ]; then
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v redis-cli >/dev/null || need+=(redis-tools)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "# installing ${need[*]}"
   apt-get install -y "${need[@]}" >/dev/null 2>&1 || {
@@ -109,6 +132,26 @@ start_sandbox() {
   wait_ready "http://$SANDBOX_ADDR/health"
 }
 
+# start_redis: a redis-server of our own on a free loopback port, nothing
+# persisted; sets REDIS_PORT, REDIS_URL and REDIS_PID (stopped by the trap).
+start_redis() {
+  REDIS_PORT=$(free_port)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no --logfile "$WORK/redis.log" --dir "$WORK" >/dev/null 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  for _ in $(seq 1 200); do
+    [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
+    sleep 0.05
+  done
+  [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || { echo "redis-server did not start" >&2; exit 1; }
+  echo "redis-server --port PORT --bind 127.0.0.1 --save '' --appendonly no  ($(redis-server --version | awk '{print $3}'))" >>"$COMMANDS"
+}
+redis_flush() { redis-cli -p "$REDIS_PORT" flushall >/dev/null; }
+redis_info() { redis-cli -p "$REDIS_PORT" info "$1" | tr -d '\r' | awk -F: -v k="$2" '$1 == k {print $2}'; }
+REDIS_ENV=()  # the service's store settings for redis runs, set by start_redis's caller
+
 # start_courier NAME [VAR=VALUE...]: sets COURIER_ADDR and COURIER_PID.
 start_courier() {
   local name=$1
@@ -155,29 +198,44 @@ load() {
   [ "$mode" = twilio ] && auth=$TWILIO_AUTH
   take_base "$(( limit > 0 ? limit * THREADS + 1000 : 3000000 ))"
   local cmd="MODE=$mode RATE=$rate BASE=$BASE LIMIT=$limit THREADS=$THREADS wrk -t$THREADS -c$conns -d${duration}s --timeout 10s -s bench/load.lua $* $url"
-  local before steal_before
+  local before steal_before before2=0 after2=0
   before=$(cpu_ticks "$pid")
+  if [ -n "${WATCH2:-}" ]; then
+    before2=$(cpu_ticks "$WATCH2")
+    redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+  fi
   steal_before=$(steal_ticks)
   MODE=$mode RATE=$rate BASE=$BASE LIMIT=$limit THREADS=$THREADS AUTH=$auth SID=$ACCOUNT_SID \
     wrk -t"$THREADS" -c"$conns" -d"${duration}s" --timeout 10s -s "$ROOT/bench/load.lua" "$@" "$url" \
     >"$WORK/$label.out" 2>&1 || true
   local after steal_after
   after=$(cpu_ticks "$pid")
+  local commands=""
+  if [ -n "${WATCH2:-}" ]; then
+    after2=$(cpu_ticks "$WATCH2")
+    # calls per Redis command during the run: "evalsha=1234 get=56"
+    commands=$(redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' |
+      awk -F'[_:,=]' '/^cmdstat_/ && $2 != "config|resetstat" && $2 != "info" {printf "%s=%s ", $2, $4}' || true)
+  fi
   steal_after=$(steal_ticks)
   local line
   line=$(grep '^RESULT ' "$WORK/$label.out" || echo "RESULT requests=0")
   case "$label" in warmup*) return 0 ;; esac
   echo "$cmd" >>"$COMMANDS"
   python3 - "$label" "$scenario" "$mode" "$rate" "$conns" "$((after - before))" "$CLK_TCK" \
-    "$(status_kb "$pid" VmRSS)" "$line" "$steal_before" "$steal_after" >>"$RESULTS" <<'PY'
+    "$(status_kb "$pid" VmRSS)" "$line" "$steal_before" "$steal_after" "$((after2 - before2))" \
+    "${WATCH2:+store}" "$commands" >>"$RESULTS" <<'PY'
 import json, sys
-label, scenario, mode, rate, conns, ticks, clk, rss, line, sb, sa = sys.argv[1:]
+label, scenario, mode, rate, conns, ticks, clk, rss, line, sb, sa, ticks2, store, commands = sys.argv[1:]
 r = dict(kv.split("=") for kv in line.split()[1:])
 r = {k: float(v) for k, v in r.items()}
 (s0, t0), (s1, t1) = map(int, sb.split()), map(int, sa.split())
 r.update(label=label, scenario=scenario, mode=mode, rate=int(rate), conns=int(conns),
          cpu_s=int(ticks) / int(clk), rss_kb=int(rss or 0),
          steal_pct=100 * (s1 - s0) / max(t1 - t0, 1))
+if store:
+    r["store_cpu_s"] = int(ticks2) / int(clk)
+    r["store_commands"] = {k: int(v) for k, v in (c.split("=") for c in commands.split())}
 print(json.dumps(r))
 PY
   echo "# $label: $line"
@@ -200,15 +258,35 @@ UPTIME_BEFORE=$(uptime)
   echo "wrk=$(wrk --version 2>&1 | head -n1 | awk '{print $1, $2}')"
   echo "rustc=$(rustc --version)"
   echo "quick=$QUICK"
+  echo "store=$STORE"
+  [ "$REDIS" = 1 ] && echo "redis=$(redis-server --version | awk '{print $3}' | sed 's/^v=/redis-server /'), started by the script on a loopback port, no persistence"
+  echo "lscpu=$(lscpu | awk -F: '/^(Model name|CPU\(s\)|Thread|Core|Hypervisor vendor)/ {gsub(/^ +/, "", $2); printf "%s: %s; ", $1, $2}')"
   echo "nofile=$(ulimit -n) (the service needs about 2 per request in flight)"
   echo "busy=$(ps -eo pcpu=,comm= --sort=-pcpu | awk '$1 > 5 {printf "%s %s%%; ", $2, $1}' | head -c 300)"
 } >"$WORK/machine.txt"
 echo "# $UPTIME_BEFORE"
 
 # --- 1 and 2: accepted SMS, through the service and straight to the sandbox --
+# With --store both, a memory-store service and a redis-store service run side
+# by side on the same sandbox; at each rate they are loaded one after the
+# other (then the sandbox alone), so that the same minute's steal time is in
+# all three rows.
 start_sandbox main
-start_courier accepted PHONE_COURIER__LIMITS__ENABLED=false
-record idle_rss_kb "$(status_kb "$COURIER_PID" VmRSS)"
+if [ "$REDIS" = 1 ]; then
+  start_redis
+  REDIS_ENV=(PHONE_COURIER__STORE__BACKEND=redis PHONE_COURIER__STORE__REDIS__URL="$REDIS_URL")
+fi
+MEM_PID="" RED_PID=""
+if [ "$MEMORY" = 1 ]; then
+  start_courier accepted PHONE_COURIER__LIMITS__ENABLED=false
+  MEM_ADDR=$COURIER_ADDR MEM_PID=$COURIER_PID
+  record idle_rss_kb "$(status_kb "$COURIER_PID" VmRSS)"
+fi
+if [ "$REDIS" = 1 ]; then
+  start_courier accepted-redis PHONE_COURIER__LIMITS__ENABLED=false "${REDIS_ENV[@]}"
+  RED_ADDR=$COURIER_ADDR RED_PID=$COURIER_PID
+  record redis_idle_rss_kb "$(status_kb "$COURIER_PID" VmRSS)"
+fi
 
 # The recipients are valid numbers: a few through the service first.
 check_numbers() {
@@ -231,14 +309,33 @@ done
 record numbers_checked "15 sampled recipient numbers, $bad refused"
 NEXT_BASE=0   # the check used distinct bodies: the ranges may be reused
 
+# The order of the two stores alternates from one rate (or refusal) to the
+# next, so that neither always runs first.
+ORDER=(memory redis)
+flip() { ORDER=("${ORDER[1]}" "${ORDER[0]}"); }
 for rate in "${RATES[@]}" 0; do
   name=$([ "$rate" = 0 ] && echo saturation || echo "$rate")
-  load "warmup-courier-$name" accepted "http://$COURIER_ADDR" courier "$rate" "$CONNS" "$WARMUP" "$COURIER_PID"
-  load "courier-$name" accepted "http://$COURIER_ADDR" courier "$rate" "$CONNS" "$DURATION" "$COURIER_PID"
+  for store in "${ORDER[@]}"; do
+    if [ "$store" = memory ] && [ "$MEMORY" = 1 ]; then
+      load "warmup-courier-$name" accepted "http://$MEM_ADDR" courier "$rate" "$CONNS" "$WARMUP" "$MEM_PID"
+      load "courier-$name" accepted "http://$MEM_ADDR" courier "$rate" "$CONNS" "$DURATION" "$MEM_PID"
+    fi
+    if [ "$store" = redis ] && [ "$REDIS" = 1 ]; then
+      WATCH2=$REDIS_PID load "warmup-redis-courier-$name" accepted "http://$RED_ADDR" courier "$rate" "$CONNS" "$WARMUP" "$RED_PID"
+      WATCH2=$REDIS_PID load "redis-courier-$name" accepted "http://$RED_ADDR" courier "$rate" "$CONNS" "$DURATION" "$RED_PID"
+    fi
+  done
+  flip
   load "warmup-sandbox-$name" baseline "http://$SANDBOX_ADDR" twilio "$rate" "$CONNS" "$WARMUP" "$SANDBOX_PID"
   load "sandbox-$name" baseline "http://$SANDBOX_ADDR" twilio "$rate" "$CONNS" "$DURATION" "$SANDBOX_PID"
 done
-stop "$COURIER_PID"
+[ -n "$MEM_PID" ] && stop "$MEM_PID"
+if [ "$REDIS" = 1 ]; then
+  stop "$RED_PID"
+  record redis_keys_after_accepted "$(redis-cli -p "$REDIS_PORT" dbsize)"
+  record redis_used_memory_after_accepted "$(redis_info memory used_memory_human)"
+  record redis_rss_kb_after_accepted "$(status_kb "$REDIS_PID" VmRSS)"
+fi
 
 # The floor: examples/relay_floor.rs, the least any relay on this stack does
 # (hyper server, serde_json, reqwest client), at saturation on the same
@@ -254,17 +351,50 @@ load "floor-saturation" floor "http://$FLOOR_ADDR" courier 0 "$CONNS" "$DURATION
 stop "$FLOOR_PID"
 
 # --- 3: rejected load ---------------------------------------------------------
-start_courier rejected PHONE_COURIER__LIMITS__ENABLED=true
-for code in 900001 900002 900003 900004; do # the recipient's burst (3), then refused
-  curl -s -o /dev/null --max-time 5 -u "$USER_NAME:$PASSWORD" -H 'Content-Type: application/json' \
-    --data "{\"recipient\":\"+14155550100\",\"body\":\"Your login code is: $code\",\"template_type\":\"login_code_valid\"}" \
-    "http://$COURIER_ADDR/v1/sms"
-done
+# Each store's service, one after the other for every kind of refusal.
+burst() { # the recipient's burst (3), then refused
+  for code in 900001 900002 900003 900004; do
+    curl -s -o /dev/null --max-time 5 -u "$USER_NAME:$PASSWORD" -H 'Content-Type: application/json' \
+      --data "{\"recipient\":\"+14155550100\",\"body\":\"Your login code is: $code\",\"template_type\":\"login_code_valid\"}" \
+      "http://$1/v1/sms"
+  done
+}
+if [ "$MEMORY" = 1 ]; then
+  start_courier rejected PHONE_COURIER__LIMITS__ENABLED=true
+  MEM_ADDR=$COURIER_ADDR MEM_PID=$COURIER_PID
+  burst "$MEM_ADDR"
+fi
+if [ "$REDIS" = 1 ]; then
+  redis_flush
+  start_courier rejected-redis PHONE_COURIER__LIMITS__ENABLED=true "${REDIS_ENV[@]}"
+  RED_ADDR=$COURIER_ADDR RED_PID=$COURIER_PID
+  burst "$RED_ADDR"
+fi
 for mode in limited malformed unauth; do
-  load "warmup-$mode" rejected "http://$COURIER_ADDR" "$mode" 0 "$CONNS" 1 "$COURIER_PID"
-  load "rejected-$mode" rejected "http://$COURIER_ADDR" "$mode" 0 "$CONNS" "$REJECT_DURATION" "$COURIER_PID"
+  for store in "${ORDER[@]}"; do
+    if [ "$store" = memory ] && [ "$MEMORY" = 1 ]; then
+      load "warmup-$mode" rejected "http://$MEM_ADDR" "$mode" 0 "$CONNS" 1 "$MEM_PID"
+      load "rejected-$mode" rejected "http://$MEM_ADDR" "$mode" 0 "$CONNS" "$REJECT_DURATION" "$MEM_PID"
+    fi
+    if [ "$store" = redis ] && [ "$REDIS" = 1 ]; then
+      WATCH2=$REDIS_PID load "warmup-redis-$mode" rejected "http://$RED_ADDR" "$mode" 0 "$CONNS" 1 "$RED_PID"
+      WATCH2=$REDIS_PID load "redis-rejected-$mode" rejected "http://$RED_ADDR" "$mode" 0 "$CONNS" "$REJECT_DURATION" "$RED_PID"
+    fi
+  done
+  flip
 done
-stop "$COURIER_PID"
+[ -n "$MEM_PID" ] && stop "$MEM_PID"
+[ "$REDIS" = 1 ] && stop "$RED_PID"
+if [ "$REDIS" = 1 ]; then
+  stop "$REDIS_PID"
+fi
+if [ "$MEMORY" = 0 ]; then # the memory-only scenarios (4, 5) are skipped
+  stop "$SANDBOX_PID"
+  echo "load_after=$(uptime)" >>"$WORK/machine.txt"
+  python3 "$ROOT/bench/report.py" "$WORK" "$ROOT/bench/notes.md" >"$OUT"
+  echo "# wrote $OUT (raw output in $WORK)"
+  exit 0
+fi
 
 # --- 4: memory -----------------------------------------------------------------
 # 1 million distinct recipients through HTTP: the recipient limiter on (the
