@@ -33,7 +33,7 @@
 //!   apart (per recipient and channel, not per message).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::clock::Clock;
 use crate::delivery::channel::Channel;
@@ -41,9 +41,7 @@ use crate::delivery::compose::Outgoing;
 use crate::delivery::error::DeliveryError;
 use crate::phone::Recipient;
 use crate::provider::twilio::TwilioClient;
-use crate::store::{
-    Claim, Entry, Keys, MessageKey, Owner, RecipientKey, Settle, Side, Store, UnixMs,
-};
+use crate::store::{Claim, Keys, MessageKey, Owner, RecipientKey, Settle, Side, Store, UnixMs};
 
 /// The ledger's settings and handles.
 pub struct Ledger {
@@ -287,17 +285,4 @@ impl Ledger {
             .settle(flight.side, key, owner, renew, now, keep)
             .await?)
     }
-
-    /// The record of a message, for tests and diagnostics.
-    pub async fn entry(&self, flight: &Flight) -> Result<Option<Entry>, DeliveryError> {
-        Ok(self
-            .store
-            .entry(flight.side, &flight.key, self.now())
-            .await?)
-    }
-}
-
-/// The wall-clock time of a `UnixMs` (for logs and the provider's lists).
-pub fn system_time(ms: UnixMs) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
 }

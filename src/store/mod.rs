@@ -308,21 +308,6 @@ impl Store {
         result
     }
 
-    /// The record of a message (an expired lease reads as `Uncertain`).
-    pub async fn entry(
-        &self,
-        side: Side,
-        key: &MessageKey,
-        now: UnixMs,
-    ) -> Result<Option<Entry>, StoreError> {
-        let result = match self.side(side)? {
-            Backend::Memory(m) => m.entry(key, now).await,
-            Backend::Redis(r) => r.entry(key, now).await,
-        };
-        self.count_failure(&result);
-        result
-    }
-
     /// Wait a little for records to change: until the next settlement in
     /// memory; a short pause (growing with `round`) for Redis, which is
     /// polled. The caller looks again and bounds the whole wait.
@@ -408,14 +393,6 @@ impl Store {
     /// Whether requests fail while Redis is down (no local fallback).
     pub fn fails_closed(&self) -> bool {
         matches!(self, Store::Redis { fallback: None, .. })
-    }
-
-    /// `"memory"` or `"redis"`, for readiness and metrics.
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Store::Memory(_) => "memory",
-            Store::Redis { .. } => "redis",
-        }
     }
 
     /// Periodic clean-up (memory only: Redis expires keys itself).

@@ -56,6 +56,43 @@ async fn twilio_503_then_201(failures: u64) -> MockServer {
     twilio
 }
 
+/// Twilio lists these messages (newest first) for any `To`.
+async fn mount_listing(twilio: &MockServer, messages: Value) {
+    Mock::given(method("GET"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messages": messages, "page": 0, "page_size": 20, "next_page_uri": null
+        })))
+        .mount(twilio)
+        .await;
+}
+
+/// The login message of these tests as Twilio lists it, created at noon.
+fn listed_login_message() -> Value {
+    json!([{
+        "sid": SID,
+        "to": "+14155550123",
+        "from": FROM,
+        "body": "Your login code is: 482917",
+        "status": "queued",
+        "date_created": "Sun, 22 Nov 2026 12:00:00 +0000"
+    }])
+}
+
+/// Twilio takes the message but answers after 5 s (our timeout is shorter);
+/// `times`: only for the first so many creates.
+async fn mount_late_acceptance(twilio: &MockServer, times: Option<u64>) {
+    let mock = Mock::given(method("POST")).respond_with(
+        ResponseTemplate::new(201)
+            .set_body_json(json!({"sid": SID}))
+            .set_delay(Duration::from_secs(5)),
+    );
+    match times {
+        Some(n) => mock.up_to_n_times(n).mount(twilio).await,
+        None => mock.mount(twilio).await,
+    }
+}
+
 async fn post_status(app: &TestApp, body: &Value) -> (u16, String) {
     let r = app.post_json("/v1/sms", body).await;
     let status = r.status().as_u16();
@@ -201,32 +238,9 @@ async fn a_client_that_hangs_up_mid_send_gets_the_outcome_on_its_retry() {
 async fn an_acceptance_after_the_timeout_is_found_not_resent() {
     let twilio = MockServer::start().await;
     // Twilio takes the message but answers after our timeout...
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({"sid": SID}))
-                .set_delay(Duration::from_secs(5)),
-        )
-        .mount(&twilio)
-        .await;
+    mount_late_acceptance(&twilio, None).await;
     // ...and lists it when asked.
-    Mock::given(method("GET"))
-        .and(path_regex(r"/Messages\.json$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "messages": [{
-                "sid": SID,
-                "to": "+14155550123",
-                "from": FROM,
-                "body": "Your login code is: 482917",
-                "status": "queued",
-                "date_created": "Sun, 22 Nov 2026 12:00:00 +0000"
-            }],
-            "page": 0,
-            "page_size": 20,
-            "next_page_uri": null
-        })))
-        .mount(&twilio)
-        .await;
+    mount_listing(&twilio, listed_login_message()).await;
     let (app, clock) = app_at_noon(twilio, &[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "150")]).await;
     let seen = kratos_attempts(&app, &login_message("+14155550123", "482917"), &clock).await;
     assert_eq!(seen, vec![refused(503, "provider_unavailable"), ok()]);
@@ -250,26 +264,12 @@ async fn an_acceptance_after_the_timeout_is_found_not_resent() {
 #[tokio::test]
 async fn an_uncertain_send_that_twilio_does_not_have_is_sent_once_more() {
     let twilio = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({"sid": SID}))
-                .set_delay(Duration::from_secs(5)),
-        )
-        .up_to_n_times(1)
-        .mount(&twilio)
-        .await;
+    mount_late_acceptance(&twilio, Some(1)).await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": SID})))
         .mount(&twilio)
         .await;
-    Mock::given(method("GET"))
-        .and(path_regex(r"/Messages\.json$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "messages": [], "page": 0, "page_size": 20, "next_page_uri": null
-        })))
-        .mount(&twilio)
-        .await;
+    mount_listing(&twilio, json!([])).await;
     let (app, clock) = app_at_noon(twilio, &[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "150")]).await;
     let seen = kratos_attempts(&app, &login_message("+14155550123", "482917"), &clock).await;
     assert_eq!(seen, vec![refused(503, "provider_unavailable"), ok()]);
@@ -296,21 +296,7 @@ async fn a_500_from_twilio_is_uncertain_and_found_on_the_retry() {
         )
         .mount(&twilio)
         .await;
-    Mock::given(method("GET"))
-        .and(path_regex(r"/Messages\.json$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "messages": [{
-                "sid": SID,
-                "to": "+14155550123",
-                "from": FROM,
-                "body": "Your login code is: 482917",
-                "status": "queued",
-                "date_created": "Sun, 22 Nov 2026 12:00:00 +0000"
-            }],
-            "page": 0, "page_size": 20, "next_page_uri": null
-        })))
-        .mount(&twilio)
-        .await;
+    mount_listing(&twilio, listed_login_message()).await;
     let (app, clock) = app_at_noon(twilio, &[]).await;
     let seen = kratos_attempts(&app, &login_message("+14155550123", "482917"), &clock).await;
     assert_eq!(seen, vec![refused(503, "provider_unavailable"), ok()]);
@@ -320,14 +306,7 @@ async fn a_500_from_twilio_is_uncertain_and_found_on_the_retry() {
 #[tokio::test]
 async fn an_uncertain_send_is_not_resent_while_twilio_cannot_be_asked() {
     let twilio = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({"sid": SID}))
-                .set_delay(Duration::from_secs(5)),
-        )
-        .mount(&twilio)
-        .await;
+    mount_late_acceptance(&twilio, None).await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(503))
         .mount(&twilio)
