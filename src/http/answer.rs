@@ -73,18 +73,16 @@ impl Answer {
     pub fn into_response(self) -> Response<Full<Bytes>> {
         match self {
             Answer::Accepted(d) => {
-                let mut body = json!({
-                    "status": "accepted",
-                    "channel": d.channel.as_str(),
-                    "sid": d.sid,
-                });
-                if d.duplicate {
-                    body["duplicate"] = json!(true);
-                }
-                if d.test {
-                    body["test"] = json!(true);
-                }
-                json_response(StatusCode::OK, &body)
+                // Every accepted send ends here: written straight from a
+                // struct, without building a JSON tree first.
+                let body = AcceptedBody {
+                    channel: d.channel.as_str(),
+                    duplicate: d.duplicate,
+                    sid: d.sid.as_deref(),
+                    status: "accepted",
+                    test: d.test,
+                };
+                json_bytes_response(StatusCode::OK, serde_json::to_vec(&body))
             }
             Answer::Alive => json_response(StatusCode::OK, &json!({"status": "alive"})),
             Answer::Ready => json_response(StatusCode::OK, &json!({"status": "ready"})),
@@ -113,6 +111,19 @@ impl Answer {
             Answer::Error(e) => e.into_response(),
         }
     }
+}
+
+/// The body of [`Answer::Accepted`]; fields in the order `json!` wrote
+/// them before (sorted), `duplicate` and `test` only when true.
+#[derive(serde::Serialize)]
+struct AcceptedBody<'a> {
+    channel: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+    sid: Option<&'a str>,
+    status: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    test: bool,
 }
 
 /// The whole HTTP/1.1 answer to a connection over `server.max_connections`,
@@ -380,7 +391,24 @@ fn clip(s: &str, max: usize) -> String {
 
 /// A JSON answer with the right content type.
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    json_bytes_response(status, Ok(value.to_string().into_bytes()))
+}
+
+fn json_bytes_response(
+    status: StatusCode,
+    body: Result<Vec<u8>, serde_json::Error>,
+) -> Response<Full<Bytes>> {
+    // Serialising a struct of strings and booleans cannot fail; if it ever
+    // did, answer 500 rather than panic.
+    let (status, body) = match body {
+        Ok(b) => (status, b),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"error":{"code":"internal","message":"the answer could not be written"}}"#
+                .to_vec(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,14 +1,14 @@
 //! Authenticating Kratos: HTTP basic auth or an API key header, the two
 //! ways a Kratos http courier channel can authenticate.
 //!
-//! Comparisons are constant time over SHA-256 digests (so lengths do not
-//! leak either), and a wrong user and a wrong password take the same path:
-//! both parts are always compared.
+//! Comparisons are constant time over keyed hashes (keyed BLAKE3 with a
+//! random key per process, so lengths do not leak either and the hashes say
+//! nothing outside this process), and a wrong user and a wrong password take
+//! the same path: both parts are always compared.
 
 use base64::Engine;
 use http::HeaderMap;
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::AuthConfig;
@@ -16,20 +16,26 @@ use crate::config::AuthConfig;
 /// Checks the credentials of each request.
 pub struct Authenticator {
     disabled: bool,
+    /// The random key of this process's hashes.
+    key: [u8; 32],
     /// Digests of the expected user and password.
     basic: Option<([u8; 32], [u8; 32])>,
     /// Header name and the digest of the expected value.
     api_key: Option<(http::HeaderName, [u8; 32])>,
 }
 
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
+fn digest(key: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
+    *blake3::keyed_hash(key, bytes).as_bytes()
 }
 
 impl Authenticator {
     pub fn new(config: &AuthConfig) -> Self {
+        let mut key = [0u8; 32];
+        rand::fill(&mut key);
+        let digest = |bytes: &[u8]| digest(&key, bytes);
         Authenticator {
             disabled: config.disabled,
+            key,
             basic: config.basic.as_ref().map(|b| {
                 (
                     digest(b.username.as_bytes()),
@@ -55,16 +61,16 @@ impl Authenticator {
         }
         let mut ok = false;
         if let Some((user, pass)) = &self.basic {
-            ok |= check_basic(headers, user, pass);
+            ok |= check_basic(&self.key, headers, user, pass);
         }
         if let Some((name, value)) = &self.api_key {
-            ok |= check_api_key(headers, name, value);
+            ok |= check_api_key(&self.key, headers, name, value);
         }
         ok
     }
 }
 
-fn check_basic(headers: &HeaderMap, user: &[u8; 32], pass: &[u8; 32]) -> bool {
+fn check_basic(key: &[u8; 32], headers: &HeaderMap, user: &[u8; 32], pass: &[u8; 32]) -> bool {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         // Absent, or sent twice: refuse rather than guess which one counts.
@@ -83,17 +89,22 @@ fn check_basic(headers: &HeaderMap, user: &[u8; 32], pass: &[u8; 32]) -> bool {
         return false;
     };
     let (u, p) = (&decoded[..colon], &decoded[colon + 1..]);
-    let user_ok = digest(u).ct_eq(user);
-    let pass_ok = digest(p).ct_eq(pass);
+    let user_ok = digest(key, u).ct_eq(user);
+    let pass_ok = digest(key, p).ct_eq(pass);
     (user_ok & pass_ok).into()
 }
 
-fn check_api_key(headers: &HeaderMap, name: &http::HeaderName, value: &[u8; 32]) -> bool {
+fn check_api_key(
+    key: &[u8; 32],
+    headers: &HeaderMap,
+    name: &http::HeaderName,
+    value: &[u8; 32],
+) -> bool {
     let mut values = headers.get_all(name).iter();
     let (Some(v), None) = (values.next(), values.next()) else {
         return false;
     };
-    digest(v.as_bytes()).ct_eq(value).into()
+    digest(key, v.as_bytes()).ct_eq(value).into()
 }
 
 #[cfg(test)]
