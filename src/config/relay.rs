@@ -378,7 +378,10 @@ mod tests {
 
     #[test]
     fn senders() {
-        assert!(matches!(Sender::parse("+15556667777"), Some(Sender::Number(_))));
+        assert!(matches!(
+            Sender::parse("+15556667777"),
+            Some(Sender::Number(_))
+        ));
         assert_eq!(
             Sender::parse("32665"),
             Some(Sender::ShortCode("32665".into()))
@@ -393,7 +396,14 @@ mod tests {
         assert!(!Sender::parse("32665")
             .unwrap()
             .matches(&Sender::parse("+32665").unwrap()));
-        for bad in ["", "12", "123456789", "TooLongSenderId", "a<b", "15556667777x!"] {
+        for bad in [
+            "",
+            "12",
+            "123456789",
+            "TooLongSenderId",
+            "a<b",
+            "15556667777x!",
+        ] {
             assert_eq!(Sender::parse(bad), None, "{bad}");
         }
     }

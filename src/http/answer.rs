@@ -190,9 +190,7 @@ impl ApiError {
             ApiError::BodyUnreadable
             | ApiError::MalformedJson
             | ApiError::Schema(_)
-            | ApiError::InvalidWebhook => {
-                StatusCode::BAD_REQUEST
-            }
+            | ApiError::InvalidWebhook => StatusCode::BAD_REQUEST,
             ApiError::Delivery(d) => match d {
                 D::InvalidRecipient(_)
                 | D::BodyTooLong { .. }

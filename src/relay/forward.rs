@@ -27,9 +27,19 @@ use super::payload;
 
 /// One thing to deliver.
 pub enum Target {
-    Sms { to: E164, from: E164, text: String },
-    Slack { url: SecretString, json: serde_json::Value },
-    Webhook { url: String, body: Vec<u8> },
+    Sms {
+        to: E164,
+        from: E164,
+        text: String,
+    },
+    Slack {
+        url: SecretString,
+        json: serde_json::Value,
+    },
+    Webhook {
+        url: String,
+        body: Vec<u8>,
+    },
 }
 
 impl Target {
@@ -58,7 +68,9 @@ pub struct Forwarder {
 enum Try {
     Delivered,
     /// Worth another try; `uncertain`: the SMS may have been sent.
-    Again { uncertain: bool },
+    Again {
+        uncertain: bool,
+    },
     /// No try will do better.
     Refused,
 }
@@ -77,7 +89,13 @@ pub fn pause(window: Duration, attempts: u32, n: u32) -> Duration {
 impl Forwarder {
     /// Deliver `target` (the `index`th of its kind on `route`, for logs):
     /// try, pause, try again, until delivered, refused or out of tries.
-    pub async fn deliver(self: Arc<Self>, route: String, sid: String, index: usize, target: Target) {
+    pub async fn deliver(
+        self: Arc<Self>,
+        route: String,
+        sid: String,
+        index: usize,
+        target: Target,
+    ) {
         let kind = target.kind();
         let mut uncertain_since: Option<SystemTime> = None;
         for n in 1..=self.attempts {

@@ -56,7 +56,11 @@ pub fn masked(from: &str) -> String {
 
 /// Check the signature of `request` against `url` and the account's auth
 /// token, then read the message.
-pub async fn read<B>(request: Request<B>, url: &str, token: &SecretString) -> Result<Inbound, ApiError>
+pub async fn read<B>(
+    request: Request<B>,
+    url: &str,
+    token: &SecretString,
+) -> Result<Inbound, ApiError>
 where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -104,9 +108,7 @@ fn parse(params: &[(String, String)]) -> Result<Inbound, ApiError> {
         sender: Sender::parse(from),
         to: E164::parse(to),
         body: field("Body").unwrap_or("").to_owned(),
-        num_media: field("NumMedia")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0),
+        num_media: field("NumMedia").and_then(|n| n.parse().ok()).unwrap_or(0),
     })
 }
 
@@ -149,7 +151,12 @@ mod tests {
                 "{missing}"
             );
         }
-        assert!(parse(&pairs(&[("MessageSid", "SM../x"), ("From", "a"), ("To", "b")])).is_err());
+        assert!(parse(&pairs(&[
+            ("MessageSid", "SM../x"),
+            ("From", "a"),
+            ("To", "b")
+        ]))
+        .is_err());
     }
 
     #[test]

@@ -96,7 +96,10 @@ impl Relay {
             .timeout(relay.timeout)
             .connect_timeout(relay.timeout.min(Duration::from_secs(3)))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("kratos-phone-courier-relay/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "kratos-phone-courier-relay/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()?;
         let forwarder = Arc::new(Forwarder {
             twilio,
@@ -156,11 +159,17 @@ impl Relay {
         let route = match routing::decide(&self.config, &self.own, message) {
             Decision::Route(r) => r,
             Decision::Loop => {
-                tracing::warn!(sid, "incoming message from one of our own numbers not relayed (loop guard)");
+                tracing::warn!(
+                    sid,
+                    "incoming message from one of our own numbers not relayed (loop guard)"
+                );
                 return Ok("loop");
             }
             Decision::NotOurNumber => {
-                tracing::warn!(sid, "incoming message to a number not in relay.numbers not relayed");
+                tracing::warn!(
+                    sid,
+                    "incoming message to a number not in relay.numbers not relayed"
+                );
                 return Ok("not_our_number");
             }
             Decision::NoRoute => {
@@ -168,20 +177,38 @@ impl Relay {
                 if !self.first_seen(message).await? {
                     return Ok("duplicate");
                 }
-                tracing::info!(sid, sender, "incoming message from a sender no route names, and no default route: dropped");
+                tracing::info!(
+                    sid,
+                    sender,
+                    "incoming message from a sender no route names, and no default route: dropped"
+                );
                 return Ok("no_route");
             }
         };
         if !self.first_seen(message).await? {
-            tracing::info!(sid, route = route.name, "incoming message seen before: not relayed again");
+            tracing::info!(
+                sid,
+                route = route.name,
+                "incoming message seen before: not relayed again"
+            );
             return Ok("duplicate");
         }
         if !self.take_from_route(&route.name).await? {
-            tracing::warn!(sid, route = route.name, "relay.per_route_per_hour reached: incoming message dropped");
+            tracing::warn!(
+                sid,
+                route = route.name,
+                "relay.per_route_per_hour reached: incoming message dropped"
+            );
             return Ok("rate_limited");
         }
         let targets = self.targets(route, message);
-        tracing::info!(sid, route = route.name, sender, targets = targets.len(), "relaying incoming message");
+        tracing::info!(
+            sid,
+            route = route.name,
+            sender,
+            targets = targets.len(),
+            "relaying incoming message"
+        );
         for (index, target) in targets {
             tokio::spawn(self.forwarder.clone().deliver(
                 route.name.clone(),

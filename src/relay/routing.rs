@@ -107,13 +107,22 @@ mod tests {
             other => format!("{other:?}"),
         };
         let to = "+15005550006";
-        assert_eq!(name(decide(&c, &own, &message("+15556667777", to))), "GitHub");
+        assert_eq!(
+            name(decide(&c, &own, &message("+15556667777", to))),
+            "GitHub"
+        );
         assert_eq!(name(decide(&c, &own, &message("github", to))), "GitHub");
         assert_eq!(name(decide(&c, &own, &message("32665", to))), "Bank");
-        assert_eq!(name(decide(&c, &own, &message("+19998887777", to))), "Unknown");
+        assert_eq!(
+            name(decide(&c, &own, &message("+19998887777", to))),
+            "Unknown"
+        );
         assert_eq!(name(decide(&c, &own, &message("<weird>", to))), "Unknown");
         let c = config(false);
-        assert_eq!(name(decide(&c, &own, &message("+19998887777", to))), "NoRoute");
+        assert_eq!(
+            name(decide(&c, &own, &message("+19998887777", to))),
+            "NoRoute"
+        );
         assert_eq!(name(decide(&c, &own, &message("+15005550006", to))), "Loop");
         assert_eq!(
             name(decide(&c, &own, &message("+15556667777", "+15005550007"))),

@@ -581,7 +581,6 @@ impl<K: Copy + Eq + Hash, V> Expiring<K, V> {
     }
 }
 
-
 /// The inbound relay's marks: messages seen, and routes' hourly counts.
 /// Bounded like the ledger (past `max_entries` the oldest go first).
 struct RelayMarks {

@@ -54,8 +54,8 @@ use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
 
 use super::{
-    BudgetTake, BudgetUsed, Cell, Claim, Entry, MessageKey, Owner, RecipientKey, Refusal,
-    RelayKey, Reservation, Settle, StoreError, UnixMs,
+    BudgetTake, BudgetUsed, Cell, Claim, Entry, MessageKey, Owner, RecipientKey, Refusal, RelayKey,
+    Reservation, Settle, StoreError, UnixMs,
 };
 use crate::config::RedisConfig;
 use crate::domain::BudgetScope;
@@ -722,7 +722,6 @@ return 1
 "#
     ))
 });
-
 
 /// The inbound relay's marks (`src/relay/`), under `r:<hash>`: a message
 /// seen (`until`), a route's hourly count (`until|count`). Like the ledger,

@@ -33,7 +33,9 @@ impl RelayMetrics {
 
     /// One incoming message, and what became of it.
     pub fn inbound(&self, outcome: &'static str) {
-        self.inbound.get_or_create(&vec![("outcome", outcome)]).inc();
+        self.inbound
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
     }
 
     /// One try at a target: `delivered`, `retried` (a try failed, another
