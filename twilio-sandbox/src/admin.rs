@@ -23,6 +23,9 @@ struct FaultRequest {
     /// stand-in and the webhook receiver.
     #[serde(default)]
     target: Option<String>,
+    /// With `target` `hooks`: only posts to this `{name}`.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 fn one() -> usize {
@@ -51,7 +54,7 @@ pub(crate) async fn queue_fault(state: &State, request: Request<Incoming>) -> An
             info!(fault = %fault, count = parsed.count, "fault queued");
             match parsed.target.as_deref() {
                 None | Some("twilio") => state.faults.push(fault, parsed.count),
-                Some("hooks") => state.hook_faults.push(fault, parsed.count),
+                Some("hooks") => state.hook_faults.push(parsed.name, fault, parsed.count),
                 Some(_) => {
                     return error(&TwilioError::invalid_parameter(
                         "target must be \"twilio\" or \"hooks\"",

@@ -3,8 +3,9 @@
 //! do) and a generic webhook receiver (`POST /sandbox/webhooks/{name}`).
 //! Both record every post they answer (`GET /sandbox/hooks.json`, and the
 //! inbox page), and take their own queued faults
-//! (`POST /sandbox/faults {"fault":"500","count":2,"target":"hooks"}`):
-//! `latency=MS`, `500`, `503`, `429`, `drop`; others answer normally.
+//! (`POST /sandbox/faults {"fault":"500","count":2,"target":"hooks"}`,
+//! with `"name"` for one `{name}` only): `latency=MS`, `500`, `503`, `429`,
+//! `drop`; others answer normally.
 
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
@@ -83,7 +84,7 @@ pub(crate) async fn receive(
         Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
         Err(_) => return Ok(text(StatusCode::BAD_REQUEST, "unreadable body\n")),
     };
-    let status = match state.hook_faults.take() {
+    let status = match state.hook_faults.take(name) {
         Some(Fault::Latency(d)) => {
             tokio::time::sleep(d).await;
             StatusCode::OK
@@ -129,6 +130,44 @@ fn entry(
         signature,
         date: resources::now_rfc2822(),
         answered_status,
+    }
+}
+
+/// Faults queued for the next posts, each for one `{name}` or for any.
+#[derive(Debug, Default)]
+pub(crate) struct HookFaults {
+    queue: std::sync::Mutex<Vec<(Option<String>, Fault, usize)>>,
+}
+
+impl HookFaults {
+    pub(crate) fn push(&self, name: Option<String>, fault: Fault, count: usize) {
+        if count > 0 {
+            self.lock().push((name, fault, count));
+        }
+    }
+
+    /// The first fault queued for `name` (or for any name).
+    fn take(&self, name: &str) -> Option<Fault> {
+        let mut queue = self.lock();
+        let i = queue
+            .iter()
+            .position(|(n, _, _)| n.as_deref().is_none_or(|n| n == name))?;
+        let fault = queue[i].1.clone();
+        queue[i].2 -= 1;
+        if queue[i].2 == 0 {
+            queue.remove(i);
+        }
+        Some(fault)
+    }
+
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Option<String>, Fault, usize)>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -103,7 +103,7 @@ pub(crate) struct State {
     /// Posts to the Slack stand-in and the webhook receiver (`hooks`).
     hooks: Bounded<HookEntry>,
     /// Faults for those posts, apart from the Twilio API's.
-    hook_faults: FaultQueue,
+    hook_faults: hooks::HookFaults,
     /// Where incoming-message webhooks go, and the URL they are signed for
     /// (`inbound`); `None` until set.
     inbound_url: std::sync::Mutex<Option<String>>,
@@ -138,7 +138,7 @@ impl Sandbox {
                 requests: Bounded::new(capacity),
                 faults: FaultQueue::default(),
                 hooks: Bounded::new(capacity),
-                hook_faults: FaultQueue::default(),
+                hook_faults: hooks::HookFaults::default(),
                 inbound_url: std::sync::Mutex::new(None),
                 callback_client,
             }),
@@ -201,9 +201,11 @@ impl Sandbox {
     }
 
     /// The next `count` posts to the Slack stand-in or the webhook
-    /// receiver get this fault.
-    pub fn inject_hook_fault(&self, fault: Fault, count: usize) {
-        self.state.hook_faults.push(fault, count);
+    /// receiver called `name` (any, with `None`) get this fault.
+    pub fn inject_hook_fault(&self, name: Option<&str>, fault: Fault, count: usize) {
+        self.state
+            .hook_faults
+            .push(name.map(str::to_owned), fault, count);
     }
 
     /// The next `count` create requests get this fault (after any already queued).

@@ -161,6 +161,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
             Method::POST => queue_fault(&state, request).await,
             Method::DELETE => {
                 state.faults.clear();
+                state.hook_faults.clear();
                 empty(StatusCode::NO_CONTENT)
             }
             _ => error(&TwilioError::method_not_allowed(method.as_str())),
