@@ -363,7 +363,7 @@ async fn mis_signed_and_unsigned_webhooks_are_refused_and_nothing_is_forwarded()
     let form = twilio_sandbox_params(GITHUB, SHARED, "Your GitHub code is 482917");
     let url = format!("http://{}/v1/twilio/inbound", app.addr);
     let good = twilio_sandbox::signature::sign(AUTH_TOKEN, &url, &form);
-    let cases: Vec<(&str, Vec<(String, String)>, Option<String>)> = vec![
+    let cases: Vec<(&str, Form, Option<String>)> = vec![
         ("unsigned", form.clone(), None),
         (
             "another token",
@@ -438,6 +438,8 @@ async fn mis_signed_and_unsigned_webhooks_are_refused_and_nothing_is_forwarded()
     app.settle().await;
     assert_eq!(app.sms().len(), 1);
 }
+
+type Form = Vec<(String, String)>;
 
 /// The form Twilio posts for an incoming text (the sandbox's own).
 fn twilio_sandbox_params(from: &str, to: &str, body: &str) -> Vec<(String, String)> {
