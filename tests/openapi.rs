@@ -67,7 +67,10 @@ fn every_endpoint(env: &mut std::collections::HashMap<String, String>) {
             "https://courier.example.com",
         ),
         ("PHONE_COURIER__RELAY__ENABLED", "true"),
-        ("PHONE_COURIER__RELAY__PUBLIC_URL", "https://courier.example.com"),
+        (
+            "PHONE_COURIER__RELAY__PUBLIC_URL",
+            "https://courier.example.com",
+        ),
         ("PHONE_COURIER__RELAY__NUMBERS", "+15005550006"),
         ("PHONE_COURIER__RELAY__DEFAULT_ROUTE__NAME", "Unknown"),
         ("PHONE_COURIER__RELAY__DEFAULT_ROUTE__SMS", "+14155550123"),
