@@ -17,7 +17,8 @@
    be refused by the service; it is read as 60 now. KNOWN_FAULT = True would
    stop counting that answer to that input again.
 
-3. Signed status callbacks. POST /v1/twilio/status takes only requests
+3. Signed status callbacks (and incoming messages, POST
+   /v1/twilio/inbound, the same way). POST /v1/twilio/status takes only requests
    signed the way Twilio signs them; schemathesis cannot compute an HMAC, so
    every request would be refused with 403 and the endpoint never tested
    beyond that. Schema-valid requests that carry the X-Twilio-Signature
@@ -103,9 +104,13 @@ def _is_positive(case):
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    if case.operation.path != "/v1/twilio/status" or case.method.upper() != "POST":
+    signed = {
+        "/v1/twilio/status": "COURIER_STATUS_CALLBACK_URL",
+        "/v1/twilio/inbound": "COURIER_INBOUND_URL",
+    }
+    if case.operation.path not in signed or case.method.upper() != "POST":
         return
-    url = os.environ.get("COURIER_STATUS_CALLBACK_URL")
+    url = os.environ.get(signed[case.operation.path])
     token = os.environ.get("COURIER_TWILIO_AUTH_TOKEN")
     if not url or not token or not _is_positive(case):
         return

@@ -24,6 +24,7 @@
 //! | [`config`] | defaults, file and environment merged, then checked into typed values |
 //! | [`telemetry`] | log output and Prometheus metrics |
 //! | [`startup`] | wiring the rooms into a running service from a checked configuration |
+//! | [`relay`] | the inbound relay: codes texted to our numbers, forwarded by SMS, to Slack and to signed webhooks |
 //! | [`store`] | the state a retry touches (ledger, limits, budget), in memory or in Redis |
 //! | [`domain`] | small shared names (channel, template type, limiter, budget scope) below every room |
 //! | [`clock`] | the one clock behind limits, windows and budget days (testable) |
@@ -41,6 +42,7 @@ pub mod domain;
 pub mod http;
 pub mod phone;
 pub mod provider;
+pub mod relay;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

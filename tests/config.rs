@@ -830,3 +830,212 @@ fn check_config_prints_the_store_with_the_url_redacted() {
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["store"], serde_json::json!({"backend": "memory"}));
 }
+
+/// A relay configuration file (in a temp dir), with `extra` appended.
+fn relay_file(name: &str, body: &str) -> PathBuf {
+    let dir = tempdir(name);
+    let path = dir.join("relay.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+const RELAY: &str = r#"
+[relay]
+enabled = true
+public_url = "https://courier.example.com/"
+numbers = ["+15005550006"]
+webhook_secret = "webhook-secret-77aa"
+
+[[relay.routes]]
+name = "GitHub"
+from = ["+15556667777", "32665", "GitHub"]
+sms = ["+14443332222"]
+slack = ["https://hooks.slack.com/services/T1/B1/inline-slack-secret"]
+webhooks = ["https://ops.example.com/mfa"]
+"#;
+
+#[test]
+fn check_config_prints_the_relay_with_slack_urls_and_the_webhook_secret_redacted() {
+    let dir = tempdir("relay-redacted");
+    let slack_file = dir.join("slack");
+    std::fs::write(
+        &slack_file,
+        "# the on-call channel\nhttps://hooks.slack.com/services/T2/B2/file-slack-secret\n",
+    )
+    .unwrap();
+    let file = relay_file(
+        "relay-redacted-file",
+        &format!(
+            "{RELAY}\n[relay.default_route]\nname = \"Unknown\"\nslack_file = \"{}\"\n",
+            slack_file.display()
+        ),
+    );
+    let out = bin()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&file)
+        .envs(good())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let relay = &printed["relay"];
+    assert_eq!(
+        relay["inbound_url"],
+        "https://courier.example.com/v1/twilio/inbound"
+    );
+    assert_eq!(relay["webhook_secret"], "[redacted]");
+    assert_eq!(
+        relay["routes"][0]["from"],
+        serde_json::json!(["+15556667777", "32665", "GitHub"])
+    );
+    assert_eq!(
+        relay["routes"][0]["slack"],
+        serde_json::json!(["[redacted]"])
+    );
+    assert_eq!(
+        relay["routes"][0]["webhooks"],
+        serde_json::json!(["https://ops.example.com/mfa"])
+    );
+    assert_eq!(
+        relay["default_route"]["slack"],
+        serde_json::json!(["[redacted]"]),
+        "one URL read from slack_file, comments skipped"
+    );
+    assert_eq!(relay["retry_window_ms"], 120000);
+    for secret in [
+        "inline-slack-secret",
+        "file-slack-secret",
+        "webhook-secret-77aa",
+    ] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret}"
+        );
+    }
+    // Off by default: nothing printed, no endpoint.
+    let out = bin().arg("check-config").envs(good()).output().unwrap();
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(printed["relay"].is_null());
+}
+
+#[test]
+fn relay_mistakes_name_the_key_and_never_quote_a_slack_url() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "public_url = \"https://courier.example.com/\"",
+            "public_url = \"\"",
+            "relay.public_url",
+        ),
+        (
+            "numbers = [\"+15005550006\"]",
+            "numbers = []",
+            "relay.numbers",
+        ),
+        (
+            "numbers = [\"+15005550006\"]",
+            "numbers = [\"15005550006\"]",
+            "relay.numbers",
+        ),
+        (
+            "from = [\"+15556667777\", \"32665\", \"GitHub\"]",
+            "from = [\"12\"]",
+            "relay.routes[0].from",
+        ),
+        (
+            "from = [\"+15556667777\", \"32665\", \"GitHub\"]",
+            "from = []",
+            "relay.routes[0].from",
+        ),
+        (
+            "sms = [\"+14443332222\"]",
+            "sms = [\"4443332222\"]",
+            "relay.routes[0].sms",
+        ),
+        (
+            "slack = [\"https://hooks.slack.com/services/T1/B1/inline-slack-secret\"]",
+            "slack = [\"hooks.slack.com/inline-slack-secret\"]",
+            "relay.routes[0].slack",
+        ),
+        (
+            "webhooks = [\"https://ops.example.com/mfa\"]",
+            "webhooks = [\"ftp://x\"]",
+            "relay.routes[0].webhooks",
+        ),
+        (
+            "webhook_secret = \"webhook-secret-77aa\"",
+            "",
+            "relay.webhook_secret",
+        ),
+        ("name = \"GitHub\"", "name = \"\"", "relay.routes[0].name"),
+        (
+            "enabled = true",
+            "enabled = true\nattempts = 0",
+            "relay.attempts",
+        ),
+        (
+            "enabled = true",
+            "enabled = true\nsms_template = \"no body here\"",
+            "relay.sms_template",
+        ),
+        (
+            "enabled = true",
+            "enabled = true\ntimeout_ms = 0",
+            "relay.timeout_ms",
+        ),
+    ];
+    for (i, (from, to, key)) in cases.iter().enumerate() {
+        let text = RELAY.replace(from, to);
+        assert_ne!(text, RELAY, "case {i} changes nothing");
+        let file = relay_file(&format!("relay-bad-{i}"), &text);
+        let e = Config::load(&Sources {
+            file: Some(file),
+            env: env(&good()),
+        })
+        .expect_err(key);
+        let shown = e.to_string();
+        assert_eq!(key_of(e), *key, "{shown}");
+        assert!(!shown.contains("inline-slack-secret"), "{shown}");
+    }
+    // A route with no target at all.
+    let text = RELAY
+        .replace("sms = [\"+14443332222\"]\n", "")
+        .replace(
+            "slack = [\"https://hooks.slack.com/services/T1/B1/inline-slack-secret\"]\n",
+            "",
+        )
+        .replace("webhooks = [\"https://ops.example.com/mfa\"]\n", "");
+    let e = Config::load(&Sources {
+        file: Some(relay_file("relay-no-target", &text)),
+        env: env(&good()),
+    })
+    .unwrap_err();
+    assert_eq!(key_of(e), "relay.routes[0]");
+    // Enabled without a route or a default route.
+    let text = RELAY.split("[[relay.routes]]").next().unwrap();
+    let e = Config::load(&Sources {
+        file: Some(relay_file("relay-no-route", text)),
+        env: env(&good()),
+    })
+    .unwrap_err();
+    assert_eq!(key_of(e), "relay.routes");
+    // An API key only: incoming webhooks could not be verified.
+    let api_key_only: Vec<_> = without("PHONE_COURIER__TWILIO__AUTH_TOKEN")
+        .into_iter()
+        .chain([
+            (
+                "PHONE_COURIER__TWILIO__API_KEY_SID",
+                "SK0123456789abcdef0123456789abcdef",
+            ),
+            ("PHONE_COURIER__TWILIO__API_KEY_SECRET", "key-secret"),
+        ])
+        .collect();
+    let e = Config::load(&Sources {
+        file: Some(relay_file("relay-api-key", RELAY)),
+        env: env(&api_key_only),
+    })
+    .unwrap_err();
+    assert_eq!(key_of(e), "relay.enabled");
+}

@@ -126,3 +126,98 @@ async fn json_logs_are_one_object_a_line_with_the_request_fields() {
     let all = lines.join("\n");
     assert!(!all.contains("482917") && !all.contains("4155550123"));
 }
+
+/// The relay logs the route, the MessageSid and each target's outcome, but
+/// never the text, the sender's or a target's whole number, a Slack URL
+/// (a credential) or the webhook secret.
+#[tokio::test]
+async fn the_relay_logs_no_body_number_or_slack_url() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let twilio = twilio_accepting().await;
+    let slack = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/T000/B000/XXXXSECRET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(1)
+        .mount(&slack)
+        .await;
+    let file = std::env::temp_dir().join(format!("relay-logs-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[relay]
+enabled = true
+public_url = "https://courier.example.com"
+numbers = ["{FROM}"]
+[[relay.routes]]
+name = "GitHub"
+from = ["+15556667777"]
+sms = ["+14155550123"]
+slack = ["{}/services/T000/B000/XXXXSECRET"]
+"#,
+            slack.uri()
+        ),
+    )
+    .unwrap();
+    let mut env = base_env(&twilio.uri());
+    env.insert("PHONE_COURIER_CONFIG".into(), file.display().to_string());
+    let (mut child, addr, rx, mut logs) = spawn_binary(&env);
+    let form = pairs(&[
+        ("MessageSid", "SM33333333333333333333333333333333"),
+        ("From", "+15556667777"),
+        ("To", FROM),
+        ("Body", "Your GitHub code is 482917"),
+        ("NumMedia", "0"),
+    ]);
+    let signature = twilio_sandbox::signature::sign(
+        AUTH_TOKEN,
+        "https://courier.example.com/v1/twilio/inbound",
+        &form,
+    );
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/twilio/inbound"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", signature)
+        .body(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form.iter())
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "<Response/>");
+    // Both targets report, then the service stops.
+    while logs.matches(" relayed").count() < 2 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("both targets report:\n{logs}"));
+        logs.push_str(&line);
+        logs.push('\n');
+    }
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        logs.push_str(&line);
+        logs.push('\n');
+    }
+    let _ = std::fs::remove_file(&file);
+    let sms = twilio.received_requests().await.unwrap();
+    assert_eq!(sms.len(), 1, "the SMS was forwarded");
+    assert!(logs.contains("SM33333333333333333333333333333333"));
+    assert!(logs.contains("route=\"GitHub\""), "{logs}");
+    assert!(logs.contains("…77"), "the sender, masked: {logs}");
+    for secret in [
+        "482917",
+        "Your GitHub code",
+        "5556667777",
+        "4155550123",
+        "XXXXSECRET",
+        AUTH_TOKEN,
+    ] {
+        assert!(!logs.contains(secret), "logs contain {secret:?}:\n{logs}");
+    }
+}

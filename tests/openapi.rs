@@ -58,6 +58,27 @@ fn check_answer(doc: &Value, op: &Value, name: &str, status: u16, content_type: 
     );
 }
 
+/// Status callbacks and the inbound relay on (both are off by default), so
+/// every documented endpoint exists.
+fn every_endpoint(env: &mut std::collections::HashMap<String, String>) {
+    for (k, v) in [
+        (
+            "PHONE_COURIER__STATUS_CALLBACK__PUBLIC_URL",
+            "https://courier.example.com",
+        ),
+        ("PHONE_COURIER__RELAY__ENABLED", "true"),
+        (
+            "PHONE_COURIER__RELAY__PUBLIC_URL",
+            "https://courier.example.com",
+        ),
+        ("PHONE_COURIER__RELAY__NUMBERS", "+15005550006"),
+        ("PHONE_COURIER__RELAY__DEFAULT_ROUTE__NAME", "Unknown"),
+        ("PHONE_COURIER__RELAY__DEFAULT_ROUTE__SMS", "+14155550123"),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+}
+
 #[tokio::test]
 async fn every_documented_example_gets_its_documented_answer() {
     let doc = openapi();
@@ -66,14 +87,8 @@ async fn every_documented_example_gets_its_documented_answer() {
         serde_json::from_str(kratos_phone_courier::delivery::message::COURIER_MESSAGE_SCHEMA)
             .unwrap();
     let courier_validator = jsonschema::validator_for(&courier_schema).unwrap();
-    // With status callbacks on, so their endpoint exists.
-    let app = spawn_app_with(|env| {
-        env.insert(
-            "PHONE_COURIER__STATUS_CALLBACK__PUBLIC_URL".into(),
-            "https://courier.example.com".into(),
-        );
-    })
-    .await;
+    // With status callbacks and the relay on, so their endpoints exist.
+    let app = spawn_app_with(every_endpoint).await;
     let mut sent = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
@@ -458,14 +473,9 @@ async fn expect_405(
 async fn every_documented_path_answers_other_methods_405_with_allow() {
     let doc = openapi();
     let error_schema = jsonschema::validator_for(&doc["components"]["schemas"]["Error"]).unwrap();
-    // Status callbacks on and metrics on the API listener: every path exists.
-    let app = spawn_app_with(|env| {
-        env.insert(
-            "PHONE_COURIER__STATUS_CALLBACK__PUBLIC_URL".into(),
-            "https://courier.example.com".into(),
-        );
-    })
-    .await;
+    // Status callbacks and the relay on, metrics on the API listener:
+    // every path exists.
+    let app = spawn_app_with(every_endpoint).await;
     let mut paths = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         let documented: std::collections::BTreeSet<String> = item
@@ -511,15 +521,15 @@ async fn every_documented_path_answers_other_methods_405_with_allow() {
         }
         paths += 1;
     }
-    assert_eq!(paths, 7, "every documented path was checked");
+    assert_eq!(paths, 8, "every documented path was checked");
 }
 
 #[tokio::test]
 async fn paths_not_on_a_listener_are_404_and_the_metrics_listener_answers_405() {
     let doc = openapi();
     let error_schema = jsonschema::validator_for(&doc["components"]["schemas"]["Error"]).unwrap();
-    // Metrics on their own listener, no status callbacks: neither path is
-    // on the API listener, whatever the method.
+    // Metrics on their own listener, no status callbacks, no relay: none
+    // of these paths is on the API listener, whatever the method.
     let app = spawn_app_with(|env| {
         env.insert(
             "PHONE_COURIER__METRICS__LISTEN".into(),
@@ -527,7 +537,7 @@ async fn paths_not_on_a_listener_are_404_and_the_metrics_listener_answers_405() 
         );
     })
     .await;
-    for path in ["/metrics", "/v1/twilio/status"] {
+    for path in ["/metrics", "/v1/twilio/status", "/v1/twilio/inbound"] {
         for method in METHODS {
             let r = app
                 .client

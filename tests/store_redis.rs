@@ -888,3 +888,68 @@ async fn a_store_starts_while_redis_is_down() {
     assert_quiet(&e, &url);
     assert!(RedisStore::connect(&config("http://example.com")).is_err());
 }
+
+/// The relay's marks: a MessageSid is new to exactly one of many replicas
+/// asking at once, is forgotten after its keep, and a route's hourly count
+/// stops at its limit and starts again in the next window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_marks_are_shared_by_replicas_and_counted_atomically() {
+    let server = server_or_skip!();
+    let replicas: Vec<Arc<RedisStore>> = (0..4).map(|_| Arc::new(store(&server))).collect();
+    let seen = [5u8; 16];
+    let keep = Duration::from_secs(86_400);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = replicas[i % replicas.len()].clone();
+            tokio::spawn(async move { s.relay_first_seen(&seen, T0, keep).await.unwrap() })
+        })
+        .collect();
+    let mut firsts = 0;
+    for t in tasks {
+        firsts += usize::from(t.await.unwrap());
+    }
+    assert_eq!(firsts, 1, "one replica relays, the others see a duplicate");
+    assert!(!replicas[1]
+        .relay_first_seen(&seen, T0 + 86_399_999, keep)
+        .await
+        .unwrap());
+    assert!(replicas[2]
+        .relay_first_seen(&seen, T0 + 86_400_000, keep)
+        .await
+        .unwrap());
+
+    let count = [6u8; 16];
+    let until = T0 + 3_600_000;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let s = replicas[i % replicas.len()].clone();
+            tokio::spawn(async move { s.relay_take(&count, 3, T0, until).await.unwrap() })
+        })
+        .collect();
+    let mut taken = 0;
+    for t in tasks {
+        taken += usize::from(t.await.unwrap());
+    }
+    assert_eq!(taken, 3, "exactly the limit, whoever asks");
+    assert!(replicas[0]
+        .relay_take(&count, 3, until, until + 3_600_000)
+        .await
+        .unwrap());
+
+    // Keyed hashes under the prefix, with an expiry.
+    let mut conn = raw(&server).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("kpc:r:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} expires");
+    }
+}

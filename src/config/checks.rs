@@ -35,6 +35,7 @@ pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
     dedup_window_covers_retries(&c.dedup, &c.twilio)?;
     budget_fits_its_arithmetic(&c.budget)?;
     status_callbacks_can_be_verified(c)?;
+    relay_can_be_verified(c)?;
     Ok(())
 }
 
@@ -107,6 +108,18 @@ fn status_callbacks_can_be_verified(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "status_callback.public_url",
             "needs twilio.auth_token: Twilio signs status callbacks with the account's auth token, even when requests use an API key",
+        ));
+    }
+    Ok(())
+}
+
+/// Twilio signs incoming-message webhooks with the account's auth token:
+/// without it every one would be refused (the relay fails closed).
+fn relay_can_be_verified(c: &Config) -> Result<(), ConfigError> {
+    if c.relay.is_some() && c.twilio.signing_token.is_none() {
+        return Err(ConfigError::invalid(
+            "relay.enabled",
+            "needs twilio.auth_token: Twilio signs incoming-message webhooks with the account's auth token, even when requests use an API key",
         ));
     }
     Ok(())

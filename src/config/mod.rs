@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `load` | the sources ([`Sources`], [`DEFAULT_TOML`]) and their merging into [`Settings`] |
 //! | `error` | [`ConfigError`], and the `config` crate's errors rebuilt so they never quote a value or a line |
-//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback` | one section each: its file format, its checked form, the check between them |
+//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay` | one section each: its file format, its checked form, the check between them |
 //! | `checks` | the rules that span sections (provider timeout against Kratos's, the dedup window against Kratos's retries, the budget's arithmetic), run after the sections |
 //! | `phone_number`, `country`, `language_tag` | the value types read once here and kept: [`E164`], [`SenderId`], [`CountryId`], [`LanguageTag`] |
 //! | `secret`, `values` | secrets inline or in files; lists, durations, string views |
@@ -40,6 +40,7 @@ mod log;
 mod metrics;
 mod phone_number;
 mod policy;
+mod relay;
 mod secret;
 mod server;
 mod status_callback;
@@ -62,6 +63,7 @@ pub use log::{LogConfig, LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
 pub use phone_number::{NotASenderId, NotE164, SenderId, E164};
 pub use policy::{CountryPolicy, CountrySettings, PolicyConfig, PolicySettings};
+pub use relay::{RelayConfig, RelaySettings, Route, RouteSettings, Sender};
 pub use server::{ServerConfig, ServerSettings, MAX_DRAIN};
 pub use status_callback::StatusCallbackSettings;
 pub use store::{Backend, OnError, RedisConfig, RedisSettings, StoreConfig, StoreSettings};
@@ -87,6 +89,7 @@ pub struct Settings {
     pub test_numbers: TestNumbersSettings,
     pub metrics: MetricsSettings,
     pub status_callback: StatusCallbackSettings,
+    pub relay: RelaySettings,
 }
 
 /// The checked configuration the service runs with.
@@ -113,6 +116,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Where Twilio posts delivery statuses: `{public_url}/v1/twilio/status`.
     pub status_callback_url: Option<String>,
+    /// The inbound relay (`POST /v1/twilio/inbound`); `None` when off.
+    pub relay: Option<RelayConfig>,
 }
 
 impl Settings {
@@ -133,6 +138,7 @@ impl Settings {
             test_numbers: self.test_numbers.check()?,
             metrics_listen: self.metrics.check()?,
             status_callback_url: self.status_callback.check()?,
+            relay: self.relay.check()?,
         };
         checks::across_sections(&config)?;
         Ok(config)

@@ -38,6 +38,9 @@ pub enum Answer {
     TestMessages(Vec<TestMessage>),
     /// A status callback was recorded.
     Recorded,
+    /// An incoming message was taken (relayed or not, it is not Twilio's
+    /// business): the empty TwiML answer, so Twilio replies nothing.
+    TwimlEmpty,
     Error(ApiError),
 }
 
@@ -108,6 +111,14 @@ impl Answer {
                 *response.status_mut() = StatusCode::NO_CONTENT;
                 response
             }
+            Answer::TwimlEmpty => {
+                let mut response = Response::new(Full::new(Bytes::from_static(b"<Response/>")));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/xml; charset=utf-8"),
+                );
+                response
+            }
             Answer::Error(e) => e.into_response(),
         }
     }
@@ -162,6 +173,9 @@ pub enum ApiError {
     Schema(Vec<Violation>),
     #[error("invalid signature")]
     InvalidSignature,
+    /// A signed incoming-message webhook without MessageSid, From or To.
+    #[error("invalid webhook")]
+    InvalidWebhook,
     #[error("request timeout")]
     RequestTimeout,
     /// `server.max_connections` reached, answered at accept time.
@@ -184,9 +198,10 @@ impl ApiError {
             ApiError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BodyUnreadable | ApiError::MalformedJson | ApiError::Schema(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BodyUnreadable
+            | ApiError::MalformedJson
+            | ApiError::Schema(_)
+            | ApiError::InvalidWebhook => StatusCode::BAD_REQUEST,
             ApiError::Delivery(d) => match d {
                 D::InvalidRecipient(_)
                 | D::BodyTooLong { .. }
@@ -217,6 +232,7 @@ impl ApiError {
             ApiError::MalformedJson => "malformed_json",
             ApiError::Schema(_) => "schema_violation",
             ApiError::InvalidSignature => "invalid_signature",
+            ApiError::InvalidWebhook => "invalid_webhook",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::TooManyConnections => "overloaded",
             ApiError::Delivery(d) => match d {
@@ -265,6 +281,9 @@ impl ApiError {
             }
             ApiError::InvalidSignature => {
                 "X-Twilio-Signature is missing or does not match this URL, these parameters and the auth token".into()
+            }
+            ApiError::InvalidWebhook => {
+                "the incoming-message webhook lacks MessageSid, From or To".into()
             }
             ApiError::Delivery(d) => match d {
                 D::InvalidRecipient(e) => format!("recipient is {e}: {E164_HELP}"),

@@ -20,6 +20,7 @@ use crate::http::auth::Authenticator;
 use crate::http::body;
 use crate::http::status_callback::StatusCallbacks;
 use crate::provider::twilio::TwilioClient;
+use crate::relay::Relay;
 use crate::telemetry::metrics::Metrics;
 
 /// Why the application could not be built.
@@ -29,6 +30,8 @@ pub enum AppError {
     Client(#[from] crate::provider::twilio::ClientError),
     #[error("configuration key `store.redis`: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
 }
 
 /// Everything a request needs, built once at start.
@@ -40,6 +43,8 @@ pub struct App {
     metrics: Arc<Metrics>,
     /// `None` when `status_callback.public_url` is not set.
     status_callbacks: Option<StatusCallbacks>,
+    /// `None` when `relay.enabled` is off.
+    relay: Option<Relay>,
     /// Set once the service can send (configuration loaded, credentials
     /// checked where that is asked for).
     ready: AtomicBool,
@@ -70,6 +75,14 @@ impl App {
         let twilio = TwilioClient::new(&config.twilio)?;
         let metrics = Arc::new(Metrics::new());
         let (store, keys) = crate::store::open(&config, clock.clone(), metrics.store_errors())?;
+        let relay = Relay::new(
+            &config,
+            twilio.clone(),
+            store.clone(),
+            keys.clone(),
+            clock.clone(),
+            metrics.clone(),
+        )?;
         let courier = Courier::new(&config, twilio, store, keys, clock, metrics.clone());
         let plan = courier.recipients().plan().clone();
         Ok(App {
@@ -77,6 +90,7 @@ impl App {
             parser: MessageParser::new(),
             courier,
             status_callbacks: StatusCallbacks::new(&config, metrics.clone(), plan),
+            relay,
             metrics,
             ready: AtomicBool::new(!config.twilio.verify_credentials_on_start),
             shutting_down: AtomicBool::new(false),
@@ -138,6 +152,12 @@ impl App {
                     None => ApiError::NotFound.into(),
                 };
             }
+            (&Method::POST, "/v1/twilio/inbound") => {
+                return match &self.relay {
+                    Some(relay) => relay.handle(request).await,
+                    None => ApiError::NotFound.into(),
+                };
+            }
             (_, "/v1/test-messages") => return ApiError::MethodNotAllowed { allow: "GET" }.into(),
             (_, "/v1/sms" | "/v1/voice") => {
                 return ApiError::MethodNotAllowed { allow: "POST" }.into()
@@ -151,6 +171,9 @@ impl App {
                 return ApiError::MethodNotAllowed { allow: "GET" }.into()
             }
             (_, "/v1/twilio/status") if self.status_callbacks.is_some() => {
+                return ApiError::MethodNotAllowed { allow: "POST" }.into()
+            }
+            (_, "/v1/twilio/inbound") if self.relay.is_some() => {
                 return ApiError::MethodNotAllowed { allow: "POST" }.into()
             }
             _ => return ApiError::NotFound.into(),

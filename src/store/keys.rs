@@ -18,6 +18,9 @@ pub type RecipientKey = [u8; 16];
 /// Identifies what one rate limiter counts (a recipient, an address, a
 /// country): 64 bits are plenty within one limiter.
 pub type LimitKey = u64;
+/// Identifies a relay mark: an incoming message seen, or a route's count in
+/// one hour (see `Store::relay_first_seen`, `Store::relay_take`).
+pub type RelayKey = [u8; 16];
 
 /// Derives every key from one secret.
 #[derive(Clone)]
@@ -110,6 +113,17 @@ impl Keys {
         h.write(scope.as_bytes());
         h.write(what);
         h.finish()
+    }
+}
+
+impl Keys {
+    /// A relay mark's key: `kind` (`seen`, `route`) and what it marks (a
+    /// MessageSid; a route's name and hour). Kept apart from the courier's
+    /// keys by the leading label.
+    pub fn relay(&self, kind: &str, what: &[&[u8]]) -> RelayKey {
+        let mut parts: Vec<&[u8]> = vec![b"relay", kind.as_bytes()];
+        parts.extend_from_slice(what);
+        self.hash16(&parts)
     }
 }
 

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 
 use super::{
     BudgetTake, BudgetUsed, Cell, Claim, Entry, Limiter, MessageKey, Owner, RecipientKey, Refusal,
-    Reservation, Settle, StoreError, UnixMs,
+    RelayKey, Reservation, Settle, StoreError, UnixMs,
 };
 use crate::clock::Clock;
 use crate::domain::BudgetScope;
@@ -42,6 +42,8 @@ pub struct MemoryStore {
     settled: Notify,
     limits: Mutex<HashMap<Limiter, Bucket>>,
     budget: Mutex<BudgetDay>,
+    /// The inbound relay's marks (see the relay block below).
+    relay: Mutex<RelayMarks>,
 }
 
 struct Ledger {
@@ -115,6 +117,10 @@ impl MemoryStore {
                 day: 0,
                 total: 0,
                 per_country: HashMap::new(),
+            }),
+            relay: Mutex::new(RelayMarks {
+                seen: Expiring::new(max_entries),
+                counts: Expiring::new(max_entries),
             }),
         }
     }
@@ -575,6 +581,50 @@ impl<K: Copy + Eq + Hash, V> Expiring<K, V> {
     }
 }
 
+/// The inbound relay's marks: messages seen, and routes' hourly counts.
+/// Bounded like the ledger (past `max_entries` the oldest go first).
+struct RelayMarks {
+    seen: Expiring<RelayKey, ()>,
+    counts: Expiring<RelayKey, u32>,
+}
+
+impl MemoryStore {
+    fn relay_marks(&self) -> std::sync::MutexGuard<'_, RelayMarks> {
+        self.relay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub async fn relay_first_seen(
+        &self,
+        key: &RelayKey,
+        now: UnixMs,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut marks = self.relay_marks();
+        if marks.seen.get(key, now).is_some() {
+            return Ok(false);
+        }
+        marks.seen.insert(*key, (), now, keep);
+        Ok(true)
+    }
+
+    pub async fn relay_take(
+        &self,
+        key: &RelayKey,
+        limit: u32,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<bool, StoreError> {
+        let mut marks = self.relay_marks();
+        let taken = marks.counts.get(key, now).copied().unwrap_or(0);
+        if taken >= limit {
+            return Ok(false);
+        }
+        let keep = Duration::from_millis(until.saturating_sub(now).max(1));
+        marks.counts.insert(*key, taken + 1, now, keep);
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -813,5 +863,22 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(s.len(), 100);
+    }
+
+    #[tokio::test]
+    async fn relay_marks_once_and_counts_to_the_limit() {
+        let (s, _) = store();
+        let t = 1_000_000;
+        let k = [3u8; 16];
+        assert_eq!(s.relay_first_seen(&k, t, KEEP).await, Ok(true));
+        assert_eq!(s.relay_first_seen(&k, t + 1, KEEP).await, Ok(false));
+        // Forgotten after `keep`.
+        assert_eq!(s.relay_first_seen(&k, t + 600_000, KEEP).await, Ok(true));
+        let c = [4u8; 16];
+        assert_eq!(s.relay_take(&c, 2, t, t + 10).await, Ok(true));
+        assert_eq!(s.relay_take(&c, 2, t, t + 10).await, Ok(true));
+        assert_eq!(s.relay_take(&c, 2, t + 1, t + 10).await, Ok(false));
+        // The window ended: a new count.
+        assert_eq!(s.relay_take(&c, 2, t + 10, t + 20).await, Ok(true));
     }
 }

@@ -19,7 +19,7 @@ pub mod redis;
 
 use std::time::Duration;
 
-pub use keys::{Keys, LimitKey, MessageKey, RecipientKey};
+pub use keys::{Keys, LimitKey, MessageKey, RecipientKey, RelayKey};
 
 /// Who holds a claim: a random id made per send attempt, so a replica that
 /// died (or a request that was cancelled) can be told from a live one.
@@ -404,5 +404,32 @@ impl Store {
             } => m.prune(),
             Store::Redis { .. } => {}
         }
+    }
+}
+
+/// The inbound relay's marks (`src/relay/`): kept in the store so that
+/// replicas agree on what was relayed, like the courier's ledger.
+impl Store {
+    /// Marks an incoming message seen for `keep`; `true` when it had not
+    /// been (Twilio retries webhooks: a second copy is not relayed).
+    pub async fn relay_first_seen(
+        &self,
+        key: &RelayKey,
+        now: UnixMs,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.relay_first_seen(key, now, keep))
+    }
+
+    /// Takes one from the counter `key` (a route's hour) if fewer than
+    /// `limit` were taken; the counter lives until `until`.
+    pub async fn relay_take(
+        &self,
+        key: &RelayKey,
+        limit: u32,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.relay_take(key, limit, now, until))
     }
 }

@@ -24,6 +24,7 @@
 //! | `u:<hash>` | an unreachable recipient: `until\|` or `until\|provider code` |
 //! | `l:<channel>:<limiter>:<hash>` | a GCRA cell: its theoretical arrival time, Unix nanoseconds |
 //! | `b:<day>:t`, `b:<day>:c:<calling code>` | the day's budget counters |
+//! | `r:<hash>` | the inbound relay's marks: a message seen (`until`), a route's hourly count (`until\|count`) |
 //!
 //! Times in values are Unix milliseconds, except the GCRA's nanoseconds.
 //!
@@ -53,7 +54,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
 
 use super::{
-    BudgetTake, BudgetUsed, Cell, Claim, Entry, MessageKey, Owner, RecipientKey, Refusal,
+    BudgetTake, BudgetUsed, Cell, Claim, Entry, MessageKey, Owner, RecipientKey, Refusal, RelayKey,
     Reservation, Settle, StoreError, UnixMs,
 };
 use crate::config::RedisConfig;
@@ -720,6 +721,94 @@ end
 return 1
 "#
     ))
+});
+
+/// The inbound relay's marks (`src/relay/`), under `r:<hash>`: a message
+/// seen (`until`), a route's hourly count (`until|count`). Like the ledger,
+/// each is read against the caller's `now`, and Redis drops it a minute
+/// after it stops counting.
+impl RedisStore {
+    fn relay_key(&self, key: &RelayKey) -> String {
+        format!("{}r:{}", self.prefix, hex(key))
+    }
+
+    pub async fn relay_first_seen(
+        &self,
+        key: &RelayKey,
+        now: UnixMs,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.relay_key(key);
+        let keep_ms = ttl_ms(keep);
+        let first: i64 = self
+            .run("relay_first_seen", |mut conn| async move {
+                RELAY_SEEN
+                    .key(key)
+                    .arg(now)
+                    .arg(now.saturating_add(keep_ms))
+                    .arg(keep_ms + GC_MARGIN_MS)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(first == 1)
+    }
+
+    pub async fn relay_take(
+        &self,
+        key: &RelayKey,
+        limit: u32,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<bool, StoreError> {
+        let key = self.relay_key(key);
+        let px = until.saturating_sub(now).clamp(1, MAX_TTL_MS) + GC_MARGIN_MS;
+        let taken: i64 = self
+            .run("relay_take", |mut conn| async move {
+                RELAY_TAKE
+                    .key(key)
+                    .arg(now)
+                    .arg(limit)
+                    .arg(until)
+                    .arg(px)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(taken == 1)
+    }
+}
+
+/// KEYS: the mark. ARGV: now, until, keep (ms). 1 if it was not seen (and
+/// is marked now), 0 if it was.
+static RELAY_SEEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('GET', KEYS[1])
+if v and tonumber(v) and tonumber(v) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// KEYS: the counter. ARGV: now, limit, until, keep (ms). 1 if one was
+/// taken, 0 if `limit` were taken already.
+static RELAY_TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[1])
+local n = 0
+local v = redis.call('GET', KEYS[1])
+if v then
+  local u, c = string.match(v, '^(%d+)|(%d+)$')
+  if u and tonumber(u) > now then n = tonumber(c) end
+end
+if n >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[3] .. '|' .. (n + 1), 'PX', ARGV[4])
+return 1
+"#,
+    )
 });
 
 #[cfg(test)]

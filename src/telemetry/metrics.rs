@@ -57,6 +57,8 @@ pub struct Metrics {
     delivery_status: Family<Labels, Counter>,
     budget_used: Family<Labels, Gauge<f64, AtomicU64>>,
     store_errors: Counter,
+    /// The inbound relay's counters (`relay_metrics`).
+    relay: super::relay_metrics::RelayMetrics,
 }
 
 impl Default for Metrics {
@@ -124,7 +126,9 @@ impl Metrics {
             "Calls the shared store (Redis) did not answer in time",
             store_errors.clone(),
         );
+        let relay = super::relay_metrics::RelayMetrics::register(&mut registry);
         Metrics {
+            relay,
             store_errors,
             registry,
             requests,
@@ -207,6 +211,11 @@ impl Metrics {
                 ("error_code", error_code.to_owned()),
             ])
             .inc();
+    }
+
+    /// The inbound relay's counters.
+    pub fn relay(&self) -> &super::relay_metrics::RelayMetrics {
+        &self.relay
     }
 
     /// The counter the store increments when Redis does not answer.

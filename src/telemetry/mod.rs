@@ -4,5 +4,6 @@
 
 pub mod logs;
 pub mod metrics;
+pub mod relay_metrics;
 
 pub use logs::init;

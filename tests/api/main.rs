@@ -10,6 +10,7 @@ mod health;
 mod observability;
 mod provider_errors;
 mod reconcile;
+mod relay;
 mod requests;
 mod shutdown;
 mod slow_clients;

@@ -19,6 +19,13 @@ struct FaultRequest {
     fault: String,
     #[serde(default = "one")]
     count: usize,
+    /// `twilio` (the default): the Messages/Calls API; `hooks`: the Slack
+    /// stand-in and the webhook receiver.
+    #[serde(default)]
+    target: Option<String>,
+    /// With `target` `hooks`: only posts to this `{name}`.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 fn one() -> usize {
@@ -45,7 +52,15 @@ pub(crate) async fn queue_fault(state: &State, request: Request<Incoming>) -> An
     match parsed.fault.parse::<Fault>() {
         Ok(fault) => {
             info!(fault = %fault, count = parsed.count, "fault queued");
-            state.faults.push(fault, parsed.count);
+            match parsed.target.as_deref() {
+                None | Some("twilio") => state.faults.push(fault, parsed.count),
+                Some("hooks") => state.hook_faults.push(parsed.name, fault, parsed.count),
+                Some(_) => {
+                    return error(&TwilioError::invalid_parameter(
+                        "target must be \"twilio\" or \"hooks\"",
+                    ))
+                }
+            }
             empty(StatusCode::NO_CONTENT)
         }
         Err(unknown) => error(&TwilioError::invalid_parameter(unknown.to_string())),
@@ -55,6 +70,8 @@ pub(crate) async fn queue_fault(state: &State, request: Request<Incoming>) -> An
 pub(crate) fn html_page(state: &State) -> Answer {
     let mut answer = Response::new(SandboxBody::full(html::inbox_page(
         &state.inbox.newest_first(),
+        &state.hooks.newest_first(),
+        state.inbound_url().is_some(),
     )));
     answer.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::hooks::{HookEntry, HookKind};
 use super::model::{Channel, InboxEntry};
 
 /// Escape text for HTML element content and attribute values.
@@ -20,8 +21,10 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
-/// The page, newest first; every dynamic value escaped.
-pub(crate) fn inbox_page(entries: &[InboxEntry]) -> String {
+/// The page, newest first; every dynamic value escaped. With an inbound
+/// URL set, a form sends a text "to" the service's relay, and what the
+/// relay posted to the Slack stand-in and webhook receiver is listed.
+pub(crate) fn inbox_page(entries: &[InboxEntry], hooks: &[HookEntry], inbound: bool) -> String {
     let mut page = String::from(concat!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
         "<meta http-equiv=\"refresh\" content=\"5\">\n",
@@ -65,6 +68,35 @@ pub(crate) fn inbox_page(entries: &[InboxEntry]) -> String {
         }
         page.push_str("</tbody>\n</table>\n");
     }
+    if inbound {
+        page.push_str(concat!(
+            "<h2>Send a text to the service's relay</h2>\n",
+            "<form method=\"post\" action=\"/sandbox/inbound\">",
+            "<label>From <input name=\"from\" value=\"+15556667777\"></label> ",
+            "<label>To <input name=\"to\" value=\"+15005550006\"></label> ",
+            "<label>Text <input name=\"body\" size=\"40\" value=\"Your GitHub code is 482917\"></label> ",
+            "<button>Send as Twilio</button></form>\n",
+        ));
+    }
+    if !hooks.is_empty() {
+        page.push_str("<h2>Relayed to Slack and webhooks</h2>\n<table>\n<thead><tr><th>Time</th><th>Where</th><th>Text</th><th>Answered</th></tr></thead>\n<tbody>\n");
+        for hook in hooks {
+            let kind = match hook.kind {
+                HookKind::Slack => "Slack",
+                HookKind::Webhook => "Webhook",
+            };
+            let _ = writeln!(
+                page,
+                "<tr><td>{}</td><td>{} {}</td><td class=\"text\">{}</td><td>{}</td></tr>",
+                escape(&hook.date),
+                kind,
+                escape(&hook.name),
+                escape(&hook.text()),
+                hook.answered_status,
+            );
+        }
+        page.push_str("</tbody>\n</table>\n");
+    }
     page.push_str("</body>\n</html>\n");
     page
 }
@@ -91,7 +123,7 @@ mod tests {
             status: "queued".into(),
             form: vec![],
         };
-        let page = inbox_page(&[entry]);
+        let page = inbox_page(&[entry], &[], false);
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("&lt;b&gt;"));

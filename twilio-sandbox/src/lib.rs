@@ -10,6 +10,11 @@
 //! (`GET .../Messages.json`, `.../Calls.json`) the way Twilio does, so clients
 //! can reconcile an uncertain send.
 //!
+//! It also plays the other side of the service's inbound relay: it posts
+//! signed incoming-message webhooks (`POST /sandbox/inbound`) and stands in
+//! for Slack and webhook receivers (`/sandbox/slack/{name}`,
+//! `/sandbox/webhooks/{name}`), recording what they were sent.
+//!
 //! The inbox, request log and fault endpoints have no authentication: this is
 //! a local development tool and must not be exposed beyond the machine.
 
@@ -21,7 +26,9 @@ mod callback;
 mod create;
 mod error;
 mod fault;
+mod hooks;
 mod html;
+mod inbound;
 mod list;
 mod mask;
 mod model;
@@ -37,6 +44,8 @@ use std::time::Duration;
 
 pub use error::TwilioError;
 pub use fault::{Fault, UnknownFault};
+pub use hooks::{HookEntry, HookKind};
+pub use inbound::{InboundError, InboundSent, InboundSms};
 pub use model::{Channel, InboxEntry, RecordedRequest};
 
 use fault::FaultQueue;
@@ -75,6 +84,15 @@ impl Default for SandboxConfig {
 /// How long one status callback POST may take.
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
+impl State {
+    pub(crate) fn inbound_url(&self) -> Option<String> {
+        self.inbound_url
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// Shared state behind every clone of a [`Sandbox`].
 #[derive(Debug)]
 pub(crate) struct State {
@@ -82,6 +100,13 @@ pub(crate) struct State {
     inbox: Bounded<InboxEntry>,
     requests: Bounded<RecordedRequest>,
     faults: FaultQueue,
+    /// Posts to the Slack stand-in and the webhook receiver (`hooks`).
+    hooks: Bounded<HookEntry>,
+    /// Faults for those posts, apart from the Twilio API's.
+    hook_faults: hooks::HookFaults,
+    /// Where incoming-message webhooks go, and the URL they are signed for
+    /// (`inbound`); `None` until set.
+    inbound_url: std::sync::Mutex<Option<String>>,
     /// `None` when the HTTP client could not be built; callbacks are then
     /// skipped with a warning instead of panicking.
     callback_client: Option<reqwest::Client>,
@@ -112,6 +137,9 @@ impl Sandbox {
                 inbox: Bounded::new(capacity),
                 requests: Bounded::new(capacity),
                 faults: FaultQueue::default(),
+                hooks: Bounded::new(capacity),
+                hook_faults: hooks::HookFaults::default(),
+                inbound_url: std::sync::Mutex::new(None),
                 callback_client,
             }),
         }
@@ -142,10 +170,42 @@ impl Sandbox {
         self.state.requests.oldest_first()
     }
 
-    /// Empties the inbox and the request log.
+    /// Empties the inbox, the request log and the relay posts.
     pub fn clear(&self) {
         self.state.inbox.clear();
         self.state.requests.clear();
+        self.state.hooks.clear();
+    }
+
+    /// Where `POST /sandbox/inbound` sends incoming-message webhooks (the
+    /// service's `{relay.public_url}/v1/twilio/inbound`), and the URL it
+    /// signs, as Twilio signs the URL configured on the number.
+    pub fn set_inbound_url(&self, url: impl Into<String>) {
+        *self
+            .state
+            .inbound_url
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(url.into());
+    }
+
+    /// Send a signed incoming-message webhook, as Twilio would for a text
+    /// arriving at `sms.to`.
+    pub async fn send_inbound(&self, sms: InboundSms) -> Result<InboundSent, InboundError> {
+        inbound::send(&self.state, sms).await
+    }
+
+    /// Posts the Slack stand-in and the webhook receiver answered, oldest
+    /// first.
+    pub fn hooks(&self) -> Vec<HookEntry> {
+        self.state.hooks.oldest_first()
+    }
+
+    /// The next `count` posts to the Slack stand-in or the webhook
+    /// receiver called `name` (any, with `None`) get this fault.
+    pub fn inject_hook_fault(&self, name: Option<&str>, fault: Fault, count: usize) {
+        self.state
+            .hook_faults
+            .push(name.map(str::to_owned), fault, count);
     }
 
     /// The next `count` create requests get this fault (after any already queued).

@@ -32,6 +32,10 @@ struct Args {
     /// How many messages and calls the inbox keeps (oldest dropped first).
     #[arg(long, env = "TWILIO_SANDBOX_INBOX_CAPACITY", default_value_t = SandboxConfig::DEFAULT_INBOX_CAPACITY)]
     inbox_capacity: usize,
+    /// Where `POST /sandbox/inbound` sends signed incoming-message webhooks:
+    /// the service's `{relay.public_url}/v1/twilio/inbound`.
+    #[arg(long, env = "TWILIO_SANDBOX_INBOUND_URL")]
+    inbound_url: Option<String>,
 }
 
 #[tokio::main]
@@ -58,6 +62,9 @@ async fn main() -> ExitCode {
         auth_token: args.auth_token,
         inbox_capacity: args.inbox_capacity,
     });
+    if let Some(url) = args.inbound_url {
+        sandbox.set_inbound_url(url);
+    }
     println!("twilio-sandbox listening on http://{address} (inbox: http://{address}/inbox)");
 
     match sandbox.serve(listener, shutdown_signal()).await {

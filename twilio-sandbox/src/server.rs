@@ -19,6 +19,8 @@ use super::answers::*;
 use super::auth;
 use super::create;
 use super::error::TwilioError;
+use super::hooks::{self, HookKind};
+use super::inbound;
 use super::model::Channel;
 use super::resources;
 use super::State;
@@ -67,6 +69,10 @@ enum Route {
     InboxJson,
     RequestsJson,
     Faults,
+    Inbound,
+    HooksJson,
+    /// The Slack stand-in or the webhook receiver, and the `{name}`.
+    Hook(HookKind, String),
     Account(String),
     /// `.../Messages.json` or `.../Calls.json`: create (POST) or list (GET).
     Resource(String, Channel),
@@ -80,7 +86,20 @@ fn route(path: &str) -> Route {
         "/inbox.json" => return Route::InboxJson,
         "/requests.json" => return Route::RequestsJson,
         "/sandbox/faults" => return Route::Faults,
+        "/sandbox/inbound" => return Route::Inbound,
+        "/sandbox/hooks.json" => return Route::HooksJson,
         _ => {}
+    }
+    for (prefix, kind) in [
+        ("/sandbox/slack/", HookKind::Slack),
+        ("/sandbox/webhooks/", HookKind::Webhook),
+    ] {
+        if let Some(name) = path.strip_prefix(prefix) {
+            return match hooks::valid_name(name) {
+                true => Route::Hook(kind, name.to_owned()),
+                false => Route::NotFound,
+            };
+        }
     }
     let Some(rest) = path.strip_prefix("/2010-04-01/Accounts/") else {
         return Route::NotFound;
@@ -103,6 +122,17 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
         Route::Resource(sid, channel) => {
             return create::resource(&state, request, &sid, channel).await
         }
+        Route::Hook(kind, name) => return hooks::receive(&state, request, kind, &name).await,
+        Route::Inbound => match method {
+            Method::POST => inbound::handle(&state, request).await,
+            _ => error(&TwilioError::method_not_allowed(method.as_str())),
+        },
+        Route::HooksJson => only(&method, &[Method::GET], || {
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "hooks": state.hooks.newest_first() }),
+            )
+        }),
         Route::Account(sid) => account(&state, &request, &sid),
         Route::Health => only(&method, &[Method::GET], || text(StatusCode::OK, "ok\n")),
         Route::Inbox => match method {
@@ -110,6 +140,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
             Method::DELETE => {
                 state.inbox.clear();
                 state.requests.clear();
+                state.hooks.clear();
                 empty(StatusCode::NO_CONTENT)
             }
             _ => error(&TwilioError::method_not_allowed(method.as_str())),
@@ -130,6 +161,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
             Method::POST => queue_fault(&state, request).await,
             Method::DELETE => {
                 state.faults.clear();
+                state.hook_faults.clear();
                 empty(StatusCode::NO_CONTENT)
             }
             _ => error(&TwilioError::method_not_allowed(method.as_str())),

@@ -1440,3 +1440,153 @@ async fn accept_then_latency_outlives_a_short_client_timeout() {
     assert_eq!(h.send_sms(SMS).await.status(), 503);
     h.stop().await;
 }
+
+/// The relay's other side: a signed incoming-text webhook posted to the
+/// inbound URL with Twilio's fields, and the Slack and webhook stand-ins
+/// recording what they were sent, faults included.
+#[tokio::test]
+async fn sends_signed_incoming_texts_and_records_slack_and_webhook_posts() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let h = Harness::start().await;
+    // No inbound URL yet: a clear refusal.
+    let r = h
+        .client
+        .post(h.url("/sandbox/inbound"))
+        .json(&serde_json::json!({"from": "+15556667777", "to": "+15005550006", "body": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+
+    let service = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/twilio/inbound"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/xml")
+                .set_body_string("<Response/>"),
+        )
+        .mount(&service)
+        .await;
+    let url = format!("{}/v1/twilio/inbound", service.uri());
+    h.sandbox.set_inbound_url(&url);
+    let r = h
+        .client
+        .post(h.url("/sandbox/inbound"))
+        .json(&serde_json::json!({
+            "from": "32665", "to": "+15005550006", "body": "Code: 482917 & more",
+            "message_sid": "SM44444444444444444444444444444444"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["status"], 200);
+    assert_eq!(answer["answer"], "<Response/>");
+    assert_eq!(answer["message_sid"], "SM44444444444444444444444444444444");
+    let got = service.received_requests().await.unwrap();
+    assert_eq!(got.len(), 1);
+    let form: Vec<(String, String)> = form_urlencoded::parse(&got[0].body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(field("From"), Some("32665"));
+    assert_eq!(field("To"), Some("+15005550006"));
+    assert_eq!(field("Body"), Some("Code: 482917 & more"));
+    assert_eq!(
+        field("MessageSid"),
+        Some("SM44444444444444444444444444444444")
+    );
+    assert_eq!(field("SmsStatus"), Some("received"));
+    assert_eq!(field("AccountSid"), Some(SID));
+    assert_eq!(
+        got[0]
+            .headers
+            .get("x-twilio-signature")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        signature::sign(TOKEN, &url, &form)
+    );
+    // The inbox page's form: sent, then back to the inbox.
+    let r = h
+        .client
+        .post(h.url("/sandbox/inbound"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("from=GitHub&to=%2B15005550006&body=hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/inbox");
+    assert_eq!(service.received_requests().await.unwrap().len(), 2);
+
+    // Slack answers 500 once (a fault for this channel only), then ok.
+    let r = h
+        .client
+        .post(h.url("/sandbox/faults"))
+        .json(&serde_json::json!({"fault": "500", "count": 1, "target": "hooks", "name": "team"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for expected in [500, 200] {
+        let r = h
+            .client
+            .post(h.url("/sandbox/slack/team"))
+            .json(&serde_json::json!({"text": "MFA code from *Bank*:\n```482917```"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), expected);
+    }
+    let r = h
+        .client
+        .post(h.url("/sandbox/webhooks/ops"))
+        .header("content-type", "application/json")
+        .header("X-Courier-Signature-256", "sha256=ab")
+        .body("{\"body\":\"x\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+    let hooks: Value = h
+        .client
+        .get(h.url("/sandbox/hooks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hooks = hooks["hooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 3);
+    assert_eq!(hooks[0]["kind"], "webhook");
+    assert_eq!(hooks[0]["signature"], "sha256=ab");
+    assert_eq!(hooks[1]["answered_status"], 200);
+    assert_eq!(hooks[2]["answered_status"], 500);
+    assert_eq!(hooks[2]["name"], "team");
+    let page = h
+        .client
+        .get(h.url("/inbox"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Slack team"), "{page}");
+    assert!(page.contains("MFA code from *Bank*:\n```482917```"));
+    assert!(page.contains("action=\"/sandbox/inbound\""));
+    // Bad names are not routes.
+    let r = h
+        .client
+        .post(h.url("/sandbox/slack/a%2Fb"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

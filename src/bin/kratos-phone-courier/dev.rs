@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 
-use kratos_phone_courier::config::{ConfigError, Settings, Sources};
+use kratos_phone_courier::config::{ConfigError, RouteSettings, Settings, Sources, StringList};
 use kratos_phone_courier::startup::{self, StartupError};
 use twilio_sandbox::{Sandbox, SandboxConfig};
 
@@ -16,6 +16,10 @@ use twilio_sandbox::{Sandbox, SandboxConfig};
 pub const SANDBOX_PORT: u16 = 4471;
 /// The sender used in dev mode: Twilio's magic "valid From" test number.
 pub const DEV_FROM: &str = "+15005550006";
+/// The demo relay route's sender ("GitHub" texting the shared number).
+pub const DEMO_SENDER: &str = "+15556667777";
+/// The demo relay route's phone.
+pub const DEMO_PHONE: &str = "+14155550123";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -61,10 +65,16 @@ pub async fn run(sources: Sources, shutdown: impl Future<Output = ()>) -> Result
     if settings.status_callback.public_url.is_empty() {
         settings.status_callback.public_url = format!("http://{api}");
     }
+    apply_demo_relay(&mut settings, api, sandbox_addr);
+    let inbound_url = format!(
+        "{}/v1/twilio/inbound",
+        settings.relay.public_url.trim_end_matches('/')
+    );
     let config = settings.check(&sources.env)?;
     kratos_phone_courier::telemetry::init(&config.log);
 
     let sandbox = Sandbox::new(sandbox_config);
+    sandbox.set_inbound_url(inbound_url);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
     let sandbox_task = tokio::spawn({
         let sandbox = sandbox.clone();
@@ -103,9 +113,37 @@ pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, add
     t.verify_credentials_on_start = false;
 }
 
+/// Unless the configuration sets up a relay of its own, a demo one: texts
+/// from "GitHub" ([`DEMO_SENDER`]) to the dev number are relayed to a phone
+/// and to the sandbox's Slack stand-in, both shown in the inbox.
+pub fn apply_demo_relay(settings: &mut Settings, api: SocketAddr, sandbox: SocketAddr) {
+    let relay = &mut settings.relay;
+    if relay.public_url.is_empty() {
+        relay.public_url = format!("http://{api}");
+    }
+    if relay.enabled {
+        return;
+    }
+    relay.enabled = true;
+    relay.numbers = StringList(vec![DEV_FROM.to_owned()]);
+    relay.routes = vec![RouteSettings {
+        name: "GitHub".to_owned(),
+        from: StringList(vec![DEMO_SENDER.to_owned(), "GitHub".to_owned()]),
+        sms: StringList(vec![DEMO_PHONE.to_owned()]),
+        slack: vec![SecretString::from(format!(
+            "http://{sandbox}/sandbox/slack/demo"
+        ))],
+        slack_file: None,
+        webhooks: StringList::default(),
+    }];
+}
+
 /// What a newcomer needs to see a code arrive.
 pub fn banner(api: SocketAddr, sandbox: SocketAddr) -> String {
     let sms = r#"{"recipient":"+14155550123","body":"Your login code is: 482917","template_type":"login_code_valid","template_data":{"login_code":"482917","expires_in_minutes":10}}"#;
+    let relay = format!(
+        r#"{{"from":"{DEMO_SENDER}","to":"{DEV_FROM}","body":"Your GitHub code is 482917"}}"#
+    );
     let voice = r#"{"recipient":"+14155550123","body":"Your login code is: 482917","template_type":"login_code_valid","template_data":{"login_code":"482917"}}"#;
     [
         String::new(),
@@ -122,6 +160,13 @@ pub fn banner(api: SocketAddr, sandbox: SocketAddr) -> String {
         "Or have it spoken by a voice call:".into(),
         format!("  curl -sS http://{api}/v1/voice -H 'Content-Type: application/json' \\"),
         format!("    -d '{voice}'"),
+        String::new(),
+        "Or text a code to the shared number and watch the relay fan it out to a phone and Slack:"
+            .into(),
+        format!(
+            "  curl -sS http://{sandbox}/sandbox/inbound -H 'Content-Type: application/json' \\"
+        ),
+        format!("    -d '{relay}'"),
         String::new(),
     ]
     .join("\n")

@@ -1,0 +1,410 @@
+//! `[relay]`: the inbound relay. Texts that arrive at our own numbers
+//! (`numbers`) are matched on their sender against `routes` (or fall to
+//! `default_route`) and forwarded by SMS, to Slack incoming webhooks and to
+//! signed JSON webhooks.
+//!
+//! Slack incoming-webhook URLs are credentials (whoever has one can post to
+//! the channel), so they are secrets: inline or in `slack_file` (one URL a
+//! line), printed as `[redacted]`, never quoted in an error. So is
+//! `webhook_secret`, which signs the JSON webhooks.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::error::ConfigError;
+use super::phone_number::E164;
+use super::secret::{secret, ser_redacted_opt};
+use super::values::{ser_millis, StringList};
+
+/// Where under the public base URL Twilio posts incoming messages.
+const INBOUND_PATH: &str = "/v1/twilio/inbound";
+/// Twilio refuses SMS bodies longer than this.
+const MAX_TEMPLATE: usize = 1600;
+/// More attempts than this is a retry storm, not a bounded retry.
+const MAX_ATTEMPTS: u32 = 10;
+/// A day: past it, a forward is no longer worth anything (codes expire).
+const MAX_RETRY_WINDOW_MS: u64 = 86_400_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySettings {
+    pub enabled: bool,
+    pub public_url: String,
+    pub numbers: StringList,
+    pub sms_template: String,
+    pub per_route_per_hour: u32,
+    pub attempts: u32,
+    pub retry_window_ms: u64,
+    pub timeout_ms: u64,
+    pub webhook_secret: Option<SecretString>,
+    pub webhook_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub routes: Vec<RouteSettings>,
+    pub default_route: Option<RouteSettings>,
+}
+
+/// One `[[relay.routes]]` (or `[relay.default_route]`) as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    pub name: String,
+    #[serde(default)]
+    pub from: StringList,
+    #[serde(default)]
+    pub sms: StringList,
+    #[serde(default)]
+    pub slack: Vec<SecretString>,
+    pub slack_file: Option<PathBuf>,
+    #[serde(default)]
+    pub webhooks: StringList,
+}
+
+/// The checked `[relay]`; `None` in [`super::Config`] when not enabled.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayConfig {
+    /// The exact URL Twilio posts to and signs: `{public_url}/v1/twilio/inbound`.
+    pub inbound_url: String,
+    /// Our own numbers: the only ones whose messages are relayed, and never
+    /// a sender of one (the loop guard).
+    pub numbers: Vec<E164>,
+    /// `{name}` and `{body}` are replaced.
+    pub sms_template: String,
+    /// Messages one route relays per hour; 0: no limit.
+    pub per_route_per_hour: u32,
+    /// Tries per target, the first included.
+    pub attempts: u32,
+    /// The pauses between tries add up to this (doubling each time).
+    #[serde(rename = "retry_window_ms", serialize_with = "ser_millis")]
+    pub retry_window: Duration,
+    /// One Slack or webhook request (the SMS uses `twilio.timeout_ms`).
+    #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
+    pub timeout: Duration,
+    #[serde(serialize_with = "ser_redacted_opt")]
+    pub webhook_secret: Option<SecretString>,
+    pub routes: Vec<Route>,
+    pub default_route: Option<Route>,
+}
+
+/// A checked route.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    pub name: String,
+    /// Senders this route takes (empty on the default route).
+    pub from: Vec<Sender>,
+    pub sms: Vec<E164>,
+    #[serde(serialize_with = "ser_redacted_list")]
+    pub slack: Vec<SecretString>,
+    pub webhooks: Vec<String>,
+}
+
+/// Who sent a text: a number, a short code, or an alphanumeric sender id.
+/// Compared as Twilio writes them in `From`; an alphanumeric id ignores case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// `+15556667777`
+    Number(E164),
+    /// `32665`: 3 to 8 digits, the way Twilio gives short codes.
+    ShortCode(String),
+    /// `GitHub`: up to 11 letters, digits, spaces, `-`, `_`, `.`, with a letter.
+    Alphanumeric(String),
+}
+
+impl Sender {
+    /// A sender as configured or as Twilio's `From` carries it.
+    pub fn parse(s: &str) -> Option<Sender> {
+        let s = s.trim();
+        if let Some(n) = E164::parse(s) {
+            return Some(Sender::Number(n));
+        }
+        if (3..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(Sender::ShortCode(s.to_owned()));
+        }
+        let alnum = !s.is_empty()
+            && s.chars().count() <= 11
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
+            && s.chars().any(|c| c.is_ascii_alphabetic());
+        alnum.then(|| Sender::Alphanumeric(s.to_owned()))
+    }
+
+    /// Whether `other` is the same sender (alphanumeric ids ignore case).
+    pub fn matches(&self, other: &Sender) -> bool {
+        match (self, other) {
+            (Sender::Alphanumeric(a), Sender::Alphanumeric(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => a == b,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Sender::Number(n) => n.as_str(),
+            Sender::ShortCode(s) | Sender::Alphanumeric(s) => s,
+        }
+    }
+}
+
+impl Serialize for Sender {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+fn ser_redacted_list<S: Serializer>(v: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for _ in v {
+        seq.serialize_element("[redacted]")?;
+    }
+    seq.end()
+}
+
+impl RelaySettings {
+    pub(super) fn check(self) -> Result<Option<RelayConfig>, ConfigError> {
+        // Plain keys are checked even when the relay is off, so a typo does
+        // not wait for the day it is turned on.
+        if self.attempts == 0 || self.attempts > MAX_ATTEMPTS {
+            return Err(ConfigError::invalid(
+                "relay.attempts",
+                format!("must be between 1 and {MAX_ATTEMPTS}"),
+            ));
+        }
+        if self.retry_window_ms > MAX_RETRY_WINDOW_MS {
+            return Err(ConfigError::invalid(
+                "relay.retry_window_ms",
+                format!("must be at most {MAX_RETRY_WINDOW_MS} (a day)"),
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "relay.timeout_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        if self.sms_template.trim().is_empty()
+            || self.sms_template.chars().count() > MAX_TEMPLATE
+            || !self.sms_template.contains("{body}")
+        {
+            return Err(ConfigError::invalid(
+                "relay.sms_template",
+                "must contain {body} and be at most 1600 characters",
+            ));
+        }
+        let webhook_secret = secret(
+            "relay.webhook_secret",
+            self.webhook_secret,
+            self.webhook_secret_file,
+        )?
+        .filter(|s| !s.expose_secret().is_empty());
+        if !self.enabled {
+            return Ok(None);
+        }
+        let public_url = self.public_url.trim().trim_end_matches('/');
+        match reqwest::Url::parse(public_url) {
+            Ok(u)
+                if (u.scheme() == "https" || u.scheme() == "http")
+                    && u.host().is_some()
+                    && u.query().is_none() => {}
+            // Not quoted: a URL can carry a password.
+            _ => {
+                return Err(ConfigError::invalid(
+                    "relay.public_url",
+                    "is required with relay.enabled: the http(s) base URL Twilio reaches this service at, such as https://courier.example.com",
+                ))
+            }
+        }
+        let numbers = self
+            .numbers
+            .0
+            .iter()
+            .map(|n| {
+                E164::parse(n).ok_or_else(|| {
+                    ConfigError::invalid("relay.numbers", "every number must be in E.164 form")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if numbers.is_empty() {
+            return Err(ConfigError::invalid(
+                "relay.numbers",
+                "name at least one of your Twilio numbers that receives codes",
+            ));
+        }
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (i, r) in self.routes.into_iter().enumerate() {
+            let route = r.check(&format!("relay.routes[{i}]"), true)?;
+            if routes.iter().any(|o: &Route| o.name == route.name) {
+                return Err(ConfigError::invalid(
+                    &format!("relay.routes[{i}].name"),
+                    "is used by another route: names must differ (they key the rate limit)",
+                ));
+            }
+            routes.push(route);
+        }
+        let default_route = self
+            .default_route
+            .map(|r| r.check("relay.default_route", false))
+            .transpose()?;
+        if routes.is_empty() && default_route.is_none() {
+            return Err(ConfigError::invalid(
+                "relay.routes",
+                "relay.enabled needs at least one [[relay.routes]] or a [relay.default_route]",
+            ));
+        }
+        let has_webhooks = routes
+            .iter()
+            .chain(default_route.iter())
+            .any(|r| !r.webhooks.is_empty());
+        if has_webhooks && webhook_secret.is_none() {
+            return Err(ConfigError::invalid(
+                "relay.webhook_secret",
+                "is required when a route has webhooks: it signs them (or relay.webhook_secret_file)",
+            ));
+        }
+        Ok(Some(RelayConfig {
+            inbound_url: format!("{public_url}{INBOUND_PATH}"),
+            numbers,
+            sms_template: self.sms_template,
+            per_route_per_hour: self.per_route_per_hour,
+            attempts: self.attempts,
+            retry_window: Duration::from_millis(self.retry_window_ms),
+            timeout: Duration::from_millis(self.timeout_ms),
+            webhook_secret,
+            routes,
+            default_route,
+        }))
+    }
+}
+
+impl RouteSettings {
+    fn check(self, key: &str, needs_from: bool) -> Result<Route, ConfigError> {
+        let name = self.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                &format!("{key}.name"),
+                "must be 1 to 64 printable characters",
+            ));
+        }
+        let from = self
+            .from
+            .0
+            .iter()
+            .map(|s| {
+                Sender::parse(s).ok_or_else(|| {
+                    ConfigError::invalid(
+                        &format!("{key}.from"),
+                        "every sender must be an E.164 number, a short code (3 to 8 digits) or an alphanumeric sender id (up to 11 characters)",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if needs_from && from.is_empty() {
+            return Err(ConfigError::invalid(
+                &format!("{key}.from"),
+                "name at least one sender (unknown senders go to relay.default_route)",
+            ));
+        }
+        if !needs_from && !from.is_empty() {
+            return Err(ConfigError::invalid(
+                &format!("{key}.from"),
+                "is not used on the default route, which takes every sender no route names",
+            ));
+        }
+        let sms = self
+            .sms
+            .0
+            .iter()
+            .map(|n| {
+                E164::parse(n).ok_or_else(|| {
+                    ConfigError::invalid(
+                        &format!("{key}.sms"),
+                        "every number must be in E.164 form",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut slack = self.slack;
+        if let Some(file) = self.slack_file {
+            let listed = secret(&format!("{key}.slack"), None, Some(file))?
+                .map(|s| s.expose_secret().to_owned())
+                .unwrap_or_default();
+            slack.extend(
+                listed
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(|l| SecretString::from(l.to_owned())),
+            );
+        }
+        for url in &slack {
+            if !is_http_url(url.expose_secret()) {
+                return Err(ConfigError::invalid(
+                    &format!("{key}.slack"),
+                    "every Slack incoming-webhook URL must be an http(s) URL such as https://hooks.slack.com/services/…",
+                ));
+            }
+        }
+        let webhooks = self.webhooks.0;
+        if webhooks.iter().any(|u| !is_http_url(u)) {
+            return Err(ConfigError::invalid(
+                &format!("{key}.webhooks"),
+                "every webhook must be an http(s) URL",
+            ));
+        }
+        if sms.is_empty() && slack.is_empty() && webhooks.is_empty() {
+            return Err(ConfigError::invalid(
+                key,
+                "has no target: give it sms, slack (or slack_file) or webhooks",
+            ));
+        }
+        Ok(Route {
+            name,
+            from,
+            sms,
+            slack,
+            webhooks,
+        })
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    matches!(reqwest::Url::parse(s), Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders() {
+        assert!(matches!(
+            Sender::parse("+15556667777"),
+            Some(Sender::Number(_))
+        ));
+        assert_eq!(
+            Sender::parse("32665"),
+            Some(Sender::ShortCode("32665".into()))
+        );
+        assert_eq!(
+            Sender::parse("GitHub"),
+            Some(Sender::Alphanumeric("GitHub".into()))
+        );
+        assert!(Sender::parse("GitHub")
+            .unwrap()
+            .matches(&Sender::parse("GITHUB").unwrap()));
+        assert!(!Sender::parse("32665")
+            .unwrap()
+            .matches(&Sender::parse("+32665").unwrap()));
+        for bad in [
+            "",
+            "12",
+            "123456789",
+            "TooLongSenderId",
+            "a<b",
+            "15556667777x!",
+        ] {
+            assert_eq!(Sender::parse(bad), None, "{bad}");
+        }
+    }
+}
