@@ -161,8 +161,10 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
     #[error("unauthorized")]
     Unauthorized { basic_challenge: bool },
+    /// The body is not of the media type the endpoint reads (`expected`, a
+    /// content type: JSON for Kratos, a form for Twilio's webhooks).
     #[error("unsupported media type")]
-    UnsupportedMediaType,
+    UnsupportedMediaType { expected: &'static str },
     #[error("body too large")]
     BodyTooLarge { limit: usize },
     #[error("body could not be read")]
@@ -196,7 +198,7 @@ impl ApiError {
             ApiError::InvalidSignature => StatusCode::FORBIDDEN,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyUnreadable
             | ApiError::MalformedJson
@@ -226,7 +228,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unauthorized { .. } => "unauthorized",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::BodyUnreadable => "body_unreadable",
             ApiError::MalformedJson => "malformed_json",
@@ -262,8 +264,8 @@ impl ApiError {
             ApiError::Unauthorized { .. } => {
                 "missing or wrong credentials; configure the Kratos channel's auth to match auth.basic or auth.api_key".into()
             }
-            ApiError::UnsupportedMediaType => {
-                "the body must be JSON with Content-Type: application/json".into()
+            ApiError::UnsupportedMediaType { expected } => {
+                format!("the body must be sent with Content-Type: {expected}")
             }
             ApiError::BodyTooLarge { limit } => {
                 format!("the body is larger than server.max_body_bytes ({limit} bytes)")

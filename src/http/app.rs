@@ -280,7 +280,9 @@ impl App {
             });
         }
         if !body::has_content_type(request.headers(), "application/json") {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(ApiError::UnsupportedMediaType {
+                expected: "application/json",
+            });
         }
         let bytes = tokio::time::timeout(
             self.config.server.body_read_timeout,

@@ -69,7 +69,9 @@ impl StatusCallbacks {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         if !body::has_content_type(request.headers(), "application/x-www-form-urlencoded") {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(ApiError::UnsupportedMediaType {
+                expected: "application/x-www-form-urlencoded",
+            });
         }
         let signature = request
             .headers()

@@ -66,7 +66,9 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     if !body::has_content_type(request.headers(), "application/x-www-form-urlencoded") {
-        return Err(ApiError::UnsupportedMediaType);
+        return Err(ApiError::UnsupportedMediaType {
+            expected: "application/x-www-form-urlencoded",
+        });
     }
     let signature = request
         .headers()

@@ -348,7 +348,7 @@ pub fn sigterm(child: &std::process::Child) {
         .unwrap();
 }
 
-/// 2026-11-22 12:00:00 UTC: tests that move the service's clock start here.
+/// 2025-11-22 12:00:00 UTC: tests that move the service's clock start here.
 pub const NOON: u64 = 20_414 * 86_400 + 12 * 3600;
 
 /// The app with the standard environment changed by `tweak`, on a clock the

@@ -251,6 +251,25 @@ async fn unsigned_or_missigned_callbacks_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // JSON where Twilio sends a form: 415, naming the form type.
+    let r = client
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .header("X-Twilio-Signature", &good)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let (_, e) = error_of(r).await;
+    assert_eq!(error_code(&e), "unsupported_media_type");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("application/x-www-form-urlencoded"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

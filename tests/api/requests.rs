@@ -108,6 +108,13 @@ async fn only_json_content_type_is_accepted() {
         if expected == 415 {
             let (_, e) = error_of(response).await;
             assert_eq!(error_code(&e), "unsupported_media_type");
+            assert!(
+                e["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("application/json"),
+                "{e}"
+            );
         }
     }
     // Both accepted requests carry the same message: the second is answered
