@@ -214,6 +214,63 @@ async fn a_restarted_replica_still_deduplicates() {
     assert_eq!(creates(&twilio).await, 1);
 }
 
+/// Kratos hangs up on a slow send, then the replica is told to stop (a
+/// rolling deploy): it waits for the send, records the provider's answer,
+/// and the retry on the next replica is answered from the ledger, with no
+/// second request and no need to ask the provider.
+#[tokio::test]
+async fn a_stopping_replica_finishes_the_send_whose_request_went_away() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = twilio_accepting(Duration::from_millis(1500)).await;
+    let mut env = env_for(&twilio.uri(), &redis);
+    env.insert("PHONE_COURIER__SERVER__DRAIN_MS".into(), "0".into());
+    env.insert(
+        "PHONE_COURIER__SERVER__SHUTDOWN_GRACE_MS".into(),
+        "5000".into(),
+    );
+    let mut first = start(&env);
+    let m = login_message("+14155550123", "482917");
+    let hung_up = {
+        let (m, addr) = (m.clone(), first.addr.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("http://{addr}/v1/sms"))
+                .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+                .json(&m)
+                .send()
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while creates(&twilio).await == 0 {
+        assert!(Instant::now() < deadline, "the send never started");
+        tokio::task::yield_now().await;
+    }
+    // Kratos gives up on the connection while Twilio takes its time.
+    hung_up.abort();
+    let _ = hung_up.await;
+    sigterm(&first._child);
+    let status = tokio::task::spawn_blocking(move || first._child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit 0: {status}");
+    let next = start(&env);
+    let (status, v) = post(&reqwest::Client::new(), &next, &m).await;
+    assert_eq!(
+        (status, v["duplicate"].clone(), v["sid"].clone()),
+        (200, json!(true), json!(SID)),
+        "{v}"
+    );
+    let requests = twilio.received_requests().await.unwrap_or_default();
+    assert_eq!(creates(&twilio).await, 1, "sent once");
+    assert!(
+        requests.iter().all(|r| r.method.as_str() == "POST"),
+        "answered from the ledger, without asking the provider"
+    );
+}
+
 #[tokio::test]
 async fn an_owner_killed_mid_send_is_reconciled_by_the_other_replica() {
     let Some(redis) = RedisServer::start() else {

@@ -78,6 +78,10 @@ pub(super) struct Shared {
     pub(super) budget: Budget,
     /// Bounds the provider requests in flight (`twilio.max_in_flight`).
     pub(super) provider_slots: Arc<tokio::sync::Semaphore>,
+    /// Every send task, so shutdown can wait for those whose request is
+    /// gone (Kratos hung up): a send cut off at exit is an uncertain outcome
+    /// for the next replica to reconcile, a finished one is an answer.
+    pub(super) tasks: tokio_util::task::TaskTracker,
 }
 
 impl Courier {
@@ -115,6 +119,7 @@ impl Courier {
                     clock,
                 ),
                 provider_slots: Arc::new(tokio::sync::Semaphore::new(config.twilio.max_in_flight)),
+                tasks: tokio_util::task::TaskTracker::new(),
             }),
             composer: Composer::new(config),
             recipients: RecipientCache::new(Arc::new(NumberingPlan::new()), VERDICT_CACHE_CAPACITY),
@@ -195,16 +200,25 @@ impl Courier {
         };
         // Boxed: the task's future is a few KB, and a pointer is cheaper to
         // move into the task than the future itself (bench/notes.md).
-        let (sid, duplicate) =
-            tokio::spawn(Box::pin(async move { shared.deliver(admitted).await }))
-                .await
-                // A task that panicked leaves nothing known: its ledger record
-                // expires into Uncertain and is reconciled on the retry.
-                .unwrap_or(Err(DeliveryError::ProviderUnavailable {
-                    provider_code: None,
-                    retry_after: 1,
-                }))?;
+        let tasks = &self.shared.tasks;
+        let (sid, duplicate) = tasks
+            .spawn(Box::pin(async move { shared.deliver(admitted).await }))
+            .await
+            // A task that panicked leaves nothing known: its ledger record
+            // expires into Uncertain and is reconciled on the retry.
+            .unwrap_or(Err(DeliveryError::ProviderUnavailable {
+                provider_code: None,
+                retry_after: 1,
+            }))?;
         Ok(delivered(sid, duplicate))
+    }
+
+    /// Resolves when every send task has finished; new sends may still
+    /// start (and are waited for too). For shutdown, after the listener is
+    /// closed.
+    pub async fn sends_finished(&self) {
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
     }
 
     pub fn twilio(&self) -> &TwilioClient {

@@ -7,8 +7,9 @@
 //!
 //! ```text
 //!  SIGTERM ─► /health/ready answers 503 ─► keep accepting for server.drain_ms
-//!          ─► close the listener ─► wait for requests in flight, at most
-//!             server.shutdown_grace_ms ─► return
+//!          ─► close the listener ─► wait for requests in flight, then for
+//!             sends whose request went away, at most
+//!             server.shutdown_grace_ms in all ─► return
 //! ```
 //!
 //! Readiness turns off first and the listener stays open while load
@@ -120,9 +121,16 @@ pub async fn run(
         connections = graceful.count(),
         "shutting down: waiting for requests in flight"
     );
+    // Within one grace period: the connections, then the sends whose
+    // request went away (their outcome is recorded in the ledger).
+    let finished = async {
+        graceful.shutdown().await;
+        tracing::info!("all connections closed");
+        app.courier().sends_finished().await;
+    };
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
-        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+        _ = finished => tracing::info!("all sends finished"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections and sends"),
     }
     Ok(())
 }
