@@ -1,10 +1,11 @@
-//! Reading request bodies: the content type, and a size bound that holds
-//! whether or not the length was declared.
+//! Reading request bodies: the content type, a size bound that holds
+//! whether or not the length was declared, and the forms Twilio signs.
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Request};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::http::answer::ApiError;
 
@@ -47,4 +48,42 @@ where
         }
         Err(_) => Err(ApiError::BodyUnreadable),
     }
+}
+
+/// Read a form Twilio (or SignalWire) posted and signed: the content type,
+/// the body within `max` bytes, then `X-Twilio-Signature` (or its alias
+/// `X-SignalWire-Signature`) over `url` and the parameters, keyed with
+/// `token`. Nothing the form says is used before the signature holds.
+pub async fn read_signed_form<B>(
+    request: Request<B>,
+    url: &str,
+    token: &SecretString,
+    max: usize,
+) -> Result<Vec<(String, String)>, ApiError>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if !has_content_type(request.headers(), "application/x-www-form-urlencoded") {
+        return Err(ApiError::UnsupportedMediaType {
+            expected: "application/x-www-form-urlencoded",
+        });
+    }
+    let signature = request
+        .headers()
+        .get("x-twilio-signature")
+        .or_else(|| request.headers().get("x-signalwire-signature"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = read(request, max).await?;
+    let params: Vec<(String, String)> = form_urlencoded::parse(&bytes)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let Some(signature) = signature else {
+        return Err(ApiError::InvalidSignature);
+    };
+    if !crate::provider::signature::verify(token.expose_secret(), url, &params, &signature) {
+        return Err(ApiError::InvalidSignature);
+    }
+    Ok(params)
 }

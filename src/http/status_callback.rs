@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use http::Request;
 use hyper::body::Body;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::config::Config;
 use crate::http::answer::{Answer, ApiError};
@@ -68,32 +68,8 @@ impl StatusCallbacks {
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        if !body::has_content_type(request.headers(), "application/x-www-form-urlencoded") {
-            return Err(ApiError::UnsupportedMediaType {
-                expected: "application/x-www-form-urlencoded",
-            });
-        }
-        let signature = request
-            .headers()
-            .get("x-twilio-signature")
-            .or_else(|| request.headers().get("x-signalwire-signature"))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = body::read(request, MAX_CALLBACK_BYTES).await?;
-        let params: Vec<(String, String)> = form_urlencoded::parse(&body)
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        let Some(signature) = signature else {
-            return Err(ApiError::InvalidSignature);
-        };
-        if !crate::provider::signature::verify(
-            self.token.expose_secret(),
-            &self.url,
-            &params,
-            &signature,
-        ) {
-            return Err(ApiError::InvalidSignature);
-        }
+        let params =
+            body::read_signed_form(request, &self.url, &self.token, MAX_CALLBACK_BYTES).await?;
         record(&self.metrics, &self.plan, &params);
         Ok(())
     }

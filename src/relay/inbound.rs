@@ -7,7 +7,7 @@
 
 use http::Request;
 use hyper::body::Body;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::config::{Sender, E164};
 use crate::http::answer::ApiError;
@@ -65,26 +65,7 @@ where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    if !body::has_content_type(request.headers(), "application/x-www-form-urlencoded") {
-        return Err(ApiError::UnsupportedMediaType {
-            expected: "application/x-www-form-urlencoded",
-        });
-    }
-    let signature = request
-        .headers()
-        .get("x-twilio-signature")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let bytes = body::read(request, MAX_WEBHOOK_BYTES).await?;
-    let params: Vec<(String, String)> = form_urlencoded::parse(&bytes)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let Some(signature) = signature else {
-        return Err(ApiError::InvalidSignature);
-    };
-    if !crate::provider::signature::verify(token.expose_secret(), url, &params, &signature) {
-        return Err(ApiError::InvalidSignature);
-    }
+    let params = body::read_signed_form(request, url, token, MAX_WEBHOOK_BYTES).await?;
     parse(&params)
 }
 
