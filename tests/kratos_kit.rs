@@ -183,9 +183,35 @@ fn kratos_config_key_settings() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for h in ["Accept-Language", "True-Client-Ip"] {
+    // Every header the Jsonnet keeps is forwarded, spelled as Kratos keys
+    // request_headers (Go's canonical form), or the Jsonnet never sees it.
+    for h in KEPT_HEADERS {
         assert!(allow.contains(&h), "{h} not in {allow:?}");
     }
+    for h in &allow {
+        let canonical: Vec<String> = h
+            .split('-')
+            .map(|part| {
+                let mut c = part.chars();
+                c.next().map_or(String::new(), |f| {
+                    f.to_ascii_uppercase().to_string() + &c.as_str().to_ascii_lowercase()
+                })
+            })
+            .collect();
+        assert_eq!(*h, canonical.join("-"), "not in Go's canonical form");
+    }
+    // And the service's default client-address header is among them.
+    let default = kratos_phone_courier::config::DEFAULT_TOML;
+    let header = default
+        .lines()
+        .skip_while(|l| l.trim() != "[limits.client_ip]")
+        .find_map(|l| l.strip_prefix("header = "))
+        .expect("limits.client_ip.header in config/default.toml")
+        .trim_matches('"');
+    assert!(
+        allow.iter().any(|h| h.eq_ignore_ascii_case(header)),
+        "{header} not forwarded"
+    );
 
     // Secrets are visibly placeholders, so nobody mistakes them for real ones.
     for kind in ["cookie", "cipher"] {
@@ -345,7 +371,12 @@ const TEMPLATE_DATA_KEYS: [&str; 7] = [
     "transient_payload",
     "identity",
 ];
-const KEPT_HEADERS: [&str; 3] = ["Accept-Language", "True-Client-Ip", "X-Forwarded-For"];
+const KEPT_HEADERS: [&str; 4] = [
+    "Accept-Language",
+    "X-Forwarded-For",
+    "True-Client-Ip",
+    "Cf-Connecting-Ip",
+];
 
 /// Data minimisation: only known keys, and nothing personal beyond the
 /// recipient's number and the phone_channel preference.

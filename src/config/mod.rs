@@ -56,7 +56,9 @@ pub use country::{CountryId, NotACountryId};
 pub use dedup::{DedupConfig, DedupSettings};
 pub use error::ConfigError;
 pub use language_tag::{LanguageTag, NotALanguageTag};
-pub use limits::{ChannelRates, LimitsConfig, LimitsSettings, Rate};
+pub use limits::{
+    ChannelRates, ClientIpSettings, ClientIpSource, LimitsConfig, LimitsSettings, Rate,
+};
 pub use load::{Sources, DEFAULT_TOML, ENV_PREFIX};
 pub use log::{LogConfig, LogFormat, LogSettings};
 pub use metrics::MetricsSettings;

@@ -12,18 +12,18 @@
 //! releases the ledger claim and takes no quota; the quota is kept only when
 //! the provider accepted the message or may have it.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::{Config, CountryPolicy, PolicyConfig};
 use crate::delivery::budget::Budget;
 pub use crate::delivery::channel::{Channel, Endpoint};
+use crate::delivery::client_ip::{ClientAddr, ClientIp};
 use crate::delivery::compose::Composer;
 pub use crate::delivery::compose::{Outgoing, MAX_SMS_CHARS, VALIDITY_RANGE};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::ledger::{Admission, Ledger};
-use crate::delivery::limits::{client_ip, Limits};
+use crate::delivery::limits::{Limits, Prefixes};
 use crate::delivery::message::CourierMessage;
 use crate::delivery::send::SendJob;
 pub use crate::delivery::test_numbers::TestMessage;
@@ -61,7 +61,7 @@ pub struct Courier {
     shared: Arc<Shared>,
     composer: Composer,
     policy: PolicyConfig,
-    ip_headers: Vec<String>,
+    client_ip: ClientIp,
     test_numbers: TestNumbers,
     recipients: RecipientCache,
 }
@@ -104,10 +104,14 @@ impl Courier {
                 store,
                 metrics,
                 clock: clock.clone(),
-                limits: config
-                    .limits
-                    .enabled
-                    .then(|| Limits::new(config.limits.sms, config.limits.voice, keys)),
+                limits: config.limits.enabled.then(|| {
+                    Limits::new(
+                        config.limits.sms,
+                        config.limits.voice,
+                        Prefixes::new(config.limits.prefix_hidden_digits),
+                        keys,
+                    )
+                }),
                 budget: Budget::new(
                     config.budget.daily_total,
                     config.budget.daily_per_country,
@@ -119,7 +123,7 @@ impl Courier {
             composer: Composer::new(config),
             recipients: RecipientCache::new(Arc::new(NumberingPlan::new()), VERDICT_CACHE_CAPACITY),
             policy: config.policy.clone(),
-            ip_headers: config.limits.ip_headers.clone(),
+            client_ip: ClientIp::new(config.limits.client_ip.clone()),
             test_numbers: TestNumbers::new(config.test_numbers.clone()),
         }
     }
@@ -191,7 +195,7 @@ impl Courier {
             outgoing,
             body: message.body.clone(),
             code: message.code.clone(),
-            ip: client_ip(&self.ip_headers, |name| message.request_header(name)),
+            client: self.client_ip.of(message),
         };
         // Boxed: the task's future is a few KB, and a pointer is cheaper to
         // move into the task than the future itself (bench/notes.md).
@@ -243,7 +247,7 @@ struct Admitted {
     outgoing: Outgoing,
     body: String,
     code: Option<String>,
-    ip: Option<IpAddr>,
+    client: ClientAddr,
 }
 
 impl Shared {
@@ -279,7 +283,7 @@ impl Shared {
                 budget: None,
             })
         } else {
-            self.reserve(flight.side, m.channel, &m.recipient, m.ip)
+            self.reserve(flight.side, m.channel, &m.recipient, m.client)
                 .await
         };
         let reservation = match reserved {
@@ -321,12 +325,12 @@ impl Shared {
         side: Side,
         channel: Channel,
         recipient: &Recipient,
-        ip: Option<IpAddr>,
+        client: ClientAddr,
     ) -> Result<Reservation, DeliveryError> {
         let cells = self
             .limits
             .as_ref()
-            .map(|l| l.cells(channel, recipient, ip))
+            .map(|l| l.cells(channel, recipient, client))
             .unwrap_or_default();
         let take = self.budget.take(recipient.calling_code());
         let now = self.clock.unix().as_millis() as u64;

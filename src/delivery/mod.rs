@@ -3,6 +3,7 @@
 //! allow it, and what Kratos is told.
 
 pub mod budget;
+pub mod client_ip;
 pub mod compose;
 pub mod courier;
 pub mod error;
