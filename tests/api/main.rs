@@ -5,6 +5,7 @@
 mod helpers;
 
 mod abuse;
+mod client_address;
 mod exactly_once;
 mod health;
 mod observability;
