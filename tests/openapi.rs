@@ -113,7 +113,10 @@ async fn every_documented_example_gets_its_documented_answer() {
                             Value::String(s) => s.clone(),
                             v => serde_json::to_string_pretty(v).unwrap(),
                         };
-                        if media == "application/json" && expected == 200 {
+                        if media == "application/json"
+                            && expected == 200
+                            && path != "/v1/kratos/confirmed"
+                        {
                             assert!(
                                 courier_validator.is_valid(&value),
                                 "{name} is not a valid courier message"
@@ -524,7 +527,7 @@ async fn every_documented_path_answers_other_methods_405_with_allow() {
         }
         paths += 1;
     }
-    assert_eq!(paths, 7, "every documented path was checked");
+    assert_eq!(paths, 8, "every documented path was checked");
 }
 
 #[tokio::test]

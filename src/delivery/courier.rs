@@ -22,6 +22,7 @@ use crate::delivery::client_ip::{ClientAddr, ClientIp};
 use crate::delivery::compose::Composer;
 pub use crate::delivery::compose::{Outgoing, MAX_SMS_CHARS, VALIDITY_RANGE};
 use crate::delivery::error::DeliveryError;
+use crate::delivery::fraud::FraudGuard;
 use crate::delivery::ledger::{Admission, Ledger};
 use crate::delivery::limits::{Limits, Prefixes};
 use crate::delivery::message::CourierMessage;
@@ -76,6 +77,9 @@ pub(super) struct Shared {
     /// `None` when `limits.enabled` is false.
     pub(super) limits: Option<Limits>,
     pub(super) budget: Budget,
+    /// Counts codes sent and confirmed; with `fraud.action = "deny"`,
+    /// refuses codes to suspect destinations.
+    pub(super) fraud: FraudGuard,
     /// Bounds the provider requests in flight (`twilio.max_in_flight`).
     pub(super) provider_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -97,8 +101,16 @@ impl Courier {
             config.dedup.window,
             config.dedup.unreachable,
         );
+        let prefixes = Prefixes::new(config.limits.prefix_hidden_digits);
+        let fraud = FraudGuard::new(
+            config.fraud.clone(),
+            prefixes,
+            keys.clone(),
+            metrics.clone(),
+        );
         Courier {
             shared: Arc::new(Shared {
+                fraud,
                 twilio,
                 ledger,
                 store,
@@ -142,6 +154,23 @@ impl Courier {
     /// The store behind the ledger, limits and budget.
     pub fn store(&self) -> &Arc<Store> {
         &self.shared.store
+    }
+
+    /// Kratos reports a code to `recipient` used (`POST
+    /// /v1/kratos/confirmed`): counted when a code sent to that number is
+    /// outstanding. `Ok(false)`: not counted (not a valid number, or never
+    /// sent to).
+    pub async fn confirmed(&self, recipient: &str) -> Result<bool, DeliveryError> {
+        let Ok(recipient) = self.recipients.parse(recipient) else {
+            self.shared.metrics.fraud().ignored("invalid");
+            return Ok(false);
+        };
+        let now = self.shared.now();
+        Ok(self
+            .shared
+            .fraud
+            .confirmed(&self.shared.store, &recipient, now)
+            .await?)
     }
 
     /// Messages to test numbers, newest first.
@@ -269,6 +298,11 @@ impl Shared {
             Admission::Duplicate { sid } => return Ok((sid, true)),
             Admission::Send { flight, reconciled } => (flight, reconciled),
         };
+        let watch = self.fraud.watch(&m.recipient);
+        if let Err(e) = self.fraud.check(&self.store, &watch, self.now()).await {
+            ledger.settle(flight, Settle::Release).await;
+            return Err(e);
+        }
         // Quota: the cheap refusal (no provider slot) first, then every
         // limit and the budget at once. An attempt that reconciled found
         // that an earlier, uncertain one was not sent: that one kept its
@@ -316,7 +350,13 @@ impl Shared {
         };
         let sent = job.run(self).await;
         drop(slot);
-        Ok((sent?.sid, false))
+        let sent = sent?;
+        self.fraud.sent(&self.store, &watch, self.now()).await;
+        Ok((sent.sid, false))
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.unix().as_millis() as u64
     }
 
     /// Reserve every limit's cell and a unit of budget, or nothing.

@@ -28,6 +28,7 @@ use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use tokio::sync::Notify;
 
+use super::fraud::{Confirmed, FraudKeys, FraudScope, Tallies};
 use super::{
     BudgetTake, BudgetUsed, Cell, Claim, Entry, Limiter, MessageKey, Owner, RecipientKey, Refusal,
     Reservation, Settle, StoreError, UnixMs,
@@ -42,6 +43,8 @@ pub struct MemoryStore {
     settled: Notify,
     limits: Mutex<HashMap<Limiter, Bucket>>,
     budget: Mutex<BudgetDay>,
+    /// The fraud guard's counters (`store::fraud`).
+    fraud: super::fraud::MemoryFraud,
 }
 
 struct Ledger {
@@ -111,6 +114,7 @@ impl MemoryStore {
             }),
             settled: Notify::new(),
             limits: Mutex::new(HashMap::new()),
+            fraud: Default::default(),
             budget: Mutex::new(BudgetDay {
                 day: 0,
                 total: 0,
@@ -339,6 +343,7 @@ impl MemoryStore {
             ledger.entries.prune(now);
             ledger.unreachable.prune(now);
         }
+        self.fraud.prune(now);
         let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         for bucket in limits.values() {
             bucket.limiter.retain_recent();
@@ -572,6 +577,50 @@ impl<K: Copy + Eq + Hash, V> Expiring<K, V> {
 
     fn len(&self) -> usize {
         self.map.len()
+    }
+}
+
+/// The fraud guard's counters (see `store::fraud`), kept apart from the
+/// ledger, limits and budget.
+impl MemoryStore {
+    pub async fn fraud_tallies(
+        &self,
+        keys: &FraudKeys,
+        now: UnixMs,
+    ) -> Result<Tallies, StoreError> {
+        Ok(self.fraud.tallies(keys, now))
+    }
+
+    pub async fn fraud_record_sent(
+        &self,
+        keys: &FraudKeys,
+        now: UnixMs,
+    ) -> Result<Tallies, StoreError> {
+        Ok(self.fraud.record_sent(keys, now))
+    }
+
+    pub async fn fraud_record_confirmed(
+        &self,
+        keys: &FraudKeys,
+        now: UnixMs,
+    ) -> Result<Confirmed, StoreError> {
+        Ok(self.fraud.record_confirmed(keys, now))
+    }
+
+    pub async fn fraud_mark_suspect(
+        &self,
+        keys: &FraudKeys,
+        scope: FraudScope,
+        until: UnixMs,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        self.fraud.mark_suspect(keys, scope, until, now);
+        Ok(())
+    }
+
+    /// Fraud-guard entries held (prefixes and numbers), for tests.
+    pub fn fraud_entries(&self) -> usize {
+        self.fraud.entries()
     }
 }
 

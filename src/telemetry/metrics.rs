@@ -7,6 +7,7 @@
 //! provider's error table (anything else is `other`). No label ever carries a number, a
 //! code or a body.
 
+use super::fraud_metrics::FraudMetrics;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
@@ -57,6 +58,8 @@ pub struct Metrics {
     delivery_status: Family<Labels, Counter>,
     budget_used: Family<Labels, Gauge<f64, AtomicU64>>,
     store_errors: Counter,
+    /// The fraud guard's (`telemetry::fraud_metrics`).
+    fraud: FraudMetrics,
 }
 
 impl Default for Metrics {
@@ -124,7 +127,9 @@ impl Metrics {
             "Calls the shared store (Redis) did not answer in time",
             store_errors.clone(),
         );
+        let fraud = FraudMetrics::register(&mut registry);
         Metrics {
+            fraud,
             store_errors,
             registry,
             requests,
@@ -221,6 +226,10 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    pub fn fraud(&self) -> &FraudMetrics {
+        &self.fraud
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
