@@ -18,11 +18,13 @@ function(ctx)
   local td = get(ctx, 'template_data');
 
   // Request headers worth keeping: the language (voice calls are read in it)
-  // and the client address (per-client rate limits). Each value is a list.
+  // and the client address (per-client rate limits; the courier reads only
+  // the one its limits.client_ip.header names). Each value is a list, one
+  // entry per header line; names are as Kratos spells them.
   local headers = get(ctx, 'request_headers');
   local keptHeaders = {
     [h]: get(headers, h)
-    for h in ['Accept-Language', 'True-Client-Ip', 'X-Forwarded-For']
+    for h in ['Accept-Language', 'X-Forwarded-For', 'True-Client-Ip', 'Cf-Connecting-Ip']
     if std.isArray(get(headers, h))
   };
 

@@ -40,6 +40,10 @@ impl Channel {
 pub enum LimitName {
     Recipient,
     Ip,
+    /// The one bucket of requests whose end-user address is not known.
+    UnknownIp,
+    /// A block of numbers (the number without its last few digits).
+    Prefix,
     Country,
     Global,
 }
@@ -49,6 +53,8 @@ impl LimitName {
         match self {
             LimitName::Recipient => "recipient",
             LimitName::Ip => "ip",
+            LimitName::UnknownIp => "unknown_ip",
+            LimitName::Prefix => "prefix",
             LimitName::Country => "country",
             LimitName::Global => "global",
         }

@@ -145,6 +145,32 @@ fn errors_name_the_key() {
             with(&[("PHONE_COURIER__AUTH__API_KEY__HEADER", "X Bad")]),
             "auth.api_key",
         ),
+        // The old list of trusted headers is refused, pointing at its
+        // replacement, rather than silently ignored.
+        (
+            with(&[("PHONE_COURIER__LIMITS__IP_HEADERS", "True-Client-Ip")]),
+            "limits.ip_headers",
+        ),
+        (
+            with(&[("PHONE_COURIER__LIMITS__CLIENT_IP__TRUSTED_HOPS", "0")]),
+            "limits.client_ip.trusted_hops",
+        ),
+        (
+            with(&[("PHONE_COURIER__LIMITS__CLIENT_IP__HEADER", "Bad Header")]),
+            "limits.client_ip.header",
+        ),
+        (
+            with(&[("PHONE_COURIER__LIMITS__PREFIX_HIDDEN_DIGITS", "0")]),
+            "limits.prefix_hidden_digits",
+        ),
+        (
+            with(&[("PHONE_COURIER__LIMITS__SMS__UNKNOWN_IP__BURST", "0")]),
+            "limits.sms.unknown_ip.burst",
+        ),
+        (
+            with(&[("PHONE_COURIER__LIMITS__VOICE__PREFIX__PER_HOUR", "3600001")]),
+            "limits.voice.prefix.per_hour",
+        ),
     ];
     for (pairs, key) in cases {
         let got = key_of(load(&pairs).unwrap_err());

@@ -183,9 +183,35 @@ fn kratos_config_key_settings() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for h in ["Accept-Language", "True-Client-Ip"] {
+    // Every header the Jsonnet keeps is forwarded, spelled as Kratos keys
+    // request_headers (Go's canonical form), or the Jsonnet never sees it.
+    for h in KEPT_HEADERS {
         assert!(allow.contains(&h), "{h} not in {allow:?}");
     }
+    for h in &allow {
+        let canonical: Vec<String> = h
+            .split('-')
+            .map(|part| {
+                let mut c = part.chars();
+                c.next().map_or(String::new(), |f| {
+                    f.to_ascii_uppercase().to_string() + &c.as_str().to_ascii_lowercase()
+                })
+            })
+            .collect();
+        assert_eq!(*h, canonical.join("-"), "not in Go's canonical form");
+    }
+    // And the service's default client-address header is among them.
+    let default = kratos_phone_courier::config::DEFAULT_TOML;
+    let header = default
+        .lines()
+        .skip_while(|l| l.trim() != "[limits.client_ip]")
+        .find_map(|l| l.strip_prefix("header = "))
+        .expect("limits.client_ip.header in config/default.toml")
+        .trim_matches('"');
+    assert!(
+        allow.iter().any(|h| h.eq_ignore_ascii_case(header)),
+        "{header} not forwarded"
+    );
 
     // Secrets are visibly placeholders, so nobody mistakes them for real ones.
     for kind in ["cookie", "cipher"] {
@@ -345,7 +371,12 @@ const TEMPLATE_DATA_KEYS: [&str; 7] = [
     "transient_payload",
     "identity",
 ];
-const KEPT_HEADERS: [&str; 3] = ["Accept-Language", "True-Client-Ip", "X-Forwarded-For"];
+const KEPT_HEADERS: [&str; 4] = [
+    "Accept-Language",
+    "X-Forwarded-For",
+    "True-Client-Ip",
+    "Cf-Connecting-Ip",
+];
 
 /// Data minimisation: only known keys, and nothing personal beyond the
 /// recipient's number and the phone_channel preference.
@@ -663,4 +694,111 @@ fn a_jsonnet_error_is_reported() {
     // such quirk; the kit's templates are not identity functions.)
     let ok = common::jsonnet::render_str("t", "function(ctx) ctx + {}", &fixture("login")).unwrap();
     assert_eq!(ok, fixture("login"));
+}
+
+/// The four flows a code completes, and where each keeps its after-hooks.
+fn confirmed_hook_lists(c: &Value) -> Vec<(&'static str, &Value)> {
+    let flows = &c["selfservice"]["flows"];
+    vec![
+        (
+            "login.after.code.hooks",
+            &flows["login"]["after"]["code"]["hooks"],
+        ),
+        (
+            "registration.after.code.hooks",
+            &flows["registration"]["after"]["code"]["hooks"],
+        ),
+        (
+            "verification.after.hooks",
+            &flows["verification"]["after"]["hooks"],
+        ),
+        ("recovery.after.hooks", &flows["recovery"]["after"]["hooks"]),
+    ]
+}
+
+#[test]
+fn every_code_flow_reports_its_confirmation_to_the_courier() {
+    let c = kratos_config();
+    let channel_auth = &channels(&c)[0]["request_config"]["auth"];
+    for (what, hooks) in confirmed_hook_lists(&c) {
+        let hooks = hooks.as_array().unwrap_or_else(|| panic!("{what} missing"));
+        let web: Vec<&Value> = hooks.iter().filter(|h| h["hook"] == "web_hook").collect();
+        assert_eq!(web.len(), 1, "{what}");
+        let config = &web[0]["config"];
+        assert_eq!(
+            config["url"], "http://phone-courier:4470/v1/kratos/confirmed",
+            "{what}"
+        );
+        assert_eq!(config["method"], "POST", "{what}");
+        assert_eq!(config["headers"]["Content-Type"], "application/json");
+        // Authenticated like the courier channel: the same credentials.
+        assert_eq!(&config["auth"], channel_auth, "{what}");
+        // In the background: a slow courier never holds up a sign-in.
+        assert_eq!(config["response"]["ignore"], true, "{what}");
+        let body = config["body"].as_str().expect("body");
+        assert_eq!(mounted_file_name(body), "confirmed.jsonnet");
+        assert!(kratos_file("confirmed.jsonnet").is_file());
+    }
+    // Registration still signs the new user in, as its last hook.
+    let registration = confirmed_hook_lists(&c)[1].1.as_array().unwrap().clone();
+    assert_eq!(registration.last().unwrap()["hook"], "session");
+    // And the kit says that method hooks replace the flow's hooks.
+    let text = std::fs::read_to_string(kratos_file("kratos.yml")).unwrap();
+    assert!(text.contains("REPLACES, not merges"), "the kit must warn");
+}
+
+fn confirmation_validator() -> jsonschema::Validator {
+    let schema = read_json(&repo_root().join("schemas/confirmation.schema.json"));
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+#[test]
+fn confirmed_jsonnet_passes_the_phone_numbers_and_the_flow() {
+    let validator = confirmation_validator();
+    let ctx = fixture("hook-login");
+    let out = render_kratos("confirmed.jsonnet", &ctx);
+    assert_eq!(
+        out,
+        json!({"recipients": ["+447400123456"], "flow": "login"}),
+        "only sms addresses, nothing else of the identity"
+    );
+    assert!(validator.is_valid(&out));
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut c = ctx.clone();
+        edit(&mut c);
+        let out = render_kratos("confirmed.jsonnet", &c);
+        assert!(validator.is_valid(&out), "{out}");
+        out
+    };
+    for (flow, url) in [
+        ("registration", "http://k/self-service/registration?flow=1"),
+        ("verification", "http://k/self-service/verification?flow=1"),
+        ("recovery", "http://k/self-service/recovery?flow=1"),
+        ("unknown", "http://k/elsewhere"),
+    ] {
+        let out = with(&|c| c["request_url"] = json!(url));
+        assert_eq!(out["flow"], flow);
+    }
+    for edit in [
+        &(|c: &mut Value| c["identity"] = Value::Null) as &dyn Fn(&mut Value),
+        &|c| {
+            c["identity"]
+                .as_object_mut()
+                .unwrap()
+                .remove("verifiable_addresses");
+        },
+        &|c| c["identity"]["verifiable_addresses"] = json!([null, 3, {"via": "sms"}]),
+        &|c| {
+            c.as_object_mut().unwrap().remove("request_url");
+        },
+    ] {
+        let out = with(edit);
+        assert!(out["recipients"].as_array().unwrap().is_empty() || out["flow"] == "unknown");
+    }
+    // At most ten numbers, as the schema allows.
+    let many: Vec<Value> = (0..15)
+        .map(|i| json!({"via": "sms", "value": format!("+4474001234{i:02}")}))
+        .collect();
+    let out = with(&|c| c["identity"]["verifiable_addresses"] = json!(many));
+    assert_eq!(out["recipients"].as_array().unwrap().len(), 10);
 }

@@ -128,7 +128,10 @@ async fn every_documented_example_gets_its_documented_answer() {
                             Value::String(s) => s.clone(),
                             v => serde_json::to_string_pretty(v).unwrap(),
                         };
-                        if media == "application/json" && expected == 200 {
+                        if media == "application/json"
+                            && expected == 200
+                            && path != "/v1/kratos/confirmed"
+                        {
                             assert!(
                                 courier_validator.is_valid(&value),
                                 "{name} is not a valid courier message"
@@ -305,7 +308,20 @@ fn request_examples_and_kratos_fixtures_match_the_request_schemas() {
 async fn the_request_schemas_agree_with_the_service_at_the_edges() {
     use serde_json::json;
     let doc = openapi();
-    let app = spawn_app().await;
+    // Forty recipients in one block of numbers, from no known address: no
+    // prefix or unknown-address limit here (tests/api/client_address.rs
+    // tests them).
+    let app = spawn_app_with(|env| {
+        for channel in ["SMS", "VOICE"] {
+            for limit in ["PREFIX", "UNKNOWN_IP"] {
+                env.insert(
+                    format!("PHONE_COURIER__LIMITS__{channel}__{limit}__PER_HOUR"),
+                    "0".into(),
+                );
+            }
+        }
+    })
+    .await;
     let sms = request_validator(&doc, "/v1/sms");
     let voice = request_validator(&doc, "/v1/voice");
     let mut n = 0u32;
@@ -521,7 +537,7 @@ async fn every_documented_path_answers_other_methods_405_with_allow() {
         }
         paths += 1;
     }
-    assert_eq!(paths, 8, "every documented path was checked");
+    assert_eq!(paths, 9, "every documented path was checked");
 }
 
 #[tokio::test]

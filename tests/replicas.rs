@@ -179,14 +179,15 @@ async fn limits_and_budget_are_shared_by_the_replicas() {
     let (status, _) = post(
         &client,
         &replicas[1],
-        &login_message("+14155550124", "111222"),
+        // Another block of numbers: the recipient's used up its block's burst.
+        &login_message("+14155551124", "111222"),
     )
     .await;
     assert_eq!(status, 200);
     let (status, v) = post(
         &client,
         &replicas[0],
-        &login_message("+14155550125", "333444"),
+        &login_message("+14155552125", "333444"),
     )
     .await;
     assert_eq!((status, code(&v)), (429, "budget_exhausted"));

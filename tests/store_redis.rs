@@ -953,3 +953,76 @@ async fn relay_marks_are_shared_by_replicas_and_counted_atomically() {
         assert!(ttl > 0, "{key} expires");
     }
 }
+
+/// The fraud guard's counters: one scripted history of sends,
+/// confirmations (some for numbers never sent to), suspect marks and reads
+/// over 16 days, played against the memory store and Redis; every answer
+/// must be the same.
+#[tokio::test]
+async fn fraud_counts_answer_exactly_as_the_memory_store() {
+    use kratos_phone_courier::clock::Clock;
+    use kratos_phone_courier::store::memory::MemoryStore;
+    use kratos_phone_courier::store::{FraudKeys, FraudScope};
+    let server = server_or_skip!();
+    let redis = store(&server);
+    let memory = MemoryStore::new(Clock::starting_at(Duration::ZERO), 1000);
+    let keys = |n: u64| FraudKeys {
+        calling_code: [44, 1, 234][(n % 3) as usize],
+        prefix: n % 7,
+        number: n % 23,
+    };
+    let mut now = T0;
+    let mut x = 7u64;
+    let mut confirmations = (0, 0);
+    for (i, gap) in gaps(11, 2500, 40 * 60_000).into_iter().enumerate() {
+        now += gap;
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let k = keys(x >> 40);
+        match (x >> 33) % 6 {
+            0 | 1 => assert_eq!(
+                redis.fraud_record_sent(&k, now).await.unwrap(),
+                memory.fraud_record_sent(&k, now).await.unwrap(),
+                "sent #{i}"
+            ),
+            2 | 3 => {
+                let (r, m) = (
+                    redis.fraud_record_confirmed(&k, now).await.unwrap(),
+                    memory.fraud_record_confirmed(&k, now).await.unwrap(),
+                );
+                assert_eq!(r, m, "confirmed #{i}");
+                match r {
+                    kratos_phone_courier::store::Confirmed::Counted(_) => confirmations.0 += 1,
+                    kratos_phone_courier::store::Confirmed::NeverSent => confirmations.1 += 1,
+                }
+            }
+            4 => {
+                let scope = if x & 1 == 0 {
+                    FraudScope::Country
+                } else {
+                    FraudScope::Prefix
+                };
+                let until = now + (x >> 50) % (6 * 3_600_000);
+                redis
+                    .fraud_mark_suspect(&k, scope, until, now)
+                    .await
+                    .unwrap();
+                memory
+                    .fraud_mark_suspect(&k, scope, until, now)
+                    .await
+                    .unwrap();
+            }
+            _ => assert_eq!(
+                redis.fraud_tallies(&k, now).await.unwrap(),
+                memory.fraud_tallies(&k, now).await.unwrap(),
+                "tallies #{i}"
+            ),
+        }
+    }
+    assert!(now - T0 > 14 * 86_400_000, "the history spans the 14 days");
+    assert!(
+        confirmations.0 > 50 && confirmations.1 > 50,
+        "{confirmations:?}"
+    );
+}

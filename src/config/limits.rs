@@ -1,9 +1,10 @@
 //! `[limits]`: the rate settings of each channel — per recipient, per
-//! end-user IP, per destination country calling code and in total — and
-//! where the end user's IP is read from.
+//! end-user address (and the shared bucket of requests whose address is not
+//! known), per number prefix, per destination country calling code and in
+//! total — and where the end user's address is read from.
 //!
 //! The rates are plain numbers here; `delivery::limits` turns them into
-//! governor quotas. They live in `config` so that configuration depends on
+//! GCRA cells. They live in `config` so that configuration depends on
 //! nothing it configures.
 
 use std::time::Duration;
@@ -21,21 +22,56 @@ pub struct Rate {
     pub burst: u32,
 }
 
-/// The four rates of one channel. A rate of 0 per hour turns that limiter off.
+/// The rates of one channel. A rate of 0 per hour turns that limiter off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRates {
     pub recipient: Rate,
     pub ip: Rate,
+    /// The one bucket every request whose address is absent or unparseable
+    /// shares: such a request is not waved through.
+    pub unknown_ip: Rate,
+    /// Per number prefix (the number without its last
+    /// `limits.prefix_hidden_digits` digits): pumping walks number ranges.
+    pub prefix: Rate,
     pub country: Rate,
     pub global: Rate,
+}
+
+/// `[limits.client_ip]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIpSettings {
+    pub header: String,
+    pub trusted_hops: u32,
+}
+
+/// Where the end user's address is read from Kratos's `request_headers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "header_kind", rename_all = "snake_case")]
+pub enum ClientIpSource {
+    /// `header = ""`: Kratos is reached directly, no header carries the
+    /// address; every request counts in the `unknown_ip` bucket.
+    None,
+    /// `X-Forwarded-For`: the entry `trusted_hops` places from the right
+    /// (the one the outermost trusted proxy appended); entries left of it
+    /// are the end user's own writing and are ignored.
+    ForwardedFor { trusted_hops: u32 },
+    /// A header one trusted proxy or CDN sets to the address alone
+    /// (`True-Client-Ip`, `CF-Connecting-IP`): lower-cased, as the message
+    /// parser stores header names.
+    Single { header: String },
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSettings {
     pub enabled: bool,
-    pub ip_headers: StringList,
+    /// Replaced by `[limits.client_ip]`; read only to say so.
+    #[serde(default)]
+    pub ip_headers: Option<StringList>,
+    pub client_ip: ClientIpSettings,
+    pub prefix_hidden_digits: u32,
     pub prune_interval_ms: u64,
     pub sms: ChannelRates,
     pub voice: ChannelRates,
@@ -44,8 +80,9 @@ pub struct LimitsSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct LimitsConfig {
     pub enabled: bool,
-    /// Header names, checked; looked up in Kratos's `request_headers`.
-    pub ip_headers: Vec<String>,
+    pub client_ip: ClientIpSource,
+    /// Digits dropped from the end of a number to make its prefix.
+    pub prefix_hidden_digits: u32,
     #[serde(rename = "prune_interval_ms", serialize_with = "ser_millis")]
     pub prune_interval: Duration,
     pub sms: ChannelRates,
@@ -56,25 +93,38 @@ pub struct LimitsConfig {
 /// governor's period (3600 s / per_hour) would round to nothing.
 const MAX_PER_HOUR: u32 = 3_600_000;
 
+/// More proxies than this in front of Kratos is a typo, not a setup.
+const MAX_TRUSTED_HOPS: u32 = 10;
+
+/// A prefix must keep the country and at least a digit of the range; E.164
+/// numbers have at most 15 digits, the shortest national numbers 4 or 5.
+const MAX_HIDDEN_DIGITS: u32 = 6;
+
 impl LimitsSettings {
     pub(super) fn check(self) -> Result<LimitsConfig, ConfigError> {
+        if self.ip_headers.is_some() {
+            return Err(ConfigError::invalid(
+                "limits.ip_headers",
+                "was replaced by [limits.client_ip] header and trusted_hops (README: \"Migrating from limits.ip_headers\"); remove it",
+            ));
+        }
         for (channel, rates) in [("sms", &self.sms), ("voice", &self.voice)] {
             for (name, rate) in [
                 ("recipient", rates.recipient),
                 ("ip", rates.ip),
+                ("unknown_ip", rates.unknown_ip),
+                ("prefix", rates.prefix),
                 ("country", rates.country),
                 ("global", rates.global),
             ] {
                 check_rate(&format!("limits.{channel}.{name}"), rate)?;
             }
         }
-        for h in &self.ip_headers.0 {
-            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                return Err(ConfigError::invalid(
-                    "limits.ip_headers",
-                    format!("`{h}` is not a header name"),
-                ));
-            }
+        if !(1..=MAX_HIDDEN_DIGITS).contains(&self.prefix_hidden_digits) {
+            return Err(ConfigError::invalid(
+                "limits.prefix_hidden_digits",
+                "must be between 1 and 6",
+            ));
         }
         if self.prune_interval_ms < 1000 {
             return Err(ConfigError::invalid(
@@ -84,10 +134,46 @@ impl LimitsSettings {
         }
         Ok(LimitsConfig {
             enabled: self.enabled,
-            ip_headers: self.ip_headers.0,
+            client_ip: self.client_ip.check()?,
+            prefix_hidden_digits: self.prefix_hidden_digits,
             prune_interval: Duration::from_millis(self.prune_interval_ms),
             sms: self.sms,
             voice: self.voice,
+        })
+    }
+}
+
+impl ClientIpSettings {
+    fn check(self) -> Result<ClientIpSource, ConfigError> {
+        let header = self.header.trim();
+        if header.is_empty() {
+            return Ok(ClientIpSource::None);
+        }
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(ConfigError::invalid(
+                "limits.client_ip.header",
+                "is not a header name",
+            ));
+        }
+        if header.eq_ignore_ascii_case("x-forwarded-for") {
+            if !(1..=MAX_TRUSTED_HOPS).contains(&self.trusted_hops) {
+                return Err(ConfigError::invalid(
+                    "limits.client_ip.trusted_hops",
+                    "must be between 1 and 10 with X-Forwarded-For: the number of proxies in front of Kratos that append to it (with none, nothing in the header can be trusted: set header = \"\")",
+                ));
+            }
+            return Ok(ClientIpSource::ForwardedFor {
+                trusted_hops: self.trusted_hops,
+            });
+        }
+        if header.eq_ignore_ascii_case("forwarded") {
+            return Err(ConfigError::invalid(
+                "limits.client_ip.header",
+                "Forwarded (RFC 7239) is not read; use X-Forwarded-For or a single-value header",
+            ));
+        }
+        Ok(ClientIpSource::Single {
+            header: header.to_ascii_lowercase(),
         })
     }
 }

@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `load` | the sources ([`Sources`], [`DEFAULT_TOML`]) and their merging into [`Settings`] |
 //! | `error` | [`ConfigError`], and the `config` crate's errors rebuilt so they never quote a value or a line |
-//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay` | one section each: its file format, its checked form, the check between them |
+//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `fraud`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay` | one section each: its file format, its checked form, the check between them |
 //! | `checks` | the rules that span sections (provider timeout against Kratos's, the dedup window against Kratos's retries, the budget's arithmetic), run after the sections |
 //! | `phone_number`, `country`, `language_tag` | the value types read once here and kept: [`E164`], [`SenderId`], [`CountryId`], [`LanguageTag`] |
 //! | `secret`, `values` | secrets inline or in files; lists, durations, string views |
@@ -33,6 +33,7 @@ mod checks;
 mod country;
 mod dedup;
 mod error;
+mod fraud;
 mod language_tag;
 mod limits;
 mod load;
@@ -56,8 +57,11 @@ pub use checks::{min_dedup_window, KRATOS_TIMEOUT, MAX_DAILY_CAP};
 pub use country::{CountryId, NotACountryId};
 pub use dedup::{DedupConfig, DedupSettings};
 pub use error::ConfigError;
+pub use fraud::{FraudAction, FraudConfig, FraudSettings};
 pub use language_tag::{LanguageTag, NotALanguageTag};
-pub use limits::{ChannelRates, LimitsConfig, LimitsSettings, Rate};
+pub use limits::{
+    ChannelRates, ClientIpSettings, ClientIpSource, LimitsConfig, LimitsSettings, Rate,
+};
 pub use load::{Sources, DEFAULT_TOML, ENV_PREFIX};
 pub use log::{LogConfig, LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
@@ -82,6 +86,7 @@ pub struct Settings {
     pub twilio: TwilioSettings,
     pub voice: VoiceSettings,
     pub limits: LimitsSettings,
+    pub fraud: FraudSettings,
     pub policy: PolicySettings,
     pub budget: BudgetConfig,
     pub dedup: DedupSettings,
@@ -104,6 +109,8 @@ pub struct Config {
     pub twilio: TwilioConfig,
     pub voice: VoiceConfig,
     pub limits: LimitsConfig,
+    /// SMS-pumping detection from Kratos's confirmations.
+    pub fraud: FraudConfig,
     pub policy: PolicyConfig,
     pub budget: BudgetConfig,
     pub dedup: DedupConfig,
@@ -131,6 +138,7 @@ impl Settings {
             twilio: self.twilio.check(env)?,
             voice: self.voice.check()?,
             limits: self.limits.check()?,
+            fraud: self.fraud.check()?,
             policy: self.policy.check()?,
             budget: self.budget.check()?,
             dedup: self.dedup.check()?,

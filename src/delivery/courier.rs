@@ -12,18 +12,19 @@
 //! releases the ledger claim and takes no quota; the quota is kept only when
 //! the provider accepted the message or may have it.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::{Config, CountryPolicy, PolicyConfig};
 use crate::delivery::budget::Budget;
 pub use crate::delivery::channel::{Channel, Endpoint};
+use crate::delivery::client_ip::{ClientAddr, ClientIp};
 use crate::delivery::compose::Composer;
 pub use crate::delivery::compose::{Outgoing, MAX_SMS_CHARS, VALIDITY_RANGE};
 use crate::delivery::error::DeliveryError;
+use crate::delivery::fraud::FraudGuard;
 use crate::delivery::ledger::{Admission, Ledger};
-use crate::delivery::limits::{client_ip, Limits};
+use crate::delivery::limits::{Limits, Prefixes};
 use crate::delivery::message::CourierMessage;
 use crate::delivery::send::SendJob;
 pub use crate::delivery::test_numbers::TestMessage;
@@ -61,7 +62,7 @@ pub struct Courier {
     shared: Arc<Shared>,
     composer: Composer,
     policy: PolicyConfig,
-    ip_headers: Vec<String>,
+    client_ip: ClientIp,
     test_numbers: TestNumbers,
     recipients: RecipientCache,
 }
@@ -76,6 +77,9 @@ pub(super) struct Shared {
     /// `None` when `limits.enabled` is false.
     pub(super) limits: Option<Limits>,
     pub(super) budget: Budget,
+    /// Counts codes sent and confirmed; with `fraud.action = "deny"`,
+    /// refuses codes to suspect destinations.
+    pub(super) fraud: FraudGuard,
     /// Bounds the provider requests in flight (`twilio.max_in_flight`).
     pub(super) provider_slots: Arc<tokio::sync::Semaphore>,
     /// Every send task, so shutdown can wait for those whose request is
@@ -101,17 +105,29 @@ impl Courier {
             config.dedup.window,
             config.dedup.unreachable,
         );
+        let prefixes = Prefixes::new(config.limits.prefix_hidden_digits);
+        let fraud = FraudGuard::new(
+            config.fraud.clone(),
+            prefixes,
+            keys.clone(),
+            metrics.clone(),
+        );
         Courier {
             shared: Arc::new(Shared {
+                fraud,
                 twilio,
                 ledger,
                 store,
                 metrics,
                 clock: clock.clone(),
-                limits: config
-                    .limits
-                    .enabled
-                    .then(|| Limits::new(config.limits.sms, config.limits.voice, keys)),
+                limits: config.limits.enabled.then(|| {
+                    Limits::new(
+                        config.limits.sms,
+                        config.limits.voice,
+                        Prefixes::new(config.limits.prefix_hidden_digits),
+                        keys,
+                    )
+                }),
                 budget: Budget::new(
                     config.budget.daily_total,
                     config.budget.daily_per_country,
@@ -124,7 +140,7 @@ impl Courier {
             composer: Composer::new(config),
             recipients: RecipientCache::new(Arc::new(NumberingPlan::new()), VERDICT_CACHE_CAPACITY),
             policy: config.policy.clone(),
-            ip_headers: config.limits.ip_headers.clone(),
+            client_ip: ClientIp::new(config.limits.client_ip.clone()),
             test_numbers: TestNumbers::new(config.test_numbers.clone()),
         }
     }
@@ -143,6 +159,23 @@ impl Courier {
     /// The store behind the ledger, limits and budget.
     pub fn store(&self) -> &Arc<Store> {
         &self.shared.store
+    }
+
+    /// Kratos reports a code to `recipient` used (`POST
+    /// /v1/kratos/confirmed`): counted when a code sent to that number is
+    /// outstanding. `Ok(false)`: not counted (not a valid number, or never
+    /// sent to).
+    pub async fn confirmed(&self, recipient: &str) -> Result<bool, DeliveryError> {
+        let Ok(recipient) = self.recipients.parse(recipient) else {
+            self.shared.metrics.fraud().ignored("invalid");
+            return Ok(false);
+        };
+        let now = self.shared.now();
+        Ok(self
+            .shared
+            .fraud
+            .confirmed(&self.shared.store, &recipient, now)
+            .await?)
     }
 
     /// Messages to test numbers, newest first.
@@ -196,7 +229,7 @@ impl Courier {
             outgoing,
             body: message.body.clone(),
             code: message.code.clone(),
-            ip: client_ip(&self.ip_headers, |name| message.request_header(name)),
+            client: self.client_ip.of(message),
         };
         // Boxed: the task's future is a few KB, and a pointer is cheaper to
         // move into the task than the future itself (bench/notes.md).
@@ -257,7 +290,7 @@ struct Admitted {
     outgoing: Outgoing,
     body: String,
     code: Option<String>,
-    ip: Option<IpAddr>,
+    client: ClientAddr,
 }
 
 impl Shared {
@@ -279,6 +312,11 @@ impl Shared {
             Admission::Duplicate { sid } => return Ok((sid, true)),
             Admission::Send { flight, reconciled } => (flight, reconciled),
         };
+        let watch = self.fraud.watch(&m.recipient);
+        if let Err(e) = self.fraud.check(&self.store, &watch, self.now()).await {
+            ledger.settle(flight, Settle::Release).await;
+            return Err(e);
+        }
         // Quota: the cheap refusal (no provider slot) first, then every
         // limit and the budget at once. An attempt that reconciled found
         // that an earlier, uncertain one was not sent: that one kept its
@@ -293,7 +331,7 @@ impl Shared {
                 budget: None,
             })
         } else {
-            self.reserve(flight.side, m.channel, &m.recipient, m.ip)
+            self.reserve(flight.side, m.channel, &m.recipient, m.client)
                 .await
         };
         let reservation = match reserved {
@@ -326,7 +364,13 @@ impl Shared {
         };
         let sent = job.run(self).await;
         drop(slot);
-        Ok((sent?.sid, false))
+        let sent = sent?;
+        self.fraud.sent(&self.store, &watch, self.now()).await;
+        Ok((sent.sid, false))
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.unix().as_millis() as u64
     }
 
     /// Reserve every limit's cell and a unit of budget, or nothing.
@@ -335,12 +379,12 @@ impl Shared {
         side: Side,
         channel: Channel,
         recipient: &Recipient,
-        ip: Option<IpAddr>,
+        client: ClientAddr,
     ) -> Result<Reservation, DeliveryError> {
         let cells = self
             .limits
             .as_ref()
-            .map(|l| l.cells(channel, recipient, ip))
+            .map(|l| l.cells(channel, recipient, client))
             .unwrap_or_default();
         let take = self.budget.take(recipient.calling_code());
         let now = self.clock.unix().as_millis() as u64;

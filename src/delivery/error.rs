@@ -27,6 +27,10 @@ pub enum DeliveryError {
         channel: Channel,
         retry_after: u64,
     },
+    /// `fraud.action = "deny"` and the destination country or prefix is
+    /// suspect: held until `retry_after` seconds from now.
+    #[error("SMS pumping suspected")]
+    FraudSuspected { retry_after: u64 },
     #[error("budget exhausted ({scope})")]
     BudgetExhausted {
         scope: &'static str,

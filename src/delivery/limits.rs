@@ -1,65 +1,81 @@
-//! Rate limits per recipient, per end-user IP, per destination country
-//! calling code and in total, for each channel: which GCRA cells a message
-//! needs. The cells themselves live in the [`Store`](crate::store), which
-//! takes all of them or none, and gives them back when the message was
+//! Rate limits per recipient, per end-user address (or the shared bucket of
+//! requests whose address is not known), per number prefix, per destination
+//! country calling code and in total, for each channel: which GCRA cells a
+//! message needs. The cells themselves live in the [`Store`](crate::store),
+//! which takes all of them or none, and gives them back when the message was
 //! certainly not sent; so a retry of one message never costs a second cell.
 //!
 //! Keys are keyed hashes ([`Keys::limit`]): the limiters hold no phone
 //! number or address.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::config::{ChannelRates, Rate};
 use crate::delivery::channel::Channel;
+use crate::delivery::client_ip::{ClientAddr, ClientNet};
 pub use crate::domain::LimitName;
 use crate::phone::Recipient;
-use crate::store::{Cell, Keys, Limiter};
+use crate::store::{Cell, Keys, LimitKey, Limiter};
 
 /// The configured rates, turned into cells per message.
 pub struct Limits {
     sms: ChannelRates,
     voice: ChannelRates,
+    prefixes: Prefixes,
     keys: Keys,
 }
 
 impl Limits {
-    pub fn new(sms: ChannelRates, voice: ChannelRates, keys: Keys) -> Self {
-        Limits { sms, voice, keys }
+    pub fn new(sms: ChannelRates, voice: ChannelRates, prefixes: Prefixes, keys: Keys) -> Self {
+        Limits {
+            sms,
+            voice,
+            prefixes,
+            keys,
+        }
     }
 
-    /// The cells a message to `recipient` on `channel` from the end user at
-    /// `ip` needs: one per limiter whose rate is on (the IP's only when the
-    /// address is known). IPv6 addresses count per /64, which one
-    /// subscriber usually holds whole.
-    pub fn cells(&self, channel: Channel, recipient: &Recipient, ip: Option<IpAddr>) -> Vec<Cell> {
+    /// The cells a message to `recipient` on `channel` from `client` needs:
+    /// one per limiter whose rate is on. A client whose address is not known
+    /// takes a cell of the one `unknown_ip` bucket instead of its own.
+    pub fn cells(&self, channel: Channel, recipient: &Recipient, client: ClientAddr) -> Vec<Cell> {
         let rates = match channel {
             Channel::Sms => &self.sms,
             Channel::Voice => &self.voice,
         };
-        let ip_key = ip.map(|ip| match ip {
-            IpAddr::V4(v4) => self.keys.limit("ip4", &v4.octets()),
-            IpAddr::V6(v6) => self.keys.limit("ip6", &v6.octets()[..8]),
-        });
+        let (ip_name, ip_rate, ip_key) = match client {
+            ClientAddr::Known(ClientNet::V4(net)) => {
+                (LimitName::Ip, rates.ip, self.keys.limit("ip4", &net))
+            }
+            ClientAddr::Known(ClientNet::V6(net)) => {
+                (LimitName::Ip, rates.ip, self.keys.limit("ip6", &net))
+            }
+            ClientAddr::Unknown => (LimitName::UnknownIp, rates.unknown_ip, 0),
+        };
         [
             (
                 LimitName::Recipient,
                 rates.recipient,
-                Some(self.keys.limit("recipient", recipient.e164().as_bytes())),
+                self.keys.limit("recipient", recipient.e164().as_bytes()),
             ),
-            (LimitName::Ip, rates.ip, ip_key),
+            (ip_name, ip_rate, ip_key),
+            (
+                LimitName::Prefix,
+                rates.prefix,
+                self.prefixes.key(&self.keys, recipient),
+            ),
             (
                 LimitName::Country,
                 rates.country,
-                Some(u64::from(recipient.calling_code())),
+                u64::from(recipient.calling_code()),
             ),
-            (LimitName::Global, rates.global, Some(0)),
+            (LimitName::Global, rates.global, 0),
         ]
         .into_iter()
         .filter_map(|(name, rate, key)| {
             Some(Cell {
                 limiter: Limiter { channel, name },
-                key: key?,
+                key,
                 interval: interval(&rate)?,
                 burst: rate.burst.max(1),
             })
@@ -68,20 +84,52 @@ impl Limits {
     }
 }
 
+/// Number prefixes: an E.164 number without its last few digits, the
+/// blocks that pumping campaigns walk through.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefixes {
+    hidden_digits: usize,
+}
+
+impl Prefixes {
+    pub fn new(hidden_digits: u32) -> Self {
+        Prefixes {
+            hidden_digits: hidden_digits as usize,
+        }
+    }
+
+    /// The prefix of `recipient` (a slice of its E.164 form): never shorter
+    /// than the calling code and one digit, so a short number is a block of
+    /// its own rather than its whole country.
+    pub fn of<'a>(&self, recipient: &'a Recipient) -> &'a str {
+        let e164 = recipient.e164();
+        let cc_len = 1 + decimal_len(recipient.calling_code());
+        let keep = e164
+            .len()
+            .saturating_sub(self.hidden_digits)
+            .max(cc_len + 1);
+        &e164[..keep.min(e164.len())]
+    }
+
+    /// The keyed hash of the prefix of `recipient`: what limiters and the
+    /// fraud detector count under.
+    pub fn key(&self, keys: &Keys, recipient: &Recipient) -> LimitKey {
+        keys.limit("prefix", self.of(recipient).as_bytes())
+    }
+}
+
+fn decimal_len(n: u16) -> usize {
+    match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        _ => 4,
+    }
+}
+
 /// One cell per this long; `None` when the rate is off (0 per hour).
 fn interval(rate: &Rate) -> Option<Duration> {
     (rate.per_hour > 0).then(|| Duration::from_secs(3600) / rate.per_hour)
-}
-
-/// The end user's IP from Kratos's `request_headers`: the first header in
-/// `names` that is present and parses (for X-Forwarded-For, its first
-/// address). `None` when there is none: the IP limiter is then skipped.
-pub fn client_ip<'a>(names: &[String], header: impl Fn(&str) -> Option<&'a str>) -> Option<IpAddr> {
-    names.iter().find_map(|name| {
-        let value = header(name)?;
-        let first = value.split(',').next()?.trim();
-        first.parse::<IpAddr>().ok()
-    })
 }
 
 #[cfg(test)]
@@ -100,6 +148,14 @@ mod tests {
             ip: Rate {
                 per_hour: 10,
                 burst: 10,
+            },
+            unknown_ip: Rate {
+                per_hour: 3_600_000,
+                burst: 100_000,
+            },
+            prefix: Rate {
+                per_hour: 0,
+                burst: 0,
             },
             country: Rate {
                 per_hour: 3_600_000,
@@ -125,7 +181,7 @@ mod tests {
         to: &Recipient,
     ) -> Result<(), (LimitName, Duration)> {
         match store
-            .reserve(&limits.cells(channel, to, None), None, 0)
+            .reserve(&limits.cells(channel, to, ClientAddr::Unknown), None, 0)
             .await
             .unwrap()
         {
@@ -145,6 +201,7 @@ mod tests {
         let limits = Limits::new(
             rates((5, 3), (1000, 1000)),
             rates((3, 1), (1000, 1000)),
+            Prefixes::new(3),
             Keys::random(),
         );
         let k = r("+14155550123");
@@ -172,6 +229,7 @@ mod tests {
         let limits = Limits::new(
             rates((5, 3), (3600, 2)),
             rates((3, 1), (1, 1)),
+            Prefixes::new(3),
             Keys::random(),
         );
         let (a, b) = (r("+14155550101"), r("+14155550102"));
@@ -205,6 +263,7 @@ mod tests {
         let limits = Limits::new(
             rates((5, 3), (1_000_000, 1_000_000)),
             rates((3, 1), (1, 1)),
+            Prefixes::new(3),
             Keys::random(),
         );
         for i in 0..1000u32 {
@@ -218,62 +277,54 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_counts_per_64_and_rates_of_zero_are_off() {
+    fn unknown_addresses_share_one_bucket_and_rates_of_zero_are_off() {
         let mut sms = rates((5, 3), (0, 0));
-        sms.ip = Rate {
+        sms.unknown_ip = Rate {
             per_hour: 10,
             burst: 2,
         };
-        let limits = Limits::new(sms, rates((3, 1), (1, 1)), Keys::random());
+        let limits = Limits::new(sms, rates((3, 1), (1, 1)), Prefixes::new(3), Keys::random());
         let to = r("+14155550123");
-        let ip = |s: &str| s.parse::<IpAddr>().ok();
-        let a = limits.cells(Channel::Sms, &to, ip("2001:db8:1:2::1"));
-        let b = limits.cells(Channel::Sms, &to, ip("2001:db8:1:2:ffff::9"));
-        let c = limits.cells(Channel::Sms, &to, ip("2001:db8:1:3::1"));
-        let ip_key = |cells: &[Cell]| {
+        let known =
+            |a: [u8; 4]| limits.cells(Channel::Sms, &to, ClientAddr::Known(ClientNet::V4(a)));
+        let ip = |cells: &[Cell]| {
             cells
                 .iter()
-                .find(|c| c.limiter.name == LimitName::Ip)
+                .find(|c| matches!(c.limiter.name, LimitName::Ip | LimitName::UnknownIp))
+                .map(|c| (c.limiter.name, c.key, c.interval))
                 .unwrap()
-                .key
         };
-        assert_eq!(ip_key(&a), ip_key(&b));
-        assert_ne!(ip_key(&a), ip_key(&c));
-        // No address: no IP cell. Global at 0 per hour: off.
-        let none = limits.cells(Channel::Sms, &to, None);
-        assert!(none.iter().all(|c| c.limiter.name != LimitName::Ip));
-        assert!(a.iter().all(|c| c.limiter.name != LimitName::Global));
+        let a = ip(&known([203, 0, 113, 7]));
+        let b = ip(&known([203, 0, 113, 8]));
+        assert_eq!(a.0, LimitName::Ip);
+        assert_ne!(a.1, b.1);
+        assert_eq!(a.2, Duration::from_secs(360));
+        let unknown = limits.cells(Channel::Sms, &to, ClientAddr::Unknown);
+        assert_eq!(
+            ip(&unknown),
+            (LimitName::UnknownIp, 0, Duration::from_secs(360))
+        );
+        // Global at 0 per hour: off; prefix at 0: off.
+        assert!(unknown
+            .iter()
+            .all(|c| !matches!(c.limiter.name, LimitName::Global | LimitName::Prefix)));
     }
 
     #[test]
-    fn client_ip_from_headers() {
-        let names = vec!["True-Client-Ip".to_owned(), "X-Forwarded-For".to_owned()];
-        let h = |pairs: &'static [(&'static str, &'static str)]| {
-            move |n: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                    .map(|(_, v)| *v)
-            }
-        };
+    fn prefixes_hide_the_last_digits_but_keep_the_country_and_a_digit() {
+        let p = Prefixes::new(3);
+        assert_eq!(p.of(&r("+447946000123")), "+447946000");
+        assert_eq!(p.of(&r("+14155550123")), "+14155550");
+        let keys = Keys::random();
         assert_eq!(
-            client_ip(&names, h(&[("true-client-ip", "203.0.113.7")])),
-            "203.0.113.7".parse().ok()
+            p.key(&keys, &r("+447946000123")),
+            p.key(&keys, &r("+447946000999"))
         );
-        assert_eq!(
-            client_ip(&names, h(&[("x-forwarded-for", "198.51.100.1, 10.0.0.1")])),
-            "198.51.100.1".parse().ok()
+        assert_ne!(
+            p.key(&keys, &r("+447946000123")),
+            p.key(&keys, &r("+447946001123"))
         );
-        assert_eq!(
-            client_ip(
-                &names,
-                h(&[
-                    ("true-client-ip", "junk"),
-                    ("x-forwarded-for", "2001:db8::1")
-                ])
-            ),
-            "2001:db8::1".parse().ok()
-        );
-        assert_eq!(client_ip(&names, h(&[])), None);
+        // A 6-digit mask on a short number keeps "+CC" and one digit.
+        assert_eq!(Prefixes::new(6).of(&r("+3546111234")), "+3546");
     }
 }

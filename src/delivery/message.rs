@@ -114,6 +114,12 @@ impl CourierMessage {
             .and_then(Value::as_str)
     }
 
+    /// Every line of a request header, in the order Kratos received them
+    /// (`name` lower-cased); empty when absent.
+    pub fn request_header_values(&self, name: &str) -> &[String] {
+        self.request_headers.get(name).map_or(&[], Vec::as_slice)
+    }
+
     /// First value of a request header of the end user (name any case).
     pub fn request_header(&self, name: &str) -> Option<&str> {
         self.request_headers

@@ -3,9 +3,12 @@
 //! allow it, and what Kratos is told.
 
 pub mod budget;
+pub mod client_ip;
 pub mod compose;
+pub mod confirmation;
 pub mod courier;
 pub mod error;
+pub mod fraud;
 pub mod ledger;
 pub mod limits;
 pub mod message;

@@ -41,6 +41,11 @@ pub enum Answer {
     /// An incoming message was taken (relayed or not, it is not Twilio's
     /// business): the empty TwiML answer, so Twilio replies nothing.
     TwimlEmpty,
+    /// `/v1/kratos/confirmed`: how many of the numbers had a code
+    /// outstanding (and so counted).
+    Confirmed {
+        counted: usize,
+    },
     Error(ApiError),
 }
 
@@ -119,6 +124,10 @@ impl Answer {
                 );
                 response
             }
+            Answer::Confirmed { counted } => json_response(
+                StatusCode::OK,
+                &json!({"status": "recorded", "counted": counted}),
+            ),
             Answer::Error(e) => e.into_response(),
         }
     }
@@ -212,7 +221,9 @@ impl ApiError {
                 | D::TwimlTooLong
                 | D::RecipientUnreachable { .. }
                 | D::RecipientNotAllowed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                D::RateLimited { .. } | D::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+                D::RateLimited { .. } | D::BudgetExhausted { .. } | D::FraudSuspected { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
                 D::VoiceNotConfigured | D::ProviderConfiguration { .. } => StatusCode::BAD_GATEWAY,
                 D::ProviderUnavailable { .. } | D::NoProviderSlot | D::StoreUnavailable => {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -249,6 +260,7 @@ impl ApiError {
                 D::ProviderUnavailable { .. } => "provider_unavailable",
                 D::RateLimited { .. } => "rate_limited",
                 D::BudgetExhausted { .. } => "budget_exhausted",
+                D::FraudSuspected { .. } => "fraud_suspected",
                 D::RecipientNotAllowed { .. } => "recipient_not_allowed",
                 D::NoProviderSlot => "overloaded",
                 D::StoreUnavailable => "store_unavailable",
@@ -320,6 +332,9 @@ impl ApiError {
                 D::BudgetExhausted { scope, .. } => format!(
                     "the daily send budget ({scope}) is used up until midnight UTC (see budget.*)"
                 ),
+                D::FraudSuspected { .. } => {
+                    "codes to this destination are not being confirmed (suspected SMS pumping, fraud.action = deny); retry after the Retry-After seconds".into()
+                }
                 D::RecipientNotAllowed { reason } => {
                     format!("the recipient is not allowed by policy: {reason}")
                 }
@@ -349,7 +364,8 @@ impl ApiError {
             ApiError::Delivery(
                 D::ProviderUnavailable { retry_after, .. }
                 | D::RateLimited { retry_after, .. }
-                | D::BudgetExhausted { retry_after, .. },
+                | D::BudgetExhausted { retry_after, .. }
+                | D::FraudSuspected { retry_after },
             ) => Some(*retry_after),
             ApiError::Delivery(D::NoProviderSlot | D::StoreUnavailable) => Some(1),
             _ => None,

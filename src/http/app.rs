@@ -13,6 +13,7 @@ use hyper::body::Body;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::delivery::confirmation::{ConfirmationError, ConfirmationParser};
 use crate::delivery::courier::{Courier, Delivered, Endpoint};
 use crate::delivery::message::{MessageParser, ParseError};
 use crate::http::answer::{Answer, ApiError, NotReady};
@@ -39,6 +40,7 @@ pub struct App {
     config: Arc<Config>,
     auth: Authenticator,
     parser: MessageParser,
+    confirmations: ConfirmationParser,
     courier: Courier,
     metrics: Arc<Metrics>,
     /// `None` when `status_callback.public_url` is not set.
@@ -88,6 +90,7 @@ impl App {
         Ok(App {
             auth: Authenticator::new(&config.auth),
             parser: MessageParser::new(),
+            confirmations: ConfirmationParser::new(),
             courier,
             status_callbacks: StatusCallbacks::new(&config, metrics.clone(), plan),
             relay,
@@ -145,6 +148,10 @@ impl App {
             (&Method::GET, "/metrics") if self.config.metrics_listen.is_none() => {
                 return self
                     .authenticated(request.headers(), || Answer::Metrics(self.metrics.render()))
+            }
+            (&Method::POST, "/v1/kratos/confirmed") => return self.confirmed(request).await,
+            (_, "/v1/kratos/confirmed") => {
+                return ApiError::MethodNotAllowed { allow: "POST" }.into()
             }
             (&Method::POST, "/v1/twilio/status") => {
                 return match &self.status_callbacks {
@@ -248,6 +255,80 @@ impl App {
         answer()
     }
 
+    /// `/v1/kratos/confirmed`: Kratos's after-flow hook says a code was
+    /// used. Counted for each of the identity's numbers a code is
+    /// outstanding for; anything else is ignored and counted as such.
+    async fn confirmed<B>(&self, request: Request<B>) -> Answer
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let fraud = self.metrics.fraud();
+        let bytes = match self.read_kratos_json(request).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if matches!(e, ApiError::Unauthorized { .. }) {
+                    fraud.ignored("unauthenticated");
+                }
+                return e.into();
+            }
+        };
+        let confirmation = match self.confirmations.parse(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                fraud.ignored("invalid");
+                return match e {
+                    ConfirmationError::MalformedJson => ApiError::MalformedJson,
+                    ConfirmationError::Schema(v) => ApiError::Schema(v),
+                }
+                .into();
+            }
+        };
+        let mut counted = 0;
+        for recipient in &confirmation.recipients {
+            match self.courier.confirmed(recipient).await {
+                Ok(true) => counted += 1,
+                Ok(false) => {}
+                Err(e) => return ApiError::from(e).into(),
+            }
+        }
+        tracing::info!(
+            endpoint = "/v1/kratos/confirmed",
+            flow = confirmation.flow.as_deref(),
+            numbers = confirmation.recipients.len(),
+            counted,
+            "confirmation"
+        );
+        Answer::Confirmed { counted }
+    }
+
+    /// The body of a request Kratos (or an application's back end)
+    /// authenticates like a courier request: credentials first, then a JSON
+    /// body within `server.max_body_bytes`, read within
+    /// `server.body_read_timeout`.
+    async fn read_kratos_json<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if !self.auth.check(request.headers()) {
+            return Err(ApiError::Unauthorized {
+                basic_challenge: self.auth.uses_basic(),
+            });
+        }
+        if !body::has_content_type(request.headers(), "application/json") {
+            return Err(ApiError::UnsupportedMediaType {
+                expected: "application/json",
+            });
+        }
+        tokio::time::timeout(
+            self.config.server.body_read_timeout,
+            body::read(request, self.config.server.max_body_bytes),
+        )
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?
+    }
+
     async fn readiness(&self) -> Answer {
         let store = self.courier.store();
         if self.shutting_down.load(Ordering::SeqCst) {
@@ -274,22 +355,7 @@ impl App {
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        if !self.auth.check(request.headers()) {
-            return Err(ApiError::Unauthorized {
-                basic_challenge: self.auth.uses_basic(),
-            });
-        }
-        if !body::has_content_type(request.headers(), "application/json") {
-            return Err(ApiError::UnsupportedMediaType {
-                expected: "application/json",
-            });
-        }
-        let bytes = tokio::time::timeout(
-            self.config.server.body_read_timeout,
-            body::read(request, self.config.server.max_body_bytes),
-        )
-        .await
-        .map_err(|_| ApiError::RequestTimeout)??;
+        let bytes = self.read_kratos_json(request).await?;
         let message = self.parser.parse(&bytes).map_err(|e| match e {
             ParseError::MalformedJson => ApiError::MalformedJson,
             ParseError::Schema(v) => ApiError::Schema(v),

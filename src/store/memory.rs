@@ -28,6 +28,7 @@ use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use tokio::sync::Notify;
 
+use super::fraud::{Confirmed, FraudKeys, FraudScope, Tallies};
 use super::{
     BudgetTake, BudgetUsed, Cell, Claim, Entry, Limiter, MessageKey, Owner, RecipientKey, Refusal,
     RelayKey, Reservation, Settle, StoreError, UnixMs,
@@ -44,6 +45,8 @@ pub struct MemoryStore {
     budget: Mutex<BudgetDay>,
     /// The inbound relay's marks (see the relay block below).
     relay: Mutex<RelayMarks>,
+    /// The fraud guard's counters (`store::fraud`).
+    fraud: super::fraud::MemoryFraud,
 }
 
 struct Ledger {
@@ -113,6 +116,7 @@ impl MemoryStore {
             }),
             settled: Notify::new(),
             limits: Mutex::new(HashMap::new()),
+            fraud: Default::default(),
             budget: Mutex::new(BudgetDay {
                 day: 0,
                 total: 0,
@@ -345,6 +349,7 @@ impl MemoryStore {
             ledger.entries.prune(now);
             ledger.unreachable.prune(now);
         }
+        self.fraud.prune(now);
         let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         for bucket in limits.values() {
             bucket.limiter.retain_recent();
@@ -622,6 +627,50 @@ impl MemoryStore {
         let keep = Duration::from_millis(until.saturating_sub(now).max(1));
         marks.counts.insert(*key, taken + 1, now, keep);
         Ok(true)
+    }
+}
+
+/// The fraud guard's counters (see `store::fraud`), kept apart from the
+/// ledger, limits and budget.
+impl MemoryStore {
+    pub async fn fraud_tallies(
+        &self,
+        keys: &FraudKeys,
+        now: UnixMs,
+    ) -> Result<Tallies, StoreError> {
+        Ok(self.fraud.tallies(keys, now))
+    }
+
+    pub async fn fraud_record_sent(
+        &self,
+        keys: &FraudKeys,
+        now: UnixMs,
+    ) -> Result<Tallies, StoreError> {
+        Ok(self.fraud.record_sent(keys, now))
+    }
+
+    pub async fn fraud_record_confirmed(
+        &self,
+        keys: &FraudKeys,
+        now: UnixMs,
+    ) -> Result<Confirmed, StoreError> {
+        Ok(self.fraud.record_confirmed(keys, now))
+    }
+
+    pub async fn fraud_mark_suspect(
+        &self,
+        keys: &FraudKeys,
+        scope: FraudScope,
+        until: UnixMs,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        self.fraud.mark_suspect(keys, scope, until, now);
+        Ok(())
+    }
+
+    /// Fraud-guard entries held (prefixes and numbers), for tests.
+    pub fn fraud_entries(&self) -> usize {
+        self.fraud.entries()
     }
 }
 

@@ -13,12 +13,14 @@
 //! is. Nothing stored is a phone number, a code or a body: keys are keyed
 //! hashes ([`Keys`]), values are states, sids, counters and times.
 
+pub mod fraud;
 pub mod keys;
 pub mod memory;
 pub mod redis;
 
 use std::time::Duration;
 
+pub use fraud::{Confirmed, FraudKeys, FraudScope, Tallies, Tally};
 pub use keys::{Keys, LimitKey, MessageKey, RecipientKey, RelayKey};
 
 /// Who holds a claim: a random id made per send attempt, so a replica that
@@ -393,6 +395,44 @@ impl Store {
     /// Whether requests fail while Redis is down (no local fallback).
     pub fn fails_closed(&self) -> bool {
         matches!(self, Store::Redis { fallback: None, .. })
+    }
+
+    /// The fraud guard's counts of a number's country and prefix.
+    pub async fn fraud_tallies(
+        &self,
+        keys: &FraudKeys,
+        now: UnixMs,
+    ) -> Result<Tallies, StoreError> {
+        dispatch!(self.fraud_tallies(keys, now))
+    }
+
+    /// Count a code sent (and outstanding for the number); the counts after.
+    pub async fn fraud_record_sent(
+        &self,
+        keys: &FraudKeys,
+        now: UnixMs,
+    ) -> Result<Tallies, StoreError> {
+        dispatch!(self.fraud_record_sent(keys, now))
+    }
+
+    /// Count a confirmation, if a code sent to the number is outstanding.
+    pub async fn fraud_record_confirmed(
+        &self,
+        keys: &FraudKeys,
+        now: UnixMs,
+    ) -> Result<Confirmed, StoreError> {
+        dispatch!(self.fraud_record_confirmed(keys, now))
+    }
+
+    /// Hold the number's country or prefix as suspect until `until`.
+    pub async fn fraud_mark_suspect(
+        &self,
+        keys: &FraudKeys,
+        scope: FraudScope,
+        until: UnixMs,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.fraud_mark_suspect(keys, scope, until, now))
     }
 
     /// Periodic clean-up (memory only: Redis expires keys itself).

@@ -44,6 +44,8 @@
 //! use, so the service starts while Redis is down; a lost connection is
 //! made again on the next call.
 
+mod fraud;
+
 use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;

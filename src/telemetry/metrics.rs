@@ -7,6 +7,7 @@
 //! provider's error table (anything else is `other`). No label ever carries a number, a
 //! code or a body.
 
+use super::fraud_metrics::FraudMetrics;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
@@ -64,6 +65,8 @@ pub struct Metrics {
     store_errors: Counter,
     /// The inbound relay's counters (`relay_metrics`).
     relay: super::relay_metrics::RelayMetrics,
+    /// The fraud guard's (`telemetry::fraud_metrics`).
+    fraud: FraudMetrics,
 }
 
 impl Default for Metrics {
@@ -132,8 +135,10 @@ impl Metrics {
             store_errors.clone(),
         );
         let relay = super::relay_metrics::RelayMetrics::register(&mut registry);
+        let fraud = FraudMetrics::register(&mut registry);
         Metrics {
             relay,
+            fraud,
             store_errors,
             registry,
             requests,
@@ -232,6 +237,10 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    pub fn fraud(&self) -> &FraudMetrics {
+        &self.fraud
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -2,6 +2,7 @@
 //! Neither ever carries a code, a message body, a secret or a whole phone
 //! number.
 
+pub mod fraud_metrics;
 pub mod logs;
 pub mod metrics;
 pub mod relay_metrics;

@@ -116,18 +116,19 @@ async fn per_ip_limit_counts_distinct_recipients_from_one_end_user() {
         200
     );
     assert_eq!(
-        status_of(&app, &login_message("+14155550002", "200002"))
+        status_of(&app, &login_message("+14155551002", "200002"))
             .await
             .0,
         200
     );
-    let (status, body, _) = status_of(&app, &login_message("+14155550003", "200003")).await;
+    let (status, body, _) = status_of(&app, &login_message("+14155552003", "200003")).await;
     assert_eq!((status, body["error"]["limit"].as_str()), (429, Some("ip")));
-    // Another end user is not affected, nor is one with no IP header.
-    let mut other = login_message("+14155550004", "200004");
-    other["request_headers"] = json!({"X-Forwarded-For": ["198.51.100.9, 10.0.0.1"]});
+    // Another end user (the address the proxy appended) is not affected,
+    // nor is one with no address (the shared unknown_ip bucket).
+    let mut other = login_message("+14155553004", "200004");
+    other["request_headers"] = json!({"X-Forwarded-For": ["203.0.113.7, 198.51.100.9"]});
     assert_eq!(status_of(&app, &other).await.0, 200);
-    let mut none = login_message("+14155550005", "200005");
+    let mut none = login_message("+14155554005", "200005");
     none["request_headers"] = json!(null);
     assert_eq!(status_of(&app, &none).await.0, 200);
     assert_eq!(app.provider_requests().await.len(), 4);
@@ -191,19 +192,19 @@ async fn the_daily_budget_ends_at_the_cap_and_returns_at_midnight_utc() {
         200
     );
     assert_eq!(
-        status_of(&app, &login_message("+14155550002", "400002"))
+        status_of(&app, &login_message("+14155551002", "400002"))
             .await
             .0,
         200
     );
-    let (status, body, retry) = status_of(&app, &login_message("+14155550003", "400003")).await;
+    let (status, body, retry) = status_of(&app, &login_message("+14155552003", "400003")).await;
     assert_eq!((status, error_code(&body)), (429, "budget_exhausted"));
     assert_eq!(body["error"]["scope"], "total");
     assert_eq!(retry.as_deref(), Some("43200"), "12 hours to midnight UTC");
     assert_eq!(app.provider_requests().await.len(), 2);
     clock.advance(Duration::from_secs(43_200));
     assert_eq!(
-        status_of(&app, &login_message("+14155550003", "400003"))
+        status_of(&app, &login_message("+14155552003", "400003"))
             .await
             .0,
         200

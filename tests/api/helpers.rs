@@ -363,13 +363,15 @@ pub async fn app_at_noon(twilio: MockServer, tweak: &[(&str, &str)]) -> (TestApp
     (start_with_clock(config, twilio, clock.clone()).await, clock)
 }
 
-/// A login-code message as Kratos renders it, from one end-user address.
+/// A login-code message as Kratos renders it, from one end-user address
+/// (as the one proxy in front of Kratos appended it to X-Forwarded-For, the
+/// default `limits.client_ip`).
 pub fn login_message(recipient: &str, code: &str) -> Value {
     serde_json::json!({
         "recipient": recipient,
         "body": format!("Your login code is: {code}"),
         "template_type": "login_code_valid",
         "template_data": {"login_code": code},
-        "request_headers": {"True-Client-Ip": ["203.0.113.7"]}
+        "request_headers": {"X-Forwarded-For": ["203.0.113.7"]}
     })
 }

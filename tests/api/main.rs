@@ -5,7 +5,9 @@
 mod helpers;
 
 mod abuse;
+mod client_address;
 mod exactly_once;
+mod fraud;
 mod health;
 mod observability;
 mod provider_errors;

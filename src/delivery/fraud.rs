@@ -1,0 +1,242 @@
+//! The fraud guard: SMS-pumping detection from Kratos's own confirmations.
+//!
+//! Pumped codes are never used; real users use most of theirs. So per
+//! destination country (calling code) and per number prefix the store
+//! counts codes sent (once the provider accepted them) and codes Kratos
+//! reported confirmed, and a country or prefix is *suspect* while its
+//! unconfirmed codes in the last hour exceed
+//! `max(floor, ratio × confirmed in the last hour, ratio × the busiest hour
+//! of confirmations in 14 days)`. Once the rule holds, the destination is
+//! held suspect for `fraud.hold_minutes` (a refused campaign stops adding
+//! unconfirmed codes, and must not be let back in an hour later).
+//!
+//! With `fraud.action = "deny"` a code to a suspect destination is refused
+//! (429 `fraud_suspected`) before any quota is taken; with `record_only` it
+//! is sent, and the metrics and one warning per destination say so.
+//! Destinations in `fraud.always_allow` are counted but never suspected.
+//!
+//! Nothing here names a number or a prefix: the store holds keyed hashes,
+//! metrics and logs carry the calling code only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::config::{FraudAction, FraudConfig};
+use crate::delivery::error::DeliveryError;
+use crate::delivery::limits::Prefixes;
+use crate::phone::Recipient;
+use crate::store::{
+    Confirmed, FraudKeys, FraudScope, Keys, Store, StoreError, Tallies, Tally, UnixMs,
+};
+use crate::telemetry::metrics::Metrics;
+
+/// What the guard knows of one send, computed once (no allocation).
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    keys: FraudKeys,
+    /// In `fraud.always_allow`: counted, never suspected.
+    always_allowed: bool,
+}
+
+/// See the module documentation.
+pub struct FraudGuard {
+    config: FraudConfig,
+    prefixes: Prefixes,
+    keys: Keys,
+    metrics: Arc<Metrics>,
+    /// Suspect prefixes this replica has seen, per calling code, with their
+    /// hold: for the gauge only (decisions read the store).
+    seen: Mutex<HashMap<u16, Seen>>,
+}
+
+#[derive(Default)]
+struct Seen {
+    country_until: UnixMs,
+    prefixes: HashMap<u64, UnixMs>,
+}
+
+impl FraudGuard {
+    pub fn new(config: FraudConfig, prefixes: Prefixes, keys: Keys, metrics: Arc<Metrics>) -> Self {
+        FraudGuard {
+            config,
+            prefixes,
+            keys,
+            metrics,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn watch(&self, recipient: &Recipient) -> Watch {
+        let always_allowed = self
+            .config
+            .always_allow_numbers
+            .iter()
+            .any(|n| n.as_str() == recipient.e164())
+            || recipient.region().is_some_and(|region| {
+                self.config
+                    .always_allow_countries
+                    .iter()
+                    .any(|c| c.as_str() == region)
+            });
+        Watch {
+            keys: FraudKeys {
+                calling_code: recipient.calling_code(),
+                prefix: self.prefixes.key(&self.keys, recipient),
+                number: self.keys.limit("number", recipient.e164().as_bytes()),
+            },
+            always_allowed,
+        }
+    }
+
+    /// Before a send: with `deny`, refuse a code to a suspect destination.
+    /// With `record_only`, or for an always-allowed one, asks nothing.
+    pub async fn check(
+        &self,
+        store: &Store,
+        watch: &Watch,
+        now: UnixMs,
+    ) -> Result<(), DeliveryError> {
+        if self.config.action != FraudAction::Deny || watch.always_allowed {
+            return Ok(());
+        }
+        let tallies = store.fraud_tallies(&watch.keys, now).await?;
+        let until = self.judge(store, watch, &tallies, now).await;
+        if until > now {
+            self.metrics.fraud().refused(watch.keys.calling_code);
+            return Err(DeliveryError::FraudSuspected {
+                retry_after: (until - now).div_ceil(1000).max(1),
+            });
+        }
+        Ok(())
+    }
+
+    /// After the provider accepted a code: count it, and see whether its
+    /// destination became suspect. A store that does not answer loses the
+    /// count, not the send.
+    pub async fn sent(&self, store: &Store, watch: &Watch, now: UnixMs) {
+        match store.fraud_record_sent(&watch.keys, now).await {
+            Ok(tallies) => {
+                let c = &tallies.country;
+                self.metrics
+                    .fraud()
+                    .sent(watch.keys.calling_code, c.sent, c.confirmed);
+                if !watch.always_allowed {
+                    self.judge(store, watch, &tallies, now).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the fraud guard could not count a send"),
+        }
+    }
+
+    /// Kratos says a code to `recipient` was used: counted if one is
+    /// outstanding for it. Answers whether it was counted.
+    pub async fn confirmed(
+        &self,
+        store: &Store,
+        recipient: &Recipient,
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
+        let watch = self.watch(recipient);
+        match store.fraud_record_confirmed(&watch.keys, now).await? {
+            Confirmed::Counted(tallies) => {
+                let c = &tallies.country;
+                self.metrics
+                    .fraud()
+                    .confirmed(watch.keys.calling_code, c.sent, c.confirmed);
+                Ok(true)
+            }
+            Confirmed::NeverSent => {
+                self.metrics.fraud().ignored("never_sent");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Whether the rule holds for one country or prefix now.
+    pub fn rule_holds(&self, tally: &Tally, floor: u32) -> bool {
+        let unconfirmed = f64::from(tally.sent.saturating_sub(tally.confirmed));
+        let bar = f64::from(floor)
+            .max(self.config.ratio * f64::from(tally.confirmed))
+            .max(self.config.ratio * f64::from(tally.peak_confirmed));
+        unconfirmed > bar
+    }
+
+    /// Hold each scope whose rule holds; the latest hold in force (0: none).
+    async fn judge(&self, store: &Store, watch: &Watch, tallies: &Tallies, now: UnixMs) -> UnixMs {
+        let mut until = tallies
+            .country
+            .suspect_until
+            .max(tallies.prefix.suspect_until);
+        let hold_until = now + self.config.hold.as_millis() as u64;
+        for (scope, floor) in [
+            (FraudScope::Country, self.config.min_unconfirmed_per_hour),
+            (
+                FraudScope::Prefix,
+                self.config.prefix_min_unconfirmed_per_hour,
+            ),
+        ] {
+            let tally = tallies.of(scope);
+            if !self.rule_holds(tally, floor) {
+                continue;
+            }
+            if tally.suspect_until <= now {
+                tracing::warn!(
+                    scope = match scope {
+                        FraudScope::Country => "country",
+                        FraudScope::Prefix => "prefix",
+                    },
+                    country_code = watch.keys.calling_code,
+                    sent = tally.sent,
+                    confirmed = tally.confirmed,
+                    action = match self.config.action {
+                        FraudAction::Deny => "deny",
+                        FraudAction::RecordOnly => "record_only",
+                    },
+                    "SMS pumping suspected: codes to this destination are not being confirmed"
+                );
+            }
+            if let Err(e) = store
+                .fraud_mark_suspect(&watch.keys, scope, hold_until, now)
+                .await
+            {
+                tracing::warn!(error = %e, "the fraud guard could not record a suspect");
+            }
+            until = until.max(hold_until);
+        }
+        if until > now {
+            self.gauge(watch, tallies, hold_until, now);
+        }
+        until
+    }
+
+    /// Update the suspect gauges of the watch's calling code.
+    fn gauge(&self, watch: &Watch, tallies: &Tallies, hold_until: UnixMs, now: UnixMs) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = seen.entry(watch.keys.calling_code).or_default();
+        let country = tallies.country.suspect_until.max(
+            if self.rule_holds(&tallies.country, self.config.min_unconfirmed_per_hour) {
+                hold_until
+            } else {
+                0
+            },
+        );
+        entry.country_until = entry.country_until.max(country);
+        let prefix = tallies.prefix.suspect_until.max(
+            if self.rule_holds(&tallies.prefix, self.config.prefix_min_unconfirmed_per_hour) {
+                hold_until
+            } else {
+                0
+            },
+        );
+        if prefix > now {
+            let held = entry.prefixes.entry(watch.keys.prefix).or_default();
+            *held = (*held).max(prefix);
+        }
+        entry.prefixes.retain(|_, until| *until > now);
+        self.metrics.fraud().suspects(
+            watch.keys.calling_code,
+            entry.country_until > now,
+            entry.prefixes.len(),
+        );
+    }
+}
