@@ -190,7 +190,7 @@ impl Courier {
             recipient: recipient.clone(),
             outgoing,
             body: message.body.clone(),
-            code: message.code.clone(),
+            code: message.ledger_code(),
             ip: client_ip(&self.ip_headers, |name| message.request_header(name)),
         };
         // Boxed: the task's future is a few KB, and a pointer is cheaper to

@@ -32,6 +32,7 @@ use super::{
     BudgetTake, BudgetUsed, Cell, Claim, Entry, Limiter, MessageKey, Owner, RecipientKey, Refusal,
     RelayKey, Reservation, Settle, StoreError, UnixMs,
 };
+use super::{CodeCheck, Pending, PendingCode, VerifyKey};
 use crate::clock::Clock;
 use crate::domain::BudgetScope;
 
@@ -44,6 +45,8 @@ pub struct MemoryStore {
     budget: Mutex<BudgetDay>,
     /// The inbound relay's marks (see the relay block below).
     relay: Mutex<RelayMarks>,
+    /// The verify API's pending codes (see the verify block below).
+    verify: Mutex<Expiring<VerifyKey, PendingRecord>>,
 }
 
 struct Ledger {
@@ -122,6 +125,7 @@ impl MemoryStore {
                 seen: Expiring::new(max_entries),
                 counts: Expiring::new(max_entries),
             }),
+            verify: Mutex::new(Expiring::new(max_entries)),
         }
     }
 
@@ -345,6 +349,7 @@ impl MemoryStore {
             ledger.entries.prune(now);
             ledger.unreachable.prune(now);
         }
+        self.pending().prune(now);
         let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         for bucket in limits.values() {
             bucket.limiter.retain_recent();
@@ -622,6 +627,81 @@ impl MemoryStore {
         let keep = Duration::from_millis(until.saturating_sub(now).max(1));
         marks.counts.insert(*key, taken + 1, now, keep);
         Ok(true)
+    }
+}
+
+/// A pending code as kept in memory: the code's record, and its counts.
+#[derive(Debug, Clone, Copy)]
+struct PendingRecord {
+    code: PendingCode,
+    attempts: u32,
+    sends: u32,
+}
+
+/// The verify API's pending codes, bounded like the ledger (past
+/// `max_entries` the oldest go first), each under one mutex.
+impl MemoryStore {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Expiring<VerifyKey, PendingRecord>> {
+        self.verify.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub async fn verify_pending(
+        &self,
+        key: &VerifyKey,
+        fresh: &PendingCode,
+        now: UnixMs,
+    ) -> Result<Pending, StoreError> {
+        let mut pending = self.pending();
+        let record = match pending.get(key, now) {
+            Some(r) => PendingRecord {
+                sends: r.sends.saturating_add(1),
+                ..*r
+            },
+            None => PendingRecord {
+                code: *fresh,
+                attempts: 0,
+                sends: 1,
+            },
+        };
+        let keep = Duration::from_millis(record.code.expires_at.saturating_sub(now));
+        pending.insert(*key, record, now, keep);
+        Ok(Pending {
+            code: record.code,
+            sends: record.sends,
+        })
+    }
+
+    pub async fn verify_check(
+        &self,
+        key: &VerifyKey,
+        hash: &[u8; 32],
+        max_attempts: u32,
+        now: UnixMs,
+    ) -> Result<CodeCheck, StoreError> {
+        use subtle::ConstantTimeEq;
+        let mut pending = self.pending();
+        let Some(record) = pending.get(key, now).copied() else {
+            return Ok(CodeCheck::NoPendingCode);
+        };
+        if bool::from(record.code.hash.ct_eq(hash)) {
+            pending.remove(key);
+            return Ok(CodeCheck::Approved);
+        }
+        let attempts = record.attempts.saturating_add(1);
+        if attempts >= max_attempts {
+            pending.remove(key);
+            return Ok(CodeCheck::TooManyAttempts);
+        }
+        let keep = Duration::from_millis(record.code.expires_at.saturating_sub(now));
+        pending.insert(
+            key.to_owned(),
+            PendingRecord { attempts, ..record },
+            now,
+            keep,
+        );
+        Ok(CodeCheck::Mismatch {
+            attempts_left: max_attempts - attempts,
+        })
     }
 }
 
