@@ -433,13 +433,13 @@ async fn a_verify_code_requested_on_one_replica_is_checked_on_the_other() {
         .collect();
     assert_eq!(bodies.len(), 2);
     assert_eq!(bodies[0], bodies[1]);
-    let code: String = bodies[0]
+    let sent: String = bodies[0]
         .chars()
         .filter(char::is_ascii_digit)
         .take(6)
         .collect();
-    let (status, v) = call(1, "/v1/verify/check", json!({"to": to, "code": code})).await;
+    let (status, v) = call(1, "/v1/verify/check", json!({"to": to, "code": sent})).await;
     assert_eq!((status, v), (200, json!({"status": "approved"})));
-    let (status, v) = call(0, "/v1/verify/check", json!({"to": to, "code": code})).await;
+    let (status, v) = call(0, "/v1/verify/check", json!({"to": to, "code": sent})).await;
     assert_eq!((status, code(&v)), (404, "no_pending_code"));
 }
