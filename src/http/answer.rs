@@ -262,7 +262,12 @@ impl ApiError {
             ApiError::InvalidWebhook => "invalid_webhook",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::TooManyConnections => "overloaded",
-            ApiError::Verify(v) => verify_code(v),
+            ApiError::Verify(v) => match v {
+                VerifyError::CodeMismatch { .. } => "code_mismatch",
+                VerifyError::TooManyAttempts => "too_many_attempts",
+                VerifyError::NoPendingCode => "no_pending_code",
+                VerifyError::Delivery(d) => ApiError::Delivery(d.clone()).code(),
+            },
             ApiError::Delivery(d) => match d {
                 D::InvalidRecipient(_) => "invalid_recipient",
                 D::BodyTooLong { .. } => "body_too_long",
@@ -453,15 +458,6 @@ fn verify_status(v: &VerifyError) -> StatusCode {
         VerifyError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
         VerifyError::NoPendingCode => StatusCode::NOT_FOUND,
         VerifyError::Delivery(d) => ApiError::Delivery(d.clone()).status(),
-    }
-}
-
-fn verify_code(v: &VerifyError) -> &'static str {
-    match v {
-        VerifyError::CodeMismatch { .. } => "code_mismatch",
-        VerifyError::TooManyAttempts => "too_many_attempts",
-        VerifyError::NoPendingCode => "no_pending_code",
-        VerifyError::Delivery(d) => ApiError::Delivery(d.clone()).code(),
     }
 }
 
