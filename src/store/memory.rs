@@ -946,6 +946,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pending_codes_resend_expire_count_and_approve_once() {
+        let (s, clock) = store();
+        let t = clock.unix().as_millis() as u64;
+        let key = [3u8; 16];
+        let code = PendingCode {
+            hash: [1; 32],
+            seed: [2; 16],
+            expires_at: t + 600_000,
+        };
+        let other = PendingCode {
+            hash: [9; 32],
+            ..code
+        };
+        assert_eq!(
+            s.verify_pending(&key, &code, t).await,
+            Ok(Pending { code, sends: 1 })
+        );
+        assert_eq!(
+            s.verify_pending(&key, &other, t + 1).await,
+            Ok(Pending { code, sends: 2 })
+        );
+        assert_eq!(
+            s.verify_check(&key, &[9; 32], 2, t + 2).await,
+            Ok(CodeCheck::Mismatch { attempts_left: 1 })
+        );
+        assert_eq!(
+            s.verify_check(&key, &[1; 32], 2, t + 3).await,
+            Ok(CodeCheck::Approved)
+        );
+        assert_eq!(
+            s.verify_check(&key, &[1; 32], 2, t + 4).await,
+            Ok(CodeCheck::NoPendingCode)
+        );
+        // The last wrong attempt drops it; expiry ends it.
+        s.verify_pending(&key, &code, t).await.unwrap();
+        s.verify_check(&key, &[9; 32], 2, t).await.unwrap();
+        assert_eq!(
+            s.verify_check(&key, &[9; 32], 2, t).await,
+            Ok(CodeCheck::TooManyAttempts)
+        );
+        assert_eq!(
+            s.verify_check(&key, &[1; 32], 2, t).await,
+            Ok(CodeCheck::NoPendingCode)
+        );
+        s.verify_pending(&key, &code, t).await.unwrap();
+        assert_eq!(
+            s.verify_check(&key, &[1; 32], 2, t + 600_000).await,
+            Ok(CodeCheck::NoPendingCode)
+        );
+    }
+
+    #[tokio::test]
     async fn relay_marks_once_and_counts_to_the_limit() {
         let (s, _) = store();
         let t = 1_000_000;
