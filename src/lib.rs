@@ -25,6 +25,7 @@
 //! | [`telemetry`] | log output and Prometheus metrics |
 //! | [`startup`] | wiring the rooms into a running service from a checked configuration |
 //! | [`relay`] | the inbound relay: codes texted to our numbers, forwarded by SMS, to Slack and to signed webhooks |
+//! | [`verify`] | the verify API for applications without Kratos: codes made, stored as keyed hashes, sent through the courier and checked |
 //! | [`store`] | the state a retry touches (ledger, limits, budget), in memory or in Redis |
 //! | [`domain`] | small shared names (channel, template type, limiter, budget scope) below every room |
 //! | [`clock`] | the one clock behind limits, windows and budget days (testable) |
@@ -46,3 +47,4 @@ pub mod relay;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod verify;

@@ -440,3 +440,64 @@ impl SandboxUnderTest {
         v["messages"].as_array().map_or(0, Vec::len)
     }
 }
+
+#[tokio::test]
+async fn a_verify_code_requested_on_one_replica_is_checked_on_the_other() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = twilio_accepting(Duration::ZERO).await;
+    let mut env = env_for(&twilio.uri(), &redis);
+    env.insert("PHONE_COURIER__VERIFY__ENABLED".into(), "true".into());
+    let replicas = [start(&env), start(&env)];
+    let client = reqwest::Client::new();
+    let call = |i: usize, path: &'static str, body: Value| {
+        let client = client.clone();
+        let url = format!("http://{}{path}", replicas[i].addr);
+        async move {
+            let r = client
+                .post(url)
+                .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+                .json(&body)
+                .send()
+                .await
+                .expect("an answer");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let to = "+14155550123";
+    assert_eq!(
+        call(0, "/v1/verify/request", json!({"to": to})).await.0,
+        200
+    );
+    // A resend on the other replica sends the same code.
+    assert_eq!(
+        call(1, "/v1/verify/request", json!({"to": to})).await.0,
+        200
+    );
+    let bodies: Vec<String> = twilio
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            form(r)
+                .into_iter()
+                .find(|(k, _)| k == "Body")
+                .map(|(_, v)| v)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0], bodies[1]);
+    let sent: String = bodies[0]
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(6)
+        .collect();
+    let (status, v) = call(1, "/v1/verify/check", json!({"to": to, "code": sent})).await;
+    assert_eq!((status, v), (200, json!({"status": "approved"})));
+    let (status, v) = call(0, "/v1/verify/check", json!({"to": to, "code": sent})).await;
+    assert_eq!((status, code(&v)), (404, "no_pending_code"));
+}

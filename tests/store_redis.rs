@@ -1026,3 +1026,140 @@ async fn fraud_counts_answer_exactly_as_the_memory_store() {
         "{confirmations:?}"
     );
 }
+
+// ------------------------------------------------------------ verify API
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_codes_are_shared_by_replicas_and_approved_exactly_once() {
+    use kratos_phone_courier::store::{CodeCheck, Pending, PendingCode};
+    let server = server_or_skip!();
+    let replicas: Vec<Arc<RedisStore>> = (0..4).map(|_| Arc::new(store(&server))).collect();
+    let key = [9u8; 16];
+    let code = PendingCode {
+        hash: [0xab; 32],
+        seed: [0x01; 16],
+        expires_at: T0 + 600_000,
+    };
+    let other = PendingCode {
+        hash: [0xcd; 32],
+        seed: [0x02; 16],
+        expires_at: T0 + 900_000,
+    };
+    // The first request stores its code; a second, on another replica,
+    // finds it (the same code, one more send), not its own fresh one.
+    let first = replicas[0].verify_pending(&key, &code, T0).await.unwrap();
+    assert_eq!(first, Pending { code, sends: 1 });
+    let again = replicas[1]
+        .verify_pending(&key, &other, T0 + 1000)
+        .await
+        .unwrap();
+    assert_eq!(again, Pending { code, sends: 2 });
+
+    // The seed and hash are stored, never a number or a code; it expires.
+    let mut conn = raw(&server).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("kpc:v:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let value: String = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        value,
+        format!(
+            "{}|0|2|{}|{}",
+            T0 + 600_000,
+            "ab".repeat(32),
+            "01".repeat(16)
+        )
+    );
+
+    // A wrong hash counts an attempt (on any replica).
+    assert_eq!(
+        replicas[2]
+            .verify_check(&key, &[0xac; 32], 5, T0 + 2000)
+            .await
+            .unwrap(),
+        CodeCheck::Mismatch { attempts_left: 4 }
+    );
+    // Forty concurrent checks of the right hash on four replicas: one
+    // approval, the rest find nothing pending.
+    let barrier = Arc::new(tokio::sync::Barrier::new(40));
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let s = replicas[i % replicas.len()].clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                s.verify_check(&key, &[0xab; 32], 5, T0 + 3000)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut approved = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            CodeCheck::Approved => approved += 1,
+            other => assert_eq!(other, CodeCheck::NoPendingCode),
+        }
+    }
+    assert_eq!(approved, 1);
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("kpc:v:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "an approved code is removed: {left:?}");
+}
+
+#[tokio::test]
+async fn pending_codes_expire_and_the_last_wrong_attempt_drops_them() {
+    use kratos_phone_courier::store::{CodeCheck, PendingCode};
+    let server = server_or_skip!();
+    let s = store(&server);
+    let key = [10u8; 16];
+    let code = PendingCode {
+        hash: [0x11; 32],
+        seed: [0x22; 16],
+        expires_at: T0 + 600_000,
+    };
+    s.verify_pending(&key, &code, T0).await.unwrap();
+    // At its expiry it is gone, whatever Redis still holds.
+    assert_eq!(
+        s.verify_check(&key, &[0x11; 32], 3, T0 + 600_000)
+            .await
+            .unwrap(),
+        CodeCheck::NoPendingCode
+    );
+    // And a request then stores a new one.
+    let fresh = PendingCode {
+        expires_at: T0 + 1_200_000,
+        ..code
+    };
+    let p = s.verify_pending(&key, &fresh, T0 + 600_000).await.unwrap();
+    assert_eq!((p.code, p.sends), (fresh, 1));
+    let wrong = [0x12; 32];
+    for left in [2, 1] {
+        assert_eq!(
+            s.verify_check(&key, &wrong, 3, T0 + 600_001).await.unwrap(),
+            CodeCheck::Mismatch {
+                attempts_left: left
+            }
+        );
+    }
+    assert_eq!(
+        s.verify_check(&key, &wrong, 3, T0 + 600_002).await.unwrap(),
+        CodeCheck::TooManyAttempts
+    );
+    assert_eq!(
+        s.verify_check(&key, &[0x11; 32], 3, T0 + 600_003)
+            .await
+            .unwrap(),
+        CodeCheck::NoPendingCode
+    );
+}

@@ -36,6 +36,7 @@ pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
     budget_fits_its_arithmetic(&c.budget)?;
     status_callbacks_can_be_verified(c)?;
     relay_can_be_verified(c)?;
+    verify_demo_only_without_auth(c)?;
     Ok(())
 }
 
@@ -120,6 +121,20 @@ fn relay_can_be_verified(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "relay.enabled",
             "needs twilio.auth_token: Twilio signs incoming-message webhooks with the account's auth token, even when requests use an API key",
+        ));
+    }
+    Ok(())
+}
+
+/// The verify demo page (`GET /verify/demo`) takes browser forms without
+/// credentials and sends codes: it is for `serve --dev`, where
+/// authentication is off, and must never open an unauthenticated way to
+/// send next to an authenticated API.
+fn verify_demo_only_without_auth(c: &Config) -> Result<(), ConfigError> {
+    if c.verify.as_ref().is_some_and(|v| v.demo) && !c.auth.disabled {
+        return Err(ConfigError::invalid(
+            "verify.demo",
+            "is for serve --dev only and needs auth.disabled = true; turn it off",
         ));
     }
     Ok(())

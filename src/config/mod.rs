@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `load` | the sources ([`Sources`], [`DEFAULT_TOML`]) and their merging into [`Settings`] |
 //! | `error` | [`ConfigError`], and the `config` crate's errors rebuilt so they never quote a value or a line |
-//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `fraud`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay` | one section each: its file format, its checked form, the check between them |
+//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `fraud`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay`, `verify` | one section each: its file format, its checked form, the check between them |
 //! | `checks` | the rules that span sections (provider timeout against Kratos's, the dedup window against Kratos's retries, the budget's arithmetic), run after the sections |
 //! | `phone_number`, `country`, `language_tag` | the value types read once here and kept: [`E164`], [`SenderId`], [`CountryId`], [`LanguageTag`] |
 //! | `secret`, `values` | secrets inline or in files; lists, durations, string views |
@@ -49,6 +49,7 @@ mod store;
 mod test_numbers;
 mod twilio;
 mod values;
+mod verify;
 mod voice;
 
 pub use auth::{ApiKeyAuth, ApiKeySettings, AuthConfig, AuthSettings, BasicAuth, BasicSettings};
@@ -74,6 +75,7 @@ pub use store::{Backend, OnError, RedisConfig, RedisSettings, StoreConfig, Store
 pub use test_numbers::TestNumbersSettings;
 pub use twilio::{is_account_sid, SmsSender, TwilioConfig, TwilioSettings};
 pub use values::StringList;
+pub use verify::{VerifyConfig, VerifySettings};
 pub use voice::{SentenceSettings, Sentences, VoiceConfig, VoiceSettings};
 
 /// The merged configuration as written, before checking.
@@ -95,6 +97,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub status_callback: StatusCallbackSettings,
     pub relay: RelaySettings,
+    pub verify: VerifySettings,
 }
 
 /// The checked configuration the service runs with.
@@ -125,6 +128,8 @@ pub struct Config {
     pub status_callback_url: Option<String>,
     /// The inbound relay (`POST /v1/twilio/inbound`); `None` when off.
     pub relay: Option<RelayConfig>,
+    /// The verify API (`/v1/verify/*`); `None` when off.
+    pub verify: Option<VerifyConfig>,
 }
 
 impl Settings {
@@ -147,6 +152,7 @@ impl Settings {
             metrics_listen: self.metrics.check()?,
             status_callback_url: self.status_callback.check()?,
             relay: self.relay.check()?,
+            verify: self.verify.check()?,
         };
         checks::across_sections(&config)?;
         Ok(config)

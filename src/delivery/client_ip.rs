@@ -61,8 +61,12 @@ impl ClientIp {
         ClientIp { source }
     }
 
-    /// The client of `message`. Allocates nothing.
+    /// The client of `message`: the address its caller stated (the verify
+    /// API), else the configured header's. Allocates nothing.
     pub fn of(&self, message: &CourierMessage) -> ClientAddr {
+        if let Some(ip) = message.client_address {
+            return ClientAddr::Known(ClientNet::of(ip));
+        }
         let found = match &self.source {
             ClientIpSource::None => None,
             ClientIpSource::ForwardedFor { trusted_hops } => forwarded_for(

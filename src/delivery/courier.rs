@@ -170,11 +170,17 @@ impl Courier {
             self.shared.metrics.fraud().ignored("invalid");
             return Ok(false);
         };
+        self.confirmed_recipient(&recipient).await
+    }
+
+    /// A code to `recipient` was used (Kratos's hook, or the verify API's
+    /// approval): the fraud guard's conversion count, as [`Self::confirmed`].
+    pub async fn confirmed_recipient(&self, recipient: &Recipient) -> Result<bool, DeliveryError> {
         let now = self.shared.now();
         Ok(self
             .shared
             .fraud
-            .confirmed(&self.shared.store, &recipient, now)
+            .confirmed(&self.shared.store, recipient, now)
             .await?)
     }
 
@@ -228,7 +234,7 @@ impl Courier {
             recipient: recipient.clone(),
             outgoing,
             body: message.body.clone(),
-            code: message.code.clone(),
+            code: message.ledger_code(),
             client: self.client_ip.of(message),
         };
         // Boxed: the task's future is a few KB, and a pointer is cheaper to

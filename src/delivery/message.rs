@@ -99,6 +99,14 @@ pub struct CourierMessage {
     identity: Option<Value>,
     /// Header names lower-cased.
     pub request_headers: HashMap<String, Vec<String>>,
+    /// Which repeat of the same text this is: 0 for Kratos (each of its
+    /// messages is one message, and its retries are copies of it); the
+    /// verify API's n-th resend of a pending code (see [`Self::ledger_code`]).
+    pub repeat: u32,
+    /// The end user's address as the caller states it (the verify API's
+    /// `client_ip`), read before any header: `None` for Kratos, whose
+    /// address comes from `limits.client_ip`'s header.
+    pub client_address: Option<std::net::IpAddr>,
 }
 
 impl CourierMessage {
@@ -126,6 +134,54 @@ impl CourierMessage {
             .get(&name.to_ascii_lowercase())
             .and_then(|v| v.first())
             .map(String::as_str)
+    }
+}
+
+/// Messages that do not come from Kratos: the verify API's codes
+/// (`src/verify/`), sent through the same pipeline.
+impl CourierMessage {
+    /// A verification code for `recipient`: `body` is the SMS text, `code`
+    /// what a call speaks, `locale` the language a call speaks in, `voice`
+    /// whether a call is asked for (made when a caller id is configured, an
+    /// SMS otherwise) and `repeat` which resend of the code this is.
+    pub fn verification(
+        recipient: &str,
+        body: String,
+        code: &str,
+        expires_in_minutes: i64,
+        locale: &str,
+        voice: bool,
+        repeat: u32,
+    ) -> CourierMessage {
+        CourierMessage {
+            recipient: recipient.to_owned(),
+            body,
+            template_type: TemplateType::Verification,
+            code: Some(code.to_owned()),
+            expires_in_minutes: Some(expires_in_minutes),
+            requested_channel: voice.then(|| "voice".to_owned()),
+            identity: None,
+            request_headers: HashMap::from([(
+                "accept-language".to_owned(),
+                vec![locale.to_owned()],
+            )]),
+            repeat,
+            client_address: None,
+        }
+    }
+
+    /// The code as the delivery ledger knows the message by (with channel,
+    /// recipient and body): a resend of a pending code is a message of its
+    /// own, sent (and charged to the limits) rather than answered as a
+    /// duplicate of the first send, while each send keeps its exactly-once.
+    pub fn ledger_code(&self) -> Option<String> {
+        match self.repeat {
+            0 => self.code.clone(),
+            n => Some(format!(
+                "{}\u{1f}resend {n}",
+                self.code.as_deref().unwrap_or("")
+            )),
+        }
     }
 }
 
@@ -226,6 +282,8 @@ impl MessageParser {
             requested_channel,
             identity: data.and_then(|d| d.identity),
             request_headers,
+            repeat: 0,
+            client_address: None,
         })
     }
 }
@@ -240,7 +298,7 @@ impl Default for MessageParser {
 /// the same key twice.
 /// The JSON value of `bytes`, in one pass, refusing an object that names a
 /// key twice (serde_json's own `Value` keeps the last of them silently).
-fn parse_unique_keys(bytes: &[u8]) -> Option<Value> {
+pub(crate) fn parse_unique_keys(bytes: &[u8]) -> Option<Value> {
     use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
 
     struct Unique;

@@ -19,6 +19,7 @@ use crate::delivery::courier::{Delivered, TestMessage};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::message::Violation;
 use crate::phone::E164_HELP;
+use crate::verify::{Requested, VerifyError};
 
 /// Everything the service can answer.
 #[derive(Debug)]
@@ -46,6 +47,12 @@ pub enum Answer {
     Confirmed {
         counted: usize,
     },
+    /// `/v1/verify/request`: a code is on its way (new or re-sent).
+    VerifyPending(Requested),
+    /// `/v1/verify/check`: the code matched (and is now spent).
+    VerifyApproved,
+    /// A page for a browser (the verify demo of `serve --dev`).
+    Html(String),
     Error(ApiError),
 }
 
@@ -128,6 +135,19 @@ impl Answer {
                 StatusCode::OK,
                 &json!({"status": "recorded", "counted": counted}),
             ),
+            Answer::VerifyPending(r) => json_response(
+                StatusCode::OK,
+                &json!({"status": "pending", "channel": r.channel.as_str(), "expires_in": r.expires_in}),
+            ),
+            Answer::VerifyApproved => json_response(StatusCode::OK, &json!({"status": "approved"})),
+            Answer::Html(page) => {
+                let mut response = Response::new(Full::new(Bytes::from(page)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                response
+            }
             Answer::Error(e) => e.into_response(),
         }
     }
@@ -195,6 +215,10 @@ pub enum ApiError {
     /// The delivery pipeline refused or failed the message.
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    /// The verify API refused a check (its delivery refusals are
+    /// [`ApiError::Delivery`]: see `From<VerifyError>`).
+    #[error(transparent)]
+    Verify(VerifyError),
 }
 
 impl ApiError {
@@ -213,6 +237,7 @@ impl ApiError {
             | ApiError::MalformedJson
             | ApiError::Schema(_)
             | ApiError::InvalidWebhook => StatusCode::BAD_REQUEST,
+            ApiError::Verify(v) => verify_status(v),
             ApiError::Delivery(d) => match d {
                 D::InvalidRecipient(_)
                 | D::BodyTooLong { .. }
@@ -248,6 +273,12 @@ impl ApiError {
             ApiError::InvalidWebhook => "invalid_webhook",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::TooManyConnections => "overloaded",
+            ApiError::Verify(v) => match v {
+                VerifyError::CodeMismatch { .. } => "code_mismatch",
+                VerifyError::TooManyAttempts => "too_many_attempts",
+                VerifyError::NoPendingCode => "no_pending_code",
+                VerifyError::Delivery(d) => ApiError::Delivery(d.clone()).code(),
+            },
             ApiError::Delivery(d) => match d {
                 D::InvalidRecipient(_) => "invalid_recipient",
                 D::BodyTooLong { .. } => "body_too_long",
@@ -285,7 +316,7 @@ impl ApiError {
             ApiError::BodyUnreadable => "the request body could not be read".into(),
             ApiError::MalformedJson => "the body is not valid UTF-8 JSON".into(),
             ApiError::Schema(_) => {
-                "the body does not match schemas/courier-message.schema.json".into()
+                "the body does not match the endpoint's JSON Schema (schemas/; see violations)".into()
             }
             ApiError::RequestTimeout => {
                 "the request body did not arrive within server.body_read_timeout_ms".into()
@@ -299,6 +330,7 @@ impl ApiError {
             ApiError::InvalidWebhook => {
                 "the incoming-message webhook lacks MessageSid, From or To".into()
             }
+            ApiError::Verify(v) => verify_message(v),
             ApiError::Delivery(d) => match d {
                 D::InvalidRecipient(e) => format!("recipient is {e}: {E164_HELP}"),
                 D::BodyTooLong { chars } => {
@@ -385,6 +417,9 @@ impl ApiError {
             ApiError::Delivery(D::BudgetExhausted { scope, .. }) => {
                 error["scope"] = json!(scope);
             }
+            ApiError::Verify(VerifyError::CodeMismatch { attempts_left }) => {
+                error["attempts_left"] = json!(attempts_left);
+            }
             ApiError::Schema(v) => {
                 error["violations"] = json!(v
                     .iter()
@@ -419,6 +454,43 @@ impl ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// The verify API's answers (`src/verify/`). A refusal of the delivery
+/// pipeline is the delivery's own answer, as for `/v1/sms`.
+impl From<VerifyError> for ApiError {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Delivery(d) => ApiError::Delivery(d),
+            other => ApiError::Verify(other),
+        }
+    }
+}
+
+fn verify_status(v: &VerifyError) -> StatusCode {
+    match v {
+        VerifyError::CodeMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        VerifyError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+        VerifyError::NoPendingCode => StatusCode::NOT_FOUND,
+        VerifyError::Delivery(d) => ApiError::Delivery(d.clone()).status(),
+    }
+}
+
+fn verify_message(v: &VerifyError) -> String {
+    match v {
+        VerifyError::CodeMismatch { .. } => {
+            "the code is not the one sent to this number (see attempts_left)".into()
+        }
+        VerifyError::TooManyAttempts => {
+            "too many wrong codes (verify.max_attempts): the code is dropped; request a new one"
+                .into()
+        }
+        VerifyError::NoPendingCode => {
+            "no code is pending for this number: none was requested, it expired, or it was used"
+                .into()
+        }
+        VerifyError::Delivery(d) => ApiError::Delivery(d.clone()).message(),
     }
 }
 

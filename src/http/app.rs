@@ -20,6 +20,7 @@ use crate::http::answer::{Answer, ApiError, NotReady};
 use crate::http::auth::Authenticator;
 use crate::http::body;
 use crate::http::status_callback::StatusCallbacks;
+use crate::http::verify::{Context, VerifyApi, VerifyEndpoint};
 use crate::provider::twilio::TwilioClient;
 use crate::relay::Relay;
 use crate::telemetry::metrics::Metrics;
@@ -47,6 +48,8 @@ pub struct App {
     status_callbacks: Option<StatusCallbacks>,
     /// `None` when `relay.enabled` is off.
     relay: Option<Relay>,
+    /// `None` when `verify.enabled` is off.
+    verify: Option<VerifyApi>,
     /// Set once the service can send (configuration loaded, credentials
     /// checked where that is asked for).
     ready: AtomicBool,
@@ -85,6 +88,7 @@ impl App {
             clock.clone(),
             metrics.clone(),
         )?;
+        let verify = VerifyApi::new(&config, keys.clone(), store.clone(), clock.clone());
         let courier = Courier::new(&config, twilio, store, keys, clock, metrics.clone());
         let plan = courier.recipients().plan().clone();
         Ok(App {
@@ -94,6 +98,7 @@ impl App {
             courier,
             status_callbacks: StatusCallbacks::new(&config, metrics.clone(), plan),
             relay,
+            verify,
             metrics,
             ready: AtomicBool::new(!config.twilio.verify_credentials_on_start),
             shutting_down: AtomicBool::new(false),
@@ -138,6 +143,9 @@ impl App {
         let endpoint = match (request.method(), request.uri().path()) {
             (&Method::POST, "/v1/sms") => Endpoint::Sms,
             (&Method::POST, "/v1/voice") => Endpoint::Voice,
+            (_, path) if path.starts_with("/v1/verify/") || path.starts_with("/verify/demo") => {
+                return self.verify_route(request).await
+            }
             (&Method::GET | &Method::HEAD, "/health/alive") => return Answer::Alive,
             (&Method::GET | &Method::HEAD, "/health/ready") => return self.readiness().await,
             (&Method::GET, "/v1/test-messages") => {
@@ -302,31 +310,12 @@ impl App {
         Answer::Confirmed { counted }
     }
 
-    /// The body of a request Kratos (or an application's back end)
-    /// authenticates like a courier request: credentials first, then a JSON
-    /// body within `server.max_body_bytes`, read within
-    /// `server.body_read_timeout`.
     async fn read_kratos_json<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        if !self.auth.check(request.headers()) {
-            return Err(ApiError::Unauthorized {
-                basic_challenge: self.auth.uses_basic(),
-            });
-        }
-        if !body::has_content_type(request.headers(), "application/json") {
-            return Err(ApiError::UnsupportedMediaType {
-                expected: "application/json",
-            });
-        }
-        tokio::time::timeout(
-            self.config.server.body_read_timeout,
-            body::read(request, self.config.server.max_body_bytes),
-        )
-        .await
-        .map_err(|_| ApiError::RequestTimeout)?
+        body::read_authenticated_json(request, &self.auth, &self.config.server).await
     }
 
     async fn readiness(&self) -> Answer {
@@ -383,6 +372,40 @@ impl App {
             "accepted"
         };
         Ok(delivered)
+    }
+}
+
+/// The verify API (`src/verify/`, `http::verify`): its endpoints exist only
+/// when `verify.enabled`, the demo page only with `verify.demo`.
+impl App {
+    async fn verify_route<B>(&self, request: Request<B>) -> Answer
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let Some(verify) = &self.verify else {
+            return ApiError::NotFound.into();
+        };
+        let cx = Context {
+            auth: &self.auth,
+            courier: &self.courier,
+            server: &self.config.server,
+            metrics: &self.metrics,
+        };
+        let endpoint = match (request.method(), request.uri().path()) {
+            (&Method::POST, "/v1/verify/request") => VerifyEndpoint::Request,
+            (&Method::POST, "/v1/verify/check") => VerifyEndpoint::Check,
+            (_, "/v1/verify/request" | "/v1/verify/check") => {
+                return ApiError::MethodNotAllowed { allow: "POST" }.into()
+            }
+            (_, "/verify/demo" | "/verify/demo/request" | "/verify/demo/check")
+                if verify.demo_enabled() =>
+            {
+                return verify.demo(request, &cx).await
+            }
+            _ => return ApiError::NotFound.into(),
+        };
+        verify.handle(endpoint, request, &cx).await
     }
 }
 

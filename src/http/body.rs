@@ -87,3 +87,46 @@ where
     }
     Ok(params)
 }
+
+/// Read the body within `server.max_body_bytes` and
+/// `server.body_read_timeout` (408 `request_timeout` past it).
+pub async fn read_in_time<B>(
+    request: Request<B>,
+    server: &crate::config::ServerConfig,
+) -> Result<Bytes, ApiError>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    tokio::time::timeout(
+        server.body_read_timeout,
+        read(request, server.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::RequestTimeout)?
+}
+
+/// The body of a request authenticated like Kratos's courier requests
+/// (the courier endpoints, Kratos's confirmations, the verify API):
+/// credentials first, then a JSON body read by [`read_in_time`].
+pub async fn read_authenticated_json<B>(
+    request: Request<B>,
+    auth: &crate::http::auth::Authenticator,
+    server: &crate::config::ServerConfig,
+) -> Result<Bytes, ApiError>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if !auth.check(request.headers()) {
+        return Err(ApiError::Unauthorized {
+            basic_challenge: auth.uses_basic(),
+        });
+    }
+    if !has_content_type(request.headers(), "application/json") {
+        return Err(ApiError::UnsupportedMediaType {
+            expected: "application/json",
+        });
+    }
+    read_in_time(request, server).await
+}

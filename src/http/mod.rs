@@ -8,3 +8,4 @@ pub mod auth;
 pub mod body;
 pub mod server;
 pub mod status_callback;
+pub mod verify;

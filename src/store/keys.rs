@@ -127,6 +127,25 @@ impl Keys {
     }
 }
 
+/// Identifies a recipient's pending verification code (`src/verify/`).
+pub type VerifyKey = [u8; 16];
+
+/// The verify API's keyed hashes (`src/verify/`), kept apart from the
+/// courier's and the relay's by the leading label.
+impl Keys {
+    /// A keyed hash for the verify API: `kind` says what it is for
+    /// (`pending`: the record of a recipient's pending code, cut to a
+    /// [`VerifyKey`]; `code`: the stored hash of a code for a recipient;
+    /// `digits`: the bytes a code is drawn from, given its seed) and `what`
+    /// the parts it covers. Every replica with the same secret computes the
+    /// same hashes, so a code requested on one is checked on another.
+    pub fn verify(&self, kind: &str, what: &[&[u8]]) -> [u8; 32] {
+        let mut parts: Vec<&[u8]> = vec![b"verify", kind.as_bytes()];
+        parts.extend_from_slice(what);
+        self.hash(&parts)
+    }
+}
+
 /// A secret for [`Keys::from_secret`] derived from another secret, labelled
 /// so that the derived key says nothing of the original.
 pub fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {

@@ -33,6 +33,7 @@ use super::{
     BudgetTake, BudgetUsed, Cell, Claim, Entry, Limiter, MessageKey, Owner, RecipientKey, Refusal,
     RelayKey, Reservation, Settle, StoreError, UnixMs,
 };
+use super::{CodeCheck, Pending, PendingCode, VerifyKey};
 use crate::clock::Clock;
 use crate::domain::BudgetScope;
 
@@ -47,6 +48,8 @@ pub struct MemoryStore {
     relay: Mutex<RelayMarks>,
     /// The fraud guard's counters (`store::fraud`).
     fraud: super::fraud::MemoryFraud,
+    /// The verify API's pending codes (see the verify block below).
+    verify: Mutex<Expiring<VerifyKey, PendingRecord>>,
 }
 
 struct Ledger {
@@ -126,6 +129,7 @@ impl MemoryStore {
                 seen: Expiring::new(max_entries),
                 counts: Expiring::new(max_entries),
             }),
+            verify: Mutex::new(Expiring::new(max_entries)),
         }
     }
 
@@ -350,6 +354,7 @@ impl MemoryStore {
             ledger.unreachable.prune(now);
         }
         self.fraud.prune(now);
+        self.pending().prune(now);
         let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         for bucket in limits.values() {
             bucket.limiter.retain_recent();
@@ -674,6 +679,81 @@ impl MemoryStore {
     }
 }
 
+/// A pending code as kept in memory: the code's record, and its counts.
+#[derive(Debug, Clone, Copy)]
+struct PendingRecord {
+    code: PendingCode,
+    attempts: u32,
+    sends: u32,
+}
+
+/// The verify API's pending codes, bounded like the ledger (past
+/// `max_entries` the oldest go first), each under one mutex.
+impl MemoryStore {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Expiring<VerifyKey, PendingRecord>> {
+        self.verify.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub async fn verify_pending(
+        &self,
+        key: &VerifyKey,
+        fresh: &PendingCode,
+        now: UnixMs,
+    ) -> Result<Pending, StoreError> {
+        let mut pending = self.pending();
+        let record = match pending.get(key, now) {
+            Some(r) => PendingRecord {
+                sends: r.sends.saturating_add(1),
+                ..*r
+            },
+            None => PendingRecord {
+                code: *fresh,
+                attempts: 0,
+                sends: 1,
+            },
+        };
+        let keep = Duration::from_millis(record.code.expires_at.saturating_sub(now));
+        pending.insert(*key, record, now, keep);
+        Ok(Pending {
+            code: record.code,
+            sends: record.sends,
+        })
+    }
+
+    pub async fn verify_check(
+        &self,
+        key: &VerifyKey,
+        hash: &[u8; 32],
+        max_attempts: u32,
+        now: UnixMs,
+    ) -> Result<CodeCheck, StoreError> {
+        use subtle::ConstantTimeEq;
+        let mut pending = self.pending();
+        let Some(record) = pending.get(key, now).copied() else {
+            return Ok(CodeCheck::NoPendingCode);
+        };
+        if bool::from(record.code.hash.ct_eq(hash)) {
+            pending.remove(key);
+            return Ok(CodeCheck::Approved);
+        }
+        let attempts = record.attempts.saturating_add(1);
+        if attempts >= max_attempts {
+            pending.remove(key);
+            return Ok(CodeCheck::TooManyAttempts);
+        }
+        let keep = Duration::from_millis(record.code.expires_at.saturating_sub(now));
+        pending.insert(
+            key.to_owned(),
+            PendingRecord { attempts, ..record },
+            now,
+            keep,
+        );
+        Ok(CodeCheck::Mismatch {
+            attempts_left: max_attempts - attempts,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -912,6 +992,58 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(s.len(), 100);
+    }
+
+    #[tokio::test]
+    async fn pending_codes_resend_expire_count_and_approve_once() {
+        let (s, clock) = store();
+        let t = clock.unix().as_millis() as u64;
+        let key = [3u8; 16];
+        let code = PendingCode {
+            hash: [1; 32],
+            seed: [2; 16],
+            expires_at: t + 600_000,
+        };
+        let other = PendingCode {
+            hash: [9; 32],
+            ..code
+        };
+        assert_eq!(
+            s.verify_pending(&key, &code, t).await,
+            Ok(Pending { code, sends: 1 })
+        );
+        assert_eq!(
+            s.verify_pending(&key, &other, t + 1).await,
+            Ok(Pending { code, sends: 2 })
+        );
+        assert_eq!(
+            s.verify_check(&key, &[9; 32], 2, t + 2).await,
+            Ok(CodeCheck::Mismatch { attempts_left: 1 })
+        );
+        assert_eq!(
+            s.verify_check(&key, &[1; 32], 2, t + 3).await,
+            Ok(CodeCheck::Approved)
+        );
+        assert_eq!(
+            s.verify_check(&key, &[1; 32], 2, t + 4).await,
+            Ok(CodeCheck::NoPendingCode)
+        );
+        // The last wrong attempt drops it; expiry ends it.
+        s.verify_pending(&key, &code, t).await.unwrap();
+        s.verify_check(&key, &[9; 32], 2, t).await.unwrap();
+        assert_eq!(
+            s.verify_check(&key, &[9; 32], 2, t).await,
+            Ok(CodeCheck::TooManyAttempts)
+        );
+        assert_eq!(
+            s.verify_check(&key, &[1; 32], 2, t).await,
+            Ok(CodeCheck::NoPendingCode)
+        );
+        s.verify_pending(&key, &code, t).await.unwrap();
+        assert_eq!(
+            s.verify_check(&key, &[1; 32], 2, t + 600_000).await,
+            Ok(CodeCheck::NoPendingCode)
+        );
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ pub mod redis;
 use std::time::Duration;
 
 pub use fraud::{Confirmed, FraudKeys, FraudScope, Tallies, Tally};
-pub use keys::{Keys, LimitKey, MessageKey, RecipientKey, RelayKey};
+pub use keys::{Keys, LimitKey, MessageKey, RecipientKey, RelayKey, VerifyKey};
 
 /// Who holds a claim: a random id made per send attempt, so a replica that
 /// died (or a request that was cancelled) can be told from a live one.
@@ -471,5 +471,71 @@ impl Store {
         until: UnixMs,
     ) -> Result<bool, StoreError> {
         dispatch!(self.relay_take(key, limit, now, until))
+    }
+}
+
+/// A code the verify API sent and waits to see again (`src/verify/`): a
+/// keyed hash of it, the random seed it is drawn from (so a resend can send
+/// the same code; why a seed and not the code is in `src/verify/code.rs`)
+/// and when it stops counting. Never the code itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingCode {
+    /// `Keys::verify("code", [e164, code])`: what a check is compared with.
+    pub hash: [u8; 32],
+    pub seed: [u8; 16],
+    pub expires_at: UnixMs,
+}
+
+/// What [`Store::verify_pending`] found or made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    pub code: PendingCode,
+    /// Which send of this code the caller makes: 1 for a new code, 2 for
+    /// its first resend, and so on.
+    pub sends: u32,
+}
+
+/// What one check of a code came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeCheck {
+    /// The code matched: it is spent (removed), and no other check of it
+    /// can approve.
+    Approved,
+    /// Wrong code; `attempts_left` more may be tried.
+    Mismatch { attempts_left: u32 },
+    /// Wrong code, and the last attempt: the pending code is dropped.
+    TooManyAttempts,
+    /// Nothing pending for this recipient, or it expired.
+    NoPendingCode,
+}
+
+/// The verify API's pending codes (`src/verify/`): in the store so that a
+/// code requested on one replica can be checked on another. Each call is
+/// atomic (a mutex in memory, a Lua script in Redis): of concurrent checks
+/// of one code, exactly one is approved.
+impl Store {
+    /// The pending code of `key` if one lives at `now` (its send count
+    /// raised by one), or else `fresh`, stored with no attempts until its
+    /// `expires_at`.
+    pub async fn verify_pending(
+        &self,
+        key: &VerifyKey,
+        fresh: &PendingCode,
+        now: UnixMs,
+    ) -> Result<Pending, StoreError> {
+        dispatch!(self.verify_pending(key, fresh, now))
+    }
+
+    /// Compares `hash` with the pending code's in constant time; approves
+    /// (and removes) on a match, counts an attempt otherwise and drops the
+    /// code at the `max_attempts`-th wrong one.
+    pub async fn verify_check(
+        &self,
+        key: &VerifyKey,
+        hash: &[u8; 32],
+        max_attempts: u32,
+        now: UnixMs,
+    ) -> Result<CodeCheck, StoreError> {
+        dispatch!(self.verify_check(key, hash, max_attempts, now))
     }
 }

@@ -25,6 +25,7 @@
 //! | `l:<channel>:<limiter>:<hash>` | a GCRA cell: its theoretical arrival time, Unix nanoseconds |
 //! | `b:<day>:t`, `b:<day>:c:<calling code>` | the day's budget counters |
 //! | `r:<hash>` | the inbound relay's marks: a message seen (`until`), a route's hourly count (`until\|count`) |
+//! | `v:<hash>` | a pending verification code: `until\|attempts\|sends\|code hash\|seed` (hex) |
 //!
 //! Times in values are Unix milliseconds, except the GCRA's nanoseconds.
 //!
@@ -59,6 +60,7 @@ use super::{
     BudgetTake, BudgetUsed, Cell, Claim, Entry, MessageKey, Owner, RecipientKey, Refusal, RelayKey,
     Reservation, Settle, StoreError, UnixMs,
 };
+use super::{CodeCheck, Pending, PendingCode, VerifyKey};
 use crate::config::RedisConfig;
 use crate::domain::BudgetScope;
 
@@ -809,6 +811,168 @@ end
 if n >= tonumber(ARGV[2]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[3] .. '|' .. (n + 1), 'PX', ARGV[4])
 return 1
+"#,
+    )
+});
+
+/// The verify API's pending codes (`src/verify/`), under `v:<hash>`:
+/// `until|attempts|sends|code hash|seed`. Each call is one script, so of
+/// concurrent checks of one code (on any replicas) exactly one approves.
+impl RedisStore {
+    fn verify_key(&self, key: &VerifyKey) -> String {
+        format!("{}v:{}", self.prefix, hex(key))
+    }
+
+    pub async fn verify_pending(
+        &self,
+        key: &VerifyKey,
+        fresh: &PendingCode,
+        now: UnixMs,
+    ) -> Result<Pending, StoreError> {
+        let key = self.verify_key(key);
+        let value = format!(
+            "{}|0|1|{}|{}",
+            fresh.expires_at,
+            hex(&fresh.hash),
+            hex(&fresh.seed)
+        );
+        let px = fresh.expires_at.saturating_sub(now).clamp(1, MAX_TTL_MS) + GC_MARGIN_MS;
+        let stored: String = self
+            .run("verify_pending", |mut conn| async move {
+                VERIFY_PENDING
+                    .key(key)
+                    .arg(now)
+                    .arg(value)
+                    .arg(px)
+                    .arg(GC_MARGIN_MS)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        parse_pending(&stored).ok_or_else(|| corrupt("verify_pending"))
+    }
+
+    pub async fn verify_check(
+        &self,
+        key: &VerifyKey,
+        hash: &[u8; 32],
+        max_attempts: u32,
+        now: UnixMs,
+    ) -> Result<CodeCheck, StoreError> {
+        let key = self.verify_key(key);
+        let hash = hex(hash);
+        let answer: Vec<i64> = self
+            .run("verify_check", |mut conn| async move {
+                VERIFY_CHECK
+                    .key(key)
+                    .arg(now)
+                    .arg(hash)
+                    .arg(max_attempts)
+                    .arg(GC_MARGIN_MS)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        match answer.as_slice() {
+            [0] => Ok(CodeCheck::NoPendingCode),
+            [1] => Ok(CodeCheck::Approved),
+            [2, left] => Ok(CodeCheck::Mismatch {
+                attempts_left: u32::try_from(*left).map_err(|_| corrupt("verify_check"))?,
+            }),
+            [3] => Ok(CodeCheck::TooManyAttempts),
+            _ => Err(corrupt("verify_check")),
+        }
+    }
+}
+
+/// A pending code's value, as [`VERIFY_PENDING`] returns it.
+fn parse_pending(value: &str) -> Option<Pending> {
+    let mut parts = value.split('|');
+    let expires_at = parts.next()?.parse().ok()?;
+    let _attempts: u32 = parts.next()?.parse().ok()?;
+    let sends = parts.next()?.parse().ok()?;
+    let hash = unhex::<32>(parts.next()?)?;
+    let seed = unhex::<16>(parts.next()?)?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Pending {
+        code: PendingCode {
+            hash,
+            seed,
+            expires_at,
+        },
+        sends,
+    })
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// KEYS: the pending code. ARGV: now, the fresh value (`until|0|1|hash|seed`),
+/// its expiry (ms), the GC margin (ms). The live value with its send count
+/// raised, or the fresh one, stored; returns what is stored.
+static VERIFY_PENDING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[1])
+local v = redis.call('GET', KEYS[1])
+if v then
+  local u, a, s, rest = string.match(v, '^(%d+)|(%d+)|(%d+)|(.+)$')
+  if u and tonumber(u) > now then
+    local nv = u .. '|' .. a .. '|' .. (tonumber(s) + 1) .. '|' .. rest
+    redis.call('SET', KEYS[1], nv, 'PX', tonumber(u) - now + tonumber(ARGV[4]))
+    return nv
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return ARGV[2]
+"#,
+    )
+});
+
+/// KEYS: the pending code. ARGV: now, the checked code's hash (hex), the
+/// attempts allowed, the GC margin (ms). {0}: nothing pending; {1}:
+/// approved (and removed); {2, left}: wrong; {3}: wrong, the last attempt
+/// (removed); {-1}: a record that cannot be read. The hashes are compared
+/// byte by byte over their whole length (XOR, OR), never with `==`, so the
+/// time taken does not depend on where they differ.
+static VERIFY_CHECK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[1])
+local v = redis.call('GET', KEYS[1])
+if not v then return {0} end
+local u, a, s, h, seed = string.match(v, '^(%d+)|(%d+)|(%d+)|(%x+)|(%x+)$')
+if not u then return {-1} end
+if tonumber(u) <= now then return {0} end
+local c = ARGV[2]
+local diff = 0
+if #c ~= #h then diff = 1 end
+for i = 1, #h do
+  diff = bit.bor(diff, bit.bxor(string.byte(h, i), string.byte(c, i) or 0))
+end
+if diff == 0 then
+  redis.call('DEL', KEYS[1])
+  return {1}
+end
+local attempts = tonumber(a) + 1
+local max = tonumber(ARGV[3])
+if attempts >= max then
+  redis.call('DEL', KEYS[1])
+  return {3}
+end
+redis.call('SET', KEYS[1], u .. '|' .. attempts .. '|' .. s .. '|' .. h .. '|' .. seed,
+  'PX', tonumber(u) - now + tonumber(ARGV[4]))
+return {2, max - attempts}
 "#,
     )
 });

@@ -11,7 +11,7 @@ use crate::helpers::*;
 
 const CONFIRMED: &str = "/v1/kratos/confirmed";
 
-async fn metrics_text(app: &TestApp) -> String {
+pub async fn metrics_text(app: &TestApp) -> String {
     let r = app
         .client
         .get(app.url("/metrics"))
@@ -24,7 +24,7 @@ async fn metrics_text(app: &TestApp) -> String {
 }
 
 /// The value of one metric line (`name{labels}`), 0 when absent.
-fn metric(text: &str, series: &str) -> f64 {
+pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0.0, |v| v.trim().parse().unwrap())

@@ -17,4 +17,5 @@ mod requests;
 mod shutdown;
 mod slow_clients;
 mod sms;
+mod verify;
 mod voice;

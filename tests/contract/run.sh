@@ -254,7 +254,7 @@ PIDS+=($!)
 # Rate limits are off here: this script walks the contract, not the abuse
 # controls (tests/api/abuse.rs does). Every case that reaches Twilio uses its
 # own recipient and code, so deduplication does not merge cases either.
-EXTRA_ENV=(PHONE_COURIER__LIMITS__ENABLED=false)
+EXTRA_ENV=(PHONE_COURIER__LIMITS__ENABLED=false PHONE_COURIER__VERIFY__ENABLED=true)
 
 start_courier "$WORK/courier.log"
 
@@ -379,6 +379,56 @@ for triple in 1:21212:502:provider_configuration 7:21606:502:provider_configurat
   stop "$COURIER_PID"
 done
 COURIER_ADDR=$MAIN_ADDR
+
+# ---------------------------------------------------------------------------
+# The verify API: request a code, read it where the user would (the SMS
+# Twilio got), check it once
+# ---------------------------------------------------------------------------
+
+# verify PATH JSON: POST to the verify API with the service's credentials.
+verify() {
+  printf '%s' "$2" >"$WORK/verify.json"
+  send "$1" "$WORK/verify.json"
+}
+
+# sent_codes TO: the 6-digit codes of every SMS Twilio got for TO, oldest first.
+sent_codes() {
+  curl -s --max-time 5 "http://$SANDBOX_ADDR/inbox.json" >"$WORK/inbox.json"
+  python3 - "$WORK/inbox.json" "$1" <<'PY'
+import json, re, sys
+entries = [e for e in json.load(open(sys.argv[1]))["messages"] if e["to"] == sys.argv[2]]
+print(" ".join(re.search(r"\b(\d{6})\b", e["body"]).group(1) for e in reversed(entries)))
+PY
+}
+
+verify /v1/verify/request '{"to":"+14155550401"}'
+check "verify request: 200 pending by sms for 600 s" \
+  "$STATUS $(json "$WORK/body" status) $(json "$WORK/body" channel) $(json "$WORK/body" expires_in)" "200 pending sms 600"
+check "verify request: the code is not in the answer" "$(json "$WORK/body" code)" null
+code=$(sent_codes +14155550401)
+check "verify request: Twilio got one SMS with a 6-digit code" "${#code}" 6
+wrong=$(printf '%06d' $(( (10#$code + 1) % 1000000 )))
+verify /v1/verify/check "{\"to\":\"+14155550401\",\"code\":\"$wrong\"}"
+expect_error "verify check, wrong code: 422 code_mismatch" 422 code_mismatch
+check "verify check, wrong code: 4 attempts left" "$(json "$WORK/body" error.attempts_left)" 4
+verify /v1/verify/check "{\"to\":\"+14155550401\",\"code\":\"$code\"}"
+check "verify check, right code: 200 approved" "$STATUS $(json "$WORK/body" status)" "200 approved"
+verify /v1/verify/check "{\"to\":\"+14155550401\",\"code\":\"$code\"}"
+expect_error "verify check, the same code again: 404 no_pending_code" 404 no_pending_code
+
+verify /v1/verify/request '{"to":"+14155550402"}'
+verify /v1/verify/request '{"to":"+14155550402"}'
+codes=$(sent_codes +14155550402)
+check "verify resend: Twilio got the same code twice" "$(echo "$codes" | tr ' ' '\n' | sort -u | wc -l) $(echo "$codes" | wc -w)" "1 2"
+
+verify /v1/verify/request '{"to":"4155550403"}'
+expect_error "verify request, not E.164: 422 invalid_recipient" 422 invalid_recipient
+verify /v1/verify/request '{"to":"+14155550403","channel":"fax"}'
+expect_error "verify request, unknown channel: 400 schema_violation" 400 schema_violation
+verify /v1/verify/check '{"to":"+14155550404","code":"123456"}'
+expect_error "verify check, nothing pending: 404 no_pending_code" 404 no_pending_code
+call POST /v1/verify/check -H 'Content-Type: application/json' --data '{"to":"+14155550404","code":"123456"}'
+expect_error "verify check without credentials: 401 unauthorized" 401 unauthorized
 
 # ---------------------------------------------------------------------------
 # Twilio misbehaving (sandbox faults): 503 means retry, 502 means fix config

@@ -111,6 +111,10 @@ pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, add
     t.from = Some(DEV_FROM.to_owned());
     t.voice_from = None;
     t.verify_credentials_on_start = false;
+    // The verify API and its demo page (/verify/demo): with authentication
+    // off, the page's forms may send.
+    settings.verify.enabled = true;
+    settings.verify.demo = true;
 }
 
 /// Unless the configuration sets up a relay of its own, a demo one: texts
@@ -152,6 +156,7 @@ pub fn banner(api: SocketAddr, sandbox: SocketAddr) -> String {
         String::new(),
         format!("  API:    http://{api}/v1/sms   http://{api}/v1/voice"),
         format!("  Inbox:  http://{sandbox}/inbox   (JSON: http://{sandbox}/inbox.json)"),
+        format!("  Verify: http://{api}/verify/demo   (the verify API in a browser)"),
         String::new(),
         "Send a code by SMS:".into(),
         format!("  curl -sS http://{api}/v1/sms -H 'Content-Type: application/json' \\"),
