@@ -72,13 +72,15 @@ impl App {
         let (store, keys) = crate::store::open(&config, clock.clone(), metrics.store_errors())?;
         let courier = Courier::new(&config, twilio, store, keys, clock, metrics.clone());
         let plan = courier.recipients().plan().clone();
+        let ready = !config.twilio.verify_credentials_on_start;
+        metrics.set_ready(ready);
         Ok(App {
             auth: Authenticator::new(&config.auth),
             parser: MessageParser::new(),
             courier,
             status_callbacks: StatusCallbacks::new(&config, metrics.clone(), plan),
             metrics,
-            ready: AtomicBool::new(!config.twilio.verify_credentials_on_start),
+            ready: AtomicBool::new(ready),
             shutting_down: AtomicBool::new(false),
             config: Arc::new(config),
         })
@@ -98,10 +100,13 @@ impl App {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+        self.metrics
+            .set_ready(ready && !self.shutting_down.load(Ordering::SeqCst));
     }
 
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.metrics.set_ready(false);
     }
 
     /// Answer one request. Never fails: every problem is an answer.
@@ -225,7 +230,16 @@ impl App {
         answer()
     }
 
+    /// What `/health/ready` answers, also kept in the `ready` metric (so an
+    /// alert sees a replica that stays out of the load balancer; the store
+    /// is only asked when a probe asks).
     async fn readiness(&self) -> Answer {
+        let answer = self.readiness_now().await;
+        self.metrics.set_ready(matches!(answer, Answer::Ready));
+        answer
+    }
+
+    async fn readiness_now(&self) -> Answer {
         let store = self.courier.store();
         if self.shutting_down.load(Ordering::SeqCst) {
             Answer::NotReady(NotReady::ShuttingDown)

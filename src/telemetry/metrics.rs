@@ -57,6 +57,9 @@ pub struct Metrics {
     delivery_status: Family<Labels, Counter>,
     budget_used: Family<Labels, Gauge<f64, AtomicU64>>,
     store_errors: Counter,
+    /// What `/health/ready` last said, for an alert on a replica that stays
+    /// out of the load balancer.
+    ready: Gauge,
 }
 
 impl Default for Metrics {
@@ -124,7 +127,14 @@ impl Metrics {
             "Calls the shared store (Redis) did not answer in time",
             store_errors.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while /health/ready answers 200, 0 while it answers 503 (its body says why)",
+            ready.clone(),
+        );
         Metrics {
+            ready,
             store_errors,
             registry,
             requests,
@@ -212,6 +222,11 @@ impl Metrics {
     /// The counter the store increments when Redis does not answer.
     pub fn store_errors(&self) -> Counter {
         self.store_errors.clone()
+    }
+
+    /// Record what readiness answered (or would answer).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     pub fn budget_used(&self, ratio: f64) {
