@@ -8,6 +8,7 @@ mod abuse;
 mod exactly_once;
 mod health;
 mod observability;
+mod operations;
 mod provider_errors;
 mod reconcile;
 mod requests;
