@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `load` | the sources ([`Sources`], [`DEFAULT_TOML`]) and their merging into [`Settings`] |
 //! | `error` | [`ConfigError`], and the `config` crate's errors rebuilt so they never quote a value or a line |
-//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback` | one section each: its file format, its checked form, the check between them |
+//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `tracing` | one section each: its file format, its checked form, the check between them |
 //! | `checks` | the rules that span sections (provider timeout against Kratos's, the dedup window against Kratos's retries, the budget's arithmetic), run after the sections |
 //! | `phone_number`, `country`, `language_tag` | the value types read once here and kept: [`E164`], [`SenderId`], [`CountryId`], [`LanguageTag`] |
 //! | `secret`, `values` | secrets inline or in files; lists, durations, string views |
@@ -45,6 +45,7 @@ mod server;
 mod status_callback;
 mod store;
 mod test_numbers;
+mod tracing;
 mod twilio;
 mod values;
 mod voice;
@@ -66,6 +67,7 @@ pub use server::{ServerConfig, ServerSettings, MAX_DRAIN};
 pub use status_callback::StatusCallbackSettings;
 pub use store::{Backend, OnError, RedisConfig, RedisSettings, StoreConfig, StoreSettings};
 pub use test_numbers::TestNumbersSettings;
+pub use tracing::{OtlpTracing, TracingSettings};
 pub use twilio::{is_account_sid, SmsSender, TwilioConfig, TwilioSettings};
 pub use values::StringList;
 pub use voice::{SentenceSettings, Sentences, VoiceConfig, VoiceSettings};
@@ -87,6 +89,7 @@ pub struct Settings {
     pub test_numbers: TestNumbersSettings,
     pub metrics: MetricsSettings,
     pub status_callback: StatusCallbackSettings,
+    pub tracing: TracingSettings,
 }
 
 /// The checked configuration the service runs with.
@@ -113,6 +116,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Where Twilio posts delivery statuses: `{public_url}/v1/twilio/status`.
     pub status_callback_url: Option<String>,
+    /// OpenTelemetry traces; `None`: off.
+    pub tracing: Option<OtlpTracing>,
 }
 
 impl Settings {
@@ -133,6 +138,7 @@ impl Settings {
             test_numbers: self.test_numbers.check()?,
             metrics_listen: self.metrics.check()?,
             status_callback_url: self.status_callback.check()?,
+            tracing: self.tracing.check()?,
         };
         checks::across_sections(&config)?;
         Ok(config)

@@ -15,6 +15,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::clock::Clock;
 use crate::config::{Config, CountryPolicy, PolicyConfig};
 use crate::delivery::budget::Budget;
@@ -152,6 +154,8 @@ impl Courier {
         endpoint: Endpoint,
         message: &CourierMessage,
     ) -> Result<Delivered, DeliveryError> {
+        // The error code is on the request's span (http::answer owns codes).
+        let admission = tracing::info_span!("admission", courier.country = tracing::field::Empty);
         if let Some(to) = self.test_numbers.matching(&message.recipient) {
             let channel = self.channel_for(endpoint, message);
             return Ok(Delivered {
@@ -163,8 +167,14 @@ impl Courier {
             });
         }
         // Admission.
-        let prepared = self.prepare(endpoint, message)?;
-        check_policy(&self.policy, &prepared)?;
+        let prepared = admission.in_scope(|| {
+            let prepared = self.prepare(endpoint, message);
+            if let Ok(p) = &prepared {
+                admission.record("courier.country", p.recipient.region());
+            }
+            prepared.and_then(|p| check_policy(&self.policy, &p).map(|()| p))
+        })?;
+        drop(admission);
         let Prepared {
             recipient,
             channel,
@@ -195,15 +205,19 @@ impl Courier {
         };
         // Boxed: the task's future is a few KB, and a pointer is cheaper to
         // move into the task than the future itself (bench/notes.md).
-        let (sid, duplicate) =
-            tokio::spawn(Box::pin(async move { shared.deliver(admitted).await }))
-                .await
-                // A task that panicked leaves nothing known: its ledger record
-                // expires into Uncertain and is reconciled on the retry.
-                .unwrap_or(Err(DeliveryError::ProviderUnavailable {
-                    provider_code: None,
-                    retry_after: 1,
-                }))?;
+        // The task's spans are children of the request's, also after Kratos
+        // hung up.
+        let span = tracing::Span::current();
+        let (sid, duplicate) = tokio::spawn(Box::pin(
+            async move { shared.deliver(admitted).await }.instrument(span),
+        ))
+        .await
+        // A task that panicked leaves nothing known: its ledger record
+        // expires into Uncertain and is reconciled on the retry.
+        .unwrap_or(Err(DeliveryError::ProviderUnavailable {
+            provider_code: None,
+            retry_after: 1,
+        }))?;
         Ok(delivered(sid, duplicate))
     }
 
@@ -260,6 +274,7 @@ impl Shared {
                 &m.outgoing,
                 &self.twilio,
             )
+            .instrument(tracing::info_span!("ledger"))
             .await?
         {
             Admission::Duplicate { sid } => return Ok((sid, true)),
@@ -280,6 +295,7 @@ impl Shared {
             })
         } else {
             self.reserve(flight.side, m.channel, &m.recipient, m.ip)
+                .instrument(tracing::info_span!("limits"))
                 .await
         };
         let reservation = match reserved {

@@ -35,6 +35,8 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use tracing::Instrument;
+
 use crate::clock::Clock;
 use crate::delivery::channel::Channel;
 use crate::delivery::compose::Outgoing;
@@ -214,18 +216,34 @@ impl Ledger {
         provider: &TwilioClient,
     ) -> Result<Admission, DeliveryError> {
         let since_time = UNIX_EPOCH + Duration::from_millis(since);
+        let span = tracing::info_span!(
+            "reconcile",
+            otel.kind = "client",
+            provider.name = "twilio",
+            courier.outcome = tracing::field::Empty
+        );
         let found = match outgoing {
             Outgoing::Sms(sms) => {
                 provider
                     .find_message(&sms.to, &sms.body, code, since_time)
+                    .instrument(span.clone())
                     .await
             }
             Outgoing::Call(call) => {
                 provider
                     .find_call(&call.to, Some(&call.from), since_time)
+                    .instrument(span.clone())
                     .await
             }
         };
+        span.record(
+            "courier.outcome",
+            match &found {
+                Ok(Some(_)) => "found",
+                Ok(None) => "not_found",
+                Err(_) => "unknown",
+            },
+        );
         match found {
             Ok(Some(sid)) => {
                 tracing::info!("reconciled: the provider had the message; not sending again");

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Body;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -21,6 +22,7 @@ use crate::http::body;
 use crate::http::status_callback::StatusCallbacks;
 use crate::provider::twilio::TwilioClient;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces;
 
 /// Why the application could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +69,17 @@ impl App {
 
     /// Build with a given clock (tests move it forward instead of sleeping).
     pub fn with_clock(config: Config, clock: Clock) -> Result<Self, AppError> {
+        App::with_metrics(config, clock, Arc::new(Metrics::new()))
+    }
+
+    /// Build with metrics made before the app (start-up hands the trace
+    /// exporter their dropped-spans counter before the app exists).
+    pub fn with_metrics(
+        config: Config,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, AppError> {
         let twilio = TwilioClient::new(&config.twilio)?;
-        let metrics = Arc::new(Metrics::new());
         let (store, keys) = crate::store::open(&config, clock.clone(), metrics.store_errors())?;
         let courier = Courier::new(&config, twilio, store, keys, clock, metrics.clone());
         let plan = courier.recipients().plan().clone();
@@ -173,7 +184,11 @@ impl App {
         let method = request.method().clone();
         let mut log = RequestLog::default();
         let in_flight = self.metrics.in_flight();
-        let result = self.deliver(endpoint, request, &mut log).await;
+        let span = traces::request_span(endpoint.path(), request.headers());
+        let result = self
+            .deliver(endpoint, request, &mut log)
+            .instrument(span.clone())
+            .await;
         drop(in_flight);
         let (outcome, reason) = match &result {
             Ok(_) => (log.outcome, "none"),
@@ -203,6 +218,14 @@ impl App {
                 (Answer::Error(e), Some(code))
             }
         };
+        let status = answer_status(&answer);
+        if !span.is_disabled() {
+            span.record("courier.channel", log.channel);
+            span.record("courier.template_type", log.template_type);
+            span.record("courier.outcome", outcome);
+            span.record("error.type", error);
+            span.record("http.response.status_code", status);
+        }
         tracing::info!(
             method = %method,
             endpoint = endpoint.path(),
@@ -211,8 +234,9 @@ impl App {
             recipient = log.recipient.as_deref(),
             sid = log.sid.as_deref(),
             provider_code = log.provider_code,
-            status = answer_status(&answer),
+            status,
             error,
+            trace_id = traces::trace_id(&span),
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );

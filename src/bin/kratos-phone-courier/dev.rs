@@ -62,7 +62,6 @@ pub async fn run(sources: Sources, shutdown: impl Future<Output = ()>) -> Result
         settings.status_callback.public_url = format!("http://{api}");
     }
     let config = settings.check(&sources.env)?;
-    kratos_phone_courier::telemetry::init(&config.log);
 
     let sandbox = Sandbox::new(sandbox_config);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
