@@ -12,7 +12,7 @@
 //!  http ──► delivery ──► provider
 //!   │          │            │
 //!   │          └─► phone    └─► (Twilio's REST API)
-//!   └─► telemetry (logs, metrics)        config feeds every room
+//!   └─► telemetry (logs, metrics, traces) config feeds every room
 //! ```
 //!
 //! | room | owns |
@@ -22,7 +22,7 @@
 //! | [`provider`] | the Twilio REST client, its error table, TwiML, webhook signatures |
 //! | [`phone`] | E.164 numbers: parsing against the numbering plan, line types, masking |
 //! | [`config`] | defaults, file and environment merged, then checked into typed values |
-//! | [`telemetry`] | log output and Prometheus metrics |
+//! | [`telemetry`] | log output, Prometheus metrics, OpenTelemetry traces |
 //! | [`startup`] | wiring the rooms into a running service from a checked configuration |
 //! | [`store`] | the state a retry touches (ledger, limits, budget), in memory or in Redis |
 //! | [`domain`] | small shared names (channel, template type, limiter, budget scope) below every room |
