@@ -31,8 +31,14 @@ pub fn init(config: &LogConfig, traces: Option<&Traces>) {
         LogFormat::Json => fmt.json().flatten_event(true).with_filter(events).boxed(),
         LogFormat::Plain => fmt.with_filter(events).boxed(),
     };
-    let _ = Registry::default()
-        .with(fmt)
-        .with(traces.map(|t| t.layer()))
-        .try_init();
+    // Two shapes rather than an `Option` layer: an absent layer still counts
+    // as one that wants every span, which would make the log layer's
+    // per-layer filter create (and then skip) each span on the request path.
+    let _ = match traces {
+        Some(traces) => Registry::default()
+            .with(fmt)
+            .with(traces.layer())
+            .try_init(),
+        None => Registry::default().with(fmt).try_init(),
+    };
 }
