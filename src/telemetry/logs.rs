@@ -9,7 +9,7 @@
 //! off no layer takes them, so creating one on the request path costs a
 //! cached callsite check and nothing more.
 
-use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -21,7 +21,11 @@ use crate::telemetry::traces::Traces;
 /// runtime when `traces` is given).
 pub fn init(config: &LogConfig, traces: Option<&Traces>) {
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let events = filter.and(filter_fn(|meta| meta.is_event()));
+    // The level hint keeps the filter's own (`log.level`): without one the
+    // combination would report "everything", and every disabled `debug!`
+    // (and every `log` record of a dependency) would be looked at at run time.
+    let events =
+        filter.and(filter_fn(|meta| meta.is_event()).with_max_level_hint(LevelFilter::TRACE));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal, never in collected logs.
