@@ -34,6 +34,7 @@ use crate::phone::{LineType, NumberingPlan, Recipient, RecipientCache, VERDICT_C
 use crate::provider::twilio::TwilioClient;
 use crate::store::{Keys, Refusal, Reservation, Settle, Side, Store};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::in_span;
 
 /// A message that passed every check and is ready to send.
 #[derive(Debug, Clone)]
@@ -207,17 +208,17 @@ impl Courier {
         // move into the task than the future itself (bench/notes.md).
         // The task's spans are children of the request's, also after Kratos
         // hung up.
+        // Boxed first, so that the span wraps a pointer, not the future.
         let span = tracing::Span::current();
-        let (sid, duplicate) = tokio::spawn(Box::pin(
-            async move { shared.deliver(admitted).await }.instrument(span),
-        ))
-        .await
-        // A task that panicked leaves nothing known: its ledger record
-        // expires into Uncertain and is reconciled on the retry.
-        .unwrap_or(Err(DeliveryError::ProviderUnavailable {
-            provider_code: None,
-            retry_after: 1,
-        }))?;
+        let (sid, duplicate) =
+            tokio::spawn(Box::pin(async move { shared.deliver(admitted).await }).instrument(span))
+                .await
+                // A task that panicked leaves nothing known: its ledger record
+                // expires into Uncertain and is reconciled on the retry.
+                .unwrap_or(Err(DeliveryError::ProviderUnavailable {
+                    provider_code: None,
+                    retry_after: 1,
+                }))?;
         Ok(delivered(sid, duplicate))
     }
 
@@ -265,8 +266,9 @@ impl Shared {
     /// already.
     async fn deliver(&self, m: Admitted) -> Result<(Option<String>, bool), DeliveryError> {
         let ledger = &self.ledger;
-        let (flight, reconciled) = match ledger
-            .admit(
+        let (flight, reconciled) = match in_span!(
+            tracing::info_span!("ledger"),
+            ledger.admit(
                 m.channel,
                 &m.recipient,
                 &m.body,
@@ -274,9 +276,7 @@ impl Shared {
                 &m.outgoing,
                 &self.twilio,
             )
-            .instrument(tracing::info_span!("ledger"))
-            .await?
-        {
+        )? {
             Admission::Duplicate { sid } => return Ok((sid, true)),
             Admission::Send { flight, reconciled } => (flight, reconciled),
         };
@@ -294,9 +294,10 @@ impl Shared {
                 budget: None,
             })
         } else {
-            self.reserve(flight.side, m.channel, &m.recipient, m.ip)
-                .instrument(tracing::info_span!("limits"))
-                .await
+            in_span!(
+                tracing::info_span!("limits"),
+                self.reserve(flight.side, m.channel, &m.recipient, m.ip)
+            )
         };
         let reservation = match reserved {
             Ok(r) => r,

@@ -35,8 +35,6 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use tracing::Instrument;
-
 use crate::clock::Clock;
 use crate::delivery::channel::Channel;
 use crate::delivery::compose::Outgoing;
@@ -44,6 +42,7 @@ use crate::delivery::error::DeliveryError;
 use crate::phone::Recipient;
 use crate::provider::twilio::TwilioClient;
 use crate::store::{Claim, Keys, MessageKey, Owner, RecipientKey, Settle, Side, Store, UnixMs};
+use crate::telemetry::traces::in_span;
 
 /// The ledger's settings and handles.
 pub struct Ledger {
@@ -223,18 +222,14 @@ impl Ledger {
             courier.outcome = tracing::field::Empty
         );
         let found = match outgoing {
-            Outgoing::Sms(sms) => {
-                provider
-                    .find_message(&sms.to, &sms.body, code, since_time)
-                    .instrument(span.clone())
-                    .await
-            }
-            Outgoing::Call(call) => {
-                provider
-                    .find_call(&call.to, Some(&call.from), since_time)
-                    .instrument(span.clone())
-                    .await
-            }
+            Outgoing::Sms(sms) => in_span!(
+                span.clone(),
+                provider.find_message(&sms.to, &sms.body, code, since_time)
+            ),
+            Outgoing::Call(call) => in_span!(
+                span.clone(),
+                provider.find_call(&call.to, Some(&call.from), since_time)
+            ),
         };
         span.record(
             "courier.outcome",

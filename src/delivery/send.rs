@@ -4,8 +4,6 @@
 
 use std::time::Instant;
 
-use tracing::Instrument;
-
 use crate::delivery::channel::Channel;
 use crate::delivery::compose::Outgoing;
 use crate::delivery::courier::Shared;
@@ -15,6 +13,7 @@ use crate::phone::Recipient;
 use crate::provider::errors::{self, FailureClass};
 use crate::provider::twilio::{Accepted, ProviderError};
 use crate::store::{Reservation, Settle};
+use crate::telemetry::traces::in_span;
 
 /// One provider call and what follows from its answer.
 pub(super) struct SendJob {
@@ -40,14 +39,8 @@ impl SendJob {
         );
         let started = Instant::now();
         let sent = match &self.outgoing {
-            Outgoing::Sms(sms) => shared.twilio.send_sms(sms).instrument(span.clone()).await,
-            Outgoing::Call(call) => {
-                shared
-                    .twilio
-                    .create_call(call)
-                    .instrument(span.clone())
-                    .await
-            }
+            Outgoing::Sms(sms) => in_span!(span.clone(), shared.twilio.send_sms(sms)),
+            Outgoing::Call(call) => in_span!(span.clone(), shared.twilio.create_call(call)),
         };
         if let Err(e) = &sent {
             // Twilio's error code (bounded by the error table) and our kind

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Body;
-use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -185,10 +184,7 @@ impl App {
         let mut log = RequestLog::default();
         let in_flight = self.metrics.in_flight();
         let span = traces::request_span(endpoint.path(), request.headers());
-        let result = self
-            .deliver(endpoint, request, &mut log)
-            .instrument(span.clone())
-            .await;
+        let result = traces::in_span!(span.clone(), self.deliver(endpoint, request, &mut log));
         drop(in_flight);
         let (outcome, reason) = match &result {
             Ok(_) => (log.outcome, "none"),

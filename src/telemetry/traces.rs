@@ -38,6 +38,22 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::config::OtlpTracing;
 use crate::telemetry::export::{self, DroppedSpans, ExportTask, ReqwestClient};
 
+/// `$future.await` inside `$span` when tracing is on. Off, the future is
+/// awaited where it was built: wrapping it in `Instrumented` would move it
+/// (some of these futures are kilobytes) only to enter a span that does
+/// nothing. The two arms are the same future; one runs.
+macro_rules! in_span {
+    ($span:expr, $future:expr) => {{
+        let span: ::tracing::Span = $span;
+        if span.is_disabled() {
+            $future.await
+        } else {
+            ::tracing::Instrument::instrument($future, span).await
+        }
+    }};
+}
+pub(crate) use in_span;
+
 /// How long the flush at shutdown may take.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
