@@ -189,16 +189,32 @@ fn the_kustomization_lists_every_manifest_and_uses_nothing_else() {
 
 #[test]
 fn manifests_are_valid_against_the_kubernetes_schemas() {
-    let Some(validate) = tool::require(
-        "kubernetes-validate",
-        "python3 -m pip install kubernetes-validate",
-    ) else {
-        return;
+    // The module where pip put it, even when its script is not on PATH
+    // (pyenv without a rehash); the script otherwise.
+    let module = Command::new("python3")
+        .args(["-c", "import kubernetes_validate"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let validator = if module {
+        vec![
+            "python3".to_owned(),
+            "-m".into(),
+            "kubernetes_validate".into(),
+        ]
+    } else {
+        match tool::require(
+            "kubernetes-validate",
+            "python3 -m pip install kubernetes-validate",
+        ) {
+            Some(path) => vec![path.display().to_string()],
+            None => return,
+        }
     };
     let mut files = resources();
     files.push(dir().join("secret.example.yaml"));
     let run = |files: &[PathBuf]| {
-        Command::new(&validate)
+        Command::new(&validator[0])
+            .args(&validator[1..])
             .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
             .args(files)
             .output()
