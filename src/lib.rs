@@ -12,7 +12,7 @@
 //!  http ──► delivery ──► provider
 //!   │          │            │
 //!   │          └─► phone    └─► (Twilio's REST API)
-//!   └─► telemetry (logs, metrics)        config feeds every room
+//!   └─► telemetry (logs, metrics, traces) config feeds every room
 //! ```
 //!
 //! | room | owns |
@@ -22,7 +22,7 @@
 //! | [`provider`] | the Twilio REST client, its error table, TwiML, webhook signatures |
 //! | [`phone`] | E.164 numbers: parsing against the numbering plan, line types, masking |
 //! | [`config`] | defaults, file and environment merged, then checked into typed values |
-//! | [`telemetry`] | log output and Prometheus metrics |
+//! | [`telemetry`] | log output, Prometheus metrics, OpenTelemetry traces |
 //! | [`startup`] | wiring the rooms into a running service from a checked configuration |
 //! | [`relay`] | the inbound relay: codes texted to our numbers, forwarded by SMS, to Slack and to signed webhooks |
 //! | [`verify`] | the verify API for applications without Kratos: codes made, stored as keyed hashes, sent through the courier and checked |

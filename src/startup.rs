@@ -1,13 +1,17 @@
 //! Building the running service from a checked [`Config`]: bind the
-//! listener, build the [`App`], serve until shutdown.
+//! listener, start logging and traces, build the [`App`], serve until
+//! shutdown, flush the traces.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::app::App;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::Traces;
 
 /// Why the service could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +28,8 @@ pub enum StartupError {
     },
     #[error("{0}")]
     App(#[from] crate::http::app::AppError),
+    #[error("{0}")]
+    Traces(#[from] crate::telemetry::traces::TracesError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -36,7 +42,9 @@ pub async fn bind(config: &Config) -> Result<TcpListener, StartupError> {
         .map_err(|source| StartupError::Bind { addr, source })
 }
 
-/// Serve `config` on `listener` until `shutdown` completes.
+/// Install logging (and traces, when `[tracing]` is on), then serve
+/// `config` on `listener` until `shutdown` completes, then export the spans
+/// still queued.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -50,7 +58,13 @@ pub async fn serve(
         ),
         None => None,
     };
-    let app = Arc::new(App::new(config)?);
+    let metrics = Arc::new(Metrics::new());
+    let traces = match &config.tracing {
+        Some(otlp) => Some(Traces::start(otlp, metrics.spans_dropped())?),
+        None => None,
+    };
+    crate::telemetry::init(&config.log, traces.as_ref());
+    let app = Arc::new(App::with_metrics(config, Clock::system(), metrics)?);
     // Off the start-up path: /health/alive answers while this loads.
     let plan = app.courier().recipients().plan().clone();
     tokio::task::spawn_blocking(move || plan.warm_up());
@@ -76,6 +90,9 @@ pub async fn serve(
     let _ = stop_metrics.send(());
     if let Some(t) = metrics_task {
         let _ = t.await;
+    }
+    if let Some(traces) = traces {
+        traces.shutdown().await;
     }
     result?;
     Ok(())

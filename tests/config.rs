@@ -1065,3 +1065,81 @@ fn relay_mistakes_name_the_key_and_never_quote_a_slack_url() {
     .unwrap_err();
     assert_eq!(key_of(e), "relay.enabled");
 }
+
+#[test]
+fn tracing_is_off_by_default_and_configured_as_ory_does() {
+    assert!(load(&good()).unwrap().tracing.is_none());
+    let on = load(&with(&[("PHONE_COURIER__TRACING__PROVIDER", "otel")])).unwrap();
+    let otlp = on.tracing.expect("on");
+    assert_eq!(otlp.endpoint, "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(otlp.service_name, "kratos-phone-courier");
+    assert_eq!(otlp.sampling_ratio, 1.0);
+    let tls = load(&with(&[
+        ("PHONE_COURIER__TRACING__PROVIDER", "otel"),
+        (
+            "PHONE_COURIER__TRACING__PROVIDERS__OTLP__SERVER_URL",
+            "otel-collector.monitoring:4318",
+        ),
+        ("PHONE_COURIER__TRACING__PROVIDERS__OTLP__INSECURE", "false"),
+        (
+            "PHONE_COURIER__TRACING__PROVIDERS__OTLP__SAMPLING__SAMPLING_RATIO",
+            "0.25",
+        ),
+    ]))
+    .unwrap()
+    .tracing
+    .unwrap();
+    assert_eq!(
+        tls.endpoint,
+        "https://otel-collector.monitoring:4318/v1/traces"
+    );
+    assert_eq!(tls.sampling_ratio, 0.25);
+}
+
+#[test]
+fn tracing_mistakes_name_the_key_and_never_quote_the_url() {
+    let on = ("PHONE_COURIER__TRACING__PROVIDER", "otel");
+    let cases: [(&[(&'static str, &'static str)], &str); 5] = [
+        (
+            &[("PHONE_COURIER__TRACING__PROVIDER", "jaeger")],
+            "tracing.provider",
+        ),
+        (
+            &[
+                on,
+                (
+                    "PHONE_COURIER__TRACING__PROVIDERS__OTLP__SERVER_URL",
+                    "http://user:s3cret@c:4318",
+                ),
+            ],
+            "tracing.providers.otlp.server_url",
+        ),
+        (
+            &[
+                on,
+                ("PHONE_COURIER__TRACING__PROVIDERS__OTLP__SERVER_URL", ""),
+            ],
+            "tracing.providers.otlp.server_url",
+        ),
+        (
+            &[
+                on,
+                (
+                    "PHONE_COURIER__TRACING__PROVIDERS__OTLP__SAMPLING__SAMPLING_RATIO",
+                    "1.5",
+                ),
+            ],
+            "tracing.providers.otlp.sampling.sampling_ratio",
+        ),
+        (
+            &[on, ("PHONE_COURIER__TRACING__SERVICE_NAME", " ")],
+            "tracing.service_name",
+        ),
+    ];
+    for (extra, key) in cases {
+        let e = load(&with(extra)).expect_err(key);
+        let text = e.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(key_of(e), key);
+    }
+}

@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `load` | the sources ([`Sources`], [`DEFAULT_TOML`]) and their merging into [`Settings`] |
 //! | `error` | [`ConfigError`], and the `config` crate's errors rebuilt so they never quote a value or a line |
-//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `fraud`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay`, `verify` | one section each: its file format, its checked form, the check between them |
+//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `fraud`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay`, `verify`, `tracing` | one section each: its file format, its checked form, the check between them |
 //! | `checks` | the rules that span sections (provider timeout against Kratos's, the dedup window against Kratos's retries, the budget's arithmetic), run after the sections |
 //! | `phone_number`, `country`, `language_tag` | the value types read once here and kept: [`E164`], [`SenderId`], [`CountryId`], [`LanguageTag`] |
 //! | `secret`, `values` | secrets inline or in files; lists, durations, string views |
@@ -47,6 +47,7 @@ mod server;
 mod status_callback;
 mod store;
 mod test_numbers;
+mod tracing;
 mod twilio;
 mod values;
 mod verify;
@@ -73,6 +74,7 @@ pub use server::{ServerConfig, ServerSettings, MAX_DRAIN};
 pub use status_callback::StatusCallbackSettings;
 pub use store::{Backend, OnError, RedisConfig, RedisSettings, StoreConfig, StoreSettings};
 pub use test_numbers::TestNumbersSettings;
+pub use tracing::{OtlpTracing, TracingSettings};
 pub use twilio::{is_account_sid, SmsSender, TwilioConfig, TwilioSettings};
 pub use values::StringList;
 pub use verify::{VerifyConfig, VerifySettings};
@@ -98,6 +100,7 @@ pub struct Settings {
     pub status_callback: StatusCallbackSettings,
     pub relay: RelaySettings,
     pub verify: VerifySettings,
+    pub tracing: TracingSettings,
 }
 
 /// The checked configuration the service runs with.
@@ -130,6 +133,8 @@ pub struct Config {
     pub relay: Option<RelayConfig>,
     /// The verify API (`/v1/verify/*`); `None` when off.
     pub verify: Option<VerifyConfig>,
+    /// OpenTelemetry traces; `None`: off.
+    pub tracing: Option<OtlpTracing>,
 }
 
 impl Settings {
@@ -153,6 +158,7 @@ impl Settings {
             status_callback_url: self.status_callback.check()?,
             relay: self.relay.check()?,
             verify: self.verify.check()?,
+            tracing: self.tracing.check()?,
         };
         checks::across_sections(&config)?;
         Ok(config)

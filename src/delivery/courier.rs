@@ -14,6 +14,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::clock::Clock;
 use crate::config::{Config, CountryPolicy, PolicyConfig};
 use crate::delivery::budget::Budget;
@@ -33,6 +35,7 @@ use crate::phone::{LineType, NumberingPlan, Recipient, RecipientCache, VERDICT_C
 use crate::provider::twilio::TwilioClient;
 use crate::store::{Keys, Refusal, Reservation, Settle, Side, Store};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::in_span;
 
 /// A message that passed every check and is ready to send.
 #[derive(Debug, Clone)]
@@ -196,6 +199,8 @@ impl Courier {
         endpoint: Endpoint,
         message: &CourierMessage,
     ) -> Result<Delivered, DeliveryError> {
+        // The error code is on the request's span (http::answer owns codes).
+        let admission = tracing::info_span!("admission", courier.country = tracing::field::Empty);
         if let Some(to) = self.test_numbers.matching(&message.recipient) {
             let channel = self.channel_for(endpoint, message);
             return Ok(Delivered {
@@ -207,8 +212,14 @@ impl Courier {
             });
         }
         // Admission.
-        let prepared = self.prepare(endpoint, message)?;
-        check_policy(&self.policy, &prepared)?;
+        let prepared = admission.in_scope(|| {
+            let prepared = self.prepare(endpoint, message);
+            if let Ok(p) = &prepared {
+                admission.record("courier.country", p.recipient.region());
+            }
+            prepared.and_then(|p| check_policy(&self.policy, &p).map(|()| p))
+        })?;
+        drop(admission);
         let Prepared {
             recipient,
             channel,
@@ -239,9 +250,13 @@ impl Courier {
         };
         // Boxed: the task's future is a few KB, and a pointer is cheaper to
         // move into the task than the future itself (bench/notes.md).
+        // The task's spans are children of the request's, also after Kratos
+        // hung up. Boxed first, so that the span wraps a pointer, not the
+        // future.
+        let span = tracing::Span::current();
         let tasks = &self.shared.tasks;
         let (sid, duplicate) = tasks
-            .spawn(Box::pin(async move { shared.deliver(admitted).await }))
+            .spawn(Box::pin(async move { shared.deliver(admitted).await }).instrument(span))
             .await
             // A task that panicked leaves nothing known: its ledger record
             // expires into Uncertain and is reconciled on the retry.
@@ -304,8 +319,9 @@ impl Shared {
     /// already.
     async fn deliver(&self, m: Admitted) -> Result<(Option<String>, bool), DeliveryError> {
         let ledger = &self.ledger;
-        let (flight, reconciled) = match ledger
-            .admit(
+        let (flight, reconciled) = match in_span!(
+            tracing::info_span!("ledger"),
+            ledger.admit(
                 m.channel,
                 &m.recipient,
                 &m.body,
@@ -313,8 +329,7 @@ impl Shared {
                 &m.outgoing,
                 &self.twilio,
             )
-            .await?
-        {
+        )? {
             Admission::Duplicate { sid } => return Ok((sid, true)),
             Admission::Send { flight, reconciled } => (flight, reconciled),
         };
@@ -337,8 +352,10 @@ impl Shared {
                 budget: None,
             })
         } else {
-            self.reserve(flight.side, m.channel, &m.recipient, m.client)
-                .await
+            in_span!(
+                tracing::info_span!("limits"),
+                self.reserve(flight.side, m.channel, &m.recipient, m.client)
+            )
         };
         let reservation = match reserved {
             Ok(r) => r,

@@ -203,9 +203,9 @@ impl FraudGuard {
             }
             until = until.max(hold_until);
         }
-        if until > now {
-            self.gauge(watch, tallies, hold_until, now);
-        }
+        // Every judgement updates the gauges, so a hold that has ended reads
+        // 0 at the next send to that country (and the alert clears).
+        self.gauge(watch, tallies, hold_until, now);
         until
     }
 

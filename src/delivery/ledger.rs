@@ -42,6 +42,7 @@ use crate::delivery::error::DeliveryError;
 use crate::phone::Recipient;
 use crate::provider::twilio::TwilioClient;
 use crate::store::{Claim, Keys, MessageKey, Owner, RecipientKey, Settle, Side, Store, UnixMs};
+use crate::telemetry::traces::in_span;
 
 /// The ledger's settings and handles.
 pub struct Ledger {
@@ -214,18 +215,30 @@ impl Ledger {
         provider: &TwilioClient,
     ) -> Result<Admission, DeliveryError> {
         let since_time = UNIX_EPOCH + Duration::from_millis(since);
+        let span = tracing::info_span!(
+            "reconcile",
+            otel.kind = "client",
+            provider.name = "twilio",
+            courier.outcome = tracing::field::Empty
+        );
         let found = match outgoing {
-            Outgoing::Sms(sms) => {
-                provider
-                    .find_message(&sms.to, &sms.body, code, since_time)
-                    .await
-            }
-            Outgoing::Call(call) => {
-                provider
-                    .find_call(&call.to, Some(&call.from), since_time)
-                    .await
-            }
+            Outgoing::Sms(sms) => in_span!(
+                span.clone(),
+                provider.find_message(&sms.to, &sms.body, code, since_time)
+            ),
+            Outgoing::Call(call) => in_span!(
+                span.clone(),
+                provider.find_call(&call.to, Some(&call.from), since_time)
+            ),
         };
+        span.record(
+            "courier.outcome",
+            match &found {
+                Ok(Some(_)) => "found",
+                Ok(None) => "not_found",
+                Err(_) => "unknown",
+            },
+        );
         match found {
             Ok(Some(sid)) => {
                 tracing::info!("reconciled: the provider had the message; not sending again");

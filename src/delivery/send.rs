@@ -13,6 +13,7 @@ use crate::phone::Recipient;
 use crate::provider::errors::{self, FailureClass};
 use crate::provider::twilio::{Accepted, ProviderError};
 use crate::store::{Reservation, Settle};
+use crate::telemetry::traces::in_span;
 
 /// One provider call and what follows from its answer.
 pub(super) struct SendJob {
@@ -26,11 +27,30 @@ pub(super) struct SendJob {
 impl SendJob {
     pub(super) async fn run(self, shared: &Shared) -> Result<Accepted, DeliveryError> {
         let channel = self.channel.as_str();
+        let span = tracing::info_span!(
+            "provider",
+            otel.kind = "client",
+            provider.name = "twilio",
+            courier.channel = channel,
+            courier.country = self.recipient.region(),
+            http.response.status_code = tracing::field::Empty,
+            provider.error_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
         let started = Instant::now();
         let sent = match &self.outgoing {
-            Outgoing::Sms(sms) => shared.twilio.send_sms(sms).await,
-            Outgoing::Call(call) => shared.twilio.create_call(call).await,
+            Outgoing::Sms(sms) => in_span!(span.clone(), shared.twilio.send_sms(sms)),
+            Outgoing::Call(call) => in_span!(span.clone(), shared.twilio.create_call(call)),
         };
+        if let Err(e) = &sent {
+            // Twilio's error code (bounded by the error table) and our kind
+            // of failure; never the answer's text.
+            span.record(
+                "provider.error_code",
+                errors::metric_label(e.provider_code()),
+            );
+            span.record("error.type", e.kind());
+        }
         shared
             .metrics
             .provider_latency(channel, started.elapsed().as_secs_f64());

@@ -24,6 +24,7 @@ use crate::http::verify::{Context, VerifyApi, VerifyEndpoint};
 use crate::provider::twilio::TwilioClient;
 use crate::relay::Relay;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces;
 
 /// Why the application could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +78,17 @@ impl App {
 
     /// Build with a given clock (tests move it forward instead of sleeping).
     pub fn with_clock(config: Config, clock: Clock) -> Result<Self, AppError> {
+        App::with_metrics(config, clock, Arc::new(Metrics::new()))
+    }
+
+    /// Build with metrics made before the app (start-up hands the trace
+    /// exporter their dropped-spans counter before the app exists).
+    pub fn with_metrics(
+        config: Config,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, AppError> {
         let twilio = TwilioClient::new(&config.twilio)?;
-        let metrics = Arc::new(Metrics::new());
         let (store, keys) = crate::store::open(&config, clock.clone(), metrics.store_errors())?;
         let relay = Relay::new(
             &config,
@@ -91,6 +101,8 @@ impl App {
         let verify = VerifyApi::new(&config, keys.clone(), store.clone(), clock.clone());
         let courier = Courier::new(&config, twilio, store, keys, clock, metrics.clone());
         let plan = courier.recipients().plan().clone();
+        let ready = !config.twilio.verify_credentials_on_start;
+        metrics.set_ready(ready);
         Ok(App {
             auth: Authenticator::new(&config.auth),
             parser: MessageParser::new(),
@@ -100,7 +112,7 @@ impl App {
             relay,
             verify,
             metrics,
-            ready: AtomicBool::new(!config.twilio.verify_credentials_on_start),
+            ready: AtomicBool::new(ready),
             shutting_down: AtomicBool::new(false),
             config: Arc::new(config),
         })
@@ -120,10 +132,13 @@ impl App {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+        self.metrics
+            .set_ready(ready && !self.shutting_down.load(Ordering::SeqCst));
     }
 
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.metrics.set_ready(false);
     }
 
     /// Answer one request. Never fails: every problem is an answer.
@@ -206,7 +221,8 @@ impl App {
         let method = request.method().clone();
         let mut log = RequestLog::default();
         let in_flight = self.metrics.in_flight();
-        let result = self.deliver(endpoint, request, &mut log).await;
+        let span = traces::request_span(endpoint.path(), request.headers());
+        let result = traces::in_span!(span.clone(), self.deliver(endpoint, request, &mut log));
         drop(in_flight);
         let (outcome, reason) = match &result {
             Ok(_) => (log.outcome, "none"),
@@ -236,6 +252,14 @@ impl App {
                 (Answer::Error(e), Some(code))
             }
         };
+        let status = answer_status(&answer);
+        if !span.is_disabled() {
+            span.record("courier.channel", log.channel);
+            span.record("courier.template_type", log.template_type);
+            span.record("courier.outcome", outcome);
+            span.record("error.type", error);
+            span.record("http.response.status_code", status);
+        }
         tracing::info!(
             method = %method,
             endpoint = endpoint.path(),
@@ -244,8 +268,9 @@ impl App {
             recipient = log.recipient.as_deref(),
             sid = log.sid.as_deref(),
             provider_code = log.provider_code,
-            status = answer_status(&answer),
+            status,
             error,
+            trace_id = traces::trace_id(&span),
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );
@@ -318,7 +343,16 @@ impl App {
         body::read_authenticated_json(request, &self.auth, &self.config.server).await
     }
 
+    /// What `/health/ready` answers, also kept in the `ready` metric (so an
+    /// alert sees a replica that stays out of the load balancer; the store
+    /// is only asked when a probe asks).
     async fn readiness(&self) -> Answer {
+        let answer = self.readiness_now().await;
+        self.metrics.set_ready(matches!(answer, Answer::Ready));
+        answer
+    }
+
+    async fn readiness_now(&self) -> Answer {
         let store = self.courier.store();
         if self.shutting_down.load(Ordering::SeqCst) {
             Answer::NotReady(NotReady::ShuttingDown)

@@ -126,14 +126,15 @@ impl TwilioClient {
         url: &reqwest::Url,
         listing: Listing,
     ) -> Result<ListedPage, ProviderError> {
-        let response = self
+        let mut request = self
             .http
             .get(url.clone())
             .header(http::header::AUTHORIZATION, self.authorization.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(map_transport)?;
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(trace) = crate::telemetry::traces::outgoing_headers() {
+            request = request.headers(trace);
+        }
+        let response = request.send().await.map_err(map_transport)?;
         if !response.status().is_success() {
             return Err(rejected(response).await);
         }

@@ -259,7 +259,7 @@ impl TwilioClient {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
             .finish();
-        let response = self
+        let mut request = self
             .http
             .post(resource.clone())
             .header(http::header::AUTHORIZATION, self.authorization.clone())
@@ -267,11 +267,13 @@ impl TwilioClient {
                 http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
-            .header(http::header::ACCEPT, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(map_transport)?;
+            .header(http::header::ACCEPT, "application/json");
+        // The provider call continues the trace (W3C traceparent).
+        if let Some(trace) = crate::telemetry::traces::outgoing_headers() {
+            request = request.headers(trace);
+        }
+        let response = request.body(body).send().await.map_err(map_transport)?;
+        crate::telemetry::traces::record_status(response.status().as_u16());
         if !response.status().is_success() {
             return Err(rejected(response).await);
         }

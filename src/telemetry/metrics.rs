@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::telemetry::export::DroppedSpans;
+
 type Labels = Vec<(&'static str, String)>;
 /// Labels whose values are all static: looked up without allocating, for
 /// the metrics every send touches.
@@ -67,6 +69,11 @@ pub struct Metrics {
     relay: super::relay_metrics::RelayMetrics,
     /// The fraud guard's (`telemetry::fraud_metrics`).
     fraud: FraudMetrics,
+    /// What `/health/ready` last said, for an alert on a replica that stays
+    /// out of the load balancer.
+    ready: Gauge,
+    /// Spans that never reached the collector (`[tracing]`), by reason.
+    spans_dropped: DroppedSpans,
 }
 
 impl Default for Metrics {
@@ -136,9 +143,27 @@ impl Metrics {
         );
         let relay = super::relay_metrics::RelayMetrics::register(&mut registry);
         let fraud = FraudMetrics::register(&mut registry);
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while /health/ready answers 200, 0 while it answers 503 (its body says why)",
+            ready.clone(),
+        );
+        let spans_dropped = DroppedSpans::default();
+        // Both reasons from the start, so a rate over them works from zero.
+        for reason in ["queue_full", "export_failed"] {
+            let _ = spans_dropped.get_or_create(&vec![("reason", reason)]);
+        }
+        registry.register(
+            "trace_spans_dropped",
+            "Trace spans not exported: queue_full (the collector is slow or away) or export_failed",
+            spans_dropped.clone(),
+        );
         Metrics {
             relay,
             fraud,
+            spans_dropped,
+            ready,
             store_errors,
             registry,
             requests,
@@ -228,6 +253,16 @@ impl Metrics {
     /// The counter the store increments when Redis does not answer.
     pub fn store_errors(&self) -> Counter {
         self.store_errors.clone()
+    }
+
+    /// The counter the trace exporter increments for every span it loses.
+    pub fn spans_dropped(&self) -> DroppedSpans {
+        self.spans_dropped.clone()
+    }
+
+    /// Record what readiness answered (or would answer).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     pub fn budget_used(&self, ratio: f64) {

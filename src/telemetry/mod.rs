@@ -1,10 +1,12 @@
-//! What the service tells its operators: log lines and Prometheus metrics.
-//! Neither ever carries a code, a message body, a secret or a whole phone
-//! number.
+//! What the service tells its operators: log lines, Prometheus metrics and
+//! OpenTelemetry traces. None ever carries a code, a message body, a secret
+//! or a whole phone number.
 
+pub mod export;
 pub mod fraud_metrics;
 pub mod logs;
 pub mod metrics;
 pub mod relay_metrics;
+pub mod traces;
 
 pub use logs::init;

@@ -10,6 +10,7 @@ mod exactly_once;
 mod fraud;
 mod health;
 mod observability;
+mod operations;
 mod provider_errors;
 mod reconcile;
 mod relay;

@@ -122,7 +122,7 @@ async fn a_separate_metrics_listener_needs_no_auth() {
 
 /// The service against the real sandbox, with status callbacks pointing
 /// back at the service.
-async fn service_with_sandbox() -> (String, Sandbox, tokio::task::JoinHandle<()>) {
+pub(crate) async fn service_with_sandbox() -> (String, Sandbox, tokio::task::JoinHandle<()>) {
     let sandbox = Sandbox::new(SandboxConfig::default());
     let sandbox_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox_addr = sandbox_listener.local_addr().unwrap();
@@ -329,8 +329,14 @@ async fn not_ready_until_twilio_accepts_the_credentials() {
         if r.status() == 503 {
             let body: serde_json::Value = r.json().await.unwrap();
             assert_eq!(body["status"], "not_ready");
+            if !saw_not_ready {
+                let text = metrics_text(&app).await;
+                assert!(text.contains("\nphone_courier_ready 0\n"), "{text}");
+            }
             saw_not_ready = true;
         } else if r.status() == 200 {
+            let text = metrics_text(&app).await;
+            assert!(text.contains("\nphone_courier_ready 1\n"), "{text}");
             break;
         }
         assert!(Instant::now() < deadline, "never became ready");

@@ -71,7 +71,6 @@ pub async fn run(sources: Sources, shutdown: impl Future<Output = ()>) -> Result
         settings.relay.public_url.trim_end_matches('/')
     );
     let config = settings.check(&sources.env)?;
-    kratos_phone_courier::telemetry::init(&config.log);
 
     let sandbox = Sandbox::new(sandbox_config);
     sandbox.set_inbound_url(inbound_url);

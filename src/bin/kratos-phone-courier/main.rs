@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kratos_phone_courier::config::{Config, Sources};
 use kratos_phone_courier::http::server;
-use kratos_phone_courier::{startup, telemetry};
+use kratos_phone_courier::startup;
 
 #[cfg(feature = "dev")]
 mod dev;
@@ -124,7 +124,6 @@ async fn serve_dev(_: Sources) -> Result<(), String> {
 
 async fn serve(sources: Sources) -> Result<(), String> {
     let config = Config::load(&sources).map_err(|e| e.to_string())?;
-    telemetry::init(&config.log);
     let listener = startup::bind(&config).await.map_err(|e| e.to_string())?;
     startup::serve(config, listener, server::shutdown_signal())
         .await

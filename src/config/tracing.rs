@@ -1,0 +1,101 @@
+//! `[tracing]`: OpenTelemetry traces, configured the way Ory configures its
+//! own services (`tracing.provider`, `tracing.providers.otlp.*`), so an
+//! operator's Kratos settings carry over.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ConfigError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    /// `""` (off) or `"otel"`.
+    pub provider: String,
+    pub service_name: String,
+    pub providers: TracingProviders,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingProviders {
+    pub otlp: OtlpSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSettings {
+    /// `host:port` of the collector's OTLP/HTTP receiver, as Ory writes it.
+    pub server_url: String,
+    /// `true`: plain HTTP; `false`: HTTPS.
+    pub insecure: bool,
+    pub sampling: SamplingSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingSettings {
+    pub sampling_ratio: f64,
+}
+
+/// Traces are exported when this is `Some`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OtlpTracing {
+    /// `service.name` of every span.
+    pub service_name: String,
+    /// `http(s)://server_url/v1/traces`.
+    pub endpoint: String,
+    /// Share of new traces kept; a trace whose caller sampled it (the
+    /// incoming `traceparent`) follows the caller's choice.
+    pub sampling_ratio: f64,
+}
+
+impl TracingSettings {
+    pub(super) fn check(self) -> Result<Option<OtlpTracing>, ConfigError> {
+        match self.provider.as_str() {
+            "" => return Ok(None),
+            "otel" => {}
+            other => {
+                return Err(ConfigError::invalid(
+                    "tracing.provider",
+                    format!("`{other}` is neither \"\" (off) nor \"otel\""),
+                ))
+            }
+        }
+        let service_name = self.service_name.trim();
+        if service_name.is_empty() || service_name.len() > 128 {
+            return Err(ConfigError::invalid(
+                "tracing.service_name",
+                "must be 1 to 128 characters",
+            ));
+        }
+        let otlp = self.providers.otlp;
+        let scheme = if otlp.insecure { "http" } else { "https" };
+        let server = otlp.server_url.trim().trim_end_matches('/');
+        let endpoint = format!("{scheme}://{server}/v1/traces");
+        // host:port only, as Ory's configuration has it; the scheme comes
+        // from `insecure`. Not quoted: a URL can carry credentials.
+        let valid = !server.is_empty()
+            && !server.contains("://")
+            && !server.contains('@')
+            && reqwest::Url::parse(&endpoint).is_ok_and(|u| u.host().is_some());
+        if !valid {
+            return Err(ConfigError::invalid(
+                "tracing.providers.otlp.server_url",
+                "is not the host:port of an OTLP/HTTP receiver, such as 127.0.0.1:4318 \
+                 (no scheme: `insecure` picks http or https)",
+            ));
+        }
+        let ratio = otlp.sampling.sampling_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(ConfigError::invalid(
+                "tracing.providers.otlp.sampling.sampling_ratio",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        Ok(Some(OtlpTracing {
+            service_name: service_name.to_owned(),
+            endpoint,
+            sampling_ratio: ratio,
+        }))
+    }
+}
