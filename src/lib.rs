@@ -18,7 +18,7 @@
 //! | room | owns |
 //! |---|---|
 //! | [`http`] | the accept loop and drain, routing, authentication, bodies, and the one table every answer is rendered from ([`http::answer`]) |
-//! | [`delivery`] | the pipeline from a Kratos message to a provider request: channel, policy, deduplication, rate limits, budget |
+//! | [`delivery`] | the pipeline from a Kratos message to a provider request: channel, policy, deduplication, the client's address, rate limits, budget, the fraud guard |
 //! | [`provider`] | the Twilio REST client, its error table, TwiML, webhook signatures |
 //! | [`phone`] | E.164 numbers: parsing against the numbering plan, line types, masking |
 //! | [`config`] | defaults, file and environment merged, then checked into typed values |
