@@ -52,7 +52,8 @@ impl ConfirmationParser {
             let violations = self
                 .validator
                 .iter_errors(&value)
-                .take(8)
+                // As every error body: at most three (Kratos reads 1024 bytes).
+                .take(crate::delivery::message::MAX_VIOLATIONS)
                 .map(|e| Violation {
                     pointer: e.instance_path().to_string(),
                     reason: e.masked().to_string().chars().take(100).collect(),

@@ -16,7 +16,7 @@ pub const COURIER_MESSAGE_SCHEMA: &str = include_str!("../../schemas/courier-mes
 
 /// At most this many violations are reported: the answer must stay well
 /// under the 1024 bytes Kratos reads of it.
-const MAX_VIOLATIONS: usize = 3;
+pub const MAX_VIOLATIONS: usize = 3;
 
 /// One schema violation: where and why. The reason never quotes the value
 /// (it could be a code or a phone number).
@@ -74,7 +74,11 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D
                 return Ok(Some(i));
             }
             match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+                // Up to the schema's bound, 2^53 - 1, the largest integer a
+                // double holds exactly.
+                Some(f) if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_991.0 => {
+                    Ok(Some(f as i64))
+                }
                 _ => Err(D::Error::custom("expires_in_minutes is not a whole number")),
             }
         }
@@ -402,6 +406,11 @@ mod tests {
             .parse(br#"{"recipient":"+14155550123","body":"b","template_type":"recovery_code_valid","template_data":{"verification_code":"613570","expires_in_minutes":60.0}}"#)
             .unwrap();
         assert_eq!(m.expires_in_minutes, Some(60));
+        // Up to the schema's bound, written as a double (Schemathesis's find).
+        let m = MessageParser::new()
+            .parse(br#"{"recipient":"+14155550123","body":"b","template_type":"recovery_code_valid","template_data":{"verification_code":"613570","expires_in_minutes":9007199254740991.0}}"#)
+            .unwrap();
+        assert_eq!(m.expires_in_minutes, Some(9_007_199_254_740_991));
     }
 
     #[test]
