@@ -320,3 +320,47 @@ async fn an_uncertain_send_is_not_resent_while_twilio_cannot_be_asked() {
         "never resent blindly"
     );
 }
+
+/// The fraud guard sees Kratos's attempts as Twilio does: one message. Two
+/// refused attempts, the accepted one and three late copies count one code
+/// sent; Kratos's confirmation counts once, and a replay of it counts
+/// nothing more.
+#[tokio::test]
+async fn the_fraud_guard_counts_one_code_for_all_of_kratoss_attempts() {
+    let (app, clock) = app_at_noon(twilio_503_then_201(2).await, &[]).await;
+    let m = login_message("+14155550123", "482917");
+    let unavailable = refused(503, "provider_unavailable");
+    assert_eq!(
+        kratos_attempts(&app, &m, &clock).await,
+        vec![unavailable.clone(), unavailable, ok()]
+    );
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(post_status(&app, &m).await, ok(), "a duplicate");
+    }
+    assert_eq!(creates(&app.provider_requests().await), 3, "one accepted");
+    let confirm = json!({"recipients": ["+14155550123"], "flow": "login"});
+    for _ in 0..2 {
+        assert_eq!(
+            app.post_json("/v1/kratos/confirmed", &confirm)
+                .await
+                .status(),
+            200
+        );
+    }
+    let text = crate::fraud::metrics_text(&app).await;
+    let cc = "{country_code=\"1\"}";
+    for (series, expected) in [
+        (format!("phone_courier_fraud_codes_sent_total{cc}"), 1.0),
+        (
+            format!("phone_courier_fraud_codes_confirmed_total{cc}"),
+            1.0,
+        ),
+        (
+            "phone_courier_fraud_confirmations_ignored_total{reason=\"never_sent\"}".to_owned(),
+            1.0,
+        ),
+    ] {
+        assert_eq!(crate::fraud::metric(&text, &series), expected, "{series}");
+    }
+}
