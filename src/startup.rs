@@ -102,9 +102,7 @@ pub async fn serve(
 /// when asked for, checking the provider credentials until they work.
 pub fn spawn_background(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if app.config().twilio.verify_credentials_on_start {
-            verify_credentials(&app).await;
-        }
+        verify_credentials(&app).await;
         let mut tick = tokio::time::interval(app.config().limits.prune_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -114,27 +112,45 @@ pub fn spawn_background(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Ask the provider whether our credentials work; readiness waits for a yes.
-/// Retries with a growing pause, since a 401 needs an operator and a network
-/// fault may pass.
-async fn verify_credentials(app: &App) {
-    let mut pause = std::time::Duration::from_secs(1);
-    loop {
-        match app.courier().twilio().check_credentials().await {
-            Ok(()) => {
-                tracing::info!("provider credentials verified");
-                app.set_ready(true);
-                return;
-            }
-            Err(e) => {
-                tracing::error!(
-                    error = %e,
-                    provider_code = e.provider_code(),
-                    "provider credentials could not be verified; not ready (check twilio.account_sid and the token or API key)"
-                );
-            }
+/// Ask each provider that wants it whether our credentials work, all at
+/// once; readiness waits for every yes. Each retries with a growing pause,
+/// since a 401 needs an operator and a network fault may pass.
+async fn verify_credentials(app: &Arc<App>) {
+    let mut checks = tokio::task::JoinSet::new();
+    for (i, provider) in app.courier().providers().iter().enumerate() {
+        if !provider.verify_credentials_on_start {
+            continue;
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(std::time::Duration::from_secs(60));
+        let app = app.clone();
+        checks.spawn(async move {
+            let Some(provider) = app.courier().providers().iter().nth(i) else {
+                return;
+            };
+            let mut pause = std::time::Duration::from_secs(1);
+            loop {
+                match provider.client.check_credentials().await {
+                    Ok(()) => {
+                        tracing::info!(provider = provider.name, "provider credentials verified");
+                        provider.credentials_verified();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            provider = provider.name,
+                            error = %e,
+                            provider_code = e.provider_code(),
+                            "provider credentials could not be verified; not ready (check the account or project id and the token or API key)"
+                        );
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(60));
+            }
+        });
     }
+    if checks.is_empty() {
+        return;
+    }
+    while checks.join_next().await.is_some() {}
+    app.set_ready(app.courier().providers().credentials_ready());
 }

@@ -96,6 +96,7 @@ async fn claim_settle_and_entry_go_through_every_transition() {
         owner: a,
         since: T0,
         lease_until: T0 + 10_000,
+        provider: None,
     };
     assert_eq!(
         s.entry(&key, T0 + 1).await.unwrap(),
@@ -120,6 +121,7 @@ async fn claim_settle_and_entry_go_through_every_transition() {
         Settle::Uncertain,
         Settle::Renew {
             lease_until: T0 + 60_000,
+            provider: "twilio".into(),
         },
     ] {
         assert!(!s.settle(&key, b, other, T0 + 2, KEEP).await.unwrap());
@@ -201,18 +203,25 @@ async fn uncertain_and_expired_leases_are_reconciled_keeping_since() {
         .unwrap();
     assert_eq!(
         s.entry(&key, T0 + 600).await.unwrap(),
-        Some(Entry::Uncertain { since: T0 })
+        Some(Entry::Uncertain {
+            since: T0,
+            provider: None
+        })
     );
     assert_eq!(
         s.claim(&key, b, T0 + 1_000, LEASE, KEEP).await.unwrap(),
-        Claim::Reconcile { since: T0 }
+        Claim::Reconcile {
+            since: T0,
+            provider: None
+        }
     );
     assert_eq!(
         s.entry(&key, T0 + 1_001).await.unwrap(),
         Some(Entry::InFlight {
             owner: b,
             since: T0,
-            lease_until: T0 + 11_000
+            lease_until: T0 + 11_000,
+            provider: None
         })
     );
     assert_eq!(
@@ -237,7 +246,10 @@ async fn uncertain_and_expired_leases_are_reconciled_keeping_since() {
     );
     assert_eq!(
         s.entry(&key, T0 + 10_000).await.unwrap(),
-        Some(Entry::Uncertain { since: T0 })
+        Some(Entry::Uncertain {
+            since: T0,
+            provider: None
+        })
     );
     assert!(matches!(
         s.entry(&key, T0 + 9_999).await.unwrap(),
@@ -245,7 +257,10 @@ async fn uncertain_and_expired_leases_are_reconciled_keeping_since() {
     ));
     assert_eq!(
         s.claim(&key, c, T0 + 10_000, LEASE, KEEP).await.unwrap(),
-        Claim::Reconcile { since: T0 }
+        Claim::Reconcile {
+            since: T0,
+            provider: None
+        }
     );
     s.settle(
         &key,
@@ -269,20 +284,82 @@ async fn uncertain_and_expired_leases_are_reconciled_keeping_since() {
     s.claim(&key, a, T0, LEASE, KEEP).await.unwrap();
     assert_eq!(
         s.claim(&key, b, T0 + 20_000, LEASE, KEEP).await.unwrap(),
-        Claim::Reconcile { since: T0 }
+        Claim::Reconcile {
+            since: T0,
+            provider: None
+        }
     );
     s.settle(&key, b, Settle::Uncertain, T0 + 21_000, KEEP)
         .await
         .unwrap();
     assert_eq!(
         s.claim(&key, c, T0 + 22_000, LEASE, KEEP).await.unwrap(),
-        Claim::Reconcile { since: T0 }
+        Claim::Reconcile {
+            since: T0,
+            provider: None
+        }
     );
 }
 
 /// Many callers on two replicas (two stores, two connections) claim one key
 /// at the same instant: exactly one may send, then, once the lease runs
 /// out, exactly one reconciles.
+/// The provider a renewal names is what a later attempt reconciles with:
+/// through an uncertain outcome, and through a takeover whose owner died
+/// before it renewed.
+#[tokio::test]
+async fn the_provider_that_may_have_it_survives_uncertainty_and_takeovers() {
+    let server = server_or_skip!();
+    let s = store(&server);
+    let (a, b, c) = (Owner(0xa), Owner(0xb), Owner(0xc));
+    let key = [9u8; 16];
+    assert_eq!(
+        s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+        Claim::Send
+    );
+    let renew = |provider: &str| Settle::Renew {
+        lease_until: T0 + 10_000,
+        provider: provider.into(),
+    };
+    assert!(s
+        .settle(&key, a, renew("twilio"), T0 + 1, KEEP)
+        .await
+        .unwrap());
+    // Failed over: the second renewal names the second provider.
+    assert!(s
+        .settle(&key, a, renew("signalwire"), T0 + 2, KEEP)
+        .await
+        .unwrap());
+    s.settle(&key, a, Settle::Uncertain, T0 + 3, KEEP)
+        .await
+        .unwrap();
+    let named = Some("signalwire".to_owned());
+    assert_eq!(
+        s.entry(&key, T0 + 4).await.unwrap(),
+        Some(Entry::Uncertain {
+            since: T0,
+            provider: named.clone()
+        })
+    );
+    assert_eq!(
+        s.claim(&key, b, T0 + 5, LEASE, KEEP).await.unwrap(),
+        Claim::Reconcile {
+            since: T0,
+            provider: named.clone()
+        }
+    );
+    // b dies before renewing: c still learns whom to ask.
+    assert_eq!(
+        s.claim(&key, c, T0 + 5 + 10_000, LEASE, KEEP)
+            .await
+            .unwrap(),
+        Claim::Reconcile {
+            since: T0,
+            provider: named
+        }
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_give_exactly_one_owner() {
     let server = server_or_skip!();
@@ -290,8 +367,20 @@ async fn concurrent_claims_give_exactly_one_owner() {
     let key = [7u8; 16];
     for (now, winner) in [
         (T0, Claim::Send),
-        (T0 + 10_000, Claim::Reconcile { since: T0 }),
-        (T0 + 20_000, Claim::Reconcile { since: T0 }),
+        (
+            T0 + 10_000,
+            Claim::Reconcile {
+                since: T0,
+                provider: None,
+            },
+        ),
+        (
+            T0 + 20_000,
+            Claim::Reconcile {
+                since: T0,
+                provider: None,
+            },
+        ),
     ] {
         let barrier = Arc::new(tokio::sync::Barrier::new(40));
         let tasks: Vec<_> = (0..40u128)

@@ -31,8 +31,11 @@ pub const KRATOS_RETRY_GAP: Duration = Duration::from_secs(1);
 pub const MAX_DAILY_CAP: u32 = u32::MAX / 100;
 
 pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
-    provider_timeout_within_kratos(&c.twilio)?;
-    dedup_window_covers_retries(&c.dedup, &c.twilio)?;
+    for (i, p) in c.providers.iter().enumerate() {
+        let named = |e| super::providers::rekey_for(c, i, e);
+        provider_timeout_within_kratos(&p.api).map_err(named)?;
+        dedup_window_covers_retries(&c.dedup, &p.api).map_err(named)?;
+    }
     budget_fits_its_arithmetic(&c.budget)?;
     status_callbacks_can_be_verified(c)?;
     relay_can_be_verified(c)?;
@@ -105,10 +108,20 @@ fn budget_fits_its_arithmetic(b: &BudgetConfig) -> Result<(), ConfigError> {
 /// Twilio signs status callbacks with the account's auth token, so without
 /// one they could not be told from forgeries.
 fn status_callbacks_can_be_verified(c: &Config) -> Result<(), ConfigError> {
-    if c.status_callback_url.is_some() && c.twilio.signing_token.is_none() {
+    if c.status_callback_url.is_none() {
+        return Ok(());
+    }
+    if let Some(i) = c
+        .providers
+        .iter()
+        .position(|p| p.api.signing_token.is_none())
+    {
         return Err(ConfigError::invalid(
             "status_callback.public_url",
-            "needs twilio.auth_token: Twilio signs status callbacks with the account's auth token, even when requests use an API key",
+            format!(
+                "needs {}: the provider signs status callbacks with the account's auth token (SignalWire: the signing key), even when requests use an API key",
+                super::providers::key_of(c, i, "auth_token")
+            ),
         ));
     }
     Ok(())

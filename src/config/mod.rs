@@ -41,6 +41,7 @@ mod log;
 mod metrics;
 mod phone_number;
 mod policy;
+mod providers;
 mod relay;
 mod secret;
 mod server;
@@ -69,6 +70,9 @@ pub use log::{LogConfig, LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
 pub use phone_number::{NotASenderId, NotE164, SenderId, E164};
 pub use policy::{CountryPolicy, CountrySettings, PolicyConfig, PolicySettings};
+pub use providers::{
+    FailoverConfig, FailoverSettings, ProviderConfig, ProviderKind, ProviderSettings, TWILIO_API,
+};
 pub use relay::{RelayConfig, RelaySettings, Route, RouteSettings, Sender};
 pub use server::{ServerConfig, ServerSettings, MAX_DRAIN};
 pub use status_callback::StatusCallbackSettings;
@@ -88,6 +92,10 @@ pub struct Settings {
     pub log: LogSettings,
     pub auth: AuthSettings,
     pub twilio: TwilioSettings,
+    /// `[[providers]]`: empty unless written (then `[twilio]` must not be).
+    #[serde(default)]
+    pub providers: Vec<ProviderSettings>,
+    pub failover: FailoverSettings,
     pub voice: VoiceSettings,
     pub limits: LimitsSettings,
     pub fraud: FraudSettings,
@@ -112,7 +120,16 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    /// The first provider's settings (`[twilio]`, or the first of
+    /// `[[providers]]`): what Twilio-only features (the relay's forwarding)
+    /// use.
     pub twilio: TwilioConfig,
+    /// Every provider, in order of preference; `[twilio]` is a list of one.
+    pub providers: Vec<ProviderConfig>,
+    /// Whether the list came from `[[providers]]` (error messages then name
+    /// its keys, not `[twilio]`'s).
+    pub providers_listed: bool,
+    pub failover: FailoverConfig,
     pub voice: VoiceConfig,
     pub limits: LimitsConfig,
     /// SMS-pumping detection from Kratos's confirmations.
@@ -141,11 +158,16 @@ impl Settings {
     /// Check every key, section by section and then across sections, and
     /// produce the configuration the service runs with.
     pub fn check(self, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let providers_listed = !self.providers.is_empty();
+        let providers = providers::check_providers(self.twilio, self.providers, env)?;
         let config = Config {
             server: self.server.check()?,
             log: self.log.check()?,
             auth: self.auth.check()?,
-            twilio: self.twilio.check(env)?,
+            twilio: providers[0].api.clone(),
+            providers,
+            providers_listed,
+            failover: self.failover.check()?,
             voice: self.voice.check()?,
             limits: self.limits.check()?,
             fraud: self.fraud.check()?,

@@ -78,7 +78,7 @@ pub fn is_account_sid(s: &str) -> bool {
     twilio || is_uuid(s)
 }
 
-fn is_uuid(s: &str) -> bool {
+pub(super) fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36
         && b.iter().enumerate().all(|(i, c)| match i {

@@ -32,6 +32,7 @@ use crate::delivery::send::SendJob;
 pub use crate::delivery::test_numbers::TestMessage;
 use crate::delivery::test_numbers::TestNumbers;
 use crate::phone::{LineType, NumberingPlan, Recipient, RecipientCache, VERDICT_CACHE_CAPACITY};
+use crate::provider::set::ProviderSet;
 use crate::provider::twilio::TwilioClient;
 use crate::store::{Keys, Refusal, Reservation, Settle, Side, Store};
 use crate::telemetry::metrics::Metrics;
@@ -72,7 +73,8 @@ pub struct Courier {
 
 /// What a send task needs after its request is gone.
 pub(super) struct Shared {
-    pub(super) twilio: TwilioClient,
+    /// Every provider, in order of preference; every send goes through them.
+    pub(super) providers: ProviderSet,
     pub(super) ledger: Ledger,
     pub(super) store: Arc<Store>,
     pub(super) metrics: Arc<Metrics>,
@@ -83,8 +85,6 @@ pub(super) struct Shared {
     /// Counts codes sent and confirmed; with `fraud.action = "deny"`,
     /// refuses codes to suspect destinations.
     pub(super) fraud: FraudGuard,
-    /// Bounds the provider requests in flight (`twilio.max_in_flight`).
-    pub(super) provider_slots: Arc<tokio::sync::Semaphore>,
     /// Every send task, so shutdown can wait for those whose request is
     /// gone (Kratos hung up): a send cut off at exit is an uncertain outcome
     /// for the next replica to reconcile, a finished one is an answer.
@@ -94,7 +94,7 @@ pub(super) struct Shared {
 impl Courier {
     pub fn new(
         config: &Config,
-        twilio: TwilioClient,
+        providers: ProviderSet,
         store: Arc<Store>,
         keys: Keys,
         clock: Clock,
@@ -104,7 +104,7 @@ impl Courier {
             store.clone(),
             keys.clone(),
             clock.clone(),
-            config.twilio.timeout,
+            providers.longest_timeout(),
             config.dedup.window,
             config.dedup.unreachable,
         );
@@ -118,7 +118,7 @@ impl Courier {
         Courier {
             shared: Arc::new(Shared {
                 fraud,
-                twilio,
+                providers,
                 ledger,
                 store,
                 metrics,
@@ -137,7 +137,6 @@ impl Courier {
                     config.budget.warn_percent,
                     clock,
                 ),
-                provider_slots: Arc::new(tokio::sync::Semaphore::new(config.twilio.max_in_flight)),
                 tasks: tokio_util::task::TaskTracker::new(),
             }),
             composer: Composer::new(config),
@@ -275,8 +274,20 @@ impl Courier {
         self.shared.tasks.wait().await;
     }
 
+    /// The first provider's client, for what only it is asked (the relay's
+    /// forwarding uses its own).
     pub fn twilio(&self) -> &TwilioClient {
-        &self.shared.twilio
+        &self
+            .shared
+            .providers
+            .named(None)
+            .expect("at least one provider")
+            .client
+    }
+
+    /// Every provider, in order of preference.
+    pub fn providers(&self) -> &ProviderSet {
+        &self.shared.providers
     }
 
     /// The channel a message goes out on (see [`Composer::channel_for`]).
@@ -327,7 +338,7 @@ impl Shared {
                 &m.body,
                 m.code.as_deref(),
                 &m.outgoing,
-                &self.twilio,
+                &self.providers,
             )
         )? {
             Admission::Duplicate { sid } => return Ok((sid, true)),
@@ -342,10 +353,16 @@ impl Shared {
         // limit and the budget at once. An attempt that reconciled found
         // that an earlier, uncertain one was not sent: that one kept its
         // quota, which now pays for this send.
-        let Ok(slot) = self.provider_slots.clone().try_acquire_owned() else {
+        // (Each provider's own slot is taken in the send; this is the early
+        // refusal when none has one.)
+        if self
+            .providers
+            .iter()
+            .all(|p| p.slots.available_permits() == 0)
+        {
             ledger.settle(flight, Settle::Release).await;
             return Err(DeliveryError::NoProviderSlot);
-        };
+        }
         let reserved = if reconciled {
             Ok(Reservation {
                 cells: Vec::new(),
@@ -364,20 +381,6 @@ impl Shared {
                 return Err(e);
             }
         };
-        // The lease must cover the whole provider call: otherwise another
-        // attempt could take the message over and send it again while this
-        // call may still land.
-        match ledger.renew(&flight).await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => {
-                let now = self.clock.unix().as_millis() as u64;
-                let _ = self.store.refund(flight.side, &reservation, now).await;
-                return Err(DeliveryError::ProviderUnavailable {
-                    provider_code: None,
-                    retry_after: 1,
-                });
-            }
-        }
         let job = SendJob {
             flight,
             channel: m.channel,
@@ -385,9 +388,7 @@ impl Shared {
             outgoing: m.outgoing,
             reservation,
         };
-        let sent = job.run(self).await;
-        drop(slot);
-        let sent = sent?;
+        let sent = job.run(self).await?;
         self.fraud.sent(&self.store, &watch, self.now()).await;
         Ok((sent.sid, false))
     }

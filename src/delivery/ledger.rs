@@ -40,7 +40,7 @@ use crate::delivery::channel::Channel;
 use crate::delivery::compose::Outgoing;
 use crate::delivery::error::DeliveryError;
 use crate::phone::Recipient;
-use crate::provider::twilio::TwilioClient;
+use crate::provider::set::ProviderSet;
 use crate::store::{Claim, Keys, MessageKey, Owner, RecipientKey, Settle, Side, Store, UnixMs};
 use crate::telemetry::traces::in_span;
 
@@ -140,7 +140,7 @@ impl Ledger {
         body: &str,
         code: Option<&str>,
         outgoing: &Outgoing,
-        provider: &TwilioClient,
+        providers: &ProviderSet,
     ) -> Result<Admission, DeliveryError> {
         let key = self.keys.message(channel, recipient.e164(), body, code);
         let owner = Owner::random();
@@ -179,9 +179,9 @@ impl Ledger {
                     })
                 }
                 Claim::Accepted { sid } => return Ok(Admission::Duplicate { sid }),
-                Claim::Reconcile { since } => {
+                Claim::Reconcile { since, provider } => {
                     return self
-                        .reconcile(flight, since, outgoing, code, provider)
+                        .reconcile(flight, since, provider, outgoing, code, providers)
                         .await;
                 }
                 Claim::Busy => {
@@ -205,31 +205,50 @@ impl Ledger {
     }
 
     /// The record was uncertain (or its owner's lease ran out) and is ours
-    /// now: ask the provider whether it has the message.
+    /// now: ask the provider that may have it (the one the record names:
+    /// after a failover that is not the first) whether it has the message.
     async fn reconcile(
         &self,
         flight: Flight,
         since: UnixMs,
+        named: Option<String>,
         outgoing: &Outgoing,
         code: Option<&str>,
-        provider: &TwilioClient,
+        providers: &ProviderSet,
     ) -> Result<Admission, DeliveryError> {
         let since_time = UNIX_EPOCH + Duration::from_millis(since);
+        let Some(provider) = providers.named(named.as_deref()) else {
+            // Another replica's configuration names a provider this one
+            // does not have: it cannot be asked, so nothing may be sent.
+            tracing::warn!(
+                "an uncertain message names a provider this replica does not have; not resending"
+            );
+            self.settle(flight, Settle::Uncertain).await;
+            return Err(DeliveryError::ProviderUnavailable {
+                provider_code: None,
+                retry_after: 1,
+            });
+        };
         let span = tracing::info_span!(
             "reconcile",
             otel.kind = "client",
-            provider.name = "twilio",
+            provider.name = provider.name.as_str(),
             courier.outcome = tracing::field::Empty
         );
+        let client = &provider.client;
         let found = match outgoing {
             Outgoing::Sms(sms) => in_span!(
                 span.clone(),
-                provider.find_message(&sms.to, &sms.body, code, since_time)
+                client.find_message(&sms.to, &sms.body, code, since_time)
             ),
-            Outgoing::Call(call) => in_span!(
-                span.clone(),
-                provider.find_call(&call.to, Some(&call.from), since_time)
-            ),
+            // Its own caller id: the call was placed from that.
+            Outgoing::Call(call) => {
+                let from = provider.call(call).map(|c| c.from);
+                in_span!(
+                    span.clone(),
+                    client.find_call(&call.to, from.as_deref(), since_time)
+                )
+            }
         };
         span.record(
             "courier.outcome",
@@ -287,10 +306,12 @@ impl Ledger {
     /// so no other attempt takes the message over (and sends it again) while
     /// this call may still land. `Ok(false)`: the claim is someone else's
     /// now; the caller must not send.
-    pub async fn renew(&self, flight: &Flight) -> Result<bool, DeliveryError> {
+    /// `provider` is recorded: an outcome left uncertain is reconciled with it.
+    pub async fn renew(&self, flight: &Flight, provider: &str) -> Result<bool, DeliveryError> {
         let now = self.now();
         let renew = Settle::Renew {
             lease_until: now + self.lease.as_millis() as u64,
+            provider: provider.to_owned(),
         };
         let (key, owner, keep) = (&flight.key, flight.owner, self.keep);
         Ok(self

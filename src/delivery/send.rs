@@ -1,8 +1,18 @@
-//! The provider stage: one provider call, in a task of its own, and what
-//! follows from its answer (the ledger settled, the quota kept or refunded,
+//! The provider stage: the provider calls, in a task of their own, and what
+//! follows from the answer (the ledger settled, the quota kept or refunded,
 //! an unreachable recipient remembered, metrics).
+//!
+//! Every send goes through [`SendJob`], whatever asked for it, so failover
+//! applies to all of them: the providers are tried in order of preference;
+//! a failure that is certainly transient (a 5xx or 429 answered before the
+//! provider took the message, a refused connection) passes the message to
+//! the next provider in the same request, and so does an open circuit. A
+//! recipient or configuration refusal ends the send (the number is wrong
+//! everywhere; an operator must look), and so does an uncertain outcome:
+//! the ledger records which provider may have the message, and the retry
+//! asks that one before any provider is tried again.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::delivery::channel::Channel;
 use crate::delivery::compose::Outgoing;
@@ -10,12 +20,19 @@ use crate::delivery::courier::Shared;
 use crate::delivery::error::DeliveryError;
 use crate::delivery::ledger::Flight;
 use crate::phone::Recipient;
+use crate::provider::breaker::{CircuitState, Permit};
 use crate::provider::errors::{self, FailureClass};
+use crate::provider::set::Provider;
 use crate::provider::twilio::{Accepted, ProviderError};
 use crate::store::{Reservation, Settle};
 use crate::telemetry::traces::in_span;
 
-/// One provider call and what follows from its answer.
+/// A failover starts only if the next provider's whole timeout still fits
+/// in this much time since the first call began: Kratos gives a request
+/// 10 s, and an answer of ours (503, Kratos retries) beats a cut connection.
+const FAILOVER_WITHIN: Duration = Duration::from_secs(9);
+
+/// One message's provider calls and what follows from their answer.
 pub(super) struct SendJob {
     pub(super) flight: Flight,
     pub(super) channel: Channel,
@@ -24,13 +41,167 @@ pub(super) struct SendJob {
     pub(super) reservation: Reservation,
 }
 
+/// Why a provider was passed over without a request.
+enum Skip {
+    CircuitOpen,
+    NoSlot,
+    NoCallerId,
+}
+
+impl Skip {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Skip::CircuitOpen => "circuit_open",
+            Skip::NoSlot => "no_slot",
+            Skip::NoCallerId => "no_caller_id",
+        }
+    }
+}
+
 impl SendJob {
     pub(super) async fn run(self, shared: &Shared) -> Result<Accepted, DeliveryError> {
+        let started = tokio::time::Instant::now();
+        let count = shared.providers.len();
+        let metrics = shared.metrics.providers();
+        // What Kratos is told if no provider takes the message.
+        let mut refusal = DeliveryError::ProviderUnavailable {
+            provider_code: None,
+            retry_after: 1,
+        };
+        // The provider that failed transiently last, for the failover count.
+        let mut failed: Option<&str> = None;
+        for (i, provider) in shared.providers.iter().enumerate() {
+            // The last provider is always asked: skipping it would answer
+            // Kratos no better than its own answer would.
+            let last = i + 1 == count;
+            let outgoing = match &self.outgoing {
+                Outgoing::Sms(sms) => Some(Outgoing::Sms(provider.sms(sms))),
+                Outgoing::Call(call) => provider.call(call).map(Outgoing::Call),
+            };
+            // In this order, so that a probe is only taken by a request
+            // that will make it.
+            let slot = provider.slots.clone().try_acquire_owned().ok();
+            let skip = match (&outgoing, &slot) {
+                (None, _) => Some(Skip::NoCallerId),
+                (_, None) => Some(Skip::NoSlot),
+                _ if provider.breaker.permit() == Permit::Open && !last => Some(Skip::CircuitOpen),
+                _ => None,
+            };
+            let (Some(outgoing), Some(slot), None) = (outgoing, slot, &skip) else {
+                let reason = skip.as_ref().map_or("no_slot", Skip::as_str);
+                metrics.skipped(&provider.name, reason);
+                tracing::debug!(provider = provider.name, reason, "provider skipped");
+                if matches!(skip, Some(Skip::NoSlot)) {
+                    refusal = DeliveryError::NoProviderSlot;
+                }
+                continue;
+            };
+            if i > 0 && started.elapsed() + provider.timeout > FAILOVER_WITHIN {
+                tracing::warn!(
+                    provider = provider.name,
+                    "no time left to fail over within Kratos's request; Kratos retries"
+                );
+                break;
+            }
+            if let Some(from) = failed {
+                metrics.failover(from, self.channel.as_str());
+                tracing::info!(
+                    from,
+                    to = provider.name,
+                    "failing over to the next provider"
+                );
+            }
+            // The lease must cover the whole call, and the record must name
+            // this provider: an uncertain outcome is reconciled with it.
+            match shared.ledger.renew(&self.flight, &provider.name).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => {
+                    self.refund(shared).await;
+                    return Err(DeliveryError::ProviderUnavailable {
+                        provider_code: None,
+                        retry_after: 1,
+                    });
+                }
+            }
+            let sent = self.call(shared, provider, &outgoing).await;
+            drop(slot);
+            let e = match sent {
+                Ok(accepted) => {
+                    note_circuit(shared, provider, || provider.breaker.succeeded());
+                    metrics.request(&provider.name, self.channel.as_str(), "accepted");
+                    shared
+                        .metrics
+                        .sent(self.channel.as_str(), self.recipient.calling_code());
+                    // The quota is spent: the provider has the message.
+                    let sid = accepted.sid.clone();
+                    shared
+                        .ledger
+                        .settle(self.flight, Settle::Accepted { sid })
+                        .await;
+                    return Ok(accepted);
+                }
+                Err(e) => e,
+            };
+            let transient = e.class() == FailureClass::Transient;
+            let outcome = match (e.may_have_been_sent(), e.class()) {
+                (true, _) => "uncertain",
+                (false, class) => class.as_str(),
+            };
+            metrics.request(&provider.name, self.channel.as_str(), outcome);
+            shared
+                .metrics
+                .provider_error(errors::metric_label(e.provider_code()), e.class().as_str());
+            tracing::debug!(
+                provider = provider.name,
+                provider_error = e.kind(),
+                provider_code = e.provider_code(),
+                "provider refused"
+            );
+            if transient {
+                note_circuit(shared, provider, || {
+                    if provider.breaker.failed() {
+                        tracing::warn!(
+                            provider = provider.name,
+                            "circuit opened: the provider is skipped while others are left"
+                        );
+                    }
+                });
+            } else {
+                // It answered: it is up, whatever it thought of the message.
+                note_circuit(shared, provider, || provider.breaker.succeeded());
+            }
+            if e.may_have_been_sent() {
+                // The provider may have it: keep the quota, and make the
+                // retry ask this provider before anyone sends again.
+                shared.ledger.settle(self.flight, Settle::Uncertain).await;
+                return Err(DeliveryError::ProviderUnavailable {
+                    provider_code: e.provider_code(),
+                    retry_after: 1,
+                });
+            }
+            refusal = delivery_error(&e);
+            if transient {
+                failed = Some(&provider.name);
+                continue;
+            }
+            return self.not_sent(shared, &e, refusal).await;
+        }
+        self.release(shared).await;
+        Err(refusal)
+    }
+
+    /// One call to one provider, in its span.
+    async fn call(
+        &self,
+        shared: &Shared,
+        provider: &Provider,
+        outgoing: &Outgoing,
+    ) -> Result<Accepted, ProviderError> {
         let channel = self.channel.as_str();
         let span = tracing::info_span!(
             "provider",
             otel.kind = "client",
-            provider.name = "twilio",
+            provider.name = provider.name.as_str(),
             courier.channel = channel,
             courier.country = self.recipient.region(),
             http.response.status_code = tracing::field::Empty,
@@ -38,13 +209,14 @@ impl SendJob {
             error.type = tracing::field::Empty,
         );
         let started = Instant::now();
-        let sent = match &self.outgoing {
-            Outgoing::Sms(sms) => in_span!(span.clone(), shared.twilio.send_sms(sms)),
-            Outgoing::Call(call) => in_span!(span.clone(), shared.twilio.create_call(call)),
+        let client = &provider.client;
+        let sent = match outgoing {
+            Outgoing::Sms(sms) => in_span!(span.clone(), client.send_sms(sms)),
+            Outgoing::Call(call) => in_span!(span.clone(), client.create_call(call)),
         };
         if let Err(e) = &sent {
-            // Twilio's error code (bounded by the error table) and our kind
-            // of failure; never the answer's text.
+            // The provider's error code (bounded by the error table) and our
+            // kind of failure; never the answer's text.
             span.record(
                 "provider.error_code",
                 errors::metric_label(e.provider_code()),
@@ -54,43 +226,36 @@ impl SendJob {
         shared
             .metrics
             .provider_latency(channel, started.elapsed().as_secs_f64());
-        let ledger = &shared.ledger;
-        let provider = match sent {
-            Ok(accepted) => {
-                shared.metrics.sent(channel, self.recipient.calling_code());
-                // The quota is spent: the provider has the message.
-                ledger
-                    .settle(
-                        self.flight,
-                        Settle::Accepted {
-                            sid: accepted.sid.clone(),
-                        },
-                    )
-                    .await;
-                return Ok(accepted);
+        sent
+    }
+
+    /// Certainly not sent, for a reason no other provider changes.
+    async fn not_sent(
+        &self,
+        shared: &Shared,
+        e: &ProviderError,
+        refusal: DeliveryError,
+    ) -> Result<Accepted, DeliveryError> {
+        self.release(shared).await;
+        if errors::remembers_unreachable(e.provider_code()) {
+            let remembered = shared
+                .ledger
+                .remember_unreachable(self.channel, &self.recipient, e.provider_code())
+                .await;
+            if let Err(e) = remembered {
+                tracing::warn!(error = %e, "could not remember an unreachable recipient");
             }
-            Err(provider) => provider,
-        };
-        shared.metrics.provider_error(
-            errors::metric_label(provider.provider_code()),
-            provider.class().as_str(),
-        );
-        tracing::debug!(
-            provider_error = provider.kind(),
-            provider_code = provider.provider_code(),
-            "provider refused"
-        );
-        if provider.may_have_been_sent() {
-            // The provider may have it: keep the quota, and make the retry
-            // ask the provider before sending again.
-            ledger.settle(self.flight, Settle::Uncertain).await;
-            return Err(DeliveryError::ProviderUnavailable {
-                provider_code: provider.provider_code(),
-                retry_after: 1,
-            });
         }
-        // Certainly not sent: the retry may send, and pays then.
-        ledger.settle(self.flight, Settle::Release).await;
+        Err(refusal)
+    }
+
+    /// Certainly not sent: the retry may send, and pays then.
+    async fn release(&self, shared: &Shared) {
+        shared.ledger.settle(self.flight, Settle::Release).await;
+        self.refund(shared).await;
+    }
+
+    async fn refund(&self, shared: &Shared) {
         let now = shared.clock.unix().as_millis() as u64;
         if let Err(e) = shared
             .store
@@ -99,16 +264,14 @@ impl SendJob {
         {
             tracing::warn!(error = %e, "could not give back the quota of a message that was not sent");
         }
-        if errors::remembers_unreachable(provider.provider_code()) {
-            if let Err(e) = ledger
-                .remember_unreachable(self.channel, &self.recipient, provider.provider_code())
-                .await
-            {
-                tracing::warn!(error = %e, "could not remember an unreachable recipient");
-            }
-        }
-        Err(delivery_error(&provider))
     }
+}
+
+/// Apply an outcome to the provider's breaker and keep its gauge in step.
+fn note_circuit(shared: &Shared, provider: &Provider, outcome: impl FnOnce()) {
+    outcome();
+    let open = provider.breaker.circuit() != CircuitState::Closed;
+    shared.metrics.providers().circuit(&provider.name, open);
 }
 
 /// What a provider failure means for the delivery.

@@ -29,10 +29,10 @@ pub enum Answer {
     Accepted(Delivered),
     /// `/health/alive`.
     Alive,
-    /// `/health/ready`, ready.
-    Ready,
-    /// `/health/ready`, not ready, and why.
-    NotReady(NotReady),
+    /// `/health/ready`, ready, with each provider's state.
+    Ready(Vec<ProviderHealth>),
+    /// `/health/ready`, not ready, why, and each provider's state.
+    NotReady(NotReady, Vec<ProviderHealth>),
     /// `/metrics`: the Prometheus text.
     Metrics(String),
     /// `/v1/test-messages`.
@@ -54,6 +54,17 @@ pub enum Answer {
     /// A page for a browser (the verify demo of `serve --dev`).
     Html(String),
     Error(ApiError),
+}
+
+/// One provider as `/health/ready` lists it: its configured name and kind,
+/// whether its credentials were verified at start, and this replica's
+/// circuit for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProviderHealth {
+    pub name: String,
+    pub kind: &'static str,
+    pub credentials: &'static str,
+    pub circuit: &'static str,
 }
 
 /// Why `/health/ready` says no.
@@ -100,10 +111,13 @@ impl Answer {
                 json_bytes_response(StatusCode::OK, serde_json::to_vec(&body))
             }
             Answer::Alive => json_response(StatusCode::OK, &json!({"status": "alive"})),
-            Answer::Ready => json_response(StatusCode::OK, &json!({"status": "ready"})),
-            Answer::NotReady(why) => json_response(
+            Answer::Ready(providers) => json_response(
+                StatusCode::OK,
+                &json!({"status": "ready", "providers": providers}),
+            ),
+            Answer::NotReady(why, providers) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "not_ready", "reason": why.reason()}),
+                &json!({"status": "not_ready", "reason": why.reason(), "providers": providers}),
             ),
             Answer::Metrics(text) => {
                 let mut response = Response::new(Full::new(Bytes::from(text)));

@@ -16,11 +16,12 @@ use crate::config::Config;
 use crate::delivery::confirmation::{ConfirmationError, ConfirmationParser};
 use crate::delivery::courier::{Courier, Delivered, Endpoint};
 use crate::delivery::message::{MessageParser, ParseError};
-use crate::http::answer::{Answer, ApiError, NotReady};
+use crate::http::answer::{Answer, ApiError, NotReady, ProviderHealth};
 use crate::http::auth::Authenticator;
 use crate::http::body;
 use crate::http::status_callback::StatusCallbacks;
 use crate::http::verify::{Context, VerifyApi, VerifyEndpoint};
+use crate::provider::set::ProviderSet;
 use crate::provider::twilio::TwilioClient;
 use crate::relay::Relay;
 use crate::telemetry::metrics::Metrics;
@@ -99,9 +100,13 @@ impl App {
             metrics.clone(),
         )?;
         let verify = VerifyApi::new(&config, keys.clone(), store.clone(), clock.clone());
-        let courier = Courier::new(&config, twilio, store, keys, clock, metrics.clone());
+        let providers = ProviderSet::new(&config, &clock)?;
+        for p in providers.iter() {
+            metrics.providers().known(&p.name);
+        }
+        let ready = providers.credentials_ready();
+        let courier = Courier::new(&config, providers, store, keys, clock, metrics.clone());
         let plan = courier.recipients().plan().clone();
-        let ready = !config.twilio.verify_credentials_on_start;
         metrics.set_ready(ready);
         Ok(App {
             auth: Authenticator::new(&config.auth),
@@ -182,6 +187,12 @@ impl App {
                     None => ApiError::NotFound.into(),
                 };
             }
+            (&Method::POST, "/v1/signalwire/status") => {
+                return match &self.status_callbacks {
+                    Some(callbacks) => callbacks.handle_signalwire(request).await,
+                    None => ApiError::NotFound.into(),
+                };
+            }
             (&Method::POST, "/v1/twilio/inbound") => {
                 return match &self.relay {
                     Some(relay) => relay.handle(request).await,
@@ -200,7 +211,9 @@ impl App {
             (_, "/metrics") if self.config.metrics_listen.is_none() => {
                 return ApiError::MethodNotAllowed { allow: "GET" }.into()
             }
-            (_, "/v1/twilio/status") if self.status_callbacks.is_some() => {
+            (_, "/v1/twilio/status" | "/v1/signalwire/status")
+                if self.status_callbacks.is_some() =>
+            {
                 return ApiError::MethodNotAllowed { allow: "POST" }.into()
             }
             (_, "/v1/twilio/inbound") if self.relay.is_some() => {
@@ -348,23 +361,35 @@ impl App {
     /// is only asked when a probe asks).
     async fn readiness(&self) -> Answer {
         let answer = self.readiness_now().await;
-        self.metrics.set_ready(matches!(answer, Answer::Ready));
+        self.metrics.set_ready(matches!(answer, Answer::Ready(_)));
         answer
     }
 
     async fn readiness_now(&self) -> Answer {
         let store = self.courier.store();
+        let providers = self
+            .courier
+            .providers()
+            .health()
+            .into_iter()
+            .map(|(name, kind, credentials, circuit)| ProviderHealth {
+                name: name.to_owned(),
+                kind: kind.as_str(),
+                credentials: credentials.as_str(),
+                circuit: circuit.as_str(),
+            })
+            .collect();
         if self.shutting_down.load(Ordering::SeqCst) {
-            Answer::NotReady(NotReady::ShuttingDown)
+            Answer::NotReady(NotReady::ShuttingDown, providers)
         } else if !self.ready.load(Ordering::SeqCst) {
-            Answer::NotReady(NotReady::CredentialsUnverified)
+            Answer::NotReady(NotReady::CredentialsUnverified, providers)
         } else if store.fails_closed() && store.ping().await.is_err() {
             // Every send would be refused: let the load balancer pick a
             // replica that reaches Redis (with on_error = local, this one
             // still sends from memory and stays ready).
-            Answer::NotReady(NotReady::StoreUnavailable)
+            Answer::NotReady(NotReady::StoreUnavailable, providers)
         } else {
-            Answer::Ready
+            Answer::Ready(providers)
         }
     }
 

@@ -64,6 +64,22 @@ where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    read_signed_form_by_any(request, url, std::slice::from_ref(token), max).await
+}
+
+/// As [`read_signed_form`], signed with any one of `tokens` (each provider
+/// signs with its own key; `X-SignalWire-Signature` is read as well as
+/// `X-Twilio-Signature`, the same algorithm under another name).
+pub async fn read_signed_form_by_any<B>(
+    request: Request<B>,
+    url: &str,
+    tokens: &[SecretString],
+    max: usize,
+) -> Result<Vec<(String, String)>, ApiError>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     if !has_content_type(request.headers(), "application/x-www-form-urlencoded") {
         return Err(ApiError::UnsupportedMediaType {
             expected: "application/x-www-form-urlencoded",
@@ -82,7 +98,13 @@ where
     let Some(signature) = signature else {
         return Err(ApiError::InvalidSignature);
     };
-    if !crate::provider::signature::verify(token.expose_secret(), url, &params, &signature) {
+    // Every key is tried, so the time taken does not tell which matched.
+    let mut valid = false;
+    for token in tokens {
+        valid |=
+            crate::provider::signature::verify(token.expose_secret(), url, &params, &signature);
+    }
+    if !valid {
         return Err(ApiError::InvalidSignature);
     }
     Ok(params)

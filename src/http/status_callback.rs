@@ -1,11 +1,12 @@
-//! `POST /v1/twilio/status`: delivery statuses Twilio posts for the
-//! messages and calls this service created (when
-//! `status_callback.public_url` is set).
+//! `POST /v1/twilio/status` and `POST /v1/signalwire/status`: delivery
+//! statuses the providers post for the messages and calls this service
+//! created (when `status_callback.public_url` is set). One handler for
+//! both: only the URL that was signed differs.
 //!
 //! Only signed calls count: `X-Twilio-Signature` (or SignalWire's
 //! `X-SignalWire-Signature`) must be Twilio's HMAC-SHA1 over the exact
-//! callback URL and the sorted form parameters, keyed with the account's
-//! auth token, compared in constant time. The status is recorded in metrics
+//! callback URL and the sorted form parameters, keyed with a configured
+//! provider's auth token or signing key, compared in constant time. The status is recorded in metrics
 //! and in one log line with the sid and the masked recipient.
 
 use std::sync::Arc;
@@ -28,8 +29,11 @@ const MAX_CALLBACK_BYTES: usize = 16 * 1024;
 pub struct StatusCallbacks {
     /// The exact URL Twilio calls (and signs): `{public_url}/v1/twilio/status`.
     url: String,
-    /// The account's auth token, which signs the callbacks.
-    token: SecretString,
+    /// The exact URL SignalWire is given: `{public_url}/v1/signalwire/status`.
+    signalwire_url: String,
+    /// Every provider's auth token or signing key: a callback signed by any
+    /// of them counts (a SignalWire space may post to either path).
+    tokens: Vec<SecretString>,
     metrics: Arc<Metrics>,
     /// To mask the `To` of the log line (shared with the courier's parser).
     plan: Arc<NumberingPlan>,
@@ -39,20 +43,50 @@ impl StatusCallbacks {
     /// `None` unless `status_callback.public_url` is set (the configuration
     /// check makes sure the auth token is there too).
     pub fn new(config: &Config, metrics: Arc<Metrics>, plan: Arc<NumberingPlan>) -> Option<Self> {
+        let url = config.status_callback_url.clone()?;
+        let twilio_path = crate::config::ProviderKind::Twilio.status_path();
+        let signalwire_path = crate::config::ProviderKind::SignalWire.status_path();
+        let tokens: Vec<SecretString> = config
+            .providers
+            .iter()
+            .filter_map(|p| p.api.signing_token.clone())
+            .collect();
+        if tokens.is_empty() {
+            return None;
+        }
         Some(StatusCallbacks {
-            url: config.status_callback_url.clone()?,
-            token: config.twilio.signing_token.clone()?,
+            signalwire_url: format!("{}{signalwire_path}", url.strip_suffix(twilio_path)?),
+            url,
+            tokens,
             metrics,
             plan,
         })
     }
 
+    /// `POST /v1/twilio/status`.
     pub async fn handle<B>(&self, request: Request<B>) -> Answer
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        match self.check_and_record(request).await {
+        self.handle_at(request, &self.url).await
+    }
+
+    /// `POST /v1/signalwire/status`: the same, signed for its own URL.
+    pub async fn handle_signalwire<B>(&self, request: Request<B>) -> Answer
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        self.handle_at(request, &self.signalwire_url).await
+    }
+
+    async fn handle_at<B>(&self, request: Request<B>, url: &str) -> Answer
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        match self.check_and_record(request, url).await {
             Ok(()) => Answer::Recorded,
             Err(e) => {
                 if matches!(e, ApiError::InvalidSignature) {
@@ -63,13 +97,13 @@ impl StatusCallbacks {
         }
     }
 
-    async fn check_and_record<B>(&self, request: Request<B>) -> Result<(), ApiError>
+    async fn check_and_record<B>(&self, request: Request<B>, url: &str) -> Result<(), ApiError>
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let params =
-            body::read_signed_form(request, &self.url, &self.token, MAX_CALLBACK_BYTES).await?;
+            body::read_signed_form_by_any(request, url, &self.tokens, MAX_CALLBACK_BYTES).await?;
         record(&self.metrics, &self.plan, &params);
         Ok(())
     }

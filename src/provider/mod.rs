@@ -1,8 +1,12 @@
 //! The provider side: the Twilio REST client and what its answers mean, the
-//! TwiML that speaks a code, and Twilio's webhook signatures.
+//! TwiML that speaks a code, and Twilio's webhook signatures; the ordered
+//! set of configured providers (Twilio, SignalWire) with a circuit breaker
+//! each.
 
+pub mod breaker;
 pub mod errors;
 pub mod reconcile;
+pub mod set;
 pub mod signature;
 pub mod twilio;
 pub mod twiml;

@@ -65,10 +65,12 @@ enum Record {
         owner: Owner,
         since: UnixMs,
         lease_until: UnixMs,
+        provider: Option<String>,
     },
     Accepted(Option<Sid>),
     Uncertain {
         since: UnixMs,
+        provider: Option<String>,
     },
 }
 
@@ -79,14 +81,20 @@ impl Record {
                 owner,
                 since,
                 lease_until,
+                provider,
             } if *lease_until > now => Entry::InFlight {
                 owner: *owner,
                 since: *since,
                 lease_until: *lease_until,
+                provider: provider.clone(),
             },
-            Record::InFlight { since, .. } | Record::Uncertain { since } => {
-                Entry::Uncertain { since: *since }
+            Record::InFlight {
+                since, provider, ..
             }
+            | Record::Uncertain { since, provider } => Entry::Uncertain {
+                since: *since,
+                provider: provider.clone(),
+            },
             Record::Accepted(sid) => Entry::Accepted {
                 sid: sid.as_ref().map(Sid::unpack),
             },
@@ -148,16 +156,26 @@ impl MemoryStore {
         let lease_until = now + lease.as_millis() as u64;
         let mut ledger = self.ledger();
         let found = ledger.entries.get(key, now).map(|r| r.entry(now));
-        let (claim, since) = match found {
-            None => (Claim::Send, now),
+        let (claim, since, provider) = match found {
+            None => (Claim::Send, now, None),
             Some(Entry::Accepted { sid }) => return Ok(Claim::Accepted { sid }),
             Some(Entry::InFlight { .. }) => return Ok(Claim::Busy),
-            Some(Entry::Uncertain { since }) => (Claim::Reconcile { since }, since),
+            Some(Entry::Uncertain { since, provider }) => (
+                Claim::Reconcile {
+                    since,
+                    provider: provider.clone(),
+                },
+                since,
+                provider,
+            ),
         };
+        // The provider stays recorded: if this owner dies before it
+        // renews, the next one still knows whom to ask.
         let record = Record::InFlight {
             owner,
             since,
             lease_until,
+            provider,
         };
         ledger.entries.insert(*key, record, now, keep);
         Ok(claim)
@@ -184,22 +202,27 @@ impl MemoryStore {
                 self.settled.notify_waiters();
                 return Ok(true);
             }
-            let since = match current {
+            let (since, provider) = match current {
                 Some(Record::InFlight {
                     owner: holder,
                     since,
+                    provider,
                     ..
-                }) if holder == owner => since,
+                }) if holder == owner => (since, provider),
                 // Someone took over (our lease ran out): theirs now.
                 _ => return Ok(false),
             };
             match settle {
                 Settle::Accepted { .. } => {}
-                Settle::Renew { lease_until } => {
+                Settle::Renew {
+                    lease_until,
+                    provider,
+                } => {
                     let record = Record::InFlight {
                         owner,
                         since,
                         lease_until,
+                        provider: Some(provider),
                     };
                     ledger.entries.insert(*key, record, now, keep);
                     return Ok(true);
@@ -207,7 +230,7 @@ impl MemoryStore {
                 Settle::Uncertain => {
                     ledger
                         .entries
-                        .insert(*key, Record::Uncertain { since }, now, keep)
+                        .insert(*key, Record::Uncertain { since, provider }, now, keep)
                 }
                 Settle::Release => ledger.entries.remove(key),
             }
@@ -778,7 +801,10 @@ mod tests {
         let later = t + 10_000;
         assert_eq!(
             s.claim(&k, b, later, LEASE, KEEP).await,
-            Ok(Claim::Reconcile { since: t })
+            Ok(Claim::Reconcile {
+                since: t,
+                provider: None
+            })
         );
         assert_eq!(s.claim(&k, a, later, LEASE, KEEP).await, Ok(Claim::Busy));
         // The old owner's late settlement is ignored.
@@ -792,11 +818,17 @@ mod tests {
             .unwrap();
         assert_eq!(
             s.entry(&k, later).await.unwrap(),
-            Some(Entry::Uncertain { since: t })
+            Some(Entry::Uncertain {
+                since: t,
+                provider: None
+            })
         );
         assert_eq!(
             s.claim(&k, a, later, LEASE, KEEP).await,
-            Ok(Claim::Reconcile { since: t })
+            Ok(Claim::Reconcile {
+                since: t,
+                provider: None
+            })
         );
         let sid = "SM0123456789abcdef0123456789abcdef".to_owned();
         s.settle(
@@ -830,7 +862,10 @@ mod tests {
         assert_eq!(s.claim(&k, a, t, LEASE, KEEP).await, Ok(Claim::Send));
         // Just before the provider call, at t + 9 s: the lease now runs to
         // t + 19 s.
-        let renew = |until| Settle::Renew { lease_until: until };
+        let renew = |until| Settle::Renew {
+            lease_until: until,
+            provider: "p1".into(),
+        };
         assert_eq!(s.settle(&k, b, renew(t + 60_000), t, KEEP).await, Ok(false));
         assert_eq!(
             s.settle(&k, a, renew(t + 19_000), t + 9_000, KEEP).await,
@@ -842,7 +877,10 @@ mod tests {
         );
         assert_eq!(
             s.claim(&k, b, t + 19_000, LEASE, KEEP).await,
-            Ok(Claim::Reconcile { since: t })
+            Ok(Claim::Reconcile {
+                since: t,
+                provider: Some("p1".into())
+            })
         );
         // The first owner's late acceptance is recorded all the same.
         let sid = Some("SM1".to_owned());

@@ -49,13 +49,21 @@ pub enum Entry {
         /// looks for provider records created at or after it).
         since: UnixMs,
         lease_until: UnixMs,
+        /// The provider the owner is (or was last) sending to, from the
+        /// last renewal; `None` before any (or in a record from before
+        /// providers were named: the first provider's then).
+        provider: Option<String>,
     },
     /// The provider accepted it; `sid` is its id (`None`: accepted, but the
     /// answer could not be read).
     Accepted { sid: Option<String> },
     /// The provider may or may not have it (timeout, broken connection, or
     /// an owner that died): ask the provider before sending again.
-    Uncertain { since: UnixMs },
+    Uncertain {
+        since: UnixMs,
+        /// The provider that may have it: the one to ask.
+        provider: Option<String>,
+    },
 }
 
 /// What [`Store::claim`] found.
@@ -66,7 +74,11 @@ pub enum Claim {
     /// The record was `Uncertain`, or `InFlight` with an expired lease: the
     /// caller now owns it (`InFlight`, keeping `since`) and must reconcile
     /// with the provider before sending.
-    Reconcile { since: UnixMs },
+    Reconcile {
+        since: UnixMs,
+        /// The provider to ask (see [`Entry::Uncertain`]).
+        provider: Option<String>,
+    },
     /// Sent already.
     Accepted { sid: Option<String> },
     /// Another owner holds a live lease: wait for it.
@@ -83,7 +95,12 @@ pub enum Settle {
     /// About to call the provider: extend the lease to `lease_until`, so no
     /// other attempt takes the message over while the call may still land.
     /// Only if the caller still holds it; the caller must not send if not.
-    Renew { lease_until: UnixMs },
+    /// The provider about to be called is recorded with it: an outcome
+    /// left uncertain is reconciled with that provider.
+    Renew {
+        lease_until: UnixMs,
+        provider: String,
+    },
     /// The provider may have it: remember as `Uncertain` (keeping `since`)
     /// for the dedup window.
     Uncertain,

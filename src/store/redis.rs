@@ -20,7 +20,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `m:<hash>` | a ledger record: `F\|until\|since\|lease_until\|owner` (in flight), `A\|until` or `A\|until\|sid` (accepted), `U\|until\|since` (uncertain) |
+//! | `m:<hash>` | a ledger record: `F\|until\|since\|lease_until\|owner` (in flight), `A\|until` or `A\|until\|sid` (accepted), `U\|until\|since` (uncertain); `F` and `U` end with `\|provider` once a provider was called |
 //! | `u:<hash>` | an unreachable recipient: `until\|` or `until\|provider code` |
 //! | `l:<channel>:<limiter>:<hash>` | a GCRA cell: its theoretical arrival time, Unix nanoseconds |
 //! | `b:<day>:t`, `b:<day>:c:<calling code>` | the day's budget counters |
@@ -197,10 +197,16 @@ impl RedisStore {
         match answer.as_bytes().first() {
             Some(b'S') => Ok(Claim::Send),
             Some(b'B') => Ok(Claim::Busy),
-            Some(b'R') => answer[1..]
-                .parse()
-                .map(|since| Claim::Reconcile { since })
-                .map_err(|_| corrupt("claim")),
+            Some(b'R') => {
+                let (since, provider) = match answer[1..].split_once('|') {
+                    Some((since, provider)) => (since, Some(provider.to_owned())),
+                    None => (&answer[1..], None),
+                };
+                since
+                    .parse()
+                    .map(|since| Claim::Reconcile { since, provider })
+                    .map_err(|_| corrupt("claim"))
+            }
             Some(b'A') => match parse_entry(&answer, now) {
                 Some(Some(Entry::Accepted { sid })) => Ok(Claim::Accepted { sid }),
                 _ => Err(corrupt("claim")),
@@ -219,12 +225,15 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         let key = self.message_key(key);
         let keep_ms = ttl_ms(keep);
-        let (kind, sid) = match settle {
-            Settle::Accepted { sid: None } => ("A", String::new()),
-            Settle::Accepted { sid: Some(sid) } => ("A", format!("|{sid}")),
-            Settle::Renew { lease_until } => ("N", lease_until.to_string()),
-            Settle::Uncertain => ("U", String::new()),
-            Settle::Release => ("R", String::new()),
+        let (kind, sid, provider) = match settle {
+            Settle::Accepted { sid: None } => ("A", String::new(), String::new()),
+            Settle::Accepted { sid: Some(sid) } => ("A", format!("|{sid}"), String::new()),
+            Settle::Renew {
+                lease_until,
+                provider,
+            } => ("N", lease_until.to_string(), provider),
+            Settle::Uncertain => ("U", String::new(), String::new()),
+            Settle::Release => ("R", String::new(), String::new()),
         };
         let settled: i64 = self
             .run("settle", |mut conn| async move {
@@ -236,6 +245,7 @@ impl RedisStore {
                     .arg(now.saturating_add(keep_ms))
                     .arg(keep_ms + GC_MARGIN_MS)
                     .arg(sid)
+                    .arg(provider)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -507,25 +517,34 @@ fn parse_entry(value: &str, now: UnixMs) -> Option<Option<Entry>> {
             let since: UnixMs = f.next()?.parse().ok()?;
             let lease_until: UnixMs = f.next()?.parse().ok()?;
             let owner = Owner(u128::from_str_radix(f.next()?, 16).ok()?);
+            let provider = f.next().map(str::to_owned);
             if f.next().is_some() {
                 return None;
             }
             if lease_until <= now {
-                Entry::Uncertain { since }
+                Entry::Uncertain { since, provider }
             } else {
                 Entry::InFlight {
                     owner,
                     since,
                     lease_until,
+                    provider,
                 }
             }
         }
         "A" => Entry::Accepted {
             sid: rest.map(str::to_owned),
         },
-        "U" => Entry::Uncertain {
-            since: rest?.parse().ok()?,
-        },
+        "U" => {
+            let (since, provider) = match rest?.split_once('|') {
+                Some((since, provider)) => (since, Some(provider.to_owned())),
+                None => (rest?, None),
+            };
+            Entry::Uncertain {
+                since: since.parse().ok()?,
+                provider,
+            }
+        }
         _ => return None,
     };
     Some(Some(entry))
@@ -545,45 +564,50 @@ end
 "#;
 
 /// KEYS: the record. ARGV: now, lease_until, until, keep (ms), owner.
-/// Answers `S` (send), `B` (busy), `R<since>` (reconcile) or the accepted
-/// record itself.
+/// Answers `S` (send), `B` (busy), `R<since>` or `R<since>|<provider>`
+/// (reconcile) or the accepted record itself. A record taken over keeps its
+/// provider, so an owner that dies before renewing loses nothing.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LEDGER_READ}{}",
         r#"
 local now = tonumber(ARGV[1])
-local function hold(since)
+local function hold(since, prov)
   redis.call('SET', KEYS[1],
-    'F|' .. ARGV[3] .. '|' .. since .. '|' .. ARGV[2] .. '|' .. ARGV[5], 'PX', ARGV[4])
+    'F|' .. ARGV[3] .. '|' .. since .. '|' .. ARGV[2] .. '|' .. ARGV[5] .. prov, 'PX', ARGV[4])
 end
 local kind, rest, v = ledger(KEYS[1], now)
 if type(kind) == 'table' then return kind end
 if not kind then
-  hold(ARGV[1])
+  hold(ARGV[1], '')
   return 'S'
 end
 if kind == 'A' then return v end
-local since
+local since, prov
 if kind == 'F' then
   local lease
-  since, lease = string.match(rest, '^|(%d+)|(%d+)|%x+$')
+  since, lease, prov = string.match(rest, '^|(%d+)|(%d+)|%x+(.*)$')
   if not since then return redis.error_reply('unreadable ledger record') end
   if tonumber(lease) > now then return 'B' end
 elseif kind == 'U' then
-  since = string.match(rest, '^|(%d+)$')
+  since, prov = string.match(rest, '^|(%d+)(.*)$')
   if not since then return redis.error_reply('unreadable ledger record') end
 else
   return redis.error_reply('unreadable ledger record')
 end
-hold(since)
-return 'R' .. since
+if prov ~= '' and not string.match(prov, '^|[%w_%-]+$') then
+  return redis.error_reply('unreadable ledger record')
+end
+hold(since, prov)
+return 'R' .. since .. prov
 "#
     ))
 });
 
 /// KEYS: the record. ARGV: now, owner, `A`/`U`/`R`/`N`, until, keep (ms),
 /// and for `A` an empty string (no sid) or `|sid`, for `N` (renew) the new
-/// lease end. Answers 1 if it settled, 0 if the record is no longer this
+/// lease end; then, for `N`, the provider about to be called (kept in the
+/// record, and in the `U` it may become). Answers 1 if it settled, 0 if the record is no longer this
 /// owner's. `A` is written whoever holds the record (the message was sent),
 /// unless it is accepted already.
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
@@ -599,13 +623,13 @@ if ARGV[3] == 'A' then
   return 1
 end
 if kind ~= 'F' then return 0 end
-local since, owner = string.match(rest, '^|(%d+)|%d+|(%x+)$')
+local since, owner, prov = string.match(rest, '^|(%d+)|%d+|(%x+)(.*)$')
 if owner ~= ARGV[2] then return 0 end
 if ARGV[3] == 'N' then
   redis.call('SET', KEYS[1],
-    'F|' .. ARGV[4] .. '|' .. since .. '|' .. ARGV[6] .. '|' .. owner, 'PX', ARGV[5])
+    'F|' .. ARGV[4] .. '|' .. since .. '|' .. ARGV[6] .. '|' .. owner .. '|' .. ARGV[7], 'PX', ARGV[5])
 elseif ARGV[3] == 'U' then
-  redis.call('SET', KEYS[1], 'U|' .. ARGV[4] .. '|' .. since, 'PX', ARGV[5])
+  redis.call('SET', KEYS[1], 'U|' .. ARGV[4] .. '|' .. since .. prov, 'PX', ARGV[5])
 else
   redis.call('DEL', KEYS[1])
 end
@@ -990,12 +1014,16 @@ mod tests {
             Some(Some(Entry::InFlight {
                 owner,
                 since: 10,
-                lease_until: 50
+                lease_until: 50,
+                provider: None
             }))
         );
         assert_eq!(
             parse_entry(&f, 50),
-            Some(Some(Entry::Uncertain { since: 10 }))
+            Some(Some(Entry::Uncertain {
+                since: 10,
+                provider: None
+            }))
         );
         assert_eq!(parse_entry(&f, 100), Some(None));
         assert_eq!(
@@ -1010,7 +1038,25 @@ mod tests {
         );
         assert_eq!(
             parse_entry("U|100|7", 0),
-            Some(Some(Entry::Uncertain { since: 7 }))
+            Some(Some(Entry::Uncertain {
+                since: 7,
+                provider: None
+            }))
+        );
+        // A record names the provider that may have the message.
+        assert_eq!(
+            parse_entry(&format!("{f}|signalwire"), 50),
+            Some(Some(Entry::Uncertain {
+                since: 10,
+                provider: Some("signalwire".into())
+            }))
+        );
+        assert_eq!(
+            parse_entry("U|100|7|twilio", 0),
+            Some(Some(Entry::Uncertain {
+                since: 7,
+                provider: Some("twilio".into())
+            }))
         );
         assert_eq!(parse_entry("X|100|7", 0), None);
         assert_eq!(parse_entry("F|100|7", 0), None);

@@ -69,6 +69,8 @@ pub struct Metrics {
     relay: super::relay_metrics::RelayMetrics,
     /// The fraud guard's (`telemetry::fraud_metrics`).
     fraud: FraudMetrics,
+    /// Per provider: requests, failovers, skips, circuits.
+    providers: super::provider_metrics::ProviderMetrics,
     /// What `/health/ready` last said, for an alert on a replica that stays
     /// out of the load balancer.
     ready: Gauge,
@@ -143,6 +145,7 @@ impl Metrics {
         );
         let relay = super::relay_metrics::RelayMetrics::register(&mut registry);
         let fraud = FraudMetrics::register(&mut registry);
+        let providers = super::provider_metrics::ProviderMetrics::register(&mut registry);
         let ready = Gauge::default();
         registry.register(
             "ready",
@@ -162,6 +165,7 @@ impl Metrics {
         Metrics {
             relay,
             fraud,
+            providers,
             spans_dropped,
             ready,
             store_errors,
@@ -269,6 +273,11 @@ impl Metrics {
         self.budget_used
             .get_or_create(&vec![("scope", "total".to_owned())])
             .set(ratio);
+    }
+
+    /// The per-provider counters.
+    pub fn providers(&self) -> &super::provider_metrics::ProviderMetrics {
+        &self.providers
     }
 
     /// The Prometheus text exposition.

@@ -25,7 +25,9 @@ async fn health_endpoints_answer_without_auth() {
     assert_eq!(ready.status(), 200);
     assert_eq!(
         ready.json::<Value>().await.unwrap(),
-        json!({"status": "ready"})
+        json!({"status": "ready", "providers": [
+            {"name": "twilio", "kind": "twilio", "credentials": "not_checked", "circuit": "closed"}
+        ]})
     );
     app.assert_provider_untouched().await;
 }
@@ -53,5 +55,10 @@ async fn readiness_says_no_while_shutting_down() {
     use http_body_util::BodyExt;
     let body = answer.into_body().collect().await.unwrap().to_bytes();
     let v: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v, json!({"status": "not_ready", "reason": "shutting down"}));
+    assert_eq!(
+        v,
+        json!({"status": "not_ready", "reason": "shutting down", "providers": [
+            {"name": "twilio", "kind": "twilio", "credentials": "not_checked", "circuit": "closed"}
+        ]})
+    );
 }

@@ -1,0 +1,189 @@
+//! The configured providers, in order of preference: each with its own
+//! client (base URL, credentials, timeout), its own slots, its circuit
+//! breaker and its own sender, status-callback URL and name.
+//!
+//! The delivery pipeline asks the set, never a client directly, for every
+//! send and every reconciliation, so that failover, the breaker and the
+//! ledger's record of "which provider may have it" apply to all of them.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::{Config, ProviderKind, SmsSender};
+use crate::provider::breaker::{Breaker, CircuitState};
+use crate::provider::twilio::{ClientError, OutgoingCall, OutgoingSms, TwilioClient};
+
+/// One provider, ready to send.
+#[derive(Debug)]
+pub struct Provider {
+    /// From the configuration: the label in logs, metrics and the ledger.
+    pub name: String,
+    pub kind: ProviderKind,
+    pub client: TwilioClient,
+    pub breaker: Breaker,
+    /// Bounds this provider's requests in flight (`max_in_flight`): a
+    /// provider that hangs cannot hold every connection; past it the next
+    /// provider is tried.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Its SMS sender and caller id: each provider sends from its own
+    /// numbers.
+    sms_sender: SmsSender,
+    voice_from: Option<String>,
+    /// Where it posts statuses (its kind's path), when they are configured.
+    status_callback: Option<String>,
+    pub timeout: Duration,
+    pub verify_credentials_on_start: bool,
+    /// What the start-up credential check found ([`Credentials`]).
+    credentials: AtomicU8,
+}
+
+/// What is known of a provider's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// `verify_credentials_on_start = false`.
+    NotChecked = 0,
+    /// Being checked (or checked and refused: retried until they work).
+    Unverified = 1,
+    Verified = 2,
+}
+
+impl Credentials {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credentials::NotChecked => "not_checked",
+            Credentials::Unverified => "unverified",
+            Credentials::Verified => "verified",
+        }
+    }
+}
+
+/// Every provider, in order of preference (never empty).
+#[derive(Debug, Clone)]
+pub struct ProviderSet {
+    providers: Arc<[Provider]>,
+}
+
+impl ProviderSet {
+    pub fn new(config: &Config, clock: &Clock) -> Result<Self, ClientError> {
+        let public = config
+            .status_callback_url
+            .as_deref()
+            .and_then(|u| u.strip_suffix(ProviderKind::Twilio.status_path()));
+        let providers = config
+            .providers
+            .iter()
+            .map(|p| {
+                Ok(Provider {
+                    name: p.name.clone(),
+                    kind: p.kind,
+                    client: TwilioClient::new(&p.api)?,
+                    breaker: Breaker::new(&config.failover, clock.clone()),
+                    slots: Arc::new(tokio::sync::Semaphore::new(p.api.max_in_flight)),
+                    sms_sender: p.api.sms_sender.clone(),
+                    voice_from: p.api.voice_from.as_ref().map(ToString::to_string),
+                    status_callback: public.map(|u| format!("{u}{}", p.kind.status_path())),
+                    timeout: p.api.timeout,
+                    verify_credentials_on_start: p.api.verify_credentials_on_start,
+                    credentials: AtomicU8::new(if p.api.verify_credentials_on_start {
+                        Credentials::Unverified as u8
+                    } else {
+                        Credentials::NotChecked as u8
+                    }),
+                })
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(ProviderSet {
+            providers: providers.into(),
+        })
+    }
+
+    /// In order of preference.
+    pub fn iter(&self) -> impl Iterator<Item = &Provider> {
+        self.providers.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.providers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+
+    /// The provider a ledger record names. A record without a name comes
+    /// from before providers were named, when the first was the only one.
+    pub fn named(&self, name: Option<&str>) -> Option<&Provider> {
+        match name {
+            None => self.providers.first(),
+            Some(n) => self.providers.iter().find(|p| p.name == n),
+        }
+    }
+
+    /// The longest timeout: the ledger's lease covers any one call.
+    pub fn longest_timeout(&self) -> Duration {
+        self.iter().map(|p| p.timeout).max().unwrap_or_default()
+    }
+
+    /// Whether every provider that asks for a credential check passed it.
+    pub fn credentials_ready(&self) -> bool {
+        self.iter()
+            .all(|p| p.credentials() != Credentials::Unverified)
+    }
+
+    /// Each provider's name, kind, credentials and circuit, for
+    /// `/health/ready`.
+    pub fn health(&self) -> Vec<(&str, ProviderKind, Credentials, CircuitState)> {
+        self.iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.kind,
+                    p.credentials(),
+                    p.breaker.circuit(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Provider {
+    pub fn credentials(&self) -> Credentials {
+        match self.credentials.load(Ordering::SeqCst) {
+            0 => Credentials::NotChecked,
+            2 => Credentials::Verified,
+            _ => Credentials::Unverified,
+        }
+    }
+
+    /// The start-up check said yes.
+    pub fn credentials_verified(&self) {
+        self.credentials
+            .store(Credentials::Verified as u8, Ordering::SeqCst);
+    }
+
+    /// The SMS as this provider sends it: its sender and status callback.
+    pub fn sms(&self, sms: &OutgoingSms) -> OutgoingSms {
+        OutgoingSms {
+            sender: self.sms_sender.clone(),
+            status_callback: sms
+                .status_callback
+                .as_ref()
+                .and(self.status_callback.clone()),
+            ..sms.clone()
+        }
+    }
+
+    /// The call as this provider places it; `None` when it has no caller id.
+    pub fn call(&self, call: &OutgoingCall) -> Option<OutgoingCall> {
+        Some(OutgoingCall {
+            from: self.voice_from.clone()?,
+            status_callback: call
+                .status_callback
+                .as_ref()
+                .and(self.status_callback.clone()),
+            ..call.clone()
+        })
+    }
+}
