@@ -7,6 +7,7 @@ mod helpers;
 mod abuse;
 mod client_address;
 mod exactly_once;
+mod failover;
 mod fraud;
 mod health;
 mod observability;

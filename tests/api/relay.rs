@@ -58,6 +58,7 @@ async fn spawn_relay(relay_toml: &str) -> RelayApp {
         account_sid: ACCOUNT_SID.into(),
         auth_token: AUTH_TOKEN.into(),
         inbox_capacity: 100,
+        ..SandboxConfig::default()
     });
     let sandbox_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox_addr = sandbox_listener.local_addr().unwrap();

@@ -20,6 +20,8 @@ pub(crate) struct CallbackJob {
     pub to: String,
     /// Report the message as `undelivered` with this `ErrorCode`.
     pub undelivered: Option<u32>,
+    /// The header the signature goes in (the sandbox's flavor).
+    pub signature_header: &'static str,
 }
 
 /// The status updates Twilio would send, in order, as form pairs.
@@ -73,7 +75,7 @@ pub(crate) async fn deliver(client: reqwest::Client, job: CallbackJob) {
         let result = client
             .post(&job.url)
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .header("X-Twilio-Signature", signature)
+            .header(job.signature_header, signature)
             .body(body)
             .send()
             .await;
@@ -107,6 +109,7 @@ mod tests {
             from: "+1".into(),
             to: "+2".into(),
             undelivered,
+            signature_header: "X-Twilio-Signature",
         }
     }
 

@@ -284,7 +284,7 @@ fn accept(
     let to = param(form, "To").unwrap_or_default().to_owned();
     let (sid, status, body, entry_from) = match channel {
         Channel::Sms => {
-            let sid = resources::new_sid("SM");
+            let sid = config.flavor.new_sid("SM");
             let status = resources::message_status(form);
             let body = resources::message_json(&config.account_sid, &sid, &date, status, form);
             let from = param(form, "From")
@@ -293,7 +293,7 @@ fn accept(
             (sid, status, body, from.to_owned())
         }
         Channel::Voice => {
-            let sid = resources::new_sid("CA");
+            let sid = config.flavor.new_sid("CA");
             let body = resources::call_json(&config.account_sid, &sid, &date, form);
             (
                 sid,
@@ -339,6 +339,7 @@ fn accept(
                     from: param(form, "From").unwrap_or_default().to_owned(),
                     to,
                     undelivered,
+                    signature_header: config.flavor.signature_header(),
                 };
                 tokio::spawn(callback::deliver(client.clone(), job));
             }

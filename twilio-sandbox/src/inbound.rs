@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::answers::*;
 use super::body::SandboxBody;
 use super::create::MAX_BODY_BYTES;
-use super::resources::{self, API_VERSION};
+use super::resources::API_VERSION;
 use super::State;
 use crate::signature;
 
@@ -89,7 +89,7 @@ pub(crate) async fn send(state: &State, sms: InboundSms) -> Result<InboundSent, 
     let sid = sms
         .message_sid
         .clone()
-        .unwrap_or_else(|| resources::new_sid("SM"));
+        .unwrap_or_else(|| state.config.flavor.new_sid("SM"));
     let form = params(&state.config.account_sid, &sid, &sms);
     let signature = signature::sign(&state.config.auth_token, &url, &form);
     let body = form_urlencoded::Serializer::new(String::new())
@@ -98,7 +98,7 @@ pub(crate) async fn send(state: &State, sms: InboundSms) -> Result<InboundSent, 
     let answer = client
         .post(&url)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header("X-Twilio-Signature", signature)
+        .header(state.config.flavor.signature_header(), signature)
         .body(body)
         .send()
         .await

@@ -26,6 +26,7 @@ mod callback;
 mod create;
 mod error;
 mod fault;
+mod flavor;
 mod hooks;
 mod html;
 mod inbound;
@@ -44,6 +45,7 @@ use std::time::Duration;
 
 pub use error::TwilioError;
 pub use fault::{Fault, UnknownFault};
+pub use flavor::{Flavor, UnknownFlavor, SIGNALWIRE_PROJECT_ID};
 pub use hooks::{HookEntry, HookKind};
 pub use inbound::{InboundError, InboundSent, InboundSms};
 pub use model::{Channel, InboxEntry, RecordedRequest};
@@ -61,6 +63,8 @@ pub struct SandboxConfig {
     pub auth_token: String,
     /// Bound of the inbox and of the request log; the oldest entries go first.
     pub inbox_capacity: usize,
+    /// Twilio, or a SignalWire space (paths, sids, signature header).
+    pub flavor: Flavor,
 }
 
 impl SandboxConfig {
@@ -77,6 +81,18 @@ impl Default for SandboxConfig {
             account_sid: Self::DEFAULT_ACCOUNT_SID.to_owned(),
             auth_token: Self::DEFAULT_AUTH_TOKEN.to_owned(),
             inbox_capacity: Self::DEFAULT_INBOX_CAPACITY,
+            flavor: Flavor::Twilio,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// A SignalWire space for development: its project id, the same token.
+    pub fn signalwire() -> Self {
+        Self {
+            account_sid: SIGNALWIRE_PROJECT_ID.to_owned(),
+            flavor: Flavor::SignalWire,
+            ..Self::default()
         }
     }
 }

@@ -147,10 +147,17 @@ impl ListQuery {
 /// `PA` or `PB`, then a SID: two letters and 32 hex digits.
 fn parse_token(token: &str) -> Option<Anchor> {
     let (kind, sid) = (token.get(..2)?, token.get(2..)?);
-    let well_formed = sid.len() == 34
+    let twilio = sid.len() == 34
         && sid.is_ascii()
         && sid[..2].bytes().all(|b| b.is_ascii_uppercase())
         && sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    // A SignalWire sid: a UUID.
+    let uuid = sid.len() == 36
+        && sid.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    let well_formed = twilio || uuid;
     if !well_formed {
         return None;
     }

@@ -36,6 +36,11 @@ struct Args {
     /// the service's `{relay.public_url}/v1/twilio/inbound`.
     #[arg(long, env = "TWILIO_SANDBOX_INBOUND_URL")]
     inbound_url: Option<String>,
+    /// Play Twilio, or a SignalWire space: the API under /api/laml, UUID
+    /// sids and project id (the default account becomes a UUID), webhooks
+    /// signed in X-SignalWire-Signature.
+    #[arg(long, env = "TWILIO_SANDBOX_FLAVOR", default_value = "twilio")]
+    flavor: twilio_sandbox::Flavor,
 }
 
 #[tokio::main]
@@ -57,10 +62,19 @@ async fn main() -> ExitCode {
         }
     };
     let address = listener.local_addr().unwrap_or(args.listen);
+    let account_sid = match args.flavor {
+        twilio_sandbox::Flavor::SignalWire
+            if args.account_sid == SandboxConfig::DEFAULT_ACCOUNT_SID =>
+        {
+            twilio_sandbox::SIGNALWIRE_PROJECT_ID.to_owned()
+        }
+        _ => args.account_sid,
+    };
     let sandbox = Sandbox::new(SandboxConfig {
-        account_sid: args.account_sid,
+        account_sid,
         auth_token: args.auth_token,
         inbox_capacity: args.inbox_capacity,
+        flavor: args.flavor,
     });
     if let Some(url) = args.inbound_url {
         sandbox.set_inbound_url(url);

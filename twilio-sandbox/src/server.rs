@@ -118,7 +118,12 @@ fn route(path: &str) -> Route {
 async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer, Dropped> {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
-    let answer = match route(&path) {
+    let routed = state
+        .config
+        .flavor
+        .api_path(&path)
+        .map_or(Route::NotFound, route);
+    let answer = match routed {
         Route::Resource(sid, channel) => {
             return create::resource(&state, request, &sid, channel).await
         }
