@@ -17,6 +17,7 @@ mod reconcile;
 mod relay;
 mod requests;
 mod shutdown;
+mod signalwire;
 mod slow_clients;
 mod sms;
 mod verify;
