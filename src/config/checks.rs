@@ -37,6 +37,7 @@ pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
     status_callbacks_can_be_verified(c)?;
     relay_can_be_verified(c)?;
     verify_demo_only_without_auth(c)?;
+    fallback_has_a_caller_id(c)?;
     Ok(())
 }
 
@@ -135,6 +136,22 @@ fn verify_demo_only_without_auth(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "verify.demo",
             "is for serve --dev only and needs auth.disabled = true; turn it off",
+        ));
+    }
+    Ok(())
+}
+
+/// A fallback places a call: without
+/// a caller id there is nobody to call from, and the code would be lost
+/// instead of spoken.
+fn fallback_has_a_caller_id(c: &Config) -> Result<(), ConfigError> {
+    if c.twilio.voice_from.is_some() {
+        return Ok(());
+    }
+    if c.fallback.any() {
+        return Err(ConfigError::invalid(
+            "fallback.voice_on",
+            "needs a caller id: set twilio.voice_from (or a twilio.from that is a phone number), or set fallback.voice_on = [] to turn fallback off",
         ));
     }
     Ok(())

@@ -5,13 +5,15 @@
 use std::time::Instant;
 
 use crate::delivery::channel::Channel;
+use crate::delivery::client_ip::ClientAddr;
 use crate::delivery::compose::Outgoing;
 use crate::delivery::courier::Shared;
 use crate::delivery::error::DeliveryError;
+use crate::delivery::fallback::{self, Reason, Stash};
 use crate::delivery::ledger::Flight;
 use crate::phone::Recipient;
 use crate::provider::errors::{self, FailureClass};
-use crate::provider::twilio::{Accepted, ProviderError};
+use crate::provider::twilio::{Accepted, OutgoingCall, ProviderError};
 use crate::store::{Reservation, Settle};
 use crate::telemetry::traces::in_span;
 
@@ -22,10 +24,24 @@ pub(super) struct SendJob {
     pub(super) recipient: Recipient,
     pub(super) outgoing: Outgoing,
     pub(super) reservation: Reservation,
+    /// Whom the limits counted (a fallback call is counted alike).
+    pub(super) client: ClientAddr,
+    /// Why this call stands in for an SMS (`delivery::fallback`); its
+    /// ledger outcome says so.
+    pub(super) fallback: Option<Reason>,
+    /// For an SMS: the call to place instead if Twilio answers 21614.
+    pub(super) fallback_call: Option<OutgoingCall>,
+    /// For an SMS: what to keep for an undelivered callback.
+    pub(super) stash: Option<Stash>,
 }
 
 impl SendJob {
-    pub(super) async fn run(self, shared: &Shared) -> Result<Accepted, DeliveryError> {
+    /// The provider's answer, and why a call stood in for the SMS if one
+    /// did (21614 answered by a call).
+    pub(super) async fn run(
+        mut self,
+        shared: &Shared,
+    ) -> Result<(Accepted, Option<Reason>), DeliveryError> {
         let channel = self.channel.as_str();
         let span = tracing::info_span!(
             "provider",
@@ -58,16 +74,20 @@ impl SendJob {
         let provider = match sent {
             Ok(accepted) => {
                 shared.metrics.sent(channel, self.recipient.calling_code());
-                // The quota is spent: the provider has the message.
-                ledger
-                    .settle(
-                        self.flight,
-                        Settle::Accepted {
-                            sid: accepted.sid.clone(),
-                        },
-                    )
-                    .await;
-                return Ok(accepted);
+                // The quota is spent: the provider has the message. A
+                // fallback call's outcome says it stood in for the SMS.
+                let sid = match self.fallback {
+                    Some(reason) => {
+                        shared.metrics.fallback(reason.label());
+                        fallback::ledger_sid(accepted.sid.clone())
+                    }
+                    None => accepted.sid.clone(),
+                };
+                ledger.settle(self.flight, Settle::Accepted { sid }).await;
+                if let Some(stash) = self.stash.take() {
+                    shared.keep_stash(accepted.sid.as_deref(), stash).await;
+                }
+                return Ok((accepted, self.fallback));
             }
             Err(provider) => provider,
         };
@@ -89,7 +109,18 @@ impl SendJob {
                 retry_after: 1,
             });
         }
-        // Certainly not sent: the retry may send, and pays then.
+        // Certainly not sent. Not a mobile number: the call instead, in
+        // this flight (`delivery::fallback`).
+        if provider.provider_code() == Some(fallback::NOT_MOBILE) {
+            if let Some(call) = self.fallback_call.take() {
+                let span = tracing::info_span!(
+                    "fallback",
+                    courier.fallback.reason = Reason::NotMobile.label()
+                );
+                return in_span!(span, shared.call_instead(self, call, &provider));
+            }
+        }
+        // The retry may send, and pays then.
         ledger.settle(self.flight, Settle::Release).await;
         let now = shared.clock.unix().as_millis() as u64;
         if let Err(e) = shared

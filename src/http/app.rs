@@ -178,7 +178,7 @@ impl App {
             }
             (&Method::POST, "/v1/twilio/status") => {
                 return match &self.status_callbacks {
-                    Some(callbacks) => callbacks.handle(request).await,
+                    Some(callbacks) => callbacks.handle(request, &self.courier).await,
                     None => ApiError::NotFound.into(),
                 };
             }

@@ -15,6 +15,7 @@ use hyper::body::Body;
 use secrecy::SecretString;
 
 use crate::config::Config;
+use crate::delivery::courier::Courier;
 use crate::http::answer::{Answer, ApiError};
 use crate::http::body;
 use crate::phone::{NumberingPlan, Recipient};
@@ -47,12 +48,14 @@ impl StatusCallbacks {
         })
     }
 
-    pub async fn handle<B>(&self, request: Request<B>) -> Answer
+    /// Record the status; an undelivered SMS may be called instead
+    /// (`delivery::fallback`), before Twilio is answered.
+    pub async fn handle<B>(&self, request: Request<B>, courier: &Courier) -> Answer
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        match self.check_and_record(request).await {
+        match self.check_and_record(request, courier).await {
             Ok(()) => Answer::Recorded,
             Err(e) => {
                 if matches!(e, ApiError::InvalidSignature) {
@@ -63,20 +66,32 @@ impl StatusCallbacks {
         }
     }
 
-    async fn check_and_record<B>(&self, request: Request<B>) -> Result<(), ApiError>
+    async fn check_and_record<B>(
+        &self,
+        request: Request<B>,
+        courier: &Courier,
+    ) -> Result<(), ApiError>
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let params =
             body::read_signed_form(request, &self.url, &self.token, MAX_CALLBACK_BYTES).await?;
-        record(&self.metrics, &self.plan, &params);
+        let report = record(&self.metrics, &self.plan, &params);
+        if let Some((sid, status, error_code)) = report {
+            courier.status_reported(&sid, status, error_code).await;
+        }
         Ok(())
     }
 }
 
-/// Count the status and write its log line.
-fn record(metrics: &Metrics, plan: &NumberingPlan, params: &[(String, String)]) {
+/// Count the status and write its log line; an SMS's sid, status and error
+/// code for the fallback.
+fn record(
+    metrics: &Metrics,
+    plan: &NumberingPlan,
+    params: &[(String, String)],
+) -> Option<(String, &'static str, Option<u32>)> {
     let field = |name: &str| {
         params
             .iter()
@@ -122,4 +137,5 @@ fn record(metrics: &Metrics, plan: &NumberingPlan, params: &[(String, String)]) 
             "delivery status"
         );
     }
+    (channel == "sms").then_some((sid, status_label, error_code))
 }

@@ -69,6 +69,8 @@ pub struct Metrics {
     relay: super::relay_metrics::RelayMetrics,
     /// The fraud guard's (`telemetry::fraud_metrics`).
     fraud: FraudMetrics,
+    /// Fallback calls (`telemetry::fallback_metrics`).
+    fallback: super::fallback_metrics::FallbackMetrics,
     /// What `/health/ready` last said, for an alert on a replica that stays
     /// out of the load balancer.
     ready: Gauge,
@@ -143,6 +145,7 @@ impl Metrics {
         );
         let relay = super::relay_metrics::RelayMetrics::register(&mut registry);
         let fraud = FraudMetrics::register(&mut registry);
+        let fallback = super::fallback_metrics::FallbackMetrics::register(&mut registry);
         let ready = Gauge::default();
         registry.register(
             "ready",
@@ -162,6 +165,7 @@ impl Metrics {
         Metrics {
             relay,
             fraud,
+            fallback,
             spans_dropped,
             ready,
             store_errors,
@@ -272,6 +276,11 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// A code spoken in a call instead of an SMS, by reason.
+    pub fn fallback(&self, reason: &'static str) {
+        self.fallback.fallback(reason);
+    }
+
     pub fn fraud(&self) -> &FraudMetrics {
         &self.fraud
     }

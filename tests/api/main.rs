@@ -7,6 +7,7 @@ mod helpers;
 mod abuse;
 mod client_address;
 mod exactly_once;
+mod fallback;
 mod fraud;
 mod health;
 mod observability;
