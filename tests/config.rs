@@ -453,13 +453,32 @@ fn keys_are_parsed_into_their_types_and_kept() {
     assert_eq!(c.test_numbers, ["+14155550100", "+4915112345678"]);
     assert_eq!(c.voice.language, "en-US");
     assert!(c.voice.sentences.contains_key("en-US"));
-    // An alphanumeric sender sends SMS but cannot place calls.
-    let c = load(&with(&[("PHONE_COURIER__TWILIO__FROM", "Acme")])).unwrap();
+    // An alphanumeric sender sends SMS but cannot place calls: so no voice
+    // fallback either, which must be turned off.
+    let e = load(&with(&[("PHONE_COURIER__TWILIO__FROM", "Acme")])).unwrap_err();
+    let message = e.to_string();
+    assert!(message.contains("twilio.voice_from"), "{message}");
+    assert_eq!(key_of(e), "fallback.voice_on");
+    let c = load(&with(&[
+        ("PHONE_COURIER__TWILIO__FROM", "Acme"),
+        ("PHONE_COURIER__FALLBACK__VOICE_ON", ""),
+    ]))
+    .unwrap();
     assert_eq!(
         c.twilio.sms_sender,
         SmsSender::From("Acme".parse().unwrap())
     );
     assert_eq!(c.twilio.voice_from, None);
+    assert!(!c.fallback.any());
+    // Both fallbacks by default; an unknown one names the key.
+    let c = load(&good()).unwrap();
+    assert!(c.fallback.landline && c.fallback.undelivered);
+    let e = load(&with(&[(
+        "PHONE_COURIER__FALLBACK__VOICE_ON",
+        "landline,sms",
+    )]))
+    .unwrap_err();
+    assert_eq!(key_of(e), "fallback.voice_on");
 }
 
 #[test]

@@ -246,3 +246,52 @@ async fn without_undelivered_in_voice_on_a_callback_calls_nobody() {
     assert_eq!(callback(&app, "undelivered", Some("30003")).await, 204);
     assert_eq!(paths(&app.provider_requests().await), [MESSAGES_PATH]);
 }
+
+/// End to end with the real sandbox (as `serve --dev` runs): the sandbox
+/// accepts the SMS, reports it undelivered (30003) through a callback signed
+/// with the auth token, and the service calls once with the same code.
+#[tokio::test]
+async fn the_sandbox_reports_an_sms_undelivered_and_the_service_calls() {
+    use twilio_sandbox::Fault;
+    let (base, sandbox, _server) = crate::observability::service_with_sandbox().await;
+    sandbox.inject_fault(Fault::Undelivered { error_code: 30003 }, 1);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/sms"))
+        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+        .json(&code_message(MOBILE, 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["channel"], "sms");
+    // The callback arrives a moment later: wait for the call (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let calls = loop {
+        let calls: Vec<_> = sandbox
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/Calls.json"))
+            .collect();
+        if !calls.is_empty() {
+            break calls;
+        }
+        assert!(std::time::Instant::now() < deadline, "no fallback call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(calls.len(), 1);
+    let field = |k: &str| {
+        calls[0]
+            .form
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(field("To").as_deref(), Some(MOBILE));
+    assert_eq!(field("Twiml"), Some(spoken_482917()));
+    let messages = sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/Messages.json"))
+        .count();
+    assert_eq!(messages, 1);
+}
