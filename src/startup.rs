@@ -64,6 +64,7 @@ pub async fn serve(
         None => None,
     };
     crate::telemetry::init(&config.log, traces.as_ref());
+    warn_about_fallback(&config);
     let app = Arc::new(App::with_metrics(config, Clock::system(), metrics)?);
     // Off the start-up path: /health/alive answers while this loads.
     let plan = app.courier().recipients().plan().clone();
@@ -153,4 +154,18 @@ async fn verify_credentials(app: &Arc<App>) {
     }
     while checks.join_next().await.is_some() {}
     app.set_ready(app.courier().providers().credentials_ready());
+}
+
+/// `fallback.voice_on` asked for what this configuration cannot do: say so
+/// once at start rather than refuse to start (the default asks for both).
+fn warn_about_fallback(config: &Config) {
+    if config.fallback.no_caller_id {
+        tracing::warn!(
+            "SMS-to-voice fallback is off: no provider has a caller id (voice_from); set one, or fallback.voice_on = [] to silence this"
+        );
+    } else if config.fallback.undelivered && config.status_callback_url.is_none() {
+        tracing::warn!(
+            "the \"undelivered\" fallback needs status callbacks (status_callback.public_url): without them no SMS is reported undelivered"
+        );
+    }
 }

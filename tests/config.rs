@@ -453,13 +453,32 @@ fn keys_are_parsed_into_their_types_and_kept() {
     assert_eq!(c.test_numbers, ["+14155550100", "+4915112345678"]);
     assert_eq!(c.voice.language, "en-US");
     assert!(c.voice.sentences.contains_key("en-US"));
-    // An alphanumeric sender sends SMS but cannot place calls.
+    // An alphanumeric sender sends SMS but cannot place calls: so no voice
+    // fallback either. The default asks for it, and a set-up that worked
+    // before must still start: fallback is off, and says why (a warning at
+    // start).
     let c = load(&with(&[("PHONE_COURIER__TWILIO__FROM", "Acme")])).unwrap();
     assert_eq!(
         c.twilio.sms_sender,
         SmsSender::From("Acme".parse().unwrap())
     );
     assert_eq!(c.twilio.voice_from, None);
+    assert!(!c.fallback.any() && c.fallback.no_caller_id);
+    let c = load(&with(&[
+        ("PHONE_COURIER__TWILIO__FROM", "Acme"),
+        ("PHONE_COURIER__FALLBACK__VOICE_ON", ""),
+    ]))
+    .unwrap();
+    assert!(!c.fallback.any() && !c.fallback.no_caller_id);
+    // Both fallbacks by default; an unknown one names the key.
+    let c = load(&good()).unwrap();
+    assert!(c.fallback.landline && c.fallback.undelivered);
+    let e = load(&with(&[(
+        "PHONE_COURIER__FALLBACK__VOICE_ON",
+        "landline,sms",
+    )]))
+    .unwrap_err();
+    assert_eq!(key_of(e), "fallback.voice_on");
 }
 
 #[test]

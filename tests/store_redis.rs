@@ -1252,3 +1252,79 @@ async fn pending_codes_expire_and_the_last_wrong_attempt_drops_them() {
         CodeCheck::NoPendingCode
     );
 }
+
+/// The SMS fallback records (`store::records`): of replicas taking one
+/// record at once, exactly one gets it; a record past its time is gone; both
+/// backends answer alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_records_are_taken_exactly_once_and_expire() {
+    use kratos_phone_courier::clock::Clock;
+    use kratos_phone_courier::store::memory::MemoryStore;
+    let server = server_or_skip!();
+    let replicas: Vec<Arc<RedisStore>> = (0..4).map(|_| Arc::new(store(&server))).collect();
+    let memory = Arc::new(MemoryStore::new(Clock::starting_at(Duration::ZERO), 1000));
+    let key = [7u8; 16];
+    let sealed = b"\x00\xffsealed|bytes".to_vec();
+    replicas[0]
+        .stash_put(&key, &sealed, T0, T0 + 600_000)
+        .await
+        .unwrap();
+    memory
+        .stash_put(&key, &sealed, T0, T0 + 600_000)
+        .await
+        .unwrap();
+    // Redis holds the record under the prefix, with its end, in hex.
+    let mut conn = raw(&server).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("kpc:s:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let value: String = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        value,
+        format!("{}|00ff7365616c65647c6279746573", T0 + 600_000)
+    );
+    // Eight takes at once on four replicas: one gets the bytes.
+    let mut takes = Vec::new();
+    for i in 0..8 {
+        let r = replicas[i % 4].clone();
+        takes.push(tokio::spawn(
+            async move { r.stash_take(&key, T0 + 1000).await },
+        ));
+    }
+    let mut got = Vec::new();
+    for t in takes {
+        if let Some(bytes) = t.await.unwrap().unwrap() {
+            got.push(bytes);
+        }
+    }
+    assert_eq!(got, vec![sealed.clone()]);
+    // The memory store: one take, then none.
+    assert_eq!(
+        memory.stash_take(&key, T0 + 1000).await.unwrap(),
+        Some(sealed.clone())
+    );
+    assert_eq!(memory.stash_take(&key, T0 + 1000).await.unwrap(), None);
+    // A record whose code expired is not taken, on either backend.
+    for backend in 0..2 {
+        let at = T0 + 600_000;
+        if backend == 0 {
+            replicas[1].stash_put(&key, &sealed, T0, at).await.unwrap();
+            assert_eq!(replicas[2].stash_take(&key, at).await.unwrap(), None);
+            assert_eq!(
+                replicas[2].stash_take(&key, at - 1).await.unwrap(),
+                None,
+                "gone"
+            );
+        } else {
+            memory.stash_put(&key, &sealed, T0, at).await.unwrap();
+            assert_eq!(memory.stash_take(&key, at).await.unwrap(), None);
+        }
+    }
+}

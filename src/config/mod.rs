@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `load` | the sources ([`Sources`], [`DEFAULT_TOML`]) and their merging into [`Settings`] |
 //! | `error` | [`ConfigError`], and the `config` crate's errors rebuilt so they never quote a value or a line |
-//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `fraud`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay`, `verify`, `tracing` | one section each: its file format, its checked form, the check between them |
+//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `fraud`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay`, `verify`, `tracing`, `fallback` | one section each: its file format, its checked form, the check between them |
 //! | `checks` | the rules that span sections (provider timeout against Kratos's, the dedup window against Kratos's retries, the budget's arithmetic), run after the sections |
 //! | `phone_number`, `country`, `language_tag` | the value types read once here and kept: [`E164`], [`SenderId`], [`CountryId`], [`LanguageTag`] |
 //! | `secret`, `values` | secrets inline or in files; lists, durations, string views |
@@ -33,6 +33,7 @@ mod checks;
 mod country;
 mod dedup;
 mod error;
+mod fallback;
 mod fraud;
 mod language_tag;
 mod limits;
@@ -60,6 +61,7 @@ pub use checks::{min_dedup_window, KRATOS_TIMEOUT, MAX_DAILY_CAP};
 pub use country::{CountryId, NotACountryId};
 pub use dedup::{DedupConfig, DedupSettings};
 pub use error::ConfigError;
+pub use fallback::{FallbackConfig, FallbackSettings};
 pub use fraud::{FraudAction, FraudConfig, FraudSettings};
 pub use language_tag::{LanguageTag, NotALanguageTag};
 pub use limits::{
@@ -109,6 +111,7 @@ pub struct Settings {
     pub relay: RelaySettings,
     pub verify: VerifySettings,
     pub tracing: TracingSettings,
+    pub fallback: FallbackSettings,
 }
 
 /// The checked configuration the service runs with.
@@ -152,6 +155,8 @@ pub struct Config {
     pub verify: Option<VerifyConfig>,
     /// OpenTelemetry traces; `None`: off.
     pub tracing: Option<OtlpTracing>,
+    /// SMS-to-voice fallback (`[fallback]`).
+    pub fallback: FallbackConfig,
 }
 
 impl Settings {
@@ -160,6 +165,10 @@ impl Settings {
     pub fn check(self, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
         let providers_listed = !self.providers.is_empty();
         let providers = providers::check_providers(self.twilio, self.providers, env)?;
+        let mut fallback = self.fallback.check()?;
+        if !providers.iter().any(|p| p.api.voice_from.is_some()) {
+            fallback = fallback.without_caller_id();
+        }
         let config = Config {
             server: self.server.check()?,
             log: self.log.check()?,
@@ -181,6 +190,7 @@ impl Settings {
             relay: self.relay.check()?,
             verify: self.verify.check()?,
             tracing: self.tracing.check()?,
+            fallback,
         };
         checks::across_sections(&config)?;
         Ok(config)

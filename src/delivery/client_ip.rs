@@ -18,8 +18,10 @@ use std::net::{IpAddr, SocketAddr};
 use crate::config::ClientIpSource;
 use crate::delivery::message::CourierMessage;
 
-/// The end user as the limiter sees them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The end user as the limiter sees them. Serialisable: an SMS's fallback
+/// record keeps it (sealed) so an undelivered SMS's call is counted against
+/// the same end user (`delivery::fallback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ClientAddr {
     /// An IPv4 address, or the /64 network of an IPv6 address (one
     /// subscriber usually holds a whole /64 and can rotate within it).
@@ -29,7 +31,7 @@ pub enum ClientAddr {
 }
 
 /// What one client is counted as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ClientNet {
     V4([u8; 4]),
     /// The first 64 bits.

@@ -5,7 +5,7 @@
 use crate::config::{Config, SmsSender, VoiceConfig, E164};
 use crate::delivery::channel::{Channel, Endpoint};
 use crate::delivery::error::DeliveryError;
-use crate::delivery::message::CourierMessage;
+use crate::delivery::message::{CourierMessage, TemplateType};
 use crate::phone::Recipient;
 use crate::provider::twilio::{OutgoingCall, OutgoingSms};
 use crate::provider::twiml;
@@ -106,24 +106,39 @@ impl Composer {
         recipient: &Recipient,
         message: &CourierMessage,
     ) -> Result<OutgoingCall, DeliveryError> {
+        let code = message.code.as_deref().ok_or(DeliveryError::InvalidCode {
+            reason: "the message carries no code",
+        })?;
+        self.spoken_call(
+            recipient,
+            &message.template_type,
+            message.request_header("accept-language"),
+            code,
+        )
+    }
+
+    /// The call that speaks `code` to `recipient` in the template's
+    /// sentence and the language asked for: a message's call, and the
+    /// fallback call of an SMS (`delivery::fallback`), which has no message
+    /// any more, only what was kept of it.
+    pub fn spoken_call(
+        &self,
+        recipient: &Recipient,
+        template_type: &TemplateType,
+        accept_language: Option<&str>,
+        code: &str,
+    ) -> Result<OutgoingCall, DeliveryError> {
         let from = self
             .voice_from
             .as_ref()
             .map(E164::to_string)
             .ok_or(DeliveryError::VoiceNotConfigured)?;
-        let code = message.code.as_deref().ok_or(DeliveryError::InvalidCode {
-            reason: "the message carries no code",
-        })?;
         if !twiml::is_speakable_code(code) {
             return Err(DeliveryError::InvalidCode {
                 reason: "the code is not 4 to 12 letters or digits",
             });
         }
-        let speech = twiml::speech_for(
-            &self.voice,
-            &message.template_type,
-            message.request_header("accept-language"),
-        );
+        let speech = twiml::speech_for(&self.voice, template_type, accept_language);
         let twiml = twiml::code_twiml(&speech, code);
         if twiml.chars().count() > twiml::MAX_TWIML_CHARS {
             return Err(DeliveryError::TwimlTooLong);
@@ -134,6 +149,17 @@ impl Composer {
             twiml,
             status_callback: self.status_callback.clone(),
         })
+    }
+}
+
+impl Outgoing {
+    /// The channel this request goes out on (a fallback call answers an
+    /// SMS message, and is charged as the call it is).
+    pub fn channel(&self) -> Channel {
+        match self {
+            Outgoing::Sms(_) => Channel::Sms,
+            Outgoing::Call(_) => Channel::Voice,
+        }
     }
 }
 

@@ -17,13 +17,14 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::config::{Config, CountryPolicy, PolicyConfig};
+use crate::config::{Config, CountryPolicy, FallbackConfig, PolicyConfig};
 use crate::delivery::budget::Budget;
 pub use crate::delivery::channel::{Channel, Endpoint};
 use crate::delivery::client_ip::{ClientAddr, ClientIp};
 use crate::delivery::compose::Composer;
 pub use crate::delivery::compose::{Outgoing, MAX_SMS_CHARS, VALIDITY_RANGE};
 use crate::delivery::error::DeliveryError;
+use crate::delivery::fallback::{self, Reason, SpokenCode, Stash};
 use crate::delivery::fraud::FraudGuard;
 use crate::delivery::ledger::{Admission, Ledger};
 use crate::delivery::limits::{Limits, Prefixes};
@@ -57,6 +58,8 @@ pub struct Delivered {
     pub test: bool,
     /// For the log line.
     pub masked_recipient: String,
+    /// A call stood in for the SMS asked for (`delivery::fallback`).
+    pub fallback: bool,
 }
 
 /// Turns courier messages into provider requests and sends them, with the
@@ -69,12 +72,19 @@ pub struct Courier {
     client_ip: ClientIp,
     test_numbers: TestNumbers,
     recipients: RecipientCache,
+    /// Keep SMS fallback records: `fallback.voice_on` has "undelivered" and
+    /// status callbacks are configured (nothing would report otherwise).
+    keep_for_undelivered: bool,
 }
 
 /// What a send task needs after its request is gone.
 pub(super) struct Shared {
     /// Every provider, in order of preference; every send goes through them.
     pub(super) providers: ProviderSet,
+    /// The store's keys (fallback records are sealed with them).
+    pub(super) keys: Keys,
+    /// Which fallbacks are on (`[fallback]`).
+    pub(super) fallback: FallbackConfig,
     pub(super) ledger: Ledger,
     pub(super) store: Arc<Store>,
     pub(super) metrics: Arc<Metrics>,
@@ -119,6 +129,8 @@ impl Courier {
             shared: Arc::new(Shared {
                 fraud,
                 providers,
+                keys: keys.clone(),
+                fallback: config.fallback,
                 ledger,
                 store,
                 metrics,
@@ -144,6 +156,8 @@ impl Courier {
             policy: config.policy.clone(),
             client_ip: ClientIp::new(config.limits.client_ip.clone()),
             test_numbers: TestNumbers::new(config.test_numbers.clone()),
+            keep_for_undelivered: config.fallback.undelivered
+                && config.status_callback_url.is_some(),
         }
     }
 
@@ -208,6 +222,7 @@ impl Courier {
                 duplicate: false,
                 test: true,
                 masked_recipient: "test-number".to_owned(),
+                fallback: false,
             });
         }
         // Admission.
@@ -224,17 +239,61 @@ impl Courier {
             channel,
             outgoing,
         } = prepared;
-        let delivered = |sid, duplicate| Delivered {
-            channel,
+        let ledger = &self.shared.ledger;
+        // A code that cannot arrive by SMS is spoken instead
+        // (`delivery::fallback`): the call it would be, if voice may take it.
+        let voice = (channel == Channel::Sms && self.shared.fallback.any())
+            .then(|| self.fallback_call(&recipient, message))
+            .flatten();
+        let mut fallback_reason = None;
+        if let Some(provider_code) = ledger.known_unreachable(channel, &recipient).await? {
+            // Twilio said "not a mobile number" before: the retry (or the
+            // next message) goes to voice at once.
+            match (&voice, provider_code) {
+                (Some(_), Some(fallback::NOT_MOBILE)) if self.shared.fallback.landline => {
+                    fallback_reason = Some(Reason::NotMobile)
+                }
+                _ => return Err(DeliveryError::RecipientUnreachable { provider_code }),
+            }
+        }
+        if fallback_reason.is_none()
+            && self.shared.fallback.landline
+            && recipient.line_type() == LineType::FixedLine
+            && voice.is_some()
+        {
+            fallback_reason = Some(Reason::Landline);
+        }
+        if fallback_reason.is_some() {
+            // The call is the message now: a number voice cannot reach is
+            // refused as such.
+            if let Some(provider_code) =
+                ledger.known_unreachable(Channel::Voice, &recipient).await?
+            {
+                return Err(DeliveryError::RecipientUnreachable { provider_code });
+            }
+        }
+        let (outgoing, fallback_call, stash) = match (fallback_reason, voice) {
+            (Some(_), Some((call, _))) => (Outgoing::Call(call), None, None),
+            (_, Some((call, spoken))) => {
+                let stash = self
+                    .keep_for_undelivered
+                    .then(|| {
+                        fallback::stash_for(spoken, message.expires_in_minutes, self.shared.now())
+                    })
+                    .flatten();
+                let call = self.shared.fallback.landline.then_some(call);
+                (outgoing, call, stash)
+            }
+            (_, None) => (outgoing, None, None),
+        };
+        let delivered = |sid, duplicate, fallback: bool| Delivered {
+            channel: if fallback { Channel::Voice } else { channel },
             sid,
             duplicate,
             test: false,
             masked_recipient: recipient.masked(),
+            fallback,
         };
-        let ledger = &self.shared.ledger;
-        if let Some(provider_code) = ledger.known_unreachable(channel, &recipient).await? {
-            return Err(DeliveryError::RecipientUnreachable { provider_code });
-        }
         // Everything from the ledger claim on runs in a task of its own: if
         // Kratos hangs up, the claim is still settled, the quota kept or
         // given back and the send completed, and the retry finds its outcome.
@@ -246,6 +305,9 @@ impl Courier {
             body: message.body.clone(),
             code: message.ledger_code(),
             client: self.client_ip.of(message),
+            fallback: fallback_reason,
+            fallback_call,
+            stash,
         };
         // Boxed: the task's future is a few KB, and a pointer is cheaper to
         // move into the task than the future itself (bench/notes.md).
@@ -254,7 +316,7 @@ impl Courier {
         // future.
         let span = tracing::Span::current();
         let tasks = &self.shared.tasks;
-        let (sid, duplicate) = tasks
+        let (sid, duplicate, fallback) = tasks
             .spawn(Box::pin(async move { shared.deliver(admitted).await }).instrument(span))
             .await
             // A task that panicked leaves nothing known: its ledger record
@@ -263,7 +325,52 @@ impl Courier {
                 provider_code: None,
                 retry_after: 1,
             }))?;
-        Ok(delivered(sid, duplicate))
+        Ok(delivered(sid, duplicate, fallback))
+    }
+
+    /// The call that would speak this SMS's code, and what to keep to
+    /// place it later; `None` when the message carries no speakable code or
+    /// voice may not take the number (`policy.voice`).
+    fn fallback_call(
+        &self,
+        recipient: &Recipient,
+        message: &CourierMessage,
+    ) -> Option<(crate::provider::twilio::OutgoingCall, SpokenCode)> {
+        let Ok(Outgoing::Call(call)) = self.composer.compose(Channel::Voice, recipient, message)
+        else {
+            return None;
+        };
+        let as_call = Prepared {
+            recipient: recipient.clone(),
+            channel: Channel::Voice,
+            outgoing: Outgoing::Call(call.clone()),
+        };
+        check_policy(&self.policy, &as_call).ok()?;
+        let spoken = SpokenCode {
+            to: recipient.e164().to_owned(),
+            code: message.code.clone()?,
+            template: message.template_type.label().to_owned(),
+            language: message
+                .request_header("accept-language")
+                .map(|l| l.chars().take(64).collect()),
+            client: self.client_ip.of(message),
+        };
+        Some((call, spoken))
+    }
+
+    /// A status callback reported a message's status: an undelivered SMS
+    /// may be called instead (`delivery::fallback`).
+    pub async fn status_reported(&self, sid: &str, status: &str, error_code: Option<u32>) {
+        if matches!(status, "undelivered" | "failed") && !sid.is_empty() {
+            fallback::undelivered(
+                &self.shared,
+                &self.composer,
+                &self.recipients,
+                sid,
+                error_code,
+            )
+            .await;
+        }
     }
 
     /// Resolves when every send task has finished; new sends may still
@@ -316,19 +423,30 @@ impl Courier {
 }
 
 /// A message that passed admission, owned, for the delivery task.
-struct Admitted {
-    channel: Channel,
-    recipient: Recipient,
-    outgoing: Outgoing,
-    body: String,
-    code: Option<String>,
-    client: ClientAddr,
+pub(super) struct Admitted {
+    /// The channel the ledger knows the message by (a fallback call keeps
+    /// its SMS's); the channel sent on is `outgoing`'s.
+    pub(super) channel: Channel,
+    pub(super) recipient: Recipient,
+    pub(super) outgoing: Outgoing,
+    pub(super) body: String,
+    pub(super) code: Option<String>,
+    pub(super) client: ClientAddr,
+    /// Why `outgoing` is a call standing in for an SMS.
+    pub(super) fallback: Option<Reason>,
+    /// For an SMS: the call to place if Twilio answers 21614.
+    pub(super) fallback_call: Option<crate::provider::twilio::OutgoingCall>,
+    /// For an SMS: what to keep for an undelivered callback.
+    pub(super) stash: Option<Stash>,
 }
 
 impl Shared {
-    /// Ledger, quota, provider, settle: the sid and whether it was sent
-    /// already.
-    async fn deliver(&self, m: Admitted) -> Result<(Option<String>, bool), DeliveryError> {
+    /// Ledger, quota, provider, settle: the sid, whether it was sent
+    /// already, and whether a call stood in for the SMS.
+    pub(super) async fn deliver(
+        &self,
+        m: Admitted,
+    ) -> Result<(Option<String>, bool, bool), DeliveryError> {
         let ledger = &self.ledger;
         let (flight, reconciled) = match in_span!(
             tracing::info_span!("ledger"),
@@ -341,7 +459,10 @@ impl Shared {
                 &self.providers,
             )
         )? {
-            Admission::Duplicate { sid } => return Ok((sid, true)),
+            Admission::Duplicate { sid } => {
+                let (sid, fallback) = fallback::from_ledger(sid);
+                return Ok((sid, true, fallback));
+            }
             Admission::Send { flight, reconciled } => (flight, reconciled),
         };
         let watch = self.fraud.watch(&m.recipient);
@@ -371,7 +492,7 @@ impl Shared {
         } else {
             in_span!(
                 tracing::info_span!("limits"),
-                self.reserve(flight.side, m.channel, &m.recipient, m.client)
+                self.reserve(flight.side, m.outgoing.channel(), &m.recipient, m.client)
             )
         };
         let reservation = match reserved {
@@ -381,24 +502,43 @@ impl Shared {
                 return Err(e);
             }
         };
+        let landline_call = m.fallback.is_some() && m.fallback != Some(Reason::Undelivered);
+        let span = landline_call.then(|| {
+            tracing::info_span!(
+                "fallback",
+                courier.fallback.reason = m.fallback.map(Reason::label)
+            )
+        });
         let job = SendJob {
             flight,
-            channel: m.channel,
+            channel: m.outgoing.channel(),
             recipient: m.recipient,
             outgoing: m.outgoing,
             reservation,
+            client: m.client,
+            fallback: m.fallback,
+            fallback_call: m.fallback_call,
+            stash: m.stash,
         };
-        let sent = job.run(self).await?;
-        self.fraud.sent(&self.store, &watch, self.now()).await;
-        Ok((sent.sid, false))
+        let sent = match span {
+            Some(span) => in_span!(span, job.run(self)),
+            None => job.run(self).await,
+        };
+        // A 21614 answered by a call comes back as the call.
+        let (sent, fallback) = sent?;
+        // The code was counted when its SMS was sent.
+        if m.fallback != Some(Reason::Undelivered) {
+            self.fraud.sent(&self.store, &watch, self.now()).await;
+        }
+        Ok((sent.sid, false, fallback.is_some()))
     }
 
-    fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         self.clock.unix().as_millis() as u64
     }
 
     /// Reserve every limit's cell and a unit of budget, or nothing.
-    async fn reserve(
+    pub(super) async fn reserve(
         &self,
         side: Side,
         channel: Channel,

@@ -8,6 +8,7 @@ pub mod compose;
 pub mod confirmation;
 pub mod courier;
 pub mod error;
+pub mod fallback;
 pub mod fraud;
 pub mod ledger;
 pub mod limits;

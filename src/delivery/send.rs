@@ -15,15 +15,17 @@
 use std::time::{Duration, Instant};
 
 use crate::delivery::channel::Channel;
+use crate::delivery::client_ip::ClientAddr;
 use crate::delivery::compose::Outgoing;
 use crate::delivery::courier::Shared;
 use crate::delivery::error::DeliveryError;
+use crate::delivery::fallback::{self, Reason, Stash};
 use crate::delivery::ledger::Flight;
 use crate::phone::Recipient;
 use crate::provider::breaker::{CircuitState, Permit};
 use crate::provider::errors::{self, FailureClass};
 use crate::provider::set::Provider;
-use crate::provider::twilio::{Accepted, ProviderError};
+use crate::provider::twilio::{Accepted, OutgoingCall, ProviderError};
 use crate::store::{Reservation, Settle};
 use crate::telemetry::traces::in_span;
 
@@ -39,6 +41,15 @@ pub(super) struct SendJob {
     pub(super) recipient: Recipient,
     pub(super) outgoing: Outgoing,
     pub(super) reservation: Reservation,
+    /// Whom the limits counted (a fallback call is counted alike).
+    pub(super) client: ClientAddr,
+    /// Why this call stands in for an SMS (`delivery::fallback`); its
+    /// ledger outcome says so.
+    pub(super) fallback: Option<Reason>,
+    /// For an SMS: the call to place instead if Twilio answers 21614.
+    pub(super) fallback_call: Option<OutgoingCall>,
+    /// For an SMS: what to keep for an undelivered callback.
+    pub(super) stash: Option<Stash>,
 }
 
 /// Why a provider was passed over without a request.
@@ -59,7 +70,12 @@ impl Skip {
 }
 
 impl SendJob {
-    pub(super) async fn run(self, shared: &Shared) -> Result<Accepted, DeliveryError> {
+    /// The provider's answer, and why a call stood in for the SMS if one
+    /// did (21614 answered by a call, `delivery::fallback`).
+    pub(super) async fn run(
+        mut self,
+        shared: &Shared,
+    ) -> Result<(Accepted, Option<Reason>), DeliveryError> {
         let started = tokio::time::Instant::now();
         let count = shared.providers.len();
         let metrics = shared.metrics.providers();
@@ -132,13 +148,23 @@ impl SendJob {
                     shared
                         .metrics
                         .sent(self.channel.as_str(), self.recipient.calling_code());
-                    // The quota is spent: the provider has the message.
-                    let sid = accepted.sid.clone();
+                    // The quota is spent: the provider has the message. A
+                    // fallback call's outcome says it stood in for the SMS.
+                    let sid = match self.fallback {
+                        Some(reason) => {
+                            shared.metrics.fallback(reason.label());
+                            fallback::ledger_sid(accepted.sid.clone())
+                        }
+                        None => accepted.sid.clone(),
+                    };
                     shared
                         .ledger
                         .settle(self.flight, Settle::Accepted { sid })
                         .await;
-                    return Ok(accepted);
+                    if let Some(stash) = self.stash.take() {
+                        shared.keep_stash(accepted.sid.as_deref(), stash).await;
+                    }
+                    return Ok((accepted, self.fallback));
                 }
                 Err(e) => e,
             };
@@ -184,7 +210,18 @@ impl SendJob {
                 failed = Some(&provider.name);
                 continue;
             }
-            return self.not_sent(shared, &e, refusal).await;
+            // Not a mobile number: the call instead, in this flight
+            // (`delivery::fallback`).
+            if e.provider_code() == Some(fallback::NOT_MOBILE) {
+                if let Some(call) = self.fallback_call.take() {
+                    let span = tracing::info_span!(
+                        "fallback",
+                        courier.fallback.reason = Reason::NotMobile.label()
+                    );
+                    return in_span!(span, shared.call_instead(self, call, &e));
+                }
+            }
+            return Err(self.not_sent(shared, &e, refusal).await);
         }
         self.release(shared).await;
         Err(refusal)
@@ -235,7 +272,7 @@ impl SendJob {
         shared: &Shared,
         e: &ProviderError,
         refusal: DeliveryError,
-    ) -> Result<Accepted, DeliveryError> {
+    ) -> DeliveryError {
         self.release(shared).await;
         if errors::remembers_unreachable(e.provider_code()) {
             let remembered = shared
@@ -246,7 +283,7 @@ impl SendJob {
                 tracing::warn!(error = %e, "could not remember an unreachable recipient");
             }
         }
-        Err(refusal)
+        refusal
     }
 
     /// Certainly not sent: the retry may send, and pays then.

@@ -104,6 +104,7 @@ impl Answer {
                 let body = AcceptedBody {
                     channel: d.channel.as_str(),
                     duplicate: d.duplicate,
+                    fallback: d.fallback,
                     sid: d.sid.as_deref(),
                     status: "accepted",
                     test: d.test,
@@ -168,12 +169,15 @@ impl Answer {
 }
 
 /// The body of [`Answer::Accepted`]; fields in the order `json!` wrote
-/// them before (sorted), `duplicate` and `test` only when true.
+/// them before (sorted), `duplicate`, `fallback` and `test` only when true.
 #[derive(serde::Serialize)]
 struct AcceptedBody<'a> {
     channel: &'static str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     duplicate: bool,
+    /// A call stood in for the SMS asked for (`delivery::fallback`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    fallback: bool,
     sid: Option<&'a str>,
     status: &'static str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -183,13 +183,13 @@ impl App {
             }
             (&Method::POST, "/v1/twilio/status") => {
                 return match &self.status_callbacks {
-                    Some(callbacks) => callbacks.handle(request).await,
+                    Some(callbacks) => callbacks.handle(request, &self.courier).await,
                     None => ApiError::NotFound.into(),
                 };
             }
             (&Method::POST, "/v1/signalwire/status") => {
                 return match &self.status_callbacks {
-                    Some(callbacks) => callbacks.handle_signalwire(request).await,
+                    Some(callbacks) => callbacks.handle_signalwire(request, &self.courier).await,
                     None => ApiError::NotFound.into(),
                 };
             }

@@ -16,6 +16,7 @@ use hyper::body::Body;
 use secrecy::SecretString;
 
 use crate::config::Config;
+use crate::delivery::courier::Courier;
 use crate::http::answer::{Answer, ApiError};
 use crate::http::body;
 use crate::phone::{NumberingPlan, Recipient};
@@ -63,30 +64,32 @@ impl StatusCallbacks {
         })
     }
 
-    /// `POST /v1/twilio/status`.
-    pub async fn handle<B>(&self, request: Request<B>) -> Answer
+    /// `POST /v1/twilio/status`. Records the status; an undelivered SMS
+    /// may be called instead (`delivery::fallback`), before the provider is
+    /// answered.
+    pub async fn handle<B>(&self, request: Request<B>, courier: &Courier) -> Answer
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        self.handle_at(request, &self.url).await
+        self.handle_at(request, &self.url, courier).await
     }
 
     /// `POST /v1/signalwire/status`: the same, signed for its own URL.
-    pub async fn handle_signalwire<B>(&self, request: Request<B>) -> Answer
+    pub async fn handle_signalwire<B>(&self, request: Request<B>, courier: &Courier) -> Answer
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        self.handle_at(request, &self.signalwire_url).await
+        self.handle_at(request, &self.signalwire_url, courier).await
     }
 
-    async fn handle_at<B>(&self, request: Request<B>, url: &str) -> Answer
+    async fn handle_at<B>(&self, request: Request<B>, url: &str, courier: &Courier) -> Answer
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        match self.check_and_record(request, url).await {
+        match self.check_and_record(request, url, courier).await {
             Ok(()) => Answer::Recorded,
             Err(e) => {
                 if matches!(e, ApiError::InvalidSignature) {
@@ -97,20 +100,33 @@ impl StatusCallbacks {
         }
     }
 
-    async fn check_and_record<B>(&self, request: Request<B>, url: &str) -> Result<(), ApiError>
+    async fn check_and_record<B>(
+        &self,
+        request: Request<B>,
+        url: &str,
+        courier: &Courier,
+    ) -> Result<(), ApiError>
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let params =
             body::read_signed_form_by_any(request, url, &self.tokens, MAX_CALLBACK_BYTES).await?;
-        record(&self.metrics, &self.plan, &params);
+        let report = record(&self.metrics, &self.plan, &params);
+        if let Some((sid, status, error_code)) = report {
+            courier.status_reported(&sid, status, error_code).await;
+        }
         Ok(())
     }
 }
 
-/// Count the status and write its log line.
-fn record(metrics: &Metrics, plan: &NumberingPlan, params: &[(String, String)]) {
+/// Count the status and write its log line; an SMS's sid, status and error
+/// code for the fallback.
+fn record(
+    metrics: &Metrics,
+    plan: &NumberingPlan,
+    params: &[(String, String)],
+) -> Option<(String, &'static str, Option<u32>)> {
     let field = |name: &str| {
         params
             .iter()
@@ -156,4 +172,5 @@ fn record(metrics: &Metrics, plan: &NumberingPlan, params: &[(String, String)]) 
             "delivery status"
         );
     }
+    (channel == "sms").then_some((sid, status_label, error_code))
 }

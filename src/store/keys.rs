@@ -146,6 +146,31 @@ impl Keys {
     }
 }
 
+/// Identifies a fallback record or a cached lookup (`store::records`).
+pub type RecordKey = [u8; 16];
+
+/// The keys and seals of the fallback and Lookup records
+/// (`store::records`), kept apart from the others by the leading label.
+impl Keys {
+    /// A keyed hash for a fallback or Lookup record: `kind` says what it is
+    /// for (`stash`: the key of an SMS's fallback record, from its sid;
+    /// `seal`, `tag`: the keys that seal that record; `lookup`: a number's
+    /// cached Lookup answer, per data package).
+    pub fn record(&self, kind: &str, what: &[&[u8]]) -> [u8; 32] {
+        let mut parts: Vec<&[u8]> = vec![b"record", kind.as_bytes()];
+        parts.extend_from_slice(what);
+        self.hash(&parts)
+    }
+
+    /// [`Self::record`] cut to a store key.
+    pub fn record_key(&self, kind: &str, what: &[&[u8]]) -> RecordKey {
+        let full = self.record(kind, what);
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&full[..16]);
+        key
+    }
+}
+
 /// A secret for [`Keys::from_secret`] derived from another secret, labelled
 /// so that the derived key says nothing of the original.
 pub fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {

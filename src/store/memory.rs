@@ -50,6 +50,8 @@ pub struct MemoryStore {
     fraud: super::fraud::MemoryFraud,
     /// The verify API's pending codes (see the verify block below).
     verify: Mutex<Expiring<VerifyKey, PendingRecord>>,
+    /// Sealed fallback records and cached lookups (`store::records`).
+    records: super::records::MemoryRecords,
 }
 
 struct Ledger {
@@ -138,7 +140,13 @@ impl MemoryStore {
                 counts: Expiring::new(max_entries),
             }),
             verify: Mutex::new(Expiring::new(max_entries)),
+            records: super::records::MemoryRecords::new(max_entries),
         }
+    }
+
+    /// The records of `store::records` (kept in their own file).
+    pub(super) fn records(&self) -> &super::records::MemoryRecords {
+        &self.records
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
@@ -378,6 +386,7 @@ impl MemoryStore {
         }
         self.fraud.prune(now);
         self.pending().prune(now);
+        self.records.prune(now);
         let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         for bucket in limits.values() {
             bucket.limiter.retain_recent();
@@ -557,14 +566,14 @@ impl Sid {
 
 /// Entries that expire at a time given on insertion; past `max`, the oldest
 /// inserted go first.
-struct Expiring<K, V> {
+pub(super) struct Expiring<K, V> {
     map: HashMap<K, (UnixMs, V)>,
     order: VecDeque<(UnixMs, K)>,
     max: usize,
 }
 
 impl<K: Copy + Eq + Hash, V> Expiring<K, V> {
-    fn new(max: usize) -> Self {
+    pub(super) fn new(max: usize) -> Self {
         Expiring {
             map: HashMap::new(),
             order: VecDeque::new(),
@@ -572,7 +581,7 @@ impl<K: Copy + Eq + Hash, V> Expiring<K, V> {
         }
     }
 
-    fn prune(&mut self, now: UnixMs) {
+    pub(super) fn prune(&mut self, now: UnixMs) {
         // `order` is by insertion; a record kept longer than the one in front
         // of it waits for that one, which is bounded by the longest keep.
         while let Some((expires, key)) = self.order.front().copied() {
@@ -591,21 +600,21 @@ impl<K: Copy + Eq + Hash, V> Expiring<K, V> {
         }
     }
 
-    fn get(&self, key: &K, now: UnixMs) -> Option<&V> {
+    pub(super) fn get(&self, key: &K, now: UnixMs) -> Option<&V> {
         self.map
             .get(key)
             .filter(|(expires, _)| *expires > now)
             .map(|(_, v)| v)
     }
 
-    fn insert(&mut self, key: K, value: V, now: UnixMs, keep: Duration) {
+    pub(super) fn insert(&mut self, key: K, value: V, now: UnixMs, keep: Duration) {
         let expires = now + keep.as_millis() as u64;
         self.map.insert(key, (expires, value));
         self.order.push_back((expires, key));
         self.prune(now);
     }
 
-    fn remove(&mut self, key: &K) {
+    pub(super) fn remove(&mut self, key: &K) {
         self.map.remove(key);
     }
 

@@ -21,7 +21,7 @@ pub mod redis;
 use std::time::Duration;
 
 pub use fraud::{Confirmed, FraudKeys, FraudScope, Tallies, Tally};
-pub use keys::{Keys, LimitKey, MessageKey, RecipientKey, RelayKey, VerifyKey};
+pub use keys::{Keys, LimitKey, MessageKey, RecipientKey, RecordKey, RelayKey, VerifyKey};
 
 /// Who holds a claim: a random id made per send attempt, so a replica that
 /// died (or a request that was cancelled) can be told from a live one.
@@ -556,3 +556,6 @@ impl Store {
         dispatch!(self.verify_check(key, hash, max_attempts, now))
     }
 }
+
+// After `dispatch!`, which it uses.
+pub mod records;

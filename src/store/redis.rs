@@ -26,6 +26,8 @@
 //! | `b:<day>:t`, `b:<day>:c:<calling code>` | the day's budget counters |
 //! | `r:<hash>` | the inbound relay's marks: a message seen (`until`), a route's hourly count (`until\|count`) |
 //! | `v:<hash>` | a pending verification code: `until\|attempts\|sends\|code hash\|seed` (hex) |
+//! | `s:<hash>` | a sealed fallback record (`records`): `until\|sealed bytes` (hex) |
+//! | `k:<hash>` | a cached Lookup answer (`records`): `until\|answer` |
 //!
 //! Times in values are Unix milliseconds, except the GCRA's nanoseconds.
 //!
@@ -46,6 +48,7 @@
 //! made again on the next call.
 
 mod fraud;
+mod records;
 
 use std::future::Future;
 use std::sync::LazyLock;

@@ -71,6 +71,8 @@ pub struct Metrics {
     fraud: FraudMetrics,
     /// Per provider: requests, failovers, skips, circuits.
     providers: super::provider_metrics::ProviderMetrics,
+    /// Fallback calls (`telemetry::fallback_metrics`).
+    fallback: super::fallback_metrics::FallbackMetrics,
     /// What `/health/ready` last said, for an alert on a replica that stays
     /// out of the load balancer.
     ready: Gauge,
@@ -146,6 +148,7 @@ impl Metrics {
         let relay = super::relay_metrics::RelayMetrics::register(&mut registry);
         let fraud = FraudMetrics::register(&mut registry);
         let providers = super::provider_metrics::ProviderMetrics::register(&mut registry);
+        let fallback = super::fallback_metrics::FallbackMetrics::register(&mut registry);
         let ready = Gauge::default();
         registry.register(
             "ready",
@@ -166,6 +169,7 @@ impl Metrics {
             relay,
             fraud,
             providers,
+            fallback,
             spans_dropped,
             ready,
             store_errors,
@@ -280,11 +284,16 @@ impl Metrics {
         &self.providers
     }
 
-    /// The Prometheus text exposition.
+    /// A code spoken in a call instead of an SMS, by reason.
+    pub fn fallback(&self, reason: &'static str) {
+        self.fallback.fallback(reason);
+    }
+
     pub fn fraud(&self) -> &FraudMetrics {
         &self.fraud
     }
 
+    /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.

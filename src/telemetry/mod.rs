@@ -3,6 +3,7 @@
 //! or a whole phone number.
 
 pub mod export;
+pub mod fallback_metrics;
 pub mod fraud_metrics;
 pub mod logs;
 pub mod metrics;

@@ -38,6 +38,20 @@ pub struct Pair {
 /// The app with `[[providers]]` twilio (primary) then signalwire, and
 /// `extra` TOML appended (e.g. a `[failover]` or `[status_callback]`).
 pub async fn two_providers(extra: &str, secondary_timeout_ms: u64) -> Pair {
+    two_providers_with(false, extra, secondary_timeout_ms).await
+}
+
+/// As [`two_providers`]; with `calling`, each provider also has a caller id
+/// (its own sender), so calls (and SMS-to-voice fallback) can be placed.
+pub async fn two_providers_with(calling: bool, extra: &str, secondary_timeout_ms: u64) -> Pair {
+    let (primary_voice, secondary_voice) = if calling {
+        (
+            format!("voice_from = \"{FROM}\""),
+            format!("voice_from = \"{SW_FROM}\""),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let (primary, primary_url) = serve(SandboxConfig {
         account_sid: ACCOUNT_SID.into(),
         auth_token: AUTH_TOKEN.into(),
@@ -58,6 +72,7 @@ base_url = "{primary_url}"
 account_sid = "{ACCOUNT_SID}"
 auth_token = "{AUTH_TOKEN}"
 from = "{FROM}"
+{primary_voice}
 timeout_ms = 300
 verify_credentials_on_start = false
 
@@ -69,6 +84,7 @@ project_id = "{SIGNALWIRE_PROJECT_ID}"
 api_token = "{SW_TOKEN}"
 signing_key = "{SW_TOKEN}"
 from = "{SW_FROM}"
+{secondary_voice}
 timeout_ms = {secondary_timeout_ms}
 verify_credentials_on_start = false
 
@@ -336,4 +352,53 @@ async fn six_attempts_with_failover_in_between_send_one_message() {
     assert_eq!(creates(&p.primary).len(), 2);
     assert_eq!(creates(&p.secondary).len(), 1);
     assert_eq!(p.secondary.inbox().len(), 1);
+}
+
+/// SMS-to-voice fallback and failover together: a landline's call goes
+/// through the same provider walk as any send, and the ledger answers
+/// Kratos's retry with the call the secondary placed.
+#[tokio::test]
+async fn a_landline_call_fails_over_and_the_retry_is_answered_from_the_ledger() {
+    let p = two_providers_with(true, "", 2000).await;
+    p.primary.inject_fault(Fault::Status503, 1);
+    let landline = "+442071234567";
+    let mut sids = Vec::new();
+    for attempt in 0..3 {
+        let (status, body) = send(&p.app, landline, "482917").await;
+        assert_eq!(status, 200, "attempt {attempt}: {body}");
+        assert_eq!(body["channel"], "voice", "{body}");
+        assert_eq!(body["fallback"], true, "{body}");
+        assert_eq!(body["duplicate"].as_bool().unwrap_or(false), attempt > 0);
+        sids.push(body["sid"].clone());
+    }
+    assert!(sids.iter().all(|s| *s == sids[0]), "{sids:?}");
+    // The primary was asked for the call once (503), the secondary placed
+    // it from its own caller id; no provider got an SMS, and the retries
+    // sent nothing.
+    let primary = creates(&p.primary);
+    let secondary = creates(&p.secondary);
+    assert_eq!(primary.len(), 1, "{primary:?}");
+    assert_eq!(secondary.len(), 1, "{secondary:?}");
+    for (form, from) in [(&primary[0], FROM), (&secondary[0], SW_FROM)] {
+        let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(field("To"), Some(landline));
+        assert_eq!(field("From"), Some(from));
+        assert!(field("Body").is_none(), "no SMS: {form:?}");
+        assert!(
+            field("Twiml").is_some_and(|t| t.contains("4, 8, 2, 9, 1, 7")),
+            "{form:?}"
+        );
+    }
+    let calls = p.secondary.inbox();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(sids[0], json!(calls[0].sid));
+    let text = metrics(&p.app).await;
+    assert!(
+        text.contains(r#"phone_courier_provider_failovers_total{from="twilio",channel="voice"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"phone_courier_fallback_calls_total{reason="landline"} 1"#),
+        "{text}"
+    );
 }

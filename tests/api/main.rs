@@ -8,6 +8,7 @@ mod abuse;
 mod client_address;
 mod exactly_once;
 mod failover;
+mod fallback;
 mod fraud;
 mod health;
 mod observability;

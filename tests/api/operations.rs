@@ -152,6 +152,11 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exposed_after_traffic(
         send(&client, &base, &login_message("+14155550123", "444444")).await,
         429
     );
+    // A landline: its code is spoken in a call (the fallback counter).
+    assert_eq!(
+        send(&client, &base, &login_message("+442071234567", "666666")).await,
+        200
+    );
     sandbox.inject_fault(Fault::Status503, 1);
     assert_eq!(
         send(&client, &base, &login_message("+447400123456", "555555")).await,

@@ -55,6 +55,8 @@ async fn messaging_service_replaces_from() {
             "PHONE_COURIER__TWILIO__MESSAGING_SERVICE_SID".into(),
             "MG0123456789abcdef0123456789abcdef".into(),
         );
+        // No caller id: the default fallback turns itself off (a warning
+        // at start), and the set-up still starts.
     })
     .await;
     let response = app.post_json("/v1/sms", &sms_message("+14155550123")).await;
@@ -201,6 +203,8 @@ async fn voice_preference_falls_back_to_sms_when_no_caller_id() {
             "PHONE_COURIER__TWILIO__MESSAGING_SERVICE_SID".into(),
             "MG0123456789abcdef0123456789abcdef".into(),
         );
+        // No caller id: the default fallback turns itself off (a warning
+        // at start), and the set-up still starts.
     })
     .await;
     let mut m = fixture_json("login");

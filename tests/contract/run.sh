@@ -348,7 +348,7 @@ check_contains "GET /v1/sms: Allow names POST" "$(header Allow)" "POST"
 # ---------------------------------------------------------------------------
 
 i=0
-for pair in 1:21211 2:21612 3:21408 4:21610 9:21614; do
+for pair in 1:21211 2:21612 3:21408 4:21610; do
   to=+1500555000${pair%%:*}
   i=$((i + 1))
   message "$to" "20030$i"
@@ -356,6 +356,31 @@ for pair in 1:21211 2:21612 3:21408 4:21610 9:21614; do
   expect_error "To $to: 422 recipient_unreachable" 422 recipient_unreachable
   check "To $to: provider_code ${pair#*:}" "$(json "$WORK/body" error.provider_code)" "${pair#*:}"
 done
+
+# ---------------------------------------------------------------------------
+# Fallback to voice (fallback.voice_on): a code SMS cannot carry is spoken
+# ---------------------------------------------------------------------------
+
+# Twilio's 21614 test number ("not a mobile number"): one Messages request
+# refused, then the call, in the same request; Kratos's retry sends nothing.
+message +15005550009 400401
+send /v1/sms "$WORK/message.json"
+expect_accepted "21614: 200 accepted, voice, CA sid" voice CA
+check "21614: fallback true" "$(json "$WORK/body" fallback)" "true"
+FIRST_SID=$SID
+check "21614: Twilio got the call To" "$(inbox "$SID" to)" "+15005550009"
+check_contains "21614: the call speaks the code" "$(inbox "$SID" spoken_text)" "4, 0, 0, 4, 0, 1"
+send /v1/sms "$WORK/message.json"
+check "21614, Kratos's retry: the same call, duplicate" \
+  "$STATUS $(json "$WORK/body" sid) $(json "$WORK/body" duplicate) $(json "$WORK/body" fallback)" "200 $FIRST_SID true true"
+
+# A London landline (FIXED_LINE): called at once, no SMS tried.
+message +442071234567 400402
+send /v1/sms "$WORK/message.json"
+expect_accepted "landline: 200 accepted, voice, CA sid" voice CA
+check "landline: fallback true" "$(json "$WORK/body" fallback)" "true"
+check "landline: Twilio got the call To" "$(inbox "$SID" to)" "+442071234567"
+check_contains "landline: the call speaks the code" "$(inbox "$SID" spoken_text)" "4, 0, 0, 4, 0, 2"
 
 # Twilio's sender test numbers: a service configured with such a From is
 # misconfigured (502, fix it) or its sender queue is full (503, retry). Each

@@ -1,0 +1,139 @@
+//! Two short-lived records behind issue #14's features, in the store so
+//! that every replica sees them:
+//!
+//! - a **fallback record** per SMS sent (`stash_*`): sealed bytes (see
+//!   `delivery::fallback`) that say how to speak the code in a call, kept
+//!   only until the code expires, and *taken* (read and removed at once) by
+//!   the status callback that places the fallback call — so of two copies
+//!   of a callback, on one replica or two, exactly one finds it;
+//! - a **cached Lookup answer** per number and data package (`lookup_*`):
+//!   a short text such as `landline`, kept for the configured time.
+//!
+//! Keys are keyed hashes ([`super::Keys::record_key`]); neither value holds
+//! a number or a code in the clear. This file holds the memory backend and
+//! the dispatch; `redis/records.rs` the Redis one.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::memory::{Expiring, MemoryStore};
+use super::{RecordKey, Store, StoreError, UnixMs};
+
+/// The memory backend's records, bounded like the ledger.
+pub struct MemoryRecords {
+    stash: Mutex<Expiring<RecordKey, Vec<u8>>>,
+    lookups: Mutex<Expiring<RecordKey, String>>,
+}
+
+impl MemoryRecords {
+    pub(super) fn new(max_entries: usize) -> Self {
+        MemoryRecords {
+            stash: Mutex::new(Expiring::new(max_entries)),
+            lookups: Mutex::new(Expiring::new(max_entries)),
+        }
+    }
+
+    pub(super) fn prune(&self, now: UnixMs) {
+        lock(&self.stash).prune(now);
+        lock(&self.lookups).prune(now);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long a record lives from `now` to `until` (at least a millisecond).
+pub(super) fn keep(now: UnixMs, until: UnixMs) -> Duration {
+    Duration::from_millis(until.saturating_sub(now).max(1))
+}
+
+impl MemoryStore {
+    pub async fn stash_put(
+        &self,
+        key: &RecordKey,
+        sealed: &[u8],
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<(), StoreError> {
+        let mut stash = lock(&self.records().stash);
+        stash.insert(*key, sealed.to_vec(), now, keep(now, until));
+        Ok(())
+    }
+
+    pub async fn stash_take(
+        &self,
+        key: &RecordKey,
+        now: UnixMs,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut stash = lock(&self.records().stash);
+        let found = stash.get(key, now).cloned();
+        stash.remove(key);
+        Ok(found)
+    }
+
+    pub async fn lookup_get(
+        &self,
+        key: &RecordKey,
+        now: UnixMs,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(lock(&self.records().lookups).get(key, now).cloned())
+    }
+
+    pub async fn lookup_put(
+        &self,
+        key: &RecordKey,
+        value: &str,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<(), StoreError> {
+        let mut lookups = lock(&self.records().lookups);
+        lookups.insert(*key, value.to_owned(), now, keep(now, until));
+        Ok(())
+    }
+}
+
+/// Dispatch, with the local fallback of `store.redis.on_error = "local"`
+/// like every other record.
+impl Store {
+    /// Keep an SMS's sealed fallback record until `until` (the code's end).
+    pub async fn stash_put(
+        &self,
+        key: &RecordKey,
+        sealed: &[u8],
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.stash_put(key, sealed, now, until))
+    }
+
+    /// Read and remove an SMS's fallback record, atomically: `None` if there
+    /// is none, it expired, or another caller took it first.
+    pub async fn stash_take(
+        &self,
+        key: &RecordKey,
+        now: UnixMs,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self.stash_take(key, now))
+    }
+
+    /// A cached Lookup answer, if one lives at `now`.
+    pub async fn lookup_get(
+        &self,
+        key: &RecordKey,
+        now: UnixMs,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self.lookup_get(key, now))
+    }
+
+    /// Cache a Lookup answer until `until`.
+    pub async fn lookup_put(
+        &self,
+        key: &RecordKey,
+        value: &str,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.lookup_put(key, value, now, until))
+    }
+}
