@@ -1,6 +1,8 @@
 //! `serve --dev` as a newcomer runs it: the banner's relay line makes the
 //! built-in sandbox text a code to the dev number, and the demo route fans
-//! it out to a phone and to the Slack stand-in, both in the inbox.
+//! it out to a phone and to the Slack stand-in, both in the inbox. And
+//! `serve --dev --failover`: what each of its two sandboxes received, what
+//! Kratos was told and what `/metrics` counted.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -122,5 +124,176 @@ async fn the_demo_route_relays_a_code_to_a_phone_and_slack() {
             .await
             .unwrap();
         assert!(page.contains("Slack demo") && page.contains("482917"));
+    }
+}
+
+/// The address in the first `http://ADDR/` of `line`.
+fn addr_in(line: &str) -> String {
+    let rest = &line[line.find("http://").expect("a URL") + "http://".len()..];
+    rest.split('/').next().unwrap().to_owned()
+}
+
+async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The create requests a sandbox received, oldest first: the status it
+/// answered and the form it was sent.
+async fn creates(client: &reqwest::Client, sandbox: &str) -> Vec<(u64, Vec<(String, String)>)> {
+    let requests = get_json(client, format!("http://{sandbox}/requests.json")).await;
+    requests["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] == "POST")
+        .map(|r| {
+            let form = serde_json::from_value(r["form"].clone()).unwrap();
+            (r["answered_status"].as_u64().unwrap(), form)
+        })
+        .collect()
+}
+
+fn sms_form(to: &str, code: &str, callback: &str) -> Vec<(String, String)> {
+    [
+        ("To", to),
+        ("From", "+15005550006"),
+        ("Body", &format!("Your login code is: {code}")),
+        ("StatusCallback", callback),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+#[tokio::test]
+async fn failover_mode_passes_every_other_message_to_the_signalwire_sandbox() {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_kratos-phone-courier"))
+            .args(["serve", "--dev", "--failover"])
+            .env_clear()
+            .env("PHONE_COURIER__SERVER__LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = lines(child.0.stdout.take().unwrap());
+    let mut banner = String::new();
+    let mut api = None;
+    let mut inboxes = Vec::new();
+    // The metrics line ends the part of the banner this test reads.
+    loop {
+        let line = stdout
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the banner:\n{banner}"));
+        banner.push_str(&line);
+        banner.push('\n');
+        let line = line.trim();
+        if line.starts_with("API:") {
+            api = Some(addr_in(line));
+        } else if line.starts_with("Inbox:") {
+            inboxes.push(addr_in(line));
+        } else if line.starts_with("Metrics:") {
+            break;
+        }
+    }
+    let api = api.unwrap_or_else(|| panic!("an API line:\n{banner}"));
+    let [primary, secondary] =
+        <[String; 2]>::try_from(inboxes).unwrap_or_else(|_| panic!("two inboxes:\n{banner}"));
+    assert!(
+        banner.contains("answers every other request with a 503"),
+        "{banner}"
+    );
+
+    let client = reqwest::Client::new();
+    // Each in a block of its own: limits.sms.prefix stays out of the way.
+    let sends = [
+        ("+14155550101", "100001"),
+        ("+14155551102", "100002"),
+        ("+14155552103", "100003"),
+        ("+14155553104", "100004"),
+    ];
+    let mut sids = Vec::new();
+    for (to, code) in sends {
+        let answer = client
+            .post(format!("http://{api}/v1/sms"))
+            .json(&serde_json::json!({
+                "recipient": to,
+                "body": format!("Your login code is: {code}"),
+                "template_type": "login_code_valid",
+                "template_data": {"login_code": code},
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        sids.push(body["sid"].as_str().unwrap().to_owned());
+    }
+
+    // The primary fails the 1st and 3rd create (503, Twilio's error body)
+    // and takes the 2nd and 4th; the secondary carries the 1st and 3rd.
+    let twilio_cb = format!("http://{api}/v1/twilio/status");
+    let signalwire_cb = format!("http://{api}/v1/signalwire/status");
+    let form = |i: usize, cb: &str| sms_form(sends[i].0, sends[i].1, cb);
+    assert_eq!(
+        creates(&client, &primary).await,
+        vec![
+            (503, form(0, &twilio_cb)),
+            (201, form(1, &twilio_cb)),
+            (503, form(2, &twilio_cb)),
+            (201, form(3, &twilio_cb)),
+        ]
+    );
+    assert_eq!(
+        creates(&client, &secondary).await,
+        vec![
+            (201, form(0, &signalwire_cb)),
+            (201, form(2, &signalwire_cb))
+        ]
+    );
+    // Each message accepted once in total, under the sid Kratos was given.
+    let inbox = |sandbox: String| {
+        let client = client.clone();
+        async move {
+            let inbox = get_json(&client, format!("http://{sandbox}/inbox.json")).await;
+            let mut got: Vec<(String, String)> = inbox["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        m["to"].as_str().unwrap().to_owned(),
+                        m["sid"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            got.sort();
+            got
+        }
+    };
+    let pair = |i: usize| (sends[i].0.to_owned(), sids[i].clone());
+    assert_eq!(inbox(primary.clone()).await, vec![pair(1), pair(3)]);
+    assert_eq!(inbox(secondary.clone()).await, vec![pair(0), pair(2)]);
+    assert!(sids[1].starts_with("SM"), "a Twilio sid: {}", sids[1]);
+    assert_eq!(sids[0].len(), 36, "a SignalWire sid is a UUID: {}", sids[0]);
+
+    let metrics = client
+        .get(format!("http://{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"phone_courier_provider_failovers_total{from="twilio",channel="sms"} 2"#,
+        r#"phone_courier_provider_failovers_total{from="signalwire",channel="sms"} 0"#,
+        r#"phone_courier_provider_requests_total{provider="twilio",channel="sms",outcome="transient"} 2"#,
+        r#"phone_courier_provider_requests_total{provider="twilio",channel="sms",outcome="accepted"} 2"#,
+        r#"phone_courier_provider_requests_total{provider="signalwire",channel="sms",outcome="accepted"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
 }

@@ -8,7 +8,9 @@
 # walks the public API the way Kratos and an operator see it: what the caller
 # gets back (status, error code, headers) and what Twilio received (the
 # sandbox inbox). It doubles as a readable description of the API; see the
-# README for the error code table.
+# README for the error code table. Near the end a second sandbox
+# (`--flavor signalwire`) and a service with both as `[[providers]]` show
+# failover, and SignalWire's signed status callbacks.
 #
 # Every case that reaches Twilio uses its own recipient (+1415555xxxx) so that
 # per-recipient rate limits and deduplication of identical messages cannot
@@ -492,6 +494,161 @@ fault redirect
 message +14155550307 300307
 send /v1/sms "$WORK/message.json"
 expect_error "Twilio fault redirect: 502 provider_configuration" 502 provider_configuration
+
+# ---------------------------------------------------------------------------
+# Two providers: the sandbox above as the Twilio primary, a second sandbox
+# playing a SignalWire space as the secondary. Another service instance runs
+# with them as [[providers]] (a configuration file: a list cannot be written
+# in environment variables), on its own port.
+# ---------------------------------------------------------------------------
+
+SW_ADDR=127.0.0.1:$(free_port)
+SW_TOKEN=contract-signalwire-token
+SW_SIGNING_KEY=contract-signalwire-signing-key
+SW_PROJECT=5a1e0000-5a1e-4000-8000-000000000001
+SW_FROM=+15005550009
+# The sandbox signs its own status callbacks with its API token; the service
+# is given another signing key, so the sandbox's callbacks are refused and
+# only the signed cases below count.
+"$SANDBOX" --listen "$SW_ADDR" --flavor signalwire --auth-token "$SW_TOKEN" \
+  >"$WORK/sandbox-signalwire.log" 2>&1 &
+PIDS+=($!)
+
+cat >"$WORK/providers.toml" <<EOF
+[[providers]]
+name = "twilio"
+kind = "twilio"
+base_url = "http://$SANDBOX_ADDR"
+account_sid = "$ACCOUNT_SID"
+auth_token = "$AUTH_TOKEN"
+from = "$FROM"
+timeout_ms = 1000
+verify_credentials_on_start = false
+
+[[providers]]
+name = "signalwire"
+kind = "signalwire"
+space_url = "http://$SW_ADDR"
+project_id = "$SW_PROJECT"
+api_token = "$SW_TOKEN"
+signing_key = "$SW_SIGNING_KEY"
+from = "$SW_FROM"
+timeout_ms = 1000
+verify_credentials_on_start = true
+EOF
+
+# sw_inbox SID FIELD: FIELD of the SignalWire sandbox's inbox entry.
+sw_inbox() {
+  SANDBOX_ADDR=$SW_ADDR inbox "$1" "$2"
+}
+
+# inbox_count ADDR TO: how many messages the sandbox at ADDR accepted for TO.
+inbox_count() {
+  curl -s --max-time 5 "http://$1/inbox.json" >"$WORK/inbox-count.json"
+  python3 - "$WORK/inbox-count.json" "$2" <<'PY'
+import json, sys
+print(sum(1 for e in json.load(open(sys.argv[1]))["messages"] if e["to"] == sys.argv[2]))
+PY
+}
+
+# sw_signature URL KEY FORM: Twilio's algorithm (HMAC-SHA1 over the URL and
+# the sorted parameters, base64), with which SignalWire signs.
+sw_signature() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import base64, hashlib, hmac, sys, urllib.parse
+url, key, form = sys.argv[1:4]
+data = url + "".join(k + v for k, v in sorted(urllib.parse.parse_qsl(form)))
+print(base64.b64encode(hmac.new(key.encode(), data.encode(), hashlib.sha1).digest()).decode())
+PY
+}
+
+MAIN_ADDR=$COURIER_ADDR
+COURIER_ADDR=127.0.0.1:$(free_port)
+env -i PATH="$PATH" HOME="$WORK" \
+  PHONE_COURIER__SERVER__LISTEN="$COURIER_ADDR" \
+  PHONE_COURIER__SERVER__DRAIN_MS=0 \
+  PHONE_COURIER__AUTH__BASIC__USERNAME="$USER_NAME" \
+  PHONE_COURIER__AUTH__BASIC__PASSWORD="$PASSWORD" \
+  PHONE_COURIER__LIMITS__ENABLED=false \
+  PHONE_COURIER__STATUS_CALLBACK__PUBLIC_URL="http://$COURIER_ADDR" \
+  "$COURIER" --config "$WORK/providers.toml" serve >"$WORK/courier-providers.log" 2>&1 &
+PROVIDERS_PID=$!
+PIDS+=("$PROVIDERS_PID")
+
+if wait_ready "http://$SW_ADDR/health" && wait_ready "http://$COURIER_ADDR/health/ready"; then
+  call GET /health/ready
+  check "two providers: /health/ready lists both in order, SignalWire's credentials verified" \
+    "$STATUS $(json "$WORK/body" providers.0.name) $(json "$WORK/body" providers.1.name) $(json "$WORK/body" providers.1.kind) $(json "$WORK/body" providers.1.credentials)" \
+    "200 twilio signalwire signalwire verified"
+
+  message +14155550501 500501
+  send /v1/sms "$WORK/message.json"
+  expect_accepted "both providers healthy: the primary carries it (SM sid)" sms SM
+  check "both providers healthy: the secondary got nothing" "$(inbox_count "$SW_ADDR" +14155550501)" 0
+
+  fault 503
+  message +14155550502 500502
+  send /v1/sms "$WORK/message.json"
+  SID=$(json "$WORK/body" sid)
+  SW_SID=$SID
+  check "primary answers 503: 200 accepted with the secondary's UUID sid" \
+    "$STATUS $(json "$WORK/body" status) ${#SID}" "200 accepted 36"
+  check "primary answers 503: SignalWire got To" "$(sw_inbox "$SID" to)" +14155550502
+  check "primary answers 503: SignalWire got its own From" "$(sw_inbox "$SID" from)" "$SW_FROM"
+  check "primary answers 503: SignalWire got the body" "$(sw_inbox "$SID" body)" "Your login code is: 500502"
+  check "primary answers 503: one message in total, none at the primary" \
+    "$(inbox_count "$SANDBOX_ADDR" +14155550502) $(inbox_count "$SW_ADDR" +14155550502)" "0 1"
+  send /v1/sms "$WORK/message.json"
+  check "Kratos retries after the failover: the same sid, still one message" \
+    "$STATUS $(json "$WORK/body" sid) $(inbox_count "$SANDBOX_ADDR" +14155550502) $(inbox_count "$SW_ADDR" +14155550502)" \
+    "200 $SID 0 1"
+
+  message +15005550001 500503
+  send /v1/sms "$WORK/message.json"
+  expect_error "recipient refused by the primary (21211): 422, no failover" 422 recipient_unreachable
+  check "recipient refused by the primary: the secondary got nothing" "$(inbox_count "$SW_ADDR" +15005550001)" 0
+
+  # The sandbox's standing fault (serve --dev --failover's primary): every
+  # other create request fails, the next one first.
+  curl -s -o /dev/null --max-time 5 -X POST -H 'Content-Type: application/json' \
+    --data '{"fault":"503","every":2}' "http://$SANDBOX_ADDR/sandbox/faults"
+  lengths=""
+  for k in 4 5 6 7; do
+    message "+1415555050$k" "50050$k"
+    send /v1/sms "$WORK/message.json"
+    SID=$(json "$WORK/body" sid)
+    lengths="$lengths $STATUS:${#SID}"
+  done
+  curl -s -o /dev/null --max-time 5 -X DELETE "http://$SANDBOX_ADDR/sandbox/faults"
+  check "primary failing every other request: SignalWire (36-char sid), Twilio (34), SignalWire, Twilio" \
+    "$lengths" " 200:36 200:34 200:36 200:34"
+
+  call GET /metrics -u "$USER_NAME:$PASSWORD"
+  check_contains "metrics: three failovers from twilio" "$(cat "$WORK/body")" \
+    'phone_courier_provider_failovers_total{from="twilio",channel="sms"} 3'
+  check_contains "metrics: three messages carried by signalwire" "$(cat "$WORK/body")" \
+    'phone_courier_provider_requests_total{provider="signalwire",channel="sms",outcome="accepted"} 3'
+
+  callback="MessageSid=$SW_SID&MessageStatus=delivered&To=%2B14155550502&From=%2B15005550009"
+  url="http://$COURIER_ADDR/v1/signalwire/status"
+  call POST /v1/signalwire/status -H 'Content-Type: application/x-www-form-urlencoded' \
+    -H "X-SignalWire-Signature: $(sw_signature "$url" "$SW_SIGNING_KEY" "$callback")" --data "$callback"
+  check "SignalWire status callback signed with the signing key: 204" "$STATUS" 204
+  call POST /v1/signalwire/status -H 'Content-Type: application/x-www-form-urlencoded' \
+    -H "X-Twilio-Signature: $(sw_signature "$url" "$SW_SIGNING_KEY" "$callback")" --data "$callback"
+  check "SignalWire status callback, X-Twilio-Signature as the alias: 204" "$STATUS" 204
+  call POST /v1/signalwire/status -H 'Content-Type: application/x-www-form-urlencoded' \
+    -H "X-SignalWire-Signature: $(sw_signature "$url" not-the-signing-key "$callback")" --data "$callback"
+  expect_error "SignalWire status callback signed with another key: 403 invalid_signature" 403 invalid_signature
+  call POST /v1/signalwire/status -H 'Content-Type: application/x-www-form-urlencoded' \
+    -H "X-SignalWire-Signature: $(sw_signature "$url" "$SW_SIGNING_KEY" "$callback")" \
+    --data "${callback/delivered/failed}"
+  expect_error "SignalWire status callback changed after signing: 403 invalid_signature" 403 invalid_signature
+else
+  fail "service with two providers starts" "not ready"
+fi
+stop "$PROVIDERS_PID"
+COURIER_ADDR=$MAIN_ADDR
 
 # ---------------------------------------------------------------------------
 # Configuration errors stop the service before it starts

@@ -19,6 +19,10 @@ struct FaultRequest {
     fault: String,
     #[serde(default = "one")]
     count: usize,
+    /// Instead of `count`: a standing fault for one create request in
+    /// every this many, until `DELETE /sandbox/faults` (`twilio` target only).
+    #[serde(default)]
+    every: Option<usize>,
     /// `twilio` (the default): the Messages/Calls API; `hooks`: the Slack
     /// stand-in and the webhook receiver.
     #[serde(default)]
@@ -32,7 +36,8 @@ fn one() -> usize {
     1
 }
 
-/// `POST /sandbox/faults` with `{"fault":"503","count":3}`.
+/// `POST /sandbox/faults` with `{"fault":"503","count":3}`, or
+/// `{"fault":"503","every":2}` for a standing fault.
 pub(crate) async fn queue_fault(state: &State, request: Request<Incoming>) -> Answer {
     let bytes = match Limited::new(request.into_body(), MAX_BODY_BYTES)
         .collect()
@@ -51,11 +56,17 @@ pub(crate) async fn queue_fault(state: &State, request: Request<Incoming>) -> An
     };
     match parsed.fault.parse::<Fault>() {
         Ok(fault) => {
-            info!(fault = %fault, count = parsed.count, "fault queued");
-            match parsed.target.as_deref() {
-                None | Some("twilio") => state.faults.push(fault, parsed.count),
-                Some("hooks") => state.hook_faults.push(parsed.name, fault, parsed.count),
-                Some(_) => {
+            info!(fault = %fault, count = parsed.count, every = parsed.every, "fault queued");
+            match (parsed.target.as_deref(), parsed.every) {
+                (None | Some("twilio"), Some(period)) => state.faults.set_every(fault, period),
+                (None | Some("twilio"), None) => state.faults.push(fault, parsed.count),
+                (Some("hooks"), Some(_)) => {
+                    return error(&TwilioError::invalid_parameter(
+                        "every applies to the twilio target only",
+                    ))
+                }
+                (Some("hooks"), None) => state.hook_faults.push(parsed.name, fault, parsed.count),
+                (Some(_), _) => {
                     return error(&TwilioError::invalid_parameter(
                         "target must be \"twilio\" or \"hooks\"",
                     ))

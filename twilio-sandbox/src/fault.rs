@@ -15,7 +15,7 @@ use std::time::Duration;
 /// `undelivered=CODE`.
 ///
 /// Faults apply to create requests only; listing (`GET .../Messages.json`)
-/// neither takes a header fault nor consumes a queued one.
+/// neither takes a header fault nor consumes a queued or standing one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// Wait, then answer normally.
@@ -109,10 +109,24 @@ impl fmt::Display for Fault {
     }
 }
 
-/// Faults queued for the next create requests, each with a remaining count.
+/// Faults queued for the next create requests, each with a remaining count,
+/// and at most one standing fault that keeps recurring.
 #[derive(Debug, Default)]
 pub(crate) struct FaultQueue {
     queue: Mutex<VecDeque<(Fault, usize)>>,
+    every: Mutex<Option<Every>>,
+}
+
+/// A fault that recurs instead of running out: of the create requests the
+/// queue leaves alone, the 1st, the `period + 1`th, the `2 * period + 1`th…
+/// get it. `serve --dev --failover` runs a primary that fails every other
+/// request this way, so both failover and plain success show.
+#[derive(Debug)]
+struct Every {
+    fault: Fault,
+    period: usize,
+    /// Requests counted so far.
+    seen: usize,
 }
 
 impl FaultQueue {
@@ -123,20 +137,48 @@ impl FaultQueue {
         self.lock().push_back((fault, count));
     }
 
-    /// The fault for the next create request, if any is queued.
-    pub(crate) fn take(&self) -> Option<Fault> {
-        let mut queue = self.lock();
-        let (fault, remaining) = queue.front_mut()?;
-        let fault = fault.clone();
-        *remaining -= 1;
-        if *remaining == 0 {
-            queue.pop_front();
-        }
-        Some(fault)
+    /// From now on, one create request in every `period` gets `fault`,
+    /// starting with the next one the queue leaves alone; replaces any
+    /// standing fault. A period of 0 removes it.
+    pub(crate) fn set_every(&self, fault: Fault, period: usize) {
+        *self.lock_every() = (period > 0).then_some(Every {
+            fault,
+            period,
+            seen: 0,
+        });
     }
 
+    /// The fault for the next create request: a queued one first, else the
+    /// standing one when its turn has come.
+    pub(crate) fn take(&self) -> Option<Fault> {
+        {
+            let mut queue = self.lock();
+            if let Some((fault, remaining)) = queue.front_mut() {
+                let fault = fault.clone();
+                *remaining -= 1;
+                if *remaining == 0 {
+                    queue.pop_front();
+                }
+                return Some(fault);
+            }
+        }
+        let mut every = self.lock_every();
+        let every = every.as_mut()?;
+        let due = every.seen % every.period == 0;
+        every.seen = every.seen.wrapping_add(1);
+        due.then(|| every.fault.clone())
+    }
+
+    /// Forget the queued faults and the standing one.
     pub(crate) fn clear(&self) {
         self.lock().clear();
+        *self.lock_every() = None;
+    }
+
+    fn lock_every(&self) -> std::sync::MutexGuard<'_, Option<Every>> {
+        self.every
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Fault, usize)>> {
@@ -197,6 +239,35 @@ mod tests {
         assert_eq!(queue.take(), None);
         queue.push(Fault::Redirect, 5);
         queue.clear();
+        assert_eq!(queue.take(), None);
+    }
+
+    #[test]
+    fn a_standing_fault_recurs_after_the_queue() {
+        let queue = FaultQueue::default();
+        queue.set_every(Fault::Status503, 2);
+        queue.push(Fault::NotJson, 1);
+        assert_eq!(queue.take(), Some(Fault::NotJson));
+        let taken: Vec<_> = (0..5).map(|_| queue.take()).collect();
+        assert_eq!(
+            taken,
+            [
+                Some(Fault::Status503),
+                None,
+                Some(Fault::Status503),
+                None,
+                Some(Fault::Status503)
+            ]
+        );
+        queue.set_every(Fault::Status500, 3);
+        let taken: Vec<_> = (0..4).map(|_| queue.take()).collect();
+        assert_eq!(
+            taken,
+            [Some(Fault::Status500), None, None, Some(Fault::Status500)]
+        );
+        queue.clear();
+        assert_eq!(queue.take(), None);
+        queue.set_every(Fault::Status503, 0);
         assert_eq!(queue.take(), None);
     }
 }

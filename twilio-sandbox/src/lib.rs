@@ -229,7 +229,15 @@ impl Sandbox {
         self.state.faults.push(fault, count);
     }
 
-    /// Forget all queued faults.
+    /// From now on, one create request in every `period` gets this fault
+    /// (the next one first, after any queued), until cleared: `period` 2
+    /// fails every other request. Replaces an earlier standing fault; a
+    /// period of 0 removes it.
+    pub fn fail_every(&self, fault: Fault, period: usize) {
+        self.state.faults.set_every(fault, period);
+    }
+
+    /// Forget all queued faults and the standing one.
     pub fn clear_faults(&self) {
         self.state.faults.clear();
     }

@@ -695,6 +695,77 @@ async fn queued_faults_honour_their_count() {
 }
 
 #[tokio::test]
+async fn a_standing_fault_fails_every_other_create_until_cleared() {
+    let h = Harness::start().await;
+    let standing = h
+        .client
+        .post(h.url("/sandbox/faults"))
+        .body(r#"{"fault":"503","every":2}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(standing.status(), 204);
+    let form = [
+        ("To", "+1"),
+        ("From", "+2"),
+        ("Url", "https://example.com/twiml"),
+    ];
+    // Messages and calls share the turn: 503, 201, 503, 201.
+    twilio_error(h.send_sms(SMS).await, 503, 20503).await;
+    assert_eq!(h.send_sms(SMS).await.status(), 201);
+    twilio_error(
+        h.form_request(&h.calls(), &form)
+            .send()
+            .await
+            .expect("send"),
+        503,
+        20503,
+    )
+    .await;
+    assert_eq!(
+        h.form_request(&h.calls(), &form)
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        201
+    );
+    // Listing takes no turn.
+    let list = h
+        .client
+        .get(h.messages())
+        .basic_auth(SID, Some(TOKEN))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(list.status(), 200);
+    twilio_error(h.send_sms(SMS).await, 503, 20503).await;
+    assert_eq!(h.sandbox.inbox().len(), 2);
+
+    // Not for the relay stand-ins, which have no turn to take.
+    let refused = h
+        .client
+        .post(h.url("/sandbox/faults"))
+        .body(r#"{"fault":"503","every":2,"target":"hooks"}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 400);
+
+    let cleared = h
+        .client
+        .delete(h.url("/sandbox/faults"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(cleared.status(), 204);
+    for _ in 0..3 {
+        assert_eq!(h.send_sms(SMS).await.status(), 201);
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn account_fetch_checks_credentials() {
     let h = Harness::start().await;
     let url = h.url(&format!("/2010-04-01/Accounts/{SID}.json"));

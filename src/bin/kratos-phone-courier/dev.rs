@@ -1,6 +1,11 @@
 //! `serve --dev`: the service and a Twilio sandbox in one process, so a
 //! first run needs no Twilio account. Authentication is off and every send
 //! lands in the sandbox's inbox.
+//!
+//! `serve --dev --failover` runs two sandboxes as `[[providers]]`: a
+//! Twilio-flavor primary that answers every other create request with a
+//! 503, and a SignalWire-flavor secondary, so failover can be watched in the
+//! two inbox pages and in `/metrics` without an outage of one's own.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,12 +13,23 @@ use std::net::SocketAddr;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 
-use kratos_phone_courier::config::{ConfigError, RouteSettings, Settings, Sources, StringList};
+use kratos_phone_courier::config::{
+    ConfigError, ProviderSettings, RouteSettings, Settings, Sources, StringList, TWILIO_API,
+};
 use kratos_phone_courier::startup::{self, StartupError};
-use twilio_sandbox::{Sandbox, SandboxConfig};
+use twilio_sandbox::{Fault, Sandbox, SandboxConfig};
 
 /// The sandbox's preferred port; a free one is used when it is taken.
 pub const SANDBOX_PORT: u16 = 4471;
+/// The secondary sandbox's preferred port (`--failover`).
+pub const SECONDARY_PORT: u16 = 4472;
+/// With `--failover`, the primary fails one create request in this many
+/// (the first, the third…): every other send shows a failover, and the
+/// primary's circuit never opens (no two failures in a row).
+pub const PRIMARY_FAILS_EVERY: usize = 2;
+/// The providers' names in `--failover`: the labels in metrics and logs.
+pub const PRIMARY_NAME: &str = "twilio";
+pub const SECONDARY_NAME: &str = "signalwire";
 /// The sender used in dev mode: Twilio's magic "valid From" test number.
 pub const DEV_FROM: &str = "+15005550006";
 /// The demo relay route's sender ("GitHub" texting the shared number).
@@ -31,20 +47,37 @@ pub enum DevError {
     SandboxBind(std::io::Error),
 }
 
-/// Run the service against an in-process sandbox until `shutdown`.
-pub async fn run(sources: Sources, shutdown: impl Future<Output = ()>) -> Result<(), DevError> {
-    let mut settings = Settings::load(&sources)?;
-    let sandbox_listener = match TcpListener::bind(("127.0.0.1", SANDBOX_PORT)).await {
+/// A loopback listener on `port`, or on a free one when it is taken.
+async fn bind_loopback(port: u16) -> Result<(TcpListener, SocketAddr), DevError> {
+    let listener = match TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => l,
         Err(_) => TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(DevError::SandboxBind)?,
     };
-    let sandbox_addr = sandbox_listener
-        .local_addr()
-        .map_err(DevError::SandboxBind)?;
+    let addr = listener.local_addr().map_err(DevError::SandboxBind)?;
+    Ok((listener, addr))
+}
+
+/// Run the service against an in-process sandbox (two with `failover`)
+/// until `shutdown`.
+pub async fn run(
+    sources: Sources,
+    failover: bool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DevError> {
+    let mut settings = Settings::load(&sources)?;
+    let (sandbox_listener, sandbox_addr) = bind_loopback(SANDBOX_PORT).await?;
     let sandbox_config = SandboxConfig::default();
     apply_dev_overrides(&mut settings, &sandbox_config, sandbox_addr);
+    let secondary = if failover {
+        let (listener, addr) = bind_loopback(SECONDARY_PORT).await?;
+        let config = SandboxConfig::signalwire();
+        apply_failover(&mut settings, &config, addr);
+        Some((Sandbox::new(config), listener, addr))
+    } else {
+        None
+    };
     // Bind the API first so the sandbox's delivery-status callbacks can be
     // pointed at it: the whole loop runs in dev mode too.
     let listen: SocketAddr = settings
@@ -74,28 +107,45 @@ pub async fn run(sources: Sources, shutdown: impl Future<Output = ()>) -> Result
 
     let sandbox = Sandbox::new(sandbox_config);
     sandbox.set_inbound_url(inbound_url);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
-    let sandbox_task = tokio::spawn({
-        let sandbox = sandbox.clone();
-        async move {
-            sandbox
-                .serve(sandbox_listener, async move {
-                    let _ = stop_rx.changed().await;
-                })
-                .await
-        }
+    if secondary.is_some() {
+        sandbox.fail_every(Fault::Status503, PRIMARY_FAILS_EVERY);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let mut tasks = vec![spawn_sandbox(sandbox, sandbox_listener, stop_rx.clone())];
+    let secondary_addr = secondary.map(|(sandbox, listener, addr)| {
+        tasks.push(spawn_sandbox(sandbox, listener, stop_rx));
+        addr
     });
 
-    println!("{}", banner(api, sandbox_addr));
+    println!("{}", banner(api, sandbox_addr, secondary_addr));
     let result = startup::serve(config, listener, shutdown).await;
     drop(stop_tx);
-    let _ = sandbox_task.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     result.map_err(DevError::from)
 }
 
+/// Serve a sandbox until the service has stopped (the sender is dropped).
+fn spawn_sandbox(
+    sandbox: Sandbox,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        sandbox
+            .serve(listener, async move {
+                let _ = stop.changed().await;
+            })
+            .await
+    })
+}
+
 /// Point the Twilio settings at the sandbox and turn authentication off.
+/// A provider list of the configuration file gives way to the sandbox too.
 pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, addr: SocketAddr) {
     settings.auth.disabled = true;
+    settings.providers.clear();
     // No load balancer to tell: Ctrl-C stops at once.
     settings.server.drain_ms = 0;
     let t = &mut settings.twilio;
@@ -114,6 +164,63 @@ pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, add
     // off, the page's forms may send.
     settings.verify.enabled = true;
     settings.verify.demo = true;
+}
+
+/// `--failover`: the `[twilio]` section [`apply_dev_overrides`] pointed at
+/// the primary sandbox becomes the first of two `[[providers]]` (the two
+/// must not both be set), and the SignalWire space at `addr` the second.
+pub fn apply_failover(settings: &mut Settings, secondary: &SandboxConfig, addr: SocketAddr) {
+    let t = &mut settings.twilio;
+    let primary = ProviderSettings {
+        name: PRIMARY_NAME.to_owned(),
+        kind: "twilio".to_owned(),
+        base_url: Some(std::mem::replace(&mut t.base_url, TWILIO_API.to_owned())),
+        account_sid: t.account_sid.take(),
+        auth_token: t.auth_token.take(),
+        auth_token_file: t.auth_token_file.take(),
+        api_key_sid: t.api_key_sid.take(),
+        api_key_secret: t.api_key_secret.take(),
+        api_key_secret_file: t.api_key_secret_file.take(),
+        messaging_service_sid: t.messaging_service_sid.take(),
+        space_url: None,
+        project_id: None,
+        api_token: None,
+        api_token_file: None,
+        signing_key: None,
+        signing_key_file: None,
+        from: t.from.take(),
+        voice_from: t.voice_from.take(),
+        timeout_ms: Some(t.timeout_ms),
+        max_in_flight: Some(t.max_in_flight),
+        verify_credentials_on_start: Some(false),
+    };
+    // The sandbox signs its callbacks with its auth token, which SignalWire
+    // calls the signing key.
+    let token = SecretString::from(secondary.auth_token.clone());
+    let signalwire = ProviderSettings {
+        name: SECONDARY_NAME.to_owned(),
+        kind: "signalwire".to_owned(),
+        base_url: None,
+        account_sid: None,
+        auth_token: None,
+        auth_token_file: None,
+        api_key_sid: None,
+        api_key_secret: None,
+        api_key_secret_file: None,
+        messaging_service_sid: None,
+        space_url: Some(format!("http://{addr}")),
+        project_id: Some(secondary.account_sid.clone()),
+        api_token: Some(token.clone()),
+        api_token_file: None,
+        signing_key: Some(token),
+        signing_key_file: None,
+        from: Some(DEV_FROM.to_owned()),
+        voice_from: None,
+        timeout_ms: primary.timeout_ms,
+        max_in_flight: primary.max_in_flight,
+        verify_credentials_on_start: Some(false),
+    };
+    settings.providers = vec![primary, signalwire];
 }
 
 /// Unless the configuration sets up a relay of its own, a demo one: texts
@@ -141,20 +248,57 @@ pub fn apply_demo_relay(settings: &mut Settings, api: SocketAddr, sandbox: Socke
     }];
 }
 
-/// What a newcomer needs to see a code arrive.
-pub fn banner(api: SocketAddr, sandbox: SocketAddr) -> String {
+/// What a newcomer needs to see a code arrive (and, with a `secondary`
+/// sandbox, where each provider's messages land).
+pub fn banner(api: SocketAddr, sandbox: SocketAddr, secondary: Option<SocketAddr>) -> String {
     let sms = r#"{"recipient":"+14155550123","body":"Your login code is: 482917","template_type":"login_code_valid","template_data":{"login_code":"482917","expires_in_minutes":10}}"#;
     let relay = format!(
         r#"{{"from":"{DEMO_SENDER}","to":"{DEV_FROM}","body":"Your GitHub code is 482917"}}"#
     );
     let voice = r#"{"recipient":"+14155550123","body":"Your login code is: 482917","template_type":"login_code_valid","template_data":{"login_code":"482917"}}"#;
-    [
+    let inboxes = match secondary {
+        None => vec![format!(
+            "  Inbox:  http://{sandbox}/inbox   (JSON: http://{sandbox}/inbox.json)"
+        )],
+        Some(secondary) => vec![
+            format!(
+                "  Inbox:  http://{sandbox}/inbox   (JSON: http://{sandbox}/inbox.json)"
+            ),
+            format!(
+                "          provider 1 \"{PRIMARY_NAME}\": a Twilio sandbox that answers every other request with a 503"
+            ),
+            format!(
+                "  Inbox:  http://{secondary}/inbox   (JSON: http://{secondary}/inbox.json)"
+            ),
+            format!(
+                "          provider 2 \"{SECONDARY_NAME}\": a SignalWire sandbox that carries what the first could not"
+            ),
+            format!(
+                "  Metrics: http://{api}/metrics   (phone_courier_provider_failovers_total, phone_courier_provider_requests_total)"
+            ),
+        ],
+    };
+    let (intro, sandboxes) = match secondary {
+        None => (
+            "kratos-phone-courier is running in dev mode: messages go to the built-in Twilio",
+            "sandbox",
+        ),
+        Some(_) => (
+            "kratos-phone-courier is running in dev mode with failover: messages go to two built-in",
+            "sandboxes",
+        ),
+    };
+    let mut lines: Vec<String> = vec![
         String::new(),
-        "kratos-phone-courier is running in dev mode: messages go to the built-in Twilio".into(),
-        "sandbox, nothing is really sent, and authentication is OFF (never expose this).".into(),
+        intro.into(),
+        format!(
+            "{sandboxes}, nothing is really sent, and authentication is OFF (never expose this)."
+        ),
         String::new(),
         format!("  API:    http://{api}/v1/sms   http://{api}/v1/voice"),
-        format!("  Inbox:  http://{sandbox}/inbox   (JSON: http://{sandbox}/inbox.json)"),
+    ];
+    lines.extend(inboxes);
+    lines.extend([
         format!("  Verify: http://{api}/verify/demo   (the verify API in a browser)"),
         String::new(),
         "Send a code by SMS:".into(),
@@ -172,6 +316,6 @@ pub fn banner(api: SocketAddr, sandbox: SocketAddr) -> String {
         ),
         format!("    -d '{relay}'"),
         String::new(),
-    ]
-    .join("\n")
+    ]);
+    lines.join("\n")
 }

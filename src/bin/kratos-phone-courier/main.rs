@@ -35,6 +35,11 @@ enum Command {
         /// loopback port and send to it, with authentication disabled.
         #[arg(long)]
         dev: bool,
+        /// With --dev: two sandboxes as providers, a Twilio one that fails
+        /// every other request with a 503 and a SignalWire one, to show
+        /// failover.
+        #[arg(long, requires = "dev")]
+        failover: bool,
     },
     /// Load and check the configuration, print it with secrets redacted.
     CheckConfig,
@@ -49,11 +54,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let sources = Sources::from_process(cli.config);
-    match cli.command.unwrap_or(Command::Serve { dev: false }) {
+    let default = Command::Serve {
+        dev: false,
+        failover: false,
+    };
+    match cli.command.unwrap_or(default) {
         Command::CheckConfig => check_config(&sources),
-        Command::Serve { dev } => run(async move {
+        Command::Serve { dev, failover } => run(async move {
             if dev {
-                serve_dev(sources).await
+                serve_dev(sources, failover).await
             } else {
                 serve(sources).await
             }
@@ -111,14 +120,14 @@ fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
 }
 
 #[cfg(feature = "dev")]
-async fn serve_dev(sources: Sources) -> Result<(), String> {
-    dev::run(sources, server::shutdown_signal())
+async fn serve_dev(sources: Sources, failover: bool) -> Result<(), String> {
+    dev::run(sources, failover, server::shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "dev"))]
-async fn serve_dev(_: Sources) -> Result<(), String> {
+async fn serve_dev(_: Sources, _: bool) -> Result<(), String> {
     Err("this build has no development mode (built without the `dev` feature)".into())
 }
 
