@@ -38,6 +38,7 @@ pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
     relay_can_be_verified(c)?;
     verify_demo_only_without_auth(c)?;
     fallback_has_a_caller_id(c)?;
+    lookup_voice_has_a_caller_id(c)?;
     Ok(())
 }
 
@@ -152,6 +153,18 @@ fn fallback_has_a_caller_id(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "fallback.voice_on",
             "needs a caller id: set twilio.voice_from (or a twilio.from that is a phone number), or set fallback.voice_on = [] to turn fallback off",
+        ));
+    }
+    Ok(())
+}
+
+/// A line type whose action is `voice` is called: as for a fallback,
+/// without a caller id the code would be lost.
+fn lookup_voice_has_a_caller_id(c: &Config) -> Result<(), ConfigError> {
+    if c.twilio.voice_from.is_none() && c.lookup.as_ref().is_some_and(|l| l.may_call()) {
+        return Err(ConfigError::invalid(
+            "lookup.line_types",
+            "a line type whose action is \"voice\" needs a caller id: set twilio.voice_from (or a twilio.from that is a phone number), or make it \"sms\" or \"refuse\"",
         ));
     }
     Ok(())

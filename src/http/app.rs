@@ -99,7 +99,18 @@ impl App {
             metrics.clone(),
         )?;
         let verify = VerifyApi::new(&config, keys.clone(), store.clone(), clock.clone());
-        let courier = Courier::new(&config, twilio, store, keys, clock, metrics.clone());
+        let lookup = match &config.lookup {
+            Some(l) => Some(crate::lookup::Lookup::new(
+                l.clone(),
+                crate::lookup::LookupClient::new(l, &config.twilio)?,
+                store.clone(),
+                keys.clone(),
+                clock.clone(),
+                metrics.clone(),
+            )),
+            None => None,
+        };
+        let courier = Courier::new(&config, twilio, lookup, store, keys, clock, metrics.clone());
         let plan = courier.recipients().plan().clone();
         let ready = !config.twilio.verify_credentials_on_start;
         metrics.set_ready(ready);

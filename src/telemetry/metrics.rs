@@ -71,6 +71,8 @@ pub struct Metrics {
     fraud: FraudMetrics,
     /// Fallback calls (`telemetry::fallback_metrics`).
     fallback: super::fallback_metrics::FallbackMetrics,
+    /// Twilio Lookup (`telemetry::lookup_metrics`).
+    lookup: super::lookup_metrics::LookupMetrics,
     /// What `/health/ready` last said, for an alert on a replica that stays
     /// out of the load balancer.
     ready: Gauge,
@@ -146,6 +148,7 @@ impl Metrics {
         let relay = super::relay_metrics::RelayMetrics::register(&mut registry);
         let fraud = FraudMetrics::register(&mut registry);
         let fallback = super::fallback_metrics::FallbackMetrics::register(&mut registry);
+        let lookup = super::lookup_metrics::LookupMetrics::register(&mut registry);
         let ready = Gauge::default();
         registry.register(
             "ready",
@@ -166,6 +169,7 @@ impl Metrics {
             relay,
             fraud,
             fallback,
+            lookup,
             spans_dropped,
             ready,
             store_errors,
@@ -279,6 +283,22 @@ impl Metrics {
     /// A code spoken in a call instead of an SMS, by reason.
     pub fn fallback(&self, reason: &'static str) {
         self.fallback.fallback(reason);
+    }
+
+    /// A Twilio Lookup answered (billed): by line type (`lookup.line_types`
+    /// key, or `none` when the line type was not asked or had no data).
+    pub fn lookup_answered(&self, line_type: &'static str) {
+        self.lookup.answered(line_type);
+    }
+
+    /// A Twilio Lookup failed (timeout, transport, HTTP error, bad body).
+    pub fn lookup_failed(&self) {
+        self.lookup.answered("error");
+    }
+
+    /// A code refused because of a Lookup answer (or its absence).
+    pub fn lookup_refused(&self, reason: &'static str) {
+        self.lookup.refused(reason);
     }
 
     pub fn fraud(&self) -> &FraudMetrics {

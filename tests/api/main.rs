@@ -10,6 +10,7 @@ mod exactly_once;
 mod fallback;
 mod fraud;
 mod health;
+mod lookup;
 mod observability;
 mod operations;
 mod provider_errors;
