@@ -561,3 +561,84 @@ async fn a_sim_swap_answer_is_kept_an_hour_the_line_type_longer() {
         ]
     );
 }
+
+/// The sandbox's Lookup magic numbers (what `serve --dev` shows), end to
+/// end: the service asks the sandbox, and the inbox holds what was sent.
+#[tokio::test]
+async fn the_sandbox_magic_numbers_show_every_path() {
+    use twilio_sandbox::lookup::{HIGH_PUMPING_RISK, LOOKUP_FAILS, SIM_SWAPPED};
+    use twilio_sandbox::Channel;
+    let (base, sandbox, _server) =
+        crate::observability::service_with_sandbox_and(|env, sandbox| {
+            env.insert("PHONE_COURIER__LOOKUP__ENABLED".into(), "true".into());
+            env.insert("PHONE_COURIER__LOOKUP__BASE_URL".into(), sandbox.to_owned());
+            env.insert(
+                "PHONE_COURIER__LOOKUP__FIELDS".into(),
+                "line_type_intelligence,sim_swap,sms_pumping_risk".into(),
+            );
+        })
+        .await;
+    let client = reqwest::Client::new();
+    let send = |to: &'static str, template: &'static str, code: &'static str| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let r = client
+                .post(format!("{base}/v1/sms"))
+                .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+                .json(&code_message(to, template, code))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = send("+14155550171", "login", "111111").await;
+    assert_eq!(
+        (status, &body["channel"], &body["fallback"]),
+        (200, &json!("voice"), &json!(true))
+    );
+    let (status, body) = send("+14155550173", "login", "222222").await;
+    assert_eq!((status, error_code(&body)), (422, "line_type_refused"));
+    let (status, body) = send(SIM_SWAPPED, "recovery", "333333").await;
+    assert_eq!((status, error_code(&body)), (422, "sim_swap_suspected"));
+    let (status, body) = send(HIGH_PUMPING_RISK, "login", "444444").await;
+    assert_eq!((status, error_code(&body)), (422, "sms_pumping_risk"));
+    let (status, body) = send(LOOKUP_FAILS, "login", "555555").await;
+    assert_eq!(
+        (status, &body["channel"]),
+        (200, &json!("sms")),
+        "on_error allow"
+    );
+    // The inbox: one call to the landline, one SMS despite the failed
+    // lookup; nothing for the refused numbers.
+    let mut inbox: Vec<(Channel, String)> = sandbox
+        .inbox()
+        .into_iter()
+        .map(|e| (e.channel, e.to))
+        .collect();
+    inbox.reverse();
+    assert_eq!(
+        inbox,
+        [
+            (Channel::Voice, "+14155550171".to_owned()),
+            (Channel::Sms, LOOKUP_FAILS.to_owned())
+        ]
+    );
+    let lookups: Vec<(String, u16)> = sandbox
+        .lookups()
+        .into_iter()
+        .map(|l| (l.number, l.answered_status))
+        .collect();
+    assert_eq!(
+        lookups,
+        [
+            ("+14…71".to_owned(), 200),
+            ("+14…73".to_owned(), 200),
+            ("+14…82".to_owned(), 200),
+            ("+14…83".to_owned(), 200),
+            ("+14…84".to_owned(), 503),
+        ]
+    );
+}
