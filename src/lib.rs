@@ -20,6 +20,7 @@
 //! | [`http`] | the accept loop and drain, routing, authentication, bodies, and the one table every answer is rendered from ([`http::answer`]) |
 //! | [`delivery`] | the pipeline from a Kratos message to a provider request: channel, policy, deduplication, the client's address, rate limits, budget, the fraud guard |
 //! | [`provider`] | the Twilio REST client, its error table, TwiML, webhook signatures |
+//! | [`lookup`] | the Twilio Lookup v2 policy: the request, its cache in the store, line type / SIM swap / pumping risk turned into send, call or refuse |
 //! | [`phone`] | E.164 numbers: parsing against the numbering plan, line types, masking |
 //! | [`config`] | defaults, file and environment merged, then checked into typed values |
 //! | [`telemetry`] | log output, Prometheus metrics, OpenTelemetry traces |
@@ -31,7 +32,7 @@
 //! | [`clock`] | the one clock behind limits, windows and budget days (testable) |
 //!
 //! Dependencies point one way: `http` uses `delivery`, `delivery` uses
-//! `provider`, `phone` and `store`, and all of them read `config`,
+//! `provider`, `lookup`, `phone` and `store` (`lookup` uses `store`), and all of them read `config`,
 //! `telemetry` and `domain`; nothing points back. The Twilio stand-in used by `serve --dev` and the tests
 //! lives in its own crate (`twilio-sandbox`), so this library carries no test
 //! double.
@@ -41,6 +42,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod http;
+pub mod lookup;
 pub mod phone;
 pub mod provider;
 pub mod relay;

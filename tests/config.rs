@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use kratos_phone_courier::config::{Config, ConfigError, SmsSender, Sources};
+use kratos_phone_courier::config::{
+    Config, ConfigError, LineAction, LookupOnError, SmsSender, Sources,
+};
 use secrecy::ExposeSecret;
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -1161,4 +1163,70 @@ fn tracing_mistakes_name_the_key_and_never_quote_the_url() {
         assert!(!text.contains("s3cret"), "{text}");
         assert_eq!(key_of(e), key);
     }
+}
+
+#[test]
+fn lookup_is_off_by_default_and_every_key_is_checked_by_name() {
+    let c = load(&good()).unwrap();
+    assert!(c.lookup.is_none(), "Lookup is billed: off unless enabled");
+    fn on(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut all: Vec<(&str, &str)> = good();
+        all.push(("PHONE_COURIER__LOOKUP__ENABLED", "true"));
+        all.extend_from_slice(extra);
+        load(&all)
+    }
+    let l = on(&[]).unwrap().lookup.unwrap();
+    assert_eq!(l.base_url, "https://lookups.twilio.com");
+    assert!(l.line_type && !l.sim_swap && !l.sms_pumping_risk);
+    assert_eq!(l.on_error, LookupOnError::Allow);
+    assert_eq!(
+        l.sim_swap_refuse_for,
+        ["recovery_code_valid", "login_code_valid"]
+    );
+    assert_eq!(l.action("mobile").1, LineAction::Sms);
+    assert_eq!(l.action("landline").1, LineAction::Voice);
+    assert_eq!(l.action("fixedVoip").1, LineAction::Voice);
+    assert_eq!(l.action("nonFixedVoip").1, LineAction::Refuse);
+    assert_eq!(l.action("premium").1, LineAction::Refuse);
+    assert_eq!(l.action("something-new").1, LineAction::Sms, "as unknown");
+    for (key, value, named) in [
+        ("FIELDS", "line_type_intelligence,carrier", "lookup.fields"),
+        ("ON_ERROR", "maybe", "lookup.on_error"),
+        ("BASE_URL", "lookups.twilio.com", "lookup.base_url"),
+        ("TIMEOUT_MS", "9000", "lookup.timeout_ms"),
+        (
+            "SIM_SWAP__REFUSE_FOR",
+            "recovery,settings",
+            "lookup.sim_swap.refuse_for",
+        ),
+        (
+            "SMS_PUMPING_RISK__MAX_SCORE",
+            "101",
+            "lookup.sms_pumping_risk.max_score",
+        ),
+        (
+            "LINE_TYPES__NON_FIXED_VOIP",
+            "block",
+            "lookup.line_types.non_fixed_voip",
+        ),
+    ] {
+        let env = format!("PHONE_COURIER__LOOKUP__{key}");
+        let e = on(&[(env.as_str(), value)]).unwrap_err();
+        assert!(!e.to_string().contains(value), "{e}");
+        assert_eq!(key_of(e), named);
+    }
+    // A landline called needs a caller id; refusing it does not.
+    let e = on(&[
+        ("PHONE_COURIER__TWILIO__FROM", "Acme"),
+        ("PHONE_COURIER__FALLBACK__VOICE_ON", ""),
+    ])
+    .unwrap_err();
+    assert_eq!(key_of(e), "lookup.line_types");
+    on(&[
+        ("PHONE_COURIER__TWILIO__FROM", "Acme"),
+        ("PHONE_COURIER__FALLBACK__VOICE_ON", ""),
+        ("PHONE_COURIER__LOOKUP__LINE_TYPES__LANDLINE", "refuse"),
+        ("PHONE_COURIER__LOOKUP__LINE_TYPES__FIXED_VOIP", "sms"),
+    ])
+    .unwrap();
 }

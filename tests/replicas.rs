@@ -501,3 +501,50 @@ async fn a_verify_code_requested_on_one_replica_is_checked_on_the_other() {
     let (status, v) = call(0, "/v1/verify/check", json!({"to": to, "code": sent})).await;
     assert_eq!((status, code(&v)), (404, "no_pending_code"));
 }
+
+/// Twilio Lookup on two replicas sharing Redis: Kratos's six attempts of a
+/// message (the first two refused by Twilio's Messages API), alternating
+/// between the replicas, cost one lookup; the cache is in the store.
+#[tokio::test]
+async fn kratos_attempts_on_two_replicas_cost_one_lookup() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "phone_number": "+14155550123",
+            "valid": true,
+            "line_type_intelligence": {"type": "mobile", "error_code": null}
+        })))
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": SID})))
+        .mount(&twilio)
+        .await;
+    let mut env = env_for(&twilio.uri(), &redis);
+    env.insert("PHONE_COURIER__LOOKUP__ENABLED".into(), "true".into());
+    env.insert("PHONE_COURIER__LOOKUP__BASE_URL".into(), twilio.uri());
+    let replicas = [start(&env), start(&env)];
+    let client = reqwest::Client::new();
+    let m = login_message("+14155550123", "482917");
+    let mut statuses = Vec::new();
+    for attempt in 0..6 {
+        statuses.push(post(&client, &replicas[attempt % 2], &m).await.0);
+    }
+    assert_eq!(statuses, [503, 503, 200, 200, 200, 200]);
+    let got = twilio.received_requests().await.unwrap_or_default();
+    let lookups: Vec<&str> = got
+        .iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .map(|r| r.url.path())
+        .collect();
+    assert_eq!(lookups, ["/v2/PhoneNumbers/+14155550123"], "one lookup");
+    assert_eq!(creates(&twilio).await, 3);
+}

@@ -1328,3 +1328,67 @@ async fn fallback_records_are_taken_exactly_once_and_expire() {
         }
     }
 }
+
+/// Cached Twilio Lookup answers (`store::records`): what one replica keeps,
+/// another reads, until its end and not after; both backends alike; the
+/// Redis key is a keyed hash under the prefix, never the number.
+#[tokio::test]
+async fn lookup_answers_are_shared_by_replicas_until_their_end() {
+    use kratos_phone_courier::clock::Clock;
+    use kratos_phone_courier::store::memory::MemoryStore;
+    use kratos_phone_courier::store::Keys;
+    let server = server_or_skip!();
+    let replicas = [store(&server), store(&server)];
+    let memory = MemoryStore::new(Clock::starting_at(Duration::ZERO), 1000);
+    let keys = Keys::from_secret(b"lookup-test-secret");
+    let number = "+14155550102";
+    let key = keys.record_key("lookup", &[number.as_bytes(), b"line_type_intelligence"]);
+    let other = keys.record_key("lookup", &[number.as_bytes(), b"sim_swap"]);
+    assert_ne!(key, other, "one record per package");
+    let end = T0 + 30 * 24 * 3_600_000;
+    replicas[0]
+        .lookup_put(&key, "landline", T0, end)
+        .await
+        .unwrap();
+    memory.lookup_put(&key, "landline", T0, end).await.unwrap();
+    for at in [T0, end - 1] {
+        assert_eq!(
+            replicas[1].lookup_get(&key, at).await.unwrap().as_deref(),
+            Some("landline")
+        );
+        assert_eq!(
+            memory.lookup_get(&key, at).await.unwrap().as_deref(),
+            Some("landline")
+        );
+    }
+    assert_eq!(replicas[1].lookup_get(&key, end).await.unwrap(), None);
+    assert_eq!(memory.lookup_get(&key, end).await.unwrap(), None);
+    assert_eq!(replicas[1].lookup_get(&other, T0).await.unwrap(), None);
+    // "No data" is kept too (an empty answer), so it is not bought again.
+    replicas[1]
+        .lookup_put(&other, "", T0, T0 + 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        replicas[0].lookup_get(&other, T0).await.unwrap().as_deref(),
+        Some("")
+    );
+    let mut conn = raw(&server).await;
+    let mut stored: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    stored.sort();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    for k in &stored {
+        assert!(k.starts_with("kpc:k:"), "{k}");
+        assert!(!k.contains("4155550102"), "{k}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{k} expires in Redis too");
+    }
+}

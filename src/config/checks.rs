@@ -40,6 +40,8 @@ pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
     status_callbacks_can_be_verified(c)?;
     relay_can_be_verified(c)?;
     verify_demo_only_without_auth(c)?;
+    lookup_has_a_twilio_account(c)?;
+    lookup_voice_has_a_caller_id(c)?;
     Ok(())
 }
 
@@ -148,6 +150,31 @@ fn verify_demo_only_without_auth(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "verify.demo",
             "is for serve --dev only and needs auth.disabled = true; turn it off",
+        ));
+    }
+    Ok(())
+}
+
+/// Lookup is a Twilio product: it is asked with a Twilio provider's
+/// account, so a list of SignalWire spaces alone cannot use it.
+fn lookup_has_a_twilio_account(c: &Config) -> Result<(), ConfigError> {
+    if c.lookup.is_some() && c.twilio_account().is_none() {
+        return Err(ConfigError::invalid(
+            "lookup.enabled",
+            "needs a provider of kind \"twilio\" (Lookup is asked with its account)",
+        ));
+    }
+    Ok(())
+}
+
+/// A line type whose action is `voice` is called: without a caller id on
+/// any provider the code would be lost.
+fn lookup_voice_has_a_caller_id(c: &Config) -> Result<(), ConfigError> {
+    let caller_id = c.providers.iter().any(|p| p.api.voice_from.is_some());
+    if !caller_id && c.lookup.as_ref().is_some_and(|l| l.may_call()) {
+        return Err(ConfigError::invalid(
+            "lookup.line_types",
+            "a line type whose action is \"voice\" needs a caller id: set twilio.voice_from (or a twilio.from that is a phone number, or a provider's voice_from), or make it \"sms\" or \"refuse\"",
         ));
     }
     Ok(())

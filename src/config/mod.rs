@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `load` | the sources ([`Sources`], [`DEFAULT_TOML`]) and their merging into [`Settings`] |
 //! | `error` | [`ConfigError`], and the `config` crate's errors rebuilt so they never quote a value or a line |
-//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `fraud`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay`, `verify`, `tracing`, `fallback` | one section each: its file format, its checked form, the check between them |
+//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `fraud`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay`, `verify`, `tracing`, `fallback`, `lookup` | one section each: its file format, its checked form, the check between them |
 //! | `checks` | the rules that span sections (provider timeout against Kratos's, the dedup window against Kratos's retries, the budget's arithmetic), run after the sections |
 //! | `phone_number`, `country`, `language_tag` | the value types read once here and kept: [`E164`], [`SenderId`], [`CountryId`], [`LanguageTag`] |
 //! | `secret`, `values` | secrets inline or in files; lists, durations, string views |
@@ -39,6 +39,7 @@ mod language_tag;
 mod limits;
 mod load;
 mod log;
+mod lookup;
 mod metrics;
 mod phone_number;
 mod policy;
@@ -69,6 +70,7 @@ pub use limits::{
 };
 pub use load::{Sources, DEFAULT_TOML, ENV_PREFIX};
 pub use log::{LogConfig, LogFormat, LogSettings};
+pub use lookup::{LineAction, LookupConfig, LookupOnError, LookupSettings, LINE_TYPES};
 pub use metrics::MetricsSettings;
 pub use phone_number::{NotASenderId, NotE164, SenderId, E164};
 pub use policy::{CountryPolicy, CountrySettings, PolicyConfig, PolicySettings};
@@ -112,6 +114,7 @@ pub struct Settings {
     pub verify: VerifySettings,
     pub tracing: TracingSettings,
     pub fallback: FallbackSettings,
+    pub lookup: LookupSettings,
 }
 
 /// The checked configuration the service runs with.
@@ -157,6 +160,8 @@ pub struct Config {
     pub tracing: Option<OtlpTracing>,
     /// SMS-to-voice fallback (`[fallback]`).
     pub fallback: FallbackConfig,
+    /// The Twilio Lookup v2 policy (`[lookup]`); `None` when off.
+    pub lookup: Option<LookupConfig>,
 }
 
 impl Settings {
@@ -191,6 +196,7 @@ impl Settings {
             verify: self.verify.check()?,
             tracing: self.tracing.check()?,
             fallback,
+            lookup: self.lookup.check()?,
         };
         checks::across_sections(&config)?;
         Ok(config)
@@ -198,6 +204,15 @@ impl Settings {
 }
 
 impl Config {
+    /// The first provider of kind `twilio`: what Twilio-only features
+    /// (Lookup) are asked with.
+    pub fn twilio_account(&self) -> Option<&TwilioConfig> {
+        self.providers
+            .iter()
+            .find(|p| p.kind == ProviderKind::Twilio)
+            .map(|p| &p.api)
+    }
+
     /// Load and check in one step.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         Settings::load(sources)?.check(&sources.env)

@@ -32,6 +32,7 @@ use crate::delivery::message::CourierMessage;
 use crate::delivery::send::SendJob;
 pub use crate::delivery::test_numbers::TestMessage;
 use crate::delivery::test_numbers::TestNumbers;
+use crate::lookup::{Lookup, Refusal as LookupRefusal, Verdict};
 use crate::phone::{LineType, NumberingPlan, Recipient, RecipientCache, VERDICT_CACHE_CAPACITY};
 use crate::provider::set::ProviderSet;
 use crate::provider::twilio::TwilioClient;
@@ -72,6 +73,9 @@ pub struct Courier {
     client_ip: ClientIp,
     test_numbers: TestNumbers,
     recipients: RecipientCache,
+    /// The Twilio Lookup policy (`lookup`); `None` when `lookup.enabled` is
+    /// false.
+    lookup: Option<Lookup>,
     /// Keep SMS fallback records: `fallback.voice_on` has "undelivered" and
     /// status callbacks are configured (nothing would report otherwise).
     keep_for_undelivered: bool,
@@ -105,6 +109,7 @@ impl Courier {
     pub fn new(
         config: &Config,
         providers: ProviderSet,
+        lookup: Option<Lookup>,
         store: Arc<Store>,
         keys: Keys,
         clock: Clock,
@@ -154,6 +159,7 @@ impl Courier {
             composer: Composer::new(config),
             recipients: RecipientCache::new(Arc::new(NumberingPlan::new()), VERDICT_CACHE_CAPACITY),
             policy: config.policy.clone(),
+            lookup,
             client_ip: ClientIp::new(config.limits.client_ip.clone()),
             test_numbers: TestNumbers::new(config.test_numbers.clone()),
             keep_for_undelivered: config.fallback.undelivered
@@ -239,10 +245,23 @@ impl Courier {
             channel,
             outgoing,
         } = prepared;
+        // Twilio Lookup (`lookup`): a refusal is certain "not sent", before
+        // the ledger and the quota; the cache answers Kratos's retries.
+        let verdict = match &self.lookup {
+            Some(lookup) => lookup
+                .decide(recipient.e164(), &message.template_type)
+                .instrument(tracing::info_span!("lookup"))
+                .await
+                .map_err(refused)?,
+            None => Verdict::NoOpinion,
+        };
+        // The line type's action is "voice": the SMS becomes a call, as a
+        // landline's does.
+        let lookup_calls = channel == Channel::Sms && verdict == Verdict::Voice;
         let ledger = &self.shared.ledger;
         // A code that cannot arrive by SMS is spoken instead
         // (`delivery::fallback`): the call it would be, if voice may take it.
-        let voice = (channel == Channel::Sms && self.shared.fallback.any())
+        let voice = (channel == Channel::Sms && (self.shared.fallback.any() || lookup_calls))
             .then(|| self.fallback_call(&recipient, message))
             .flatten();
         let mut fallback_reason = None;
@@ -256,11 +275,12 @@ impl Courier {
                 _ => return Err(DeliveryError::RecipientUnreachable { provider_code }),
             }
         }
-        if fallback_reason.is_none()
+        // Lookup's line type, when it has one, overrides the numbering
+        // plan's guess (Twilio knows ported numbers).
+        let plan_says_landline = verdict == Verdict::NoOpinion
             && self.shared.fallback.landline
-            && recipient.line_type() == LineType::FixedLine
-            && voice.is_some()
-        {
+            && recipient.line_type() == LineType::FixedLine;
+        if fallback_reason.is_none() && (lookup_calls || plan_says_landline) && voice.is_some() {
             fallback_reason = Some(Reason::Landline);
         }
         if fallback_reason.is_some() {
@@ -582,6 +602,16 @@ impl Shared {
                 retry_after: self.budget.until_midnight().as_secs().max(1),
             }),
         }
+    }
+}
+
+/// A Lookup refusal as the pipeline's error (`http::answer` owns codes).
+fn refused(r: LookupRefusal) -> DeliveryError {
+    match r {
+        LookupRefusal::LineType(line_type) => DeliveryError::LineTypeRefused { line_type },
+        LookupRefusal::SimSwap => DeliveryError::SimSwapSuspected,
+        LookupRefusal::PumpingRisk => DeliveryError::SmsPumpingRisk,
+        LookupRefusal::Unavailable => DeliveryError::LookupUnavailable { retry_after: 1 },
     }
 }
 

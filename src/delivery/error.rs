@@ -21,6 +21,20 @@ pub enum DeliveryError {
     VoiceNotConfigured,
     #[error("recipient not allowed: {reason}")]
     RecipientNotAllowed { reason: &'static str },
+    /// Twilio Lookup's line type is refused by `lookup.line_types`.
+    #[error("line type {line_type} refused")]
+    LineTypeRefused { line_type: &'static str },
+    /// Twilio Lookup says the SIM was swapped recently, and the template is
+    /// in `lookup.sim_swap.refuse_for`.
+    #[error("SIM swap suspected")]
+    SimSwapSuspected,
+    /// Twilio Lookup's SMS-pumping score is above
+    /// `lookup.sms_pumping_risk.max_score`.
+    #[error("SMS pumping risk")]
+    SmsPumpingRisk,
+    /// The lookup failed and `lookup.on_error = "refuse"`: nothing sent.
+    #[error("Twilio Lookup is unavailable")]
+    LookupUnavailable { retry_after: u64 },
     #[error("rate limited per {limit}")]
     RateLimited {
         limit: &'static str,

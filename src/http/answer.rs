@@ -263,14 +263,18 @@ impl ApiError {
                 | D::InvalidCode { .. }
                 | D::TwimlTooLong
                 | D::RecipientUnreachable { .. }
-                | D::RecipientNotAllowed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                | D::RecipientNotAllowed { .. }
+                | D::LineTypeRefused { .. }
+                | D::SimSwapSuspected
+                | D::SmsPumpingRisk => StatusCode::UNPROCESSABLE_ENTITY,
                 D::RateLimited { .. } | D::BudgetExhausted { .. } | D::FraudSuspected { .. } => {
                     StatusCode::TOO_MANY_REQUESTS
                 }
                 D::VoiceNotConfigured | D::ProviderConfiguration { .. } => StatusCode::BAD_GATEWAY,
-                D::ProviderUnavailable { .. } | D::NoProviderSlot | D::StoreUnavailable => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                D::ProviderUnavailable { .. }
+                | D::NoProviderSlot
+                | D::StoreUnavailable
+                | D::LookupUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -313,6 +317,10 @@ impl ApiError {
                 D::RecipientNotAllowed { .. } => "recipient_not_allowed",
                 D::NoProviderSlot => "overloaded",
                 D::StoreUnavailable => "store_unavailable",
+                D::LineTypeRefused { .. } => "line_type_refused",
+                D::SimSwapSuspected => "sim_swap_suspected",
+                D::SmsPumpingRisk => "sms_pumping_risk",
+                D::LookupUnavailable { .. } => "lookup_unavailable",
             },
         }
     }
@@ -394,6 +402,18 @@ impl ApiError {
                 D::StoreUnavailable => {
                     "the shared store (store.redis) is unavailable; nothing was sent; retry".into()
                 }
+                D::LineTypeRefused { line_type } => format!(
+                    "Twilio Lookup says this number is a {line_type} line, which lookup.line_types refuses; nothing was sent"
+                ),
+                D::SimSwapSuspected => {
+                    "Twilio Lookup says this number's SIM was swapped recently; codes of this kind are refused (lookup.sim_swap.refuse_for); nothing was sent".into()
+                }
+                D::SmsPumpingRisk => {
+                    "Twilio Lookup rates this number's SMS-pumping risk above lookup.sms_pumping_risk.max_score; nothing was sent".into()
+                }
+                D::LookupUnavailable { .. } => {
+                    "Twilio Lookup did not answer and lookup.on_error is refuse; nothing was sent; retry".into()
+                }
             },
         }
     }
@@ -415,7 +435,8 @@ impl ApiError {
                 D::ProviderUnavailable { retry_after, .. }
                 | D::RateLimited { retry_after, .. }
                 | D::BudgetExhausted { retry_after, .. }
-                | D::FraudSuspected { retry_after },
+                | D::FraudSuspected { retry_after }
+                | D::LookupUnavailable { retry_after },
             ) => Some(*retry_after),
             ApiError::Delivery(D::NoProviderSlot | D::StoreUnavailable) => Some(1),
             _ => None,
@@ -434,6 +455,9 @@ impl ApiError {
             }
             ApiError::Delivery(D::BudgetExhausted { scope, .. }) => {
                 error["scope"] = json!(scope);
+            }
+            ApiError::Delivery(D::LineTypeRefused { line_type }) => {
+                error["line_type"] = json!(line_type);
             }
             ApiError::Verify(VerifyError::CodeMismatch { attempts_left }) => {
                 error["attempts_left"] = json!(attempts_left);

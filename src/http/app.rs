@@ -105,7 +105,28 @@ impl App {
             metrics.providers().known(&p.name);
         }
         let ready = providers.credentials_ready();
-        let courier = Courier::new(&config, providers, store, keys, clock, metrics.clone());
+        // Lookup is Twilio's: asked with the first Twilio provider's
+        // account (config::checks refuses Lookup without one).
+        let lookup = match (&config.lookup, config.twilio_account()) {
+            (Some(l), Some(account)) => Some(crate::lookup::Lookup::new(
+                l.clone(),
+                crate::lookup::LookupClient::new(l, account)?,
+                store.clone(),
+                keys.clone(),
+                clock.clone(),
+                metrics.clone(),
+            )),
+            _ => None,
+        };
+        let courier = Courier::new(
+            &config,
+            providers,
+            lookup,
+            store,
+            keys,
+            clock,
+            metrics.clone(),
+        );
         let plan = courier.recipients().plan().clone();
         metrics.set_ready(ready);
         Ok(App {

@@ -297,7 +297,7 @@ impl TwilioClient {
 }
 
 /// `Basic base64(user:password)`, as reqwest's `basic_auth` would write it.
-fn basic_authorization(user: &str, password: &SecretString) -> http::HeaderValue {
+pub(crate) fn basic_authorization(user: &str, password: &SecretString) -> http::HeaderValue {
     use base64::Engine;
     let encoded = base64::engine::general_purpose::STANDARD
         .encode(format!("{user}:{}", password.expose_secret()));

@@ -73,6 +73,8 @@ pub struct Metrics {
     providers: super::provider_metrics::ProviderMetrics,
     /// Fallback calls (`telemetry::fallback_metrics`).
     fallback: super::fallback_metrics::FallbackMetrics,
+    /// Twilio Lookup (`telemetry::lookup_metrics`).
+    lookup: super::lookup_metrics::LookupMetrics,
     /// What `/health/ready` last said, for an alert on a replica that stays
     /// out of the load balancer.
     ready: Gauge,
@@ -149,6 +151,7 @@ impl Metrics {
         let fraud = FraudMetrics::register(&mut registry);
         let providers = super::provider_metrics::ProviderMetrics::register(&mut registry);
         let fallback = super::fallback_metrics::FallbackMetrics::register(&mut registry);
+        let lookup = super::lookup_metrics::LookupMetrics::register(&mut registry);
         let ready = Gauge::default();
         registry.register(
             "ready",
@@ -170,6 +173,7 @@ impl Metrics {
             fraud,
             providers,
             fallback,
+            lookup,
             spans_dropped,
             ready,
             store_errors,
@@ -287,6 +291,22 @@ impl Metrics {
     /// A code spoken in a call instead of an SMS, by reason.
     pub fn fallback(&self, reason: &'static str) {
         self.fallback.fallback(reason);
+    }
+
+    /// A Twilio Lookup answered (billed): by line type (`lookup.line_types`
+    /// key, or `none` when the line type was not asked or had no data).
+    pub fn lookup_answered(&self, line_type: &'static str) {
+        self.lookup.answered(line_type);
+    }
+
+    /// A Twilio Lookup failed (timeout, transport, HTTP error, bad body).
+    pub fn lookup_failed(&self) {
+        self.lookup.answered("error");
+    }
+
+    /// A code refused because of a Lookup answer (or its absence).
+    pub fn lookup_refused(&self, reason: &'static str) {
+        self.lookup.refused(reason);
     }
 
     pub fn fraud(&self) -> &FraudMetrics {

@@ -6,6 +6,7 @@ pub mod export;
 pub mod fallback_metrics;
 pub mod fraud_metrics;
 pub mod logs;
+pub mod lookup_metrics;
 pub mod metrics;
 pub mod provider_metrics;
 pub mod relay_metrics;

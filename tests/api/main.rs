@@ -11,6 +11,7 @@ mod failover;
 mod fallback;
 mod fraud;
 mod health;
+mod lookup;
 mod observability;
 mod operations;
 mod provider_errors;

@@ -123,6 +123,14 @@ async fn a_separate_metrics_listener_needs_no_auth() {
 /// The service against the real sandbox, with status callbacks pointing
 /// back at the service.
 pub(crate) async fn service_with_sandbox() -> (String, Sandbox, tokio::task::JoinHandle<()>) {
+    service_with_sandbox_and(|_, _| {}).await
+}
+
+/// As [`service_with_sandbox`], with the environment changed by `tweak`
+/// (given the sandbox's base URL).
+pub(crate) async fn service_with_sandbox_and(
+    tweak: impl FnOnce(&mut std::collections::HashMap<String, String>, &str),
+) -> (String, Sandbox, tokio::task::JoinHandle<()>) {
     let sandbox = Sandbox::new(SandboxConfig::default());
     let sandbox_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox_addr = sandbox_listener.local_addr().unwrap();
@@ -150,6 +158,7 @@ pub(crate) async fn service_with_sandbox() -> (String, Sandbox, tokio::task::Joi
         "PHONE_COURIER__STATUS_CALLBACK__PUBLIC_URL".into(),
         format!("http://{addr}"),
     );
+    tweak(&mut env, &format!("http://{sandbox_addr}"));
     let config = Config::load(&Sources { file: None, env }).unwrap();
     let app = std::sync::Arc::new(App::new(config).unwrap());
     let server = tokio::spawn(async move {

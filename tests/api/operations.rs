@@ -13,7 +13,7 @@ use serde_json::Value;
 use twilio_sandbox::Fault;
 
 use crate::helpers::*;
-use crate::observability::service_with_sandbox;
+use crate::observability::service_with_sandbox_and;
 
 /// Labels Prometheus adds when it scrapes (`instance`, `job`), and the
 /// histogram bucket bound.
@@ -137,8 +137,19 @@ async fn send(client: &reqwest::Client, base: &str, body: &Value) -> u16 {
 
 #[tokio::test]
 async fn every_metric_the_dashboard_and_the_alerts_use_is_exposed_after_traffic() {
-    let (base, sandbox, _server) = service_with_sandbox().await;
+    // Twilio Lookup on, against the sandbox, so that its families count.
+    let (base, sandbox, _server) = service_with_sandbox_and(|env, sandbox| {
+        env.insert("PHONE_COURIER__LOOKUP__ENABLED".into(), "true".into());
+        env.insert("PHONE_COURIER__LOOKUP__BASE_URL".into(), sandbox.to_owned());
+    })
+    .await;
     let client = reqwest::Client::new();
+    // A throwaway VoIP number (the sandbox's magic +14155550173): refused
+    // after one lookup.
+    assert_eq!(
+        send(&client, &base, &login_message("+14155550173", "777777")).await,
+        422
+    );
     // Traffic that makes every family appear: accepted sends (and their
     // status callbacks), a recipient over its limit, a provider failure.
     for (i, code) in ["111111", "222222", "333333"].iter().enumerate() {

@@ -408,6 +408,74 @@ done
 COURIER_ADDR=$MAIN_ADDR
 
 # ---------------------------------------------------------------------------
+# Twilio Lookup (lookup.enabled): the sandbox's magic numbers, on a second
+# instance with every package; refusals send nothing
+# ---------------------------------------------------------------------------
+
+# lookups NUMBER_MASK: how many lookups the sandbox answered for the number.
+lookups() {
+  curl -s --max-time 5 "http://$SANDBOX_ADDR/sandbox/lookups.json" >"$WORK/lookups.json"
+  python3 - "$WORK/lookups.json" "$1" <<'PY'
+import json, sys
+print(sum(1 for l in json.load(open(sys.argv[1]))["lookups"] if l["number"] == sys.argv[2]))
+PY
+}
+
+LOOKUP_ENV=(PHONE_COURIER__LOOKUP__ENABLED=true
+  PHONE_COURIER__LOOKUP__BASE_URL="http://$SANDBOX_ADDR"
+  PHONE_COURIER__LOOKUP__FIELDS=line_type_intelligence,sim_swap,sms_pumping_risk)
+for on_error in allow refuse; do
+  COURIER_ADDR=127.0.0.1:$(free_port)
+  SAVED_ENV=("${EXTRA_ENV[@]}")
+  EXTRA_ENV+=("${LOOKUP_ENV[@]}" PHONE_COURIER__LOOKUP__ON_ERROR=$on_error)
+  start_courier "$WORK/courier-lookup-$on_error.log"
+  EXTRA_ENV=("${SAVED_ENV[@]}")
+  if ! wait_ready "http://$COURIER_ADDR/health/ready"; then
+    fail "service with lookup.on_error = $on_error starts" "not ready"
+    continue
+  fi
+  if [ "$on_error" = allow ]; then
+    # Lookup says landline: called at once; Kratos's retry is answered from
+    # the ledger and the cache (one lookup).
+    message +14155550171 400501
+    send /v1/sms "$WORK/message.json"
+    expect_accepted "lookup landline: 200 accepted, voice, CA sid" voice CA
+    check "lookup landline: fallback true" "$(json "$WORK/body" fallback)" "true"
+    check "lookup landline: Twilio got the call To" "$(inbox "$SID" to)" "+14155550171"
+    send /v1/sms "$WORK/message.json"
+    check "lookup landline, Kratos's retry: the same call, duplicate" \
+      "$STATUS $(json "$WORK/body" sid) $(json "$WORK/body" duplicate)" "200 $SID true"
+    check "lookup landline: one lookup for both attempts" "$(lookups '+14…71')" "1"
+    message +14155550173 400502
+    send /v1/sms "$WORK/message.json"
+    expect_error "lookup nonFixedVoip: 422 line_type_refused" 422 line_type_refused
+    check "lookup nonFixedVoip: error.line_type" "$(json "$WORK/body" error.line_type)" "nonFixedVoip"
+    message +14155550182 400503
+    send /v1/sms "$WORK/message.json"
+    expect_error "lookup swapped SIM, login code: 422 sim_swap_suspected" 422 sim_swap_suspected
+    message +14155550183 400504
+    send /v1/sms "$WORK/message.json"
+    expect_error "lookup pumping score 95: 422 sms_pumping_risk" 422 sms_pumping_risk
+    curl -s --max-time 5 "http://$SANDBOX_ADDR/inbox.json" >"$WORK/inbox.json"
+    check "lookup refusals: Twilio got no message for them" "$(python3 - "$WORK/inbox.json" <<'PY'
+import json, sys
+print(sum(1 for e in json.load(open(sys.argv[1]))["messages"] if e["to"] in ("+14155550173", "+14155550182", "+14155550183")))
+PY
+)" "0"
+    message +14155550184 400505
+    send /v1/sms "$WORK/message.json"
+    expect_accepted "lookup fails, on_error allow: 200 accepted by SMS" sms SM
+  else
+    message +14155550184 400506
+    send /v1/sms "$WORK/message.json"
+    expect_error "lookup fails, on_error refuse: 503 lookup_unavailable" 503 lookup_unavailable
+    check "lookup fails, on_error refuse: Retry-After" "$(header Retry-After)" "1"
+  fi
+  stop "$COURIER_PID"
+done
+COURIER_ADDR=$MAIN_ADDR
+
+# ---------------------------------------------------------------------------
 # The verify API: request a code, read it where the user would (the SMS
 # Twilio got), check it once
 # ---------------------------------------------------------------------------

@@ -97,8 +97,34 @@ pub(crate) fn inbox_page(entries: &[InboxEntry], hooks: &[HookEntry], inbound: b
         }
         page.push_str("</tbody>\n</table>\n");
     }
+    lookup_numbers(&mut page);
     page.push_str("</body>\n</html>\n");
     page
+}
+
+/// The Lookup v2 magic numbers (`lookup`), so a developer can try each path
+/// of the service's Lookup policy from this page.
+fn lookup_numbers(page: &mut String) {
+    use super::lookup::{HIGH_PUMPING_RISK, LINE_TYPE_NUMBERS, LOOKUP_FAILS, SIM_SWAPPED};
+    page.push_str(concat!(
+        "<h2>Lookup magic numbers</h2>\n",
+        "<p><code>GET /v2/PhoneNumbers/{number}</code> answers as Twilio Lookup v2. ",
+        "Any other number is <code>mobile</code> (a UK geographic number, +441/+442/+443, ",
+        "<code>landline</code>), with no SIM swap and a pumping score of 10. ",
+        "Lookups answered: <code>/sandbox/lookups.json</code>.</p>\n",
+        "<table>\n<thead><tr><th>Number</th><th>Lookup says</th></tr></thead>\n<tbody>\n",
+    ));
+    for (number, line_type) in LINE_TYPE_NUMBERS {
+        page.push_str(&format!(
+            "<tr><td>{number}</td><td>line_type_intelligence.type = {line_type}</td></tr>\n"
+        ));
+    }
+    page.push_str(&format!(
+        "<tr><td>{SIM_SWAPPED}</td><td>mobile, sim_swap.last_sim_swap.swapped_in_period = true</td></tr>\n\
+         <tr><td>{HIGH_PUMPING_RISK}</td><td>mobile, sms_pumping_risk.sms_pumping_risk_score = 95</td></tr>\n\
+         <tr><td>{LOOKUP_FAILS}</td><td>503 (Twilio error 20503): the lookup fails</td></tr>\n\
+         </tbody>\n</table>\n"
+    ));
 }
 
 #[cfg(test)]
@@ -127,5 +153,8 @@ mod tests {
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("&lt;b&gt;"));
+        assert!(page.contains(
+            "<tr><td>+14155550171</td><td>line_type_intelligence.type = landline</td></tr>"
+        ));
     }
 }

@@ -10,6 +10,11 @@
 //! (`GET .../Messages.json`, `.../Calls.json`) the way Twilio does, so clients
 //! can reconcile an uncertain send.
 //!
+//! It answers Twilio Lookup v2 (`GET /v2/PhoneNumbers/{E.164}`) with
+//! magic numbers for each line type, a swapped SIM, a high SMS-pumping
+//! score and a failing lookup (`lookup`), listed at
+//! `/sandbox/lookups.json`.
+//!
 //! It also plays the other side of the service's inbound relay: it posts
 //! signed incoming-message webhooks (`POST /sandbox/inbound`) and stands in
 //! for Slack and webhook receivers (`/sandbox/slack/{name}`,
@@ -31,6 +36,7 @@ mod hooks;
 mod html;
 mod inbound;
 mod list;
+pub mod lookup;
 mod mask;
 mod model;
 mod resources;
@@ -48,6 +54,7 @@ pub use fault::{Fault, UnknownFault};
 pub use flavor::{Flavor, UnknownFlavor, SIGNALWIRE_PROJECT_ID};
 pub use hooks::{HookEntry, HookKind};
 pub use inbound::{InboundError, InboundSent, InboundSms};
+pub use lookup::LookupEntry;
 pub use model::{Channel, InboxEntry, RecordedRequest};
 
 use fault::FaultQueue;
@@ -118,6 +125,8 @@ pub(crate) struct State {
     faults: FaultQueue,
     /// Posts to the Slack stand-in and the webhook receiver (`hooks`).
     hooks: Bounded<HookEntry>,
+    /// Lookup v2 requests answered (`lookup`), numbers masked.
+    lookups: Bounded<lookup::LookupEntry>,
     /// Faults for those posts, apart from the Twilio API's.
     hook_faults: hooks::HookFaults,
     /// Where incoming-message webhooks go, and the URL they are signed for
@@ -154,6 +163,7 @@ impl Sandbox {
                 requests: Bounded::new(capacity),
                 faults: FaultQueue::default(),
                 hooks: Bounded::new(capacity),
+                lookups: Bounded::new(capacity),
                 hook_faults: hooks::HookFaults::default(),
                 inbound_url: std::sync::Mutex::new(None),
                 callback_client,
@@ -186,11 +196,17 @@ impl Sandbox {
         self.state.requests.oldest_first()
     }
 
-    /// Empties the inbox, the request log and the relay posts.
+    /// Empties the inbox, the request log, the relay posts and the lookups.
     pub fn clear(&self) {
         self.state.inbox.clear();
         self.state.requests.clear();
         self.state.hooks.clear();
+        self.state.lookups.clear();
+    }
+
+    /// Lookup v2 requests answered (numbers masked), oldest first.
+    pub fn lookups(&self) -> Vec<LookupEntry> {
+        self.state.lookups.oldest_first()
     }
 
     /// Where `POST /sandbox/inbound` sends incoming-message webhooks (the

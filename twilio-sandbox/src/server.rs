@@ -21,6 +21,7 @@ use super::create;
 use super::error::TwilioError;
 use super::hooks::{self, HookKind};
 use super::inbound;
+use super::lookup;
 use super::model::Channel;
 use super::resources;
 use super::State;
@@ -71,6 +72,9 @@ enum Route {
     Faults,
     Inbound,
     HooksJson,
+    LookupsJson,
+    /// `GET /v2/PhoneNumbers/{number}`: Lookup v2.
+    Lookup(String),
     /// The Slack stand-in or the webhook receiver, and the `{name}`.
     Hook(HookKind, String),
     Account(String),
@@ -88,7 +92,14 @@ fn route(path: &str) -> Route {
         "/sandbox/faults" => return Route::Faults,
         "/sandbox/inbound" => return Route::Inbound,
         "/sandbox/hooks.json" => return Route::HooksJson,
+        "/sandbox/lookups.json" => return Route::LookupsJson,
         _ => {}
+    }
+    if let Some(number) = path.strip_prefix("/v2/PhoneNumbers/") {
+        return match number.is_empty() || number.contains('/') {
+            true => Route::NotFound,
+            false => Route::Lookup(percent_decoded(number)),
+        };
     }
     for (prefix, kind) in [
         ("/sandbox/slack/", HookKind::Slack),
@@ -139,6 +150,13 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
             )
         }),
         Route::Account(sid) => account(&state, &request, &sid),
+        Route::Lookup(number) => lookup::handle(&state, &request, &number),
+        Route::LookupsJson => only(&method, &[Method::GET], || {
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "lookups": state.lookups.oldest_first() }),
+            )
+        }),
         Route::Health => only(&method, &[Method::GET], || text(StatusCode::OK, "ok\n")),
         Route::Inbox => match method {
             Method::GET => html_page(&state),
@@ -146,6 +164,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
                 state.inbox.clear();
                 state.requests.clear();
                 state.hooks.clear();
+                state.lookups.clear();
                 empty(StatusCode::NO_CONTENT)
             }
             _ => error(&TwilioError::method_not_allowed(method.as_str())),
@@ -174,6 +193,14 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
         Route::NotFound => error(&TwilioError::not_found(&path)),
     };
     Ok(answer)
+}
+
+/// A path segment as written (`%2B1415…` is `+1415…`).
+fn percent_decoded(segment: &str) -> String {
+    form_urlencoded::parse(format!("n={}", segment.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 fn only(method: &Method, allowed: &[Method], answer: impl FnOnce() -> Answer) -> Answer {
@@ -232,6 +259,13 @@ mod tests {
             Route::NotFound
         ));
         assert!(matches!(route("/inbox"), Route::Inbox));
+        assert!(
+            matches!(route("/v2/PhoneNumbers/%2B14155550171"), Route::Lookup(n) if n == "+14155550171")
+        );
+        assert!(
+            matches!(route("/v2/PhoneNumbers/+14155550171"), Route::Lookup(n) if n == "+14155550171")
+        );
+        assert!(matches!(route("/v2/PhoneNumbers/"), Route::NotFound));
         assert!(matches!(route("/nope"), Route::NotFound));
     }
 }

@@ -164,6 +164,17 @@ pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, add
     // off, the page's forms may send.
     settings.verify.enabled = true;
     settings.verify.demo = true;
+    // Twilio Lookup against the sandbox, every package: it costs nothing
+    // here, and its magic numbers show each path of the policy (a line type
+    // called or refused, a swapped SIM, a pumping score, a failed lookup).
+    let l = &mut settings.lookup;
+    l.enabled = true;
+    l.base_url = format!("http://{addr}");
+    l.fields = StringList(
+        ["line_type_intelligence", "sim_swap", "sms_pumping_risk"]
+            .map(str::to_owned)
+            .to_vec(),
+    );
 }
 
 /// `--failover`: the `[twilio]` section [`apply_dev_overrides`] pointed at
@@ -308,6 +319,10 @@ pub fn banner(api: SocketAddr, sandbox: SocketAddr, secondary: Option<SocketAddr
         "Or have it spoken by a voice call:".into(),
         format!("  curl -sS http://{api}/v1/voice -H 'Content-Type: application/json' \\"),
         format!("    -d '{voice}'"),
+        String::new(),
+        "Twilio Lookup is on, against the sandbox: its magic numbers (landline, VoIP, swapped"
+            .into(),
+        format!("SIM, pumping risk, failed lookup) are listed at http://{sandbox}/inbox"),
         String::new(),
         "Or text a code to the shared number and watch the relay fan it out to a phone and Slack:"
             .into(),

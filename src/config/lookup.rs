@@ -1,0 +1,247 @@
+//! `[lookup]`: asking Twilio Lookup v2 about a number before paying for a
+//! send (its line type, a recent SIM swap, its SMS-pumping risk), and what
+//! to do with each answer. Off by default: every lookup is billed.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ConfigError;
+use super::values::{ser_millis, StringList};
+use crate::domain::TemplateType;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupSettings {
+    pub enabled: bool,
+    pub base_url: String,
+    pub fields: StringList,
+    pub on_error: String,
+    pub timeout_ms: u64,
+    pub sim_swap: SimSwapSettings,
+    pub sms_pumping_risk: PumpingSettings,
+    pub line_types: LineTypeSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSwapSettings {
+    pub refuse_for: StringList,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PumpingSettings {
+    pub max_score: u64,
+}
+
+/// One action per Twilio line type (`line_type_intelligence.type`), in
+/// snake case (`fixed_voip` is Twilio's `fixedVoip`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineTypeSettings {
+    pub mobile: String,
+    pub landline: String,
+    pub fixed_voip: String,
+    pub non_fixed_voip: String,
+    pub personal: String,
+    pub toll_free: String,
+    pub premium: String,
+    pub shared_cost: String,
+    pub uan: String,
+    pub voicemail: String,
+    pub pager: String,
+    pub unknown: String,
+}
+
+/// What a line type gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineAction {
+    /// As asked (an SMS stays an SMS).
+    Sms,
+    /// An SMS becomes a call, as a landline's does (`delivery::fallback`).
+    Voice,
+    /// 422 `line_type_refused`: nothing sent.
+    Refuse,
+}
+
+/// What a failed lookup gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LookupOnError {
+    /// Send as if lookup were off.
+    Allow,
+    /// 503 `lookup_unavailable`: Kratos retries, nothing sent.
+    Refuse,
+}
+
+/// Twilio's line types, in its spelling, with the key of each in
+/// `lookup.line_types`. Any other answer is `unknown`.
+pub const LINE_TYPES: [(&str, &str); 12] = [
+    ("mobile", "mobile"),
+    ("landline", "landline"),
+    ("fixedVoip", "fixed_voip"),
+    ("nonFixedVoip", "non_fixed_voip"),
+    ("personal", "personal"),
+    ("tollFree", "toll_free"),
+    ("premium", "premium"),
+    ("sharedCost", "shared_cost"),
+    ("uan", "uan"),
+    ("voicemail", "voicemail"),
+    ("pager", "pager"),
+    ("unknown", "unknown"),
+];
+
+/// The checked `[lookup]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LookupConfig {
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub line_type: bool,
+    pub sim_swap: bool,
+    pub sms_pumping_risk: bool,
+    pub on_error: LookupOnError,
+    #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
+    pub timeout: Duration,
+    /// Kratos template names (`recovery_code_valid`, ...) whose codes a
+    /// swapped SIM does not get.
+    pub sim_swap_refuse_for: Vec<&'static str>,
+    pub max_pumping_score: u64,
+    /// In the order of [`LINE_TYPES`].
+    pub actions: [LineAction; 12],
+}
+
+impl LookupConfig {
+    /// The action for a Twilio line type (anything unlisted is `unknown`).
+    pub fn action(&self, twilio_type: &str) -> (usize, LineAction) {
+        let i = LINE_TYPES
+            .iter()
+            .position(|(t, _)| *t == twilio_type)
+            .unwrap_or(LINE_TYPES.len() - 1);
+        (i, self.actions[i])
+    }
+
+    /// Does a swapped SIM refuse this template's code?
+    pub fn refuses_swapped(&self, template: &TemplateType) -> bool {
+        self.sim_swap && self.sim_swap_refuse_for.contains(&template.label())
+    }
+
+    /// Some line type may become a call (needs a caller id).
+    pub fn may_call(&self) -> bool {
+        self.line_type && self.actions.contains(&LineAction::Voice)
+    }
+}
+
+impl LookupSettings {
+    pub(super) fn check(self) -> Result<Option<LookupConfig>, ConfigError> {
+        let base_url = self.base_url.trim_end_matches('/').to_owned();
+        if reqwest::Url::parse(&base_url)
+            .map(|u| !matches!(u.scheme(), "http" | "https"))
+            .unwrap_or(true)
+        {
+            return Err(ConfigError::invalid(
+                "lookup.base_url",
+                "must be an http(s) URL (the default is Twilio's Lookup API)",
+            ));
+        }
+        let (mut line_type, mut sim_swap, mut sms_pumping_risk) = (false, false, false);
+        for field in &self.fields.0 {
+            match field.as_str() {
+                "line_type_intelligence" => line_type = true,
+                "sim_swap" => sim_swap = true,
+                "sms_pumping_risk" => sms_pumping_risk = true,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "lookup.fields",
+                        "takes \"line_type_intelligence\", \"sim_swap\" and \"sms_pumping_risk\"",
+                    ))
+                }
+            }
+        }
+        if self.enabled && !(line_type || sim_swap || sms_pumping_risk) {
+            return Err(ConfigError::invalid(
+                "lookup.fields",
+                "names nothing to look up; set lookup.enabled = false instead",
+            ));
+        }
+        let on_error = match self.on_error.as_str() {
+            "allow" => LookupOnError::Allow,
+            "refuse" => LookupOnError::Refuse,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "lookup.on_error",
+                    "must be \"allow\" or \"refuse\"",
+                ))
+            }
+        };
+        if !(100..=5000).contains(&self.timeout_ms) {
+            return Err(ConfigError::invalid(
+                "lookup.timeout_ms",
+                "must be between 100 and 5000 (the lookup comes before the send, within Kratos's 10 s)",
+            ));
+        }
+        let mut refuse_for = Vec::new();
+        for name in &self.sim_swap.refuse_for.0 {
+            let template = match name.as_str() {
+                "recovery" => TemplateType::Recovery,
+                "login" => TemplateType::Login,
+                "registration" => TemplateType::Registration,
+                "verification" => TemplateType::Verification,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "lookup.sim_swap.refuse_for",
+                        "takes \"recovery\", \"login\", \"registration\" and \"verification\"",
+                    ))
+                }
+            };
+            refuse_for.push(template.label());
+        }
+        if self.sms_pumping_risk.max_score > 100 {
+            return Err(ConfigError::invalid(
+                "lookup.sms_pumping_risk.max_score",
+                "must be between 0 and 100 (Twilio's score)",
+            ));
+        }
+        let t = &self.line_types;
+        let written = [
+            &t.mobile,
+            &t.landline,
+            &t.fixed_voip,
+            &t.non_fixed_voip,
+            &t.personal,
+            &t.toll_free,
+            &t.premium,
+            &t.shared_cost,
+            &t.uan,
+            &t.voicemail,
+            &t.pager,
+            &t.unknown,
+        ];
+        let mut actions = [LineAction::Sms; 12];
+        for (i, action) in written.into_iter().enumerate() {
+            actions[i] = match action.as_str() {
+                "sms" => LineAction::Sms,
+                "voice" => LineAction::Voice,
+                "refuse" => LineAction::Refuse,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        &format!("lookup.line_types.{}", LINE_TYPES[i].1),
+                        "must be \"sms\", \"voice\" or \"refuse\"",
+                    ))
+                }
+            };
+        }
+        Ok(self.enabled.then_some(LookupConfig {
+            base_url,
+            line_type,
+            sim_swap,
+            sms_pumping_risk,
+            on_error,
+            timeout: Duration::from_millis(self.timeout_ms),
+            sim_swap_refuse_for: refuse_for,
+            max_pumping_score: self.sms_pumping_risk.max_score,
+            actions,
+        }))
+    }
+}
