@@ -279,3 +279,29 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exposed_after_traffic(
     }
     assert!(used_families.len() >= 9, "{used_families:?}");
 }
+
+/// Panels added by separate changes must not share an id (Grafana keeps
+/// one of them) nor sit on top of each other.
+#[test]
+fn dashboard_panels_have_unique_ids_and_do_not_overlap() {
+    let d: Value = serde_json::from_str(&deploy("grafana/kratos-phone-courier.json")).unwrap();
+    let panels = d["panels"].as_array().unwrap();
+    let mut ids = BTreeSet::new();
+    let mut boxes: Vec<(String, [i64; 4])> = Vec::new();
+    for p in panels {
+        let title = p["title"].as_str().unwrap_or_default().to_owned();
+        if let Some(id) = p["id"].as_i64() {
+            assert!(ids.insert(id), "panel id {id} used twice ({title})");
+        }
+        let g = &p["gridPos"];
+        let b = ["x", "y", "w", "h"].map(|k| g[k].as_i64().unwrap());
+        for (other, o) in &boxes {
+            let apart = b[0] + b[2] <= o[0]
+                || o[0] + o[2] <= b[0]
+                || b[1] + b[3] <= o[1]
+                || o[1] + o[3] <= b[1];
+            assert!(apart, "panels {title:?} and {other:?} overlap");
+        }
+        boxes.push((title, b));
+    }
+}
