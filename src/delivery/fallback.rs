@@ -19,13 +19,15 @@
 //!
 //! For `undelivered`, the SMS's send task keeps a [`SpokenCode`] (recipient,
 //! code, template, language) in the store under a keyed hash of the SMS's
-//! sid, sealed with keys derived from the store secret and that sid, until
-//! the code expires. The callback *takes* it (read and delete, atomically):
+//! sid, sealed (XChaCha20-Poly1305, a key derived from the store secret,
+//! the sid as associated data), until the code expires. The callback *takes* it (read and delete, atomically):
 //! of two copies of a callback, on one replica or two, exactly one calls.
 
 use std::future::Future;
 use std::pin::Pin;
 
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::channel::Channel;
@@ -137,42 +139,50 @@ pub fn stash_key(keys: &Keys, sid: &str) -> RecordKey {
     keys.record_key("stash", &[sid.as_bytes()])
 }
 
-/// The record sealed: XORed with a BLAKE3 key stream keyed by the store
-/// secret and the sid (each sid's record is written once, so no stream is
-/// used twice), and a 16-byte keyed tag over the result. Whoever reads the
-/// store sees neither number nor code.
+/// The record sealed with XChaCha20-Poly1305 (RustCrypto's
+/// `chacha20poly1305`): the key is derived from the store secret, the nonce
+/// is random (24 bytes, stored in front), and the sid is the associated
+/// data, so a record moved under another sid's key does not open. Whoever
+/// reads the store sees neither number nor code.
 pub fn seal(keys: &Keys, sid: &str, spoken: &SpokenCode) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(spoken).unwrap_or_default();
-    xor_stream(keys, sid, &mut bytes);
-    let tag = keys.record("tag", &[sid.as_bytes(), &bytes]);
-    bytes.extend_from_slice(&tag[..16]);
-    bytes
+    let bytes = serde_json::to_vec(spoken).unwrap_or_default();
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::fill(&mut nonce);
+    let sealed = cipher(keys).encrypt(
+        &XNonce::from(nonce),
+        Payload {
+            msg: &bytes,
+            aad: sid.as_bytes(),
+        },
+    );
+    match sealed {
+        Ok(sealed) => [nonce.as_slice(), &sealed].concat(),
+        // Only for a message longer than the cipher takes (~256 GiB).
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The record opened; `None` if it was not sealed for this sid with these
-/// keys.
+/// keys, or was altered.
 pub fn open(keys: &Keys, sid: &str, sealed: &[u8]) -> Option<SpokenCode> {
-    let split = sealed.len().checked_sub(16)?;
-    let (bytes, tag) = sealed.split_at(split);
-    let expected = keys.record("tag", &[sid.as_bytes(), bytes]);
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..16], tag)) {
-        return None;
-    }
-    let mut bytes = bytes.to_vec();
-    xor_stream(keys, sid, &mut bytes);
+    let (nonce, sealed) = sealed.split_at_checked(NONCE_LEN)?;
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+    let bytes = cipher(keys)
+        .decrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: sealed,
+                aad: sid.as_bytes(),
+            },
+        )
+        .ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
-fn xor_stream(keys: &Keys, sid: &str, bytes: &mut [u8]) {
-    let key = keys.record("seal", &[sid.as_bytes()]);
-    let mut stream = blake3::Hasher::new_keyed(&key).finalize_xof();
-    let mut block = [0u8; 64];
-    for chunk in bytes.chunks_mut(64) {
-        stream.fill(&mut block[..chunk.len()]);
-        for (b, k) in chunk.iter_mut().zip(block.iter()) {
-            *b ^= k;
-        }
-    }
+const NONCE_LEN: usize = 24;
+
+fn cipher(keys: &Keys) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(&keys.record("seal", &[]).into())
 }
 
 /// The future of a send, boxed: a fallback call is a send started from
