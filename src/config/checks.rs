@@ -39,6 +39,7 @@ pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
     verify_demo_only_without_auth(c)?;
     fallback_has_a_caller_id(c)?;
     lookup_voice_has_a_caller_id(c)?;
+    lookup_and_send_within_kratos(c)?;
     Ok(())
 }
 
@@ -153,6 +154,24 @@ fn fallback_has_a_caller_id(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "fallback.voice_on",
             "needs a caller id: set twilio.voice_from (or a twilio.from that is a phone number), or set fallback.voice_on = [] to turn fallback off",
+        ));
+    }
+    Ok(())
+}
+
+/// The lookup comes before the send, in the same request: both must end
+/// before Kratos gives up, as the send alone must.
+fn lookup_and_send_within_kratos(c: &Config) -> Result<(), ConfigError> {
+    let Some(l) = &c.lookup else { return Ok(()) };
+    let max = KRATOS_TIMEOUT - ANSWER_MARGIN;
+    if l.timeout + c.twilio.timeout > max {
+        return Err(ConfigError::invalid(
+            "lookup.timeout_ms",
+            format!(
+                "plus twilio.timeout_ms must be at most {} so that the service can answer before Kratos's courier gives up after {} s; lower one of them",
+                max.as_millis(),
+                KRATOS_TIMEOUT.as_secs()
+            ),
         ));
     }
     Ok(())
