@@ -1215,6 +1215,15 @@ fn lookup_is_off_by_default_and_every_key_is_checked_by_name() {
         assert!(!e.to_string().contains(value), "{e}");
         assert_eq!(key_of(e), named);
     }
+    // The lookup and the send fit in Kratos's 10 s together.
+    assert_eq!(l.timeout, std::time::Duration::from_millis(1000));
+    let e = on(&[("PHONE_COURIER__LOOKUP__TIMEOUT_MS", "1500")]).unwrap_err();
+    assert_eq!(key_of(e), "lookup.timeout_ms");
+    on(&[
+        ("PHONE_COURIER__LOOKUP__TIMEOUT_MS", "1500"),
+        ("PHONE_COURIER__TWILIO__TIMEOUT_MS", "7500"),
+    ])
+    .unwrap();
     // A landline called needs a caller id; refusing it does not.
     let e = on(&[
         ("PHONE_COURIER__TWILIO__FROM", "Acme"),

@@ -42,6 +42,7 @@ pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
     verify_demo_only_without_auth(c)?;
     lookup_has_a_twilio_account(c)?;
     lookup_voice_has_a_caller_id(c)?;
+    lookup_and_send_within_kratos(c)?;
     Ok(())
 }
 
@@ -162,6 +163,31 @@ fn lookup_has_a_twilio_account(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "lookup.enabled",
             "needs a provider of kind \"twilio\" (Lookup is asked with its account)",
+        ));
+    }
+    Ok(())
+}
+
+/// The lookup comes before the send, in the same request: both must end
+/// before Kratos gives up, as the send alone must.
+fn lookup_and_send_within_kratos(c: &Config) -> Result<(), ConfigError> {
+    let Some(l) = &c.lookup else { return Ok(()) };
+    let max = KRATOS_TIMEOUT - ANSWER_MARGIN;
+    // The first provider's call, or a later one's after a failover.
+    let send = c
+        .providers
+        .iter()
+        .map(|p| p.api.timeout)
+        .max()
+        .unwrap_or_default();
+    if l.timeout + send > max {
+        return Err(ConfigError::invalid(
+            "lookup.timeout_ms",
+            format!(
+                "plus the longest provider timeout_ms (twilio.timeout_ms) must be at most {} so that the service can answer before Kratos's courier gives up after {} s; lower one of them",
+                max.as_millis(),
+                KRATOS_TIMEOUT.as_secs()
+            ),
         ));
     }
     Ok(())

@@ -19,7 +19,8 @@
 //!
 //! Values are parsed into their types at this edge and handed on as such,
 //! so no consumer parses a configured string again. Configuration depends
-//! on no other room but `phone` (for the shape of a number); every room
+//! on no other room but `phone` (for the shape of a number) and `domain`
+//! (template names, for `lookup.sim_swap.refuse_for`); every room
 //! reads it.
 
 use std::collections::HashMap;

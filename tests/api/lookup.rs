@@ -642,3 +642,31 @@ async fn the_sandbox_magic_numbers_show_every_path() {
         ]
     );
 }
+
+/// Lookup's line type overrides the numbering plan's guess: a London
+/// number (FIXED_LINE to libphonenumber, so called without Lookup) that
+/// Twilio reports `mobile` (ported) gets its SMS.
+#[tokio::test]
+async fn a_line_type_from_lookup_overrides_the_numbering_plan() {
+    let app = app_with_lookup(&[]).await;
+    let london = "+442071234567";
+    let r = app
+        .post_json("/v1/sms", &code_message(london, "login", "482917"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"status": "accepted", "channel": "sms", "sid": SMS_SID})
+    );
+    assert_eq!(
+        received(&app).await,
+        [
+            ("GET".to_owned(), "lookup".to_owned(), london.to_owned()),
+            (
+                "POST".to_owned(),
+                "Messages.json".to_owned(),
+                london.to_owned()
+            )
+        ]
+    );
+}
