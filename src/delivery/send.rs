@@ -262,7 +262,7 @@ impl SendJob {
         }
         shared
             .metrics
-            .provider_latency(channel, started.elapsed().as_secs_f64());
+            .provider_latency(&provider.name, channel, started.elapsed().as_secs_f64());
         sent
     }
 

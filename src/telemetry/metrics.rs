@@ -57,7 +57,7 @@ pub fn status_label(status: &str) -> &'static str {
 pub struct Metrics {
     registry: Registry,
     requests: Family<Static<5>, Counter>,
-    provider_latency: Family<Static<1>, Histogram>,
+    provider_latency: Family<Labels, Histogram>,
     provider_errors: Family<Labels, Counter>,
     rate_limited: Family<Labels, Counter>,
     in_flight: Gauge,
@@ -97,12 +97,12 @@ impl Metrics {
             "Courier requests by endpoint, channel, template type, outcome and reason",
             requests.clone(),
         );
-        let provider_latency = Family::<Static<1>, Histogram>::new_with_constructor(|| {
+        let provider_latency = Family::<Labels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 12))
         });
         registry.register(
             "provider_request_duration_seconds",
-            "Time Twilio took to answer a create request, by channel",
+            "Time a provider took to answer a create request, by provider (its configured name) and channel",
             provider_latency.clone(),
         );
         let provider_errors = Family::<Labels, Counter>::default();
@@ -208,9 +208,13 @@ impl Metrics {
             .inc();
     }
 
-    pub fn provider_latency(&self, channel: &'static str, seconds: f64) {
+    /// `provider` is the configured name (`[[providers]]`), never a URL.
+    pub fn provider_latency(&self, provider: &str, channel: &'static str, seconds: f64) {
         self.provider_latency
-            .get_or_create(&[("channel", channel)])
+            .get_or_create(&vec![
+                ("provider", provider.to_owned()),
+                ("channel", channel.to_owned()),
+            ])
             .observe(seconds);
     }
 

@@ -43,7 +43,7 @@ async fn metrics_count_outcomes_with_bounded_labels_and_no_numbers() {
         r#"phone_courier_requests_total{endpoint="/v1/sms",channel="sms",template_type="login_code_valid",outcome="duplicate",reason="none"} 1"#,
         r#"phone_courier_requests_total{endpoint="/v1/sms",channel="sms",template_type="login_code_valid",outcome="rejected",reason="invalid_recipient"} 1"#,
         r#"phone_courier_sends_total{channel="sms",country_code="1"} 1"#,
-        r#"phone_courier_provider_request_duration_seconds_count{channel="sms"} 1"#,
+        r#"phone_courier_provider_request_duration_seconds_count{provider="twilio",channel="sms"} 1"#,
         "phone_courier_in_flight_requests 0",
     ] {
         assert!(text.contains(line), "missing {line}\n{text}");
