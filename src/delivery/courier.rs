@@ -218,6 +218,7 @@ impl Courier {
         endpoint: Endpoint,
         message: &CourierMessage,
     ) -> Result<Delivered, DeliveryError> {
+        let started = tokio::time::Instant::now();
         // The error code is on the request's span (http::answer owns codes).
         let admission = tracing::info_span!("admission", courier.country = tracing::field::Empty);
         if let Some(to) = self.test_numbers.matching(&message.recipient) {
@@ -328,6 +329,7 @@ impl Courier {
             fallback: fallback_reason,
             fallback_call,
             stash,
+            started,
         };
         // Boxed: the task's future is a few KB, and a pointer is cheaper to
         // move into the task than the future itself (bench/notes.md).
@@ -458,6 +460,8 @@ pub(super) struct Admitted {
     pub(super) fallback_call: Option<crate::provider::twilio::OutgoingCall>,
     /// For an SMS: what to keep for an undelivered callback.
     pub(super) stash: Option<Stash>,
+    /// When the request arrived: the failover deadline counts from it.
+    pub(super) started: tokio::time::Instant,
 }
 
 impl Shared {
@@ -539,6 +543,7 @@ impl Shared {
             fallback: m.fallback,
             fallback_call: m.fallback_call,
             stash: m.stash,
+            started: m.started,
         };
         let sent = match span {
             Some(span) => in_span!(span, job.run(self)),

@@ -255,6 +255,8 @@ impl Shared {
                 fallback: Some(Reason::NotMobile),
                 fallback_call: None,
                 stash: None,
+                // The SMS's request: its time is spent already.
+                started: job.started,
             };
             next.run(self).await
         })
@@ -327,6 +329,7 @@ pub(super) async fn undelivered(
         fallback: Some(Reason::Undelivered),
         fallback_call: None,
         stash: None,
+        started: tokio::time::Instant::now(),
     };
     let task = shared.clone();
     let done = shared

@@ -30,7 +30,8 @@ use crate::store::{Reservation, Settle};
 use crate::telemetry::traces::in_span;
 
 /// A failover starts only if the next provider's whole timeout still fits
-/// in this much time since the first call began: Kratos gives a request
+/// in this much time since the request arrived (a Lookup, a wait for
+/// another attempt's claim and a 21614's SMS count): Kratos gives a request
 /// 10 s, and an answer of ours (503, Kratos retries) beats a cut connection.
 const FAILOVER_WITHIN: Duration = Duration::from_secs(9);
 
@@ -50,6 +51,9 @@ pub(super) struct SendJob {
     pub(super) fallback_call: Option<OutgoingCall>,
     /// For an SMS: what to keep for an undelivered callback.
     pub(super) stash: Option<Stash>,
+    /// When the request that asked for the send arrived (for a callback's
+    /// fallback call, when the callback did): the failover deadline.
+    pub(super) started: tokio::time::Instant,
 }
 
 /// Why a provider was passed over without a request.
@@ -76,7 +80,7 @@ impl SendJob {
         mut self,
         shared: &Shared,
     ) -> Result<(Accepted, Option<Reason>), DeliveryError> {
-        let started = tokio::time::Instant::now();
+        let started = self.started;
         let count = shared.providers.len();
         let metrics = shared.metrics.providers();
         // What Kratos is told if no provider takes the message.
