@@ -161,7 +161,7 @@ async fn create(
         record.form = form_urlencoded::parse(&bytes).into_owned().collect();
     }
 
-    let mut undelivered = None;
+    let mut undelivered = undelivered_number(channel, &record.form);
     if let Some(fault) = fault {
         info!(fault = %fault, "applying sandbox fault");
         match fault {
@@ -194,6 +194,30 @@ async fn create(
         return Ok(error(&refusal));
     }
     Ok(accept(state, channel, &record.form, undelivered))
+}
+
+/// Magic numbers whose SMS is accepted and then reported undelivered, with
+/// the carrier error, in a signed status callback (when the request named a
+/// `StatusCallback`): the service's SMS-to-voice fallback can be seen with
+/// no fault to set. Listed on the inbox page.
+pub const UNDELIVERED_NUMBERS: [(&str, u32, &str); 3] = [
+    ("+14155550191", 30003, "unreachable handset"),
+    ("+14155550192", 30006, "landline or unreachable carrier"),
+    ("+14155550193", 30004, "message blocked (no call helps)"),
+];
+
+pub(crate) fn undelivered_number(channel: Channel, form: &[(String, String)]) -> Option<u32> {
+    if channel != Channel::Sms {
+        return None;
+    }
+    let to = form
+        .iter()
+        .find(|(k, _)| k == "To")
+        .map(|(_, v)| v.as_str())?;
+    UNDELIVERED_NUMBERS
+        .iter()
+        .find(|(number, _, _)| *number == to)
+        .map(|(_, code, _)| *code)
 }
 
 fn is_form_content_type(value: &str) -> bool {
@@ -360,5 +384,23 @@ mod tests {
             "Application/X-WWW-Form-Urlencoded; charset=utf-8"
         ));
         assert!(!is_form_content_type("application/json"));
+    }
+
+    #[test]
+    fn undelivered_magic_numbers_are_for_sms_only() {
+        let to = |n: &str| vec![("To".to_owned(), n.to_owned())];
+        assert_eq!(
+            undelivered_number(Channel::Sms, &to("+14155550191")),
+            Some(30003)
+        );
+        assert_eq!(
+            undelivered_number(Channel::Sms, &to("+14155550192")),
+            Some(30006)
+        );
+        assert_eq!(
+            undelivered_number(Channel::Voice, &to("+14155550191")),
+            None
+        );
+        assert_eq!(undelivered_number(Channel::Sms, &to("+14155550123")), None);
     }
 }

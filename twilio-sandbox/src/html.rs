@@ -125,6 +125,21 @@ fn lookup_numbers(page: &mut String) {
          <tr><td>{LOOKUP_FAILS}</td><td>503 (Twilio error 20503): the lookup fails</td></tr>\n\
          </tbody>\n</table>\n"
     ));
+    page.push_str(concat!(
+        "<h2>Undelivered SMS</h2>\n",
+        "<p>An SMS to these numbers is accepted, then reported <code>undelivered</code> ",
+        "with the carrier error in a signed status callback (when the request named a ",
+        "<code>StatusCallback</code>): the service calls instead, and the call shows here ",
+        "next to the SMS. Any number: <code>POST /sandbox/faults</code> ",
+        "<code>{\"fault\":\"undelivered=30003\"}</code>.</p>\n",
+        "<table>\n<thead><tr><th>Number</th><th>ErrorCode</th></tr></thead>\n<tbody>\n",
+    ));
+    for (number, code, what) in super::create::UNDELIVERED_NUMBERS {
+        page.push_str(&format!(
+            "<tr><td>{number}</td><td>{code} ({what})</td></tr>\n"
+        ));
+    }
+    page.push_str("</tbody>\n</table>\n");
 }
 
 #[cfg(test)]
@@ -156,5 +171,6 @@ mod tests {
         assert!(page.contains(
             "<tr><td>+14155550171</td><td>line_type_intelligence.type = landline</td></tr>"
         ));
+        assert!(page.contains("<tr><td>+14155550191</td><td>30003 (unreachable handset)</td></tr>"));
     }
 }
