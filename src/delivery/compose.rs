@@ -121,6 +121,13 @@ impl Composer {
     /// sentence and the language asked for: a message's call, and the
     /// fallback call of an SMS (`delivery::fallback`), which has no message
     /// any more, only what was kept of it.
+    /// Whether a call could speak `code`: a caller id is configured and the
+    /// code is one a call can say. Asked of every code SMS, so cheap: the
+    /// call is composed only when it is placed.
+    pub fn can_speak(&self, code: &str) -> bool {
+        self.voice_from.is_some() && twiml::is_speakable_code(code)
+    }
+
     pub fn spoken_call(
         &self,
         recipient: &Recipient,

@@ -24,7 +24,7 @@ use crate::delivery::client_ip::{ClientAddr, ClientIp};
 use crate::delivery::compose::Composer;
 pub use crate::delivery::compose::{Outgoing, MAX_SMS_CHARS, VALIDITY_RANGE};
 use crate::delivery::error::DeliveryError;
-use crate::delivery::fallback::{self, Reason, SpokenCode, Stash};
+use crate::delivery::fallback::{self, Reason, SpokenCode};
 use crate::delivery::fraud::FraudGuard;
 use crate::delivery::ledger::{Admission, Ledger};
 use crate::delivery::limits::{Limits, Prefixes};
@@ -36,7 +36,7 @@ use crate::lookup::{Lookup, Refusal as LookupRefusal, Verdict};
 use crate::phone::{LineType, NumberingPlan, Recipient, RecipientCache, VERDICT_CACHE_CAPACITY};
 use crate::provider::set::ProviderSet;
 use crate::provider::twilio::TwilioClient;
-use crate::store::{Keys, Refusal, Reservation, Settle, Side, Store};
+use crate::store::{Keys, Refusal, Reservation, Settle, Side, Store, UnixMs};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::traces::in_span;
 
@@ -68,7 +68,6 @@ pub struct Delivered {
 pub struct Courier {
     /// Shared with the send tasks, which outlive requests.
     shared: Arc<Shared>,
-    composer: Composer,
     policy: PolicyConfig,
     client_ip: ClientIp,
     test_numbers: TestNumbers,
@@ -89,6 +88,10 @@ pub(super) struct Shared {
     pub(super) keys: Keys,
     /// Which fallbacks are on (`[fallback]`).
     pub(super) fallback: FallbackConfig,
+    /// Composes provider requests; here, not on the courier, because a
+    /// fallback call is composed in the send task (after a 21614, or for a
+    /// status callback).
+    pub(super) composer: Composer,
     pub(super) ledger: Ledger,
     pub(super) store: Arc<Store>,
     pub(super) metrics: Arc<Metrics>,
@@ -136,6 +139,7 @@ impl Courier {
                 providers,
                 keys: keys.clone(),
                 fallback: config.fallback,
+                composer: Composer::new(config),
                 ledger,
                 store,
                 metrics,
@@ -156,7 +160,6 @@ impl Courier {
                 ),
                 tasks: tokio_util::task::TaskTracker::new(),
             }),
-            composer: Composer::new(config),
             recipients: RecipientCache::new(Arc::new(NumberingPlan::new()), VERDICT_CACHE_CAPACITY),
             policy: config.policy.clone(),
             lookup,
@@ -263,7 +266,7 @@ impl Courier {
         // A code that cannot arrive by SMS is spoken instead
         // (`delivery::fallback`): the call it would be, if voice may take it.
         let voice = (channel == Channel::Sms && (self.shared.fallback.any() || lookup_calls))
-            .then(|| self.fallback_call(&recipient, message))
+            .then(|| self.fallback_code(&recipient, message))
             .flatten();
         let mut fallback_reason = None;
         if let Some(provider_code) = ledger.known_unreachable(channel, &recipient).await? {
@@ -293,17 +296,25 @@ impl Courier {
                 return Err(DeliveryError::RecipientUnreachable { provider_code });
             }
         }
-        let (outgoing, fallback_call, stash) = match (fallback_reason, voice) {
-            (Some(_), Some((call, _))) => (Outgoing::Call(call), None, None),
-            (_, Some((call, spoken))) => {
-                let stash = self
+        // The call itself is composed only when it is placed: most SMS
+        // never need one, and its TwiML is most of a fallback's cost.
+        let (outgoing, spoken, stash_until) = match (fallback_reason, voice) {
+            (Some(_), Some(_)) => (
+                self.shared
+                    .composer
+                    .compose(Channel::Voice, &recipient, message)?,
+                None,
+                None,
+            ),
+            (_, Some(spoken)) => {
+                let until = self
                     .keep_for_undelivered
-                    .then(|| {
-                        fallback::stash_for(spoken, message.expires_in_minutes, self.shared.now())
-                    })
+                    .then(|| fallback::stash_until(message.expires_in_minutes, self.shared.now()))
                     .flatten();
-                let call = self.shared.fallback.landline.then_some(call);
-                (outgoing, call, stash)
+                // Kept for a 21614 (the call in the same request) and for
+                // an undelivered callback.
+                let keep = self.shared.fallback.landline || until.is_some();
+                (outgoing, keep.then_some(spoken), until)
             }
             (_, None) => (outgoing, None, None),
         };
@@ -327,8 +338,8 @@ impl Courier {
             code: message.ledger_code(),
             client: self.client_ip.of(message),
             fallback: fallback_reason,
-            fallback_call,
-            stash,
+            spoken,
+            stash_until,
             started,
         };
         // Boxed: the task's future is a few KB, and a pointer is cheaper to
@@ -350,48 +361,33 @@ impl Courier {
         Ok(delivered(sid, duplicate, fallback))
     }
 
-    /// The call that would speak this SMS's code, and what to keep to
-    /// place it later; `None` when the message carries no speakable code or
-    /// voice may not take the number (`policy.voice`).
-    fn fallback_call(
-        &self,
-        recipient: &Recipient,
-        message: &CourierMessage,
-    ) -> Option<(crate::provider::twilio::OutgoingCall, SpokenCode)> {
-        let Ok(Outgoing::Call(call)) = self.composer.compose(Channel::Voice, recipient, message)
-        else {
+    /// What a call speaking this SMS's code needs, to place it if the SMS
+    /// cannot arrive; `None` when the message carries no speakable code, no
+    /// caller id is configured, or voice may not take the number
+    /// (`policy.voice`).
+    fn fallback_code(&self, recipient: &Recipient, message: &CourierMessage) -> Option<SpokenCode> {
+        let code = message.code.as_deref()?;
+        if !self.shared.composer.can_speak(code) {
             return None;
-        };
-        let as_call = Prepared {
-            recipient: recipient.clone(),
-            channel: Channel::Voice,
-            outgoing: Outgoing::Call(call.clone()),
-        };
-        check_policy(&self.policy, &as_call).ok()?;
+        }
+        check_policy_for(&self.policy, recipient, Channel::Voice).ok()?;
         let spoken = SpokenCode {
             to: recipient.e164().to_owned(),
-            code: message.code.clone()?,
+            code: code.to_owned(),
             template: message.template_type.label().to_owned(),
             language: message
                 .request_header("accept-language")
                 .map(|l| l.chars().take(64).collect()),
             client: self.client_ip.of(message),
         };
-        Some((call, spoken))
+        Some(spoken)
     }
 
     /// A status callback reported a message's status: an undelivered SMS
     /// may be called instead (`delivery::fallback`).
     pub async fn status_reported(&self, sid: &str, status: &str, error_code: Option<u32>) {
         if matches!(status, "undelivered" | "failed") && !sid.is_empty() {
-            fallback::undelivered(
-                &self.shared,
-                &self.composer,
-                &self.recipients,
-                sid,
-                error_code,
-            )
-            .await;
+            fallback::undelivered(&self.shared, &self.recipients, sid, error_code).await;
         }
     }
 
@@ -421,7 +417,7 @@ impl Courier {
 
     /// The channel a message goes out on (see [`Composer::channel_for`]).
     pub fn channel_for(&self, endpoint: Endpoint, message: &CourierMessage) -> Channel {
-        self.composer.channel_for(endpoint, message)
+        self.shared.composer.channel_for(endpoint, message)
     }
 
     /// Check the message and build the provider request; nothing is sent.
@@ -435,7 +431,7 @@ impl Courier {
             .parse(&message.recipient)
             .map_err(DeliveryError::InvalidRecipient)?;
         let channel = self.channel_for(endpoint, message);
-        let outgoing = self.composer.compose(channel, &recipient, message)?;
+        let outgoing = self.shared.composer.compose(channel, &recipient, message)?;
         Ok(Prepared {
             recipient,
             channel,
@@ -456,10 +452,12 @@ pub(super) struct Admitted {
     pub(super) client: ClientAddr,
     /// Why `outgoing` is a call standing in for an SMS.
     pub(super) fallback: Option<Reason>,
-    /// For an SMS: the call to place if Twilio answers 21614.
-    pub(super) fallback_call: Option<crate::provider::twilio::OutgoingCall>,
-    /// For an SMS: what to keep for an undelivered callback.
-    pub(super) stash: Option<Stash>,
+    /// For an SMS: what speaks its code, for a call if Twilio answers
+    /// 21614 and for an undelivered callback.
+    pub(super) spoken: Option<SpokenCode>,
+    /// For an SMS: keep `spoken` for an undelivered callback until then
+    /// (the code's end).
+    pub(super) stash_until: Option<UnixMs>,
     /// When the request arrived: the failover deadline counts from it.
     pub(super) started: tokio::time::Instant,
 }
@@ -541,8 +539,8 @@ impl Shared {
             reservation,
             client: m.client,
             fallback: m.fallback,
-            fallback_call: m.fallback_call,
-            stash: m.stash,
+            spoken: m.spoken,
+            stash_until: m.stash_until,
             started: m.started,
         };
         let sent = match span {
@@ -621,7 +619,16 @@ fn refused(r: LookupRefusal) -> DeliveryError {
 }
 
 fn check_policy(policy: &PolicyConfig, prepared: &Prepared) -> Result<(), DeliveryError> {
-    let r = &prepared.recipient;
+    check_policy_for(policy, &prepared.recipient, prepared.channel)
+}
+
+/// The policy for a recipient on a channel (also asked of an SMS's
+/// fallback call before it is composed).
+fn check_policy_for(
+    policy: &PolicyConfig,
+    r: &Recipient,
+    channel: Channel,
+) -> Result<(), DeliveryError> {
     if policy.refuse_premium
         && matches!(r.line_type(), LineType::PremiumRate | LineType::SharedCost)
     {
@@ -629,7 +636,7 @@ fn check_policy(policy: &PolicyConfig, prepared: &Prepared) -> Result<(), Delive
             reason: "premium-rate and shared-cost numbers are refused (policy.refuse_premium)",
         });
     }
-    let countries: &CountryPolicy = match prepared.channel {
+    let countries: &CountryPolicy = match channel {
         Channel::Sms => &policy.sms,
         Channel::Voice => &policy.voice,
     };

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delivery::channel::Channel;
 use crate::delivery::client_ip::ClientAddr;
-use crate::delivery::compose::{Composer, Outgoing};
+use crate::delivery::compose::Outgoing;
 use crate::delivery::courier::{Admitted, Shared};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::message::TemplateType;
@@ -127,13 +127,6 @@ fn unknown_client() -> ClientAddr {
     ClientAddr::Unknown
 }
 
-/// What an SMS's send task keeps for an undelivered callback.
-pub struct Stash {
-    pub spoken: SpokenCode,
-    /// When the code expires (Unix ms): the record goes then.
-    pub until: UnixMs,
-}
-
 /// The store key of an SMS's fallback record, from its sid.
 pub fn stash_key(keys: &Keys, sid: &str) -> RecordKey {
     keys.record_key("stash", &[sid.as_bytes()])
@@ -194,17 +187,35 @@ impl Shared {
     /// After an SMS the provider accepted: keep what speaks its code, until
     /// the code expires, for an undelivered callback. A store failure only
     /// loses the fallback.
-    pub(super) async fn keep_stash(&self, sid: Option<&str>, stash: Stash) {
+    pub(super) async fn keep_stash(&self, sid: Option<&str>, spoken: &SpokenCode, until: UnixMs) {
         let Some(sid) = sid else { return };
-        let sealed = seal(&self.keys, sid, &stash.spoken);
+        let sealed = seal(&self.keys, sid, spoken);
         let now = self.now();
         if let Err(e) = self
             .store
-            .stash_put(&stash_key(&self.keys, sid), &sealed, now, stash.until)
+            .stash_put(&stash_key(&self.keys, sid), &sealed, now, until)
             .await
         {
             tracing::warn!(error = %e, "could not keep the fallback record of an SMS; an undelivered callback will not call");
         }
+    }
+
+    /// The call that speaks a kept code to `recipient`, composed now (an
+    /// SMS carries what it needs, not the call: most never place one).
+    pub(super) fn call_for(
+        &self,
+        recipient: &Recipient,
+        spoken: &SpokenCode,
+    ) -> Option<OutgoingCall> {
+        let template = TemplateType::from_name(&spoken.template);
+        self.composer
+            .spoken_call(
+                recipient,
+                &template,
+                spoken.language.as_deref(),
+                &spoken.code,
+            )
+            .ok()
     }
 
     /// Twilio answered the SMS with 21614 and the flight is still ours: give
@@ -253,8 +264,8 @@ impl Shared {
                 reservation,
                 client: job.client,
                 fallback: Some(Reason::NotMobile),
-                fallback_call: None,
-                stash: None,
+                spoken: None,
+                stash_until: None,
                 // The SMS's request: its time is spent already.
                 started: job.started,
             };
@@ -268,7 +279,6 @@ impl Shared {
 /// lives, and no other copy of the callback took it), call once.
 pub(super) async fn undelivered(
     shared: &std::sync::Arc<Shared>,
-    composer: &Composer,
     recipients: &RecipientCache,
     sid: &str,
     error_code: Option<u32>,
@@ -307,7 +317,8 @@ pub(super) async fn undelivered(
         .map_err(DeliveryError::InvalidRecipient)
         .and_then(|r| {
             let template = TemplateType::from_name(&spoken.template);
-            composer
+            shared
+                .composer
                 .spoken_call(&r, &template, spoken.language.as_deref(), &spoken.code)
                 .map(|call| (r, call))
         });
@@ -327,8 +338,8 @@ pub(super) async fn undelivered(
         code: Some(spoken.code),
         client: spoken.client,
         fallback: Some(Reason::Undelivered),
-        fallback_call: None,
-        stash: None,
+        spoken: None,
+        stash_until: None,
         started: tokio::time::Instant::now(),
     };
     let task = shared.clone();
@@ -354,18 +365,11 @@ pub(super) async fn undelivered(
     }
 }
 
-/// Whether a message's fallback call may be kept for later: only a code
-/// message whose lifetime is known.
-pub fn stash_for(
-    spoken: SpokenCode,
-    expires_in_minutes: Option<i64>,
-    now: UnixMs,
-) -> Option<Stash> {
+/// Until when a message's fallback record is kept: its code's end. Only a
+/// code message whose lifetime is known gets one.
+pub fn stash_until(expires_in_minutes: Option<i64>, now: UnixMs) -> Option<UnixMs> {
     let minutes = expires_in_minutes.filter(|m| *m > 0)?;
-    Some(Stash {
-        spoken,
-        until: now.saturating_add((minutes as u64).saturating_mul(60_000)),
-    })
+    Some(now.saturating_add((minutes as u64).saturating_mul(60_000)))
 }
 
 #[cfg(test)]

@@ -19,13 +19,13 @@ use crate::delivery::client_ip::ClientAddr;
 use crate::delivery::compose::Outgoing;
 use crate::delivery::courier::Shared;
 use crate::delivery::error::DeliveryError;
-use crate::delivery::fallback::{self, Reason, Stash};
+use crate::delivery::fallback::{self, Reason, SpokenCode};
 use crate::delivery::ledger::Flight;
 use crate::phone::Recipient;
 use crate::provider::breaker::{CircuitState, Permit};
 use crate::provider::errors::{self, FailureClass};
 use crate::provider::set::Provider;
-use crate::provider::twilio::{Accepted, OutgoingCall, ProviderError};
+use crate::provider::twilio::{Accepted, ProviderError};
 use crate::store::{Reservation, Settle};
 use crate::telemetry::traces::in_span;
 
@@ -47,10 +47,11 @@ pub(super) struct SendJob {
     /// Why this call stands in for an SMS (`delivery::fallback`); its
     /// ledger outcome says so.
     pub(super) fallback: Option<Reason>,
-    /// For an SMS: the call to place instead if Twilio answers 21614.
-    pub(super) fallback_call: Option<OutgoingCall>,
-    /// For an SMS: what to keep for an undelivered callback.
-    pub(super) stash: Option<Stash>,
+    /// For an SMS: what speaks its code, for a call if Twilio answers
+    /// 21614 and for an undelivered callback.
+    pub(super) spoken: Option<SpokenCode>,
+    /// For an SMS: keep `spoken` for an undelivered callback until then.
+    pub(super) stash_until: Option<crate::store::UnixMs>,
     /// When the request that asked for the send arrived (for a callback's
     /// fallback call, when the callback did): the failover deadline.
     pub(super) started: tokio::time::Instant,
@@ -165,8 +166,10 @@ impl SendJob {
                         .ledger
                         .settle(self.flight, Settle::Accepted { sid })
                         .await;
-                    if let Some(stash) = self.stash.take() {
-                        shared.keep_stash(accepted.sid.as_deref(), stash).await;
+                    if let (Some(until), Some(spoken)) = (self.stash_until, self.spoken.take()) {
+                        shared
+                            .keep_stash(accepted.sid.as_deref(), &spoken, until)
+                            .await;
                     }
                     return Ok((accepted, self.fallback));
                 }
@@ -216,8 +219,12 @@ impl SendJob {
             }
             // Not a mobile number: the call instead, in this flight
             // (`delivery::fallback`).
-            if e.provider_code() == Some(fallback::NOT_MOBILE) {
-                if let Some(call) = self.fallback_call.take() {
+            if e.provider_code() == Some(fallback::NOT_MOBILE) && shared.fallback.landline {
+                let call = self
+                    .spoken
+                    .take()
+                    .and_then(|s| shared.call_for(&self.recipient, &s));
+                if let Some(call) = call {
                     let span = tracing::info_span!(
                         "fallback",
                         courier.fallback.reason = Reason::NotMobile.label()
