@@ -144,12 +144,12 @@ impl SendJob {
                     });
                 }
             }
-            let sent = self.call(shared, provider, &outgoing).await;
+            let sent = self.call(provider, &outgoing).await;
             drop(slot);
             let e = match sent {
                 Ok(accepted) => {
-                    note_circuit(shared, provider, || provider.breaker.succeeded());
-                    metrics.request(&provider.name, self.channel.as_str(), "accepted");
+                    note_circuit(provider, || provider.breaker.succeeded());
+                    provider.series.request(self.channel.as_str(), "accepted");
                     shared
                         .metrics
                         .sent(self.channel.as_str(), self.recipient.calling_code());
@@ -180,7 +180,7 @@ impl SendJob {
                 (true, _) => "uncertain",
                 (false, class) => class.as_str(),
             };
-            metrics.request(&provider.name, self.channel.as_str(), outcome);
+            provider.series.request(self.channel.as_str(), outcome);
             shared
                 .metrics
                 .provider_error(errors::metric_label(e.provider_code()), e.class().as_str());
@@ -191,7 +191,7 @@ impl SendJob {
                 "provider refused"
             );
             if transient {
-                note_circuit(shared, provider, || {
+                note_circuit(provider, || {
                     if provider.breaker.failed() {
                         tracing::warn!(
                             provider = provider.name,
@@ -201,7 +201,7 @@ impl SendJob {
                 });
             } else {
                 // It answered: it is up, whatever it thought of the message.
-                note_circuit(shared, provider, || provider.breaker.succeeded());
+                note_circuit(provider, || provider.breaker.succeeded());
             }
             if e.may_have_been_sent() {
                 // The provider may have it: keep the quota, and make the
@@ -241,7 +241,6 @@ impl SendJob {
     /// One call to one provider, in its span.
     async fn call(
         &self,
-        shared: &Shared,
         provider: &Provider,
         outgoing: &Outgoing,
     ) -> Result<Accepted, ProviderError> {
@@ -271,9 +270,9 @@ impl SendJob {
             );
             span.record("error.type", e.kind());
         }
-        shared
-            .metrics
-            .provider_latency(&provider.name, channel, started.elapsed().as_secs_f64());
+        provider
+            .series
+            .latency(channel, started.elapsed().as_secs_f64());
         sent
     }
 
@@ -316,10 +315,10 @@ impl SendJob {
 }
 
 /// Apply an outcome to the provider's breaker and keep its gauge in step.
-fn note_circuit(shared: &Shared, provider: &Provider, outcome: impl FnOnce()) {
+fn note_circuit(provider: &Provider, outcome: impl FnOnce()) {
     outcome();
     let open = provider.breaker.circuit() != CircuitState::Closed;
-    shared.metrics.providers().circuit(&provider.name, open);
+    provider.series.circuit(open);
 }
 
 /// What a provider failure means for the delivery.

@@ -100,7 +100,7 @@ impl App {
             metrics.clone(),
         )?;
         let verify = VerifyApi::new(&config, keys.clone(), store.clone(), clock.clone());
-        let providers = ProviderSet::new(&config, &clock)?;
+        let providers = ProviderSet::new(&config, &clock, &metrics)?;
         for p in providers.iter() {
             metrics.providers().known(&p.name);
         }

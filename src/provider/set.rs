@@ -6,6 +6,8 @@
 //! send and every reconciliation, so that failover, the breaker and the
 //! ledger's record of "which provider may have it" apply to all of them.
 
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::provider_metrics::ProviderSeries;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,9 @@ pub struct Provider {
     pub kind: ProviderKind,
     pub client: TwilioClient,
     pub breaker: Breaker,
+    /// Its metric series (`telemetry::provider_metrics`), labelled with
+    /// its name.
+    pub series: ProviderSeries,
     /// Bounds this provider's requests in flight (`max_in_flight`): a
     /// provider that hangs cannot hold every connection; past it the next
     /// provider is tried.
@@ -66,7 +71,7 @@ pub struct ProviderSet {
 }
 
 impl ProviderSet {
-    pub fn new(config: &Config, clock: &Clock) -> Result<Self, ClientError> {
+    pub fn new(config: &Config, clock: &Clock, metrics: &Metrics) -> Result<Self, ClientError> {
         let public = config
             .status_callback_url
             .as_deref()
@@ -76,6 +81,7 @@ impl ProviderSet {
             .iter()
             .map(|p| {
                 Ok(Provider {
+                    series: metrics.provider_series(&p.name),
                     name: p.name.clone(),
                     kind: p.kind,
                     client: TwilioClient::new(&p.api)?,

@@ -208,14 +208,18 @@ impl Metrics {
             .inc();
     }
 
-    /// `provider` is the configured name (`[[providers]]`), never a URL.
-    pub fn provider_latency(&self, provider: &str, channel: &'static str, seconds: f64) {
-        self.provider_latency
-            .get_or_create(&vec![
-                ("provider", provider.to_owned()),
-                ("channel", channel.to_owned()),
-            ])
-            .observe(seconds);
+    /// A provider's series (`telemetry::provider_metrics`), its latency
+    /// histograms included; `provider` is the configured name, never a URL.
+    pub fn provider_series(&self, provider: &str) -> super::provider_metrics::ProviderSeries {
+        let latency = super::provider_metrics::CHANNELS.map(|channel| {
+            self.provider_latency
+                .get_or_create(&vec![
+                    ("provider", provider.to_owned()),
+                    ("channel", channel.to_owned()),
+                ])
+                .clone()
+        });
+        self.providers.series(provider, latency)
     }
 
     /// `code` is a bounded label from the provider's error table

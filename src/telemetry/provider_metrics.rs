@@ -7,6 +7,7 @@
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
@@ -65,14 +66,31 @@ impl ProviderMetrics {
         }
     }
 
-    pub fn request(&self, provider: &str, channel: &'static str, outcome: &'static str) {
-        self.requests
-            .get_or_create(&vec![
-                ("provider", provider.to_owned()),
-                ("channel", channel.to_owned()),
-                ("outcome", outcome.to_owned()),
-            ])
-            .inc();
+    /// One provider's series, created now and held by the provider, so a
+    /// send counts and times itself without building labels (every send
+    /// touches them). `latency` is [`super::metrics::Metrics`]'s histogram
+    /// family's series for this provider, by channel.
+    pub fn series(&self, provider: &str, latency: [Histogram; 2]) -> ProviderSeries {
+        let requests = CHANNELS.map(|channel| {
+            OUTCOMES.map(|outcome| {
+                self.requests
+                    .get_or_create(&vec![
+                        ("provider", provider.to_owned()),
+                        ("channel", channel.to_owned()),
+                        ("outcome", outcome.to_owned()),
+                    ])
+                    .clone()
+            })
+        });
+        let circuit_open = self
+            .circuit_open
+            .get_or_create(&vec![("provider", provider.to_owned())])
+            .clone();
+        ProviderSeries {
+            requests,
+            latency,
+            circuit_open,
+        }
     }
 
     pub fn failover(&self, from: &str, channel: &'static str) {
@@ -92,10 +110,50 @@ impl ProviderMetrics {
             ])
             .inc();
     }
+}
 
-    pub fn circuit(&self, provider: &str, open: bool) {
-        self.circuit_open
-            .get_or_create(&vec![("provider", provider.to_owned())])
-            .set(i64::from(open));
+/// The channels and request outcomes a provider's series are made for.
+pub const CHANNELS: [&str; 2] = ["sms", "voice"];
+pub const OUTCOMES: [&str; 5] = [
+    "accepted",
+    "uncertain",
+    "recipient",
+    "configuration",
+    "transient",
+];
+
+/// One provider's series, held by the provider (`provider::set`): handles
+/// on the registered families' series, so updating one allocates nothing.
+#[derive(Clone)]
+pub struct ProviderSeries {
+    requests: [[Counter; 5]; 2],
+    latency: [Histogram; 2],
+    circuit_open: Gauge,
+}
+
+impl std::fmt::Debug for ProviderSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProviderSeries")
+    }
+}
+
+impl ProviderSeries {
+    fn channel(channel: &str) -> usize {
+        usize::from(channel != "sms")
+    }
+
+    /// `outcome` is one of [`OUTCOMES`] (anything else is not counted).
+    pub fn request(&self, channel: &'static str, outcome: &'static str) {
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.requests[Self::channel(channel)][i].inc();
+        }
+    }
+
+    pub fn latency(&self, channel: &'static str, seconds: f64) {
+        self.latency[Self::channel(channel)].observe(seconds);
+    }
+
+    pub fn circuit(&self, open: bool) {
+        self.circuit_open.set(i64::from(open));
     }
 }
