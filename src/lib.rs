@@ -18,8 +18,8 @@
 //! | room | owns |
 //! |---|---|
 //! | [`http`] | the accept loop and drain, routing, authentication, bodies, and the one table every answer is rendered from ([`http::answer`]) |
-//! | [`delivery`] | the pipeline from a Kratos message to a provider request: channel, policy, deduplication, the client's address, rate limits, budget, the fraud guard |
-//! | [`provider`] | the Twilio REST client, its error table, TwiML, webhook signatures |
+//! | [`delivery`] | the pipeline from a Kratos message to a provider request: channel, policy, deduplication, the client's address, rate limits, budget, the fraud guard, the SMS-to-voice fallback, the walk over the providers with failover |
+//! | [`provider`] | the Twilio REST client (SignalWire speaks the same API), its error table, the provider list with each one's circuit breaker, TwiML, webhook signatures |
 //! | [`lookup`] | the Twilio Lookup v2 policy: the request, its cache in the store, line type / SIM swap / pumping risk turned into send, call or refuse |
 //! | [`phone`] | E.164 numbers: parsing against the numbering plan, line types, masking |
 //! | [`config`] | defaults, file and environment merged, then checked into typed values |
