@@ -548,3 +548,71 @@ async fn kratos_attempts_on_two_replicas_cost_one_lookup() {
     assert_eq!(lookups, ["/v2/PhoneNumbers/+14155550123"], "one lookup");
     assert_eq!(creates(&twilio).await, 3);
 }
+
+/// SMS-to-voice fallback on two replicas sharing Redis, Kratos's six
+/// attempts alternating between them, the provider failing some: Twilio
+/// answers the SMS 503, then 21614; the call 503, then accepts it. The
+/// "not mobile" verdict and the call's ledger outcome live in Redis, so the
+/// other replica goes straight to voice and the later attempts are answered
+/// with the same call: one call placed in all.
+#[tokio::test]
+async fn a_21614_fallback_on_two_replicas_places_one_call() {
+    use wiremock::matchers::path_regex;
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    let call_sid = "CA0123456789abcdef0123456789abcdef";
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "code": 21614, "message": "'To' number is not a valid mobile number", "status": 400
+        })))
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Calls\.json$"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Calls\.json$"))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({"sid": call_sid, "status": "queued"})),
+        )
+        .mount(&twilio)
+        .await;
+    let env = env_for(&twilio.uri(), &redis);
+    let replicas = [start(&env), start(&env)];
+    let client = reqwest::Client::new();
+    let m = login_message("+14155550123", "482917");
+    let mut answers = Vec::new();
+    for attempt in 0..6 {
+        answers.push(post(&client, &replicas[attempt % 2], &m).await);
+    }
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [503, 503, 200, 200, 200, 200], "{answers:?}");
+    for (_, body) in &answers[2..] {
+        assert_eq!(body["channel"], "voice", "{body}");
+        assert_eq!(body["fallback"], true, "{body}");
+        assert_eq!(body["sid"], call_sid, "{body}");
+    }
+    let got = twilio.received_requests().await.unwrap_or_default();
+    let paths: Vec<&str> = got
+        .iter()
+        .map(|r| r.url.path().rsplit('/').next().unwrap_or_default())
+        .collect();
+    // SMS 503 (A), SMS 21614 then call 503 (B), call accepted (A); the
+    // last three attempts send nothing.
+    assert_eq!(
+        paths,
+        ["Messages.json", "Messages.json", "Calls.json", "Calls.json"]
+    );
+}
