@@ -5,8 +5,9 @@
    schema can say: E.164 form, SMS body length and visibility, the code a
    call speaks. What they cannot say is whether an E.164 number is a valid
    number for its country (libphonenumber's metadata), whether the policy
-   refuses the destination, and whether the provider can reach it. The
-   service answers those 422 (documented); a schema-valid request answered
+   refuses the destination, whether the provider can reach it, and whether
+   a verify request's Idempotency-Key was used before with another body.
+   The service answers those 422 (documented); a schema-valid request answered
    so is not a fault of the description. Every other rejection of
    schema-valid data still fails the run, 422 body_empty and invalid_code
    included.
@@ -45,6 +46,10 @@ UNFORESEEABLE = {
     "invalid_recipient": "not a valid phone number for its country",
     "recipient_not_allowed": "",
     "recipient_unreachable": "",
+    # The verify API's Idempotency-Key: the fuzzer sends one key value with
+    # many bodies; the second body is refused because of what the first
+    # did (state), which no request schema can say.
+    "idempotency_key_reused": "another number or body",
 }
 
 # Point 2 above: False once the service reads 60.0 as 60.

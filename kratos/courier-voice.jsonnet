@@ -5,8 +5,11 @@
 // Kratos calls this with the whole message as `ctx`: recipient, body,
 // template_type, template_data (which holds the whole identity, the request
 // URL, ...), message_type and the end user's request_headers. Only what the
-// courier needs to deliver the code is passed on: no email address, no
-// identity id, no verifiable/recovery addresses, no request URL.
+// courier needs to deliver the code and to limit it is passed on: the
+// identity's id (the courier limits codes per identity, under a keyed
+// hash: verification codes carry no client address, so without the id they
+// are limited per number only), but no email address, no verifiable or
+// recovery addresses, no request URL.
 //
 // Every read is guarded: a missing or null field must never stop the
 // template, because a Jsonnet error makes Kratos fail the send.
@@ -34,6 +37,11 @@ function(ctx)
   local identity = get(td, 'identity');
   local traits = if std.isObject(get(identity, 'traits')) then identity.traits else identity;
   local phoneChannel = get(traits, 'phone_channel');
+  // The identity's id; registration's `identity` is the traits (no id, and
+  // an `id` trait would be the end user's own writing).
+  local identityId =
+    if get(ctx, 'template_type') != 'registration_code_valid' && std.isString(get(identity, 'id'))
+    then identity.id else null;
 
   // transient_payload.phone_courier.channel lets a client ask for a voice
   // call for this one message. Anything but "sms"/"voice" is dropped so a
@@ -59,8 +67,9 @@ function(ctx)
       [if requested == 'sms' || requested == 'voice' then 'transient_payload']: {
         phone_courier: { channel: requested },
       },
-      [if std.isString(phoneChannel) then 'identity']: {
-        traits: { phone_channel: phoneChannel },
+      [if std.isString(phoneChannel) || identityId != null then 'identity']: {
+        [if identityId != null then 'id']: identityId,
+        [if std.isString(phoneChannel) then 'traits']: { phone_channel: phoneChannel },
       },
     },
   }

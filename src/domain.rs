@@ -1,4 +1,5 @@
-//! Small value types that several rooms share (delivery, store, provider):
+//! Small value types that several rooms share (delivery, store, provider,
+//! telemetry):
 //! names of things, with no behaviour beyond naming them. They live here,
 //! below every room, so that no room imports another one back.
 
@@ -24,6 +25,8 @@ impl Endpoint {
 pub enum Channel {
     Sms,
     Voice,
+    /// A WhatsApp authentication template through Twilio's Messages API.
+    WhatsApp,
 }
 
 impl Channel {
@@ -31,6 +34,7 @@ impl Channel {
         match self {
             Channel::Sms => "sms",
             Channel::Voice => "voice",
+            Channel::WhatsApp => "whatsapp",
         }
     }
 }
@@ -42,10 +46,15 @@ pub enum LimitName {
     Ip,
     /// The one bucket of requests whose end-user address is not known.
     UnknownIp,
+    /// A Kratos identity (`template_data.identity.id`).
+    Identity,
     /// A block of numbers (the number without its last few digits).
     Prefix,
     Country,
     Global,
+    /// Notifications (messages without a code) per recipient, apart from
+    /// the codes' own recipient limit (`limits.*.notification`).
+    Notification,
 }
 
 impl LimitName {
@@ -54,9 +63,11 @@ impl LimitName {
             LimitName::Recipient => "recipient",
             LimitName::Ip => "ip",
             LimitName::UnknownIp => "unknown_ip",
+            LimitName::Identity => "identity",
             LimitName::Prefix => "prefix",
             LimitName::Country => "country",
             LimitName::Global => "global",
+            LimitName::Notification => "notification",
         }
     }
 }
@@ -75,6 +86,80 @@ impl BudgetScope {
         }
     }
 }
+
+/// Why a code went out on another channel than asked: a call for an SMS,
+/// an SMS for a WhatsApp message (`delivery::fallback`). A metric label
+/// and span attribute, so it lives here, below telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackReason {
+    /// The numbering plan says FIXED_LINE.
+    Landline,
+    /// Twilio answered the SMS "not a mobile number"
+    /// (`provider::errors::NOT_MOBILE`).
+    NotMobile,
+    /// A status callback reported the SMS undelivered.
+    Undelivered,
+    /// Twilio refused the WhatsApp message (not on WhatsApp), or the number
+    /// is remembered so: an SMS instead.
+    WhatsAppRefused,
+    /// A status callback reported the WhatsApp message failed or
+    /// undelivered: an SMS instead.
+    WhatsAppUndelivered,
+    /// No `delivered` receipt came within `whatsapp.fallback_after_ms`:
+    /// an SMS instead.
+    WhatsAppNoReceipt,
+}
+
+impl FallbackReason {
+    /// The metric label and span attribute.
+    pub fn label(self) -> &'static str {
+        match self {
+            FallbackReason::Landline => "landline",
+            FallbackReason::NotMobile => "not_mobile",
+            FallbackReason::Undelivered => "undelivered",
+            FallbackReason::WhatsAppRefused => "whatsapp_refused",
+            FallbackReason::WhatsAppUndelivered => "whatsapp_undelivered",
+            FallbackReason::WhatsAppNoReceipt => "whatsapp_no_receipt",
+        }
+    }
+
+    /// The channel that stands in: a call for an SMS, an SMS for WhatsApp.
+    pub fn channel(self) -> Channel {
+        match self {
+            FallbackReason::Landline | FallbackReason::NotMobile | FallbackReason::Undelivered => {
+                Channel::Voice
+            }
+            FallbackReason::WhatsAppRefused
+            | FallbackReason::WhatsAppUndelivered
+            | FallbackReason::WhatsAppNoReceipt => Channel::Sms,
+        }
+    }
+
+    /// Whether a status callback started the stand-in (the code was counted
+    /// when the first message was sent).
+    pub fn after_delivery(self) -> bool {
+        matches!(
+            self,
+            FallbackReason::Undelivered
+                | FallbackReason::WhatsAppUndelivered
+                | FallbackReason::WhatsAppNoReceipt
+        )
+    }
+
+    pub const ALL: [FallbackReason; 6] = [
+        FallbackReason::Landline,
+        FallbackReason::NotMobile,
+        FallbackReason::Undelivered,
+        FallbackReason::WhatsAppRefused,
+        FallbackReason::WhatsAppUndelivered,
+        FallbackReason::WhatsAppNoReceipt,
+    ];
+}
+
+/// Kratos's SMS templates that carry no code (Kratos after v26.2.0): sent
+/// as notifications, as is any other template without a code.
+pub const KNOWN_NOTIFICATIONS: [&str; 2] =
+    ["verifiable_address_changed", "authenticator_key_added"];
 
 /// Kratos's code templates, and the rest by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,14 +183,25 @@ impl TemplateType {
     }
 
     /// A label safe for logs and metrics: Kratos's names for the four code
-    /// templates, `other` for anything else (names are caller-chosen text).
+    /// templates and its notification templates, `other` for anything else
+    /// (names are caller-chosen text).
     pub fn label(&self) -> &'static str {
         match self {
             TemplateType::Login => "login_code_valid",
             TemplateType::Registration => "registration_code_valid",
             TemplateType::Verification => "verification_code_valid",
             TemplateType::Recovery => "recovery_code_valid",
-            TemplateType::Other(_) => "other",
+            TemplateType::Other(name) => KNOWN_NOTIFICATIONS
+                .iter()
+                .find(|known| *known == name)
+                .copied()
+                .unwrap_or("other"),
         }
+    }
+
+    /// One of Kratos's four code templates: a message of one without its
+    /// code is broken, not a notification.
+    pub fn is_code_template(&self) -> bool {
+        !matches!(self, TemplateType::Other(_))
     }
 }

@@ -1,7 +1,8 @@
 //! # kratos-phone-courier
 //!
 //! Delivers Ory Kratos's one-time codes by SMS and by voice call through
-//! Twilio (and Twilio-compatible providers). Kratos's courier calls this
+//! Twilio (and Twilio-compatible providers), and its notices without a
+//! code (an address changed, a key added) by SMS. Kratos's courier calls this
 //! service over its http channel; the service authenticates it, checks the
 //! message, and turns it into a Twilio Messages or Calls request.
 //!
@@ -9,10 +10,12 @@
 //! through them in this order:
 //!
 //! ```text
-//!  http ──► delivery ──► provider
-//!   │          │            │
-//!   │          └─► phone    └─► (Twilio's REST API)
-//!   └─► telemetry (logs, metrics, traces) config feeds every room
+//!  startup ──► http ──► delivery ──► lookup ──► provider ──► (Twilio's REST API)
+//!               │  │       │            │          │
+//!               │  │       └─► phone    └─► store  └─► telemetry (logs, metrics, traces)
+//!               │  └─► verify ──► delivery
+//!               └─► relay ──► provider, store
+//!   config, domain and clock sit below every room
 //! ```
 //!
 //! | room | owns |
@@ -28,12 +31,29 @@
 //! | [`relay`] | the inbound relay: codes texted to our numbers, forwarded by SMS, to Slack and to signed webhooks |
 //! | [`verify`] | the verify API for applications without Kratos: codes made, stored as keyed hashes, sent through the courier and checked |
 //! | [`store`] | the state a retry touches (ledger, limits, budget), in memory or in Redis |
-//! | [`domain`] | small shared names (channel, template type, limiter, budget scope) below every room |
+//! | [`domain`] | small shared names (channel, template type, limiter, budget scope, fallback reason) below every room |
 //! | [`clock`] | the one clock behind limits, windows and budget days (testable) |
 //!
-//! Dependencies point one way: `http` uses `delivery`, `delivery` uses
-//! `provider`, `lookup`, `phone` and `store` (`lookup` uses `store`), and all of them read `config`,
-//! `telemetry` and `domain`; nothing points back. The Twilio stand-in used by `serve --dev` and the tests
+//! Dependencies point one way, down this list: a room uses only rooms on
+//! the lines below its own, and rooms on one line do not use each other
+//! (`tests/layers.rs` reads every `crate::` path under `src/` and checks
+//! it). Nothing points back.
+//!
+//! 1. `startup`
+//! 2. `http`
+//! 3. `relay`, `verify`
+//! 4. `delivery`
+//! 5. `lookup`
+//! 6. `provider`
+//! 7. `store`, `telemetry`
+//! 8. `config`
+//! 9. `phone`, `domain`, `clock`
+//!
+//! A value that two rooms both need lives in the lower one, or in
+//! [`domain`] (names such as the channel or a fallback's reason); a room
+//! that needs an answer from one above it is handed plain data instead (the
+//! relay gets a parsed message from `http::relay`, not a request). The
+//! Twilio stand-in used by `serve --dev` and the tests
 //! lives in its own crate (`twilio-sandbox`), so this library carries no test
 //! double.
 

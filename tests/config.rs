@@ -1046,6 +1046,25 @@ fn relay_mistakes_name_the_key_and_never_quote_a_slack_url() {
         assert_eq!(key_of(e), *key, "{shown}");
         assert!(!shown.contains("inline-slack-secret"), "{shown}");
     }
+    // Without a URL of its own, the relay takes status_callback.public_url.
+    let text = RELAY.replace(
+        "public_url = \"https://courier.example.com/\"",
+        "public_url = \"\"",
+    );
+    let mut both = good();
+    both.push((
+        "PHONE_COURIER__STATUS_CALLBACK__PUBLIC_URL",
+        "https://hooks.example.com",
+    ));
+    let c = Config::load(&Sources {
+        file: Some(relay_file("relay-shared-url", &text)),
+        env: env(&both),
+    })
+    .unwrap();
+    assert_eq!(
+        c.relay.unwrap().inbound_url,
+        "https://hooks.example.com/v1/twilio/inbound"
+    );
     // A route with no target at all.
     let text = RELAY
         .replace("sms = [\"+14443332222\"]\n", "")
@@ -1238,4 +1257,67 @@ fn lookup_is_off_by_default_and_every_key_is_checked_by_name() {
         ("PHONE_COURIER__LOOKUP__LINE_TYPES__FIXED_VOIP", "sms"),
     ])
     .unwrap();
+}
+
+/// A Twilio account's WhatsApp (`whatsapp`, `whatsapp_from`,
+/// `whatsapp_messaging_service_sid`): refused values name their key, and
+/// `[whatsapp]` on with no provider that sends it names `whatsapp.enabled`.
+#[test]
+fn a_providers_whatsapp_keys_are_checked_and_named() {
+    let on = [
+        ("PHONE_COURIER__WHATSAPP__ENABLED", "true"),
+        ("PHONE_COURIER__WHATSAPP__FROM", "+14155550100"),
+        (
+            "PHONE_COURIER__WHATSAPP__CONTENT_SID",
+            "HX0123456789abcdef0123456789abcdef",
+        ),
+    ];
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("PHONE_COURIER__TWILIO__WHATSAPP_FROM", "Acme")],
+            "twilio.whatsapp_from",
+        ),
+        (
+            &[(
+                "PHONE_COURIER__TWILIO__WHATSAPP_MESSAGING_SERVICE_SID",
+                "MGnope",
+            )],
+            "twilio.whatsapp_messaging_service_sid",
+        ),
+        (
+            &[
+                ("PHONE_COURIER__TWILIO__WHATSAPP", "false"),
+                ("PHONE_COURIER__TWILIO__WHATSAPP_FROM", "+14155550199"),
+            ],
+            "twilio.whatsapp",
+        ),
+        (
+            &[("PHONE_COURIER__TWILIO__WHATSAPP", "false")],
+            "whatsapp.enabled",
+        ),
+    ];
+    for (extra, key) in cases {
+        let mut pairs = with(&on);
+        pairs.extend_from_slice(extra);
+        assert_eq!(key_of(load(&pairs).unwrap_err()), key, "{extra:?}");
+    }
+    // The account's own sender, with or without `whatsapp:`.
+    let mut pairs = with(&on);
+    pairs.push((
+        "PHONE_COURIER__TWILIO__WHATSAPP_FROM",
+        "whatsapp:+14155550199",
+    ));
+    let config = load(&pairs).unwrap();
+    assert_eq!(
+        config.providers[0].api.whatsapp,
+        kratos_phone_courier::config::WhatsAppUse::Own(
+            kratos_phone_courier::config::SmsSender::From(
+                kratos_phone_courier::config::SenderId::parse("+14155550199").unwrap()
+            )
+        )
+    );
+    // WhatsApp off for the account, and off in [whatsapp]: nothing to say.
+    let mut pairs = good();
+    pairs.push(("PHONE_COURIER__TWILIO__WHATSAPP", "false"));
+    assert!(load(&pairs).is_ok());
 }

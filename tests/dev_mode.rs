@@ -62,6 +62,19 @@ async fn the_demo_route_relays_a_code_to_a_phone_and_slack() {
                 }
             }
         };
+        // The banner sends a newcomer to the page that walks through every
+        // magic number (tests/docs.rs checks the page names them all).
+        let page = "docs/src/try-it.md";
+        assert!(banner.contains(page), "{page} in the banner:\n{banner}");
+        assert!(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(page)
+                .is_file(),
+            "{page} exists"
+        );
+        for number in ["+14155550171", "+14155550191", "+15005550009"] {
+            assert!(banner.contains(number), "{number} in the banner:\n{banner}");
+        }
         let body = relay_line
             .trim()
             .strip_prefix("-d '")
@@ -296,4 +309,64 @@ async fn failover_mode_passes_every_other_message_to_the_signalwire_sandbox() {
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
+}
+
+/// A newcomer tries the sandbox's magic numbers, all in +1 415 555 01xx
+/// (one block of 1000): none is refused by `limits.sms.prefix`, and each
+/// reaches the sandbox.
+#[tokio::test]
+async fn the_sandboxs_magic_numbers_never_meet_the_prefix_limit() {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_kratos-phone-courier"))
+            .args(["serve", "--dev"])
+            .env_clear()
+            .env("PHONE_COURIER__SERVER__LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = lines(child.0.stdout.take().unwrap());
+    let mut banner = String::new();
+    let mut api = None;
+    let mut inbox = None;
+    loop {
+        let line = stdout
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the banner:\n{banner}"));
+        banner.push_str(&line);
+        banner.push('\n');
+        let line = line.trim();
+        if line.starts_with("API:") {
+            api = Some(addr_in(line));
+        } else if line.starts_with("Inbox:") && inbox.is_none() {
+            inbox = Some(addr_in(line));
+        } else if line.starts_with("Verify:") {
+            break;
+        }
+    }
+    let (api, sandbox) = (api.unwrap(), inbox.unwrap());
+    let client = reqwest::Client::new();
+    // +14155550100..114: 15 codes, more than the block's burst of 10 (and
+    // none a number the sandbox's Lookup refuses).
+    for i in 0..15 {
+        let to = format!("+141555501{i:02}");
+        let answer = client
+            .post(format!("http://{api}/v1/sms"))
+            .json(&serde_json::json!({
+                "recipient": to,
+                "body": format!("Your login code is: 2000{i:02}"),
+                "template_type": "login_code_valid",
+                "template_data": {"login_code": format!("2000{i:02}")},
+                // Each from an address of its own: only the block is shared.
+                "request_headers": {"X-Forwarded-For": [format!("198.51.100.{i}")]},
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(status, 200, "{to}: {body}");
+    }
+    assert_eq!(creates(&client, &sandbox).await.len(), 15);
 }

@@ -232,6 +232,10 @@ fn peak_unconfirmed(mut history: Vec<(u64, String, i64)>) -> i64 {
 async fn play(action: &str, campaign: Campaign) -> Figures {
     let twilio = twilio_accepting().await;
     let mut env = base_env(&twilio.uri());
+    // The shipped defaults, not the tests' fixed rates.
+    for (k, _) in FIXED_RATES {
+        env.remove(k);
+    }
     env.insert("PHONE_COURIER__LOG__LEVEL".into(), "warn".into());
     env.insert("PHONE_COURIER__FRAUD__ACTION".into(), action.into());
     let config = Config::load(&Sources { file: None, env }).unwrap();

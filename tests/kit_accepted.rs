@@ -105,3 +105,90 @@ async fn voice_preference_survives_the_sms_jsonnet() {
         assert!(twiml.contains(&digits), "{name}: {digits:?} not in {twiml}");
     }
 }
+
+/// Kratos master's messages without a code, through the kit's Jsonnet (both
+/// variants, so also when every message is pointed at /v1/voice), to a user
+/// whose trait says voice: Kratos's six attempts are one SMS with the
+/// notice exactly as Kratos wrote it.
+#[tokio::test]
+async fn kratos_masters_notices_are_one_sms_over_six_attempts() {
+    let notices = [
+        (
+            "next/verifiable_address_changed",
+            "An address on your account was changed. If this wasn't you, contact support.\n",
+        ),
+        (
+            "next/authenticator_key_added",
+            "A new sign-in method (device key) was added to your account. If this wasn't you, secure your account.\n",
+        ),
+    ];
+    for (name, text) in notices {
+        let ctx = fixture(name);
+        assert_eq!(ctx["body"], text, "{name}");
+        assert_eq!(
+            ctx["template_data"]["identity"]["traits"]["phone_channel"],
+            "voice"
+        );
+        for (template, endpoint) in [
+            ("courier-sms.jsonnet", "/v1/sms"),
+            ("courier-voice.jsonnet", "/v1/voice"),
+        ] {
+            let what = format!("{name} through {template}");
+            let rendered = render_kratos(template, &ctx);
+            let app = spawn_app().await;
+            for attempt in 0..6 {
+                let response = app.post_json(endpoint, &rendered).await;
+                assert_eq!(response.status(), 200, "{what}, attempt {attempt}");
+                let answer: Value = response.json().await.unwrap();
+                assert_eq!(answer["channel"], "sms", "{what}, attempt {attempt}");
+            }
+            let fields = single_provider_request(&app, MESSAGES_PATH).await;
+            assert_eq!(
+                fields,
+                pairs(&[("To", "+14155550123"), ("From", FROM), ("Body", text)]),
+                "{what}"
+            );
+        }
+    }
+}
+
+/// Kratos master's code SMS end with the Web OTP line: sent as written,
+/// spoken without it.
+#[tokio::test]
+async fn kratos_masters_web_otp_line_is_sent_and_never_spoken() {
+    for (name, code) in [
+        ("next/login_web_otp", "482917"),
+        ("next/verification_new_number", "250864"),
+    ] {
+        let ctx = fixture(name);
+        let body = ctx["body"].as_str().unwrap();
+        assert!(
+            body.ends_with(&format!("\n\n@auth.example.com #{code}\n")),
+            "{name}"
+        );
+        let app = spawn_app().await;
+        let rendered = render_kratos("courier-sms.jsonnet", &ctx);
+        assert_eq!(app.post_json("/v1/sms", &rendered).await.status(), 200);
+        let fields = single_provider_request(&app, MESSAGES_PATH).await;
+        assert_eq!(
+            fields,
+            pairs(&[
+                ("To", ctx["recipient"].as_str().unwrap()),
+                ("From", FROM),
+                ("Body", body),
+                ("ValidityPeriod", "3600"),
+            ]),
+            "{name}"
+        );
+        let app = spawn_app().await;
+        let rendered = render_kratos("courier-voice.jsonnet", &ctx);
+        assert_eq!(app.post_json("/v1/voice", &rendered).await.status(), 200);
+        let fields = single_provider_request(&app, CALLS_PATH).await;
+        let twiml = field(&fields, "Twiml").unwrap();
+        assert!(twiml.contains(&spaced(code)), "{name}: {twiml}");
+        assert!(
+            !twiml.contains("auth.example.com") && !twiml.contains('#'),
+            "{name}: {twiml}"
+        );
+    }
+}

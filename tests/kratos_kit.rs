@@ -36,7 +36,13 @@ fn kratos_config() -> Value {
 /// with `ory://tracing-config` served from the vendored copy. Offline: any
 /// other external reference would make building the validator fail.
 fn kratos_config_errors(config: &Value) -> Vec<String> {
-    let schema = vendored("kratos-v26.2.0-config.schema.json");
+    config_errors("kratos-v26.2.0-config.schema.json", config)
+}
+
+/// Every schema error of `config` against the vendored config schema
+/// `schema_file` (v26.2.0's, or master's of 2026-07-29).
+fn config_errors(schema_file: &str, config: &Value) -> Vec<String> {
+    let schema = vendored(schema_file);
     let registry = jsonschema::Registry::new()
         .add(
             "ory://tracing-config",
@@ -393,10 +399,23 @@ fn assert_minimal(out: &Value, ctx: &Value, what: &str) {
             );
         }
         if let Some(identity) = td.get("identity") {
+            let mut expected = serde_json::Map::new();
+            // The identity's id (limited per identity), never registration's.
+            if ctx["template_type"] != "registration_code_valid" {
+                if let Some(id) = ctx["template_data"]["identity"]["id"].as_str() {
+                    expected.insert("id".into(), json!(id));
+                }
+            }
+            if identity.get("traits").is_some() {
+                expected.insert(
+                    "traits".into(),
+                    json!({"phone_channel": identity["traits"]["phone_channel"]}),
+                );
+            }
             assert_eq!(
                 identity,
-                &json!({"traits": {"phone_channel": identity["traits"]["phone_channel"]}}),
-                "{what}: identity carries only traits.phone_channel"
+                &Value::Object(expected),
+                "{what}: identity carries only its id and traits.phone_channel"
             );
         }
         if let Some(tp) = td.get("transient_payload") {
@@ -414,7 +433,6 @@ fn assert_minimal(out: &Value, ctx: &Value, what: &str) {
     for needle in [
         "ada@example.com",
         "@example.com\"",
-        "9f425a8d-7efc-4768-8f23-7647a74fdf13",
         "6a1b6b51",
         "7b2c7c62",
         "request_url",
@@ -497,7 +515,7 @@ fn phone_channel_trait_is_forwarded_for_both_identity_shapes() {
     let out = render_kratos("courier-sms.jsonnet", &fixture("login"));
     assert_eq!(
         out["template_data"]["identity"],
-        json!({"traits": {"phone_channel": "sms"}})
+        json!({"id": "9f425a8d-7efc-4768-8f23-7647a74fdf13", "traits": {"phone_channel": "sms"}})
     );
 
     // registration: identity is the traits object itself.
@@ -511,6 +529,30 @@ fn phone_channel_trait_is_forwarded_for_both_identity_shapes() {
 
     // No preference stored: no identity at all.
     let out = render_kratos("courier-sms.jsonnet", &fixture("registration"));
+    assert!(out["template_data"].get("identity").is_none(), "{out}");
+}
+
+#[test]
+fn the_identity_id_is_forwarded_for_every_code_template_but_registration() {
+    // The courier limits per identity: verification codes carry no client
+    // address, so the id is what stands between one account and many codes.
+    for name in ["login", "verification", "recovery"] {
+        let mut ctx = fixture(name);
+        ctx["template_data"]["identity"]["traits"]
+            .as_object_mut()
+            .unwrap()
+            .remove("phone_channel");
+        let out = render_kratos("courier-sms.jsonnet", &ctx);
+        assert_eq!(
+            out["template_data"]["identity"],
+            json!({"id": "9f425a8d-7efc-4768-8f23-7647a74fdf13"}),
+            "{name}"
+        );
+    }
+    // Registration's identity is the traits: an "id" trait is not passed.
+    let mut ctx = fixture("registration");
+    ctx["template_data"]["identity"]["id"] = json!("9f425a8d-7efc-4768-8f23-7647a74fdf13");
+    let out = render_kratos("courier-sms.jsonnet", &ctx);
     assert!(out["template_data"].get("identity").is_none(), "{out}");
 }
 
@@ -626,12 +668,17 @@ fn edge_case_details() {
             "{name}"
         );
     }
-    for name in ["identity null", "identity missing", "identity traits null"] {
+    for name in ["identity null", "identity missing"] {
         assert!(
             render(name)["template_data"].get("identity").is_none(),
             "{name}"
         );
     }
+    // Traits null: the id is still passed (the courier limits per identity).
+    assert_eq!(
+        render("identity traits null")["template_data"]["identity"],
+        json!({"id": "9f425a8d-7efc-4768-8f23-7647a74fdf13"})
+    );
     assert_eq!(
         render("phone_channel voice")["template_data"]["identity"]["traits"]["phone_channel"],
         "voice"
@@ -801,4 +848,146 @@ fn confirmed_jsonnet_passes_the_phone_numbers_and_the_flow() {
         .collect();
     let out = with(&|c| c["identity"]["verifiable_addresses"] = json!(many));
     assert_eq!(out["recipients"].as_array().unwrap().len(), 10);
+}
+
+// ------------------------------------------- Kratos's next release (master)
+
+/// `kratos/kratos.yml` with `kratos/kratos-next.yml` over it, merged the way
+/// Kratos merges several `-c` files: objects key by key, the later file's
+/// value winning for anything else (lists are replaced, not joined).
+fn kratos_next_config() -> Value {
+    fn merge(base: &mut Value, over: Value) {
+        match (base, over) {
+            (Value::Object(b), Value::Object(o)) => {
+                for (k, v) in o {
+                    merge(b.entry(k).or_insert(Value::Null), v);
+                }
+            }
+            (b, o) => *b = o,
+        }
+    }
+    let path = kratos_file("kratos-next.yml");
+    let text = std::fs::read_to_string(&path).expect("reading kratos/kratos-next.yml");
+    let overlay: Value = serde_yaml::from_str(&text).expect("kratos-next.yml is not valid YAML");
+    let mut config = kratos_config();
+    merge(&mut config, overlay);
+    config
+}
+
+const MASTER_SCHEMA: &str = "kratos-master-2026-07-29-config.schema.json";
+
+#[test]
+fn kratos_next_overlay_validates_against_kratos_master_schema() {
+    let config = kratos_next_config();
+    let errors = config_errors(MASTER_SCHEMA, &config);
+    assert!(
+        errors.is_empty(),
+        "kratos.yml + kratos-next.yml does not validate against Kratos master:\n{}",
+        errors.join("\n")
+    );
+    // The plain kit is valid on master too (the overlay adds, never fixes).
+    assert!(config_errors(MASTER_SCHEMA, &kratos_config()).is_empty());
+    // Verify the new number first, then notify the one it replaced.
+    let hooks = &config["selfservice"]["flows"]["settings"]["after"]["profile"]["hooks"];
+    assert_eq!(
+        hooks,
+        &json!([
+            {"hook": "verify_new_address"},
+            {"hook": "notify_previous_addresses", "config": {"recipients": "removed"}}
+        ])
+    );
+    // What the overlay leaves alone is kratos.yml's.
+    assert_eq!(config["courier"], kratos_config()["courier"]);
+}
+
+#[test]
+fn master_schema_check_bites_and_v26_2_0_does_not_know_the_hooks() {
+    let mut config = kratos_next_config();
+    config["selfservice"]["flows"]["settings"]["after"]["profile"]["hooks"][1]["config"]
+        ["recipients"] = json!("everyone");
+    let errors = config_errors(MASTER_SCHEMA, &config);
+    assert!(
+        !errors.is_empty(),
+        "an unknown recipients value was accepted"
+    );
+    // Kratos v26.2.0 refuses the overlay: it is for the next release only.
+    assert!(!kratos_config_errors(&kratos_next_config()).is_empty());
+}
+
+/// The fixtures of Kratos master's SMS (`tests/fixtures/kratos/next/`):
+/// the two templates without a code, a login code with the Web OTP line and
+/// `oauth2_login_request`, the verification of a new number.
+const NEXT_FIXTURES: [&str; 4] = [
+    "next/verifiable_address_changed",
+    "next/authenticator_key_added",
+    "next/login_web_otp",
+    "next/verification_new_number",
+];
+
+#[test]
+fn templates_render_kratos_masters_messages() {
+    let validator = courier_message_validator();
+    for name in NEXT_FIXTURES {
+        let ctx = fixture(name);
+        for template in TEMPLATES {
+            let what = format!("{template} on {name}.json");
+            let out = render_kratos(template, &ctx);
+            assert_accepted(&validator, &out, &what);
+            assert_carried(&out, &ctx, &what);
+            assert_minimal(&out, &ctx, &what);
+            // Nothing of the OAuth2 client, the change time or the request
+            // domain reaches the courier: the body already says it all.
+            let td = out["template_data"].as_object().unwrap();
+            for k in [
+                "oauth2_login_request",
+                "changed_at",
+                "added_at",
+                "request_url_domain",
+            ] {
+                assert!(!td.contains_key(k), "{what}: {k} passed on");
+            }
+        }
+    }
+    // The notices exactly as Kratos master renders them: no code field, the
+    // voice trait passed on (the courier sends them by SMS regardless).
+    let out = render_kratos(
+        "courier-sms.jsonnet",
+        &fixture("next/verifiable_address_changed"),
+    );
+    assert_eq!(
+        out,
+        json!({
+            "recipient": "+14155550123",
+            "body": "An address on your account was changed. If this wasn't you, contact support.\n",
+            "template_type": "verifiable_address_changed",
+            "message_type": "sms",
+            "request_headers": {
+                "Accept-Language": ["en-US,en;q=0.9"],
+                "True-Client-Ip": ["203.0.113.7"]
+            },
+            "template_data": {
+                "to": "+14155550123",
+                "identity": {
+                    "id": "9f425a8d-7efc-4768-8f23-7647a74fdf13",
+                    "traits": {"phone_channel": "voice"}
+                }
+            }
+        })
+    );
+    let out = render_kratos(
+        "courier-sms.jsonnet",
+        &fixture("next/authenticator_key_added"),
+    );
+    assert_eq!(
+        out["body"],
+        "A new sign-in method (device key) was added to your account. If this wasn't you, secure your account.\n"
+    );
+    assert_eq!(out["template_type"], "authenticator_key_added");
+    // The Web OTP line stays in the body as Kratos wrote it, last.
+    let out = render_kratos("courier-sms.jsonnet", &fixture("next/login_web_otp"));
+    assert_eq!(
+        out["body"],
+        "Your login code is: 482917\n\nIt expires in 60 minutes.\n\n@auth.example.com #482917\n"
+    );
+    assert_eq!(out["template_data"]["login_code"], "482917");
 }

@@ -221,3 +221,40 @@ slack = ["{}/services/T000/B000/XXXXSECRET"]
         assert!(!logs.contains(secret), "logs contain {secret:?}:\n{logs}");
     }
 }
+
+/// Login codes that arrive without the end user's address (Kratos's
+/// `header_allowlist` lost it): the service says so once, naming the Kratos
+/// setting to fix, however many such codes come.
+#[tokio::test]
+async fn a_missing_client_address_is_warned_about_once() {
+    let twilio = twilio_accepting().await;
+    let env = base_env(&twilio.uri());
+    let (mut child, addr, rx, mut logs) = spawn_binary(&env);
+    let client = reqwest::Client::new();
+    for i in 0..4 {
+        let mut m = login_message(
+            &format!("+4474000{i:02}555"),
+            &format!("{:06}", 300_000 + i),
+        );
+        m["request_headers"] = json!({});
+        let r = client
+            .post(format!("http://{addr}/v1/sms"))
+            .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+            .json(&m)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        logs.push_str(&line);
+        logs.push('\n');
+    }
+    let warnings = logs
+        .lines()
+        .filter(|l| l.contains("clients.web_hook.header_allowlist"))
+        .count();
+    assert_eq!(warnings, 1, "{logs}");
+}

@@ -70,6 +70,21 @@ async fn creates(twilio: &MockServer) -> usize {
         .count()
 }
 
+/// WhatsApp on for Brazil, with a sender and a template.
+fn with_whatsapp(env: &mut HashMap<String, String>) {
+    for (k, v) in [
+        ("PHONE_COURIER__WHATSAPP__ENABLED", "true"),
+        ("PHONE_COURIER__WHATSAPP__FROM", "+14155550100"),
+        (
+            "PHONE_COURIER__WHATSAPP__CONTENT_SID",
+            "HX0123456789abcdef0123456789abcdef",
+        ),
+        ("PHONE_COURIER__WHATSAPP__COUNTRIES", "BR"),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+}
+
 async fn twilio_accepting(delay: Duration) -> MockServer {
     let twilio = MockServer::start().await;
     Mock::given(method("POST"))
@@ -502,6 +517,107 @@ async fn a_verify_code_requested_on_one_replica_is_checked_on_the_other() {
     assert_eq!((status, code(&v)), (404, "no_pending_code"));
 }
 
+/// `verify.max_checks_per_hour` on two replicas sharing Redis: the checks
+/// of one number are counted together, so alternating replicas and fresh
+/// codes buys no more guesses; past the cap the right code is refused on
+/// either replica.
+#[tokio::test]
+async fn the_hourly_check_cap_is_shared_by_the_replicas() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = twilio_accepting(Duration::ZERO).await;
+    let mut env = env_for(&twilio.uri(), &redis);
+    env.insert("PHONE_COURIER__VERIFY__ENABLED".into(), "true".into());
+    env.insert(
+        "PHONE_COURIER__VERIFY__MAX_CHECKS_PER_HOUR".into(),
+        "6".into(),
+    );
+    env.insert("PHONE_COURIER__VERIFY__MAX_ATTEMPTS".into(), "3".into());
+    let replicas = [start(&env), start(&env)];
+    let client = reqwest::Client::new();
+    let call = |i: usize, path: &'static str, body: Value| {
+        let client = client.clone();
+        let url = format!("http://{}{path}", replicas[i].addr);
+        async move {
+            let r = client
+                .post(url)
+                .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+                .json(&body)
+                .send()
+                .await
+                .expect("an answer");
+            let status = r.status().as_u16();
+            let retry = r.headers().contains_key("retry-after");
+            (
+                status,
+                r.json::<Value>().await.unwrap_or(Value::Null),
+                retry,
+            )
+        }
+    };
+    let to = "+14155550123";
+    let latest_code = || async {
+        let got = twilio.received_requests().await.unwrap_or_default();
+        let body = form(got.last().unwrap())
+            .into_iter()
+            .find(|(k, _)| k == "Body")
+            .unwrap()
+            .1;
+        body.chars()
+            .filter(char::is_ascii_digit)
+            .take(6)
+            .collect::<String>()
+    };
+    let mut answers = Vec::new();
+    for (round, replica) in [(0, 0), (1, 1)] {
+        let (status, _, _) = call(replica, "/v1/verify/request", json!({"to": to})).await;
+        assert_eq!(status, 200, "round {round}");
+        let code = latest_code().await;
+        let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+        // Three wrong codes, alternating replicas: the code is dropped.
+        for i in 0..3 {
+            let (status, v, _) = call(
+                (replica + i) % 2,
+                "/v1/verify/check",
+                json!({"to": to, "code": wrong}),
+            )
+            .await;
+            answers.push((status, code_of(&v)));
+        }
+    }
+    assert_eq!(
+        answers,
+        [
+            (422, "code_mismatch".to_owned()),
+            (422, "code_mismatch".to_owned()),
+            (429, "too_many_attempts".to_owned()),
+            (422, "code_mismatch".to_owned()),
+            (422, "code_mismatch".to_owned()),
+            (429, "too_many_attempts".to_owned()),
+        ]
+    );
+    // A third code is sent, and its right code is refused on both.
+    assert_eq!(
+        call(0, "/v1/verify/request", json!({"to": to})).await.0,
+        200
+    );
+    let code = latest_code().await;
+    for replica in [0, 1] {
+        let (status, v, retry) =
+            call(replica, "/v1/verify/check", json!({"to": to, "code": code})).await;
+        assert_eq!(
+            (status, code_of(&v), retry),
+            (429, "too_many_checks".to_owned(), true)
+        );
+    }
+    assert_eq!(creates(&twilio).await, 3);
+}
+
+fn code_of(v: &Value) -> String {
+    code(v).to_owned()
+}
+
 /// Twilio Lookup on two replicas sharing Redis: Kratos's six attempts of a
 /// message (the first two refused by Twilio's Messages API), alternating
 /// between the replicas, cost one lookup; the cache is in the store.
@@ -615,4 +731,320 @@ async fn a_21614_fallback_on_two_replicas_places_one_call() {
         paths,
         ["Messages.json", "Messages.json", "Calls.json", "Calls.json"]
     );
+}
+
+/// The seam of a Lookup that changes its mind, across two replicas on one
+/// Redis: attempt 1 (replica A) finds Lookup down (allowed) and sends the
+/// SMS, which Twilio takes but answers too late; attempt 2 (replica B)
+/// would get "fixedVoip" (a call) from Lookup. B must reconcile against the
+/// SMS the record names, find it, and place no call; every later attempt,
+/// on either replica, is answered with the SMS's sid.
+#[tokio::test]
+async fn a_retry_on_the_other_replica_keeps_the_channel_the_first_attempt_used() {
+    use time::format_description::well_known::Rfc2822;
+    use wiremock::matchers::path_regex;
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v2/PhoneNumbers/"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .set_body_json(json!({"code": 20503, "message": "unavailable", "status": 503})),
+        )
+        .up_to_n_times(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v2/PhoneNumbers/"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "calling_country_code": "1", "country_code": "US",
+            "phone_number": "+14155550123", "valid": true,
+            "line_type_intelligence": {"type": "fixedVoip", "error_code": null},
+        })))
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"sid": SID, "status": "queued"}))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Calls\.json$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(
+            json!({"sid": "CA0123456789abcdef0123456789abcdef", "status": "queued"}),
+        ))
+        .mount(&twilio)
+        .await;
+    let created = time::OffsetDateTime::now_utc().format(&Rfc2822).unwrap();
+    Mock::given(method("GET"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messages": [{
+                "sid": SID, "to": "+14155550123", "from": FROM,
+                "body": "Your login code is: 482917", "status": "sent",
+                "date_created": created
+            }],
+            "page": 0, "page_size": 50, "next_page_uri": null
+        })))
+        .mount(&twilio)
+        .await;
+    let mut env = env_for(&twilio.uri(), &redis);
+    env.insert("PHONE_COURIER__LOOKUP__ENABLED".into(), "true".into());
+    env.insert("PHONE_COURIER__LOOKUP__BASE_URL".into(), twilio.uri());
+    env.insert("PHONE_COURIER__TWILIO__TIMEOUT_MS".into(), "1000".into());
+    let replicas = [start(&env), start(&env)];
+    let client = reqwest::Client::new();
+    let m = login_message("+14155550123", "482917");
+    let mut answers = Vec::new();
+    for attempt in 0..6 {
+        answers.push(post(&client, &replicas[attempt % 2], &m).await);
+    }
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [503, 200, 200, 200, 200, 200], "{answers:?}");
+    for (_, body) in &answers[1..] {
+        assert_eq!(body["channel"], "sms", "{body}");
+        assert_eq!(body["sid"], SID, "{body}");
+    }
+    let got = twilio.received_requests().await.unwrap_or_default();
+    let seen: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let last = r.url.path().rsplit('/').next().unwrap_or_default();
+            let what = if r.url.path().starts_with("/v2/") {
+                "lookup"
+            } else {
+                last
+            };
+            format!("{} {what}", r.method)
+        })
+        .collect();
+    // One lookup (attempt 1), one SMS, one list read of Messages (attempt
+    // 2 on the other replica); nothing else, and no call.
+    assert_eq!(
+        seen,
+        ["GET lookup", "POST Messages.json", "GET Messages.json"]
+    );
+}
+
+/// WhatsApp-to-SMS fallback on two replicas sharing Redis, Kratos's six
+/// attempts alternating between them, the provider failing some: Twilio
+/// answers the WhatsApp message 503, then 63003 (not on WhatsApp); the SMS
+/// that stands in 503, then accepts it. The "not on WhatsApp" verdict and
+/// the SMS's ledger outcome live in Redis, so the other replica goes
+/// straight to SMS and the later attempts are answered with the same SMS:
+/// one SMS sent in all.
+#[tokio::test]
+async fn a_63003_whatsapp_fallback_on_two_replicas_sends_one_sms() {
+    use wiremock::matchers::{body_string_contains, path_regex};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    let sms_sid = "SM0123456789abcdef0123456789abcdef";
+    let whatsapp = || {
+        Mock::given(method("POST"))
+            .and(path_regex(r"/Messages\.json$"))
+            .and(body_string_contains("To=whatsapp%3A"))
+    };
+    whatsapp()
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&twilio)
+        .await;
+    whatsapp()
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "code": 63003, "message": "Channel could not find To address", "status": 400
+        })))
+        .with_priority(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({"sid": sms_sid, "status": "queued"})),
+        )
+        .mount(&twilio)
+        .await;
+    let mut env = env_for(&twilio.uri(), &redis);
+    with_whatsapp(&mut env);
+    let replicas = [start(&env), start(&env)];
+    let client = reqwest::Client::new();
+    let m = login_message("+5511987654321", "482917");
+    let mut answers = Vec::new();
+    for attempt in 0..6 {
+        answers.push(post(&client, &replicas[attempt % 2], &m).await);
+    }
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [503, 503, 200, 200, 200, 200], "{answers:?}");
+    for (_, body) in &answers[2..] {
+        assert_eq!(body["channel"], "sms", "{body}");
+        assert_eq!(body["fallback"], true, "{body}");
+        assert_eq!(body["sid"], sms_sid, "{body}");
+    }
+    let got = twilio.received_requests().await.unwrap_or_default();
+    let to: Vec<String> = got
+        .iter()
+        .map(|r| {
+            form_urlencoded::parse(&r.body)
+                .find(|(k, _)| k == "To")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    // WhatsApp 503 (A), WhatsApp 63003 then SMS 503 (B), SMS accepted (A);
+    // the last three attempts send nothing.
+    assert_eq!(
+        to,
+        [
+            "whatsapp:+5511987654321",
+            "whatsapp:+5511987654321",
+            "+5511987654321",
+            "+5511987654321"
+        ]
+    );
+    let sms = form_urlencoded::parse(&got[3].body)
+        .into_owned()
+        .collect::<Vec<_>>();
+    assert!(
+        sms.contains(&("Body".into(), "Your login code is: 482917".into())),
+        "{sms:?}"
+    );
+}
+
+/// A WhatsApp message's later news on two replicas sharing Redis: the
+/// message was sent by replica A, its status callbacks reach either
+/// replica, and A's receipt timer (`whatsapp.fallback_after_ms`, short
+/// here: real binaries keep real time) fires later. Of three messages, X
+/// gets a `delivered` receipt (on B), Y gets nothing, Z is reported
+/// undelivered with 63003 on both replicas at once: one SMS to Y, one to Z,
+/// none to X.
+#[tokio::test]
+async fn whatsapp_receipts_and_failures_on_either_replica_send_each_sms_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wiremock::matchers::{body_string_contains, path_regex};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    const PUBLIC_URL: &str = "http://courier.example.test";
+    const X: &str = "+5511987654321";
+    const Y: &str = "+5511987654322";
+    const Z: &str = "+5511987654323";
+    struct Numbered(AtomicUsize);
+    impl wiremock::Respond for Numbered {
+        fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"sid": format!("SMwa{n:030}"), "status": "queued"}))
+        }
+    }
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .and(body_string_contains("To=whatsapp%3A"))
+        .respond_with(Numbered(AtomicUsize::new(0)))
+        .with_priority(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": SID})))
+        .mount(&twilio)
+        .await;
+    let mut env = env_for(&twilio.uri(), &redis);
+    with_whatsapp(&mut env);
+    for (k, v) in [
+        ("PHONE_COURIER__WHATSAPP__FALLBACK_AFTER_MS", "3000"),
+        ("PHONE_COURIER__STATUS_CALLBACK__PUBLIC_URL", PUBLIC_URL),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    let replicas = [start(&env), start(&env)];
+    let client = reqwest::Client::new();
+    let sent_at = Instant::now();
+    for (n, to) in [X, Y, Z].into_iter().enumerate() {
+        // With the code's lifetime: a record is kept only while it lives.
+        let mut m = login_message(to, "482917");
+        m["template_data"]["expires_in_minutes"] = json!(10);
+        let (status, body) = post(&client, &replicas[0], &m).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["sid"], format!("SMwa{n:030}"), "{body}");
+    }
+    let callback = |replica: &Replica, sid: String, to: &str, status: &str, error: Option<&str>| {
+        let mut params = vec![
+            ("MessageSid".to_owned(), sid),
+            ("MessageStatus".to_owned(), status.to_owned()),
+            ("To".to_owned(), format!("whatsapp:{to}")),
+        ];
+        if let Some(code) = error {
+            params.push(("ErrorCode".to_owned(), code.to_owned()));
+        }
+        let signature = kratos_phone_courier::provider::signature::compute(
+            AUTH_TOKEN,
+            &format!("{PUBLIC_URL}/v1/twilio/status"),
+            &params,
+        );
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params.iter())
+            .finish();
+        client
+            .post(format!("http://{}/v1/twilio/status", replica.addr))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("X-Twilio-Signature", signature)
+            .body(body)
+            .send()
+    };
+    let sid = |n: usize| format!("SMwa{n:030}");
+    // X delivered, reported to B.
+    let r = callback(&replicas[1], sid(0), X, "delivered", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Z undelivered, reported to both at once (Twilio retried).
+    let (a, b) = tokio::join!(
+        callback(&replicas[0], sid(2), Z, "undelivered", Some("63003")),
+        callback(&replicas[1], sid(2), Z, "undelivered", Some("63003")),
+    );
+    assert_eq!(
+        (a.unwrap().status().as_u16(), b.unwrap().status().as_u16()),
+        (204, 204)
+    );
+    assert!(
+        sent_at.elapsed() < Duration::from_secs(3),
+        "the callbacks came after the timers: the test proves nothing"
+    );
+    // Y's SMS comes when A's timer fires; wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sms_to = loop {
+        let got = twilio.received_requests().await.unwrap_or_default();
+        let sms_to: Vec<String> = got
+            .iter()
+            .filter_map(|r| {
+                form_urlencoded::parse(&r.body)
+                    .find(|(k, _)| k == "To")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .filter(|to| !to.starts_with("whatsapp:"))
+            .collect();
+        if sms_to.iter().any(|to| to == Y) {
+            break sms_to;
+        }
+        assert!(Instant::now() < deadline, "no SMS to Y: {sms_to:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut sms_to = sms_to;
+    sms_to.sort();
+    assert_eq!(sms_to, [Y, Z]);
 }

@@ -9,8 +9,9 @@ mod redis_server;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use kratos_phone_courier::clock::Clock;
 use kratos_phone_courier::config::{OnError, RedisConfig};
 use kratos_phone_courier::delivery::budget::BudgetScope;
 use kratos_phone_courier::delivery::channel::Channel;
@@ -48,8 +49,32 @@ fn config(url: &str) -> RedisConfig {
     }
 }
 
+/// A store whose ledger is judged by the times the test passes, so the
+/// transitions can be walked through at exact instants. Production judges
+/// leases by Redis's `TIME`: see [`replica`].
 fn store(server: &RedisServer) -> RedisStore {
-    RedisStore::connect(&config(&server.url())).unwrap()
+    RedisStore::connect(&config(&server.url()))
+        .unwrap()
+        .judging_by_caller_time()
+}
+
+/// A replica's store as the service makes it: the ledger judged by Redis's
+/// `TIME` plus `clock`'s test offset.
+fn replica(server: &RedisServer, clock: &Clock) -> RedisStore {
+    RedisStore::connect(&config(&server.url()))
+        .unwrap()
+        .with_clock(clock.clone())
+}
+
+/// `clock`'s wall time, as the ledger passes it.
+fn now_ms(clock: &Clock) -> u64 {
+    clock.unix().as_millis() as u64
+}
+
+/// The wall clock of a replica an hour ahead of the others (an NTP step the
+/// others have not had, a VM that resumed), without touching the OS's.
+fn an_hour_ahead() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(3600)
 }
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
@@ -75,6 +100,7 @@ fn cell(limiter: Limiter, key: u64, per_hour: u32, burst: u32) -> Cell {
         key,
         interval: Duration::from_secs(3600) / per_hour,
         burst,
+        unless_trusted: None,
     }
 }
 
@@ -325,15 +351,20 @@ async fn the_provider_that_may_have_it_survives_uncertainty_and_takeovers() {
         .settle(&key, a, renew("twilio"), T0 + 1, KEEP)
         .await
         .unwrap());
-    // Failed over: the second renewal names the second provider.
+    // Failed over: the second renewal names the second provider, and the
+    // channel it was asked on, as the ledger writes them.
+    let tried = kratos_phone_courier::delivery::ledger::Tried::record(
+        kratos_phone_courier::domain::Channel::Voice,
+        "signalwire",
+    );
     assert!(s
-        .settle(&key, a, renew("signalwire"), T0 + 2, KEEP)
+        .settle(&key, a, renew(&tried), T0 + 2, KEEP)
         .await
         .unwrap());
     s.settle(&key, a, Settle::Uncertain, T0 + 3, KEEP)
         .await
         .unwrap();
-    let named = Some("signalwire".to_owned());
+    let named = Some(tried.clone());
     assert_eq!(
         s.entry(&key, T0 + 4).await.unwrap(),
         Some(Entry::Uncertain {
@@ -409,6 +440,107 @@ async fn concurrent_claims_give_exactly_one_owner() {
             Some(Entry::InFlight { owner, since: T0, .. }) if owner == Owner(won[0])
         ));
     }
+}
+
+/// Two replicas whose wall clocks disagree by far more than the lease (and
+/// the keep window): Redis's `TIME` judges the lease, so each sees the
+/// other's claim as live, and neither sends what the other holds or sent.
+#[tokio::test]
+async fn replicas_whose_clocks_disagree_judge_leases_by_redis_time() {
+    let server = server_or_skip!();
+    let (clock_a, clock_b) = (Clock::system(), Clock::reading(an_hour_ahead));
+    let (a, b) = (replica(&server, &clock_a), replica(&server, &clock_b));
+    let (oa, ob) = (Owner(0xa), Owner(0xb));
+
+    // A claims. By B's clock A's lease ran out an hour ago: still Busy.
+    let key = [11u8; 16];
+    assert_eq!(
+        a.claim(&key, oa, now_ms(&clock_a), LEASE, KEEP)
+            .await
+            .unwrap(),
+        Claim::Send
+    );
+    assert_eq!(
+        b.claim(&key, ob, now_ms(&clock_b), LEASE, KEEP)
+            .await
+            .unwrap(),
+        Claim::Busy
+    );
+    // A renews before its call (the lease a length from Redis's now).
+    let renew = Settle::Renew {
+        lease_until: now_ms(&clock_a) + 10_000,
+        provider: "twilio".into(),
+    };
+    assert!(a
+        .settle(&key, oa, renew, now_ms(&clock_a), KEEP)
+        .await
+        .unwrap());
+    assert_eq!(
+        b.claim(&key, ob, now_ms(&clock_b), LEASE, KEEP)
+            .await
+            .unwrap(),
+        Claim::Busy
+    );
+    // A's outcome: B, past the 10-minute keep window by its own clock,
+    // still finds it and answers with the sid.
+    let accepted = Settle::Accepted {
+        sid: Some("SM1".into()),
+    };
+    assert!(a
+        .settle(&key, oa, accepted, now_ms(&clock_a), KEEP)
+        .await
+        .unwrap());
+    assert_eq!(
+        b.claim(&key, ob, now_ms(&clock_b), LEASE, KEEP)
+            .await
+            .unwrap(),
+        Claim::Accepted {
+            sid: Some("SM1".into())
+        }
+    );
+
+    // The other way round: B's claim is not an hour long for A either.
+    let key = [12u8; 16];
+    assert_eq!(
+        b.claim(&key, ob, now_ms(&clock_b), LEASE, KEEP)
+            .await
+            .unwrap(),
+        Claim::Send
+    );
+    assert_eq!(
+        a.claim(&key, oa, now_ms(&clock_a), LEASE, KEEP)
+            .await
+            .unwrap(),
+        Claim::Busy
+    );
+    // The record's times are Redis's (this machine's clock), not B's.
+    let Some(Entry::InFlight {
+        owner,
+        since,
+        lease_until,
+        provider: None,
+    }) = a.entry(&key, 0).await.unwrap()
+    else {
+        panic!("B's claim is in flight");
+    };
+    assert_eq!(owner, ob);
+    assert_eq!(lease_until - since, 10_000);
+    assert!(
+        since.abs_diff(now_ms(&clock_a)) < 2_000,
+        "since {since} is not Redis's now"
+    );
+    // Time that passes (the test offset) counts: once the lease has run
+    // out by Redis's clock, the next claim reconciles.
+    clock_a.advance(LEASE);
+    assert_eq!(
+        a.claim(&key, oa, now_ms(&clock_a), LEASE, KEEP)
+            .await
+            .unwrap(),
+        Claim::Reconcile {
+            since,
+            provider: None
+        }
+    );
 }
 
 // ----------------------------------------------------------- unreachable
@@ -1063,6 +1195,8 @@ async fn fraud_counts_answer_exactly_as_the_memory_store() {
     let mut now = T0;
     let mut x = 7u64;
     let mut confirmations = (0, 0);
+    let mut trusted = [0; 2];
+    let mut several_days = 0;
     for (i, gap) in gaps(11, 2500, 40 * 60_000).into_iter().enumerate() {
         now += gap;
         x = x
@@ -1102,18 +1236,127 @@ async fn fraud_counts_answer_exactly_as_the_memory_store() {
                     .await
                     .unwrap();
             }
-            _ => assert_eq!(
-                redis.fraud_tallies(&k, now).await.unwrap(),
-                memory.fraud_tallies(&k, now).await.unwrap(),
-                "tallies #{i}"
-            ),
+            _ => {
+                let tallies = redis.fraud_tallies(&k, now).await.unwrap();
+                assert_eq!(
+                    tallies,
+                    memory.fraud_tallies(&k, now).await.unwrap(),
+                    "tallies #{i}"
+                );
+                assert_eq!(
+                    redis.number_trusted(k.number, now).await.unwrap(),
+                    tallies.number_trusted,
+                    "trusted #{i}"
+                );
+                trusted[usize::from(tallies.number_trusted)] += 1;
+                if tallies
+                    .country
+                    .daily_peaks
+                    .iter()
+                    .filter(|p| **p > 0)
+                    .count()
+                    > 1
+                {
+                    several_days += 1;
+                }
+            }
         }
     }
+    assert!(
+        trusted[0] > 10 && trusted[1] > 10 && several_days > 10,
+        "{trusted:?} {several_days}"
+    );
     assert!(now - T0 > 14 * 86_400_000, "the history spans the 14 days");
     assert!(
         confirmations.0 > 50 && confirmations.1 > 50,
         "{confirmations:?}"
     );
+}
+
+/// A cell marked `unless_trusted` (the prefix limiter's) is not taken for
+/// a number that confirmed a code, and is for any other: the same answers
+/// from the memory store and from Redis, through `Store::reserve`.
+#[tokio::test]
+async fn a_trusted_number_skips_the_prefix_cell_on_memory_and_redis() {
+    use kratos_phone_courier::clock::Clock;
+    use kratos_phone_courier::store::memory::MemoryStore;
+    use kratos_phone_courier::store::{FraudKeys, Side, Store};
+    let server = server_or_skip!();
+    let redis = Store::Redis {
+        redis: store(&server),
+        fallback: None,
+        failures: Default::default(),
+    };
+    let memory = Store::Memory(MemoryStore::new(Clock::starting_at(Duration::ZERO), 1000));
+    const PREFIX: Limiter = Limiter {
+        channel: Channel::Sms,
+        name: LimitName::Prefix,
+    };
+    // One block (prefix key 5) with a burst of 2; numbers 100.. in it.
+    let prefix_cell = |number: u64| Cell {
+        unless_trusted: Some(number),
+        ..cell(PREFIX, 5, 1, 2)
+    };
+    let fraud = |number: u64| FraudKeys {
+        calling_code: 44,
+        prefix: 5,
+        number,
+    };
+    let mut answers = Vec::new();
+    for s in [&memory, &redis] {
+        let mut seen = Vec::new();
+        // Number 100 is sent a code and confirms it: trusted.
+        s.fraud_record_sent(&fraud(100), T0).await.unwrap();
+        s.fraud_record_confirmed(&fraud(100), T0 + 1).await.unwrap();
+        for (i, number) in [101, 102, 103, 100, 100, 104].into_iter().enumerate() {
+            let now = T0 + 10 + i as u64;
+            let cells = [cell(SMS_RECIPIENT, number, 3600, 10), prefix_cell(number)];
+            let answer = s.reserve(Side::Shared, &cells, None, now).await.unwrap();
+            seen.push(match answer {
+                Ok(r) => format!("ok {}", r.cells.len()),
+                Err(Refusal::Limited { limiter, .. }) => format!("{:?}", limiter.name),
+                Err(other) => format!("{other:?}"),
+            });
+        }
+        // With a budget too (its counters follow the trust mark among the
+        // script's keys): the trusted number's exempt cell is skipped and
+        // one unit of budget is taken, then the cap refuses.
+        let budget = BudgetTake {
+            day: T0 / 86_400_000,
+            calling_code: 44,
+            total_cap: 1,
+            country_cap: 0,
+        };
+        for k in 0..2 {
+            let cells = [cell(SMS_RECIPIENT, 100, 3600, 10), prefix_cell(100)];
+            let answer = s
+                .reserve(Side::Shared, &cells, Some(budget), T0 + 20 + k)
+                .await
+                .unwrap();
+            seen.push(match answer {
+                Ok(r) => format!("ok {} budget {}", r.cells.len(), r.budget.is_some()),
+                Err(other) => format!("{other:?}"),
+            });
+        }
+        answers.push(seen);
+    }
+    // 101 and 102 take the block's burst, 103 is refused; the trusted 100
+    // passes twice taking only its recipient cell; 104 is still refused.
+    assert_eq!(
+        answers[0],
+        [
+            "ok 2",
+            "ok 2",
+            "Prefix",
+            "ok 1",
+            "ok 1",
+            "Prefix",
+            "ok 1 budget true",
+            "Budget { scope: Total }"
+        ],
+        "memory"
+    );
+    assert_eq!(answers[1], answers[0], "redis");
 }
 
 // ------------------------------------------------------------ verify API
@@ -1145,27 +1388,77 @@ async fn pending_codes_are_shared_by_replicas_and_approved_exactly_once() {
     assert_eq!(again, Pending { code, sends: 2 });
 
     // The seed and hash are stored, never a number or a code; it expires.
+    // Until a send of it is accepted it is kept apart, not checkable (two
+    // requests are sending it).
     let mut conn = raw(&server).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("kpc:v:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(keys.len(), 1, "{keys:?}");
-    let value: String = redis::cmd("GET")
-        .arg(&keys[0])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(
-        value,
+    let shared = conn.clone();
+    let get = move |pattern: &'static str| {
+        let mut conn = shared.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let mut values = Vec::new();
+            for k in keys {
+                let v: String = redis::cmd("GET")
+                    .arg(&k)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                values.push(v);
+            }
+            values
+        }
+    };
+    let stored = |state: u32, sends: u32| {
         format!(
-            "{}|0|2|{}|{}",
+            "{}|{state}|{sends}|{}|{}",
             T0 + 600_000,
             "ab".repeat(32),
             "01".repeat(16)
         )
+    };
+    assert_eq!(get("kpc:w:*").await, [stored(2, 2)]);
+    assert!(get("kpc:v:*").await.is_empty());
+    assert_eq!(
+        replicas[3]
+            .verify_check(&key, &[0xab; 32], 5, T0 + 1000)
+            .await
+            .unwrap(),
+        CodeCheck::NoPendingCode
     );
+    // One of the two is refused: still unsent, one request left sending.
+    replicas[0]
+        .verify_unsent(&key, &[0xab; 32], T0 + 1000)
+        .await
+        .unwrap();
+    assert_eq!(get("kpc:w:*").await, [stored(1, 2)]);
+    // Another code's answer changes nothing; this code's makes it pending.
+    assert!(!replicas[2]
+        .verify_sent(&key, &[0xcd; 32], T0 + 1000)
+        .await
+        .unwrap());
+    assert!(replicas[1]
+        .verify_sent(&key, &[0xab; 32], T0 + 1000)
+        .await
+        .unwrap());
+    assert!(get("kpc:w:*").await.is_empty());
+    assert_eq!(get("kpc:v:*").await, [stored(0, 2)]);
+    // A refused resend leaves a sent code as it is.
+    assert_eq!(
+        replicas[0]
+            .verify_pending(&key, &other, T0 + 1500)
+            .await
+            .unwrap(),
+        Pending { code, sends: 3 }
+    );
+    replicas[0]
+        .verify_unsent(&key, &[0xab; 32], T0 + 1500)
+        .await
+        .unwrap();
+    assert_eq!(get("kpc:v:*").await, [stored(0, 3)]);
 
     // A wrong hash counts an attempt (on any replica).
     assert_eq!(
@@ -1204,6 +1497,112 @@ async fn pending_codes_are_shared_by_replicas_and_approved_exactly_once() {
         .await
         .unwrap();
     assert!(left.is_empty(), "an approved code is removed: {left:?}");
+    // An approved code is never made checkable again.
+    assert!(!replicas[0]
+        .verify_sent(&key, &[0xab; 32], T0 + 4000)
+        .await
+        .unwrap());
+    // A refused first send leaves nothing: the next request is fresh.
+    replicas[0]
+        .verify_pending(&key, &code, T0 + 5000)
+        .await
+        .unwrap();
+    replicas[1]
+        .verify_unsent(&key, &[0xab; 32], T0 + 5000)
+        .await
+        .unwrap();
+    assert!(get("kpc:w:*").await.is_empty());
+    assert_eq!(
+        replicas[2]
+            .verify_pending(&key, &other, T0 + 6000)
+            .await
+            .unwrap(),
+        Pending {
+            code: other,
+            sends: 1
+        }
+    );
+}
+
+/// `verify.max_checks_per_hour` is counted with the store's counter (the
+/// relay's), under a keyed hash: replicas share one count per hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hourly_check_count_is_shared_by_replicas() {
+    let server = server_or_skip!();
+    let replicas: Vec<Arc<RedisStore>> = (0..2).map(|_| Arc::new(store(&server))).collect();
+    let key = [11u8; 16];
+    let until = T0 + 3_600_000;
+    for i in 0..10 {
+        assert!(replicas[i % 2]
+            .relay_take(&key, 10, T0 + i as u64, until)
+            .await
+            .unwrap());
+    }
+    for r in &replicas {
+        assert!(!r.relay_take(&key, 10, T0 + 20, until).await.unwrap());
+    }
+}
+
+/// A verify `Idempotency-Key`: in progress, then the answer, shared by
+/// replicas; forgotten after a refusal; gone after its time.
+#[tokio::test]
+async fn idempotency_keys_are_shared_by_replicas() {
+    use kratos_phone_courier::store::Idempotency;
+    let server = server_or_skip!();
+    let (a, b) = (store(&server), store(&server));
+    let (key, fp, other) = ([12u8; 16], [0x5a; 32], [0x5b; 32]);
+    assert_eq!(
+        a.verify_idempotency_begin(&key, &fp, T0, T0 + 60_000)
+            .await
+            .unwrap(),
+        Idempotency::New
+    );
+    assert_eq!(
+        b.verify_idempotency_begin(&key, &other, T0 + 1, T0 + 60_001)
+            .await
+            .unwrap(),
+        Idempotency::InProgress { fingerprint: fp }
+    );
+    // Another body cannot finish it.
+    b.verify_idempotency_finish(&key, &other, Some("x"), T0 + 2, T0 + 600_000)
+        .await
+        .unwrap();
+    a.verify_idempotency_finish(&key, &fp, Some("sms|123|1"), T0 + 2, T0 + 600_000)
+        .await
+        .unwrap();
+    let done = Idempotency::Done {
+        fingerprint: fp,
+        answer: "sms|123|1".into(),
+    };
+    assert_eq!(
+        b.verify_idempotency_begin(&key, &fp, T0 + 3, T0 + 60_003)
+            .await
+            .unwrap(),
+        done
+    );
+    // Kept as hashes only.
+    let mut conn = raw(&server).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("kpc:i:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        b.verify_idempotency_begin(&key, &fp, T0 + 600_000, T0 + 660_000)
+            .await
+            .unwrap(),
+        Idempotency::New
+    );
+    a.verify_idempotency_finish(&key, &fp, None, T0 + 600_001, T0 + 600_001)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.verify_idempotency_begin(&key, &other, T0 + 600_002, T0 + 660_002)
+            .await
+            .unwrap(),
+        Idempotency::New
+    );
 }
 
 #[tokio::test]
@@ -1218,6 +1617,7 @@ async fn pending_codes_expire_and_the_last_wrong_attempt_drops_them() {
         expires_at: T0 + 600_000,
     };
     s.verify_pending(&key, &code, T0).await.unwrap();
+    assert!(s.verify_sent(&key, &[0x11; 32], T0).await.unwrap());
     // At its expiry it is gone, whatever Redis still holds.
     assert_eq!(
         s.verify_check(&key, &[0x11; 32], 3, T0 + 600_000)
@@ -1232,6 +1632,10 @@ async fn pending_codes_expire_and_the_last_wrong_attempt_drops_them() {
     };
     let p = s.verify_pending(&key, &fresh, T0 + 600_000).await.unwrap();
     assert_eq!((p.code, p.sends), (fresh, 1));
+    assert!(s
+        .verify_sent(&key, &[0x11; 32], T0 + 600_000)
+        .await
+        .unwrap());
     let wrong = [0x12; 32];
     for left in [2, 1] {
         assert_eq!(
@@ -1390,5 +1794,94 @@ async fn lookup_answers_are_shared_by_replicas_until_their_end() {
             .await
             .unwrap();
         assert!(ttl > 0, "{k} expires in Redis too");
+    }
+}
+
+/// Every limiter of every channel (the identity and notification ones
+/// too) answers the same on Redis as on the memory store: the same cells
+/// pass, the same are refused with the same limiter and `Retry-After`, and
+/// two limiters with the same key never share a cell.
+#[tokio::test]
+async fn every_limiter_answers_the_same_on_memory_and_redis() {
+    use kratos_phone_courier::clock::Clock;
+    use kratos_phone_courier::store::memory::MemoryStore;
+    use kratos_phone_courier::store::{Side, Store};
+    let server = server_or_skip!();
+    let redis = Store::Redis {
+        redis: store(&server),
+        fallback: None,
+        failures: Default::default(),
+    };
+    // The memory store's limiters run on its clock, Redis's on `now`: both
+    // are moved together, and a `Retry-After` may differ by the real time
+    // the test takes (under a second).
+    let clock = Clock::starting_at(Duration::ZERO);
+    let memory = Store::Memory(MemoryStore::new(clock.clone(), 1000));
+    let same = |m: &Result<Reservation, Refusal>, r: &Result<Reservation, Refusal>| match (m, r) {
+        (Ok(a), Ok(b)) => a == b,
+        (
+            Err(Refusal::Limited {
+                limiter: a,
+                retry_after: x,
+            }),
+            Err(Refusal::Limited {
+                limiter: b,
+                retry_after: y,
+            }),
+        ) => a == b && x.abs_diff(*y) < Duration::from_secs(1),
+        _ => false,
+    };
+    let names = [
+        LimitName::Recipient,
+        LimitName::Ip,
+        LimitName::UnknownIp,
+        LimitName::Identity,
+        LimitName::Prefix,
+        LimitName::Country,
+        LimitName::Global,
+        LimitName::Notification,
+    ];
+    let mut answers = Vec::new();
+    for channel in [Channel::Sms, Channel::Voice, Channel::WhatsApp] {
+        for name in names {
+            let limiter = Limiter { channel, name };
+            // The same key (7) for every limiter: each has its own cells.
+            let c = cell(limiter, 7, 6, 2);
+            let mut now = T0;
+            for _ in 0..4 {
+                let m = memory.reserve(Side::Shared, &[c], None, now).await.unwrap();
+                let r = redis.reserve(Side::Shared, &[c], None, now).await.unwrap();
+                assert!(same(&m, &r), "{channel:?} {name:?} at {now}: {m:?} {r:?}");
+                answers.push(r.map(|_| ()));
+                now += 1_000;
+                clock.advance(Duration::from_secs(1));
+            }
+            // Ten minutes (3600 s / 6) bring one cell back on both.
+            now += 600_000;
+            clock.advance(Duration::from_secs(600));
+            let m = memory.reserve(Side::Shared, &[c], None, now).await.unwrap();
+            let r = redis.reserve(Side::Shared, &[c], None, now).await.unwrap();
+            assert!(
+                same(&m, &r),
+                "{channel:?} {name:?} after the interval: {m:?} {r:?}"
+            );
+            assert!(r.is_ok(), "{channel:?} {name:?}: {r:?}");
+        }
+    }
+    // Burst 2: per limiter two passed and two were refused, by that limiter.
+    assert_eq!(answers.iter().filter(|a| a.is_ok()).count(), 3 * 8 * 2);
+    for (i, a) in answers.iter().enumerate() {
+        if let Err(Refusal::Limited {
+            limiter,
+            retry_after,
+        }) = a
+        {
+            let (channel, name) = (
+                [Channel::Sms, Channel::Voice, Channel::WhatsApp][i / 32],
+                names[(i / 4) % 8],
+            );
+            assert_eq!(*limiter, Limiter { channel, name });
+            assert!(*retry_after > Duration::from_secs(590), "{retry_after:?}");
+        }
     }
 }

@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use super::budget::BudgetConfig;
-use super::dedup::DedupConfig;
+use super::dedup::{BudgetConfig, DedupConfig};
 use super::error::ConfigError;
-use super::twilio::TwilioConfig;
+use super::providers::{ProviderConfig, ProviderKind};
 use super::Config;
 
 /// How long Kratos's courier waits for this service's answer.
@@ -31,10 +30,9 @@ pub const KRATOS_RETRY_GAP: Duration = Duration::from_secs(1);
 pub const MAX_DAILY_CAP: u32 = u32::MAX / 100;
 
 pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
-    for (i, p) in c.providers.iter().enumerate() {
-        let named = |e| super::providers::rekey_for(c, i, e);
-        provider_timeout_within_kratos(&p.api).map_err(named)?;
-        dedup_window_covers_retries(&c.dedup, &p.api).map_err(named)?;
+    for p in &c.providers {
+        provider_timeout_within_kratos(p)?;
+        dedup_window_covers_retries(&c.dedup, p)?;
     }
     budget_fits_its_arithmetic(&c.budget)?;
     status_callbacks_can_be_verified(c)?;
@@ -48,11 +46,11 @@ pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
 
 /// The provider request must end early enough that this service can still
 /// answer Kratos before Kratos gives up on it.
-fn provider_timeout_within_kratos(t: &TwilioConfig) -> Result<(), ConfigError> {
+fn provider_timeout_within_kratos(p: &ProviderConfig) -> Result<(), ConfigError> {
     let max = KRATOS_TIMEOUT - ANSWER_MARGIN;
-    if t.timeout > max {
+    if p.api.timeout > max {
         return Err(ConfigError::invalid(
-            "twilio.timeout_ms",
+            &format!("{}.timeout_ms", p.key),
             format!(
                 "must be at most {} so that the service can answer before Kratos's courier gives up after {} s; lower it",
                 max.as_millis(),
@@ -72,15 +70,16 @@ pub fn min_dedup_window(provider_timeout: Duration) -> Duration {
     (KRATOS_RETRY_GAP + provider_timeout) * (KRATOS_RETRIES + 1)
 }
 
-fn dedup_window_covers_retries(d: &DedupConfig, t: &TwilioConfig) -> Result<(), ConfigError> {
-    let min = min_dedup_window(t.timeout);
+fn dedup_window_covers_retries(d: &DedupConfig, p: &ProviderConfig) -> Result<(), ConfigError> {
+    let min = min_dedup_window(p.api.timeout);
     if d.window < min {
+        let timeout = format!("{}.timeout_ms", p.key);
         return Err(ConfigError::invalid(
             "dedup.window_ms",
             format!(
-                "must be at least {} with twilio.timeout_ms = {}, to cover Kratos's {} retries about a second apart ({} × (1 s + twilio.timeout_ms)); raise dedup.window_ms or lower twilio.timeout_ms",
+                "must be at least {} with {timeout} = {}, to cover Kratos's {} retries about a second apart ({} × (1 s + {timeout})); raise dedup.window_ms or lower {timeout}",
                 min.as_millis(),
-                t.timeout.as_millis(),
+                p.api.timeout.as_millis(),
                 KRATOS_RETRIES,
                 KRATOS_RETRIES + 1
             ),
@@ -114,16 +113,16 @@ fn status_callbacks_can_be_verified(c: &Config) -> Result<(), ConfigError> {
     if c.status_callback_url.is_none() {
         return Ok(());
     }
-    if let Some(i) = c
-        .providers
-        .iter()
-        .position(|p| p.api.signing_token.is_none())
-    {
+    if let Some(p) = c.providers.iter().find(|p| p.api.signing_token.is_none()) {
+        let token = match p.kind {
+            ProviderKind::Twilio => "auth_token",
+            ProviderKind::SignalWire => "signing_key",
+        };
         return Err(ConfigError::invalid(
             "status_callback.public_url",
             format!(
-                "needs {}: the provider signs status callbacks with the account's auth token (SignalWire: the signing key), even when requests use an API key",
-                super::providers::key_of(c, i, "auth_token")
+                "needs {}.{token}: the provider signs status callbacks with the account's auth token (SignalWire: the signing key), even when requests use an API key",
+                p.key
             ),
         ));
     }

@@ -1,43 +1,35 @@
-//! `[dedup]`: how long a sent message and an unreachable recipient are
-//! remembered, and how many. The lower bound of the window depends on the
-//! provider timeout, so it is in `checks`.
+//! `[dedup]` and `[budget]`: how long a sent message and an unreachable
+//! recipient are remembered, and how many; sends per UTC day, in total and
+//! per destination country calling code. Read straight into their checked
+//! form; the lower bound of the window depends on the provider timeout and
+//! the caps' upper bound on all three budget keys, so both are in `checks`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ConfigError;
-use super::values::ser_millis;
+use super::values::{ms, ser_millis, within, ANY};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DedupSettings {
-    pub window_ms: u64,
-    pub unreachable_ms: u64,
-    pub max_entries: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct DedupConfig {
-    #[serde(rename = "window_ms", serialize_with = "ser_millis")]
+    #[serde(rename = "window_ms", deserialize_with = "ms::<_, 0, ANY>")]
+    #[serde(serialize_with = "ser_millis")]
     pub window: Duration,
-    #[serde(rename = "unreachable_ms", serialize_with = "ser_millis")]
+    #[serde(rename = "unreachable_ms", deserialize_with = "ms::<_, 0, ANY>")]
+    #[serde(serialize_with = "ser_millis")]
     pub unreachable: Duration,
+    #[serde(deserialize_with = "within::<_, usize, 1, ANY>")]
     pub max_entries: usize,
 }
 
-impl DedupSettings {
-    pub(super) fn check(self) -> Result<DedupConfig, ConfigError> {
-        if self.max_entries == 0 {
-            return Err(ConfigError::invalid(
-                "dedup.max_entries",
-                "must be at least 1",
-            ));
-        }
-        Ok(DedupConfig {
-            window: Duration::from_millis(self.window_ms),
-            unreachable: Duration::from_millis(self.unreachable_ms),
-            max_entries: self.max_entries,
-        })
-    }
+/// The daily budget; 0 turns a cap off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub daily_total: u32,
+    pub daily_per_country: u32,
+    /// A warning is logged once a day when a cap is this many percent used.
+    #[serde(deserialize_with = "within::<_, u32, 1, 100>")]
+    pub warn_percent: u32,
 }

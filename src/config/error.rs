@@ -16,7 +16,7 @@ use std::path::Path;
 
 /// A configuration mistake, always naming the key to fix or, for a file that
 /// does not parse, the file and the position in it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
@@ -35,8 +35,28 @@ impl ConfigError {
     /// An error of the `config` crate, rebuilt without any value or line of
     /// the configuration. `file` is the file given on the command line, read
     /// again only to turn a byte offset into a line and a column.
+    /// A value refused where it was read (by serde or by a checking reader,
+    /// `values`) becomes [`ConfigError::Invalid`] at that key.
     pub(crate) fn loading(e: &config::ConfigError, file: Option<&Path>) -> Self {
-        ConfigError::Load(describe(e, file))
+        use config::ConfigError as E;
+        match e {
+            E::At {
+                key: Some(key),
+                error,
+                ..
+            } => match error.as_ref() {
+                E::Message(m) => match unknown_field(m) {
+                    // Named as the key it would be (`providers[0].auth_token`).
+                    Some((field, allowed)) => ConfigError::invalid(
+                        &format!("{}.{field}", dotted(key)),
+                        format!("is not a key here; expected {allowed}"),
+                    ),
+                    None => ConfigError::invalid(&dotted(key), serde_message(m)),
+                },
+                _ => ConfigError::Load(describe(e, file)),
+            },
+            _ => ConfigError::Load(describe(e, file)),
+        }
     }
 }
 
@@ -86,7 +106,33 @@ fn describe(e: &config::ConfigError, file: Option<&Path>) -> String {
 }
 
 fn key_prefix(key: Option<&str>) -> String {
-    key.map(|k| format!("key `{k}`: ")).unwrap_or_default()
+    key.map(|k| format!("key `{}`: ", dotted(k)))
+        .unwrap_or_default()
+}
+
+/// serde's `unknown field `f`, expected one of ...`: the field and what
+/// is allowed. The field is a key name, never a value.
+fn unknown_field(message: &str) -> Option<(&str, &str)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    Some((
+        field,
+        rest.strip_prefix(", expected ").unwrap_or("another key"),
+    ))
+}
+
+/// The `config` crate writes a key inside a list as `routes[0]from`: the
+/// dot goes back in (`routes[0].from`).
+fn dotted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    let mut chars = key.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']' && chars.peek().is_some_and(|n| !matches!(n, '[' | '.')) {
+            out.push('.');
+        }
+    }
+    out
 }
 
 fn origin_suffix(origin: Option<&str>) -> String {
@@ -121,6 +167,9 @@ fn value_kind(rendered: &str) -> &'static str {
 /// where `<found>` may carry the value and `<wanted>` is text from the code;
 /// `unknown variant` quotes the value too. Field names are keys and stay.
 fn serde_message(message: &str) -> String {
+    if let Some(reason) = message.strip_prefix(super::values::CHECKED) {
+        return reason.to_owned();
+    }
     for lead in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = message.strip_prefix(lead) {
             // The expected text comes from our types and never contains the
@@ -139,7 +188,12 @@ fn serde_message(message: &str) -> String {
             None => "unknown variant".to_owned(),
         };
     }
-    let keeps_no_value = ["unknown field `", "duplicate field `", "invalid length "];
+    let keeps_no_value = [
+        "unknown field `",
+        "duplicate field `",
+        "missing field `",
+        "invalid length ",
+    ];
     if keeps_no_value.iter().any(|p| message.starts_with(p)) {
         return message.to_owned();
     }
@@ -239,6 +293,13 @@ mod tests {
             "unknown field `auth_tokn`, expected one of `x`"
         );
         assert!(!serde_message("something \"hunter2\"").contains("hunter2"));
+    }
+
+    #[test]
+    fn keys_in_lists_keep_their_dots() {
+        assert_eq!(dotted("relay.routes[0]from"), "relay.routes[0].from");
+        assert_eq!(dotted("providers[1]"), "providers[1]");
+        assert_eq!(dotted("a[0][1]b.c"), "a[0][1].b.c");
     }
 
     #[test]

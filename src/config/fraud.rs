@@ -9,21 +9,28 @@ use serde::{Deserialize, Serialize};
 use super::country::CountryId;
 use super::error::ConfigError;
 use super::phone_number::E164;
-use super::values::{ser_millis, StringList};
+use super::values::{choice, ser_millis, within, StringList, ANY};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FraudSettings {
-    pub action: String,
+    #[serde(deserialize_with = "choice")]
+    pub action: FraudAction,
+    /// At least 1, or one unconfirmed code would make a country suspect.
+    #[serde(deserialize_with = "within::<_, u32, 1, ANY>")]
     pub min_unconfirmed_per_hour: u32,
+    #[serde(deserialize_with = "within::<_, u32, 1, ANY>")]
     pub prefix_min_unconfirmed_per_hour: u32,
     pub ratio: f64,
+    pub peak_growth: f64,
+    /// A year at most: a hold longer than that is a typo.
+    #[serde(deserialize_with = "within::<_, u64, 1, 527_040>")]
     pub hold_minutes: u64,
     pub always_allow: StringList,
 }
 
 /// What a suspect destination gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FraudAction {
     /// A metric and a warning; the code is sent.
@@ -34,6 +41,7 @@ pub enum FraudAction {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FraudConfig {
+    #[serde(deserialize_with = "choice")]
     pub action: FraudAction,
     /// For a country: the floor of the unconfirmed codes an hour that make
     /// it suspect.
@@ -41,6 +49,9 @@ pub struct FraudConfig {
     /// The same floor for a number prefix.
     pub prefix_min_unconfirmed_per_hour: u32,
     pub ratio: f64,
+    /// How much each day's busiest hour of confirmations may exceed the
+    /// (bounded) busiest hour of the days before it, for the rule.
+    pub peak_growth: f64,
     /// How long a destination stays suspect after the rule last held.
     #[serde(rename = "hold_ms", serialize_with = "ser_millis")]
     pub hold: Duration,
@@ -48,43 +59,18 @@ pub struct FraudConfig {
     pub always_allow_numbers: Vec<E164>,
 }
 
-/// A year: a hold longer than that is a typo.
-const MAX_HOLD_MINUTES: u64 = 366 * 24 * 60;
-
 impl FraudSettings {
     pub(super) fn check(self) -> Result<FraudConfig, ConfigError> {
-        let action = match self.action.as_str() {
-            "record_only" => FraudAction::RecordOnly,
-            "deny" => FraudAction::Deny,
-            _ => {
-                return Err(ConfigError::invalid(
-                    "fraud.action",
-                    "must be record_only or deny",
-                ))
-            }
-        };
         if !(self.ratio.is_finite() && self.ratio > 0.0 && self.ratio <= 1000.0) {
             return Err(ConfigError::invalid(
                 "fraud.ratio",
                 "must be a number above 0 and at most 1000",
             ));
         }
-        if self.min_unconfirmed_per_hour == 0 {
+        if !(self.peak_growth.is_finite() && (1.0..=100.0).contains(&self.peak_growth)) {
             return Err(ConfigError::invalid(
-                "fraud.min_unconfirmed_per_hour",
-                "must be at least 1 (or one unconfirmed code would make a country suspect)",
-            ));
-        }
-        if self.prefix_min_unconfirmed_per_hour == 0 {
-            return Err(ConfigError::invalid(
-                "fraud.prefix_min_unconfirmed_per_hour",
-                "must be at least 1 (or one unconfirmed code would make a prefix suspect)",
-            ));
-        }
-        if !(1..=MAX_HOLD_MINUTES).contains(&self.hold_minutes) {
-            return Err(ConfigError::invalid(
-                "fraud.hold_minutes",
-                "must be between 1 and 527040 (a year)",
+                "fraud.peak_growth",
+                "must be a number from 1 to 100",
             ));
         }
         let mut countries = Vec::new();
@@ -107,10 +93,11 @@ impl FraudSettings {
             }
         }
         Ok(FraudConfig {
-            action,
+            action: self.action,
             min_unconfirmed_per_hour: self.min_unconfirmed_per_hour,
             prefix_min_unconfirmed_per_hour: self.prefix_min_unconfirmed_per_hour,
             ratio: self.ratio,
+            peak_growth: self.peak_growth,
             hold: Duration::from_secs(self.hold_minutes * 60),
             always_allow_countries: countries,
             always_allow_numbers: numbers,

@@ -12,12 +12,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
-use super::values::{ser_millis, StringList};
+use super::values::{ms, ser_millis, within, StringList, ANY};
 
 /// A rate: so many per hour, with a burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
+    /// 0 turns the limiter off.
+    #[serde(deserialize_with = "within::<_, u32, 0, MAX_PER_HOUR>")]
     pub per_hour: u32,
     pub burst: u32,
 }
@@ -31,12 +33,27 @@ pub struct ChannelRates {
     /// The one bucket every request whose address is absent or unparseable
     /// shares: such a request is not waved through.
     pub unknown_ip: Rate,
+    /// Per Kratos identity (`template_data.identity.id`, which every code
+    /// template but registration's carries): what the `ip` limiter is for
+    /// a verification code, whose template carries no address.
+    pub identity: Rate,
     /// Per number prefix (the number without its last
     /// `limits.prefix_hidden_digits` digits): pumping walks number ranges.
     pub prefix: Rate,
     pub country: Rate,
     pub global: Rate,
+    /// Notifications (messages without a code) per recipient, in place of
+    /// `recipient` for them.
+    pub notification: Rate,
 }
+
+/// `limits.*.notification` in `config/default.toml` (a test keeps them
+/// equal), for the limiters built without a configuration: a number gets
+/// a few notices an hour (an address change, a new key), not a flood.
+pub const NOTIFICATION_DEFAULT: Rate = Rate {
+    per_hour: 6,
+    burst: 3,
+};
 
 /// `[limits.client_ip]` as written.
 #[derive(Debug, Deserialize)]
@@ -71,10 +88,16 @@ pub struct LimitsSettings {
     #[serde(default)]
     pub ip_headers: Option<StringList>,
     pub client_ip: ClientIpSettings,
+    /// A prefix must keep the country and at least a digit of the range;
+    /// E.164 numbers have at most 15 digits, the shortest national numbers
+    /// 4 or 5.
+    #[serde(deserialize_with = "within::<_, u32, 1, 6>")]
     pub prefix_hidden_digits: u32,
-    pub prune_interval_ms: u64,
+    #[serde(deserialize_with = "ms::<_, 1000, ANY>")]
+    pub prune_interval_ms: Duration,
     pub sms: ChannelRates,
     pub voice: ChannelRates,
+    pub whatsapp: ChannelRates,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,18 +110,15 @@ pub struct LimitsConfig {
     pub prune_interval: Duration,
     pub sms: ChannelRates,
     pub voice: ChannelRates,
+    pub whatsapp: ChannelRates,
 }
 
 /// One a millisecond: beyond it a limiter no longer limits anything, and
 /// governor's period (3600 s / per_hour) would round to nothing.
-const MAX_PER_HOUR: u32 = 3_600_000;
+const MAX_PER_HOUR: u64 = 3_600_000;
 
 /// More proxies than this in front of Kratos is a typo, not a setup.
 const MAX_TRUSTED_HOPS: u32 = 10;
-
-/// A prefix must keep the country and at least a digit of the range; E.164
-/// numbers have at most 15 digits, the shortest national numbers 4 or 5.
-const MAX_HIDDEN_DIGITS: u32 = 6;
 
 impl LimitsSettings {
     pub(super) fn check(self) -> Result<LimitsConfig, ConfigError> {
@@ -108,38 +128,47 @@ impl LimitsSettings {
                 "was replaced by [limits.client_ip] header and trusted_hops (README: \"Migrating from limits.ip_headers\"); remove it",
             ));
         }
-        for (channel, rates) in [("sms", &self.sms), ("voice", &self.voice)] {
-            for (name, rate) in [
-                ("recipient", rates.recipient),
-                ("ip", rates.ip),
-                ("unknown_ip", rates.unknown_ip),
-                ("prefix", rates.prefix),
-                ("country", rates.country),
-                ("global", rates.global),
-            ] {
-                check_rate(&format!("limits.{channel}.{name}"), rate)?;
+        // A burst of 0 would refuse everything: only a limiter that is off
+        // (0 per hour) may have one.
+        for (channel, rates) in [
+            ("sms", &self.sms),
+            ("voice", &self.voice),
+            ("whatsapp", &self.whatsapp),
+        ] {
+            for (name, rate) in rates.all() {
+                if rate.per_hour > 0 && rate.burst == 0 {
+                    return Err(ConfigError::invalid(
+                        &format!("limits.{channel}.{name}.burst"),
+                        "must be at least 1 (or per_hour = 0 turns the limit off)",
+                    ));
+                }
             }
-        }
-        if !(1..=MAX_HIDDEN_DIGITS).contains(&self.prefix_hidden_digits) {
-            return Err(ConfigError::invalid(
-                "limits.prefix_hidden_digits",
-                "must be between 1 and 6",
-            ));
-        }
-        if self.prune_interval_ms < 1000 {
-            return Err(ConfigError::invalid(
-                "limits.prune_interval_ms",
-                "must be at least 1000",
-            ));
         }
         Ok(LimitsConfig {
             enabled: self.enabled,
             client_ip: self.client_ip.check()?,
             prefix_hidden_digits: self.prefix_hidden_digits,
-            prune_interval: Duration::from_millis(self.prune_interval_ms),
+            prune_interval: self.prune_interval_ms,
             sms: self.sms,
             voice: self.voice,
+            whatsapp: self.whatsapp,
         })
+    }
+}
+
+impl ChannelRates {
+    /// Every rate with its key.
+    fn all(&self) -> [(&'static str, Rate); 8] {
+        [
+            ("recipient", self.recipient),
+            ("ip", self.ip),
+            ("unknown_ip", self.unknown_ip),
+            ("identity", self.identity),
+            ("prefix", self.prefix),
+            ("country", self.country),
+            ("global", self.global),
+            ("notification", self.notification),
+        ]
     }
 }
 
@@ -176,20 +205,4 @@ impl ClientIpSettings {
             header: header.to_ascii_lowercase(),
         })
     }
-}
-
-fn check_rate(key: &str, rate: Rate) -> Result<(), ConfigError> {
-    if rate.per_hour > MAX_PER_HOUR {
-        return Err(ConfigError::invalid(
-            &format!("{key}.per_hour"),
-            "must be at most 3600000 (0 turns the limit off)",
-        ));
-    }
-    if rate.per_hour > 0 && rate.burst == 0 {
-        return Err(ConfigError::invalid(
-            &format!("{key}.burst"),
-            "must be at least 1",
-        ));
-    }
-    Ok(())
 }

@@ -69,3 +69,67 @@ impl Settings {
             .map_err(|e| ConfigError::loading(&e, file))
     }
 }
+
+/// The table at `key` of the compiled-in defaults alone, as `default.toml`
+/// gives it (not as a file or the environment changed it): the one place a
+/// default is written, for what takes it when left out (a provider list
+/// entry, a voice table).
+pub(super) fn built_in<T: serde::de::DeserializeOwned>(key: &str) -> Result<T, ConfigError> {
+    use config::{File, FileFormat};
+    config::Config::builder()
+        .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+        .build()
+        .and_then(|c| c.get::<T>(key))
+        .map_err(|e| ConfigError::Load(format!("the built-in defaults: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::limits::{LimitsSettings, NOTIFICATION_DEFAULT};
+    use super::super::providers::{DEFAULT_CONNECT_TIMEOUT_MS, TWILIO_API};
+    use super::*;
+
+    /// The few defaults the code holds are the ones `config/default.toml`
+    /// gives; every other default is read from that file alone.
+    #[test]
+    fn the_compiled_defaults_are_those_of_default_toml() {
+        let limits: LimitsSettings = built_in("limits").unwrap();
+        for rates in [limits.sms, limits.voice, limits.whatsapp] {
+            assert_eq!(rates.notification, NOTIFICATION_DEFAULT);
+        }
+        assert_eq!(built_in::<String>("twilio.base_url").unwrap(), TWILIO_API);
+        let shown = format!("# connect_timeout_ms = {DEFAULT_CONNECT_TIMEOUT_MS}\n");
+        assert!(DEFAULT_TOML.contains(&shown), "{shown}");
+    }
+
+    /// A provider entry that leaves its limits out gets `[twilio]`'s.
+    #[test]
+    fn a_provider_entry_takes_the_defaults_of_twilio() {
+        let sources = Sources::default();
+        let mut settings = Settings::load(&sources).unwrap();
+        settings.auth.disabled = true;
+        let toml = r#"
+            name = "sw"
+            kind = "signalwire"
+            space_url = "https://example.signalwire.com"
+            project_id = "5a1e0000-5a1e-4000-8000-000000000001"
+            api_token = "t"
+            from = "+15005550009"
+        "#;
+        let entry = config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .unwrap();
+        settings.providers = vec![entry];
+        let c = settings.check(&HashMap::new()).unwrap();
+        let built_in = Settings::load(&sources).unwrap().twilio;
+        let api = &c.providers[0].api;
+        assert_eq!(Some(api.timeout.as_millis() as u64), built_in.timeout_ms);
+        assert_eq!(Some(api.max_in_flight), built_in.max_in_flight);
+        assert_eq!(
+            Some(api.verify_credentials_on_start),
+            built_in.verify_credentials_on_start
+        );
+    }
+}

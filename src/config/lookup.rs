@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
-use super::values::{ser_millis, StringList};
+use super::values::{choice, ms, ser_millis, within, StringList};
 use crate::domain::TemplateType;
 
 #[derive(Debug, Deserialize)]
@@ -16,8 +16,13 @@ pub struct LookupSettings {
     pub enabled: bool,
     pub base_url: String,
     pub fields: StringList,
-    pub on_error: String,
-    pub timeout_ms: u64,
+    #[serde(deserialize_with = "choice")]
+    pub on_error: LookupOnError,
+    /// Lookup usually answers in a few hundred ms; it comes before the
+    /// send, within Kratos's 10 s.
+    #[serde(deserialize_with = "ms::<_, 100, 5000>")]
+    pub timeout_ms: Duration,
+    pub max_per_hour: u32,
     pub sim_swap: SimSwapSettings,
     pub sms_pumping_risk: PumpingSettings,
     pub line_types: LineTypeSettings,
@@ -32,6 +37,8 @@ pub struct SimSwapSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PumpingSettings {
+    /// Twilio's score goes from 0 to 100.
+    #[serde(deserialize_with = "within::<_, u64, 0, 100>")]
     pub max_score: u64,
 }
 
@@ -40,22 +47,34 @@ pub struct PumpingSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LineTypeSettings {
-    pub mobile: String,
-    pub landline: String,
-    pub fixed_voip: String,
-    pub non_fixed_voip: String,
-    pub personal: String,
-    pub toll_free: String,
-    pub premium: String,
-    pub shared_cost: String,
-    pub uan: String,
-    pub voicemail: String,
-    pub pager: String,
-    pub unknown: String,
+    #[serde(deserialize_with = "choice")]
+    pub mobile: LineAction,
+    #[serde(deserialize_with = "choice")]
+    pub landline: LineAction,
+    #[serde(deserialize_with = "choice")]
+    pub fixed_voip: LineAction,
+    #[serde(deserialize_with = "choice")]
+    pub non_fixed_voip: LineAction,
+    #[serde(deserialize_with = "choice")]
+    pub personal: LineAction,
+    #[serde(deserialize_with = "choice")]
+    pub toll_free: LineAction,
+    #[serde(deserialize_with = "choice")]
+    pub premium: LineAction,
+    #[serde(deserialize_with = "choice")]
+    pub shared_cost: LineAction,
+    #[serde(deserialize_with = "choice")]
+    pub uan: LineAction,
+    #[serde(deserialize_with = "choice")]
+    pub voicemail: LineAction,
+    #[serde(deserialize_with = "choice")]
+    pub pager: LineAction,
+    #[serde(deserialize_with = "choice")]
+    pub unknown: LineAction,
 }
 
 /// What a line type gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LineAction {
     /// As asked (an SMS stays an SMS).
@@ -67,7 +86,7 @@ pub enum LineAction {
 }
 
 /// What a failed lookup gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LookupOnError {
     /// Send as if lookup were off.
@@ -101,9 +120,13 @@ pub struct LookupConfig {
     pub line_type: bool,
     pub sim_swap: bool,
     pub sms_pumping_risk: bool,
+    #[serde(deserialize_with = "choice")]
     pub on_error: LookupOnError,
     #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
     pub timeout: Duration,
+    /// Billed lookups per clock hour, all replicas together; past it a
+    /// lookup counts as failed (`on_error` decides). 0: no cap.
+    pub max_per_hour: u32,
     /// Kratos template names (`recovery_code_valid`, ...) whose codes a
     /// swapped SIM does not get.
     pub sim_swap_refuse_for: Vec<&'static str>,
@@ -165,22 +188,6 @@ impl LookupSettings {
                 "names nothing to look up; set lookup.enabled = false instead",
             ));
         }
-        let on_error = match self.on_error.as_str() {
-            "allow" => LookupOnError::Allow,
-            "refuse" => LookupOnError::Refuse,
-            _ => {
-                return Err(ConfigError::invalid(
-                    "lookup.on_error",
-                    "must be \"allow\" or \"refuse\"",
-                ))
-            }
-        };
-        if !(100..=5000).contains(&self.timeout_ms) {
-            return Err(ConfigError::invalid(
-                "lookup.timeout_ms",
-                "must be between 100 and 5000 (the lookup comes before the send, within Kratos's 10 s)",
-            ));
-        }
         let mut refuse_for = Vec::new();
         for name in &self.sim_swap.refuse_for.0 {
             let template = match name.as_str() {
@@ -197,48 +204,29 @@ impl LookupSettings {
             };
             refuse_for.push(template.label());
         }
-        if self.sms_pumping_risk.max_score > 100 {
-            return Err(ConfigError::invalid(
-                "lookup.sms_pumping_risk.max_score",
-                "must be between 0 and 100 (Twilio's score)",
-            ));
-        }
-        let t = &self.line_types;
-        let written = [
-            &t.mobile,
-            &t.landline,
-            &t.fixed_voip,
-            &t.non_fixed_voip,
-            &t.personal,
-            &t.toll_free,
-            &t.premium,
-            &t.shared_cost,
-            &t.uan,
-            &t.voicemail,
-            &t.pager,
-            &t.unknown,
+        let t = self.line_types;
+        let actions = [
+            t.mobile,
+            t.landline,
+            t.fixed_voip,
+            t.non_fixed_voip,
+            t.personal,
+            t.toll_free,
+            t.premium,
+            t.shared_cost,
+            t.uan,
+            t.voicemail,
+            t.pager,
+            t.unknown,
         ];
-        let mut actions = [LineAction::Sms; 12];
-        for (i, action) in written.into_iter().enumerate() {
-            actions[i] = match action.as_str() {
-                "sms" => LineAction::Sms,
-                "voice" => LineAction::Voice,
-                "refuse" => LineAction::Refuse,
-                _ => {
-                    return Err(ConfigError::invalid(
-                        &format!("lookup.line_types.{}", LINE_TYPES[i].1),
-                        "must be \"sms\", \"voice\" or \"refuse\"",
-                    ))
-                }
-            };
-        }
         Ok(self.enabled.then_some(LookupConfig {
             base_url,
             line_type,
             sim_swap,
             sms_pumping_risk,
-            on_error,
-            timeout: Duration::from_millis(self.timeout_ms),
+            on_error: self.on_error,
+            timeout: self.timeout_ms,
+            max_per_hour: self.max_per_hour,
             sim_swap_refuse_for: refuse_for,
             max_pumping_score: self.sms_pumping_risk.max_score,
             actions,

@@ -2,20 +2,48 @@
 //! variables, merged by the `config` crate and then checked into a typed
 //! [`Config`] that the rest of the service can trust.
 //!
-//! Loading is two steps on purpose. [`Settings`] mirrors the file format
-//! (everything optional, secrets possibly behind `_file` keys); [`Config`]
-//! is what is left once every key has been checked, every secret read and
-//! every default applied. A mistake is reported as a [`ConfigError`] that
-//! names the key, so `check-config` and `serve` can say exactly what to fix.
+//! [`Settings`] is the file format, one field per section; [`Config`] is
+//! what the service runs with. A mistake is reported as a [`ConfigError`]
+//! that names the key, so `check-config` and `serve` can say exactly what
+//! to fix.
+//!
+//! ## How a section is declared
+//!
+//! A section is a struct that derives `Deserialize` with
+//! `#[serde(deny_unknown_fields)]`, one field per key, each of the type it
+//! is used as. A key is checked as it is read, by its type or by one of
+//! the readers of `values`, whose error the loader turns into
+//! [`ConfigError::Invalid`] at the key it was read from, so a check never
+//! spells its key:
+//!
+//! - a bounded number: `#[serde(deserialize_with = "within::<_, u32, 1, 100>")]`;
+//! - a duration written in milliseconds (the key keeps its `_ms` name):
+//!   `#[serde(rename = "drain_ms", deserialize_with = "ms::<_, 0, 60_000>",
+//!   serialize_with = "ser_millis")] pub drain: Duration`;
+//! - a checked string (a number, a region, a language tag, an address):
+//!   `deserialize_with = "parsed"`, or `"list"` for a list of them, given as
+//!   an array or, from one environment variable, comma-separated;
+//! - a choice: an enum with `#[serde(rename_all = "lowercase")]`.
+//!
+//! A section whose every key is checked so is its own checked form
+//! (`ServerConfig`, `DedupConfig`, `PolicyConfig`, ...). One that needs
+//! more — secrets read from `_file` twins, keys that depend on each other,
+//! a form of its own for the service — has a `...Settings` struct with a
+//! `check` that returns its `...Config`. Rules across sections are in
+//! `checks`. Every key has its default in `config/default.toml`, compiled
+//! in; where the code needs one again (a provider list entry, the voice
+//! sentences), it reads that file's table (`load::built_in`), so a default
+//! is written once.
 //!
 //! | module | holds |
 //! |---|---|
 //! | `load` | the sources ([`Sources`], [`DEFAULT_TOML`]) and their merging into [`Settings`] |
 //! | `error` | [`ConfigError`], and the `config` crate's errors rebuilt so they never quote a value or a line |
-//! | `server`, `log`, `auth`, `twilio`, `voice`, `limits`, `fraud`, `policy`, `budget`, `dedup`, `store`, `test_numbers`, `metrics`, `status_callback`, `relay`, `verify`, `tracing`, `fallback`, `lookup` | one section each: its file format, its checked form, the check between them |
+//! | `values` | the checking readers, lists, durations, string views |
+//! | `server` (`[server]`, `[log]`, `[metrics]`), `auth`, `providers` (`[[providers]]`, `[twilio]`, `[failover]`, `[status_callback]`), `voice`, `whatsapp`, `limits`, `fraud`, `policy` (`[policy]`, `[test_numbers]`, `[fallback]`), `dedup` (`[dedup]`, `[budget]`), `store`, `relay`, `verify`, `tracing`, `lookup` | the sections |
 //! | `checks` | the rules that span sections (provider timeout against Kratos's, the dedup window against Kratos's retries, the budget's arithmetic), run after the sections |
 //! | `phone_number`, `country`, `language_tag` | the value types read once here and kept: [`E164`], [`SenderId`], [`CountryId`], [`LanguageTag`] |
-//! | `secret`, `values` | secrets inline or in files; lists, durations, string views |
+//! | `secret` | secrets inline or in files |
 //!
 //! Values are parsed into their types at this edge and handed on as such,
 //! so no consumer parses a configured string again. Configuration depends
@@ -29,84 +57,78 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 mod auth;
-mod budget;
 mod checks;
 mod country;
 mod dedup;
 mod error;
-mod fallback;
 mod fraud;
 mod language_tag;
 mod limits;
 mod load;
-mod log;
 mod lookup;
-mod metrics;
 mod phone_number;
 mod policy;
 mod providers;
 mod relay;
 mod secret;
 mod server;
-mod status_callback;
 mod store;
-mod test_numbers;
 mod tracing;
-mod twilio;
 mod values;
 mod verify;
 mod voice;
+mod whatsapp;
 
 pub use auth::{ApiKeyAuth, ApiKeySettings, AuthConfig, AuthSettings, BasicAuth, BasicSettings};
-pub use budget::BudgetConfig;
 pub use checks::{min_dedup_window, KRATOS_TIMEOUT, MAX_DAILY_CAP};
 pub use country::{CountryId, NotACountryId};
-pub use dedup::{DedupConfig, DedupSettings};
+pub use dedup::{BudgetConfig, DedupConfig};
 pub use error::ConfigError;
-pub use fallback::{FallbackConfig, FallbackSettings};
 pub use fraud::{FraudAction, FraudConfig, FraudSettings};
 pub use language_tag::{LanguageTag, NotALanguageTag};
 pub use limits::{
     ChannelRates, ClientIpSettings, ClientIpSource, LimitsConfig, LimitsSettings, Rate,
+    NOTIFICATION_DEFAULT,
 };
 pub use load::{Sources, DEFAULT_TOML, ENV_PREFIX};
-pub use log::{LogConfig, LogFormat, LogSettings};
 pub use lookup::{LineAction, LookupConfig, LookupOnError, LookupSettings, LINE_TYPES};
-pub use metrics::MetricsSettings;
 pub use phone_number::{NotASenderId, NotE164, SenderId, E164};
-pub use policy::{CountryPolicy, CountrySettings, PolicyConfig, PolicySettings};
+pub use policy::{
+    CountryPolicy, FallbackConfig, FallbackSettings, PolicyConfig, TestNumbersSettings, VoiceOn,
+};
 pub use providers::{
-    FailoverConfig, FailoverSettings, ProviderConfig, ProviderKind, ProviderSettings, TWILIO_API,
+    is_account_sid, FailoverConfig, ProviderConfig, ProviderKind, ProviderSettings,
+    SignalWireSettings, SmsSender, StatusCallbackSettings, TwilioConfig, TwilioSettings,
+    WhatsAppUse, DEFAULT_CONNECT_TIMEOUT_MS, TWILIO_API,
 };
 pub use relay::{RelayConfig, RelaySettings, Route, RouteSettings, Sender};
-pub use server::{ServerConfig, ServerSettings, MAX_DRAIN};
-pub use status_callback::StatusCallbackSettings;
+pub use server::{LogConfig, LogFormat, MetricsSettings, ServerConfig, MAX_DRAIN};
 pub use store::{Backend, OnError, RedisConfig, RedisSettings, StoreConfig, StoreSettings};
-pub use test_numbers::TestNumbersSettings;
 pub use tracing::{OtlpTracing, TracingSettings};
-pub use twilio::{is_account_sid, SmsSender, TwilioConfig, TwilioSettings};
 pub use values::StringList;
 pub use verify::{VerifyConfig, VerifySettings};
 pub use voice::{SentenceSettings, Sentences, VoiceConfig, VoiceSettings};
+pub use whatsapp::{WhatsAppConfig, WhatsAppSettings};
 
 /// The merged configuration as written, before checking.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    pub server: ServerSettings,
-    pub log: LogSettings,
+    pub server: ServerConfig,
+    pub log: LogConfig,
     pub auth: AuthSettings,
+    /// The shorthand for a list of one Twilio provider.
     pub twilio: TwilioSettings,
     /// `[[providers]]`: empty unless written (then `[twilio]` must not be).
     #[serde(default)]
     pub providers: Vec<ProviderSettings>,
-    pub failover: FailoverSettings,
+    pub failover: FailoverConfig,
     pub voice: VoiceSettings,
     pub limits: LimitsSettings,
     pub fraud: FraudSettings,
-    pub policy: PolicySettings,
+    pub policy: PolicyConfig,
     pub budget: BudgetConfig,
-    pub dedup: DedupSettings,
+    pub dedup: DedupConfig,
     pub store: StoreSettings,
     pub test_numbers: TestNumbersSettings,
     pub metrics: MetricsSettings,
@@ -116,6 +138,7 @@ pub struct Settings {
     pub tracing: TracingSettings,
     pub fallback: FallbackSettings,
     pub lookup: LookupSettings,
+    pub whatsapp: WhatsAppSettings,
 }
 
 /// The checked configuration the service runs with.
@@ -133,9 +156,6 @@ pub struct Config {
     pub twilio: TwilioConfig,
     /// Every provider, in order of preference; `[twilio]` is a list of one.
     pub providers: Vec<ProviderConfig>,
-    /// Whether the list came from `[[providers]]` (error messages then name
-    /// its keys, not `[twilio]`'s).
-    pub providers_listed: bool,
     pub failover: FailoverConfig,
     pub voice: VoiceConfig,
     pub limits: LimitsConfig,
@@ -163,42 +183,63 @@ pub struct Config {
     pub fallback: FallbackConfig,
     /// The Twilio Lookup v2 policy (`[lookup]`); `None` when off.
     pub lookup: Option<LookupConfig>,
+    /// WhatsApp as a channel, with SMS behind it (`[whatsapp]`); `None`
+    /// when off.
+    pub whatsapp: Option<WhatsAppConfig>,
 }
 
 impl Settings {
     /// Check every key, section by section and then across sections, and
     /// produce the configuration the service runs with.
     pub fn check(self, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
-        let providers_listed = !self.providers.is_empty();
         let providers = providers::check_providers(self.twilio, self.providers, env)?;
-        let mut fallback = self.fallback.check()?;
+        // One base URL serves both webhooks unless the relay names its own.
+        let mut relay = self.relay;
+        if relay.public_url.trim().is_empty() {
+            relay
+                .public_url
+                .clone_from(&self.status_callback.public_url);
+        }
+        let mut fallback = self.fallback.check();
         if !providers.iter().any(|p| p.api.voice_from.is_some()) {
             fallback = fallback.without_caller_id();
         }
         let config = Config {
-            server: self.server.check()?,
-            log: self.log.check()?,
+            server: self.server,
+            log: self.log,
             auth: self.auth.check()?,
             twilio: providers[0].api.clone(),
             providers,
-            providers_listed,
-            failover: self.failover.check()?,
+            failover: self.failover,
             voice: self.voice.check()?,
             limits: self.limits.check()?,
             fraud: self.fraud.check()?,
-            policy: self.policy.check()?,
-            budget: self.budget.check()?,
-            dedup: self.dedup.check()?,
+            policy: self.policy,
+            budget: self.budget,
+            dedup: self.dedup,
             store: self.store.check()?,
-            test_numbers: self.test_numbers.check()?,
-            metrics_listen: self.metrics.check()?,
+            test_numbers: self.test_numbers.numbers,
+            metrics_listen: self.metrics.listen,
             status_callback_url: self.status_callback.check()?,
-            relay: self.relay.check()?,
+            relay: relay.check()?,
             verify: self.verify.check()?,
             tracing: self.tracing.check()?,
             fallback,
             lookup: self.lookup.check()?,
+            whatsapp: self.whatsapp.check()?,
         };
+        let sends_whatsapp = config
+            .providers
+            .iter()
+            .any(|p| p.api.whatsapp != WhatsAppUse::Off);
+        if config.whatsapp.is_some() && !sends_whatsapp {
+            // SignalWire has no WhatsApp: only a `twilio` provider sends it.
+            let why = match config.twilio_account() {
+                None => "WhatsApp is sent only through a provider of kind \"twilio\", and the provider list has none (SignalWire has no WhatsApp)",
+                Some(_) => "every provider of kind \"twilio\" has whatsapp = false: no provider would send WhatsApp",
+            };
+            return Err(ConfigError::invalid("whatsapp.enabled", why));
+        }
         checks::across_sections(&config)?;
         Ok(config)
     }

@@ -1,28 +1,16 @@
-//! `[policy]`: which destinations may be sent to at all — premium-rate
-//! numbers, and the countries allowed or denied per channel.
+//! `[policy]`, `[test_numbers]` and `[fallback]`: which destinations may be
+//! sent to at all (premium-rate numbers, the countries allowed or denied
+//! per channel), the numbers answered without sending, and when a code
+//! that cannot arrive by SMS is spoken in a call instead.
 
 use serde::{Deserialize, Serialize};
 
 use super::country::CountryId;
-use super::error::ConfigError;
-use super::values::StringList;
+use super::phone_number::E164;
+use super::values::list;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PolicySettings {
-    pub refuse_premium: bool,
-    pub sms: CountrySettings,
-    pub voice: CountrySettings,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CountrySettings {
-    pub allowed_countries: StringList,
-    pub denied_countries: StringList,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct PolicyConfig {
     pub refuse_premium: bool,
     pub sms: CountryPolicy,
@@ -30,44 +18,87 @@ pub struct PolicyConfig {
 }
 
 /// Regions per channel. An empty allow list allows all.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CountryPolicy {
+    #[serde(deserialize_with = "list")]
     pub allowed_countries: Vec<CountryId>,
+    #[serde(deserialize_with = "list")]
     pub denied_countries: Vec<CountryId>,
 }
 
-fn regions(key: &str, list: StringList) -> Result<Vec<CountryId>, ConfigError> {
-    list.0
-        .into_iter()
-        .map(|c| {
-            CountryId::parse(&c).ok_or_else(|| {
-                ConfigError::invalid(
-                    key,
-                    format!("`{c}` is not an ISO 3166 region code such as US or DE"),
-                )
-            })
-        })
-        .collect()
+/// `[test_numbers]`: numbers that are answered without sending. A number
+/// is never quoted in an error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestNumbersSettings {
+    #[serde(deserialize_with = "list")]
+    pub numbers: Vec<E164>,
 }
 
-impl PolicySettings {
-    pub(super) fn check(self) -> Result<PolicyConfig, ConfigError> {
-        let country = |ch: &str, c: CountrySettings| -> Result<CountryPolicy, ConfigError> {
-            Ok(CountryPolicy {
-                allowed_countries: regions(
-                    &format!("policy.{ch}.allowed_countries"),
-                    c.allowed_countries,
-                )?,
-                denied_countries: regions(
-                    &format!("policy.{ch}.denied_countries"),
-                    c.denied_countries,
-                )?,
-            })
-        };
-        Ok(PolicyConfig {
-            refuse_premium: self.refuse_premium,
-            sms: country("sms", self.sms)?,
-            voice: country("voice", self.voice)?,
-        })
+/// A fallback `[fallback] voice_on` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoiceOn {
+    Landline,
+    Undelivered,
+}
+
+impl std::str::FromStr for VoiceOn {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "landline" => Ok(VoiceOn::Landline),
+            "undelivered" => Ok(VoiceOn::Undelivered),
+            // Not quoted: only the two names are meaningful.
+            _ => Err("neither \"landline\" nor \"undelivered\" (an empty list turns fallback off)"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackSettings {
+    #[serde(deserialize_with = "list")]
+    pub voice_on: Vec<VoiceOn>,
+}
+
+/// Which fallbacks are on. A fallback needs a caller id: without one on any
+/// provider it is off ([`FallbackConfig::without_caller_id`]).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FallbackConfig {
+    /// A landline (numbering plan FIXED_LINE,
+    /// or Twilio's 21614): call at once, in the same request.
+    pub landline: bool,
+    /// A status callback reports the SMS undelivered with a carrier error a
+    /// call can get around: call once, while the code lives.
+    pub undelivered: bool,
+    /// `voice_on` asked for a fallback but no provider has a caller id
+    /// (`voice_from`): fallback is off, and the service says so at start.
+    /// Not an error, so a set-up that sends SMS from an alphanumeric sender
+    /// or a Messaging Service keeps starting with the default `voice_on`.
+    pub no_caller_id: bool,
+}
+
+impl FallbackConfig {
+    pub fn any(&self) -> bool {
+        self.landline || self.undelivered
+    }
+
+    /// Off, because nobody could place the call.
+    pub fn without_caller_id(self) -> FallbackConfig {
+        FallbackConfig {
+            no_caller_id: self.any(),
+            ..FallbackConfig::default()
+        }
+    }
+}
+
+impl FallbackSettings {
+    pub(super) fn check(self) -> FallbackConfig {
+        FallbackConfig {
+            landline: self.voice_on.contains(&VoiceOn::Landline),
+            undelivered: self.voice_on.contains(&VoiceOn::Undelivered),
+            no_caller_id: false,
+        }
     }
 }

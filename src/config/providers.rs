@@ -1,37 +1,53 @@
-//! `[[providers]]` and `[failover]`: the ordered list of providers a send
-//! may go to, and when one is skipped for the next.
+//! `[[providers]]`, its `[twilio]` shorthand, `[failover]` and
+//! `[status_callback]`: the ordered list of providers a send may go to,
+//! who we are to each, when one is skipped for the next, and where they
+//! post delivery statuses.
 //!
-//! `[twilio]` stays the shorthand for a list of one Twilio provider named
-//! `twilio`; a configuration that fills in both is refused, because which of
-//! the two the operator meant cannot be guessed. Every provider speaks
-//! Twilio's 2010-04-01 API, so each entry is checked into the same
-//! [`TwilioConfig`] the client is built from: for SignalWire, the base URL is
-//! `{space_url}/api/laml`, the account is the project id, the password the
-//! API token and the signing key signs its webhooks.
+//! `[[providers]]` is one list tagged by `kind`: each kind takes its own
+//! keys, and a key of the other kind is refused as unknown. `[twilio]` is
+//! the shorthand for a list of one `kind = "twilio"` entry named `twilio`
+//! (it alone also reads `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`, as
+//! Twilio's tools do); a configuration that fills in both is refused,
+//! because which of the two the operator meant cannot be guessed. Every
+//! provider speaks Twilio's 2010-04-01 API, so each entry is checked into
+//! the same [`TwilioConfig`] the client is built from: for SignalWire, the
+//! base URL is `{space_url}/api/laml`, the account is the project id, the
+//! password the API token and the signing key signs its webhooks. Each
+//! check names its keys under the entry's own prefix (`twilio.` or
+//! `providers[i].`). An entry's keys left out take `[twilio]`'s values in
+//! `config/default.toml`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
+use super::load::built_in;
 use super::phone_number::{SenderId, E164};
-use super::secret::secret;
-use super::twilio::{is_uuid, SmsSender, TwilioConfig, TwilioSettings};
-use super::values::ser_millis;
+use super::secret::{secret, ser_redacted, ser_redacted_opt};
+use super::values::{ms, range_text, ser_millis, within, ANY};
 
 /// Twilio's API, where `[twilio]` and a `kind = "twilio"` entry point by default.
 pub const TWILIO_API: &str = "https://api.twilio.com";
 
-/// One `[[providers]]` entry as written. Which keys apply depends on `kind`.
+/// One `[[providers]]` entry as written: `kind` says which keys it takes.
 #[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProviderSettings {
+    Twilio(TwilioSettings),
+    SignalWire(SignalWireSettings),
+}
+
+/// `[twilio]`, or a `kind = "twilio"` entry. A key left out takes
+/// `[twilio]`'s value in the compiled-in defaults.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProviderSettings {
-    pub name: String,
-    pub kind: String,
-    // kind = "twilio"
+pub struct TwilioSettings {
+    /// Required in a list entry; `[twilio]` is always named `twilio`.
+    pub name: Option<String>,
     pub base_url: Option<String>,
     pub account_sid: Option<String>,
     pub auth_token: Option<SecretString>,
@@ -39,37 +55,72 @@ pub struct ProviderSettings {
     pub api_key_sid: Option<String>,
     pub api_key_secret: Option<SecretString>,
     pub api_key_secret_file: Option<PathBuf>,
+    pub from: Option<String>,
     pub messaging_service_sid: Option<String>,
-    // kind = "signalwire"
+    pub voice_from: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub verify_credentials_on_start: Option<bool>,
+    pub max_in_flight: Option<usize>,
+    /// Whether this account sends WhatsApp when `[whatsapp]` is on
+    /// (default true).
+    pub whatsapp: Option<bool>,
+    /// This account's own WhatsApp sender, instead of `[whatsapp]`'s (a
+    /// second account has senders of its own).
+    pub whatsapp_from: Option<String>,
+    pub whatsapp_messaging_service_sid: Option<String>,
+}
+
+/// A `kind = "signalwire"` entry: a SignalWire space.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalWireSettings {
+    pub name: Option<String>,
     pub space_url: Option<String>,
     pub project_id: Option<String>,
     pub api_token: Option<SecretString>,
     pub api_token_file: Option<PathBuf>,
     pub signing_key: Option<SecretString>,
     pub signing_key_file: Option<PathBuf>,
-    // both
     pub from: Option<String>,
     pub voice_from: Option<String>,
     pub timeout_ms: Option<u64>,
-    pub max_in_flight: Option<usize>,
+    pub connect_timeout_ms: Option<u64>,
     pub verify_credentials_on_start: Option<bool>,
+    pub max_in_flight: Option<usize>,
 }
 
-/// `[failover]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FailoverSettings {
-    pub open_after: u32,
-    pub open_ms: u64,
+/// The keys every kind takes: how long and how many requests.
+#[derive(Debug, Default, Clone, Deserialize)]
+struct ProviderLimits {
+    timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    verify_credentials_on_start: Option<bool>,
+    max_in_flight: Option<usize>,
+}
+
+/// The limits of an entry of either kind.
+macro_rules! limits {
+    ($s:expr) => {
+        ProviderLimits {
+            timeout_ms: $s.timeout_ms,
+            connect_timeout_ms: $s.connect_timeout_ms,
+            verify_credentials_on_start: $s.verify_credentials_on_start,
+            max_in_flight: $s.max_in_flight,
+        }
+    };
 }
 
 /// When a provider's circuit opens and for how long.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FailoverConfig {
     /// Consecutive transient failures that open a provider's circuit.
+    #[serde(deserialize_with = "within::<_, u32, 1, ANY>")]
     pub open_after: u32,
     /// How long an open circuit skips the provider before one probe.
-    #[serde(rename = "open_ms", serialize_with = "ser_millis")]
+    #[serde(rename = "open_ms", deserialize_with = "ms::<_, 1, ANY>")]
+    #[serde(serialize_with = "ser_millis")]
     pub open: Duration,
 }
 
@@ -108,53 +159,92 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// The client's settings (Twilio's API or its copy).
     pub api: TwilioConfig,
+    /// Where its keys are written: `twilio` or `providers[i]`.
+    #[serde(skip)]
+    pub key: String,
 }
 
-impl ProviderConfig {
-    /// The `[twilio]` shorthand as a list entry.
-    pub fn twilio_shorthand(api: TwilioConfig) -> Self {
-        ProviderConfig {
-            name: "twilio".to_owned(),
-            kind: ProviderKind::Twilio,
-            api,
-        }
-    }
+/// Who sends the SMS: an owned number (or alphanumeric id) or a Messaging
+/// Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsSender {
+    From(SenderId),
+    MessagingServiceSid(String),
 }
 
-impl FailoverSettings {
-    pub(super) fn check(self) -> Result<FailoverConfig, ConfigError> {
-        if self.open_after == 0 {
-            return Err(ConfigError::invalid(
-                "failover.open_after",
-                "must be at least 1",
-            ));
-        }
-        if self.open_ms == 0 {
-            return Err(ConfigError::invalid(
-                "failover.open_ms",
-                "must be at least 1",
-            ));
-        }
-        Ok(FailoverConfig {
-            open_after: self.open_after,
-            open: Duration::from_millis(self.open_ms),
+#[derive(Debug, Clone, Serialize)]
+pub struct TwilioConfig {
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub account_sid: String,
+    /// The user of HTTP Basic: the account sid, or an API key sid.
+    pub username: String,
+    /// The auth token or the API key secret.
+    #[serde(serialize_with = "ser_redacted")]
+    pub password: SecretString,
+    pub sms_sender: SmsSender,
+    /// Caller id for calls; `None` disables voice.
+    pub voice_from: Option<E164>,
+    /// One provider request, connection included. Under Kratos's 10 s (see
+    /// `checks`).
+    #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
+    pub timeout: Duration,
+    /// Connecting (DNS, TCP, TLS handshake), within `timeout` and always
+    /// shorter: a connection that cannot be made means the message was
+    /// certainly not sent, and the next provider can still be asked.
+    #[serde(rename = "connect_timeout_ms", serialize_with = "ser_millis")]
+    pub connect_timeout: Duration,
+    pub verify_credentials_on_start: bool,
+    /// At most this many provider requests at once.
+    pub max_in_flight: usize,
+    /// The account's auth token, which signs Twilio's webhooks; `None` when
+    /// only an API key is configured.
+    #[serde(serialize_with = "ser_redacted_opt")]
+    pub signing_token: Option<SecretString>,
+    /// Whether and from where this provider sends WhatsApp.
+    pub whatsapp: WhatsAppUse,
+}
+
+/// Whether a provider sends WhatsApp messages, and from which sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhatsAppUse {
+    /// Not this provider (SignalWire has no WhatsApp; a Twilio account
+    /// with `whatsapp = false`).
+    Off,
+    /// With `[whatsapp]`'s sender.
+    Shared,
+    /// With its own (`whatsapp_from` or `whatsapp_messaging_service_sid`).
+    Own(SmsSender),
+}
+
+/// Twilio account sids are `AC` + 32 hex digits; SignalWire project ids are
+/// UUIDs. Both go into the URL path, so nothing else is accepted.
+pub fn is_account_sid(s: &str) -> bool {
+    is_sid(s, "AC")
+}
+
+fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
         })
-    }
 }
 
-/// Whether `[twilio]` says anything beyond its compiled-in defaults.
-fn twilio_section_in_use(t: &TwilioSettings) -> bool {
-    t.account_sid.is_some()
-        || t.auth_token.is_some()
-        || t.auth_token_file.is_some()
-        || t.api_key_sid.is_some()
-        || t.api_key_secret.is_some()
-        || t.api_key_secret_file.is_some()
-        || t.from.is_some()
-        || t.messaging_service_sid.is_some()
-        || t.voice_from.is_some()
-        || t.base_url.trim_end_matches('/') != TWILIO_API
+pub(super) fn is_sid(s: &str, prefix: &str) -> bool {
+    (s.len() == 34 && s.starts_with(prefix) && s[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+        || is_uuid(s)
 }
+
+pub(super) fn is_http_url(s: &str) -> bool {
+    matches!(reqwest::Url::parse(s), Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+const NOT_E164: &str =
+    "must be a phone number in E.164 form (+ then country code and number, e.g. +15005550006)";
 
 /// The provider list: `[[providers]]` when given, else `[twilio]` alone.
 pub(super) fn check_providers(
@@ -163,243 +253,452 @@ pub(super) fn check_providers(
     env: &HashMap<String, String>,
 ) -> Result<Vec<ProviderConfig>, ConfigError> {
     if list.is_empty() {
-        return Ok(vec![ProviderConfig::twilio_shorthand(twilio.check(env)?)]);
+        if twilio.name.is_some() {
+            return Err(ConfigError::invalid(
+                "twilio.name",
+                "is always \"twilio\" for the [twilio] shorthand; name providers in [[providers]]",
+            ));
+        }
+        return Ok(vec![twilio.check("twilio", "twilio".into(), Some(env))?]);
     }
-    if twilio_section_in_use(&twilio) {
+    let written = &twilio;
+    let in_use = written.account_sid.is_some()
+        || secret_given(&written.auth_token, &written.auth_token_file)
+        || written.api_key_sid.is_some()
+        || secret_given(&written.api_key_secret, &written.api_key_secret_file)
+        || written.from.is_some()
+        || written.messaging_service_sid.is_some()
+        || written.voice_from.is_some()
+        || written
+            .base_url
+            .as_deref()
+            .is_some_and(|u| u.trim_end_matches('/') != TWILIO_API);
+    if in_use {
         return Err(ConfigError::invalid(
             "providers",
             "and [twilio] are both set: use [[providers]] alone (an entry with kind = \"twilio\" takes the keys [twilio] had), or [twilio] alone",
         ));
     }
     let mut out: Vec<ProviderConfig> = Vec::with_capacity(list.len());
-    for (i, p) in list.into_iter().enumerate() {
+    for (i, entry) in list.into_iter().enumerate() {
         let at = format!("providers[{i}]");
-        if !valid_name(&p.name) {
-            return Err(ConfigError::invalid(
+        let name = match &entry {
+            ProviderSettings::Twilio(t) => t.name.clone(),
+            ProviderSettings::SignalWire(s) => s.name.clone(),
+        };
+        let valid = name.as_deref().is_some_and(|n| {
+            (1..=32).contains(&n.len())
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        });
+        let name = name.filter(|_| valid).ok_or_else(|| {
+            ConfigError::invalid(
                 &format!("{at}.name"),
                 "must be 1 to 32 of a-z, 0-9, '_' and '-' (it is a metrics label and a ledger field)",
-            ));
-        }
-        if out.iter().any(|o| o.name == p.name) {
+            )
+        })?;
+        if out.iter().any(|o| o.name == name) {
             return Err(ConfigError::invalid(
                 &format!("{at}.name"),
                 "is used by an earlier provider; names must be unique",
             ));
         }
-        let provider = match p.kind.as_str() {
-            "twilio" => twilio_entry(p, &at)?,
-            "signalwire" => signalwire_entry(p, &at)?,
-            _ => {
-                return Err(ConfigError::invalid(
-                    &format!("{at}.kind"),
-                    "must be \"twilio\" or \"signalwire\"",
-                ))
-            }
-        };
-        out.push(provider);
+        // No TWILIO_* variables here: with several providers, which one
+        // they would belong to is a guess.
+        out.push(match entry {
+            ProviderSettings::Twilio(t) => t.check(&at, name, None)?,
+            ProviderSettings::SignalWire(s) => s.check(&at, name)?,
+        });
     }
     Ok(out)
 }
 
-fn valid_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+fn secret_given(inline: &Option<SecretString>, file: &Option<PathBuf>) -> bool {
+    inline.is_some() || file.is_some()
 }
 
-/// The keys of the other kind must not be set: a SignalWire key on a Twilio
-/// entry is a mistake the operator should hear about, not a silent no-op.
-fn refuse(at: &str, kind: &str, keys: &[(&str, bool)]) -> Result<(), ConfigError> {
-    match keys.iter().find(|(_, set)| *set) {
-        Some((key, _)) => Err(ConfigError::invalid(
-            &format!("{at}.{key}"),
-            format!("does not apply to kind = \"{kind}\""),
-        )),
-        None => Ok(()),
+/// The limits every kind checks alike, left-out keys taken from the
+/// built-in `[twilio]`.
+struct Limits {
+    timeout: Duration,
+    connect_timeout: Duration,
+    verify_credentials_on_start: bool,
+    max_in_flight: usize,
+}
+
+impl ProviderLimits {
+    fn check(self, at: &str) -> Result<Limits, ConfigError> {
+        let d: ProviderLimits = built_in("twilio")?;
+        let key = |k: &str| format!("{at}.{k}");
+        // The upper bound depends on Kratos, not on the provider: `checks`.
+        let timeout_ms = self.timeout_ms.or(d.timeout_ms).unwrap_or_default();
+        let max_in_flight = self.max_in_flight.or(d.max_in_flight).unwrap_or_default();
+        if timeout_ms == 0 {
+            return Err(ConfigError::invalid(&key("timeout_ms"), range_text(1, ANY)));
+        }
+        if max_in_flight == 0 {
+            return Err(ConfigError::invalid(
+                &key("max_in_flight"),
+                range_text(1, ANY),
+            ));
+        }
+        Ok(Limits {
+            timeout: Duration::from_millis(timeout_ms),
+            connect_timeout: connect_timeout(
+                &key("connect_timeout_ms"),
+                self.connect_timeout_ms,
+                timeout_ms,
+            )?,
+            verify_credentials_on_start: self
+                .verify_credentials_on_start
+                .or(d.verify_credentials_on_start)
+                .unwrap_or(true),
+            max_in_flight,
+        })
     }
 }
 
-/// A Twilio entry: `[twilio]`'s keys and checks, errors renamed to the entry.
-fn twilio_entry(p: ProviderSettings, at: &str) -> Result<ProviderConfig, ConfigError> {
-    refuse(
-        at,
-        "twilio",
-        &[
-            ("space_url", p.space_url.is_some()),
-            ("project_id", p.project_id.is_some()),
-            (
-                "api_token",
-                p.api_token.is_some() || p.api_token_file.is_some(),
-            ),
-            (
-                "signing_key",
-                p.signing_key.is_some() || p.signing_key_file.is_some(),
-            ),
-        ],
-    )?;
-    let settings = TwilioSettings {
-        base_url: p.base_url.unwrap_or_else(|| TWILIO_API.to_owned()),
-        account_sid: p.account_sid,
-        auth_token: p.auth_token,
-        auth_token_file: p.auth_token_file,
-        api_key_sid: p.api_key_sid,
-        api_key_secret: p.api_key_secret,
-        api_key_secret_file: p.api_key_secret_file,
-        from: p.from,
-        messaging_service_sid: p.messaging_service_sid,
-        voice_from: p.voice_from,
-        timeout_ms: p.timeout_ms.unwrap_or(8000),
-        verify_credentials_on_start: p.verify_credentials_on_start.unwrap_or(true),
-        max_in_flight: p.max_in_flight.unwrap_or(100),
-    };
-    // No TWILIO_* variables here: with several providers, which one they
-    // would belong to is a guess.
-    let api = settings.check(&HashMap::new()).map_err(|e| rekey(e, at))?;
-    Ok(ProviderConfig {
-        name: p.name,
-        kind: ProviderKind::Twilio,
-        api,
+impl TwilioSettings {
+    /// `[twilio]` (with `env`, for Twilio's own variables) or a list entry.
+    fn check(
+        self,
+        at: &str,
+        name: String,
+        env: Option<&HashMap<String, String>>,
+    ) -> Result<ProviderConfig, ConfigError> {
+        let key = |k: &str| format!("{at}.{k}");
+        let var = |name: &str| {
+            env.and_then(|e| e.get(name))
+                .filter(|v| !v.is_empty())
+                .cloned()
+        };
+        let or_var = |name: &str| match env {
+            Some(_) => format!(" (or {name})"),
+            None => String::new(),
+        };
+        let base_url = match self.base_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => TWILIO_API.to_owned(),
+        };
+        if !is_http_url(&base_url) {
+            // Not quoted: a URL can carry a password (https://user:pass@host).
+            return Err(ConfigError::invalid(
+                &key("base_url"),
+                "is not an http(s) URL such as https://api.twilio.com",
+            ));
+        }
+        let account_sid = self
+            .account_sid
+            .filter(|s| !s.is_empty())
+            .or_else(|| var("TWILIO_ACCOUNT_SID"))
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    &key("account_sid"),
+                    format!(
+                        "is required{}; for a local try without Twilio, run `serve --dev`",
+                        or_var("TWILIO_ACCOUNT_SID")
+                    ),
+                )
+            })?;
+        if !is_account_sid(&account_sid) {
+            return Err(ConfigError::invalid(
+                &key("account_sid"),
+                "must be AC followed by 32 hex digits (Twilio) or a UUID (SignalWire project id)",
+            ));
+        }
+        let auth_token = secret(&key("auth_token"), self.auth_token, self.auth_token_file)?
+            .or_else(|| var("TWILIO_AUTH_TOKEN").map(SecretString::from));
+        let api_key_secret = secret(
+            &key("api_key_secret"),
+            self.api_key_secret,
+            self.api_key_secret_file,
+        )?;
+        let signing_token = auth_token.clone().filter(|t| !t.expose_secret().is_empty());
+        let (username, password) = match (self.api_key_sid, api_key_secret) {
+            (Some(sid), Some(secret)) if is_sid(&sid, "SK") => (sid, secret),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    &key("api_key_sid"),
+                    "must be SK followed by 32 hex digits",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    &key("api_key_secret"),
+                    format!("is required with {}", key("api_key_sid")),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    &key("api_key_sid"),
+                    format!("is required with {}", key("api_key_secret")),
+                ))
+            }
+            (None, None) => match auth_token {
+                Some(token) if !token.expose_secret().is_empty() => (account_sid.clone(), token),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        &key("auth_token"),
+                        format!(
+                            "is required{}, or {} with {}",
+                            or_var("TWILIO_AUTH_TOKEN"),
+                            key("api_key_sid"),
+                            key("api_key_secret")
+                        ),
+                    ))
+                }
+            },
+        };
+        let from = self
+            .from
+            .filter(|s| !s.is_empty())
+            .map(|f| {
+                SenderId::parse(&f).ok_or_else(|| ConfigError::invalid(&key("from"), NOT_E164))
+            })
+            .transpose()?;
+        let sms_sender = match (
+            from.clone(),
+            self.messaging_service_sid.filter(|s| !s.is_empty()),
+        ) {
+            (_, Some(mg)) if is_sid(&mg, "MG") => SmsSender::MessagingServiceSid(mg),
+            (_, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    &key("messaging_service_sid"),
+                    "must be MG followed by 32 hex digits",
+                ))
+            }
+            (Some(f), None) => SmsSender::From(f),
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    &key("from"),
+                    format!(
+                        "an SMS sender is required: {} (a number you own) or {}",
+                        key("from"),
+                        key("messaging_service_sid")
+                    ),
+                ))
+            }
+        };
+        // An alphanumeric sender id cannot place calls.
+        let voice_from = voice_from(&key("voice_from"), self.voice_from, from.as_ref())?;
+        let whatsapp = whatsapp_use(
+            &key,
+            self.whatsapp,
+            self.whatsapp_from,
+            self.whatsapp_messaging_service_sid,
+        )?;
+        let limits = limits!(self).check(at)?;
+        Ok(ProviderConfig {
+            name,
+            kind: ProviderKind::Twilio,
+            key: at.to_owned(),
+            api: TwilioConfig {
+                base_url,
+                account_sid,
+                username,
+                password,
+                sms_sender,
+                voice_from,
+                timeout: limits.timeout,
+                connect_timeout: limits.connect_timeout,
+                verify_credentials_on_start: limits.verify_credentials_on_start,
+                max_in_flight: limits.max_in_flight,
+                signing_token,
+                whatsapp,
+            },
+        })
+    }
+}
+
+/// A Twilio account's WhatsApp: off, `[whatsapp]`'s sender, or its own.
+fn whatsapp_use(
+    key: &dyn Fn(&str) -> String,
+    on: Option<bool>,
+    from: Option<String>,
+    service: Option<String>,
+) -> Result<WhatsAppUse, ConfigError> {
+    let from = from.filter(|s| !s.is_empty());
+    let service = service.filter(|s| !s.is_empty());
+    if on == Some(false) {
+        if from.is_some() || service.is_some() {
+            return Err(ConfigError::invalid(
+                &key("whatsapp"),
+                format!(
+                    "is false, yet {} or {} is set: remove one",
+                    key("whatsapp_from"),
+                    key("whatsapp_messaging_service_sid")
+                ),
+            ));
+        }
+        return Ok(WhatsAppUse::Off);
+    }
+    Ok(match (from, service) {
+        (_, Some(mg)) if is_sid(&mg, "MG") => WhatsAppUse::Own(SmsSender::MessagingServiceSid(mg)),
+        (_, Some(_)) => {
+            return Err(ConfigError::invalid(
+                &key("whatsapp_messaging_service_sid"),
+                "must be MG followed by 32 hex digits",
+            ))
+        }
+        (Some(f), None) => {
+            let f = f.strip_prefix("whatsapp:").unwrap_or(&f);
+            match SenderId::parse(f).filter(|s| s.number().is_some()) {
+                Some(s) => WhatsAppUse::Own(SmsSender::From(s)),
+                None => {
+                    return Err(ConfigError::invalid(
+                        &key("whatsapp_from"),
+                        "must be a WhatsApp sender's number in E.164 form, such as +14155550100",
+                    ))
+                }
+            }
+        }
+        (None, None) => WhatsAppUse::Shared,
     })
 }
 
-/// `twilio.x` in an error from the shared checks becomes `providers[i].x`.
-pub(super) fn rekey(e: ConfigError, at: &str) -> ConfigError {
-    match e {
-        ConfigError::Invalid { key, reason } => ConfigError::Invalid {
-            key: match key.strip_prefix("twilio.") {
-                Some(rest) => format!("{at}.{rest}"),
-                None => key,
-            },
-            reason: reason
-                .replace("(or TWILIO_AUTH_TOKEN, or twilio.", "(or ")
-                .replace("(or TWILIO_ACCOUNT_SID)", "")
-                .replace("twilio.", &format!("{at}.")),
-        },
-        other => other,
+/// The caller id: `voice_from`, else `from` when it is a number.
+fn voice_from(
+    key: &str,
+    written: Option<String>,
+    from: Option<&SenderId>,
+) -> Result<Option<E164>, ConfigError> {
+    match written.filter(|s| !s.is_empty()) {
+        Some(v) => E164::parse(&v)
+            .map(Some)
+            .ok_or_else(|| ConfigError::invalid(key, NOT_E164)),
+        None => Ok(from.and_then(SenderId::number).cloned()),
     }
 }
 
-/// A SignalWire space: its compatibility API at `{space_url}/api/laml`.
-fn signalwire_entry(p: ProviderSettings, at: &str) -> Result<ProviderConfig, ConfigError> {
-    let key = |k: &str| format!("{at}.{k}");
-    refuse(
-        at,
-        "signalwire",
-        &[
-            ("base_url", p.base_url.is_some()),
-            ("account_sid", p.account_sid.is_some()),
-            (
-                "auth_token",
-                p.auth_token.is_some() || p.auth_token_file.is_some(),
-            ),
-            ("api_key_sid", p.api_key_sid.is_some()),
-            (
-                "api_key_secret",
-                p.api_key_secret.is_some() || p.api_key_secret_file.is_some(),
-            ),
-            ("messaging_service_sid", p.messaging_service_sid.is_some()),
-        ],
-    )?;
-    let space_url = p
-        .space_url
-        .ok_or_else(|| {
-            ConfigError::invalid(
-                &key("space_url"),
-                "is required, e.g. https://example.signalwire.com",
-            )
-        })?
-        .trim_end_matches('/')
-        .to_owned();
-    match reqwest::Url::parse(&space_url) {
-        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {}
-        // Not quoted: a URL can carry a password.
-        _ => {
+impl SignalWireSettings {
+    /// A SignalWire space: its compatibility API at `{space_url}/api/laml`.
+    fn check(self, at: &str, name: String) -> Result<ProviderConfig, ConfigError> {
+        let key = |k: &str| format!("{at}.{k}");
+        let space_url = self
+            .space_url
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    &key("space_url"),
+                    "is required, e.g. https://example.signalwire.com",
+                )
+            })?
+            .trim_end_matches('/')
+            .to_owned();
+        if !is_http_url(&space_url) {
+            // Not quoted: a URL can carry a password.
             return Err(ConfigError::invalid(
                 &key("space_url"),
                 "is not an http(s) URL such as https://example.signalwire.com",
+            ));
+        }
+        let project_id = self
+            .project_id
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ConfigError::invalid(&key("project_id"), "is required"))?;
+        if !is_uuid(&project_id) {
+            return Err(ConfigError::invalid(
+                &key("project_id"),
+                "must be a UUID (the project id in the SignalWire dashboard)",
+            ));
+        }
+        let api_token = secret(&key("api_token"), self.api_token, self.api_token_file)?
+            .ok_or_else(|| {
+                ConfigError::invalid(&key("api_token"), "is required (or api_token_file)")
+            })?;
+        let signing_token = secret(&key("signing_key"), self.signing_key, self.signing_key_file)?;
+        let from = self.from.filter(|s| !s.is_empty()).ok_or_else(|| {
+            ConfigError::invalid(&key("from"), "is required: a number of the space, in E.164")
+        })?;
+        let from =
+            SenderId::parse(&from).ok_or_else(|| ConfigError::invalid(&key("from"), NOT_E164))?;
+        let voice_from = voice_from(&key("voice_from"), self.voice_from, Some(&from))?;
+        let limits = limits!(self).check(at)?;
+        Ok(ProviderConfig {
+            name,
+            kind: ProviderKind::SignalWire,
+            key: at.to_owned(),
+            api: TwilioConfig {
+                base_url: format!("{space_url}/api/laml"),
+                account_sid: project_id.clone(),
+                username: project_id,
+                password: api_token,
+                sms_sender: SmsSender::From(from),
+                voice_from,
+                timeout: limits.timeout,
+                connect_timeout: limits.connect_timeout,
+                verify_credentials_on_start: limits.verify_credentials_on_start,
+                max_in_flight: limits.max_in_flight,
+                signing_token,
+                // SignalWire has no WhatsApp.
+                whatsapp: WhatsAppUse::Off,
+            },
+        })
+    }
+}
+
+/// The connect timeout when none is written: 2 s (a provider's TCP and TLS
+/// handshakes take well under a second when it is up), or half of
+/// `timeout_ms` when that is less.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2000;
+
+/// `connect_timeout_ms` (`key`), checked against the request's `timeout_ms`.
+/// It must be shorter: reqwest reports the request timeout firing without
+/// saying whether the connection was made, and only a connect timeout
+/// proves the message was not sent (`provider::twilio::map_transport`).
+pub(super) fn connect_timeout(
+    key: &str,
+    written: Option<u64>,
+    timeout_ms: u64,
+) -> Result<Duration, ConfigError> {
+    let ms = match written {
+        None => DEFAULT_CONNECT_TIMEOUT_MS.min(timeout_ms / 2).max(1),
+        Some(0) => return Err(ConfigError::invalid(key, range_text(1, ANY))),
+        Some(ms) if ms >= timeout_ms => {
+            return Err(ConfigError::invalid(
+                key,
+                "must be less than timeout_ms: connecting is part of the request",
             ))
         }
-    }
-    let project_id = p
-        .project_id
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ConfigError::invalid(&key("project_id"), "is required"))?;
-    if !is_uuid(&project_id) {
-        return Err(ConfigError::invalid(
-            &key("project_id"),
-            "must be a UUID (the project id in the SignalWire dashboard)",
-        ));
-    }
-    let api_token = secret(&key("api_token"), p.api_token, p.api_token_file)?.ok_or_else(|| {
-        ConfigError::invalid(&key("api_token"), "is required (or api_token_file)")
-    })?;
-    let signing_token = secret(&key("signing_key"), p.signing_key, p.signing_key_file)?;
-    let from = p.from.filter(|s| !s.is_empty()).ok_or_else(|| {
-        ConfigError::invalid(&key("from"), "is required: a number of the space, in E.164")
-    })?;
-    let from = SenderId::parse(&from).ok_or_else(|| {
-        ConfigError::invalid(&key("from"), "must be a phone number in E.164 form")
-    })?;
-    let voice_from = match p.voice_from.filter(|s| !s.is_empty()) {
-        Some(v) => Some(E164::parse(&v).ok_or_else(|| {
-            ConfigError::invalid(&key("voice_from"), "must be a phone number in E.164 form")
-        })?),
-        None => from.number().cloned(),
+        Some(ms) => ms,
     };
-    let timeout_ms = p.timeout_ms.unwrap_or(8000);
-    if timeout_ms == 0 {
-        return Err(ConfigError::invalid(
-            &key("timeout_ms"),
-            "must be at least 1",
-        ));
-    }
-    let max_in_flight = p.max_in_flight.unwrap_or(100);
-    if max_in_flight == 0 {
-        return Err(ConfigError::invalid(
-            &key("max_in_flight"),
-            "must be at least 1",
-        ));
-    }
-    Ok(ProviderConfig {
-        name: p.name,
-        kind: ProviderKind::SignalWire,
-        api: TwilioConfig {
-            base_url: format!("{space_url}/api/laml"),
-            account_sid: project_id.clone(),
-            username: project_id,
-            password: api_token,
-            sms_sender: SmsSender::From(from),
-            voice_from,
-            timeout: Duration::from_millis(timeout_ms),
-            verify_credentials_on_start: p.verify_credentials_on_start.unwrap_or(true),
-            max_in_flight,
-            signing_token,
-        },
-    })
+    Ok(Duration::from_millis(ms))
 }
 
-/// An error of a check made per provider, named for provider `i`'s keys.
-pub(super) fn rekey_for(c: &super::Config, i: usize, e: ConfigError) -> ConfigError {
-    if c.providers_listed {
-        rekey(e, &format!("providers[{i}]"))
-    } else {
-        e
+/// `[status_callback]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusCallbackSettings {
+    pub public_url: String,
+}
+
+impl StatusCallbackSettings {
+    /// The full callback URL, `{public_url}/v1/twilio/status`; `None` when
+    /// no public URL is set. That it needs every provider's signing key is
+    /// in `checks`.
+    pub(super) fn check(self) -> Result<Option<String>, ConfigError> {
+        match public_url("status_callback.public_url", &self.public_url)? {
+            None => Ok(None),
+            Some(url) => Ok(Some(format!("{url}{}", ProviderKind::Twilio.status_path()))),
+        }
     }
 }
 
-/// The configuration key that names `what` of provider `i` (`[twilio]`'s
-/// own key for the shorthand), for the checks across sections.
-pub(super) fn key_of(c: &super::Config, i: usize, what: &str) -> String {
-    if c.providers_listed {
-        let name = match what {
-            "auth_token" if c.providers[i].kind == ProviderKind::SignalWire => "signing_key",
-            w => w,
-        };
-        format!("providers[{i}].{name}")
-    } else {
-        format!("twilio.{what}")
+/// A base URL at which the provider reaches this service, without a
+/// trailing slash; `None` when empty. Not quoted: a URL can carry a
+/// password (https://user:pass@host).
+pub(super) fn public_url(key: &str, written: &str) -> Result<Option<String>, ConfigError> {
+    let url = written.trim().trim_end_matches('/');
+    if url.is_empty() {
+        return Ok(None);
     }
+    match reqwest::Url::parse(url) {
+        Ok(u) if is_http_url(url) && u.query().is_none() => {}
+        _ => return Err(ConfigError::invalid(
+            key,
+            "is not the http(s) base URL Twilio can reach this service at, such as https://courier.example.com",
+        )),
+    }
+    Ok(Some(url.to_owned()))
 }
 
 #[cfg(test)]
@@ -407,12 +706,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_short_label_safe_words() {
-        assert!(valid_name("twilio"));
-        assert!(valid_name("signalwire-eu_2"));
-        assert!(!valid_name(""));
-        assert!(!valid_name("Twilio"));
-        assert!(!valid_name("a|b"));
-        assert!(!valid_name(&"a".repeat(33)));
+    fn connect_timeouts() {
+        let ms = |written, timeout| {
+            connect_timeout("twilio.connect_timeout_ms", written, timeout)
+                .map(|d| d.as_millis() as u64)
+        };
+        assert_eq!(ms(None, 8000).unwrap(), 2000);
+        assert_eq!(ms(None, 3000).unwrap(), 1500);
+        assert_eq!(ms(None, 300).unwrap(), 150);
+        assert_eq!(ms(None, 1).unwrap(), 1);
+        assert_eq!(ms(Some(500), 8000).unwrap(), 500);
+        assert!(ms(Some(0), 8000).is_err());
+        assert!(ms(Some(8000), 8000).is_err());
+        assert!(ms(Some(9000), 8000).is_err());
+    }
+
+    #[test]
+    fn account_sids() {
+        assert!(is_account_sid("AC0123456789abcdef0123456789abcdef"));
+        assert!(is_account_sid("a5c7a9f2-1b2c-4d5e-8f90-123456789abc"));
+        assert!(!is_account_sid("AC0123"));
+        assert!(!is_account_sid("AC0123456789abcdef0123456789abcdeg"));
+        assert!(!is_account_sid("../AC0123456789abcdef0123456789abcd"));
     }
 }

@@ -16,29 +16,32 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::error::ConfigError;
 use super::phone_number::E164;
+use super::providers::{is_http_url, public_url};
 use super::secret::{secret, ser_redacted_opt};
-use super::values::{ser_millis, StringList};
+use super::values::{list, ms, ser_millis, within, StringList};
 
 /// Where under the public base URL Twilio posts incoming messages.
 const INBOUND_PATH: &str = "/v1/twilio/inbound";
 /// Twilio refuses SMS bodies longer than this.
 const MAX_TEMPLATE: usize = 1600;
-/// More attempts than this is a retry storm, not a bounded retry.
-const MAX_ATTEMPTS: u32 = 10;
-/// A day: past it, a forward is no longer worth anything (codes expire).
-const MAX_RETRY_WINDOW_MS: u64 = 86_400_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelaySettings {
     pub enabled: bool,
     pub public_url: String,
-    pub numbers: StringList,
+    #[serde(deserialize_with = "list")]
+    pub numbers: Vec<E164>,
     pub sms_template: String,
     pub per_route_per_hour: u32,
+    /// More than 10 is a retry storm, not a bounded retry.
+    #[serde(deserialize_with = "within::<_, u32, 1, 10>")]
     pub attempts: u32,
-    pub retry_window_ms: u64,
-    pub timeout_ms: u64,
+    /// A day at most: past it, a forward is worth nothing (codes expire).
+    #[serde(deserialize_with = "ms::<_, 0, 86_400_000>")]
+    pub retry_window_ms: Duration,
+    #[serde(deserialize_with = "ms::<_, 1, 60_000>")]
+    pub timeout_ms: Duration,
     pub webhook_secret: Option<SecretString>,
     pub webhook_secret_file: Option<PathBuf>,
     #[serde(default)]
@@ -51,10 +54,10 @@ pub struct RelaySettings {
 #[serde(deny_unknown_fields)]
 pub struct RouteSettings {
     pub name: String,
-    #[serde(default)]
-    pub from: StringList,
-    #[serde(default)]
-    pub sms: StringList,
+    #[serde(default, deserialize_with = "list")]
+    pub from: Vec<Sender>,
+    #[serde(default, deserialize_with = "list")]
+    pub sms: Vec<E164>,
     #[serde(default)]
     pub slack: Vec<SecretString>,
     pub slack_file: Option<PathBuf>,
@@ -146,6 +149,13 @@ impl Sender {
     }
 }
 
+impl std::str::FromStr for Sender {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Sender::parse(s).ok_or("neither an E.164 number, a short code (3 to 8 digits) nor an alphanumeric sender id (up to 11 characters)")
+    }
+}
+
 impl Serialize for Sender {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -165,24 +175,6 @@ impl RelaySettings {
     pub(super) fn check(self) -> Result<Option<RelayConfig>, ConfigError> {
         // Plain keys are checked even when the relay is off, so a typo does
         // not wait for the day it is turned on.
-        if self.attempts == 0 || self.attempts > MAX_ATTEMPTS {
-            return Err(ConfigError::invalid(
-                "relay.attempts",
-                format!("must be between 1 and {MAX_ATTEMPTS}"),
-            ));
-        }
-        if self.retry_window_ms > MAX_RETRY_WINDOW_MS {
-            return Err(ConfigError::invalid(
-                "relay.retry_window_ms",
-                format!("must be at most {MAX_RETRY_WINDOW_MS} (a day)"),
-            ));
-        }
-        if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
-            return Err(ConfigError::invalid(
-                "relay.timeout_ms",
-                "must be between 1 and 60000",
-            ));
-        }
         if self.sms_template.trim().is_empty()
             || self.sms_template.chars().count() > MAX_TEMPLATE
             || !self.sms_template.contains("{body}")
@@ -201,30 +193,13 @@ impl RelaySettings {
         if !self.enabled {
             return Ok(None);
         }
-        let public_url = self.public_url.trim().trim_end_matches('/');
-        match reqwest::Url::parse(public_url) {
-            Ok(u)
-                if (u.scheme() == "https" || u.scheme() == "http")
-                    && u.host().is_some()
-                    && u.query().is_none() => {}
-            // Not quoted: a URL can carry a password.
-            _ => {
-                return Err(ConfigError::invalid(
-                    "relay.public_url",
-                    "is required with relay.enabled: the http(s) base URL Twilio reaches this service at, such as https://courier.example.com",
-                ))
-            }
-        }
-        let numbers = self
-            .numbers
-            .0
-            .iter()
-            .map(|n| {
-                E164::parse(n).ok_or_else(|| {
-                    ConfigError::invalid("relay.numbers", "every number must be in E.164 form")
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let public_url = public_url("relay.public_url", &self.public_url)?.ok_or_else(|| {
+            ConfigError::invalid(
+                "relay.public_url",
+                "is required with relay.enabled (or status_callback.public_url, which it defaults to): the http(s) base URL Twilio reaches this service at, such as https://courier.example.com",
+            )
+        })?;
+        let numbers = self.numbers;
         if numbers.is_empty() {
             return Err(ConfigError::invalid(
                 "relay.numbers",
@@ -268,8 +243,8 @@ impl RelaySettings {
             sms_template: self.sms_template,
             per_route_per_hour: self.per_route_per_hour,
             attempts: self.attempts,
-            retry_window: Duration::from_millis(self.retry_window_ms),
-            timeout: Duration::from_millis(self.timeout_ms),
+            retry_window: self.retry_window_ms,
+            timeout: self.timeout_ms,
             webhook_secret,
             routes,
             default_route,
@@ -286,19 +261,7 @@ impl RouteSettings {
                 "must be 1 to 64 printable characters",
             ));
         }
-        let from = self
-            .from
-            .0
-            .iter()
-            .map(|s| {
-                Sender::parse(s).ok_or_else(|| {
-                    ConfigError::invalid(
-                        &format!("{key}.from"),
-                        "every sender must be an E.164 number, a short code (3 to 8 digits) or an alphanumeric sender id (up to 11 characters)",
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let from = self.from;
         if needs_from && from.is_empty() {
             return Err(ConfigError::invalid(
                 &format!("{key}.from"),
@@ -311,19 +274,7 @@ impl RouteSettings {
                 "is not used on the default route, which takes every sender no route names",
             ));
         }
-        let sms = self
-            .sms
-            .0
-            .iter()
-            .map(|n| {
-                E164::parse(n).ok_or_else(|| {
-                    ConfigError::invalid(
-                        &format!("{key}.sms"),
-                        "every number must be in E.164 form",
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let sms = self.sms;
         let mut slack = self.slack;
         if let Some(file) = self.slack_file {
             let listed = secret(&format!("{key}.slack"), None, Some(file))?
@@ -366,10 +317,6 @@ impl RouteSettings {
             webhooks,
         })
     }
-}
-
-fn is_http_url(s: &str) -> bool {
-    matches!(reqwest::Url::parse(s), Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some())
 }
 
 #[cfg(test)]

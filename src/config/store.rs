@@ -14,12 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
 use super::secret::{secret, ser_redacted, ser_redacted_opt};
-use super::values::ser_millis;
+use super::values::{choice, ms, ser_millis};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    pub backend: String,
+    #[serde(deserialize_with = "choice")]
+    pub backend: BackendName,
     pub redis: RedisSettings,
 }
 
@@ -29,8 +30,12 @@ pub struct RedisSettings {
     pub url: Option<SecretString>,
     pub url_file: Option<PathBuf>,
     pub key_prefix: String,
-    pub timeout_ms: u64,
-    pub on_error: String,
+    /// Longer than 5 s and a request waiting on the store would eat most
+    /// of Kratos's 10 s.
+    #[serde(deserialize_with = "ms::<_, 1, 5000>")]
+    pub timeout_ms: Duration,
+    #[serde(deserialize_with = "choice")]
+    pub on_error: OnError,
     pub key_secret: Option<SecretString>,
     pub key_secret_file: Option<PathBuf>,
 }
@@ -42,6 +47,14 @@ pub struct StoreConfig {
     /// `redis` table, as it is written.
     #[serde(flatten)]
     pub backend: Backend,
+}
+
+/// `store.backend` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendName {
+    Memory,
+    Redis,
 }
 
 /// Which store holds the state.
@@ -75,7 +88,7 @@ pub struct RedisConfig {
 }
 
 /// What a request does when Redis does not answer in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
     /// Answer 503, so Kratos retries later: never a second send, never an
@@ -85,9 +98,6 @@ pub enum OnError {
     Local,
 }
 
-/// Longer than this and a request waiting on the store would eat most of
-/// Kratos's 10 s.
-const MAX_TIMEOUT_MS: u64 = 5000;
 /// A prefix is part of every key: short and printable.
 const MAX_PREFIX: usize = 64;
 
@@ -96,31 +106,15 @@ impl StoreSettings {
         // The plain keys are checked whichever backend is chosen, so a typo
         // does not wait for the day someone switches to Redis.
         let r = self.redis;
-        if r.timeout_ms == 0 || r.timeout_ms > MAX_TIMEOUT_MS {
-            return Err(ConfigError::invalid(
-                "store.redis.timeout_ms",
-                format!("must be between 1 and {MAX_TIMEOUT_MS}"),
-            ));
-        }
-        let on_error = match r.on_error.as_str() {
-            "fail_closed" => OnError::FailClosed,
-            "local" => OnError::Local,
-            other => {
-                return Err(ConfigError::invalid(
-                    "store.redis.on_error",
-                    format!("`{other}` is neither \"fail_closed\" nor \"local\""),
-                ))
-            }
-        };
         if r.key_prefix.len() > MAX_PREFIX || !r.key_prefix.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::invalid(
                 "store.redis.key_prefix",
                 format!("must be at most {MAX_PREFIX} printable ASCII characters without spaces"),
             ));
         }
-        let backend = match self.backend.as_str() {
-            "memory" => Backend::Memory,
-            "redis" => {
+        let backend = match self.backend {
+            BackendName::Memory => Backend::Memory,
+            BackendName::Redis => {
                 let url = secret("store.redis.url", r.url, r.url_file)?
                     .filter(|u| !u.expose_secret().is_empty())
                     .ok_or_else(|| {
@@ -144,16 +138,10 @@ impl StoreSettings {
                 Backend::Redis(RedisConfig {
                     url,
                     key_prefix: r.key_prefix,
-                    timeout: Duration::from_millis(r.timeout_ms),
-                    on_error,
+                    timeout: r.timeout_ms,
+                    on_error: r.on_error,
                     key_secret,
                 })
-            }
-            other => {
-                return Err(ConfigError::invalid(
-                    "store.backend",
-                    format!("`{other}` is neither \"memory\" nor \"redis\""),
-                ))
             }
         };
         Ok(StoreConfig { backend })

@@ -1,10 +1,120 @@
-//! Small pieces shared by the sections: lists that also come as one
-//! environment variable, durations printed under their `_ms` key, and the
-//! string views of the checked value types.
+//! Small pieces shared by the sections: the readers that check a value
+//! as it is read (ranges, durations, parsed strings, lists), lists that
+//! also come as one environment variable, durations printed under their
+//! `_ms` key, and the string views of the checked value types.
+//!
+//! A reader refuses a value with a [`refused`] error: the loader turns it
+//! into a [`super::ConfigError::Invalid`] naming the key it was read at
+//! (`error::ConfigError::loading`), so no check repeats its key's name.
 
+use std::fmt::Display;
+use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Where a reader's own reason starts, which the loader keeps as it is
+/// (serde's messages may quote a value and are rewritten).
+pub(super) const CHECKED: &str = "checked: ";
+
+/// A value refused for `reason` ("must be between 1 and 6"), which names
+/// what is allowed and never the value.
+pub(super) fn refused<E: serde::de::Error>(reason: impl Display) -> E {
+    E::custom(format!("{CHECKED}{reason}"))
+}
+
+/// What `MIN..=MAX` allows, in words.
+pub(super) fn range_text(min: u64, max: u64) -> String {
+    match (min, max) {
+        (min, u64::MAX) => format!("must be at least {min}"),
+        (0, max) => format!("must be at most {max}"),
+        (min, max) => format!("must be between {min} and {max}"),
+    }
+}
+
+/// An unbounded end of a range, for [`within`] and [`ms`].
+pub(super) const ANY: u64 = u64::MAX;
+
+/// An integer key from `MIN` to `MAX`:
+/// `#[serde(deserialize_with = "within::<_, u32, 1, 100>")]`.
+pub(super) fn within<'de, D, T, const MIN: u64, const MAX: u64>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let v = u64::deserialize(d)?;
+    match (MIN..=MAX).contains(&v) {
+        true => T::try_from(v).map_err(|_| refused(range_text(MIN, MAX))),
+        false => Err(refused(range_text(MIN, MAX))),
+    }
+}
+
+/// A `_ms` key of `MIN` to `MAX` milliseconds, read as a [`Duration`].
+pub(super) fn ms<'de, D: Deserializer<'de>, const MIN: u64, const MAX: u64>(
+    d: D,
+) -> Result<Duration, D::Error> {
+    within::<D, u64, MIN, MAX>(d).map(Duration::from_millis)
+}
+
+/// A string parsed into its checked type (a number, a region, a tag); the
+/// type's error says what is allowed.
+pub(super) fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|e| refused(format!("is {e}")))
+}
+
+/// A list of parsed values, as an array or one comma-separated string.
+pub(super) fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    let items = StringList::deserialize(d)?.0;
+    let parse = |s: &String| {
+        s.parse()
+            .map_err(|e| refused(format!("has an entry that is {e}")))
+    };
+    items.iter().map(parse).collect()
+}
+
+/// One of an enum's names, as its `#[serde(rename_all)]` spells them. The
+/// `config` crate's own message for a name it does not know quotes the name
+/// and lists none, so the string is read first and the enum from it.
+pub(super) fn choice<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::IntoDeserializer;
+    let s = String::deserialize(d)?;
+    T::deserialize(s.as_str().into_deserializer()).map_err(|e: serde::de::value::Error| {
+        let text = e.to_string();
+        let allowed = text
+            .rsplit_once(", expected ")
+            .map_or("another value", |(_, a)| a);
+        refused(format!("must be {allowed}"))
+    })
+}
+
+/// An `address:port`, or `None` for an empty string.
+pub(super) fn addr<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.trim() {
+        "" => Ok(None),
+        a => a
+            .parse()
+            .map(Some)
+            .map_err(|_| refused("is not an address:port such as 127.0.0.1:4470 or 0.0.0.0:4470")),
+    }
+}
 
 /// A list given as a TOML/YAML array or, from an environment variable, as a
 /// comma-separated string.
@@ -90,3 +200,57 @@ macro_rules! str_views {
     };
 }
 pub(super) use str_views;
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Settings, Sources};
+
+    fn refused(key: &str, value: &str) -> String {
+        let sources = Sources {
+            file: None,
+            env: [(format!("PHONE_COURIER__{key}"), value.to_owned())].into(),
+        };
+        Settings::load(&sources).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_refused_value_names_its_key_and_what_is_allowed_never_itself() {
+        let cases = [
+            (
+                "LOG__FORMAT",
+                "xml-7f3",
+                "`log.format`: must be `plain` or `json`",
+            ),
+            (
+                "SERVER__DRAIN_MS",
+                "60001",
+                "`server.drain_ms`: must be at most 60000",
+            ),
+            (
+                "VERIFY__CODE_LENGTH",
+                "3",
+                "`verify.code_length`: must be between 4 and 10",
+            ),
+            (
+                "DEDUP__MAX_ENTRIES",
+                "0",
+                "`dedup.max_entries`: must be at least 1",
+            ),
+            (
+                "POLICY__SMS__ALLOWED_COUNTRIES",
+                "US,XX9",
+                "`policy.sms.allowed_countries`: has an entry that is not",
+            ),
+            (
+                "LOOKUP__LINE_TYPES__PAGER",
+                "fax-7f3",
+                "`lookup.line_types.pager`: must be one of `sms`, `voice`, `refuse`",
+            ),
+        ];
+        for (key, value, wanted) in cases {
+            let e = refused(key, value);
+            assert!(e.contains(wanted), "{e}\nwanted: {wanted}");
+            assert!(!e.contains(value), "{e} quotes {value}");
+        }
+    }
+}

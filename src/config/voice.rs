@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
 use super::language_tag::LanguageTag;
-use super::load::DEFAULT_TOML;
+use super::load::built_in;
+use super::values::{parsed, within};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,7 +21,9 @@ pub struct VoiceSettings {
     #[serde(rename = "trait")]
     pub trait_name: String,
     pub voice: String,
-    pub language: String,
+    #[serde(deserialize_with = "parsed")]
+    pub language: LanguageTag,
+    #[serde(deserialize_with = "within::<_, u32, 1, 10>")]
     pub pause_seconds: u32,
     pub sentences: BTreeMap<String, SentenceSettings>,
 }
@@ -52,7 +55,7 @@ pub struct VoiceConfig {
 
 /// What is said for one language. Missing entries fall back to the default
 /// language's, then to the built-in defaults'.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sentences {
     pub voice: Option<String>,
     pub login: String,
@@ -75,18 +78,7 @@ impl VoiceSettings {
         if self.voice.is_empty() {
             return Err(ConfigError::invalid("voice.voice", "must not be empty"));
         }
-        let language = LanguageTag::normalize(&self.language).ok_or_else(|| {
-            ConfigError::invalid(
-                "voice.language",
-                format!("`{}` is not a language tag such as en-US", self.language),
-            )
-        })?;
-        if !(1..=10).contains(&self.pause_seconds) {
-            return Err(ConfigError::invalid(
-                "voice.pause_seconds",
-                "must be between 1 and 10",
-            ));
-        }
+        let language = self.language;
         let mut raw = BTreeMap::new();
         for (tag, s) in self.sentences {
             let norm = LanguageTag::normalize(&tag).ok_or_else(|| {
@@ -142,53 +134,16 @@ impl VoiceSettings {
 /// defaults file gives them (not as a file or the environment may have
 /// changed them: they are the last resort). Read once.
 fn built_in_sentences() -> Result<&'static Sentences, ConfigError> {
-    static BUILT_IN: OnceLock<Result<Sentences, String>> = OnceLock::new();
+    static BUILT_IN: OnceLock<Result<Sentences, ConfigError>> = OnceLock::new();
     BUILT_IN
         .get_or_init(read_built_in)
         .as_ref()
-        .map_err(|e| ConfigError::Load(format!("the built-in defaults: {e}")))
+        .map_err(Clone::clone)
 }
 
-fn read_built_in() -> Result<Sentences, String> {
-    #[derive(Deserialize)]
-    struct Defaults {
-        voice: DefaultVoice,
-    }
-    #[derive(Deserialize)]
-    struct DefaultVoice {
-        language: String,
-        sentences: BTreeMap<String, SentenceSettings>,
-    }
-    let defaults: Defaults = config::Config::builder()
-        .add_source(config::File::from_str(
-            DEFAULT_TOML,
-            config::FileFormat::Toml,
-        ))
-        .build()
-        .and_then(config::Config::try_deserialize::<Defaults>)
-        .map_err(|e| e.to_string())?;
-    let language = defaults.voice.language;
-    let wanted = LanguageTag::normalize(&language);
-    let s = defaults
-        .voice
-        .sentences
-        .iter()
-        .find(|(tag, _)| LanguageTag::normalize(tag) == wanted)
-        .map(|(_, s)| s)
-        .ok_or_else(|| format!("voice.sentences.{language} is missing"))?;
-    let need = |name: &str, v: &Option<String>| {
-        v.clone()
-            .ok_or_else(|| format!("voice.sentences.{language}.{name} is missing"))
-    };
-    Ok(Sentences {
-        voice: s.voice.clone(),
-        login: need("login", &s.login)?,
-        registration: need("registration", &s.registration)?,
-        verification: need("verification", &s.verification)?,
-        recovery: need("recovery", &s.recovery)?,
-        other: need("other", &s.other)?,
-        again: need("again", &s.again)?,
-    })
+fn read_built_in() -> Result<Sentences, ConfigError> {
+    let language: String = built_in("voice.language")?;
+    built_in(&format!("voice.sentences.{language}"))
 }
 
 fn overlay(base: SentenceSettings, top: SentenceSettings) -> SentenceSettings {

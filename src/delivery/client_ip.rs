@@ -10,24 +10,88 @@
 //! from the right, and everything left of it is ignored; a single-value
 //! header is read only when it is the configured one (a CDN overwrites it,
 //! nobody else does). An address that is absent or unparseable is
-//! [`ClientAddr::Unknown`]: it is limited in a shared bucket, never waved
-//! through.
+//! [`Address::Unknown`]: it is limited in a shared bucket, never waved
+//! through. A verification code is the exception: Kratos never sends its
+//! headers ([`Address::NotCarried`]), so it is limited per identity
+//! (`template_data.identity.id`) instead, beside the recipient, prefix,
+//! country and global limiters.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::config::ClientIpSource;
 use crate::delivery::message::CourierMessage;
+use crate::domain::TemplateType;
+use crate::telemetry::metrics::Metrics;
 
-/// The end user as the limiter sees them. Serialisable: an SMS's fallback
-/// record keeps it (sealed) so an undelivered SMS's call is counted against
-/// the same end user (`delivery::fallback`).
+/// The end user as the limiter sees them: their address, and the Kratos
+/// identity the code is for. Serialisable: an SMS's fallback record keeps
+/// it (sealed) so an undelivered SMS's call is counted against the same end
+/// user (`delivery::fallback`); a record written before the identity was
+/// kept (the address alone) still reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ClientAddr {
+#[serde(from = "ClientAddrWire")]
+pub struct ClientAddr {
+    pub address: Address,
+    /// `template_data.identity.id` (a UUID), when the message carries it:
+    /// limited per identity under its keyed hash (`delivery::limits`).
+    pub identity: Option<u128>,
+}
+
+impl ClientAddr {
+    /// Nothing known: the shared `unknown_ip` bucket.
+    pub const UNKNOWN: ClientAddr = ClientAddr {
+        address: Address::Unknown,
+        identity: None,
+    };
+
+    pub fn known(net: ClientNet) -> ClientAddr {
+        ClientAddr {
+            address: Address::Known(net),
+            identity: None,
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ClientAddrWire {
+    Now {
+        address: Address,
+        #[serde(default)]
+        identity: Option<u128>,
+    },
+    Before(Address),
+}
+
+impl From<ClientAddrWire> for ClientAddr {
+    fn from(wire: ClientAddrWire) -> Self {
+        match wire {
+            ClientAddrWire::Now { address, identity } => ClientAddr { address, identity },
+            ClientAddrWire::Before(address) => ClientAddr {
+                address,
+                identity: None,
+            },
+        }
+    }
+}
+
+/// Where the end user's address stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Address {
     /// An IPv4 address, or the /64 network of an IPv6 address (one
     /// subscriber usually holds a whole /64 and can rotate within it).
     Known(ClientNet),
-    /// No trustworthy address: counted in the shared `unknown_ip` bucket.
+    /// No trustworthy address where one was due: counted in the shared
+    /// `unknown_ip` bucket.
     Unknown,
+    /// Kratos never sends the request's headers with this template
+    /// (`verification_code_valid`): there is no address to count, and the
+    /// message is limited per identity, recipient, prefix, country and in
+    /// total, never in the shared bucket (an attacker who starts
+    /// verification flows must not block everyone's).
+    NotCarried,
 }
 
 /// What one client is counted as.
@@ -64,22 +128,118 @@ impl ClientIp {
     }
 
     /// The client of `message`: the address its caller stated (the verify
-    /// API), else the configured header's. Allocates nothing.
+    /// API), else the configured header's, and the identity it is for.
+    /// Allocates nothing.
     pub fn of(&self, message: &CourierMessage) -> ClientAddr {
-        if let Some(ip) = message.client_address {
-            return ClientAddr::Known(ClientNet::of(ip));
+        let address = match self.address(message) {
+            Some(ip) => Address::Known(ClientNet::of(ip)),
+            None if !carries_headers(message) => Address::NotCarried,
+            None => Address::Unknown,
+        };
+        ClientAddr {
+            address,
+            identity: message.identity_id(),
         }
-        let found = match &self.source {
+    }
+
+    /// What `[limits.client_ip]` reads from `message`, if anything.
+    fn address(&self, message: &CourierMessage) -> Option<IpAddr> {
+        if let Some(ip) = message.client_address {
+            return Some(ip);
+        }
+        match &self.source {
             ClientIpSource::None => None,
             ClientIpSource::ForwardedFor { trusted_hops } => forwarded_for(
                 message.request_header_values("x-forwarded-for"),
                 *trusted_hops,
             ),
             ClientIpSource::Single { header } => single(message.request_header_values(header)),
-        };
-        found.map_or(ClientAddr::Unknown, |ip| {
-            ClientAddr::Known(ClientNet::of(ip))
-        })
+        }
+    }
+
+    /// Whether `message` should have carried an address and did not: a
+    /// Kratos template that carries the request's headers (login,
+    /// registration, recovery) arrived without the configured header's
+    /// address. Kratos's `clients.web_hook.header_allowlist` or the
+    /// courier template (the kit's `courier-sms.jsonnet`) drops it; the
+    /// message is limited in the shared `unknown_ip` bucket.
+    pub fn address_missing(&self, message: &CourierMessage) -> bool {
+        message.from_kratos
+            && carries_headers(message)
+            && self.source != ClientIpSource::None
+            && self.address(message).is_none()
+    }
+}
+
+/// Whether the message's template carries the end user's request headers.
+/// Kratos v26.2.0 (`courier/sms.go`) sends them only for templates whose
+/// model has them: `verification_code_valid`'s has none, so every
+/// verification SMS arrives with `{}`. The verify API states the address
+/// itself (or is counted in the shared bucket).
+pub fn carries_headers(message: &CourierMessage) -> bool {
+    !(message.from_kratos && message.template_type == TemplateType::Verification)
+}
+
+/// What `/health/ready` and the log say when Kratos's login, registration
+/// or recovery codes arrive without the end user's address.
+pub const ADDRESS_MISSING: &str = "login, registration or recovery codes arrive without the end user's address (limits.client_ip.header), so they share the unknown_ip bucket: add that header to Kratos's clients.web_hook.header_allowlist and keep it in the courier template's request_headers (the kit: kratos/kratos.yml, kratos/courier-sms.jsonnet)";
+
+/// The same when codes arrive without `template_data.identity.id`.
+pub const IDENTITY_MISSING: &str = "login, verification or recovery codes arrive without template_data.identity.id, so they are not limited per identity (and verification codes by no requester at all): keep identity.id in the courier template's template_data (the kit: kratos/courier-sms.jsonnet)";
+
+/// Watches Kratos's messages for what their templates should carry and a
+/// setup dropped: counts each (`phone_courier_limits_missing_total`), warns
+/// once per kind (not per message) naming the setting to fix, and lists
+/// them for `/health/ready`. The message is still limited (the shared
+/// bucket, or without the identity limiter).
+pub struct SetupCheck {
+    client_ip: ClientIp,
+    metrics: Arc<Metrics>,
+    address_missing: AtomicBool,
+    identity_missing: AtomicBool,
+}
+
+impl SetupCheck {
+    pub fn new(source: ClientIpSource, metrics: Arc<Metrics>) -> Self {
+        SetupCheck {
+            client_ip: ClientIp::new(source),
+            metrics,
+            address_missing: AtomicBool::new(false),
+            identity_missing: AtomicBool::new(false),
+        }
+    }
+
+    /// Look at one parsed Kratos message.
+    pub fn observe(&self, message: &CourierMessage) {
+        let template = message.template_type.label();
+        if self.client_ip.address_missing(message) {
+            self.metrics.limits_missing("client_address", template);
+            if !self.address_missing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(template_type = template, "{ADDRESS_MISSING}");
+            }
+        }
+        let has_identity = matches!(
+            message.template_type,
+            TemplateType::Login | TemplateType::Verification | TemplateType::Recovery
+        );
+        if message.from_kratos && has_identity && message.identity_id().is_none() {
+            self.metrics.limits_missing("identity_id", template);
+            if !self.identity_missing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(template_type = template, "{IDENTITY_MISSING}");
+            }
+        }
+    }
+
+    /// What this replica has seen, for `/health/ready`.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        [
+            (&self.address_missing, ADDRESS_MISSING),
+            (&self.identity_missing, IDENTITY_MISSING),
+        ]
+        .into_iter()
+        .filter(|(seen, _)| seen.load(Ordering::Relaxed))
+        .map(|(_, text)| text)
+        .collect()
     }
 }
 

@@ -2,15 +2,16 @@
 //! (body checks, validity period, sender) or the call (caller id, the code
 //! spoken in TwiML). Nothing is sent here.
 
-use crate::config::{Config, SmsSender, VoiceConfig, E164};
+use crate::config::{Config, SmsSender, VoiceConfig, WhatsAppConfig, E164};
 use crate::delivery::channel::{Channel, Endpoint};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::message::{CourierMessage, TemplateType};
 use crate::phone::Recipient;
-use crate::provider::twilio::{OutgoingCall, OutgoingSms};
+use crate::provider::twilio::{OutgoingCall, OutgoingSms, OutgoingWhatsApp};
 use crate::provider::twiml;
 
-/// Twilio's limit for an SMS body, in characters.
+/// Twilio's limit for an SMS body, in characters. A longer body that ends
+/// with a Web OTP line is shortened above that line ([`fit_sms`]).
 pub const MAX_SMS_CHARS: usize = 1600;
 /// Twilio's range for `ValidityPeriod`, in seconds.
 pub const VALIDITY_RANGE: (u32, u32) = (1, 36_000);
@@ -20,6 +21,7 @@ pub const VALIDITY_RANGE: (u32, u32) = (1, 36_000);
 pub enum Outgoing {
     Sms(OutgoingSms),
     Call(OutgoingCall),
+    WhatsApp(OutgoingWhatsApp),
 }
 
 /// Builds provider requests from courier messages.
@@ -28,6 +30,8 @@ pub struct Composer {
     /// Caller id for calls; `None` turns voice off.
     voice_from: Option<E164>,
     voice: VoiceConfig,
+    /// `[whatsapp]`; `None` turns WhatsApp off.
+    whatsapp: Option<WhatsAppConfig>,
     /// Where Twilio posts delivery statuses, when configured.
     status_callback: Option<String>,
 }
@@ -38,26 +42,57 @@ impl Composer {
             sms_sender: config.twilio.sms_sender.clone(),
             voice_from: config.twilio.voice_from.clone(),
             voice: config.voice.clone(),
+            whatsapp: config.whatsapp.clone(),
             status_callback: config.status_callback_url.clone(),
         }
     }
 
-    /// `/v1/voice` always calls. `/v1/sms` calls when the flow's transient
+    /// A notification (no code, see [`CourierMessage::is_notification`])
+    /// is an SMS whatever the endpoint, trait or transient payload says (a
+    /// landline's call is the fallback's). Otherwise `/v1/voice` always
+    /// calls. `/v1/sms` calls when the flow's transient
     /// payload asks for voice or the identity's voice trait says "voice" —
     /// and voice is configured; otherwise it sends an SMS, so a code is never
     /// lost to a missing caller id.
-    pub fn channel_for(&self, endpoint: Endpoint, message: &CourierMessage) -> Channel {
+    ///
+    /// WhatsApp (when `[whatsapp]` is on) is asked for the same ways, with
+    /// `"whatsapp"`, and is the channel of every code to a country in
+    /// `whatsapp.countries` unless voice was asked for. `region` is the
+    /// recipient's country, when known.
+    pub fn channel_for(
+        &self,
+        endpoint: Endpoint,
+        message: &CourierMessage,
+        region: Option<&str>,
+    ) -> Channel {
+        if message.is_notification() {
+            return Channel::Sms;
+        }
         match endpoint {
             Endpoint::Voice => Channel::Voice,
             Endpoint::Sms => {
-                let wants_voice = message.requested_channel.as_deref() == Some("voice")
-                    || message.identity_trait(&self.voice.trait_name) == Some("voice");
-                if wants_voice && self.voice_from.is_some() {
+                let asks = |channel: &str| {
+                    message.requested_channel.as_deref() == Some(channel)
+                        || message.identity_trait(&self.voice.trait_name) == Some(channel)
+                };
+                if asks("voice") && self.voice_from.is_some() {
                     Channel::Voice
+                } else if self.whatsapp.is_some()
+                    && (asks("whatsapp") || (!asks("sms") && self.whatsapp_country(region)))
+                {
+                    Channel::WhatsApp
                 } else {
                     Channel::Sms
                 }
             }
+        }
+    }
+
+    /// Whether `[whatsapp]` is on and `region` is in `whatsapp.countries`.
+    fn whatsapp_country(&self, region: Option<&str>) -> bool {
+        match (&self.whatsapp, region) {
+            (Some(w), Some(region)) => w.countries.iter().any(|c| c.as_str() == region),
+            _ => false,
         }
     }
 
@@ -71,6 +106,36 @@ impl Composer {
         Ok(match channel {
             Channel::Sms => Outgoing::Sms(self.sms(recipient, message)?),
             Channel::Voice => Outgoing::Call(self.call(recipient, message)?),
+            Channel::WhatsApp => Outgoing::WhatsApp(self.whatsapp(recipient, message)?),
+        })
+    }
+
+    /// The WhatsApp template with the message's code: a code message only
+    /// (a notification goes by SMS), and `[whatsapp]` must be on.
+    fn whatsapp(
+        &self,
+        recipient: &Recipient,
+        message: &CourierMessage,
+    ) -> Result<OutgoingWhatsApp, DeliveryError> {
+        let config = self
+            .whatsapp
+            .as_ref()
+            .ok_or(DeliveryError::WhatsAppNotConfigured)?;
+        let code = message
+            .code
+            .as_deref()
+            .filter(|c| twiml::is_speakable_code(c))
+            .ok_or(DeliveryError::InvalidCode {
+                reason: "a WhatsApp code must be 4 to 12 letters or digits",
+            })?;
+        Ok(OutgoingWhatsApp {
+            to: recipient.e164().to_owned(),
+            sender: config.sender.clone(),
+            content_sid: config
+                .content_sid_for(message.request_header("accept-language"))
+                .to_owned(),
+            code: code.to_owned(),
+            status_callback: self.status_callback.clone(),
         })
     }
 
@@ -79,11 +144,8 @@ impl Composer {
         recipient: &Recipient,
         message: &CourierMessage,
     ) -> Result<OutgoingSms, DeliveryError> {
-        let chars = message.body.chars().count();
-        if chars > MAX_SMS_CHARS {
-            return Err(DeliveryError::BodyTooLong { chars });
-        }
-        if !message.body.chars().any(is_visible) {
+        let body = fit_sms(&message.body)?;
+        if !body.chars().any(is_visible) {
             return Err(DeliveryError::BodyEmpty);
         }
         // A code delivered after it expired is worthless: do not let Twilio
@@ -95,10 +157,28 @@ impl Composer {
         Ok(OutgoingSms {
             to: recipient.e164().to_owned(),
             sender: self.sms_sender.clone(),
-            body: message.body.clone(),
+            body,
             validity_period,
             status_callback: self.status_callback.clone(),
         })
+    }
+
+    /// An SMS of `body` as it was composed before (a WhatsApp message's
+    /// stand-in, sent after a callback): this service's sender and status
+    /// callback.
+    pub fn plain_sms(
+        &self,
+        recipient: &Recipient,
+        body: String,
+        validity_period: Option<u32>,
+    ) -> OutgoingSms {
+        OutgoingSms {
+            to: recipient.e164().to_owned(),
+            sender: self.sms_sender.clone(),
+            body,
+            validity_period,
+            status_callback: self.status_callback.clone(),
+        }
     }
 
     fn call(
@@ -106,6 +186,14 @@ impl Composer {
         recipient: &Recipient,
         message: &CourierMessage,
     ) -> Result<OutgoingCall, DeliveryError> {
+        if message.is_notification() {
+            return self.notice_call(
+                recipient,
+                &message.template_type,
+                message.request_header("accept-language"),
+                &message.body,
+            );
+        }
         let code = message.code.as_deref().ok_or(DeliveryError::InvalidCode {
             reason: "the message carries no code",
         })?;
@@ -117,10 +205,6 @@ impl Composer {
         )
     }
 
-    /// The call that speaks `code` to `recipient` in the template's
-    /// sentence and the language asked for: a message's call, and the
-    /// fallback call of an SMS (`delivery::fallback`), which has no message
-    /// any more, only what was kept of it.
     /// Whether a call could speak `code`: a caller id is configured and the
     /// code is one a call can say. Asked of every code SMS, so cheap: the
     /// call is composed only when it is placed.
@@ -128,6 +212,10 @@ impl Composer {
         self.voice_from.is_some() && twiml::is_speakable_code(code)
     }
 
+    /// The call that speaks `code` to `recipient` in the template's
+    /// sentence and the language asked for: a message's call, and the
+    /// fallback call of an SMS (`delivery::fallback`), which has no message
+    /// any more, only what was kept of it.
     pub fn spoken_call(
         &self,
         recipient: &Recipient,
@@ -135,18 +223,31 @@ impl Composer {
         accept_language: Option<&str>,
         code: &str,
     ) -> Result<OutgoingCall, DeliveryError> {
-        let from = self
-            .voice_from
-            .as_ref()
-            .map(E164::to_string)
-            .ok_or(DeliveryError::VoiceNotConfigured)?;
+        let from = self.caller_id()?;
         if !twiml::is_speakable_code(code) {
             return Err(DeliveryError::InvalidCode {
                 reason: "the code is not 4 to 12 letters or digits",
             });
         }
         let speech = twiml::speech_for(&self.voice, template_type, accept_language);
-        let twiml = twiml::code_twiml(&speech, code);
+        self.call_with(recipient, from, twiml::code_twiml(&speech, code))
+    }
+
+    /// The caller id of every call; none turns voice off.
+    fn caller_id(&self) -> Result<String, DeliveryError> {
+        self.voice_from
+            .as_ref()
+            .map(E164::to_string)
+            .ok_or(DeliveryError::VoiceNotConfigured)
+    }
+
+    /// A call of `twiml` to `recipient`, if Twilio takes TwiML that long.
+    fn call_with(
+        &self,
+        recipient: &Recipient,
+        from: String,
+        twiml: String,
+    ) -> Result<OutgoingCall, DeliveryError> {
         if twiml.chars().count() > twiml::MAX_TWIML_CHARS {
             return Err(DeliveryError::TwimlTooLong);
         }
@@ -159,6 +260,76 @@ impl Composer {
     }
 }
 
+impl Composer {
+    /// Whether a call could read a notification: a caller id is configured.
+    pub fn can_read(&self) -> bool {
+        self.voice_from.is_some()
+    }
+
+    /// The call that reads a notification's `text` (its Web OTP line, if
+    /// any, left out) to a number that takes no SMS, in the voice and
+    /// language of the code calls.
+    pub fn notice_call(
+        &self,
+        recipient: &Recipient,
+        template_type: &TemplateType,
+        accept_language: Option<&str>,
+        text: &str,
+    ) -> Result<OutgoingCall, DeliveryError> {
+        let from = self.caller_id()?;
+        let spoken = without_web_otp(text);
+        if !spoken.chars().any(is_visible) {
+            return Err(DeliveryError::BodyEmpty);
+        }
+        let speech = twiml::speech_for(&self.voice, template_type, accept_language);
+        self.call_with(recipient, from, twiml::text_twiml(&speech, spoken))
+    }
+}
+
+/// Where the Web OTP line (`@<domain> #<code>`, the origin-bound last line
+/// browsers and Android autofill the code from) starts in `body`, if its
+/// last non-empty line is one.
+pub fn web_otp_line(body: &str) -> Option<usize> {
+    let trimmed = body.trim_end_matches(['\n', '\r']);
+    let start = trimmed.rfind('\n').map_or(0, |i| i + 1);
+    let line = &trimmed[start..];
+    let (domain, code) = line.strip_prefix('@')?.split_once(" #")?;
+    let word = |s: &str| !s.is_empty() && !s.chars().any(char::is_whitespace);
+    (word(domain) && word(code)).then_some(start)
+}
+
+/// The text of `body` above its Web OTP line (all of it when it has none):
+/// what a call may read.
+pub fn without_web_otp(body: &str) -> &str {
+    match web_otp_line(body) {
+        Some(start) => &body[..start],
+        None => body,
+    }
+}
+
+/// The SMS body within [`MAX_SMS_CHARS`]: as Kratos wrote it when it fits;
+/// a longer one that ends with a Web OTP line loses text above that line
+/// (marked with `…`), never the line itself, which stays last exactly as
+/// written; any other longer body is refused.
+pub fn fit_sms(body: &str) -> Result<String, DeliveryError> {
+    let chars = body.chars().count();
+    if chars <= MAX_SMS_CHARS {
+        return Ok(body.to_owned());
+    }
+    let too_long = DeliveryError::BodyTooLong { chars };
+    let Some(start) = web_otp_line(body) else {
+        return Err(too_long);
+    };
+    let tail = &body[start..];
+    // The text kept above, then "…" and the line break before the line.
+    let room = MAX_SMS_CHARS.checked_sub(tail.chars().count() + 2);
+    let Some(room) = room.filter(|r| *r > 0) else {
+        return Err(too_long);
+    };
+    let above: String = body[..start].trim_end().chars().take(room).collect();
+    Ok(format!("{above}…\n{tail}"))
+}
+
 impl Outgoing {
     /// The channel this request goes out on (a fallback call answers an
     /// SMS message, and is charged as the call it is).
@@ -166,6 +337,7 @@ impl Outgoing {
         match self {
             Outgoing::Sms(_) => Channel::Sms,
             Outgoing::Call(_) => Channel::Voice,
+            Outgoing::WhatsApp(_) => Channel::WhatsApp,
         }
     }
 }
@@ -176,4 +348,50 @@ fn is_visible(c: char) -> bool {
     !(c.is_whitespace()
         || matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
         || c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_web_otp_line_is_the_last_non_empty_line_of_that_shape() {
+        let body = "Your login code is: 482917\n\n@auth.example.com #482917\n";
+        assert_eq!(web_otp_line(body), Some(28));
+        assert_eq!(without_web_otp(body), "Your login code is: 482917\n\n");
+        assert_eq!(web_otp_line("@auth.example.com #482917"), Some(0));
+        assert_eq!(web_otp_line("a\r\n@d #1\r\n"), Some(3));
+        for not in [
+            "Your login code is: 482917",
+            "@auth.example.com #482917\ntext after",
+            "@ #482917",
+            "@auth.example.com #",
+            "@auth example.com #482917",
+            "@auth.example.com #48 29",
+            "auth.example.com #482917",
+        ] {
+            assert_eq!(web_otp_line(not), None, "{not:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_body_keeps_its_web_otp_line_and_others_are_refused() {
+        let tail = "@auth.example.com #482917\n";
+        let body = format!("{}\n\n{tail}", "é".repeat(2000));
+        let fitted = fit_sms(&body).unwrap();
+        assert_eq!(fitted.chars().count(), MAX_SMS_CHARS);
+        assert!(fitted.ends_with(&format!("é…\n{tail}")), "{fitted}");
+        let short = format!("Your code\n\n{tail}");
+        assert_eq!(fit_sms(&short).unwrap(), short);
+        assert!(matches!(
+            fit_sms(&"x".repeat(MAX_SMS_CHARS + 1)),
+            Err(DeliveryError::BodyTooLong { chars: 1601 })
+        ));
+        // A line that alone leaves no room is refused, not cut.
+        let huge = format!("a\n@{} #1", "d".repeat(MAX_SMS_CHARS));
+        assert!(matches!(
+            fit_sms(&huge),
+            Err(DeliveryError::BodyTooLong { .. })
+        ));
+    }
 }

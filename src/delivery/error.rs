@@ -19,6 +19,10 @@ pub enum DeliveryError {
     TwimlTooLong,
     #[error("voice not configured")]
     VoiceNotConfigured,
+    /// A WhatsApp message was to be composed on a replica whose
+    /// `[whatsapp]` is off (another replica's record).
+    #[error("WhatsApp not configured")]
+    WhatsAppNotConfigured,
     #[error("recipient not allowed: {reason}")]
     RecipientNotAllowed { reason: &'static str },
     /// Twilio Lookup's line type is refused by `lookup.line_types`.
@@ -64,6 +68,11 @@ pub enum DeliveryError {
     ProviderUnavailable {
         provider_code: Option<u32>,
         retry_after: u64,
+        /// The provider may have the message (a timeout, a lost answer,
+        /// another attempt still at it, a reconciliation that could not
+        /// ask): the ledger holds it as uncertain. `false`: certainly not
+        /// sent (every provider refused it before taking it).
+        uncertain: bool,
     },
     /// The shared store (Redis) did not answer and `store.redis.on_error`
     /// is `fail_closed`: nothing was sent.
@@ -104,7 +113,9 @@ impl DeliveryError {
     pub fn needs_operator(&self) -> bool {
         matches!(
             self,
-            DeliveryError::ProviderConfiguration { .. } | DeliveryError::VoiceNotConfigured
+            DeliveryError::ProviderConfiguration { .. }
+                | DeliveryError::VoiceNotConfigured
+                | DeliveryError::WhatsAppNotConfigured
         )
     }
 }

@@ -1,5 +1,6 @@
 //! SMS-to-voice fallback: a code that cannot arrive by SMS is spoken in one
-//! call instead (`[fallback]`).
+//! call instead (`[fallback]`); and WhatsApp-to-SMS: a code WhatsApp cannot
+//! deliver goes by SMS, once (`[whatsapp]`).
 //!
 //! Three ways in, all through the ordinary send path (ledger, limits,
 //! budget, [`SendJob`]), so a fallback call is charged, deduplicated and
@@ -8,7 +9,7 @@
 //! | reason | when | what happens |
 //! |---|---|---|
 //! | `landline` | the numbering plan says FIXED_LINE | the call is sent instead of the SMS, in the same request |
-//! | `not_mobile` | Twilio answers the SMS with 21614 | the SMS quota is given back, the call placed in the same request |
+//! | `not_mobile` | Twilio answers the SMS with [`errors::NOT_MOBILE`] | the SMS quota is given back, the call placed in the same request |
 //! | `undelivered` | a status callback reports the SMS undelivered with an error of [`UNDELIVERED`] | one call with the same code, while the code lives |
 //!
 //! Kratos knows a message by its content and retries anything but a 2xx:
@@ -22,6 +23,23 @@
 //! sid, sealed (XChaCha20-Poly1305, a key derived from the store secret,
 //! the sid as associated data), until the code expires. The callback *takes* it (read and delete, atomically):
 //! of two copies of a callback, on one replica or two, exactly one calls.
+//!
+//! WhatsApp to SMS follows the same model, with the SMS standing in:
+//!
+//! | reason | when | what happens |
+//! |---|---|---|
+//! | `whatsapp_refused` | Twilio refuses the WhatsApp create with a code of [`WHATSAPP_UNDELIVERED`], or the number is remembered as not on WhatsApp | the WhatsApp quota is given back, the SMS sent in the same request; Kratos gets `"channel": "sms"`, `"fallback": true` |
+//! | `whatsapp_undelivered` | a status callback reports the WhatsApp message failed or undelivered with a code of [`WHATSAPP_UNDELIVERED`] | one SMS with the same text Kratos wrote, while the code lives |
+//! | `whatsapp_no_receipt` | no `delivered` or `read` receipt within `whatsapp.fallback_after_ms` of the accepted create (a timer in the replica that sent it; a receipt, on any replica, takes the record first) | the same SMS, once |
+//!
+//! The SMS a WhatsApp message would fall back to is composed with it (the
+//! text is Kratos's), and kept sealed under the WhatsApp sid ([`SmsInstead`],
+//! its own key space, [`sms_stash_key`]) for the callback.
+//!
+//! (Longer than our usual 400 lines, on purpose: both stand-ins (a call for
+//! an SMS, an SMS for a WhatsApp message) share their records, the sealing,
+//! the ledger marks and the callback paths, which differ by a channel;
+//! splitting them would copy that.)
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +47,7 @@ use std::pin::Pin;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::delivery::channel::Channel;
 use crate::delivery::client_ip::ClientAddr;
@@ -38,45 +57,23 @@ use crate::delivery::error::DeliveryError;
 use crate::delivery::message::TemplateType;
 use crate::delivery::send::SendJob;
 use crate::phone::{Recipient, RecipientCache};
-use crate::provider::twilio::{Accepted, OutgoingCall, ProviderError};
+use crate::provider::errors;
+use crate::provider::twilio::{Accepted, OutgoingCall, OutgoingSms, ProviderError};
 use crate::store::{Keys, RecordKey, Settle, UnixMs};
 
-/// Why a code went out as a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// The numbering plan says FIXED_LINE.
-    Landline,
-    /// Twilio answered the SMS with 21614 (not a mobile number).
-    NotMobile,
-    /// A status callback reported the SMS undelivered.
-    Undelivered,
-}
-
-impl Reason {
-    /// The metric label and span attribute.
-    pub fn label(self) -> &'static str {
-        match self {
-            Reason::Landline => "landline",
-            Reason::NotMobile => "not_mobile",
-            Reason::Undelivered => "undelivered",
-        }
-    }
-
-    pub const ALL: [Reason; 3] = [Reason::Landline, Reason::NotMobile, Reason::Undelivered];
-}
-
-/// Twilio's answer to an SMS that means "not a mobile number".
-pub const NOT_MOBILE: u32 = 21614;
+/// Why a code went out on another channel (the label type lives in
+/// [`crate::domain`], below the metrics that count it).
+pub use crate::domain::FallbackReason as Reason;
 
 /// Carrier errors of an undelivered SMS that a call can get around, and
 /// why. Anything else (the number does not exist, the user opted out, our
 /// account or sender is at fault) is not helped by a call.
 pub const UNDELIVERED: &[(u32, &str)] = &[
-    (30003, "unreachable handset (off, or out of coverage for SMS): a call rings it again, or reaches its voicemail"),
-    (30005, "unknown handset at the carrier for SMS: often a fixed line or a number moved to one, which a call reaches"),
-    (30006, "a landline or a carrier that takes no SMS: a call reaches it"),
-    (30007, "filtered by the carrier as unwanted SMS: a call is not filtered"),
-    (30008, "unknown carrier error on the SMS path: the call takes another path"),
+    (errors::UNREACHABLE_HANDSET, "unreachable handset (off, or out of coverage for SMS): a call rings it again, or reaches its voicemail"),
+    (errors::UNKNOWN_HANDSET, "unknown handset at the carrier for SMS: often a fixed line or a number moved to one, which a call reaches"),
+    (errors::LANDLINE_OR_UNREACHABLE_CARRIER, "a landline or a carrier that takes no SMS: a call reaches it"),
+    (errors::CARRIER_FILTERED, "filtered by the carrier as unwanted SMS: a call is not filtered"),
+    (errors::CARRIER_UNKNOWN_ERROR, "unknown carrier error on the SMS path: the call takes another path"),
 ];
 
 /// Whether a call can get around an undelivered SMS's error.
@@ -84,25 +81,68 @@ pub fn call_gets_around(code: Option<u32>) -> bool {
     code.is_some_and(|c| UNDELIVERED.iter().any(|(u, _)| *u == c))
 }
 
-/// What a ledger outcome of an SMS message carries when a call went out
-/// instead: the call's sid behind this mark. Kept in the sid (any text is a
-/// valid sid to both stores), so neither backend's record changes shape.
-const LEDGER_MARK: &str = "voice-fallback:";
+/// WhatsApp's errors (Twilio's 630xx) an SMS gets around, at the create or
+/// in a status callback, and why. [`errors::NOT_ON_WHATSAPP`] and
+/// [`errors::NOT_A_WHATSAPP_RECIPIENT`] also mark the number as not on WhatsApp for `dedup.unreachable_ms` (`provider::errors`), so its
+/// next code goes by SMS at once. Configuration errors (63007 a `From`
+/// that is no WhatsApp sender, 63016 no template) are the operator's: no
+/// SMS, an alert.
+pub const WHATSAPP_UNDELIVERED: &[(u32, &str)] = &[
+    (errors::NOT_ON_WHATSAPP, "the number is not on WhatsApp"),
+    (
+        errors::WHATSAPP_CHANNEL_FAILED,
+        "WhatsApp's channel failed for this message (transient): SMS is another path",
+    ),
+    (
+        errors::WHATSAPP_SENDER_OVER_LIMIT,
+        "the WhatsApp sender is over Meta's messaging limit (transient): SMS has its own",
+    ),
+    (
+        errors::NOT_A_WHATSAPP_RECIPIENT,
+        "not a WhatsApp recipient (not on WhatsApp, terms not accepted, an old app)",
+    ),
+    (
+        errors::WHATSAPP_USER_LIMITATION,
+        "WhatsApp will not deliver to this user (Meta 472, an experiment group)",
+    ),
+];
 
-/// The ledger sid of a fallback call.
-pub fn ledger_sid(sid: Option<String>) -> Option<String> {
-    Some(format!("{LEDGER_MARK}{}", sid.unwrap_or_default()))
+/// Whether an SMS can get around a WhatsApp message's error.
+pub fn sms_gets_around(code: Option<u32>) -> bool {
+    code.is_some_and(|c| WHATSAPP_UNDELIVERED.iter().any(|(u, _)| *u == c))
 }
 
-/// A ledger sid read back: the provider's sid, and whether it is a
-/// fallback call's.
-pub fn from_ledger(sid: Option<String>) -> (Option<String>, bool) {
-    match sid {
-        Some(s) if s.starts_with(LEDGER_MARK) => {
-            let rest = &s[LEDGER_MARK.len()..];
-            ((!rest.is_empty()).then(|| rest.to_owned()), true)
-        }
-        other => (other, false),
+/// What a ledger outcome of a message carries when another channel went
+/// out instead: the stand-in's sid behind this mark. Kept in the sid (any
+/// text is a valid sid to both stores), so neither backend's record
+/// changes shape.
+const LEDGER_MARK: &str = "voice-fallback:";
+/// The mark of an SMS standing in for a WhatsApp message.
+const SMS_LEDGER_MARK: &str = "sms-fallback:";
+
+/// The ledger sid of a stand-in on `channel`.
+pub fn ledger_sid(channel: Channel, sid: Option<String>) -> Option<String> {
+    let mark = match channel {
+        Channel::Sms => SMS_LEDGER_MARK,
+        _ => LEDGER_MARK,
+    };
+    Some(format!("{mark}{}", sid.unwrap_or_default()))
+}
+
+/// A ledger sid read back: the provider's sid, and the channel of the
+/// stand-in if one went out.
+pub fn from_ledger(sid: Option<String>) -> (Option<String>, Option<Channel>) {
+    let marked = |s: &str| {
+        [
+            (LEDGER_MARK, Channel::Voice),
+            (SMS_LEDGER_MARK, Channel::Sms),
+        ]
+        .into_iter()
+        .find_map(|(mark, channel)| s.strip_prefix(mark).map(|rest| (rest.to_owned(), channel)))
+    };
+    match sid.as_deref().and_then(marked) {
+        Some((rest, channel)) => ((!rest.is_empty()).then_some(rest), Some(channel)),
+        None => (sid, None),
     }
 }
 
@@ -121,10 +161,32 @@ pub struct SpokenCode {
     /// records written before it was kept.
     #[serde(default = "unknown_client")]
     pub client: ClientAddr,
+    /// A notification's text (no code; `code` is empty): the call reads
+    /// it instead of speaking a code.
+    #[serde(default)]
+    pub text: Option<String>,
 }
 
 fn unknown_client() -> ClientAddr {
-    ClientAddr::Unknown
+    ClientAddr::UNKNOWN
+}
+
+/// The SMS that stands in for a WhatsApp message after an undelivered
+/// callback: Kratos's text, kept sealed, only until the code expires,
+/// never logged (no `Debug`).
+#[derive(Serialize, Deserialize)]
+pub struct SmsInstead {
+    pub to: String,
+    pub body: String,
+    pub code: String,
+    pub validity_period: Option<u32>,
+    pub client: ClientAddr,
+}
+
+/// The store key of a WhatsApp message's SMS record, from its sid (apart
+/// from the SMS records' keys: an older replica never opens it as a call).
+pub fn sms_stash_key(keys: &Keys, sid: &str) -> RecordKey {
+    keys.record_key("stash-whatsapp", &[sid.as_bytes()])
 }
 
 /// The store key of an SMS's fallback record, from its sid.
@@ -137,7 +199,7 @@ pub fn stash_key(keys: &Keys, sid: &str) -> RecordKey {
 /// is random (24 bytes, stored in front), and the sid is the associated
 /// data, so a record moved under another sid's key does not open. Whoever
 /// reads the store sees neither number nor code.
-pub fn seal(keys: &Keys, sid: &str, spoken: &SpokenCode) -> Vec<u8> {
+pub fn seal<T: Serialize>(keys: &Keys, sid: &str, spoken: &T) -> Vec<u8> {
     let bytes = serde_json::to_vec(spoken).unwrap_or_default();
     let mut nonce = [0u8; NONCE_LEN];
     rand::fill(&mut nonce);
@@ -157,7 +219,7 @@ pub fn seal(keys: &Keys, sid: &str, spoken: &SpokenCode) -> Vec<u8> {
 
 /// The record opened; `None` if it was not sealed for this sid with these
 /// keys, or was altered.
-pub fn open(keys: &Keys, sid: &str, sealed: &[u8]) -> Option<SpokenCode> {
+pub fn open<T: serde::de::DeserializeOwned>(keys: &Keys, sid: &str, sealed: &[u8]) -> Option<T> {
     let (nonce, sealed) = sealed.split_at_checked(NONCE_LEN)?;
     let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
     let bytes = cipher(keys)
@@ -208,17 +270,19 @@ impl Shared {
         spoken: &SpokenCode,
     ) -> Option<OutgoingCall> {
         let template = TemplateType::from_name(&spoken.template);
-        self.composer
-            .spoken_call(
-                recipient,
-                &template,
-                spoken.language.as_deref(),
-                &spoken.code,
-            )
-            .ok()
+        let language = spoken.language.as_deref();
+        match &spoken.text {
+            Some(text) => self
+                .composer
+                .notice_call(recipient, &template, language, text),
+            None => self
+                .composer
+                .spoken_call(recipient, &template, language, &spoken.code),
+        }
+        .ok()
     }
 
-    /// Twilio answered the SMS with 21614 and the flight is still ours: give
+    /// Twilio answered the SMS with [`errors::NOT_MOBILE`] and the flight is still ours: give
     /// the SMS's quota back, take the voice quota, and place the call in
     /// the same flight (so the ledger answers Kratos's retry with it).
     pub(super) fn call_instead<'a>(
@@ -245,7 +309,13 @@ impl Shared {
                 tracing::warn!(error = %e, "could not remember an unreachable recipient");
             }
             let reservation = match self
-                .reserve(job.flight.side, Channel::Voice, &job.recipient, job.client)
+                .reserve(
+                    job.flight.side,
+                    Channel::Voice,
+                    &job.recipient,
+                    job.client,
+                    job.notification,
+                )
                 .await
             {
                 Ok(r) => r,
@@ -263,14 +333,293 @@ impl Shared {
                 outgoing: Outgoing::Call(call),
                 reservation,
                 client: job.client,
+                notification: job.notification,
                 fallback: Some(Reason::NotMobile),
                 spoken: None,
+                sms: None,
                 stash_until: None,
                 // The SMS's request: its time is spent already.
                 started: job.started,
+                prefer: None,
             };
             next.run(self).await
         })
+    }
+}
+
+impl Shared {
+    /// After a WhatsApp message the provider accepted: keep the SMS that
+    /// stands in for it, until the code expires, for an undelivered
+    /// callback, and wait for its receipt (`whatsapp.fallback_after_ms`).
+    /// A store failure only loses the fallback.
+    pub(super) async fn keep_sms_stash(&self, sid: Option<&str>, sms: &SmsInstead, until: UnixMs) {
+        let Some(sid) = sid else { return };
+        let sealed = seal(&self.keys, sid, sms);
+        let now = self.now();
+        if let Err(e) = self
+            .store
+            .stash_put(&sms_stash_key(&self.keys, sid), &sealed, now, until)
+            .await
+        {
+            tracing::warn!(error = %e, "could not keep the SMS record of a WhatsApp message; an undelivered callback will not send the SMS");
+            return;
+        }
+        if let (Some(after), Some(me)) = (self.whatsapp_fallback_after, self.me.upgrade()) {
+            // Not a send task: shutdown does not wait for it. A replica
+            // that stops before it fires loses this one fallback (the
+            // record expires with the code).
+            let until = self.clock.elapsed() + after;
+            tokio::spawn(
+                no_receipt_timer(me, sid.to_owned(), until).instrument(tracing::Span::current()),
+            );
+        }
+    }
+
+    /// Twilio refused the WhatsApp message with a code an SMS gets around
+    /// and the flight is still ours: give the WhatsApp quota back, take the
+    /// SMS quota, and send the SMS in the same flight (so the ledger
+    /// answers Kratos's retry with it).
+    pub(super) fn sms_instead<'a>(
+        &'a self,
+        job: SendJob,
+        sms: OutgoingSms,
+        provider: &ProviderError,
+    ) -> SendFuture<'a> {
+        let provider_code = provider.provider_code();
+        Box::pin(async move {
+            let now = self.now();
+            if let Err(e) = self
+                .store
+                .refund(job.flight.side, &job.reservation, now)
+                .await
+            {
+                tracing::warn!(error = %e, "could not give back the quota of a WhatsApp message that was not sent");
+            }
+            if errors::remembers_unreachable(provider_code) {
+                if let Err(e) = self
+                    .ledger
+                    .remember_unreachable(Channel::WhatsApp, &job.recipient, provider_code)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not remember a number that is not on WhatsApp");
+                }
+            }
+            let reservation = match self
+                .reserve(
+                    job.flight.side,
+                    Channel::Sms,
+                    &job.recipient,
+                    job.client,
+                    job.notification,
+                )
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    self.ledger.settle(job.flight, Settle::Release).await;
+                    return Err(e);
+                }
+            };
+            let next = SendJob {
+                flight: job.flight,
+                channel: Channel::Sms,
+                recipient: job.recipient,
+                outgoing: Outgoing::Sms(sms),
+                reservation,
+                client: job.client,
+                notification: job.notification,
+                fallback: Some(Reason::WhatsAppRefused),
+                spoken: None,
+                sms: None,
+                stash_until: None,
+                started: job.started,
+                prefer: None,
+            };
+            next.run(self).await
+        })
+    }
+}
+
+/// How long a status callback waits for its message's record, and how
+/// often it looks: see [`take_record`].
+const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const RECORD_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Take the record a send task keeps for a message's callback. The task
+/// keeps it once the provider's answer (with the sid, the record's key) is
+/// back, and a provider may post the callback before that: Twilio's
+/// answer can be slow to arrive while its callback is fast (the sandbox's
+/// is immediate). So a callback that finds nothing looks again for a
+/// moment (at most [`RECORD_WAIT`]) before it concludes there is none; a
+/// callback whose record expired or was taken by another copy waits that
+/// long for nothing, which Twilio's callback timeout (15 s) allows.
+async fn take_record(
+    shared: &Shared,
+    key: &RecordKey,
+) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match shared.store.stash_take(key, shared.now()).await {
+            Ok(None) if started.elapsed() < RECORD_WAIT => {
+                tokio::time::sleep(RECORD_POLL).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The timer of an accepted WhatsApp message: at `until` (on the courier's
+/// clock), its SMS goes unless a receipt took the record. A named future
+/// type: the send path that starts it is also what it runs.
+fn no_receipt_timer(
+    shared: std::sync::Arc<Shared>,
+    sid: String,
+    until: std::time::Duration,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        shared.clock.sleep_until(until).await;
+        whatsapp_sms(&shared, &sid, Reason::WhatsAppNoReceipt, None, Take::Once).await;
+    })
+}
+
+/// A WhatsApp message's receipt (`delivered`, `read`) came: its SMS record
+/// is taken and dropped, so no timer sends the SMS. Only when
+/// `whatsapp.fallback_after_ms` is on (otherwise the record waits for a
+/// failure report until the code expires, as before).
+pub(super) async fn whatsapp_receipt(shared: &Shared, sid: &str) {
+    if shared.whatsapp_fallback_after.is_none() {
+        return;
+    }
+    let key = sms_stash_key(&shared.keys, sid);
+    if let Err(e) = shared.store.stash_take(&key, shared.now()).await {
+        tracing::warn!(error = %e, "WhatsApp receipt: the store did not answer; its SMS may still go when the receipt timer fires");
+    }
+}
+
+/// A status callback said a WhatsApp message did not arrive: if an SMS
+/// gets around the error, and the message's SMS record is still there (the
+/// code lives, and no other copy of the callback took it), send it once.
+pub(super) async fn whatsapp_undelivered(
+    shared: &std::sync::Arc<Shared>,
+    sid: &str,
+    error_code: Option<u32>,
+) {
+    if !sms_gets_around(error_code) {
+        return;
+    }
+    whatsapp_sms(
+        shared,
+        sid,
+        Reason::WhatsAppUndelivered,
+        error_code,
+        Take::Wait,
+    )
+    .await;
+}
+
+/// How to take a kept record.
+#[derive(Clone, Copy)]
+enum Take {
+    /// Look once (a timer: the record was kept before it started).
+    Once,
+    /// Look again for a moment when it is not there yet ([`take_record`]:
+    /// a callback may overtake the create's answer).
+    Wait,
+}
+
+/// Send, once, the SMS kept for a WhatsApp message that did not arrive
+/// (`reason`: a failure report, or no receipt in time): whoever takes the
+/// record (a callback, the timer, on any replica) sends it; the others
+/// find nothing.
+async fn whatsapp_sms(
+    shared: &std::sync::Arc<Shared>,
+    sid: &str,
+    reason: Reason,
+    error_code: Option<u32>,
+    take: Take,
+) {
+    let span = tracing::info_span!(
+        "fallback",
+        courier.fallback.reason = reason.label(),
+        courier.outcome = tracing::field::Empty,
+    );
+    let key = sms_stash_key(&shared.keys, sid);
+    let taken = match take {
+        Take::Once => shared.store.stash_take(&key, shared.now()).await,
+        Take::Wait => take_record(shared, &key).await,
+    };
+    let sealed = match taken {
+        Ok(Some(sealed)) => sealed,
+        Ok(None) => {
+            span.record("courier.outcome", "no_record");
+            tracing::info!(parent: &span, "WhatsApp message not delivered: no SMS record (a receipt came, the code expired, another copy took it, or none was kept)");
+            return;
+        }
+        Err(e) => {
+            span.record("courier.outcome", "store_error");
+            tracing::warn!(parent: &span, error = %e, "WhatsApp message not delivered: the store did not answer; no SMS");
+            return;
+        }
+    };
+    let Some(kept) = open::<SmsInstead>(&shared.keys, sid, &sealed) else {
+        tracing::warn!(parent: &span, "WhatsApp message not delivered: its SMS record could not be opened; no SMS");
+        return;
+    };
+    let recipient = match Recipient::parse_with(&shared.plan, &kept.to) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(parent: &span, error = %e, "WhatsApp message not delivered: no SMS could be composed");
+            return;
+        }
+    };
+    if errors::remembers_unreachable(error_code) {
+        if let Err(e) = shared
+            .ledger
+            .remember_unreachable(Channel::WhatsApp, &recipient, error_code)
+            .await
+        {
+            tracing::warn!(parent: &span, error = %e, "could not remember a number that is not on WhatsApp");
+        }
+    }
+    let sms = shared
+        .composer
+        .plain_sms(&recipient, kept.body, kept.validity_period);
+    let admitted = Admitted {
+        channel: Channel::Sms,
+        recipient,
+        outgoing: Outgoing::Sms(sms),
+        // The ledger knows the SMS by the WhatsApp message it stands in for
+        // (one key for both reasons: the SMS goes once).
+        body: format!("whatsapp fallback for {sid}"),
+        code: Some(kept.code),
+        client: kept.client,
+        notification: false,
+        fallback: Some(reason),
+        voice: None,
+        sms: None,
+        message: None,
+        started: tokio::time::Instant::now(),
+    };
+    let task = shared.clone();
+    let done = shared
+        .tasks
+        .spawn(tracing::Instrument::instrument(
+            async move { task.deliver(admitted).await },
+            span.clone(),
+        ))
+        .await;
+    match done {
+        Ok(Ok(_)) => {
+            span.record("courier.outcome", "sent");
+            tracing::info!(parent: &span, "WhatsApp message not delivered: the code is going by SMS");
+        }
+        Ok(Err(e)) => {
+            span.record("courier.outcome", "refused");
+            tracing::warn!(parent: &span, error = %e, "WhatsApp message not delivered: the SMS was not sent");
+        }
+        Err(_) => {
+            span.record("courier.outcome", "unknown");
+        }
     }
 }
 
@@ -291,10 +640,7 @@ pub(super) async fn undelivered(
         courier.fallback.reason = Reason::Undelivered.label(),
         courier.outcome = tracing::field::Empty,
     );
-    let taken = shared
-        .store
-        .stash_take(&stash_key(&shared.keys, sid), shared.now())
-        .await;
+    let taken = take_record(shared, &stash_key(&shared.keys, sid)).await;
     let sealed = match taken {
         Ok(Some(sealed)) => sealed,
         Ok(None) => {
@@ -308,7 +654,7 @@ pub(super) async fn undelivered(
             return;
         }
     };
-    let Some(spoken) = open(&shared.keys, sid, &sealed) else {
+    let Some(spoken) = open::<SpokenCode>(&shared.keys, sid, &sealed) else {
         tracing::warn!(parent: &span, "undelivered SMS: its fallback record could not be opened; no fallback call");
         return;
     };
@@ -337,9 +683,11 @@ pub(super) async fn undelivered(
         body: format!("fallback for {sid}"),
         code: Some(spoken.code),
         client: spoken.client,
+        notification: spoken.text.is_some(),
         fallback: Some(Reason::Undelivered),
-        spoken: None,
-        stash_until: None,
+        voice: None,
+        sms: None,
+        message: None,
         started: tokio::time::Instant::now(),
     };
     let task = shared.clone();
@@ -384,31 +732,44 @@ mod tests {
             code: "482917".into(),
             template: "login_code_valid".into(),
             language: Some("de".into()),
-            client: ClientAddr::Unknown,
+            client: ClientAddr::UNKNOWN,
+            text: None,
         };
         let sealed = seal(&keys, "SM1", &spoken);
         let text = String::from_utf8_lossy(&sealed);
         assert!(!text.contains("482917") && !text.contains("4155550123"));
-        let back = open(&keys, "SM1", &sealed).unwrap();
+        let back: SpokenCode = open(&keys, "SM1", &sealed).unwrap();
         assert_eq!(
             (back.to.as_str(), back.code.as_str()),
             ("+14155550123", "482917")
         );
-        assert!(open(&keys, "SM2", &sealed).is_none());
-        assert!(open(&Keys::from_secret(b"t"), "SM1", &sealed).is_none());
+        assert!(open::<SpokenCode>(&keys, "SM2", &sealed).is_none());
+        assert!(open::<SpokenCode>(&Keys::from_secret(b"t"), "SM1", &sealed).is_none());
         let mut tampered = sealed.clone();
         tampered[0] ^= 1;
-        assert!(open(&keys, "SM1", &tampered).is_none());
+        assert!(open::<SpokenCode>(&keys, "SM1", &tampered).is_none());
     }
 
     #[test]
     fn ledger_sids_say_whether_a_call_stood_in() {
         assert_eq!(
-            from_ledger(ledger_sid(Some("CA1".into()))),
-            (Some("CA1".into()), true)
+            from_ledger(ledger_sid(Channel::Voice, Some("CA1".into()))),
+            (Some("CA1".into()), Some(Channel::Voice))
         );
-        assert_eq!(from_ledger(ledger_sid(None)), (None, true));
-        assert_eq!(from_ledger(Some("SM1".into())), (Some("SM1".into()), false));
+        assert_eq!(
+            from_ledger(ledger_sid(Channel::Sms, Some("SM1".into()))),
+            (Some("SM1".into()), Some(Channel::Sms))
+        );
+        assert_eq!(
+            from_ledger(ledger_sid(Channel::Voice, None)),
+            (None, Some(Channel::Voice))
+        );
+        assert_eq!(from_ledger(Some("SM1".into())), (Some("SM1".into()), None));
         assert!(call_gets_around(Some(30003)) && !call_gets_around(Some(30004)));
+        assert!(sms_gets_around(Some(63003)) && !sms_gets_around(Some(63016)));
+        // Every WhatsApp code here is in the provider's table.
+        for (c, _) in WHATSAPP_UNDELIVERED {
+            assert!(errors::lookup(*c).is_some(), "{c}");
+        }
     }
 }

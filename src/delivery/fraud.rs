@@ -5,10 +5,22 @@
 //! counts codes sent (once the provider accepted them) and codes Kratos
 //! reported confirmed, and a country or prefix is *suspect* while its
 //! unconfirmed codes in the last hour exceed
-//! `max(floor, ratio × confirmed in the last hour, ratio × the busiest hour
-//! of confirmations in 14 days)`. Once the rule holds, the destination is
+//! `floor + ratio × max(confirmed in the last hour, the busiest hour of
+//! confirmations in 14 days)`. Once the rule holds, the destination is
 //! held suspect for `fraud.hold_minutes` (a refused campaign stops adding
 //! unconfirmed codes, and must not be let back in an hour later).
+//!
+//! The busiest hour cannot be raised at once: each day's busiest hour
+//! counts at most `fraud.peak_growth` times the (so bounded) busiest hour
+//! of the days before it, and at least the floor ([`bounded_peak`]). So
+//! completing N codes in one hour with one's own SIMs lifts the bar for the
+//! next 14 days to `peak_growth` × the weeks before, not to N; the rolling
+//! hour's own confirmations still count in full.
+//!
+//! A number that confirmed a code within 30 days (`store::fraud::
+//! TRUSTED_MS`) is not refused for its prefix's hold: an attacker who makes
+//! a block suspect with codes nobody uses cannot lock out the people in it
+//! who use theirs. Its country's hold applies to it as to any number.
 //!
 //! With `fraud.action = "deny"` a code to a suspect destination is refused
 //! (429 `fraud_suspected`) before any quota is taken; with `record_only` it
@@ -155,18 +167,23 @@ impl FraudGuard {
     /// Whether the rule holds for one country or prefix now.
     pub fn rule_holds(&self, tally: &Tally, floor: u32) -> bool {
         let unconfirmed = f64::from(tally.sent.saturating_sub(tally.confirmed));
-        let bar = f64::from(floor)
-            .max(self.config.ratio * f64::from(tally.confirmed))
-            .max(self.config.ratio * f64::from(tally.peak_confirmed));
+        let peak = bounded_peak(&tally.daily_peaks, floor, self.config.peak_growth);
+        // The floor is slack on top of the ratio: a block of real users
+        // with a handful of confirmations an hour must not be suspect for
+        // a handful of abandoned codes (bench/fraud.md, the busy hour).
+        let bar = f64::from(floor) + self.config.ratio * f64::from(tally.confirmed).max(peak);
         unconfirmed > bar
     }
 
     /// Hold each scope whose rule holds; the latest hold in force (0: none).
     async fn judge(&self, store: &Store, watch: &Watch, tallies: &Tallies, now: UnixMs) -> UnixMs {
-        let mut until = tallies
-            .country
-            .suspect_until
-            .max(tallies.prefix.suspect_until);
+        // A trusted number is not refused for its prefix's hold.
+        let prefix_holds = !tallies.number_trusted;
+        let mut until = tallies.country.suspect_until.max(if prefix_holds {
+            tallies.prefix.suspect_until
+        } else {
+            0
+        });
         let hold_until = now + self.config.hold.as_millis() as u64;
         for (scope, floor) in [
             (FraudScope::Country, self.config.min_unconfirmed_per_hour),
@@ -201,7 +218,9 @@ impl FraudGuard {
             {
                 tracing::warn!(error = %e, "the fraud guard could not record a suspect");
             }
-            until = until.max(hold_until);
+            if scope == FraudScope::Country || prefix_holds {
+                until = until.max(hold_until);
+            }
         }
         // Every judgement updates the gauges, so a hold that has ended reads
         // 0 at the next send to that country (and the alert clears).
@@ -238,5 +257,42 @@ impl FraudGuard {
             entry.country_until > now,
             entry.prefixes.len(),
         );
+    }
+}
+
+/// The busiest hour of confirmations the rule may count, from each day's
+/// busiest hour (oldest first): a day counts at most `growth` times the
+/// bounded busiest hour of the days before it, and never less than `floor`
+/// lets it. One hour of many confirmations (an attacker's own SIMs) lifts
+/// the figure by `growth` at most; only a rise kept up day after day lifts
+/// it further, `growth` times a day.
+pub fn bounded_peak(daily_peaks: &[u32], floor: u32, growth: f64) -> f64 {
+    let mut best = 0.0_f64;
+    for &day in daily_peaks {
+        let cap = f64::from(floor).max(growth * best);
+        best = best.max(f64::from(day).min(cap));
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_busy_hour_lifts_the_peak_by_the_growth_factor_only() {
+        // Two weeks of about 20 confirmations in the busiest hour.
+        let mut days = [20u32; 14];
+        assert_eq!(bounded_peak(&days, 30, 2.0), 20.0);
+        // 500 confirmed in one hour today: counts as 40.
+        days[13] = 500;
+        assert_eq!(bounded_peak(&days, 30, 2.0), 40.0);
+        // A new deployment: the floor, then growth day by day.
+        let mut fresh = [0u32; 14];
+        fresh[13] = 500;
+        assert_eq!(bounded_peak(&fresh, 30, 2.0), 30.0);
+        let rising: Vec<u32> = (0..14).map(|d| 10 << d).collect();
+        assert_eq!(bounded_peak(&rising, 30, 2.0), f64::from(10u32 << 13));
+        assert_eq!(bounded_peak(&[], 30, 2.0), 0.0);
     }
 }

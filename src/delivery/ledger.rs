@@ -27,10 +27,19 @@
 //! - A transient failure leaves no record: the retry sends again (its quota
 //!   was refunded, so it pays once).
 //! - An uncertain outcome is never resent blindly: the provider may have it.
+//!   The record names what was tried ([`Tried`]: the channel and the
+//!   provider, written right before each provider call), and the retry asks
+//!   exactly that provider about exactly that channel's message, whatever
+//!   its own plan would be (a Lookup that answers differently on a retry
+//!   cannot turn an SMS that may have arrived into a call as well).
 //! - Concurrent copies (and other replicas) find `InFlight` and wait for the
 //!   owner's outcome, bounded so that Kratos still gets an answer in time.
 //! - Recipients the provider calls permanently unreachable are remembered
 //!   apart (per recipient and channel, not per message).
+//!
+//! (Longer than our usual 400 lines, on purpose: one state machine: every
+//! move of a message's record, and the diagram above, read together; about
+//! 20 lines of it are tests.)
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -62,12 +71,88 @@ pub struct Ledger {
 
 /// What to do with a message.
 pub enum Admission {
-    /// Ours to send: settle the [`Flight`] with the outcome. `reconciled`:
-    /// an earlier, uncertain attempt was not found at the provider; its
-    /// quota was kept, so this send takes none again.
-    Send { flight: Flight, reconciled: bool },
-    /// Sent already (found in the ledger or by asking the provider).
+    /// Ours to send, no earlier attempt may have reached a provider: settle
+    /// the [`Flight`] with the outcome.
+    Send { flight: Flight },
+    /// Ours, but an earlier attempt may have reached a provider: ask
+    /// exactly what it [`Tried`] ([`Ledger::reconcile`]) before anything
+    /// is sent.
+    Reconcile {
+        flight: Flight,
+        since: UnixMs,
+        tried: Tried,
+    },
+    /// Sent already (found in the ledger).
     Duplicate { sid: Option<String> },
+}
+
+/// What [`Ledger::reconcile`] found.
+pub enum Reconciled {
+    /// The provider has the message: answer with its sid, send nothing.
+    /// The caller settles the flight as accepted (marking a call that
+    /// stood in for an SMS).
+    Found { flight: Flight, sid: Option<String> },
+    /// The provider does not have it: ours to send, on the channel the
+    /// earlier attempt tried. Its quota was kept, so this send takes none
+    /// again.
+    NotFound { flight: Flight },
+}
+
+/// What an earlier attempt of a message tried: the channel it went out on
+/// and the provider it was handed to. Recorded at every lease renewal,
+/// right before each provider call, so an uncertain outcome is reconciled
+/// against exactly that, and a retry never switches channel or provider
+/// while the outcome is uncertain (a Lookup asked again, or a verdict
+/// changed, must not turn an SMS that may have arrived into a call).
+///
+/// Kept in the record's provider field as `SMS-provider` or
+/// `VOICE-provider`: provider names are `[a-z0-9_-]`, so the upper-case
+/// prefix is unambiguous, and the field keeps the characters every build's
+/// store scripts accept (an older replica reading such a record finds no
+/// provider of that name and does not resend). A record written by an
+/// older build holds the provider alone: its channel is unknown, and the
+/// retry's own plan is used.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tried {
+    pub channel: Option<Channel>,
+    /// `None`: no provider was named (a record from before providers were
+    /// named: the first provider's).
+    pub provider: Option<String>,
+}
+
+impl Tried {
+    /// The record's text for a provider call about to be made.
+    pub fn record(channel: Channel, provider: &str) -> String {
+        let prefix = match channel {
+            Channel::Sms => "SMS",
+            Channel::Voice => "VOICE",
+            Channel::WhatsApp => "WHATSAPP",
+        };
+        format!("{prefix}-{provider}")
+    }
+
+    /// The record's text read back.
+    pub fn parse(recorded: Option<String>) -> Tried {
+        let Some(text) = recorded else {
+            return Tried::default();
+        };
+        let channel = match text.split_once('-') {
+            Some(("SMS", p)) => Some((Channel::Sms, p)),
+            Some(("VOICE", p)) => Some((Channel::Voice, p)),
+            Some(("WHATSAPP", p)) => Some((Channel::WhatsApp, p)),
+            _ => None,
+        };
+        match channel {
+            Some((channel, provider)) => Tried {
+                channel: Some(channel),
+                provider: Some(provider.to_owned()),
+            },
+            None => Tried {
+                channel: None,
+                provider: Some(text),
+            },
+        }
+    }
 }
 
 /// The right to send one message, until settled.
@@ -131,16 +216,15 @@ impl Ledger {
         Ok(self.store.mark_unreachable(&key, code, now, ttl).await?)
     }
 
-    /// Claim the message, wait for another owner, or reconcile an uncertain
-    /// outcome with the provider.
+    /// Claim the message, or wait for another owner. An uncertain outcome
+    /// comes back as [`Admission::Reconcile`]: the caller composes what was
+    /// tried and asks [`Ledger::reconcile`].
     pub async fn admit(
         &self,
         channel: Channel,
         recipient: &Recipient,
         body: &str,
         code: Option<&str>,
-        outgoing: &Outgoing,
-        providers: &ProviderSet,
     ) -> Result<Admission, DeliveryError> {
         let key = self.keys.message(channel, recipient.e164(), body, code);
         let owner = Owner::random();
@@ -172,17 +256,14 @@ impl Ledger {
             };
             let flight = Flight { key, owner, side };
             match claim {
-                Claim::Send => {
-                    return Ok(Admission::Send {
-                        flight,
-                        reconciled: false,
-                    })
-                }
+                Claim::Send => return Ok(Admission::Send { flight }),
                 Claim::Accepted { sid } => return Ok(Admission::Duplicate { sid }),
                 Claim::Reconcile { since, provider } => {
-                    return self
-                        .reconcile(flight, since, provider, outgoing, code, providers)
-                        .await;
+                    return Ok(Admission::Reconcile {
+                        flight,
+                        since,
+                        tried: Tried::parse(provider),
+                    });
                 }
                 Claim::Busy => {
                     let left = self.wait_at_most.saturating_sub(started.elapsed());
@@ -192,6 +273,7 @@ impl Ledger {
                         return Err(DeliveryError::ProviderUnavailable {
                             provider_code: None,
                             retry_after: 1,
+                            uncertain: true,
                         });
                     }
                     // A settlement can slip between the look and the wait:
@@ -206,18 +288,19 @@ impl Ledger {
 
     /// The record was uncertain (or its owner's lease ran out) and is ours
     /// now: ask the provider that may have it (the one the record names:
-    /// after a failover that is not the first) whether it has the message.
-    async fn reconcile(
+    /// after a failover that is not the first) whether it has `outgoing`,
+    /// which the caller composed on the channel the record names.
+    pub async fn reconcile(
         &self,
         flight: Flight,
         since: UnixMs,
-        named: Option<String>,
+        named: Option<&str>,
         outgoing: &Outgoing,
         code: Option<&str>,
         providers: &ProviderSet,
-    ) -> Result<Admission, DeliveryError> {
+    ) -> Result<Reconciled, DeliveryError> {
         let since_time = UNIX_EPOCH + Duration::from_millis(since);
-        let Some(provider) = providers.named(named.as_deref()) else {
+        let Some(provider) = providers.named(named) else {
             // Another replica's configuration names a provider this one
             // does not have: it cannot be asked, so nothing may be sent.
             tracing::warn!(
@@ -227,6 +310,7 @@ impl Ledger {
             return Err(DeliveryError::ProviderUnavailable {
                 provider_code: None,
                 retry_after: 1,
+                uncertain: true,
             });
         };
         let span = tracing::info_span!(
@@ -240,6 +324,12 @@ impl Ledger {
             Outgoing::Sms(sms) => in_span!(
                 span.clone(),
                 client.find_message(&sms.to, &sms.body, code, since_time)
+            ),
+            // Listed under its `whatsapp:` address, with the text Meta's
+            // template gave it: matched by the code it carries.
+            Outgoing::WhatsApp(message) => in_span!(
+                span.clone(),
+                client.find_message(&message.address(), "", Some(&message.code), since_time)
             ),
             // Its own caller id: the call was placed from that.
             Outgoing::Call(call) => {
@@ -261,17 +351,14 @@ impl Ledger {
         match found {
             Ok(Some(sid)) => {
                 tracing::info!("reconciled: the provider had the message; not sending again");
-                let sid = Some(sid);
-                self.settle(flight, Settle::Accepted { sid: sid.clone() })
-                    .await;
-                Ok(Admission::Duplicate { sid })
+                Ok(Reconciled::Found {
+                    flight,
+                    sid: Some(sid),
+                })
             }
             Ok(None) => {
                 tracing::info!("reconciled: the provider does not have the message; sending");
-                Ok(Admission::Send {
-                    flight,
-                    reconciled: true,
-                })
+                Ok(Reconciled::NotFound { flight })
             }
             Err(e) => {
                 tracing::warn!(
@@ -279,10 +366,20 @@ impl Ledger {
                     provider_code = e.provider_code(),
                     "could not ask the provider whether it has an uncertain message; not resending"
                 );
+                // A provider that cannot be asked is failing as surely as one
+                // that cannot be sent to: its circuit counts it.
+                if e.counts_toward_circuit() {
+                    provider.note_circuit(|| {
+                        if provider.breaker.failed() {
+                            tracing::warn!(provider = provider.name, "circuit opened");
+                        }
+                    });
+                }
                 self.settle(flight, Settle::Uncertain).await;
                 Err(DeliveryError::ProviderUnavailable {
                     provider_code: e.provider_code(),
                     retry_after: 1,
+                    uncertain: true,
                 })
             }
         }
@@ -306,17 +403,46 @@ impl Ledger {
     /// so no other attempt takes the message over (and sends it again) while
     /// this call may still land. `Ok(false)`: the claim is someone else's
     /// now; the caller must not send.
-    /// `provider` is recorded: an outcome left uncertain is reconciled with it.
-    pub async fn renew(&self, flight: &Flight, provider: &str) -> Result<bool, DeliveryError> {
+    /// The channel and `provider` are recorded ([`Tried`]): an outcome left
+    /// uncertain is reconciled with exactly them.
+    pub async fn renew(
+        &self,
+        flight: &Flight,
+        channel: Channel,
+        provider: &str,
+    ) -> Result<bool, DeliveryError> {
         let now = self.now();
         let renew = Settle::Renew {
             lease_until: now + self.lease.as_millis() as u64,
-            provider: provider.to_owned(),
+            provider: Tried::record(channel, provider),
         };
         let (key, owner, keep) = (&flight.key, flight.owner, self.keep);
         Ok(self
             .store
             .settle(flight.side, key, owner, renew, now, keep)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_was_tried_reads_back_and_older_records_keep_their_provider() {
+        for channel in [Channel::Sms, Channel::Voice, Channel::WhatsApp] {
+            for name in ["twilio", "signalwire-eu_2", "sms", "voice-1"] {
+                let tried = Tried::parse(Some(Tried::record(channel, name)));
+                assert_eq!(tried.channel, Some(channel), "{name}");
+                assert_eq!(tried.provider.as_deref(), Some(name));
+            }
+        }
+        // Written by a build that named the provider alone.
+        let old = Tried::parse(Some("sms-gateway".into()));
+        assert_eq!(
+            (old.channel, old.provider.as_deref()),
+            (None, Some("sms-gateway"))
+        );
+        assert_eq!(Tried::parse(None), Tried::default());
     }
 }

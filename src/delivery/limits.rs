@@ -6,13 +6,16 @@
 //! certainly not sent; so a retry of one message never costs a second cell.
 //!
 //! Keys are keyed hashes ([`Keys::limit`]): the limiters hold no phone
-//! number or address.
+//! number, address or identity id.
+//!
+//! (Longer than our usual 400 lines, on purpose: only by its tests (the
+//! code is about 200 lines), which walk the limits through the clock.)
 
 use std::time::Duration;
 
 use crate::config::{ChannelRates, Rate};
 use crate::delivery::channel::Channel;
-use crate::delivery::client_ip::{ClientAddr, ClientNet};
+use crate::delivery::client_ip::{Address, ClientAddr, ClientNet};
 pub use crate::domain::LimitName;
 use crate::phone::Recipient;
 use crate::store::{Cell, Keys, LimitKey, Limiter};
@@ -21,66 +24,130 @@ use crate::store::{Cell, Keys, LimitKey, Limiter};
 pub struct Limits {
     sms: ChannelRates,
     voice: ChannelRates,
+    whatsapp: ChannelRates,
     prefixes: Prefixes,
     keys: Keys,
 }
 
 impl Limits {
-    pub fn new(sms: ChannelRates, voice: ChannelRates, prefixes: Prefixes, keys: Keys) -> Self {
+    pub fn new(
+        sms: ChannelRates,
+        voice: ChannelRates,
+        whatsapp: ChannelRates,
+        prefixes: Prefixes,
+        keys: Keys,
+    ) -> Self {
         Limits {
             sms,
             voice,
+            whatsapp,
             prefixes,
             keys,
         }
     }
 
     /// The cells a message to `recipient` on `channel` from `client` needs:
-    /// one per limiter whose rate is on. A client whose address is not known
-    /// takes a cell of the one `unknown_ip` bucket instead of its own.
+    /// one per limiter whose rate is on. A client whose address is not
+    /// known takes a cell of the one `unknown_ip` bucket instead of its own;
+    /// a verification code, whose template carries no address, takes none
+    /// of either. A message for a Kratos identity takes one of that
+    /// identity's. The prefix's cell is not taken for a number that
+    /// confirmed a code lately ([`Cell::unless_trusted`]): an attacker
+    /// cannot freeze a block for the people in it who use their codes.
     pub fn cells(&self, channel: Channel, recipient: &Recipient, client: ClientAddr) -> Vec<Cell> {
         let rates = match channel {
             Channel::Sms => &self.sms,
             Channel::Voice => &self.voice,
+            Channel::WhatsApp => &self.whatsapp,
         };
-        let (ip_name, ip_rate, ip_key) = match client {
-            ClientAddr::Known(ClientNet::V4(net)) => {
-                (LimitName::Ip, rates.ip, self.keys.limit("ip4", &net))
+        let address = match client.address {
+            Address::Known(ClientNet::V4(net)) => {
+                Some((LimitName::Ip, rates.ip, self.keys.limit("ip4", &net)))
             }
-            ClientAddr::Known(ClientNet::V6(net)) => {
-                (LimitName::Ip, rates.ip, self.keys.limit("ip6", &net))
+            Address::Known(ClientNet::V6(net)) => {
+                Some((LimitName::Ip, rates.ip, self.keys.limit("ip6", &net)))
             }
-            ClientAddr::Unknown => (LimitName::UnknownIp, rates.unknown_ip, 0),
+            Address::Unknown => Some((LimitName::UnknownIp, rates.unknown_ip, 0)),
+            Address::NotCarried => None,
         };
-        [
+        let identity = client.identity.map(|id| {
             (
+                LimitName::Identity,
+                rates.identity,
+                self.keys.limit("identity", &id.to_be_bytes()),
+            )
+        });
+        let number = self.keys.limit("number", recipient.e164().as_bytes());
+        [
+            Some((
                 LimitName::Recipient,
                 rates.recipient,
                 self.keys.limit("recipient", recipient.e164().as_bytes()),
-            ),
-            (ip_name, ip_rate, ip_key),
-            (
+            )),
+            address,
+            identity,
+            Some((
                 LimitName::Prefix,
                 rates.prefix,
                 self.prefixes.key(&self.keys, recipient),
-            ),
-            (
+            )),
+            Some((
                 LimitName::Country,
                 rates.country,
                 u64::from(recipient.calling_code()),
-            ),
-            (LimitName::Global, rates.global, 0),
+            )),
+            Some((LimitName::Global, rates.global, 0)),
         ]
         .into_iter()
+        .flatten()
         .filter_map(|(name, rate, key)| {
             Some(Cell {
                 limiter: Limiter { channel, name },
                 key,
                 interval: interval(&rate)?,
                 burst: rate.burst.max(1),
+                unless_trusted: (name == LimitName::Prefix).then_some(number),
             })
         })
         .collect()
+    }
+}
+
+impl Limits {
+    /// The cells of a notification (a message without a code): those of
+    /// [`Self::cells`], but the `notification` limiter's
+    /// (`limits.*.notification`) in place of the recipient's and the
+    /// prefix's (which is sized to a person's codes), so notices neither
+    /// use up a person's codes nor flood a number.
+    pub fn notification_cells(
+        &self,
+        channel: Channel,
+        recipient: &Recipient,
+        client: ClientAddr,
+    ) -> Vec<Cell> {
+        let rate = match channel {
+            Channel::Sms => self.sms.notification,
+            Channel::Voice => self.voice.notification,
+            Channel::WhatsApp => self.whatsapp.notification,
+        };
+        let mut cells = self.cells(channel, recipient, client);
+        cells.retain(|c| !matches!(c.limiter.name, LimitName::Recipient | LimitName::Prefix));
+        if let Some(interval) = interval(&rate) {
+            cells.insert(
+                0,
+                Cell {
+                    limiter: Limiter {
+                        channel,
+                        name: LimitName::Notification,
+                    },
+                    key: self.keys.limit("notification", recipient.e164().as_bytes()),
+                    interval,
+                    burst: rate.burst.max(1),
+                    unless_trusted: None,
+                },
+            );
+        }
+        cells
     }
 }
 
@@ -153,6 +220,10 @@ mod tests {
                 per_hour: 3_600_000,
                 burst: 100_000,
             },
+            identity: Rate {
+                per_hour: 10,
+                burst: 5,
+            },
             prefix: Rate {
                 per_hour: 0,
                 burst: 0,
@@ -165,6 +236,7 @@ mod tests {
                 per_hour: global.0,
                 burst: global.1,
             },
+            notification: crate::config::NOTIFICATION_DEFAULT,
         }
     }
 
@@ -181,7 +253,7 @@ mod tests {
         to: &Recipient,
     ) -> Result<(), (LimitName, Duration)> {
         match store
-            .reserve(&limits.cells(channel, to, ClientAddr::Unknown), None, 0)
+            .reserve(&limits.cells(channel, to, ClientAddr::UNKNOWN), None, 0)
             .await
             .unwrap()
         {
@@ -201,6 +273,7 @@ mod tests {
         let limits = Limits::new(
             rates((5, 3), (1000, 1000)),
             rates((3, 1), (1000, 1000)),
+            rates((2, 1), (1000, 1000)),
             Prefixes::new(3),
             Keys::random(),
         );
@@ -219,6 +292,9 @@ mod tests {
         // Voice has its own, stricter limiters.
         take(&store, &limits, Channel::Voice, &k).await.unwrap();
         assert!(take(&store, &limits, Channel::Voice, &k).await.is_err());
+        // And WhatsApp its own (limits.whatsapp).
+        take(&store, &limits, Channel::WhatsApp, &k).await.unwrap();
+        assert!(take(&store, &limits, Channel::WhatsApp, &k).await.is_err());
     }
 
     #[tokio::test(start_paused = true)]
@@ -228,6 +304,7 @@ mod tests {
         // Global allows 2; recipient allows 3.
         let limits = Limits::new(
             rates((5, 3), (3600, 2)),
+            rates((3, 1), (1, 1)),
             rates((3, 1), (1, 1)),
             Prefixes::new(3),
             Keys::random(),
@@ -263,6 +340,7 @@ mod tests {
         let limits = Limits::new(
             rates((5, 3), (1_000_000, 1_000_000)),
             rates((3, 1), (1, 1)),
+            rates((3, 1), (1, 1)),
             Prefixes::new(3),
             Keys::random(),
         );
@@ -283,10 +361,16 @@ mod tests {
             per_hour: 10,
             burst: 2,
         };
-        let limits = Limits::new(sms, rates((3, 1), (1, 1)), Prefixes::new(3), Keys::random());
+        let limits = Limits::new(
+            sms,
+            rates((3, 1), (1, 1)),
+            rates((3, 1), (1, 1)),
+            Prefixes::new(3),
+            Keys::random(),
+        );
         let to = r("+14155550123");
         let known =
-            |a: [u8; 4]| limits.cells(Channel::Sms, &to, ClientAddr::Known(ClientNet::V4(a)));
+            |a: [u8; 4]| limits.cells(Channel::Sms, &to, ClientAddr::known(ClientNet::V4(a)));
         let ip = |cells: &[Cell]| {
             cells
                 .iter()
@@ -299,7 +383,7 @@ mod tests {
         assert_eq!(a.0, LimitName::Ip);
         assert_ne!(a.1, b.1);
         assert_eq!(a.2, Duration::from_secs(360));
-        let unknown = limits.cells(Channel::Sms, &to, ClientAddr::Unknown);
+        let unknown = limits.cells(Channel::Sms, &to, ClientAddr::UNKNOWN);
         assert_eq!(
             ip(&unknown),
             (LimitName::UnknownIp, 0, Duration::from_secs(360))
@@ -308,6 +392,79 @@ mod tests {
         assert!(unknown
             .iter()
             .all(|c| !matches!(c.limiter.name, LimitName::Global | LimitName::Prefix)));
+    }
+
+    #[test]
+    fn verification_takes_no_address_cell_and_identities_count_apart() {
+        let mut sms = rates((5, 3), (0, 0));
+        sms.prefix = Rate {
+            per_hour: 10,
+            burst: 10,
+        };
+        let keys = Keys::random();
+        let limits = Limits::new(
+            sms,
+            rates((3, 1), (1, 1)),
+            rates((3, 1), (1, 1)),
+            Prefixes::new(3),
+            keys.clone(),
+        );
+        let to = r("+14155550123");
+        let names = |c: &[Cell]| c.iter().map(|c| c.limiter.name).collect::<Vec<_>>();
+        let not_carried = |identity| ClientAddr {
+            address: Address::NotCarried,
+            identity,
+        };
+        // A verification code: neither ip nor unknown_ip, and the identity.
+        let cells = limits.cells(Channel::Sms, &to, not_carried(Some(7)));
+        assert_eq!(
+            names(&cells),
+            [
+                LimitName::Recipient,
+                LimitName::Identity,
+                LimitName::Prefix,
+                LimitName::Country
+            ]
+        );
+        let identity = |c: &[Cell]| {
+            c.iter()
+                .find(|c| c.limiter.name == LimitName::Identity)
+                .unwrap()
+                .key
+        };
+        // Keyed: the same id under another key hashes apart; ids apart.
+        assert_ne!(
+            identity(&cells),
+            identity(&limits.cells(Channel::Sms, &to, not_carried(Some(8))))
+        );
+        assert_eq!(
+            identity(&cells),
+            keys.limit("identity", &7u128.to_be_bytes())
+        );
+        // Without an identity, only the number's limiters.
+        assert_eq!(
+            names(&limits.cells(Channel::Sms, &to, not_carried(None))),
+            [LimitName::Recipient, LimitName::Prefix, LimitName::Country]
+        );
+        // A login code with an address: both the address and the identity.
+        let login = ClientAddr {
+            identity: Some(7),
+            ..ClientAddr::known(ClientNet::V4([203, 0, 113, 7]))
+        };
+        assert_eq!(
+            names(&limits.cells(Channel::Sms, &to, login))[..3],
+            [LimitName::Recipient, LimitName::Ip, LimitName::Identity]
+        );
+        // Only the prefix's cell spares a trusted number, by its key.
+        for c in &cells {
+            assert_eq!(
+                c.unless_trusted,
+                (c.limiter.name == LimitName::Prefix)
+                    .then(|| keys.limit("number", b"+14155550123")),
+                "{:?}",
+                c.limiter.name
+            );
+        }
     }
 
     #[test]

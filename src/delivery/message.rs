@@ -111,6 +111,9 @@ pub struct CourierMessage {
     /// `client_ip`), read before any header: `None` for Kratos, whose
     /// address comes from `limits.client_ip`'s header.
     pub client_address: Option<std::net::IpAddr>,
+    /// Sent by Kratos's courier (rather than built by the verify API): its
+    /// templates say which parts of the end user's request it carries.
+    pub from_kratos: bool,
 }
 
 impl CourierMessage {
@@ -124,6 +127,27 @@ impl CourierMessage {
             .and_then(|t| t.get(name))
             .or_else(|| identity.get(name))
             .and_then(Value::as_str)
+    }
+
+    /// A notification: a message with no code of a template that is not one
+    /// of Kratos's four code templates (`verifiable_address_changed`,
+    /// `authenticator_key_added`, or any template a newer Kratos adds). It
+    /// goes by SMS whatever the voice preference, is never counted by the
+    /// fraud guard and has its own per-recipient limit.
+    pub fn is_notification(&self) -> bool {
+        self.code.is_none() && !self.template_type.is_code_template()
+    }
+
+    /// `template_data.identity.id`: the identity a login, verification or
+    /// recovery code is for, as a UUID (Kratos's ids are). `None` for
+    /// registration, whose `identity` is the traits alone (a trait named
+    /// `id` is the end user's writing, never an identity), and for an id
+    /// that is not a UUID.
+    pub fn identity_id(&self) -> Option<u128> {
+        if !self.from_kratos || matches!(self.template_type, TemplateType::Registration) {
+            return None;
+        }
+        parse_uuid(self.identity.as_ref()?.get("id")?.as_str()?)
     }
 
     /// Every line of a request header, in the order Kratos received them
@@ -171,6 +195,7 @@ impl CourierMessage {
             )]),
             repeat,
             client_address: None,
+            from_kratos: false,
         }
     }
 
@@ -288,6 +313,7 @@ impl MessageParser {
             request_headers,
             repeat: 0,
             client_address: None,
+            from_kratos: true,
         })
     }
 }
@@ -296,6 +322,15 @@ impl Default for MessageParser {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A UUID in its usual text form (hyphens optional, any case) as a number.
+fn parse_uuid(s: &str) -> Option<u128> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || s.len() > 36 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(&hex, 16).ok()
 }
 
 /// Whether any JSON object in `bytes` (already known to be valid JSON) has
@@ -424,6 +459,44 @@ mod tests {
             .parse(br#"{"recipient":"+1","body":"b","template_type":"registration_code_valid","template_data":{"identity":{"phone_channel":"voice"}}}"#)
             .unwrap();
         assert_eq!(traits.identity_trait("phone_channel"), Some("voice"));
+    }
+
+    #[test]
+    fn identity_id_from_kratos_fixtures_but_never_from_registration_traits() {
+        let p = parser();
+        let fixture = |name: &str| {
+            let path = format!(
+                "{}/tests/fixtures/kratos/{name}.json",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            p.parse(&std::fs::read(path).unwrap()).unwrap()
+        };
+        let id = 0x9f42_5a8d_7efc_4768_8f23_7647_a74f_df13_u128;
+        assert_eq!(fixture("verification").identity_id(), Some(id));
+        assert!(fixture("login").identity_id().is_some());
+        assert!(fixture("recovery").identity_id().is_some());
+        assert_eq!(fixture("registration").identity_id(), None);
+        // Registration's identity is the traits: an "id" trait is not one.
+        let traits = p
+            .parse(br#"{"recipient":"+1","body":"b","template_type":"registration_code_valid","template_data":{"identity":{"id":"9f425a8d-7efc-4768-8f23-7647a74fdf13"}}}"#)
+            .unwrap();
+        assert_eq!(traits.identity_id(), None);
+        for bad in [
+            r#""not-a-uuid""#,
+            r#""42""#,
+            r#""9f425a8d7efc47688f237647a74fdf1""#,
+            r#""9f425a8d-7efc-4768-8f23-7647a74fdf13-""#,
+        ] {
+            let m = p
+                .parse(format!(r#"{{"recipient":"+1","body":"b","template_type":"login_code_valid","template_data":{{"identity":{{"id":{bad}}}}}}}"#).as_bytes())
+                .unwrap();
+            assert_eq!(m.identity_id(), None, "{bad}");
+        }
+        // The verify API's messages are not Kratos's.
+        let v =
+            CourierMessage::verification("+14155550123", "b".into(), "1234", 10, "en", false, 0);
+        assert_eq!(v.identity_id(), None);
+        assert!(!v.from_kratos);
     }
 
     #[test]

@@ -22,17 +22,22 @@ use crate::delivery::error::DeliveryError;
 use crate::delivery::fallback::{self, Reason, SpokenCode};
 use crate::delivery::ledger::Flight;
 use crate::phone::Recipient;
-use crate::provider::breaker::{CircuitState, Permit};
+use crate::provider::breaker::Permit;
 use crate::provider::errors::{self, FailureClass};
 use crate::provider::set::Provider;
 use crate::provider::twilio::{Accepted, ProviderError};
 use crate::store::{Reservation, Settle};
 use crate::telemetry::traces::in_span;
 
-/// A failover starts only if the next provider's whole timeout still fits
-/// in this much time since the request arrived (a Lookup, a wait for
-/// another attempt's claim and a 21614's SMS count): Kratos gives a request
-/// 10 s, and an answer of ours (503, Kratos retries) beats a cut connection.
+/// A failover must end within this much time since the request arrived (a
+/// Lookup, a wait for another attempt's claim, a not-mobile SMS and a
+/// provider's connect timeout count): Kratos gives a request 10 s, and an
+/// answer of ours (503, Kratos retries) beats a cut connection. The next
+/// provider gets its whole timeout when it fits, else what is left, if that
+/// is at least its connect timeout and a second
+/// ([`TwilioClient::shortest_request`](crate::provider::twilio::TwilioClient::shortest_request)):
+/// after a primary that drops connections (2 s connect timeout) a
+/// secondary with the default 8 s timeout still gets 7 s.
 const FAILOVER_WITHIN: Duration = Duration::from_secs(9);
 
 /// One message's provider calls and what follows from their answer.
@@ -44,17 +49,29 @@ pub(super) struct SendJob {
     pub(super) reservation: Reservation,
     /// Whom the limits counted (a fallback call is counted alike).
     pub(super) client: ClientAddr,
+    /// A message without a code (its own limit, not the fraud guard's).
+    pub(super) notification: bool,
     /// Why this call stands in for an SMS (`delivery::fallback`); its
     /// ledger outcome says so.
     pub(super) fallback: Option<Reason>,
     /// For an SMS: what speaks its code, for a call if Twilio answers
-    /// 21614 and for an undelivered callback.
+    /// `NOT_MOBILE` and for an undelivered callback.
     pub(super) spoken: Option<SpokenCode>,
-    /// For an SMS: keep `spoken` for an undelivered callback until then.
+    /// For a WhatsApp message: the SMS that stands in for it, sent at once
+    /// if Twilio refuses the message with a code an SMS gets around, and
+    /// kept for an undelivered callback (until `stash_until`).
+    pub(super) sms: Option<fallback::SmsInstead>,
+    /// For an SMS (or a WhatsApp message): keep `spoken` (or `sms`) for an
+    /// undelivered callback until then.
     pub(super) stash_until: Option<crate::store::UnixMs>,
     /// When the request that asked for the send arrived (for a callback's
     /// fallback call, when the callback did): the failover deadline.
     pub(super) started: tokio::time::Instant,
+    /// The provider an earlier attempt handed the message to, which did
+    /// not have it when asked (`ledger::Reconciled::NotFound`): asked first
+    /// again, so a retry stays with the provider the first attempt used
+    /// unless that one fails for certain.
+    pub(super) prefer: Option<String>,
 }
 
 /// Why a provider was passed over without a request.
@@ -62,6 +79,7 @@ enum Skip {
     CircuitOpen,
     NoSlot,
     NoCallerId,
+    NoWhatsApp,
 }
 
 impl Skip {
@@ -70,13 +88,14 @@ impl Skip {
             Skip::CircuitOpen => "circuit_open",
             Skip::NoSlot => "no_slot",
             Skip::NoCallerId => "no_caller_id",
+            Skip::NoWhatsApp => "no_whatsapp",
         }
     }
 }
 
 impl SendJob {
     /// The provider's answer, and why a call stood in for the SMS if one
-    /// did (21614 answered by a call, `delivery::fallback`).
+    /// did (`NOT_MOBILE` answered by a call, `delivery::fallback`).
     pub(super) async fn run(
         mut self,
         shared: &Shared,
@@ -88,21 +107,25 @@ impl SendJob {
         let mut refusal = DeliveryError::ProviderUnavailable {
             provider_code: None,
             retry_after: 1,
+            uncertain: false,
         };
         // The provider that failed transiently last, for the failover count.
         let mut failed: Option<&str> = None;
-        for (i, provider) in shared.providers.iter().enumerate() {
+        let order = shared.providers.order(self.prefer.as_deref());
+        for (i, provider) in order.into_iter().enumerate() {
             // The last provider is always asked: skipping it would answer
             // Kratos no better than its own answer would.
             let last = i + 1 == count;
             let outgoing = match &self.outgoing {
                 Outgoing::Sms(sms) => Some(Outgoing::Sms(provider.sms(sms))),
                 Outgoing::Call(call) => provider.call(call).map(Outgoing::Call),
+                Outgoing::WhatsApp(m) => provider.whatsapp(m).map(Outgoing::WhatsApp),
             };
             // In this order, so that a probe is only taken by a request
             // that will make it.
             let slot = provider.slots.clone().try_acquire_owned().ok();
             let skip = match (&outgoing, &slot) {
+                (None, _) if self.channel == Channel::WhatsApp => Some(Skip::NoWhatsApp),
                 (None, _) => Some(Skip::NoCallerId),
                 (_, None) => Some(Skip::NoSlot),
                 _ if provider.breaker.permit() == Permit::Open && !last => Some(Skip::CircuitOpen),
@@ -117,12 +140,17 @@ impl SendJob {
                 }
                 continue;
             };
-            if i > 0 && started.elapsed() + provider.timeout > FAILOVER_WITHIN {
-                tracing::warn!(
-                    provider = provider.name,
-                    "no time left to fail over within Kratos's request; Kratos retries"
-                );
-                break;
+            let mut limit = provider.timeout;
+            if i > 0 {
+                let left = FAILOVER_WITHIN.saturating_sub(started.elapsed());
+                if left < provider.client.shortest_request().min(provider.timeout) {
+                    tracing::warn!(
+                        provider = provider.name,
+                        "no time left to fail over within Kratos's request; Kratos retries"
+                    );
+                    break;
+                }
+                limit = limit.min(left);
             }
             if let Some(from) = failed {
                 metrics.failover(from, self.channel.as_str());
@@ -134,21 +162,26 @@ impl SendJob {
             }
             // The lease must cover the whole call, and the record must name
             // this provider: an uncertain outcome is reconciled with it.
-            match shared.ledger.renew(&self.flight, &provider.name).await {
+            let renewed = shared
+                .ledger
+                .renew(&self.flight, self.channel, &provider.name)
+                .await;
+            match renewed {
                 Ok(true) => {}
                 Ok(false) | Err(_) => {
                     self.refund(shared).await;
                     return Err(DeliveryError::ProviderUnavailable {
                         provider_code: None,
                         retry_after: 1,
+                        uncertain: false,
                     });
                 }
             }
-            let sent = self.call(provider, &outgoing).await;
+            let sent = self.call(provider, &outgoing, limit).await;
             drop(slot);
             let e = match sent {
                 Ok(accepted) => {
-                    note_circuit(provider, || provider.breaker.succeeded());
+                    provider.note_circuit(|| provider.breaker.succeeded());
                     provider.series.request(self.channel.as_str(), "accepted");
                     shared
                         .metrics
@@ -157,8 +190,8 @@ impl SendJob {
                     // fallback call's outcome says it stood in for the SMS.
                     let sid = match self.fallback {
                         Some(reason) => {
-                            shared.metrics.fallback(reason.label());
-                            fallback::ledger_sid(accepted.sid.clone())
+                            shared.metrics.fallback(reason);
+                            fallback::ledger_sid(reason.channel(), accepted.sid.clone())
                         }
                         None => accepted.sid.clone(),
                     };
@@ -169,6 +202,11 @@ impl SendJob {
                     if let (Some(until), Some(spoken)) = (self.stash_until, self.spoken.take()) {
                         shared
                             .keep_stash(accepted.sid.as_deref(), &spoken, until)
+                            .await;
+                    }
+                    if let (Some(until), Some(sms)) = (self.stash_until, self.sms.take()) {
+                        shared
+                            .keep_sms_stash(accepted.sid.as_deref(), &sms, until)
                             .await;
                     }
                     return Ok((accepted, self.fallback));
@@ -191,7 +229,7 @@ impl SendJob {
                 "provider refused"
             );
             if transient {
-                note_circuit(provider, || {
+                provider.note_circuit(|| {
                     if provider.breaker.failed() {
                         tracing::warn!(
                             provider = provider.name,
@@ -201,7 +239,7 @@ impl SendJob {
                 });
             } else {
                 // It answered: it is up, whatever it thought of the message.
-                note_circuit(provider, || provider.breaker.succeeded());
+                provider.note_circuit(|| provider.breaker.succeeded());
             }
             if e.may_have_been_sent() {
                 // The provider may have it: keep the quota, and make the
@@ -210,16 +248,32 @@ impl SendJob {
                 return Err(DeliveryError::ProviderUnavailable {
                     provider_code: e.provider_code(),
                     retry_after: 1,
+                    uncertain: true,
                 });
             }
             refusal = delivery_error(&e);
+            // WhatsApp cannot deliver it, and an SMS can: the SMS instead,
+            // in this flight (`delivery::fallback`).
+            if self.channel == Channel::WhatsApp && fallback::sms_gets_around(e.provider_code()) {
+                if let Some(kept) = self.sms.take() {
+                    let sms =
+                        shared
+                            .composer
+                            .plain_sms(&self.recipient, kept.body, kept.validity_period);
+                    let span = tracing::info_span!(
+                        "fallback",
+                        courier.fallback.reason = Reason::WhatsAppRefused.label()
+                    );
+                    return in_span!(span, shared.sms_instead(self, sms, &e));
+                }
+            }
             if transient {
                 failed = Some(&provider.name);
                 continue;
             }
             // Not a mobile number: the call instead, in this flight
             // (`delivery::fallback`).
-            if e.provider_code() == Some(fallback::NOT_MOBILE) && shared.fallback.landline {
+            if e.provider_code() == Some(errors::NOT_MOBILE) && shared.fallback.landline {
                 let call = self
                     .spoken
                     .take()
@@ -243,6 +297,7 @@ impl SendJob {
         &self,
         provider: &Provider,
         outgoing: &Outgoing,
+        limit: Duration,
     ) -> Result<Accepted, ProviderError> {
         let channel = self.channel.as_str();
         let span = tracing::info_span!(
@@ -258,8 +313,11 @@ impl SendJob {
         let started = Instant::now();
         let client = &provider.client;
         let sent = match outgoing {
-            Outgoing::Sms(sms) => in_span!(span.clone(), client.send_sms(sms)),
-            Outgoing::Call(call) => in_span!(span.clone(), client.create_call(call)),
+            Outgoing::Sms(sms) => in_span!(span.clone(), client.send_sms_within(sms, limit)),
+            Outgoing::Call(call) => in_span!(span.clone(), client.create_call_within(call, limit)),
+            Outgoing::WhatsApp(m) => {
+                in_span!(span.clone(), client.send_whatsapp_within(m, limit))
+            }
         };
         if let Err(e) = &sent {
             // The provider's error code (bounded by the error table) and our
@@ -314,13 +372,6 @@ impl SendJob {
     }
 }
 
-/// Apply an outcome to the provider's breaker and keep its gauge in step.
-fn note_circuit(provider: &Provider, outcome: impl FnOnce()) {
-    outcome();
-    let open = provider.breaker.circuit() != CircuitState::Closed;
-    provider.series.circuit(open);
-}
-
 /// What a provider failure means for the delivery.
 pub fn delivery_error(e: &ProviderError) -> DeliveryError {
     match e.class() {
@@ -339,6 +390,7 @@ pub fn delivery_error(e: &ProviderError) -> DeliveryError {
             // Kratos retries about a second later whatever we say; a
             // provider's own Retry-After is passed on for other callers.
             retry_after: e.retry_after().unwrap_or(1).clamp(1, 3600),
+            uncertain: false,
         },
     }
 }

@@ -52,7 +52,8 @@ impl TestNumbers {
         let mut hex = [0u8; 16];
         rand::fill(&mut hex);
         let prefix = match channel {
-            Channel::Sms => "SM",
+            // Twilio's WhatsApp messages are message resources too.
+            Channel::Sms | Channel::WhatsApp => "SM",
             Channel::Voice => "CA",
         };
         let sid = format!(

@@ -30,7 +30,9 @@ pub enum Answer {
     /// `/health/alive`.
     Alive,
     /// `/health/ready`, ready, with each provider's state.
-    Ready(Vec<ProviderHealth>),
+    /// With the setup warnings this replica has seen (`warnings`, listed
+    /// only when there are any).
+    Ready(Vec<ProviderHealth>, Vec<&'static str>),
     /// `/health/ready`, not ready, why, and each provider's state.
     NotReady(NotReady, Vec<ProviderHealth>),
     /// `/metrics`: the Prometheus text.
@@ -112,10 +114,13 @@ impl Answer {
                 json_bytes_response(StatusCode::OK, serde_json::to_vec(&body))
             }
             Answer::Alive => json_response(StatusCode::OK, &json!({"status": "alive"})),
-            Answer::Ready(providers) => json_response(
-                StatusCode::OK,
-                &json!({"status": "ready", "providers": providers}),
-            ),
+            Answer::Ready(providers, warnings) => {
+                let mut body = json!({"status": "ready", "providers": providers});
+                if !warnings.is_empty() {
+                    body["warnings"] = json!(warnings);
+                }
+                json_response(StatusCode::OK, &body)
+            }
             Answer::NotReady(why, providers) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"status": "not_ready", "reason": why.reason(), "providers": providers}),
@@ -270,7 +275,9 @@ impl ApiError {
                 D::RateLimited { .. } | D::BudgetExhausted { .. } | D::FraudSuspected { .. } => {
                     StatusCode::TOO_MANY_REQUESTS
                 }
-                D::VoiceNotConfigured | D::ProviderConfiguration { .. } => StatusCode::BAD_GATEWAY,
+                D::VoiceNotConfigured
+                | D::WhatsAppNotConfigured
+                | D::ProviderConfiguration { .. } => StatusCode::BAD_GATEWAY,
                 D::ProviderUnavailable { .. }
                 | D::NoProviderSlot
                 | D::StoreUnavailable
@@ -299,6 +306,10 @@ impl ApiError {
                 VerifyError::CodeMismatch { .. } => "code_mismatch",
                 VerifyError::TooManyAttempts => "too_many_attempts",
                 VerifyError::NoPendingCode => "no_pending_code",
+                VerifyError::TooManyChecks { .. } => "too_many_checks",
+                VerifyError::InvalidIdempotencyKey => "invalid_idempotency_key",
+                VerifyError::IdempotencyKeyReused => "idempotency_key_reused",
+                VerifyError::IdempotencyKeyInProgress => "idempotency_key_in_progress",
                 VerifyError::Delivery(d) => ApiError::Delivery(d.clone()).code(),
             },
             ApiError::Delivery(d) => match d {
@@ -308,6 +319,7 @@ impl ApiError {
                 D::InvalidCode { .. } => "invalid_code",
                 D::TwimlTooLong => "twiml_too_long",
                 D::VoiceNotConfigured => "voice_not_configured",
+                D::WhatsAppNotConfigured => "whatsapp_not_configured",
                 D::RecipientUnreachable { .. } => "recipient_unreachable",
                 D::ProviderConfiguration { .. } => "provider_configuration",
                 D::ProviderUnavailable { .. } => "provider_unavailable",
@@ -371,6 +383,9 @@ impl ApiError {
                 }
                 D::VoiceNotConfigured => {
                     "voice calls need a caller id: set twilio.voice_from or twilio.from".into()
+                }
+                D::WhatsAppNotConfigured => {
+                    "this message was sent by WhatsApp on another replica, and [whatsapp] is off here; configure every replica alike".into()
                 }
                 D::RecipientUnreachable { .. } => {
                     "the provider says this recipient cannot be reached (see provider_code)".into()
@@ -439,6 +454,8 @@ impl ApiError {
                 | D::LookupUnavailable { retry_after },
             ) => Some(*retry_after),
             ApiError::Delivery(D::NoProviderSlot | D::StoreUnavailable) => Some(1),
+            ApiError::Verify(VerifyError::TooManyChecks { retry_after }) => Some(*retry_after),
+            ApiError::Verify(VerifyError::IdempotencyKeyInProgress) => Some(1),
             _ => None,
         }
     }
@@ -515,6 +532,10 @@ fn verify_status(v: &VerifyError) -> StatusCode {
         VerifyError::CodeMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         VerifyError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
         VerifyError::NoPendingCode => StatusCode::NOT_FOUND,
+        VerifyError::TooManyChecks { .. } => StatusCode::TOO_MANY_REQUESTS,
+        VerifyError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+        VerifyError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+        VerifyError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
         VerifyError::Delivery(d) => ApiError::Delivery(d.clone()).status(),
     }
 }
@@ -530,6 +551,21 @@ fn verify_message(v: &VerifyError) -> String {
         }
         VerifyError::NoPendingCode => {
             "no code is pending for this number: none was requested, it expired, or it was used"
+                .into()
+        }
+        VerifyError::TooManyChecks { .. } => {
+            "too many checks of this number this hour (verify.max_checks_per_hour), whatever its codes; retry after the Retry-After seconds"
+                .into()
+        }
+        VerifyError::InvalidIdempotencyKey => {
+            "the Idempotency-Key header must be 1 to 255 visible ASCII characters".into()
+        }
+        VerifyError::IdempotencyKeyReused => {
+            "this Idempotency-Key was used with another number or body; use a new key per request"
+                .into()
+        }
+        VerifyError::IdempotencyKeyInProgress => {
+            "a request with this Idempotency-Key is still being answered; retry after the Retry-After seconds"
                 .into()
         }
         VerifyError::Delivery(d) => ApiError::Delivery(d.clone()).message(),

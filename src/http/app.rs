@@ -1,6 +1,10 @@
 //! Routing, authentication, and one log line per request. The work itself
 //! is done by [`Courier`]; what is said back is an [`Answer`], rendered in
 //! `http::answer`.
+//!
+//! (Longer than our usual 400 lines, on purpose: the one routing table
+//! (every path and method, and what is answered where none matches) and the
+//! wiring of the rooms it routes to, read together.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,6 +49,8 @@ pub struct App {
     parser: MessageParser,
     confirmations: ConfirmationParser,
     courier: Courier,
+    /// Kratos's messages without what their templates should carry.
+    setup: crate::delivery::client_ip::SetupCheck,
     metrics: Arc<Metrics>,
     /// `None` when `status_callback.public_url` is not set.
     status_callbacks: Option<StatusCallbacks>,
@@ -134,6 +140,10 @@ impl App {
             parser: MessageParser::new(),
             confirmations: ConfirmationParser::new(),
             courier,
+            setup: crate::delivery::client_ip::SetupCheck::new(
+                config.limits.client_ip.clone(),
+                metrics.clone(),
+            ),
             status_callbacks: StatusCallbacks::new(&config, metrics.clone(), plan),
             relay,
             verify,
@@ -216,7 +226,7 @@ impl App {
             }
             (&Method::POST, "/v1/twilio/inbound") => {
                 return match &self.relay {
-                    Some(relay) => relay.handle(request).await,
+                    Some(relay) => super::relay::handle(relay, request).await,
                     None => ApiError::NotFound.into(),
                 };
             }
@@ -382,7 +392,7 @@ impl App {
     /// is only asked when a probe asks).
     async fn readiness(&self) -> Answer {
         let answer = self.readiness_now().await;
-        self.metrics.set_ready(matches!(answer, Answer::Ready(_)));
+        self.metrics.set_ready(matches!(answer, Answer::Ready(..)));
         answer
     }
 
@@ -410,7 +420,7 @@ impl App {
             // still sends from memory and stays ready).
             Answer::NotReady(NotReady::StoreUnavailable, providers)
         } else {
-            Answer::Ready(providers)
+            Answer::Ready(providers, self.setup.warnings())
         }
     }
 
@@ -429,8 +439,15 @@ impl App {
             ParseError::MalformedJson => ApiError::MalformedJson,
             ParseError::Schema(v) => ApiError::Schema(v),
         })?;
+        self.setup.observe(&message);
         log.template_type = Some(message.template_type.label());
-        log.channel = Some(self.courier.channel_for(endpoint, &message).as_str());
+        let recipient = self.courier.recipients().parse(&message.recipient).ok();
+        let region = recipient.as_ref().and_then(|r| r.region());
+        log.channel = Some(
+            self.courier
+                .channel_for(endpoint, &message, region)
+                .as_str(),
+        );
         let delivered = match self.courier.deliver(endpoint, &message).await {
             Ok(d) => d,
             Err(e) => {

@@ -1,5 +1,9 @@
 //! Reading request bodies: the content type, a size bound that holds
-//! whether or not the length was declared, and the forms Twilio signs.
+//! whether or not the length was declared, a time bound
+//! (`server.body_read_timeout`) on every body an endpoint reads, and the
+//! forms Twilio and SignalWire sign.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Request};
@@ -7,6 +11,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::config::ProviderKind;
 use crate::http::answer::ApiError;
 
 /// Whether the single `Content-Type` has this essence (`application/json`,
@@ -27,8 +32,10 @@ pub fn has_content_type(headers: &HeaderMap, essence: &str) -> bool {
 }
 
 /// Read the body, refusing more than `max` bytes whether or not the length
-/// was declared (chunked bodies are cut off as they pass the limit).
-pub async fn read<B>(request: Request<B>, max: usize) -> Result<Bytes, ApiError>
+/// was declared (chunked bodies are cut off as they pass the limit). Not
+/// public: every endpoint reads through [`read_within`] or
+/// [`read_in_time`], so none waits on a body without a time bound.
+async fn read<B>(request: Request<B>, max: usize) -> Result<Bytes, ApiError>
 where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -50,31 +57,49 @@ where
     }
 }
 
-/// Read a form Twilio (or SignalWire) posted and signed: the content type,
-/// the body within `max` bytes, then `X-Twilio-Signature` (or its alias
-/// `X-SignalWire-Signature`) over `url` and the parameters, keyed with
-/// `token`. Nothing the form says is used before the signature holds.
-pub async fn read_signed_form<B>(
-    request: Request<B>,
-    url: &str,
-    token: &SecretString,
-    max: usize,
-) -> Result<Vec<(String, String)>, ApiError>
-where
-    B: Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    read_signed_form_by_any(request, url, std::slice::from_ref(token), max).await
+/// Which provider signed a webhook, and so which header is read first:
+/// Twilio's posts carry `X-Twilio-Signature`; SignalWire's carry
+/// `X-SignalWire-Signature`, with `X-Twilio-Signature` as its alias (the
+/// same algorithm under Twilio's name). The other header is read when the
+/// first is absent, so a SignalWire space configured as `[twilio]` (a
+/// provider of kind `twilio`) still posts to its path. What makes a
+/// signature count is the key, and each path takes only its own kind's
+/// keys ([`SignedForm::keys`]): the header name grants nothing.
+fn signature_header(headers: &HeaderMap, signer: ProviderKind) -> Option<String> {
+    let twilio = headers.get("x-twilio-signature");
+    let signalwire = headers.get("x-signalwire-signature");
+    let found = match signer {
+        ProviderKind::Twilio => twilio.or(signalwire),
+        ProviderKind::SignalWire => signalwire.or(twilio),
+    };
+    found.and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-/// As [`read_signed_form`], signed with any one of `tokens` (each provider
-/// signs with its own key; `X-SignalWire-Signature` is read as well as
-/// `X-Twilio-Signature`, the same algorithm under another name).
-pub async fn read_signed_form_by_any<B>(
+/// A form a provider posts and signs, and how to read it.
+pub struct SignedForm<'a> {
+    /// The exact URL the provider was given (and signs).
+    pub url: &'a str,
+    /// The kind of provider that posts here: only its signature header is
+    /// read.
+    pub signer: ProviderKind,
+    /// The keys of the providers of that kind (Twilio: auth tokens,
+    /// SignalWire: signing keys); a form signed with any one counts.
+    pub keys: &'a [SecretString],
+    /// The largest body accepted (413 past it).
+    pub max: usize,
+    /// The time the body has to arrive once the headers are in:
+    /// `server.body_read_timeout` (408 `request_timeout` past it).
+    pub timeout: Duration,
+}
+
+/// Read a form a provider posted and signed: the content type, the body
+/// within `form.max` bytes and `form.timeout`, then the signature header
+/// of `form.signer` (Twilio's HMAC-SHA1 over the URL and the parameters)
+/// keyed with one of `form.keys`. Nothing the form says is used before the
+/// signature holds.
+pub async fn read_signed_form<B>(
     request: Request<B>,
-    url: &str,
-    tokens: &[SecretString],
-    max: usize,
+    form: &SignedForm<'_>,
 ) -> Result<Vec<(String, String)>, ApiError>
 where
     B: Body,
@@ -85,13 +110,8 @@ where
             expected: "application/x-www-form-urlencoded",
         });
     }
-    let signature = request
-        .headers()
-        .get("x-twilio-signature")
-        .or_else(|| request.headers().get("x-signalwire-signature"))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let bytes = read(request, max).await?;
+    let signature = signature_header(request.headers(), form.signer);
+    let bytes = read_within(request, form.max, form.timeout).await?;
     let params: Vec<(String, String)> = form_urlencoded::parse(&bytes)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -100,14 +120,31 @@ where
     };
     // Every key is tried, so the time taken does not tell which matched.
     let mut valid = false;
-    for token in tokens {
+    for key in form.keys {
         valid |=
-            crate::provider::signature::verify(token.expose_secret(), url, &params, &signature);
+            crate::provider::signature::verify(key.expose_secret(), form.url, &params, &signature);
     }
     if !valid {
         return Err(ApiError::InvalidSignature);
     }
     Ok(params)
+}
+
+/// Read the body within `max` bytes and `timeout` (408 `request_timeout`
+/// past it): a client that declares a body and sends it slowly, or not at
+/// all, gives up its connection instead of holding it.
+pub async fn read_within<B>(
+    request: Request<B>,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    tokio::time::timeout(timeout, read(request, max))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?
 }
 
 /// Read the body within `server.max_body_bytes` and
@@ -120,12 +157,7 @@ where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    tokio::time::timeout(
-        server.body_read_timeout,
-        read(request, server.max_body_bytes),
-    )
-    .await
-    .map_err(|_| ApiError::RequestTimeout)?
+    read_within(request, server.max_body_bytes, server.body_read_timeout).await
 }
 
 /// The body of a request authenticated like Kratos's courier requests

@@ -6,6 +6,7 @@ pub mod answer;
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod relay;
 pub mod server;
 pub mod status_callback;
 pub mod verify;

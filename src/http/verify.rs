@@ -3,7 +3,8 @@
 //! bodies), and the demo page of `serve --dev` (`/verify/demo`, HTML
 //! forms). Each request gets one log line and one count in
 //! `phone_courier_requests_total`, like `/v1/sms`; the work is the
-//! [`Verifier`]'s.
+//! [`Verifier`]'s. `POST /v1/verify/request` takes an `Idempotency-Key`
+//! header (1 to 255 visible ASCII characters): see [`Verifier::request`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -125,6 +126,12 @@ impl VerifyApi {
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        // Read before the body takes the request; checked once the caller
+        // is authenticated.
+        let idempotency_key = request
+            .headers()
+            .get("idempotency-key")
+            .map(|v| v.to_str().map(str::to_owned));
         let bytes = body::read_authenticated_json(request, cx.auth, cx.server).await?;
         let schema = |e| match e {
             ParseError::MalformedJson => ApiError::MalformedJson,
@@ -132,7 +139,12 @@ impl VerifyApi {
         };
         match endpoint {
             VerifyEndpoint::Request => {
-                let r = self.bodies.request(&bytes).map_err(schema)?;
+                let mut r = self.bodies.request(&bytes).map_err(schema)?;
+                r.idempotency_key = match idempotency_key {
+                    None => None,
+                    Some(Ok(k)) if valid_idempotency_key(&k) => Some(k),
+                    Some(_) => return Err(VerifyError::InvalidIdempotencyKey.into()),
+                };
                 let requested = self.verifier.request(cx.courier, &r).await?;
                 Ok(Answer::VerifyPending(requested))
             }
@@ -192,6 +204,7 @@ impl VerifyApi {
                     locale: None,
                     // The demo runs on a developer's machine only.
                     client_ip: None,
+                    idempotency_key: None,
                 };
                 match self.verifier.request(cx.courier, &r).await {
                     Ok(r) => Outcome {
@@ -222,6 +235,12 @@ impl VerifyApi {
         };
         Answer::Html(demo::page(Some(&outcome), &to))
     }
+}
+
+/// An `Idempotency-Key` is 1 to 255 visible ASCII characters (what
+/// clients send: UUIDs, random tokens).
+fn valid_idempotency_key(key: &str) -> bool {
+    (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A refusal as the demo page shows it: the API's error code and message.

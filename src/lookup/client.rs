@@ -50,7 +50,14 @@ pub enum LookupError {
     Status(u16),
     #[error("Twilio's lookup answer could not be read")]
     Body,
+    /// Not asked: `lookup.max_per_hour` was reached this hour.
+    #[error("the hourly lookup cap (lookup.max_per_hour) was reached")]
+    Capped,
 }
+
+/// The largest Lookup answer read: one number with every package asked
+/// for is about 2 KiB.
+pub const MAX_LOOKUP_ANSWER_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct LookupClient {
@@ -139,7 +146,11 @@ impl LookupClient {
         if !status.is_success() {
             return Err(LookupError::Status(status.as_u16()));
         }
-        let body = response.bytes().await.map_err(|_| LookupError::Body)?;
+        // Bounded: an answer larger than any Lookup answer is not buffered
+        // (it is a failed lookup, as `lookup.on_error` says).
+        let body = crate::provider::twilio::read_bounded(response, MAX_LOOKUP_ANSWER_BYTES)
+            .await
+            .ok_or(LookupError::Body)?;
         let wire: Wire = serde_json::from_slice(&body).map_err(|_| LookupError::Body)?;
         Ok(LookupAnswer {
             line_type: wire

@@ -8,8 +8,11 @@
 //! | `cache` | answers kept per number in the store (keyed hashes), so Kratos's retries cost one lookup on any replica |
 //! | `policy` | the answer turned into a [`Verdict`] or a refusal |
 //!
-//! A refusal comes before the ledger and the quota: it is a certain "not
-//! sent" that takes nothing.
+//! The lookup is the last check before the send (`delivery::courier`'s
+//! table): it is billed, so a message reaches it only after the policy,
+//! the ledger, the fraud guard, the limits and the budget passed it; a
+//! refusal is a certain "not sent" whose quota is given back. Billed
+//! lookups have their own hourly cap (`lookup.max_per_hour`).
 
 mod cache;
 mod client;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::cache;
-use super::client::{Field, LookupAnswer, LookupClient};
+use super::client::{Field, LookupAnswer, LookupClient, LookupError};
 use crate::clock::Clock;
 use crate::config::{LineAction, LookupConfig, LookupOnError, LINE_TYPES};
 use crate::domain::TemplateType;
@@ -79,6 +79,11 @@ impl Lookup {
         }
     }
 
+    /// Whether some line type's action turns an SMS into a call.
+    pub fn may_call(&self) -> bool {
+        self.config.may_call()
+    }
+
     /// The packages this message needs: SIM swap only for the templates
     /// it can refuse (it is billed even when it has no data).
     fn fields(&self, template: &TemplateType) -> Vec<Field> {
@@ -103,7 +108,11 @@ impl Lookup {
         let mut answer = LookupAnswer::default();
         let missing = cache::read(&self.store, &self.keys, e164, &fields, now, &mut answer).await;
         if !missing.is_empty() {
-            match self.client.fetch(e164, &missing).await {
+            let fetched = match self.allowance(now).await {
+                Ok(()) => self.client.fetch(e164, &missing).await,
+                Err(capped) => Err(capped),
+            };
+            match fetched {
                 Ok(fresh) => {
                     self.metrics.lookup_answered(
                         fresh
@@ -118,7 +127,9 @@ impl Lookup {
                     answer.pumping_score = answer.pumping_score.or(fresh.pumping_score);
                 }
                 Err(e) => {
-                    self.metrics.lookup_failed();
+                    if !matches!(e, LookupError::Capped) {
+                        self.metrics.lookup_failed();
+                    }
                     tracing::warn!(error = %e, on_error = ?self.config.on_error, "Twilio Lookup failed");
                     return match self.config.on_error {
                         LookupOnError::Allow => Ok(Verdict::NoOpinion),
@@ -135,6 +146,40 @@ impl Lookup {
             self.metrics.lookup_refused(e.code());
         }
         refused
+    }
+
+    /// One billed lookup from this clock hour's `lookup.max_per_hour`, all
+    /// replicas together (a counter in the store). A store that does not
+    /// answer does not stop the lookup: the cap bounds a bill, and the send
+    /// itself already passed the limits and the budget.
+    async fn allowance(&self, now: u64) -> Result<(), LookupError> {
+        const HOUR_MS: u64 = 3_600_000;
+        let cap = self.config.max_per_hour;
+        if cap == 0 {
+            return Ok(());
+        }
+        let hour = now / HOUR_MS;
+        let key = self.keys.relay("lookup-hour", &[&hour.to_be_bytes()]);
+        match self
+            .store
+            .count_take(&key, cap, now, (hour + 1) * HOUR_MS)
+            .await
+        {
+            Ok(Some(taken)) => {
+                self.metrics
+                    .budget_used_in("lookup_hour", f64::from(taken) / f64::from(cap));
+                Ok(())
+            }
+            Ok(None) => {
+                self.metrics.budget_used_in("lookup_hour", 1.0);
+                self.metrics.lookup_capped();
+                Err(LookupError::Capped)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store did not answer; the lookup is made uncounted");
+                Ok(())
+            }
+        }
     }
 
     /// The answer against the configuration.

@@ -149,7 +149,10 @@ impl NumberingPlan {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .set_capacity(CRATE_REGEX_CACHE_CAPACITY);
-        let _ = super::Recipient::parse_with(self, "+14155550123");
+        // The plan's two steps of a parse (`Recipient::parse_with`), once.
+        if let Some(number) = self.parse_e164("+14155550123") {
+            let _ = self.classify(number.code().value(), &number.national().to_string());
+        }
     }
 
     fn calling_code(&self, code: u16) -> Option<&CallingCode> {

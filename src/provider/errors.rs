@@ -74,37 +74,57 @@ const fn code(
     }
 }
 
-/// Every Twilio code this service knows, sorted by code. One line each:
-/// code, label, when and whose, remembered as unreachable, meaning.
-#[rustfmt::skip]
-pub const CODES: &[KnownCode] = &[
-    code(20003, "20003", Create(Configuration), false, "authentication failed (HTTP 401): wrong account sid, token or API key"),
-    code(20404, "20404", Create(Configuration), false, "resource not found (HTTP 404): the account sid in the path does not exist"),
-    code(20429, "20429", Create(Transient), false, "too many concurrent requests (HTTP 429): not processed, safe to retry"),
-    code(20500, "20500", Create(Transient), false, "Twilio internal error (HTTP 500)"),
-    code(21211, "21211", Create(Recipient), true, "`To` is not a valid phone number"),
-    code(21212, "21212", Create(Configuration), false, "`From` is not a valid number"),
-    code(21268, "21268", Create(Recipient), true, "premium-rate numbers are not allowed"),
-    code(21408, "21408", Create(Recipient), true, "sending to this region is not enabled (the account's geo permissions)"),
-    code(21606, "21606", Create(Configuration), false, "`From` is not an SMS-capable number of this account"),
-    code(21610, "21610", Create(Recipient), true, "the recipient replied STOP (unsubscribed)"),
-    code(21611, "21611", Create(Transient), false, "the `From` number's queue is full"),
-    code(21612, "21612", Create(Recipient), true, "Twilio cannot route to this number"),
-    code(21614, "21614", Create(Recipient), true, "`To` is not a mobile number (a landline): SMS cannot reach it, a call may"),
-    code(21617, "21617", Create(Configuration), false, "the message body is longer than 1600 characters"),
-    code(30001, "30001", Delivery, false, "queue overflow: the message was not sent in time"),
-    code(30002, "30002", Delivery, false, "account suspended"),
-    code(30003, "30003", Delivery, false, "unreachable handset (off or out of coverage)"),
-    code(30004, "30004", Delivery, false, "message blocked by the recipient or the carrier"),
-    code(30005, "30005", Delivery, false, "unknown destination handset"),
-    code(30006, "30006", Delivery, false, "landline or unreachable carrier"),
-    code(30007, "30007", Delivery, false, "filtered by the carrier as spam"),
-    code(30008, "30008", Delivery, false, "unknown error from the carrier"),
-    code(30010, "30010", Delivery, false, "the price is above the message's MaxPrice"),
-    code(30034, "30034", Delivery, false, "sent from an unregistered US 10DLC number"),
-    code(30450, "30450", Delivery, false, "blocked by SMS pumping protection"),
-    code(30453, "30453", Delivery, false, "blocked by SMS pumping protection (suspected fraud)"),
-];
+/// Declares the table and, for the codes the pipeline acts on by name, a
+/// constant: each code is written once, here, and its label is its own
+/// digits.
+macro_rules! known_codes {
+    ($( $code:literal $(as $name:ident)? => $stage:expr, $remember:expr, $meaning:literal; )*) => {
+        $( $( #[doc = $meaning] pub const $name: u32 = $code; )? )*
+
+        /// Every Twilio code this service knows, sorted by code.
+        pub const CODES: &[KnownCode] = &[
+            $( code($code, stringify!($code), $stage, $remember, $meaning), )*
+        ];
+    };
+}
+
+// One line each: code (and its constant's name), when and whose,
+// remembered as unreachable, meaning.
+known_codes! {
+    20003 => Create(Configuration), false, "authentication failed (HTTP 401): wrong account sid, token or API key";
+    20404 => Create(Configuration), false, "resource not found (HTTP 404): the account sid in the path does not exist";
+    20429 => Create(Transient), false, "too many concurrent requests (HTTP 429): not processed, safe to retry";
+    20500 => Create(Transient), false, "Twilio internal error (HTTP 500)";
+    21211 => Create(Recipient), true, "`To` is not a valid phone number";
+    21212 => Create(Configuration), false, "`From` is not a valid number";
+    21268 => Create(Recipient), true, "premium-rate numbers are not allowed";
+    21408 => Create(Recipient), true, "sending to this region is not enabled (the account's geo permissions)";
+    21606 => Create(Configuration), false, "`From` is not an SMS-capable number of this account";
+    21610 => Create(Recipient), true, "the recipient replied STOP (unsubscribed)";
+    21611 => Create(Transient), false, "the `From` number's queue is full";
+    21612 => Create(Recipient), true, "Twilio cannot route to this number";
+    21614 as NOT_MOBILE => Create(Recipient), true, "`To` is not a mobile number (a landline): SMS cannot reach it, a call may";
+    21617 => Create(Configuration), false, "the message body is longer than 1600 characters";
+    30001 => Delivery, false, "queue overflow: the message was not sent in time";
+    30002 => Delivery, false, "account suspended";
+    30003 as UNREACHABLE_HANDSET => Delivery, false, "unreachable handset (off or out of coverage)";
+    30004 => Delivery, false, "message blocked by the recipient or the carrier";
+    30005 as UNKNOWN_HANDSET => Delivery, false, "unknown destination handset";
+    30006 as LANDLINE_OR_UNREACHABLE_CARRIER => Delivery, false, "landline or unreachable carrier";
+    30007 as CARRIER_FILTERED => Delivery, false, "filtered by the carrier as spam";
+    30008 as CARRIER_UNKNOWN_ERROR => Delivery, false, "unknown error from the carrier";
+    30010 => Delivery, false, "the price is above the message's MaxPrice";
+    30034 => Delivery, false, "sent from an unregistered US 10DLC number";
+    30450 => Delivery, false, "blocked by SMS pumping protection";
+    30453 => Delivery, false, "blocked by SMS pumping protection (suspected fraud)";
+    63003 as NOT_ON_WHATSAPP => Create(Recipient), true, "WhatsApp: the number is not on WhatsApp (Meta 1006, 1013, 1021); also a delivery code";
+    63007 => Create(Configuration), false, "WhatsApp: `From` is not a WhatsApp sender of this account";
+    63012 as WHATSAPP_CHANNEL_FAILED => Delivery, false, "WhatsApp: the channel failed (Meta 500, 1011, 1014, 1023, 1025)";
+    63016 => Create(Configuration), false, "WhatsApp: free-form text outside the 24-hour window: a template (ContentSid) is needed";
+    63018 as WHATSAPP_SENDER_OVER_LIMIT => Delivery, false, "WhatsApp: the sender is over its messaging limit (Meta 429, 471, 1015)";
+    63024 as NOT_A_WHATSAPP_RECIPIENT => Create(Recipient), true, "WhatsApp: not a valid recipient (Meta 1002, 1026: not on WhatsApp, terms not accepted, an old app)";
+    63032 as WHATSAPP_USER_LIMITATION => Delivery, false, "WhatsApp: not sent to this user because of a WhatsApp limitation (Meta 472)";
+}
 
 /// The table's entry for `code`, if it has one.
 pub fn lookup(code: u32) -> Option<&'static KnownCode> {
@@ -197,8 +217,12 @@ mod tests {
             .filter(|k| k.remember_unreachable)
             .map(|k| k.code)
             .collect();
-        // Every recipient refusal: no retry of the same request can pass.
-        assert_eq!(remembered, [21211, 21268, 21408, 21610, 21612, 21614]);
+        // Every recipient refusal: no retry of the same request can pass
+        // (63003, 63024: not on WhatsApp, remembered for WhatsApp only).
+        assert_eq!(
+            remembered,
+            [21211, 21268, 21408, 21610, 21612, 21614, 63003, 63024]
+        );
         assert!(!remembers_unreachable(None));
     }
 }

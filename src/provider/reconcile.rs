@@ -156,10 +156,24 @@ impl TwilioClient {
 }
 
 /// How far before `since` an item may be dated and still be the attempt
-/// being reconciled: Twilio's `date_created` is truncated to whole seconds,
-/// and its clock is not ours. Wider would risk taking an older message with
-/// the same text for this one.
-pub const RECONCILE_CLOCK_SKEW: Duration = Duration::from_secs(5);
+/// being reconciled: the clock skew allowed between the clock that wrote
+/// `since` (this service's wall clock, or Redis's for the Redis ledger) and
+/// Twilio's. Twilio's `date_created` is truncated to whole seconds, and a
+/// replica's clock can run ahead of Twilio's by more than that (an NTP
+/// step not yet taken, a VM that resumed): a search from `since` itself
+/// would then miss the message and it would be sent again. With this
+/// margin a clock up to 2 minutes ahead still finds it.
+///
+/// The cost of the margin: an older message to the same number with the
+/// same body (or, with the code known, containing the same code) sent in
+/// those 2 minutes is taken for this one; it carries the same code, so
+/// the recipient has it. A call has no text to compare: any call to the
+/// number from the same caller id in the window counts, so a voice code
+/// requested again within 2 minutes, whose first attempt was uncertain, is
+/// taken as placed. Both happen only on the uncertain path (a timeout or
+/// a broken connection), and the user can ask again; a clock ahead of
+/// Twilio's sent every uncertain message twice.
+pub const RECONCILE_CLOCK_SKEW: Duration = Duration::from_secs(120);
 /// Items per page when reconciling: a number rarely gets more than a few
 /// messages in a few seconds, so one page is almost always enough.
 pub const RECONCILE_PAGE_SIZE: u32 = 20;

@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::config::{Config, ProviderKind, SmsSender};
+use crate::config::{Config, ProviderKind, SmsSender, WhatsAppUse};
 use crate::provider::breaker::{Breaker, CircuitState};
-use crate::provider::twilio::{ClientError, OutgoingCall, OutgoingSms, TwilioClient};
+use crate::provider::twilio::{
+    ClientError, OutgoingCall, OutgoingSms, OutgoingWhatsApp, TwilioClient,
+};
 
 /// One provider, ready to send.
 #[derive(Debug)]
@@ -36,6 +38,8 @@ pub struct Provider {
     /// numbers.
     sms_sender: SmsSender,
     voice_from: Option<String>,
+    /// Whether it sends WhatsApp, and from which sender.
+    whatsapp: WhatsAppUse,
     /// Where it posts statuses (its kind's path), when they are configured.
     status_callback: Option<String>,
     pub timeout: Duration,
@@ -88,6 +92,7 @@ impl ProviderSet {
                     breaker: Breaker::new(&config.failover, clock.clone()),
                     slots: Arc::new(tokio::sync::Semaphore::new(p.api.max_in_flight)),
                     sms_sender: p.api.sms_sender.clone(),
+                    whatsapp: p.api.whatsapp.clone(),
                     voice_from: p.api.voice_from.as_ref().map(ToString::to_string),
                     status_callback: public.map(|u| format!("{u}{}", p.kind.status_path())),
                     timeout: p.api.timeout,
@@ -108,6 +113,21 @@ impl ProviderSet {
     /// In order of preference.
     pub fn iter(&self) -> impl Iterator<Item = &Provider> {
         self.providers.iter()
+    }
+
+    /// The walk of one send: `first` (a provider an earlier attempt of the
+    /// message used), then the others in order of preference. A name this
+    /// replica does not have changes nothing.
+    pub fn order(&self, first: Option<&str>) -> Vec<&Provider> {
+        let first = first.and_then(|n| self.providers.iter().find(|p| p.name == n));
+        first
+            .into_iter()
+            .chain(
+                self.providers
+                    .iter()
+                    .filter(|p| first.is_none_or(|f| !std::ptr::eq(*p, f))),
+            )
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -169,6 +189,13 @@ impl Provider {
             .store(Credentials::Verified as u8, Ordering::SeqCst);
     }
 
+    /// Apply an outcome to the breaker and keep the circuit gauge in step.
+    pub fn note_circuit(&self, outcome: impl FnOnce()) {
+        outcome();
+        let open = self.breaker.circuit() != CircuitState::Closed;
+        self.series.circuit(open);
+    }
+
     /// The SMS as this provider sends it: its sender and status callback.
     pub fn sms(&self, sms: &OutgoingSms) -> OutgoingSms {
         OutgoingSms {
@@ -179,6 +206,25 @@ impl Provider {
                 .and(self.status_callback.clone()),
             ..sms.clone()
         }
+    }
+
+    /// The WhatsApp message as this provider sends it (from `[whatsapp]`'s
+    /// sender or the account's own, the status callback its own); `None`
+    /// for a provider without WhatsApp (SignalWire, or `whatsapp = false`).
+    pub fn whatsapp(&self, message: &OutgoingWhatsApp) -> Option<OutgoingWhatsApp> {
+        let sender = match &self.whatsapp {
+            WhatsAppUse::Off => return None,
+            WhatsAppUse::Shared => message.sender.clone(),
+            WhatsAppUse::Own(sender) => sender.clone(),
+        };
+        Some(OutgoingWhatsApp {
+            sender,
+            status_callback: message
+                .status_callback
+                .as_ref()
+                .and(self.status_callback.clone()),
+            ..message.clone()
+        })
     }
 
     /// The call as this provider places it; `None` when it has no caller id.

@@ -10,6 +10,10 @@
 //! ([`TwilioClient::find_message`], [`TwilioClient::find_call`]): after a
 //! send timed out or broke once the request was written, the provider may
 //! have the message, and the next attempt asks before sending again.
+//!
+//! (Longer than our usual 400 lines, on purpose: one client of one REST
+//! API: the forms it posts and the decoding of the answers sit together,
+//! and about 200 of its lines are tests of that decoding.)
 
 use std::time::Duration;
 
@@ -27,6 +31,47 @@ pub struct OutgoingSms {
     /// Seconds Twilio may keep trying (1..=36000).
     pub validity_period: Option<u32>,
     pub status_callback: Option<String>,
+}
+
+/// A WhatsApp authentication template to create with `POST
+/// .../Messages.json`: `whatsapp:` addresses, the template's `ContentSid`
+/// and the code as its variable 1, no `Body` (Meta fixes the text).
+#[derive(Debug, Clone)]
+pub struct OutgoingWhatsApp {
+    /// E.164, without `whatsapp:` (the form adds it).
+    pub to: String,
+    pub sender: SmsSender,
+    pub content_sid: String,
+    pub code: String,
+    pub status_callback: Option<String>,
+}
+
+/// The prefix of a WhatsApp address in Twilio's `To` and `From`.
+pub const WHATSAPP_PREFIX: &str = "whatsapp:";
+
+impl OutgoingWhatsApp {
+    /// The form fields, in the order they are sent.
+    pub fn form(&self) -> Vec<(&'static str, String)> {
+        let mut f = vec![("To", self.address())];
+        match &self.sender {
+            SmsSender::From(n) => f.push(("From", format!("{WHATSAPP_PREFIX}{n}"))),
+            SmsSender::MessagingServiceSid(s) => f.push(("MessagingServiceSid", s.clone())),
+        }
+        f.push(("ContentSid", self.content_sid.clone()));
+        f.push((
+            "ContentVariables",
+            serde_json::json!({ "1": self.code }).to_string(),
+        ));
+        if let Some(cb) = &self.status_callback {
+            f.push(("StatusCallback", cb.clone()));
+        }
+        f
+    }
+
+    /// `whatsapp:+…`: the `To` Twilio lists the message under.
+    pub fn address(&self) -> String {
+        format!("{WHATSAPP_PREFIX}{}", self.to)
+    }
 }
 
 /// A call to create with `POST .../Calls.json`.
@@ -135,6 +180,14 @@ impl ProviderError {
         )
     }
 
+    /// Whether the failure counts toward the provider's circuit breaker: a
+    /// transient failure (no connection, a timeout, a 5xx or 429, an
+    /// unreadable answer), whether it answered a send or a reconciliation.
+    /// A list too long to reconcile came from a provider that is up.
+    pub fn counts_toward_circuit(&self) -> bool {
+        self.class() == FailureClass::Transient && *self != ProviderError::Inconclusive
+    }
+
     /// Twilio's error code, when it gave one.
     pub fn provider_code(&self) -> Option<u32> {
         match self {
@@ -185,6 +238,9 @@ pub struct TwilioClient {
     /// The whole of a reconciliation (every page it reads) is bounded by the
     /// same time as one request, so asking never costs more than sending.
     pub(super) timeout: Duration,
+    /// Connecting (DNS, TCP, TLS) may take this long, always less than
+    /// `timeout`: see [`map_transport`].
+    pub(super) connect_timeout: Duration,
     /// `Basic base64(user:password)`, encoded once, marked sensitive so that
     /// hyper never logs or compresses it.
     pub(super) authorization: http::HeaderValue,
@@ -202,7 +258,10 @@ impl TwilioClient {
     pub fn new(config: &TwilioConfig) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(3)))
+            // Shorter than `timeout` (the configuration checks it): a
+            // connection that cannot be made ends at this, reported as a
+            // connect error, before the request's own timeout can fire.
+            .connect_timeout(config.connect_timeout)
             // A redirected POST would silently become a GET: treat any 3xx
             // as the misconfiguration it is.
             .redirect(reqwest::redirect::Policy::none())
@@ -223,16 +282,67 @@ impl TwilioClient {
             messages: url("/Messages.json")?,
             calls: url("/Calls.json")?,
             timeout: config.timeout,
+            connect_timeout: config.connect_timeout,
             authorization: basic_authorization(&config.username, &config.password),
         })
     }
 
     pub async fn send_sms(&self, sms: &OutgoingSms) -> Result<Accepted, ProviderError> {
-        self.create(&self.messages, &sms.form()).await
+        self.send_sms_within(sms, self.timeout).await
     }
 
     pub async fn create_call(&self, call: &OutgoingCall) -> Result<Accepted, ProviderError> {
-        self.create(&self.calls, &call.form()).await
+        self.create_call_within(call, self.timeout).await
+    }
+
+    /// [`Self::send_sms`] with at most `limit` for the whole request
+    /// (never more than the configured timeout; see [`Self::request_limit`]).
+    pub async fn send_sms_within(
+        &self,
+        sms: &OutgoingSms,
+        limit: Duration,
+    ) -> Result<Accepted, ProviderError> {
+        self.create(&self.messages, &sms.form(), limit).await
+    }
+
+    /// A WhatsApp template message, with at most `limit` for the whole
+    /// request.
+    pub async fn send_whatsapp_within(
+        &self,
+        message: &OutgoingWhatsApp,
+        limit: Duration,
+    ) -> Result<Accepted, ProviderError> {
+        self.create(&self.messages, &message.form(), limit).await
+    }
+
+    /// [`Self::create_call`] with at most `limit` for the whole request.
+    pub async fn create_call_within(
+        &self,
+        call: &OutgoingCall,
+        limit: Duration,
+    ) -> Result<Accepted, ProviderError> {
+        self.create(&self.calls, &call.form(), limit).await
+    }
+
+    /// How long connecting may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The least time a shortened request (a failover late in Kratos's
+    /// request) may be given: the connect timeout and a second for the
+    /// request itself. Less, and the request timeout could fire while still
+    /// connecting, which reqwest reports as a plain timeout (uncertain).
+    pub fn shortest_request(&self) -> Duration {
+        self.connect_timeout + Duration::from_secs(1)
+    }
+
+    /// `limit`, kept within the configured timeout and above
+    /// [`Self::shortest_request`].
+    fn request_limit(&self, limit: Duration) -> Duration {
+        limit
+            .min(self.timeout)
+            .max(self.shortest_request().min(self.timeout))
     }
 
     /// `GET /2010-04-01/Accounts/{sid}.json`: do the credentials work?
@@ -255,6 +365,7 @@ impl TwilioClient {
         &self,
         resource: &reqwest::Url,
         form: &[(&'static str, String)],
+        limit: Duration,
     ) -> Result<Accepted, ProviderError> {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
@@ -267,7 +378,8 @@ impl TwilioClient {
                 http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
-            .header(http::header::ACCEPT, "application/json");
+            .header(http::header::ACCEPT, "application/json")
+            .timeout(self.request_limit(limit));
         // The provider call continues the trace (W3C traceparent).
         if let Some(trace) = crate::telemetry::traces::outgoing_headers() {
             request = request.headers(trace);
@@ -286,7 +398,15 @@ impl TwilioClient {
             #[serde(borrow)]
             sid: Option<std::borrow::Cow<'a, str>>,
         }
-        let body = response.bytes().await.unwrap_or_default();
+        // Read with a bound: an answer larger than any Twilio resource (or
+        // one that breaks off) is not buffered. The 2xx status already said
+        // the provider has the message, so such an answer is an acceptance
+        // whose sid is unknown (`sid: None`), never a failure: a failure
+        // would make Kratos retry and the message be sent twice, and
+        // "uncertain" would only ask the provider what its 2xx already said.
+        let body = read_bounded(response, MAX_CREATE_ANSWER_BYTES)
+            .await
+            .unwrap_or_default();
         let sid = serde_json::from_slice::<Created<'_>>(&body)
             .ok()
             .and_then(|c| c.sid)
@@ -307,11 +427,26 @@ pub(crate) fn basic_authorization(user: &str, password: &SecretString) -> http::
     value
 }
 
+/// What a failed request means for the message.
+///
+/// reqwest reports (0.12, `reqwest::Error`):
+/// - `is_connect()` when the connector failed: DNS, the TCP connect, the
+///   TLS handshake, and the client's `connect_timeout` (a timed-out connect
+///   is a connect error whose source is a timeout, so `is_timeout()` is
+///   true as well). No byte of the request was written: [`ProviderError::Connect`],
+///   certainly not sent, whatever else it says. This is tested first.
+/// - `is_timeout()` alone when the request's own timeout fired. reqwest
+///   does not say in which phase; the connect timeout is always shorter
+///   than the request's (the configuration and [`TwilioClient::request_limit`]
+///   keep it so), so a connection still being made has failed as a connect
+///   error before this can fire, and the request may have been written:
+///   [`ProviderError::Timeout`], uncertain.
+/// - anything else (a connection broken after it was made): uncertain.
 pub(super) fn map_transport(e: reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::Timeout
-    } else if e.is_connect() {
+    if e.is_connect() {
         ProviderError::Connect
+    } else if e.is_timeout() {
+        ProviderError::Timeout
     } else {
         ProviderError::Transport
     }
@@ -326,7 +461,7 @@ pub(super) async fn rejected(response: reqwest::Response) -> ProviderError {
         .and_then(|v| v.trim().parse::<u64>().ok());
     // Read at most a bounded error body: a hostile or broken upstream must
     // not make us buffer without limit.
-    let code = match read_bounded(response, 16 * 1024).await {
+    let code = match read_bounded(response, MAX_ERROR_ANSWER_BYTES).await {
         Some(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v.get("code").and_then(|c| c.as_u64()))
@@ -340,15 +475,33 @@ pub(super) async fn rejected(response: reqwest::Response) -> ProviderError {
     }
 }
 
-pub(super) async fn read_bounded(mut response: reqwest::Response, max: usize) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        if out.len() + chunk.len() > max {
-            return None;
-        }
-        out.extend_from_slice(&chunk);
+/// The largest create answer read: a Twilio message or call resource is
+/// about 2 KiB.
+pub const MAX_CREATE_ANSWER_BYTES: usize = 64 * 1024;
+/// The largest error answer read (Twilio's are a few hundred bytes).
+pub const MAX_ERROR_ANSWER_BYTES: usize = 16 * 1024;
+
+/// The whole body, or `None` when it is longer than `max` bytes (by its
+/// `Content-Length` or as it arrives) or breaks off: at most `max` bytes and
+/// one chunk are ever held, and the rest is never read (dropping the
+/// response closes the connection).
+pub(crate) async fn read_bounded(mut response: reqwest::Response, max: usize) -> Option<Vec<u8>> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return None;
     }
-    Some(out)
+    let mut out = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if out.len() + chunk.len() > max {
+                    return None;
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Some(out),
+            Err(_) => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -376,6 +529,188 @@ mod tests {
         assert_eq!(r(307, None).class(), FailureClass::Configuration);
         assert_eq!(ProviderError::Timeout.class(), FailureClass::Transient);
         assert_eq!(ProviderError::Connect.class(), FailureClass::Transient);
+    }
+
+    /// A client of `base` with these timeouts (ms).
+    fn client(base: &str, timeout_ms: u64, connect_ms: u64) -> TwilioClient {
+        TwilioClient::new(&TwilioConfig {
+            base_url: base.to_owned(),
+            account_sid: "AC0123456789abcdef0123456789abcdef".to_owned(),
+            username: "AC0123456789abcdef0123456789abcdef".to_owned(),
+            password: SecretString::from("token"),
+            sms_sender: SmsSender::From(crate::config::SenderId::parse("+15005550006").unwrap()),
+            voice_from: None,
+            timeout: Duration::from_millis(timeout_ms),
+            connect_timeout: Duration::from_millis(connect_ms),
+            verify_credentials_on_start: false,
+            max_in_flight: 1,
+            signing_token: None,
+            whatsapp: crate::config::WhatsAppUse::Shared,
+        })
+        .unwrap()
+    }
+
+    fn sms() -> OutgoingSms {
+        OutgoingSms {
+            to: "+14155550123".into(),
+            sender: SmsSender::From(crate::config::SenderId::parse("+15005550006").unwrap()),
+            body: "Your code is 482917".into(),
+            validity_period: None,
+            status_callback: None,
+        }
+    }
+
+    /// A listener whose accept queue (backlog 1) is full of our own idle
+    /// connections: further SYNs are dropped and a connect hangs. Returns
+    /// it and the connections holding the queue.
+    async fn syn_dropping_listener() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let connect = tokio::net::TcpStream::connect(addr);
+            match tokio::time::timeout(Duration::from_millis(300), connect).await {
+                Ok(Ok(stream)) => held.push(stream),
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => return (listener, held),
+            }
+        }
+        panic!("the accept queue never filled");
+    }
+
+    #[tokio::test]
+    async fn a_connect_timeout_is_not_sent_even_though_reqwest_calls_it_a_timeout() {
+        let (listener, _held) = syn_dropping_listener().await;
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        // What reqwest reports: a connect error whose source is a timeout.
+        let e = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(100))
+            .timeout(Duration::from_millis(2000))
+            .build()
+            .unwrap()
+            .get(&base)
+            .send()
+            .await
+            .unwrap_err();
+        assert!(e.is_connect() && e.is_timeout(), "{e:?}");
+        let e = map_transport(e);
+        assert_eq!(e, ProviderError::Connect);
+        assert!(!e.may_have_been_sent());
+        // Through the client; and a request given less time than its
+        // connect timeout still ends at the connect timeout (the request
+        // timeout, which reqwest reports without a phase, cannot fire
+        // first).
+        let c = client(&base, 2000, 100);
+        assert_eq!(c.send_sms(&sms()).await, Err(ProviderError::Connect));
+        assert_eq!(
+            c.send_sms_within(&sms(), Duration::from_millis(10)).await,
+            Err(ProviderError::Connect)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_sent() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = client(&format!("http://127.0.0.1:{port}"), 2000, 500);
+        assert_eq!(c.send_sms(&sms()).await, Err(ProviderError::Connect));
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_not_sent() {
+        // `.invalid` never resolves (RFC 2606): the DNS step of connecting.
+        let c = client("http://api.twilio.invalid", 2000, 500);
+        assert_eq!(c.send_sms(&sms()).await, Err(ProviderError::Connect));
+    }
+
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_not_sent() {
+        // Answers the TLS ClientHello with plain HTTP: the handshake fails
+        // before any request could be written.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let c = client(&format!("https://127.0.0.1:{port}"), 2000, 500);
+        assert_eq!(c.send_sms(&sms()).await, Err(ProviderError::Connect));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_once_connected_is_uncertain() {
+        // Accepts and reads, never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = got.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        seen.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        let e = client(&base, 300, 150).send_sms(&sms()).await.unwrap_err();
+        assert_eq!(e, ProviderError::Timeout);
+        assert!(e.may_have_been_sent());
+        assert!(
+            got.load(std::sync::atomic::Ordering::SeqCst) > 0,
+            "the request was written"
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_up_to_the_bound() {
+        let answer = |body: Vec<u8>| reqwest::Response::from(http::Response::new(body));
+        assert_eq!(
+            read_bounded(answer(b"{}".to_vec()), 2).await.as_deref(),
+            Some(&b"{}"[..])
+        );
+        assert_eq!(read_bounded(answer(vec![b'x'; 3]), 2).await, None);
+    }
+
+    #[test]
+    fn whatsapp_form_has_addresses_template_and_code_and_no_body() {
+        let m = OutgoingWhatsApp {
+            to: "+5511987654321".into(),
+            sender: SmsSender::From(crate::config::SenderId::parse("+14155550100").unwrap()),
+            content_sid: "HX0123456789abcdef0123456789abcdef".into(),
+            code: "482917".into(),
+            status_callback: Some("https://c.example/v1/twilio/status".into()),
+        };
+        assert_eq!(
+            m.form(),
+            vec![
+                ("To", "whatsapp:+5511987654321".to_owned()),
+                ("From", "whatsapp:+14155550100".to_owned()),
+                (
+                    "ContentSid",
+                    "HX0123456789abcdef0123456789abcdef".to_owned()
+                ),
+                ("ContentVariables", r#"{"1":"482917"}"#.to_owned()),
+                (
+                    "StatusCallback",
+                    "https://c.example/v1/twilio/status".to_owned()
+                ),
+            ]
+        );
     }
 
     #[test]

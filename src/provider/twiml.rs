@@ -146,6 +146,17 @@ pub fn code_twiml(speech: &Speech<'_>, code: &str) -> String {
     )
 }
 
+/// The TwiML document for a call that reads a notification's text (a
+/// message without a code, to a number that takes no SMS) once, escaped.
+pub fn text_twiml(speech: &Speech<'_>, text: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say voice=\"{}\" language=\"{}\">{}</Say></Response>",
+        escape_xml(speech.voice),
+        escape_xml(speech.language),
+        escape_xml(text.trim()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,11 @@
 //!
 //! An SMS whose outcome is uncertain (the request may have reached Twilio)
 //! is looked for in Twilio's list before the next try, so it is not sent
-//! twice.
+//! twice. Only the list read is retried: [`LIST_READS`] reads at most,
+//! [`LIST_READ_PAUSE`] apart (doubling). If none of them answers, the SMS
+//! is not sent again: the target is given up, counted `uncertain` and
+//! logged (without the text or the number), since one text that may be
+//! missing is better than two that certainly arrived.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,6 +28,13 @@ use crate::provider::twilio::{OutgoingSms, ProviderError, TwilioClient};
 use crate::telemetry::relay_metrics::RelayMetrics;
 
 use super::payload;
+
+/// Reads of Twilio's message list, after an uncertain try, before the
+/// target is given up as uncertain (never sent again unanswered).
+pub const LIST_READS: u32 = 3;
+
+/// The pause after the first failed list read; it doubles after each.
+pub const LIST_READ_PAUSE: Duration = Duration::from_secs(1);
 
 /// One thing to deliver.
 pub enum Target {
@@ -64,6 +75,16 @@ pub struct Forwarder {
     pub metrics: RelayMetrics,
 }
 
+/// What Twilio's message list said about an uncertain SMS.
+enum Listed {
+    /// Twilio has it: the earlier try went out.
+    Found,
+    /// Twilio does not have it: it may be sent.
+    Missing,
+    /// The list could not be read (the error's kind, for the log line).
+    Unknown(&'static str),
+}
+
 /// How one try ended.
 enum Try {
     Delivered,
@@ -100,11 +121,27 @@ impl Forwarder {
         let mut uncertain_since: Option<SystemTime> = None;
         for n in 1..=self.attempts {
             if let (Target::Sms { to, text, .. }, Some(since)) = (&target, uncertain_since) {
-                // The last try may have reached Twilio: look before sending.
-                if let Ok(Some(_)) = self.twilio.find_message(to, text, None, since).await {
-                    self.metrics.forward(kind, "delivered");
-                    tracing::info!(route, sid, target = %format!("{kind}#{index}"), attempt = n, "relayed (found at the provider)");
-                    return;
+                // An earlier try may have reached Twilio: look before
+                // sending, and send only if Twilio says it does not have it.
+                match self.listed(to, text, since).await {
+                    Listed::Found => {
+                        self.metrics.forward(kind, "delivered");
+                        tracing::info!(route, sid, target = %format!("{kind}#{index}"), attempt = n, "relayed (found at the provider)");
+                        return;
+                    }
+                    Listed::Missing => {}
+                    Listed::Unknown(error) => {
+                        self.metrics.forward(kind, "uncertain");
+                        tracing::warn!(
+                            route,
+                            sid,
+                            target = %format!("{kind}#{index}"),
+                            attempt = n,
+                            provider_error = error,
+                            "relay SMS given up: an earlier try may have reached Twilio and its message list could not be read; not sending again"
+                        );
+                        return;
+                    }
                 }
             }
             let started = SystemTime::now();
@@ -129,6 +166,25 @@ impl Forwarder {
         }
         self.metrics.forward(kind, "dropped");
         tracing::warn!(route, sid, target = %format!("{kind}#{index}"), "relay target dropped");
+    }
+
+    /// Ask Twilio's list whether it has the SMS, reading it again (at most
+    /// [`LIST_READS`] times) while it cannot be read. Never sends.
+    async fn listed(&self, to: &E164, text: &str, since: SystemTime) -> Listed {
+        let mut pause = LIST_READ_PAUSE;
+        let mut read = 1;
+        loop {
+            match self.twilio.find_message(to, text, None, since).await {
+                Ok(Some(_)) => return Listed::Found,
+                Ok(None) => return Listed::Missing,
+                Err(e) if read >= LIST_READS => return Listed::Unknown(e.kind()),
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    read += 1;
+                }
+            }
+        }
     }
 
     async fn try_once(&self, target: &Target) -> Try {

@@ -1,21 +1,14 @@
-//! The edge of the relay: Twilio's incoming-message webhook, checked and
-//! parsed into an [`Inbound`]. Nothing past this file sees a form field.
+//! The edge of the relay: Twilio's incoming-message webhook parsed into an
+//! [`Inbound`]. Nothing past this file sees a form field.
 //!
-//! The signature is checked before anything else is looked at, with the
-//! one implementation the service has (`provider::signature`): a post
-//! without a valid `X-Twilio-Signature` is refused whatever it carries.
-
-use http::Request;
-use hyper::body::Body;
-use secrecy::SecretString;
+//! The signature is checked before anything else is looked at, by the
+//! HTTP edge (`http::relay`, with the one implementation the service has,
+//! `provider::signature`): a post without a valid `X-Twilio-Signature`
+//! (keyed with the account's auth token; for a SignalWire account, its
+//! signing key in `X-SignalWire-Signature` or its alias) is refused
+//! whatever it carries, before this file sees it.
 
 use crate::config::{Sender, E164};
-use crate::http::answer::ApiError;
-use crate::http::body;
-
-/// An incoming-message webhook is a few KiB (a 1600-character body and
-/// Twilio's location fields).
-const MAX_WEBHOOK_BYTES: usize = 16 * 1024;
 
 /// An incoming message, as Twilio described it.
 #[derive(Clone)]
@@ -54,23 +47,8 @@ pub fn masked(from: &str) -> String {
     }
 }
 
-/// Check the signature of `request` against `url` and the account's auth
-/// token, then read the message.
-pub async fn read<B>(
-    request: Request<B>,
-    url: &str,
-    token: &SecretString,
-) -> Result<Inbound, ApiError>
-where
-    B: Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let params = body::read_signed_form(request, url, token, MAX_WEBHOOK_BYTES).await?;
-    parse(&params)
-}
-
-/// The message in signed parameters.
-fn parse(params: &[(String, String)]) -> Result<Inbound, ApiError> {
+/// The message in signed parameters; `None` when a field Twilio always sends is missing or malformed.
+pub fn parse(params: &[(String, String)]) -> Option<Inbound> {
     let field = |name: &str| {
         params
             .iter()
@@ -79,13 +57,10 @@ fn parse(params: &[(String, String)]) -> Result<Inbound, ApiError> {
     };
     let sid = field("MessageSid")
         .or(field("SmsSid"))
-        .filter(|s| (2..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .ok_or(ApiError::InvalidWebhook)?;
-    let from = field("From")
-        .filter(|f| !f.trim().is_empty())
-        .ok_or(ApiError::InvalidWebhook)?;
-    let to = field("To").ok_or(ApiError::InvalidWebhook)?;
-    Ok(Inbound {
+        .filter(|s| (2..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))?;
+    let from = field("From").filter(|f| !f.trim().is_empty())?;
+    let to = field("To")?;
+    Some(Inbound {
         sid: sid.to_owned(),
         from: from.to_owned(),
         sender: Sender::parse(from),
@@ -129,17 +104,14 @@ mod tests {
             .into_iter()
             .filter(|(k, _)| k != missing)
             .collect();
-            assert!(
-                matches!(parse(&params), Err(ApiError::InvalidWebhook)),
-                "{missing}"
-            );
+            assert!(parse(&params).is_none(), "{missing}");
         }
         assert!(parse(&pairs(&[
             ("MessageSid", "SM../x"),
             ("From", "a"),
             ("To", "b")
         ]))
-        .is_err());
+        .is_none());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! webhooks (`POST /v1/twilio/inbound`, when `relay.enabled`).
 //!
 //! ```text
-//! Twilio ──POST /v1/twilio/inbound──▶ inbound: signature, fields (403 / 400 / 415)
+//! Twilio ──POST /v1/twilio/inbound──▶ http::relay: signature, body; inbound: fields (403 / 400 / 415)
 //!                                       │ routing: loop guard, our number, route by sender
 //!                                       │ store: MessageSid seen? route's hour full?
 //!   ◀── 200 <Response/> ────────────────┤ (every decision is answered the same)
@@ -12,7 +12,7 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `inbound` | the webhook's signature and fields, parsed into [`inbound::Inbound`] |
+//! | `inbound` | the webhook's fields, parsed into [`inbound::Inbound`] (its signature and body are checked by `http::relay` first) |
 //! | `routing` | the route a sender takes, the loop guard |
 //! | `payload` | the SMS text, the Slack message, the webhook JSON and its signature |
 //! | `forward` | one target's tries and pauses, and its outcome |
@@ -33,20 +33,16 @@ pub mod routing;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
-use hyper::body::Body;
 use secrecy::SecretString;
 
 use crate::clock::Clock;
-use crate::config::{Config, RelayConfig, SmsSender, E164};
-use crate::delivery::error::DeliveryError;
-use crate::http::answer::{Answer, ApiError};
+use crate::config::{Config, ProviderKind, RelayConfig, SmsSender, E164};
 use crate::provider::twilio::TwilioClient;
 use crate::store::{Keys, Store};
 use crate::telemetry::metrics::Metrics;
 
 use forward::{Forwarder, Target};
-use inbound::Inbound;
+pub use inbound::Inbound;
 use routing::Decision;
 
 /// How long a MessageSid is remembered: Twilio's retries come within
@@ -59,11 +55,25 @@ const HOUR_MS: u64 = 3_600_000;
 #[error("cannot build the relay's HTTP client: {0}")]
 pub struct RelayError(#[from] reqwest::Error);
 
+/// What a webhook is checked against: the URL Twilio signed, whose
+/// signature header is read, the key, and the time its body has.
+pub struct Webhook<'a> {
+    pub url: &'a str,
+    pub signer: ProviderKind,
+    pub token: &'a SecretString,
+    pub body_timeout: Duration,
+}
+
 /// The receiving side of the relay, present only when it is enabled.
 pub struct Relay {
     config: RelayConfig,
-    /// The account's auth token, which signs Twilio's webhooks.
+    /// The account's auth token, which signs Twilio's webhooks (the first
+    /// provider's: its signing key when that is a SignalWire space).
     token: SecretString,
+    /// The kind of that first provider: which signature header is read.
+    signer: ProviderKind,
+    /// `server.body_read_timeout`: the time the webhook's body has.
+    body_timeout: Duration,
     /// `relay.numbers` and the courier's own sender: a message from one of
     /// them is never relayed, nor a forward sent to one.
     own: Vec<E164>,
@@ -113,6 +123,11 @@ impl Relay {
         Ok(Some(Relay {
             config: relay.clone(),
             token: token.clone(),
+            signer: config
+                .providers
+                .first()
+                .map_or(ProviderKind::Twilio, |p| p.kind),
+            body_timeout: config.server.body_read_timeout,
             own,
             store,
             keys,
@@ -122,32 +137,35 @@ impl Relay {
         }))
     }
 
-    /// `POST /v1/twilio/inbound`: check, decide, start the forwards, and
-    /// answer Twilio at once. A refused signature is 403 and nothing else
-    /// happens; every decision after it is answered `<Response/>`.
-    pub async fn handle<B>(&self, request: Request<B>) -> Answer
-    where
-        B: Body,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
-        let message = match inbound::read(request, &self.config.inbound_url, &self.token).await {
-            Ok(m) => m,
-            Err(e) => {
-                if matches!(e, ApiError::InvalidSignature) {
-                    self.metrics.relay().inbound("invalid_signature");
-                    tracing::warn!("incoming message refused: missing or wrong signature");
-                }
-                return Answer::Error(e);
-            }
-        };
-        match self.relay(&message).await {
+    /// What the HTTP edge (`http::relay`) checks a webhook against before
+    /// the relay reads it.
+    pub fn webhook(&self) -> Webhook<'_> {
+        Webhook {
+            url: &self.config.inbound_url,
+            signer: self.signer,
+            token: &self.token,
+            body_timeout: self.body_timeout,
+        }
+    }
+
+    /// A webhook refused for its signature: counted, logged, nothing else.
+    pub fn signature_refused(&self) {
+        self.metrics.relay().inbound("invalid_signature");
+        tracing::warn!("incoming message refused: missing or wrong signature");
+    }
+
+    /// A checked message: decide and start the forwards (answered at once;
+    /// every decision is answered the same). `Err` when the store did not
+    /// answer, logged here.
+    pub async fn receive(&self, message: &Inbound) -> Result<(), crate::store::StoreError> {
+        match self.relay(message).await {
             Ok(outcome) => {
                 self.metrics.relay().inbound(outcome);
-                Answer::TwimlEmpty
+                Ok(())
             }
             Err(e) => {
                 tracing::warn!(sid = message.sid, error = %e, "incoming message not relayed: the store did not answer");
-                Answer::Error(ApiError::Delivery(DeliveryError::StoreUnavailable))
+                Err(e)
             }
         }
     }

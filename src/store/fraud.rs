@@ -28,6 +28,12 @@ pub const PEAK_DAYS: u64 = 14;
 /// at most this in practice; the kit sets 15 minutes).
 pub const NUMBER_TTL_MS: u64 = DAY_MS;
 
+/// How long a number that confirmed a code is *trusted*: the prefix
+/// limiter and the prefix hold do not apply to it (`delivery::limits`,
+/// `delivery::fraud`). Pumped numbers never confirm, so only the people
+/// who use their codes earn it, each for their own number.
+pub const TRUSTED_MS: u64 = 30 * DAY_MS;
+
 /// What one send or confirmation is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FraudKeys {
@@ -54,6 +60,10 @@ pub struct Tally {
     pub confirmed: u32,
     /// The most confirmations in one clock hour over the last 14 days.
     pub peak_confirmed: u32,
+    /// The busiest hour of each of those days, oldest first (today last;
+    /// 0 for a day with none): what `delivery::fraud` bounds the peak's
+    /// growth with.
+    pub daily_peaks: [u32; PEAK_DAYS as usize],
     /// Held as suspect until then (0: never).
     pub suspect_until: UnixMs,
 }
@@ -63,6 +73,8 @@ pub struct Tally {
 pub struct Tallies {
     pub country: Tally,
     pub prefix: Tally,
+    /// The number confirmed a code within [`TRUSTED_MS`].
+    pub number_trusted: bool,
 }
 
 impl Tallies {
@@ -96,6 +108,8 @@ struct State {
     prefixes: HashMap<LimitKey, Counts>,
     /// Outstanding codes per number, and when the last one stops counting.
     numbers: HashMap<LimitKey, (u32, UnixMs)>,
+    /// Numbers that confirmed a code, until when they are trusted.
+    trusted: HashMap<LimitKey, UnixMs>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -153,17 +167,17 @@ impl Counts {
             .filter(|s| s.id <= id && s.id + SLOTS > id);
         let (sent, confirmed) =
             recent.fold((0, 0), |(s, c), slot| (s + slot.sent, c + slot.confirmed));
-        let peak_confirmed = self
-            .days
-            .iter()
-            .filter(|(d, _)| *d <= day && d + PEAK_DAYS > day)
-            .map(|(_, max)| *max)
-            .max()
-            .unwrap_or(0);
+        let mut daily_peaks = [0; PEAK_DAYS as usize];
+        for (d, max) in &self.days {
+            if *d <= day && d + PEAK_DAYS > day {
+                daily_peaks[(PEAK_DAYS - 1 - (day - d)) as usize] = *max;
+            }
+        }
         Tally {
             sent,
             confirmed,
-            peak_confirmed,
+            peak_confirmed: daily_peaks.iter().copied().max().unwrap_or(0),
+            daily_peaks,
             suspect_until: self.suspect_until,
         }
     }
@@ -183,7 +197,13 @@ impl MemoryFraud {
         Tallies {
             country: tally(state.countries.get(&keys.calling_code)),
             prefix: tally(state.prefixes.get(&keys.prefix)),
+            number_trusted: state.is_trusted(keys.number, now),
         }
+    }
+
+    /// Whether `number` confirmed a code within [`TRUSTED_MS`].
+    pub fn trusted(&self, number: LimitKey, now: UnixMs) -> bool {
+        self.lock().is_trusted(number, now)
     }
 
     pub fn record_sent(&self, keys: &FraudKeys, now: UnixMs) -> Tallies {
@@ -204,6 +224,7 @@ impl MemoryFraud {
                 if *outstanding == 0 {
                     state.numbers.remove(&keys.number);
                 }
+                state.trusted.insert(keys.number, now + TRUSTED_MS);
                 Confirmed::Counted(state.add(keys, now, 0, 1))
             }
             _ => Confirmed::NeverSent,
@@ -226,12 +247,14 @@ impl MemoryFraud {
         state.countries.retain(|_, c| !c.idle(now));
         state.prefixes.retain(|_, c| !c.idle(now));
         state.numbers.retain(|_, (_, until)| *until > now);
+        state.trusted.retain(|_, until| *until > now);
     }
 
     /// Prefixes and numbers held (tests check that pruning bounds them).
+    #[cfg(test)]
     pub fn entries(&self) -> usize {
         let state = self.lock();
-        state.prefixes.len() + state.numbers.len()
+        state.prefixes.len() + state.numbers.len() + state.trusted.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -242,15 +265,21 @@ impl MemoryFraud {
 }
 
 impl State {
+    fn is_trusted(&self, number: LimitKey, now: UnixMs) -> bool {
+        self.trusted.get(&number).is_some_and(|until| *until > now)
+    }
+
     fn add(&mut self, keys: &FraudKeys, now: UnixMs, sent: u32, confirmed: u32) -> Tallies {
         let country = self.countries.entry(keys.calling_code).or_default();
         country.add(now, sent, confirmed);
         let country = country.tally(now);
         let prefix = self.prefixes.entry(keys.prefix).or_default();
         prefix.add(now, sent, confirmed);
+        let prefix = prefix.tally(now);
         Tallies {
             country,
-            prefix: prefix.tally(now),
+            prefix,
+            number_trusted: self.is_trusted(keys.number, now),
         }
     }
 }
@@ -299,6 +328,31 @@ mod tests {
         );
         assert_eq!(f.tallies(&K, t0 + 13 * DAY_MS).prefix.peak_confirmed, 1);
         assert_eq!(f.tallies(&K, t0 + 14 * DAY_MS).prefix.peak_confirmed, 0);
+    }
+
+    #[test]
+    fn a_confirmed_number_is_trusted_for_30_days_and_days_are_kept_apart() {
+        let f = MemoryFraud::default();
+        let t0 = 100 * DAY_MS;
+        f.record_sent(&K, t0);
+        assert!(!f.tallies(&K, t0).number_trusted);
+        assert!(!f.trusted(K.number, t0));
+        f.record_confirmed(&K, t0 + 1000);
+        assert!(f.tallies(&K, t0 + 1000).number_trusted);
+        assert!(f.trusted(K.number, t0 + TRUSTED_MS));
+        assert!(!f.trusted(K.number, t0 + 1000 + TRUSTED_MS));
+        // Another number of the same prefix is not.
+        assert!(!f.trusted(K.number + 1, t0 + 1000));
+        // Two confirmations the next day: oldest first, today last.
+        for i in 0..2 {
+            f.record_sent(&K, t0 + DAY_MS + i);
+            f.record_confirmed(&K, t0 + DAY_MS + 10 + i);
+        }
+        let peaks = f.tallies(&K, t0 + DAY_MS + 100).prefix.daily_peaks;
+        assert_eq!(peaks[12..], [1, 2]);
+        assert_eq!(peaks[..12], [0; 12]);
+        f.prune(t0 + 1000 + TRUSTED_MS + DAY_MS);
+        assert_eq!(f.entries(), 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! "one mutex per call" can be checked in one file; a third of it is tests.)
 
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -28,12 +28,13 @@ use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use tokio::sync::Notify;
 
+use super::expiring::Expiring;
 use super::fraud::{Confirmed, FraudKeys, FraudScope, Tallies};
 use super::{
-    BudgetTake, BudgetUsed, Cell, Claim, Entry, Limiter, MessageKey, Owner, RecipientKey, Refusal,
-    RelayKey, Reservation, Settle, StoreError, UnixMs,
+    BudgetTake, BudgetUsed, Cell, Claim, Entry, Limiter, MessageKey, Owner, RecipientKey,
+    RecordKey, Refusal, RelayKey, Reservation, Settle, StoreError, UnixMs,
 };
-use super::{CodeCheck, Pending, PendingCode, VerifyKey};
+use super::{CodeCheck, Idempotency, Pending, PendingCode, VerifyKey};
 use crate::clock::Clock;
 use crate::domain::BudgetScope;
 
@@ -50,6 +51,8 @@ pub struct MemoryStore {
     fraud: super::fraud::MemoryFraud,
     /// The verify API's pending codes (see the verify block below).
     verify: Mutex<Expiring<VerifyKey, PendingRecord>>,
+    /// The verify API's `Idempotency-Key`s.
+    idempotency: Mutex<Expiring<VerifyKey, IdempotencyRecord>>,
     /// Sealed fallback records and cached lookups (`store::records`).
     records: super::records::MemoryRecords,
 }
@@ -140,13 +143,9 @@ impl MemoryStore {
                 counts: Expiring::new(max_entries),
             }),
             verify: Mutex::new(Expiring::new(max_entries)),
+            idempotency: Mutex::new(Expiring::new(max_entries)),
             records: super::records::MemoryRecords::new(max_entries),
         }
-    }
-
-    /// The records of `store::records` (kept in their own file).
-    pub(super) fn records(&self) -> &super::records::MemoryRecords {
-        &self.records
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
@@ -279,8 +278,21 @@ impl MemoryStore {
         &self,
         cells: &[Cell],
         budget: Option<BudgetTake>,
-        _now: UnixMs,
+        now: UnixMs,
     ) -> Result<Result<Reservation, Refusal>, StoreError> {
+        // A trusted number skips the cells that say so (`Cell::unless_trusted`).
+        let kept: Vec<Cell>;
+        let cells = match cells.iter().find_map(|c| c.unless_trusted) {
+            Some(number) if self.fraud.trusted(number, now) => {
+                kept = cells
+                    .iter()
+                    .filter(|c| c.unless_trusted.is_none())
+                    .copied()
+                    .collect();
+                &kept[..]
+            }
+            _ => cells,
+        };
         // One lock for limits and budget: probe everything, then commit
         // everything, so a refusal takes nothing.
         let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
@@ -404,7 +416,8 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Keys held across all limiters (for tests and benchmarks).
+    /// Keys held across all limiters (tests check that pruning bounds them).
+    #[cfg(test)]
     pub fn limit_keys(&self) -> usize {
         let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         limits.values().map(|b| b.limiter.len()).sum()
@@ -564,62 +577,45 @@ impl Sid {
     }
 }
 
-/// Entries that expire at a time given on insertion; past `max`, the oldest
-/// inserted go first.
-pub(super) struct Expiring<K, V> {
-    map: HashMap<K, (UnixMs, V)>,
-    order: VecDeque<(UnixMs, K)>,
-    max: usize,
-}
-
-impl<K: Copy + Eq + Hash, V> Expiring<K, V> {
-    pub(super) fn new(max: usize) -> Self {
-        Expiring {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            max: max.max(1),
-        }
+/// Sealed fallback records and cached Lookups (see `store::records`),
+/// kept apart from the ledger.
+impl MemoryStore {
+    pub async fn stash_put(
+        &self,
+        key: &RecordKey,
+        sealed: &[u8],
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<(), StoreError> {
+        self.records.stash_put(key, sealed, now, until);
+        Ok(())
     }
 
-    pub(super) fn prune(&mut self, now: UnixMs) {
-        // `order` is by insertion; a record kept longer than the one in front
-        // of it waits for that one, which is bounded by the longest keep.
-        while let Some((expires, key)) = self.order.front().copied() {
-            if expires > now && self.map.len() <= self.max {
-                break;
-            }
-            self.order.pop_front();
-            // Only remove if this queue entry is the live one.
-            if self.map.get(&key).is_some_and(|(e, _)| *e == expires) {
-                self.map.remove(&key);
-            }
-        }
-        if self.map.capacity() > 64 && self.map.len() < self.map.capacity() / 4 {
-            self.map.shrink_to_fit();
-            self.order.shrink_to_fit();
-        }
+    pub async fn stash_take(
+        &self,
+        key: &RecordKey,
+        now: UnixMs,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.records.stash_take(key, now))
     }
 
-    pub(super) fn get(&self, key: &K, now: UnixMs) -> Option<&V> {
-        self.map
-            .get(key)
-            .filter(|(expires, _)| *expires > now)
-            .map(|(_, v)| v)
+    pub async fn lookup_get(
+        &self,
+        key: &RecordKey,
+        now: UnixMs,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self.records.lookup_get(key, now))
     }
 
-    pub(super) fn insert(&mut self, key: K, value: V, now: UnixMs, keep: Duration) {
-        let expires = now + keep.as_millis() as u64;
-        self.map.insert(key, (expires, value));
-        self.order.push_back((expires, key));
-        self.prune(now);
-    }
-
-    pub(super) fn remove(&mut self, key: &K) {
-        self.map.remove(key);
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
+    pub async fn lookup_put(
+        &self,
+        key: &RecordKey,
+        value: &str,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<(), StoreError> {
+        self.records.lookup_put(key, value, now, until);
+        Ok(())
     }
 }
 
@@ -656,14 +652,25 @@ impl MemoryStore {
         now: UnixMs,
         until: UnixMs,
     ) -> Result<bool, StoreError> {
+        Ok(self.count_take(key, limit, now, until).await?.is_some())
+    }
+
+    /// See [`super::Store::count_take`].
+    pub async fn count_take(
+        &self,
+        key: &RelayKey,
+        limit: u32,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<Option<u32>, StoreError> {
         let mut marks = self.relay_marks();
         let taken = marks.counts.get(key, now).copied().unwrap_or(0);
         if taken >= limit {
-            return Ok(false);
+            return Ok(None);
         }
         let keep = Duration::from_millis(until.saturating_sub(now).max(1));
         marks.counts.insert(*key, taken + 1, now, keep);
-        Ok(true)
+        Ok(Some(taken + 1))
     }
 }
 
@@ -704,11 +711,6 @@ impl MemoryStore {
         self.fraud.mark_suspect(keys, scope, until, now);
         Ok(())
     }
-
-    /// Fraud-guard entries held (prefixes and numbers), for tests.
-    pub fn fraud_entries(&self) -> usize {
-        self.fraud.entries()
-    }
 }
 
 /// A pending code as kept in memory: the code's record, and its counts.
@@ -717,6 +719,17 @@ struct PendingRecord {
     code: PendingCode,
     attempts: u32,
     sends: u32,
+    /// 0: sent, checkable. More: not sent yet, by this many requests at
+    /// work (`Store::verify_pending`).
+    unsent: u32,
+}
+
+/// An `Idempotency-Key` as kept in memory: the body it was used with, and
+/// the answer once there is one.
+#[derive(Debug, Clone)]
+struct IdempotencyRecord {
+    fingerprint: [u8; 32],
+    answer: Option<String>,
 }
 
 /// The verify API's pending codes, bounded like the ledger (past
@@ -736,12 +749,14 @@ impl MemoryStore {
         let record = match pending.get(key, now) {
             Some(r) => PendingRecord {
                 sends: r.sends.saturating_add(1),
+                unsent: if r.unsent > 0 { r.unsent + 1 } else { 0 },
                 ..*r
             },
             None => PendingRecord {
                 code: *fresh,
                 attempts: 0,
                 sends: 1,
+                unsent: 1,
             },
         };
         let keep = Duration::from_millis(record.code.expires_at.saturating_sub(now));
@@ -761,7 +776,7 @@ impl MemoryStore {
     ) -> Result<CodeCheck, StoreError> {
         use subtle::ConstantTimeEq;
         let mut pending = self.pending();
-        let Some(record) = pending.get(key, now).copied() else {
+        let Some(record) = pending.get(key, now).copied().filter(|r| r.unsent == 0) else {
             return Ok(CodeCheck::NoPendingCode);
         };
         if bool::from(record.code.hash.ct_eq(hash)) {
@@ -783,6 +798,116 @@ impl MemoryStore {
         Ok(CodeCheck::Mismatch {
             attempts_left: max_attempts - attempts,
         })
+    }
+
+    pub async fn verify_sent(
+        &self,
+        key: &VerifyKey,
+        hash: &[u8; 32],
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
+        let mut pending = self.pending();
+        let Some(record) = pending.get(key, now).copied() else {
+            return Ok(false);
+        };
+        if record.code.hash != *hash {
+            return Ok(false);
+        }
+        if record.unsent > 0 {
+            let keep = Duration::from_millis(record.code.expires_at.saturating_sub(now));
+            pending.insert(
+                *key,
+                PendingRecord {
+                    unsent: 0,
+                    ..record
+                },
+                now,
+                keep,
+            );
+        }
+        Ok(true)
+    }
+
+    pub async fn verify_unsent(
+        &self,
+        key: &VerifyKey,
+        hash: &[u8; 32],
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        let mut pending = self.pending();
+        let Some(record) = pending.get(key, now).copied() else {
+            return Ok(());
+        };
+        if record.code.hash != *hash || record.unsent == 0 {
+            return Ok(());
+        }
+        if record.unsent == 1 {
+            pending.remove(key);
+        } else {
+            let keep = Duration::from_millis(record.code.expires_at.saturating_sub(now));
+            let unsent = record.unsent - 1;
+            pending.insert(*key, PendingRecord { unsent, ..record }, now, keep);
+        }
+        Ok(())
+    }
+
+    fn idempotency(&self) -> std::sync::MutexGuard<'_, Expiring<VerifyKey, IdempotencyRecord>> {
+        self.idempotency.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub async fn verify_idempotency_begin(
+        &self,
+        key: &VerifyKey,
+        fingerprint: &[u8; 32],
+        now: UnixMs,
+        lease_until: UnixMs,
+    ) -> Result<Idempotency, StoreError> {
+        let mut keys = self.idempotency();
+        if let Some(r) = keys.get(key, now) {
+            return Ok(match &r.answer {
+                Some(answer) => Idempotency::Done {
+                    fingerprint: r.fingerprint,
+                    answer: answer.clone(),
+                },
+                None => Idempotency::InProgress {
+                    fingerprint: r.fingerprint,
+                },
+            });
+        }
+        let record = IdempotencyRecord {
+            fingerprint: *fingerprint,
+            answer: None,
+        };
+        let keep = Duration::from_millis(lease_until.saturating_sub(now).max(1));
+        keys.insert(*key, record, now, keep);
+        Ok(Idempotency::New)
+    }
+
+    pub async fn verify_idempotency_finish(
+        &self,
+        key: &VerifyKey,
+        fingerprint: &[u8; 32],
+        answer: Option<&str>,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<(), StoreError> {
+        let mut keys = self.idempotency();
+        match keys.get(key, now) {
+            Some(r) if r.answer.is_none() && r.fingerprint == *fingerprint => {}
+            _ => return Ok(()),
+        }
+        match answer {
+            Some(answer) => {
+                let record = IdempotencyRecord {
+                    fingerprint: *fingerprint,
+                    answer: Some(answer.to_owned()),
+                };
+                let keep = Duration::from_millis(until.saturating_sub(now).max(1));
+                keys.insert(*key, record, now, keep);
+            }
+            None => keys.remove(key),
+        }
+        Ok(())
     }
 }
 
@@ -921,6 +1046,7 @@ mod tests {
             key,
             interval: Duration::from_secs(3600),
             burst,
+            unless_trusted: None,
         };
         let recipient = cell(LimitName::Recipient, 1, 2);
         let global = cell(LimitName::Global, 0, 3);
@@ -1063,6 +1189,13 @@ mod tests {
             s.verify_pending(&key, &other, t + 1).await,
             Ok(Pending { code, sends: 2 })
         );
+        // Not checkable before a send of it was accepted.
+        assert_eq!(
+            s.verify_check(&key, &[1; 32], 2, t + 1).await,
+            Ok(CodeCheck::NoPendingCode)
+        );
+        assert_eq!(s.verify_sent(&key, &[9; 32], t + 1).await, Ok(false));
+        assert_eq!(s.verify_sent(&key, &[1; 32], t + 1).await, Ok(true));
         assert_eq!(
             s.verify_check(&key, &[9; 32], 2, t + 2).await,
             Ok(CodeCheck::Mismatch { attempts_left: 1 })
@@ -1075,8 +1208,11 @@ mod tests {
             s.verify_check(&key, &[1; 32], 2, t + 4).await,
             Ok(CodeCheck::NoPendingCode)
         );
+        // An approved code is never made checkable again.
+        assert_eq!(s.verify_sent(&key, &[1; 32], t + 4).await, Ok(false));
         // The last wrong attempt drops it; expiry ends it.
         s.verify_pending(&key, &code, t).await.unwrap();
+        s.verify_sent(&key, &[1; 32], t).await.unwrap();
         s.verify_check(&key, &[9; 32], 2, t).await.unwrap();
         assert_eq!(
             s.verify_check(&key, &[9; 32], 2, t).await,
@@ -1087,10 +1223,77 @@ mod tests {
             Ok(CodeCheck::NoPendingCode)
         );
         s.verify_pending(&key, &code, t).await.unwrap();
+        s.verify_sent(&key, &[1; 32], t).await.unwrap();
         assert_eq!(
             s.verify_check(&key, &[1; 32], 2, t + 600_000).await,
             Ok(CodeCheck::NoPendingCode)
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_first_send_leaves_nothing_and_a_resend_is_kept() {
+        let (s, clock) = store();
+        let t = clock.unix().as_millis() as u64;
+        let key = [4u8; 16];
+        let code = PendingCode {
+            hash: [1; 32],
+            seed: [2; 16],
+            expires_at: t + 600_000,
+        };
+        let other = PendingCode {
+            hash: [9; 32],
+            ..code
+        };
+        // Two requests at once send the one unsent code; one is refused,
+        // the other accepted: the code is checkable.
+        s.verify_pending(&key, &code, t).await.unwrap();
+        s.verify_pending(&key, &other, t).await.unwrap();
+        s.verify_unsent(&key, &[1; 32], t).await.unwrap();
+        assert_eq!(s.verify_sent(&key, &[1; 32], t).await, Ok(true));
+        // A refused resend of a sent code keeps it.
+        s.verify_pending(&key, &other, t).await.unwrap();
+        s.verify_unsent(&key, &[1; 32], t).await.unwrap();
+        assert_eq!(
+            s.verify_check(&key, &[1; 32], 2, t).await,
+            Ok(CodeCheck::Approved)
+        );
+        // A refused first send leaves nothing: the next request is fresh.
+        s.verify_pending(&key, &code, t).await.unwrap();
+        s.verify_unsent(&key, &[1; 32], t).await.unwrap();
+        assert_eq!(
+            s.verify_pending(&key, &other, t).await,
+            Ok(Pending {
+                code: other,
+                sends: 1
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_hold_in_progress_then_the_answer() {
+        let (s, clock) = store();
+        let t = clock.unix().as_millis() as u64;
+        let (key, fp) = ([5u8; 16], [6u8; 32]);
+        let begin = |now| s.verify_idempotency_begin(&key, &fp, now, now + 1000);
+        assert_eq!(begin(t).await, Ok(Idempotency::New));
+        assert_eq!(
+            begin(t + 1).await,
+            Ok(Idempotency::InProgress { fingerprint: fp })
+        );
+        // Forgotten after a refusal: the next one runs again.
+        s.verify_idempotency_finish(&key, &fp, None, t + 2, t + 2)
+            .await
+            .unwrap();
+        assert_eq!(begin(t + 3).await, Ok(Idempotency::New));
+        s.verify_idempotency_finish(&key, &fp, Some("a"), t + 4, t + 10_000)
+            .await
+            .unwrap();
+        let done = Idempotency::Done {
+            fingerprint: fp,
+            answer: "a".into(),
+        };
+        assert_eq!(begin(t + 9_999).await, Ok(done));
+        assert_eq!(begin(t + 10_000).await, Ok(Idempotency::New));
     }
 
     #[tokio::test]

@@ -10,9 +10,17 @@
 //! Every operation that decides something is atomic in the backend (a mutex
 //! in memory, a Lua script in Redis), and takes the time from the caller's
 //! [`crate::clock::Clock`] (Unix milliseconds), so tests decide what time it
-//! is. Nothing stored is a phone number, a code or a body: keys are keyed
+//! is; except that Redis judges ledger leases by its own clock (plus the
+//! clock's test offset), so replicas whose clocks disagree still agree on
+//! them (see [`redis`]). Nothing stored is a phone number, a code or a body: keys are keyed
 //! hashes ([`Keys`]), values are states, sids, counters and times.
+//!
+//! (Longer than our usual 400 lines, on purpose: the store's one interface:
+//! each operation is declared and documented once here, with the types both
+//! backends share, and dispatched to the backend (with
+//! `store.redis.on_error = "local"`'s fallback) in the same place.)
 
+mod expiring;
 pub mod fraud;
 pub mod keys;
 pub mod memory;
@@ -117,6 +125,11 @@ pub struct Cell {
     /// The emission interval (one cell per `interval`) and the burst.
     pub interval: Duration,
     pub burst: u32,
+    /// Not taken when this number (its keyed hash, as
+    /// [`FraudKeys::number`]) confirmed a code within
+    /// [`fraud::TRUSTED_MS`]: the prefix limiter's exemption for the people
+    /// in a block who use their codes.
+    pub unless_trusted: Option<LimitKey>,
 }
 
 /// The limiters: per channel, per kind.
@@ -191,7 +204,7 @@ pub fn open(
                 )),
             };
             let store = Store::Redis {
-                redis: redis::RedisStore::connect(r)?,
+                redis: redis::RedisStore::connect(r)?.with_clock(clock.clone()),
                 fallback: (r.on_error == OnError::Local).then(memory),
                 failures,
             };
@@ -366,7 +379,8 @@ impl Store {
         budget: Option<BudgetTake>,
         now: UnixMs,
     ) -> Result<Result<Reservation, Refusal>, StoreError> {
-        let result = match self.side(side)? {
+        let backend = self.side(side)?;
+        let result = match backend {
             Backend::Memory(m) => m.reserve(cells, budget, now).await,
             Backend::Redis(r) => r.reserve(cells, budget, now).await,
         };
@@ -489,6 +503,19 @@ impl Store {
     ) -> Result<bool, StoreError> {
         dispatch!(self.relay_take(key, limit, now, until))
     }
+
+    /// [`Self::relay_take`] with the count: how many were taken in the
+    /// window, this one included, or `None` if `limit` were taken already.
+    /// Also the Lookup's hourly cap (`lookup.max_per_hour`).
+    pub async fn count_take(
+        &self,
+        key: &RelayKey,
+        limit: u32,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<Option<u32>, StoreError> {
+        dispatch!(self.count_take(key, limit, now, until))
+    }
 }
 
 /// A code the verify API sent and waits to see again (`src/verify/`): a
@@ -526,6 +553,21 @@ pub enum CodeCheck {
     NoPendingCode,
 }
 
+/// What [`Store::verify_idempotency_begin`] found for an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Unknown: the caller now holds it (in progress) and does the work.
+    New,
+    /// Another request with the key is still at work.
+    InProgress { fingerprint: [u8; 32] },
+    /// A request with the key was answered: `answer` (the verifier's own
+    /// encoding; never a code or a number).
+    Done {
+        fingerprint: [u8; 32],
+        answer: String,
+    },
+}
+
 /// The verify API's pending codes (`src/verify/`): in the store so that a
 /// code requested on one replica can be checked on another. Each call is
 /// atomic (a mutex in memory, a Lua script in Redis): of concurrent checks
@@ -533,7 +575,11 @@ pub enum CodeCheck {
 impl Store {
     /// The pending code of `key` if one lives at `now` (its send count
     /// raised by one), or else `fresh`, stored with no attempts until its
-    /// `expires_at`.
+    /// `expires_at` but *unsent*: a check finds nothing until
+    /// [`Store::verify_sent`] says a send of it was accepted, and
+    /// [`Store::verify_unsent`] drops it if no send of it was. (Concurrent
+    /// first requests find the same unsent code; each is one "in flight"
+    /// until it says which.)
     pub async fn verify_pending(
         &self,
         key: &VerifyKey,
@@ -541,6 +587,61 @@ impl Store {
         now: UnixMs,
     ) -> Result<Pending, StoreError> {
         dispatch!(self.verify_pending(key, fresh, now))
+    }
+
+    /// A send of the code `hash` was accepted by a provider (or may have
+    /// been: uncertain): the code becomes checkable. `false` if the record
+    /// holds another code or none (an approved or dropped code is never
+    /// made checkable again).
+    pub async fn verify_sent(
+        &self,
+        key: &VerifyKey,
+        hash: &[u8; 32],
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.verify_sent(key, hash, now))
+    }
+
+    /// A send of the code `hash` was certainly not made (refused): if it is
+    /// still unsent and no other request is sending it, it is dropped, so
+    /// a refused request leaves nothing to check. A code sent already
+    /// (this was a resend) is left as it is.
+    pub async fn verify_unsent(
+        &self,
+        key: &VerifyKey,
+        hash: &[u8; 32],
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.verify_unsent(key, hash, now))
+    }
+
+    /// Starts the request `key` made with an `Idempotency-Key` (a keyed
+    /// hash of it) for the body `fingerprint` (a keyed hash of the number
+    /// and body): [`Idempotency::New`] and marked in progress until
+    /// `lease_until` if the key is unknown at `now`, else what is recorded.
+    pub async fn verify_idempotency_begin(
+        &self,
+        key: &VerifyKey,
+        fingerprint: &[u8; 32],
+        now: UnixMs,
+        lease_until: UnixMs,
+    ) -> Result<Idempotency, StoreError> {
+        dispatch!(self.verify_idempotency_begin(key, fingerprint, now, lease_until))
+    }
+
+    /// Ends what [`Store::verify_idempotency_begin`] started for
+    /// `fingerprint`: `Some(answer)` keeps the answer until `until` (a retry
+    /// is given it), `None` forgets the key (a retry runs again). Does
+    /// nothing if the key is not in progress for `fingerprint`.
+    pub async fn verify_idempotency_finish(
+        &self,
+        key: &VerifyKey,
+        fingerprint: &[u8; 32],
+        answer: Option<&str>,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.verify_idempotency_finish(key, fingerprint, answer, now, until))
     }
 
     /// Compares `hash` with the pending code's in constant time; approves

@@ -10,13 +10,14 @@
 //!   a short text such as `landline`, kept for the configured time.
 //!
 //! Keys are keyed hashes ([`super::Keys::record_key`]); neither value holds
-//! a number or a code in the clear. This file holds the memory backend and
-//! the dispatch; `redis/records.rs` the Redis one.
+//! a number or a code in the clear. This file holds the memory backend's
+//! part (which `memory.rs` holds and calls) and the dispatch;
+//! `redis/records.rs` the Redis one.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::memory::{Expiring, MemoryStore};
+use super::expiring::Expiring;
 use super::{RecordKey, Store, StoreError, UnixMs};
 
 /// The memory backend's records, bounded like the ledger.
@@ -37,6 +38,25 @@ impl MemoryRecords {
         lock(&self.stash).prune(now);
         lock(&self.lookups).prune(now);
     }
+
+    pub(super) fn stash_put(&self, key: &RecordKey, sealed: &[u8], now: UnixMs, until: UnixMs) {
+        lock(&self.stash).insert(*key, sealed.to_vec(), now, keep(now, until));
+    }
+
+    pub(super) fn stash_take(&self, key: &RecordKey, now: UnixMs) -> Option<Vec<u8>> {
+        let mut stash = lock(&self.stash);
+        let found = stash.get(key, now).cloned();
+        stash.remove(key);
+        found
+    }
+
+    pub(super) fn lookup_get(&self, key: &RecordKey, now: UnixMs) -> Option<String> {
+        lock(&self.lookups).get(key, now).cloned()
+    }
+
+    pub(super) fn lookup_put(&self, key: &RecordKey, value: &str, now: UnixMs, until: UnixMs) {
+        lock(&self.lookups).insert(*key, value.to_owned(), now, keep(now, until));
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -44,53 +64,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// How long a record lives from `now` to `until` (at least a millisecond).
-pub(super) fn keep(now: UnixMs, until: UnixMs) -> Duration {
+fn keep(now: UnixMs, until: UnixMs) -> Duration {
     Duration::from_millis(until.saturating_sub(now).max(1))
-}
-
-impl MemoryStore {
-    pub async fn stash_put(
-        &self,
-        key: &RecordKey,
-        sealed: &[u8],
-        now: UnixMs,
-        until: UnixMs,
-    ) -> Result<(), StoreError> {
-        let mut stash = lock(&self.records().stash);
-        stash.insert(*key, sealed.to_vec(), now, keep(now, until));
-        Ok(())
-    }
-
-    pub async fn stash_take(
-        &self,
-        key: &RecordKey,
-        now: UnixMs,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut stash = lock(&self.records().stash);
-        let found = stash.get(key, now).cloned();
-        stash.remove(key);
-        Ok(found)
-    }
-
-    pub async fn lookup_get(
-        &self,
-        key: &RecordKey,
-        now: UnixMs,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(lock(&self.records().lookups).get(key, now).cloned())
-    }
-
-    pub async fn lookup_put(
-        &self,
-        key: &RecordKey,
-        value: &str,
-        now: UnixMs,
-        until: UnixMs,
-    ) -> Result<(), StoreError> {
-        let mut lookups = lock(&self.records().lookups);
-        lookups.insert(*key, value.to_owned(), now, keep(now, until));
-        Ok(())
-    }
 }
 
 /// Dispatch, with the local fallback of `store.redis.on_error = "local"`

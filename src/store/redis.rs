@@ -7,12 +7,44 @@
 //! Every operation that reads and writes is one Lua script, run atomically
 //! by Redis (sent by EVALSHA, loaded again after a Redis restart), so two
 //! replicas asking at once get answers as if they had asked one after the
-//! other. Times are the caller's (`now`, Unix ms from the service clock),
-//! never Redis's: every record carries the instant it stops counting, and
-//! reads compare it with `now`. Redis's own expiry (PX) only collects what
-//! no read would count any more, a minute late ([`GC_MARGIN_MS`]), so clocks
-//! that disagree (replicas, Redis) never lose state early: a record past its
-//! time, or a TAT that has passed, answers exactly as no record.
+//! other. Every record carries the instant it stops counting, and reads
+//! compare it with "now". Redis's own expiry (PX) only collects what no read
+//! would count any more, a minute late ([`GC_MARGIN_MS`]), so clocks that
+//! disagree never lose state early: a record past its time, or a TAT that
+//! has passed, answers exactly as no record.
+//!
+//! # Whose clock
+//!
+//! **The delivery ledger** (`m:` records: claim, settle) is judged by
+//! Redis's clock: the claim and settle scripts read `redis.call('TIME')`
+//! and compute and compare every time in the record (`since`, the lease,
+//! `until`) against it; the caller passes durations (lease, keep), never an
+//! instant. So replicas whose wall clocks disagree (an NTP step, a VM that
+//! resumed) still agree on whether a lease ran out or a record is still
+//! kept: a claim made on one replica is `Busy` for another however far
+//! ahead that replica's clock is, and no message is sent twice because of
+//! it. `since`, which reconciliation compares with the provider's dates,
+//! is Redis's time too (see `crate::provider::reconcile` for the skew
+//! allowed). The record format is unchanged. (Scripts that read `TIME` and
+//! then write need Redis 5 or newer, where scripts are replicated by their
+//! effects.)
+//!
+//! Tests move time with [`Clock::advance`] instead of sleeping, and Redis's
+//! clock cannot be moved: the scripts add the store's clock's test offset
+//! ([`Clock::offset`], 0 in production) to `TIME`, sent as `T<ms>` in the
+//! script's time argument. That is the one seam, chosen over passing the
+//! caller's `now`: `now` is a reading of the very clock that may be wrong,
+//! while the offset is only what a test moved (0 in production), so no
+//! replica's wall clock enters the judgement. The store's transition tests,
+//! which walk through exact instants, build the store with
+//! [`RedisStore::judging_by_caller_time`]: the scripts then take the
+//! caller's `now` (sent as plain digits) instead of `TIME`, and are
+//! otherwise the same.
+//!
+//! Everything else (unreachable marks, rate-limit TATs, budget days, relay
+//! marks, pending codes, records) uses the caller's `now`: the service
+//! clock's wall time, read at each call ([`crate::clock`]). The memory
+//! store uses the caller's clock for everything, the ledger included.
 //!
 //! # Keys and values
 //!
@@ -24,8 +56,10 @@
 //! | `u:<hash>` | an unreachable recipient: `until\|` or `until\|provider code` |
 //! | `l:<channel>:<limiter>:<hash>` | a GCRA cell: its theoretical arrival time, Unix nanoseconds |
 //! | `b:<day>:t`, `b:<day>:c:<calling code>` | the day's budget counters |
-//! | `r:<hash>` | the inbound relay's marks: a message seen (`until`), a route's hourly count (`until\|count`) |
+//! | `r:<hash>` | the inbound relay's marks: a message seen (`until`), a route's hourly count (`until\|count`); also the verify API's hourly check counts |
 //! | `v:<hash>` | a pending verification code: `until\|attempts\|sends\|code hash\|seed` (hex) |
+//! | `w:<hash>` | a verification code not sent yet: `until\|requests sending it\|sends\|code hash\|seed` (hex) |
+//! | `i:<hash>` | a verify `Idempotency-Key`: `until\|P\|body hash` (in progress) or `until\|D\|body hash\|answer` |
 //! | `s:<hash>` | a sealed fallback record (`records`): `until\|sealed bytes` (hex) |
 //! | `k:<hash>` | a cached Lookup answer (`records`): `until\|answer` |
 //!
@@ -63,7 +97,8 @@ use super::{
     BudgetTake, BudgetUsed, Cell, Claim, Entry, MessageKey, Owner, RecipientKey, Refusal, RelayKey,
     Reservation, Settle, StoreError, UnixMs,
 };
-use super::{CodeCheck, Pending, PendingCode, VerifyKey};
+use super::{CodeCheck, Idempotency, Pending, PendingCode, VerifyKey};
+use crate::clock::Clock;
 use crate::config::RedisConfig;
 use crate::domain::BudgetScope;
 
@@ -75,6 +110,17 @@ pub struct RedisStore {
     conn: OnceCell<ConnectionManager>,
     prefix: String,
     timeout: Duration,
+    /// Whose clock judges the ledger (see the module documentation).
+    ledger_time: LedgerTime,
+}
+
+/// Whose clock the ledger scripts judge leases and record lifetimes by.
+#[derive(Debug, Clone)]
+enum LedgerTime {
+    /// Redis's `TIME` plus this clock's test offset (0 in production).
+    Redis(Clock),
+    /// The caller's `now` (the store's transition tests).
+    Caller,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -111,7 +157,34 @@ impl RedisStore {
             conn: OnceCell::new(),
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
+            ledger_time: LedgerTime::Redis(Clock::system()),
         })
+    }
+
+    /// The ledger is judged by Redis's `TIME` plus `clock`'s test offset
+    /// (the service clock: 0 in production, moved by [`Clock::advance`] in
+    /// tests). [`RedisStore::connect`] starts with the system clock's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.ledger_time = LedgerTime::Redis(clock);
+        self
+    }
+
+    /// For tests of the scripts' transitions at exact instants: the ledger
+    /// is judged by the caller's `now` instead of Redis's `TIME`. Never in
+    /// production: replicas whose clocks disagree would then disagree on
+    /// leases.
+    pub fn judging_by_caller_time(mut self) -> Self {
+        self.ledger_time = LedgerTime::Caller;
+        self
+    }
+
+    /// The ledger scripts' time argument: `T<offset ms>` (Redis's `TIME`
+    /// plus the test offset) or the caller's `now`.
+    fn ledger_time(&self, now: UnixMs) -> String {
+        match &self.ledger_time {
+            LedgerTime::Redis(clock) => format!("T{}", clock.offset().as_millis()),
+            LedgerTime::Caller => now.to_string(),
+        }
     }
 
     /// Runs `op` on the connection, within the timeout, connecting first if
@@ -184,13 +257,14 @@ impl RedisStore {
     ) -> Result<Claim, StoreError> {
         let key = self.message_key(key);
         let keep_ms = ttl_ms(keep);
+        let time = self.ledger_time(now);
         let answer: String = self
             .run("claim", |mut conn| async move {
                 CLAIM
                     .key(key)
-                    .arg(now)
-                    .arg(now.saturating_add(ttl_ms(lease)))
-                    .arg(now.saturating_add(keep_ms))
+                    .arg(time)
+                    .arg(ttl_ms(lease))
+                    .arg(keep_ms)
                     .arg(keep_ms + GC_MARGIN_MS)
                     .arg(owner_hex(owner))
                     .invoke_async(&mut conn)
@@ -210,7 +284,8 @@ impl RedisStore {
                     .map(|since| Claim::Reconcile { since, provider })
                     .map_err(|_| corrupt("claim"))
             }
-            Some(b'A') => match parse_entry(&answer, now) {
+            // Live by the script's clock (which may not be the caller's).
+            Some(b'A') => match parse_entry(&answer, 0) {
                 Some(Some(Entry::Accepted { sid })) => Ok(Claim::Accepted { sid }),
                 _ => Err(corrupt("claim")),
             },
@@ -228,13 +303,15 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         let key = self.message_key(key);
         let keep_ms = ttl_ms(keep);
+        let time = self.ledger_time(now);
         let (kind, sid, provider) = match settle {
             Settle::Accepted { sid: None } => ("A", String::new(), String::new()),
             Settle::Accepted { sid: Some(sid) } => ("A", format!("|{sid}"), String::new()),
+            // The lease as a length: the script adds it to its own now.
             Settle::Renew {
                 lease_until,
                 provider,
-            } => ("N", lease_until.to_string(), provider),
+            } => ("N", lease_until.saturating_sub(now).to_string(), provider),
             Settle::Uncertain => ("U", String::new(), String::new()),
             Settle::Release => ("R", String::new(), String::new()),
         };
@@ -242,10 +319,10 @@ impl RedisStore {
             .run("settle", |mut conn| async move {
                 SETTLE
                     .key(key)
-                    .arg(now)
+                    .arg(time)
                     .arg(owner_hex(owner))
                     .arg(kind)
-                    .arg(now.saturating_add(keep_ms))
+                    .arg(keep_ms)
                     .arg(keep_ms + GC_MARGIN_MS)
                     .arg(sid)
                     .arg(provider)
@@ -256,16 +333,20 @@ impl RedisStore {
         Ok(settled == 1)
     }
 
+    /// The ledger record as of now, by the ledger's clock (with Redis's
+    /// `TIME`, `now` is not used).
     pub async fn entry(&self, key: &MessageKey, now: UnixMs) -> Result<Option<Entry>, StoreError> {
         let key = self.message_key(key);
-        let value: Option<String> = self
+        let time = self.ledger_time(now);
+        let (value, now): (String, String) = self
             .run("entry", |mut conn| async move {
-                redis::cmd("GET").arg(key).query_async(&mut conn).await
+                ENTRY.key(key).arg(time).invoke_async(&mut conn).await
             })
             .await?;
-        match value {
-            None => Ok(None),
-            Some(v) => parse_entry(&v, now).ok_or_else(|| corrupt("entry")),
+        let now: UnixMs = now.parse().map_err(|_| corrupt("entry"))?;
+        match value.as_str() {
+            "" => Ok(None),
+            v => parse_entry(v, now).ok_or_else(|| corrupt("entry")),
         }
     }
 
@@ -340,6 +421,19 @@ impl RedisStore {
             let (t, tau) = gcra(cell);
             script.key(self.cell_key(cell)).arg(t).arg(tau);
         }
+        // The number's trust is read in the same script: a trusted number
+        // skips the cells that say so, without a round trip of its own.
+        let exempt = cells.iter().position(|c| c.unless_trusted.is_some());
+        match exempt.and_then(|i| cells[i].unless_trusted) {
+            Some(number) => {
+                script
+                    .key(self.trust_key(number))
+                    .arg(exempt.map_or(0, |i| i + 1));
+            }
+            None => {
+                script.arg(0);
+            }
+        }
         match budget {
             Some(b) => {
                 let (total, country) = self.budget_keys(b.day, b.calling_code);
@@ -361,8 +455,13 @@ impl RedisStore {
             })
             .await?;
         match answer {
+            // `which`: 1 when the trusted number's exempt cells were skipped.
             0 => Ok(Ok(Reservation {
-                cells: cells.to_vec(),
+                cells: cells
+                    .iter()
+                    .filter(|c| which != 1 || c.unless_trusted.is_none())
+                    .copied()
+                    .collect(),
                 budget,
             })),
             1 => {
@@ -553,9 +652,21 @@ fn parse_entry(value: &str, now: UnixMs) -> Option<Option<Entry>> {
     Some(Some(entry))
 }
 
-/// Shared by the scripts: a ledger record's kind, `until` and the rest, or
+/// Shared by the scripts: the ledger's now (ms) from the time argument:
+/// `T<offset>` is Redis's `TIME` plus the test offset, plain digits are the
+/// caller's `now` (see the module documentation); `ms(n)` writes a time
+/// as digits. Then a ledger record's kind, `until` and the rest, or
 /// nothing if there is none or it no longer counts at `now`.
 const LEDGER_READ: &str = r#"
+local function ledger_now(arg)
+  local offset = string.match(arg, '^T(%d+)$')
+  if not offset then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(offset)
+end
+local function ms(n)
+  return string.format('%.0f', n)
+end
 local function ledger(key, now)
   local v = redis.call('GET', key)
   if not v then return nil end
@@ -566,23 +677,25 @@ local function ledger(key, now)
 end
 "#;
 
-/// KEYS: the record. ARGV: now, lease_until, until, keep (ms), owner.
-/// Answers `S` (send), `B` (busy), `R<since>` or `R<since>|<provider>`
-/// (reconcile) or the accepted record itself. A record taken over keeps its
-/// provider, so an owner that dies before renewing loses nothing.
+/// KEYS: the record. ARGV: time (see [`LEDGER_READ`]), lease (ms), keep
+/// (ms), expiry (ms), owner. Answers `S` (send), `B` (busy), `R<since>` or
+/// `R<since>|<provider>` (reconcile) or the accepted record itself. A record
+/// taken over keeps its provider, so an owner that dies before renewing
+/// loses nothing.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LEDGER_READ}{}",
         r#"
-local now = tonumber(ARGV[1])
+local now = ledger_now(ARGV[1])
 local function hold(since, prov)
   redis.call('SET', KEYS[1],
-    'F|' .. ARGV[3] .. '|' .. since .. '|' .. ARGV[2] .. '|' .. ARGV[5] .. prov, 'PX', ARGV[4])
+    'F|' .. ms(now + tonumber(ARGV[3])) .. '|' .. since .. '|' .. ms(now + tonumber(ARGV[2]))
+      .. '|' .. ARGV[5] .. prov, 'PX', ARGV[4])
 end
 local kind, rest, v = ledger(KEYS[1], now)
 if type(kind) == 'table' then return kind end
 if not kind then
-  hold(ARGV[1], '')
+  hold(ms(now), '')
   return 'S'
 end
 if kind == 'A' then return v end
@@ -607,21 +720,25 @@ return 'R' .. since .. prov
     ))
 });
 
-/// KEYS: the record. ARGV: now, owner, `A`/`U`/`R`/`N`, until, keep (ms),
-/// and for `A` an empty string (no sid) or `|sid`, for `N` (renew) the new
-/// lease end; then, for `N`, the provider about to be called (kept in the
-/// record, and in the `U` it may become). Answers 1 if it settled, 0 if the record is no longer this
-/// owner's. `A` is written whoever holds the record (the message was sent),
-/// unless it is accepted already.
+/// KEYS: the record. ARGV: time (see [`LEDGER_READ`]), owner,
+/// `A`/`U`/`R`/`N`, keep (ms: the record is kept until now + keep), expiry
+/// (ms), and for `A` an empty string (no sid) or `|sid`, for `N` (renew)
+/// the new lease's length (ms, from now); then, for `N`, the provider about
+/// to be called (kept in the record, and in the `U` it may become). Answers
+/// 1 if it settled, 0 if the record is no longer this owner's. `A` is
+/// written whoever holds the record (the message was sent), unless it is
+/// accepted already.
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LEDGER_READ}{}",
         r#"
-local kind, rest = ledger(KEYS[1], tonumber(ARGV[1]))
+local now = ledger_now(ARGV[1])
+local untl = ms(now + tonumber(ARGV[4]))
+local kind, rest = ledger(KEYS[1], now)
 if type(kind) == 'table' then return kind end
 if ARGV[3] == 'A' then
   if kind ~= 'A' then
-    redis.call('SET', KEYS[1], 'A|' .. ARGV[4] .. ARGV[6], 'PX', ARGV[5])
+    redis.call('SET', KEYS[1], 'A|' .. untl .. ARGV[6], 'PX', ARGV[5])
   end
   return 1
 end
@@ -630,13 +747,25 @@ local since, owner, prov = string.match(rest, '^|(%d+)|%d+|(%x+)(.*)$')
 if owner ~= ARGV[2] then return 0 end
 if ARGV[3] == 'N' then
   redis.call('SET', KEYS[1],
-    'F|' .. ARGV[4] .. '|' .. since .. '|' .. ARGV[6] .. '|' .. owner .. '|' .. ARGV[7], 'PX', ARGV[5])
+    'F|' .. untl .. '|' .. since .. '|' .. ms(now + tonumber(ARGV[6])) .. '|' .. owner .. '|'
+      .. ARGV[7], 'PX', ARGV[5])
 elseif ARGV[3] == 'U' then
-  redis.call('SET', KEYS[1], 'U|' .. ARGV[4] .. '|' .. since .. prov, 'PX', ARGV[5])
+  redis.call('SET', KEYS[1], 'U|' .. untl .. '|' .. since .. prov, 'PX', ARGV[5])
 else
   redis.call('DEL', KEYS[1])
 end
 return 1
+"#
+    ))
+});
+
+/// KEYS: the record. ARGV: time (see [`LEDGER_READ`]). Answers the record
+/// (or an empty string) and the ledger's now (ms), to read it as of then.
+static ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{LEDGER_READ}{}",
+        r#"
+return {redis.call('GET', KEYS[1]) or '', ms(ledger_now(ARGV[1]))}
 "#
     ))
 });
@@ -667,11 +796,14 @@ local function set_tat(key, now, d)
 end
 "#;
 
-/// KEYS: the cells, then (with a budget) the day's total and country
-/// counters. ARGV: now (ms), the number of cells, `t` and `tau` (ns) of
-/// each cell, then 1 with total cap, country cap and the counters' expiry
-/// (ms), or 0. Answers {0,0,0} (taken), {1, cell (from 1), retry after
-/// (ns)} or {2, 1 (total) / 2 (country), 0}. Writes only when it takes.
+/// KEYS: the cells, then (with an exempt cell) the number's trust mark,
+/// then (with a budget) the day's total and country counters. ARGV: now
+/// (ms), the number of cells, `t` and `tau` (ns) of each cell, the exempt
+/// cell (from 1; 0 for none: it is skipped while the trust mark is later
+/// than now), then 1 with total cap, country cap and the counters' expiry
+/// (ms), or 0. Answers {0,0,0} (taken), {0,1,0} (taken, the exempt cell
+/// skipped), {1, cell (from 1), retry after (ns)} or {2, 1 (total) / 2
+/// (country), 0}. Writes only when it takes.
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{}{}",
@@ -679,43 +811,54 @@ static RESERVE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
+local exempt = tonumber(ARGV[3 + 2 * n])
+local k = n + 1
+local skip = 0
+if exempt > 0 then
+  local until_ms = tonumber(redis.call('GET', KEYS[k]) or '0')
+  if until_ms and until_ms > now then skip = exempt end
+  k = k + 1
+end
 local pending = {}
 for i = 1, n do
-  local key = KEYS[i]
-  local t = tonumber(ARGV[1 + 2 * i])
-  local tau = tonumber(ARGV[2 + 2 * i])
-  local d = pending[key]
-  if not d then
-    local s = redis.call('GET', key)
-    d = 0
-    if s then
-      d = tat_minus(s, now)
-      if type(d) == 'table' then return d end
-      if d < 0 then d = 0 end
+  if i ~= skip then
+    local key = KEYS[i]
+    local t = tonumber(ARGV[1 + 2 * i])
+    local tau = tonumber(ARGV[2 + 2 * i])
+    local d = pending[key]
+    if not d then
+      local s = redis.call('GET', key)
+      d = 0
+      if s then
+        d = tat_minus(s, now)
+        if type(d) == 'table' then return d end
+        if d < 0 then d = 0 end
+      end
     end
+    if d - tau > 0 then return {1, i, d - tau} end
+    pending[key] = d + t
   end
-  if d - tau > 0 then return {1, i, d - tau} end
-  pending[key] = d + t
 end
-local b = 3 + 2 * n
+local b = 4 + 2 * n
 local budget = ARGV[b] == '1'
 if budget then
-  local total = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
-  local country = tonumber(redis.call('GET', KEYS[n + 2]) or '0')
+  local total = tonumber(redis.call('GET', KEYS[k]) or '0')
+  local country = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
   local total_cap = tonumber(ARGV[b + 1])
   local country_cap = tonumber(ARGV[b + 2])
   if total_cap > 0 and total + 1 > total_cap then return {2, 1, 0} end
   if country_cap > 0 and country + 1 > country_cap then return {2, 2, 0} end
 end
 for i = 1, n do
-  set_tat(KEYS[i], now, pending[KEYS[i]])
+  if i ~= skip then set_tat(KEYS[i], now, pending[KEYS[i]]) end
 end
 if budget then
-  for j = n + 1, n + 2 do
+  for j = k, k + 1 do
     redis.call('INCR', KEYS[j])
     redis.call('PEXPIRE', KEYS[j], ARGV[b + 3])
   end
 end
+if skip > 0 then return {0, 1, 0} end
 return {0, 0, 0}
 "#
     ))
@@ -792,6 +935,17 @@ impl RedisStore {
         now: UnixMs,
         until: UnixMs,
     ) -> Result<bool, StoreError> {
+        Ok(self.count_take(key, limit, now, until).await?.is_some())
+    }
+
+    /// See [`super::Store::count_take`].
+    pub async fn count_take(
+        &self,
+        key: &RelayKey,
+        limit: u32,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<Option<u32>, StoreError> {
         let key = self.relay_key(key);
         let px = until.saturating_sub(now).clamp(1, MAX_TTL_MS) + GC_MARGIN_MS;
         let taken: i64 = self
@@ -806,7 +960,7 @@ impl RedisStore {
                     .await
             })
             .await?;
-        Ok(taken == 1)
+        Ok(u32::try_from(taken).ok().filter(|n| *n > 0))
     }
 }
 
@@ -823,8 +977,8 @@ return 1
     )
 });
 
-/// KEYS: the counter. ARGV: now, limit, until, keep (ms). 1 if one was
-/// taken, 0 if `limit` were taken already.
+/// KEYS: the counter. ARGV: now, limit, until, keep (ms). The count after
+/// taking one, or 0 if `limit` were taken already.
 static RELAY_TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -837,7 +991,7 @@ if v then
 end
 if n >= tonumber(ARGV[2]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[3] .. '|' .. (n + 1), 'PX', ARGV[4])
-return 1
+return n + 1
 "#,
     )
 });
@@ -850,15 +1004,137 @@ impl RedisStore {
         format!("{}v:{}", self.prefix, hex(key))
     }
 
+    /// Where a code waits for its first accepted send (not checkable).
+    fn unsent_key(&self, key: &VerifyKey) -> String {
+        format!("{}w:{}", self.prefix, hex(key))
+    }
+
+    fn idempotency_key(&self, key: &VerifyKey) -> String {
+        format!("{}i:{}", self.prefix, hex(key))
+    }
+
+    pub async fn verify_sent(
+        &self,
+        key: &VerifyKey,
+        hash: &[u8; 32],
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
+        let (sent, unsent) = (self.verify_key(key), self.unsent_key(key));
+        let hash = hex(hash);
+        let moved: i64 = self
+            .run("verify_sent", |mut conn| async move {
+                VERIFY_SENT
+                    .key(sent)
+                    .key(unsent)
+                    .arg(now)
+                    .arg(hash)
+                    .arg(GC_MARGIN_MS)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(moved == 1)
+    }
+
+    pub async fn verify_unsent(
+        &self,
+        key: &VerifyKey,
+        hash: &[u8; 32],
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        let unsent = self.unsent_key(key);
+        let hash = hex(hash);
+        self.run("verify_unsent", |mut conn| async move {
+            VERIFY_UNSENT
+                .key(unsent)
+                .arg(now)
+                .arg(hash)
+                .arg(GC_MARGIN_MS)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn verify_idempotency_begin(
+        &self,
+        key: &VerifyKey,
+        fingerprint: &[u8; 32],
+        now: UnixMs,
+        lease_until: UnixMs,
+    ) -> Result<Idempotency, StoreError> {
+        let key = self.idempotency_key(key);
+        let value = format!("{lease_until}|P|{}", hex(fingerprint));
+        let px = lease_until.saturating_sub(now).clamp(1, MAX_TTL_MS) + GC_MARGIN_MS;
+        let found: Vec<String> = self
+            .run("verify_idempotency_begin", |mut conn| async move {
+                IDEMPOTENCY_BEGIN
+                    .key(key)
+                    .arg(now)
+                    .arg(value)
+                    .arg(px)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let bad = || corrupt("verify_idempotency_begin");
+        match found.as_slice() {
+            [] => Ok(Idempotency::New),
+            [state, fp, answer] => {
+                let fingerprint = unhex::<32>(fp).ok_or_else(bad)?;
+                match state.as_str() {
+                    "P" => Ok(Idempotency::InProgress { fingerprint }),
+                    "D" => Ok(Idempotency::Done {
+                        fingerprint,
+                        answer: answer.clone(),
+                    }),
+                    _ => Err(bad()),
+                }
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    pub async fn verify_idempotency_finish(
+        &self,
+        key: &VerifyKey,
+        fingerprint: &[u8; 32],
+        answer: Option<&str>,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<(), StoreError> {
+        let key = self.idempotency_key(key);
+        let fp = hex(fingerprint);
+        // An empty value: forget the key.
+        let value = answer
+            .map(|a| format!("{until}|D|{fp}|{a}"))
+            .unwrap_or_default();
+        let px = until.saturating_sub(now).clamp(1, MAX_TTL_MS) + GC_MARGIN_MS;
+        self.run("verify_idempotency_finish", |mut conn| async move {
+            IDEMPOTENCY_FINISH
+                .key(key)
+                .arg(now)
+                .arg(fp)
+                .arg(value)
+                .arg(px)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
     pub async fn verify_pending(
         &self,
         key: &VerifyKey,
         fresh: &PendingCode,
         now: UnixMs,
     ) -> Result<Pending, StoreError> {
+        let unsent = self.unsent_key(key);
         let key = self.verify_key(key);
         let value = format!(
-            "{}|0|1|{}|{}",
+            "{}|1|1|{}|{}",
             fresh.expires_at,
             hex(&fresh.hash),
             hex(&fresh.seed)
@@ -868,6 +1144,7 @@ impl RedisStore {
             .run("verify_pending", |mut conn| async move {
                 VERIFY_PENDING
                     .key(key)
+                    .key(unsent)
                     .arg(now)
                     .arg(value)
                     .arg(px)
@@ -944,9 +1221,11 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-/// KEYS: the pending code. ARGV: now, the fresh value (`until|0|1|hash|seed`),
-/// its expiry (ms), the GC margin (ms). The live value with its send count
-/// raised, or the fresh one, stored; returns what is stored.
+/// KEYS: the pending code, the unsent code. ARGV: now, the fresh value
+/// (`until|1|1|hash|seed`), its expiry (ms), the GC margin (ms). The live
+/// pending value with its send count raised, else the live unsent one with
+/// its send count and requests raised, else the fresh one stored as
+/// unsent; returns what is stored.
 static VERIFY_PENDING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -960,8 +1239,101 @@ if v then
     return nv
   end
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local w = redis.call('GET', KEYS[2])
+if w then
+  local u, f, s, rest = string.match(w, '^(%d+)|(%d+)|(%d+)|(.+)$')
+  if u and tonumber(u) > now then
+    local nw = u .. '|' .. (tonumber(f) + 1) .. '|' .. (tonumber(s) + 1) .. '|' .. rest
+    redis.call('SET', KEYS[2], nw, 'PX', tonumber(u) - now + tonumber(ARGV[4]))
+    return nw
+  end
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 return ARGV[2]
+"#,
+    )
+});
+
+/// KEYS: the pending code, the unsent code. ARGV: now, the sent code's hash
+/// (hex), the GC margin (ms). 1 if the unsent code was that one and is now
+/// pending (checkable, no attempts), 0 if there was none, another, or it
+/// expired.
+static VERIFY_SENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[1])
+local w = redis.call('GET', KEYS[2])
+if not w then return 0 end
+local u, f, s, h, seed = string.match(w, '^(%d+)|(%d+)|(%d+)|(%x+)|(%x+)$')
+if not u or h ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[2])
+if tonumber(u) <= now then return 0 end
+redis.call('SET', KEYS[1], u .. '|0|' .. s .. '|' .. h .. '|' .. seed,
+  'PX', tonumber(u) - now + tonumber(ARGV[3]))
+return 1
+"#,
+    )
+});
+
+/// KEYS: the unsent code. ARGV: now, the refused code's hash (hex), the GC
+/// margin (ms). One request fewer is sending it; with none left it is
+/// dropped. 1 if it was that code, 0 if not.
+static VERIFY_UNSENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[1])
+local w = redis.call('GET', KEYS[1])
+if not w then return 0 end
+local u, f, rest = string.match(w, '^(%d+)|(%d+)|(.+)$')
+local h = rest and string.match(rest, '^%d+|(%x+)|')
+if not u or h ~= ARGV[2] then return 0 end
+if tonumber(f) <= 1 or tonumber(u) <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], u .. '|' .. (tonumber(f) - 1) .. '|' .. rest,
+    'PX', tonumber(u) - now + tonumber(ARGV[3]))
+end
+return 1
+"#,
+    )
+});
+
+/// KEYS: the idempotency key. ARGV: now, the in-progress value
+/// (`lease_until|P|body hash`), its expiry (ms). {}: unknown, now in
+/// progress; {state, body hash, answer}: what is recorded.
+static IDEMPOTENCY_BEGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[1])
+local v = redis.call('GET', KEYS[1])
+if v then
+  local u, st, fp, rest = string.match(v, '^(%d+)|(%u)|(%x+)(.*)$')
+  if u and tonumber(u) > now then
+    return {st, fp, string.sub(rest, 2)}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return {}
+"#,
+    )
+});
+
+/// KEYS: the idempotency key. ARGV: now, the body hash, the answer value
+/// (`until|D|body hash|answer`, or empty: forget), its expiry (ms). Only
+/// if the key is in progress for that body. 1 if done, 0 if not.
+static IDEMPOTENCY_FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local u, st, fp = string.match(v, '^(%d+)|(%u)|(%x+)$')
+if not u or st ~= 'P' or fp ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+end
+return 1
 "#,
     )
 });

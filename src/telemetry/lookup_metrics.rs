@@ -22,6 +22,8 @@ pub const REFUSALS: [&str; 4] = [
 pub struct LookupMetrics {
     lookups: Family<Static, Counter>,
     refusals: Family<Static, Counter>,
+    /// Lookups not made: `lookup.max_per_hour` was reached.
+    capped: Counter,
 }
 
 impl LookupMetrics {
@@ -47,7 +49,16 @@ impl LookupMetrics {
             "Codes refused because of Twilio Lookup, by reason: line_type_refused, sim_swap_suspected, sms_pumping_risk, lookup_unavailable",
             m.refusals.clone(),
         );
+        registry.register(
+            "lookups_capped",
+            "Twilio Lookups not made because lookup.max_per_hour was reached (lookup.on_error decides what the message gets)",
+            m.capped.clone(),
+        );
         m
+    }
+
+    pub fn capped(&self) {
+        self.capped.inc();
     }
 
     pub fn answered(&self, result: &'static str) {

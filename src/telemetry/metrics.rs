@@ -60,6 +60,7 @@ pub struct Metrics {
     provider_latency: Family<Labels, Histogram>,
     provider_errors: Family<Labels, Counter>,
     rate_limited: Family<Labels, Counter>,
+    limits_missing: Family<Static<2>, Counter>,
     in_flight: Gauge,
     sends: Family<SendLabels, Counter>,
     delivery_status: Family<Labels, Counter>,
@@ -117,6 +118,12 @@ impl Metrics {
             "Requests refused by a rate limit, by channel and limiter",
             rate_limited.clone(),
         );
+        let limits_missing = Family::<Static<2>, Counter>::default();
+        registry.register(
+            "limits_missing",
+            "Kratos messages limited without what their template should carry (what: client_address, identity_id), by template type: a Kratos or kit setting drops it (README: Abuse controls)",
+            limits_missing.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "in_flight_requests",
@@ -138,7 +145,7 @@ impl Metrics {
         let budget_used = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "budget_used_ratio",
-            "Share of today's send budget used (scope total; 1.0 = exhausted)",
+            "Share of a cap used (1.0 = exhausted), by scope: total (today's send budget), lookup_hour (this hour's lookup.max_per_hour)",
             budget_used.clone(),
         );
         let store_errors = Counter::default();
@@ -182,6 +189,7 @@ impl Metrics {
             provider_latency,
             provider_errors,
             rate_limited,
+            limits_missing,
             in_flight,
             sends,
             delivery_status,
@@ -242,6 +250,14 @@ impl Metrics {
             .inc();
     }
 
+    /// A Kratos message lacked what its template should carry (`what`:
+    /// `client_address` or `identity_id`).
+    pub fn limits_missing(&self, what: &'static str, template: &'static str) {
+        self.limits_missing
+            .get_or_create(&[("what", what), ("template", template)])
+            .inc();
+    }
+
     /// Counts a request in flight until the guard is dropped.
     pub fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.inc();
@@ -286,8 +302,14 @@ impl Metrics {
     }
 
     pub fn budget_used(&self, ratio: f64) {
+        self.budget_used_in("total", ratio);
+    }
+
+    /// The share used of a cap other than the send budget's total
+    /// (`lookup_hour`: `lookup.max_per_hour`).
+    pub fn budget_used_in(&self, scope: &'static str, ratio: f64) {
         self.budget_used
-            .get_or_create(&vec![("scope", "total".to_owned())])
+            .get_or_create(&vec![("scope", scope.to_owned())])
             .set(ratio);
     }
 
@@ -296,8 +318,9 @@ impl Metrics {
         &self.providers
     }
 
-    /// A code spoken in a call instead of an SMS, by reason.
-    pub fn fallback(&self, reason: &'static str) {
+    /// A code spoken in a call instead of an SMS, or sent by SMS instead
+    /// of WhatsApp, by reason.
+    pub fn fallback(&self, reason: crate::domain::FallbackReason) {
         self.fallback.fallback(reason);
     }
 
@@ -305,6 +328,11 @@ impl Metrics {
     /// key, or `none` when the line type was not asked or had no data).
     pub fn lookup_answered(&self, line_type: &'static str) {
         self.lookup.answered(line_type);
+    }
+
+    /// A Twilio Lookup not made: `lookup.max_per_hour` was reached.
+    pub fn lookup_capped(&self) {
+        self.lookup.capped();
     }
 
     /// A Twilio Lookup failed (timeout, transport, HTTP error, bad body).

@@ -25,7 +25,7 @@ impl RelayMetrics {
         );
         registry.register(
             "relay_forwards",
-            "Relay targets by kind (sms, slack, webhook) and outcome (delivered, retried, dropped)",
+            "Relay targets by kind (sms, slack, webhook) and outcome (delivered, retried, dropped, uncertain, loop)",
             m.forwards.clone(),
         );
         m
@@ -39,7 +39,9 @@ impl RelayMetrics {
     }
 
     /// One try at a target: `delivered`, `retried` (a try failed, another
-    /// follows) or `dropped` (no try left, or a failure no retry can fix).
+    /// follows), `dropped` (no try left, or a failure no retry can fix) or
+    /// `uncertain` (an SMS that may have been sent, given up because
+    /// Twilio's list could not tell).
     pub fn forward(&self, kind: &'static str, outcome: &'static str) {
         self.forwards
             .get_or_create(&vec![("kind", kind), ("outcome", outcome)])

@@ -29,6 +29,9 @@ pub struct CodeRequest {
     /// The end user's address, for the per-address limit (without it the
     /// send counts in the shared `unknown_ip` bucket).
     pub client_ip: Option<std::net::IpAddr>,
+    /// The `Idempotency-Key` header, as sent (the HTTP layer sets it): a
+    /// retry with the same key is answered as the first request was.
+    pub idempotency_key: Option<String>,
 }
 
 /// "Is this the code?"
@@ -88,6 +91,7 @@ impl Bodies {
             // malformed header does for Kratos's messages: refusing it would
             // let a caller pick which bucket a send is charged to.
             client_ip: wire.client_ip.and_then(|ip| ip.trim().parse().ok()),
+            idempotency_key: None,
         })
     }
 

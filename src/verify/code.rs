@@ -29,7 +29,7 @@
 //! with the hash of the typed code inside one Lua script (Lua has no
 //! BLAKE3), which is why the hash is stored beside the seed.
 
-use crate::store::{Keys, VerifyKey};
+use crate::store::{Keys, RelayKey, VerifyKey};
 
 /// Makes codes and their keyed hashes with the store's keys.
 #[derive(Debug, Clone)]
@@ -75,6 +75,34 @@ impl Codes {
     pub fn hash(&self, e164: &str, code: &str) -> [u8; 32] {
         self.keys
             .verify("code", &[e164.as_bytes(), code.as_bytes()])
+    }
+
+    /// The store key of the number's count of checks in the clock hour
+    /// `hour` (hours since 1970): `verify.max_checks_per_hour`.
+    pub fn checks_key(&self, e164: &str, hour: u64) -> RelayKey {
+        let full = self
+            .keys
+            .verify("checks", &[e164.as_bytes(), &hour.to_be_bytes()]);
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&full[..16]);
+        key
+    }
+
+    /// The store key of an `Idempotency-Key` header's value.
+    pub fn idempotency_key(&self, header: &str) -> VerifyKey {
+        let full = self.keys.verify("idempotency", &[header.as_bytes()]);
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&full[..16]);
+        key
+    }
+
+    /// What an `Idempotency-Key` is bound to: the number and the body's
+    /// fields, hashed (a retry must ask for the same thing).
+    pub fn fingerprint(&self, e164: &str, channel: &str, locale: &str) -> [u8; 32] {
+        self.keys.verify(
+            "request",
+            &[e164.as_bytes(), channel.as_bytes(), locale.as_bytes()],
+        )
     }
 
     /// The store key of the number's pending code.

@@ -5,7 +5,11 @@
 //! back end would, and the codes show up in the sandbox inbox.
 //!
 //! Only rendering lives here; `http::verify` turns the forms into calls of
-//! the [`super::Verifier`]. Everything echoed is escaped.
+//! the [`super::Verifier`]. Everything echoed is escaped, with the service's
+//! one escaper (`provider::twiml::escape_xml`: what is safe in XML is safe
+//! in HTML text and quoted attributes).
+
+use crate::provider::twiml::escape_xml;
 
 /// How the last action ended, for the page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,13 +25,13 @@ pub fn page(outcome: Option<&Outcome>, to: &str) -> String {
     let result = match outcome {
         Some(o) => format!(
             "<p id=\"result\" class=\"{}\"><strong id=\"status\">{}</strong>: {}</p>\n",
-            escape(&o.status),
-            escape(&o.status),
-            escape(&o.text)
+            escape_xml(&o.status),
+            escape_xml(&o.status),
+            escape_xml(&o.text)
         ),
         None => String::new(),
     };
-    let to = escape(to);
+    let to = escape_xml(to);
     format!(
         r#"<!doctype html>
 <html lang="en">
@@ -66,21 +70,6 @@ as an application's back end would.</p>
     )
 }
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +85,6 @@ mod tests {
         );
         assert!(!page.contains("<script>"));
         assert!(page.contains("value=\"&quot;&gt;&lt;script&gt;\""));
-        assert!(page.contains("&quot;&#39;&amp;"));
+        assert!(page.contains("&quot;&apos;&amp;"));
     }
 }

@@ -16,6 +16,20 @@ pub enum VerifyError {
     /// approved already, or dropped after too many attempts.
     #[error("no pending code")]
     NoPendingCode,
+    /// `verify.max_checks_per_hour` checks of the number were made this
+    /// hour (whatever its codes): not compared; retry after `retry_after`
+    /// seconds (the end of the hour).
+    #[error("too many checks")]
+    TooManyChecks { retry_after: u64 },
+    /// The `Idempotency-Key` header is empty, too long or not visible ASCII.
+    #[error("invalid idempotency key")]
+    InvalidIdempotencyKey,
+    /// The `Idempotency-Key` was used with another number or body.
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
+    /// A request with the `Idempotency-Key` is still being answered.
+    #[error("idempotency key in progress")]
+    IdempotencyKeyInProgress,
     /// The number, or the delivery pipeline, refused (invalid recipient,
     /// policy, limits, budget, provider, store).
     #[error(transparent)]

@@ -12,13 +12,29 @@
 //! - every send goes through the courier's pipeline like a Kratos message
 //!   (recipient check, test numbers, policy, ledger, limits, budget,
 //!   provider, voice), each resend charged to the limits;
+//! - a new code can be checked only once a provider accepted a send of it
+//!   (or may have: an uncertain outcome): a request that the limits,
+//!   policy, budget, fraud guard, Lookup or the provider refuse leaves
+//!   nothing to check, so refused requests cannot be used to mint codes
+//!   to guess at;
 //! - a check compares hashes in constant time, atomically in the store: of
 //!   concurrent checks of one code exactly one is approved, the code is then
-//!   spent, and `verify.max_attempts` wrong codes drop it.
+//!   spent, and `verify.max_attempts` wrong codes drop it;
+//! - checks of one number are capped per clock hour across all its codes
+//!   (`verify.max_checks_per_hour`, counted in the store on every replica
+//!   under a keyed hash of the number): past it a check is refused without
+//!   being compared, so a fresh code after `max_attempts` buys no guesses;
+//! - a request with an `Idempotency-Key` header is done once: a retry with
+//!   the same key (and the same number and body) gets the first answer
+//!   without another send, a retry while the first is still at work gets
+//!   409, and the key with another number or body gets 422. The key and
+//!   body are kept as keyed hashes, until the code expires; a refused
+//!   request forgets its key, so its retry is tried again.
 //!
 //! ```text
 //!             request (none pending)              check: match
 //!   (none) ───────────────────────────► Pending ─────────────────► (none): approved
+//!                   (checkable once a send is accepted; dropped if refused)
 //!     ▲                                  │  ▲  │
 //!     │ expires (verify.ttl_ms)          │  │  │ check: wrong, attempts left
 //!     └──────────────────────────────────┘  └──┘ request: same code re-sent
@@ -41,7 +57,14 @@ use crate::delivery::error::DeliveryError;
 use crate::delivery::message::CourierMessage;
 use crate::domain::Channel;
 use crate::phone::Recipient;
-use crate::store::{CodeCheck, Keys, PendingCode, Store, UnixMs};
+use crate::store::{CodeCheck, Idempotency, Keys, PendingCode, Store, UnixMs};
+
+/// The windows of `verify.max_checks_per_hour`: clock hours.
+const HOUR_MS: u64 = 3_600_000;
+/// How long an `Idempotency-Key` is held "in progress" by a request at
+/// work: longer than any request takes (a send is bounded well within
+/// it), so a replica that died holding one frees it within a minute.
+const IDEMPOTENCY_LEASE_MS: u64 = 60_000;
 
 pub use body::{Bodies, CodeAttempt, CodeRequest};
 pub use code::Codes;
@@ -55,6 +78,8 @@ pub struct Requested {
     pub channel: Channel,
     /// Seconds the code can still be checked.
     pub expires_in: u64,
+    /// When the code stops counting (Unix ms).
+    pub expires_at: UnixMs,
     /// Which send of this code it was (1: new).
     pub sends: u32,
     /// For the log line.
@@ -88,13 +113,68 @@ impl Verifier {
     }
 
     /// Send a code to `request.to`: the pending one if there is one, a new
-    /// one otherwise.
+    /// one otherwise. With an `Idempotency-Key`, a retry of a request that
+    /// was answered gets that answer, and nothing is sent again.
     pub async fn request(
         &self,
         courier: &Courier,
         request: &CodeRequest,
     ) -> Result<Requested, VerifyError> {
         let recipient = parse(courier, &request.to)?;
+        let Some(header) = &request.idempotency_key else {
+            return self.send(courier, request, &recipient).await;
+        };
+        let e164 = recipient.e164();
+        let key = self.codes.idempotency_key(header);
+        let locale = request.locale.as_ref().map(|l| l.as_str()).unwrap_or("");
+        let fingerprint = self
+            .codes
+            .fingerprint(e164, request.channel.as_str(), locale);
+        let now = self.now();
+        let found = self
+            .store
+            .verify_idempotency_begin(&key, &fingerprint, now, now + IDEMPOTENCY_LEASE_MS)
+            .await?;
+        match found {
+            Idempotency::New => {}
+            Idempotency::InProgress { fingerprint: f }
+            | Idempotency::Done { fingerprint: f, .. }
+                if f != fingerprint =>
+            {
+                return Err(VerifyError::IdempotencyKeyReused)
+            }
+            Idempotency::InProgress { .. } => return Err(VerifyError::IdempotencyKeyInProgress),
+            Idempotency::Done { answer, .. } => {
+                return replay(&answer, now, &recipient).ok_or_else(|| {
+                    crate::store::StoreError("unreadable idempotency record".into()).into()
+                })
+            }
+        }
+        let result = self.send(courier, request, &recipient).await;
+        // Answered: kept until the code expires (a replay after that would
+        // name a dead code). Refused: forgotten, so a retry is tried again.
+        let (answer, until) = match &result {
+            Ok(r) => (Some(r.record()), r.expires_at),
+            Err(_) => (None, now),
+        };
+        let finished = self
+            .store
+            .verify_idempotency_finish(&key, &fingerprint, answer.as_deref(), self.now(), until)
+            .await;
+        if let Err(e) = finished {
+            tracing::warn!(error = %e, "a verify request's Idempotency-Key could not be recorded");
+        }
+        result
+    }
+
+    /// The work of [`Verifier::request`]: find or make the code, send it,
+    /// and make a new code checkable only once a send of it was accepted.
+    async fn send(
+        &self,
+        courier: &Courier,
+        request: &CodeRequest,
+        recipient: &Recipient,
+    ) -> Result<Requested, VerifyError> {
         let e164 = recipient.e164();
         let now = self.now();
         let seed = Codes::fresh_seed();
@@ -115,6 +195,7 @@ impl Verifier {
         let body = template
             .replace("{code}", &code)
             .replace("{minutes}", &minutes.to_string());
+        let body = self.config.with_web_otp(body, &code);
         let mut message = CourierMessage::verification(
             e164,
             body,
@@ -125,13 +206,39 @@ impl Verifier {
             pending.sends - 1,
         );
         message.client_address = request.client_ip;
-        let delivered = courier.deliver(Endpoint::Sms, &message).await?;
-        Ok(Requested {
-            channel: delivered.channel,
-            expires_in: left.as_millis().div_ceil(1000) as u64,
-            sends: pending.sends,
-            masked_recipient: delivered.masked_recipient,
-        })
+        let hash = pending.code.hash;
+        match courier.deliver(Endpoint::Sms, &message).await {
+            Ok(delivered) => {
+                self.store.verify_sent(&key, &hash, self.now()).await?;
+                Ok(Requested {
+                    channel: delivered.channel,
+                    expires_in: left.as_millis().div_ceil(1000) as u64,
+                    expires_at: pending.code.expires_at,
+                    sends: pending.sends,
+                    masked_recipient: delivered.masked_recipient,
+                })
+            }
+            // The provider may have it (a timeout, a lost answer: the
+            // ledger holds it as uncertain): the user may be reading it.
+            Err(
+                e @ DeliveryError::ProviderUnavailable {
+                    uncertain: true, ..
+                },
+            ) => {
+                if let Err(s) = self.store.verify_sent(&key, &hash, self.now()).await {
+                    tracing::warn!(error = %s, "a code whose send is uncertain could not be made checkable");
+                }
+                Err(e.into())
+            }
+            // Certainly not sent (refused before the provider, or by it):
+            // nothing to check.
+            Err(e) => {
+                if let Err(s) = self.store.verify_unsent(&key, &hash, self.now()).await {
+                    tracing::warn!(error = %s, "a code whose send was refused could not be dropped (it stays uncheckable)");
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Check `attempt.code` against the number's pending code.
@@ -139,13 +246,28 @@ impl Verifier {
         let recipient = parse(courier, &attempt.to)?;
         let e164 = recipient.e164();
         let key = self.codes.record_key(e164);
+        let now = self.now();
+        // The hour's cap, across codes, taken before anything is compared:
+        // past it not even the right code is approved.
+        let hour = now / HOUR_MS;
+        let until = (hour + 1) * HOUR_MS;
+        let counted = self
+            .store
+            .relay_take(
+                &self.codes.checks_key(e164, hour),
+                self.config.max_checks_per_hour,
+                now,
+                until,
+            )
+            .await?;
+        if !counted {
+            return Err(VerifyError::TooManyChecks {
+                retry_after: (until - now).div_ceil(1000),
+            });
+        }
         let hash = self.codes.hash(e164, &attempt.code);
         let max = self.config.max_attempts;
-        match self
-            .store
-            .verify_check(&key, &hash, max, self.now())
-            .await?
-        {
+        match self.store.verify_check(&key, &hash, max, now).await? {
             CodeCheck::Approved => {
                 self.approved(courier, &recipient).await;
                 Ok(())
@@ -171,6 +293,42 @@ impl Verifier {
             tracing::warn!(error = %e, "a verification approval could not be counted as a confirmation");
         }
     }
+}
+
+impl Requested {
+    /// What an `Idempotency-Key` keeps of the answer: the channel, the
+    /// expiry and the send (no code, no number).
+    fn record(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.channel.as_str(),
+            self.expires_at,
+            self.sends
+        )
+    }
+}
+
+/// The first answer again, from [`Requested::record`]: `expires_in` is what
+/// is left of the code's life now.
+fn replay(record: &str, now: UnixMs, recipient: &Recipient) -> Option<Requested> {
+    let mut parts = record.split('|');
+    let channel = match parts.next()? {
+        "sms" => Channel::Sms,
+        "voice" => Channel::Voice,
+        _ => return None,
+    };
+    let expires_at: UnixMs = parts.next()?.parse().ok()?;
+    let sends = parts.next()?.parse().ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Requested {
+        channel,
+        expires_in: expires_at.saturating_sub(now).div_ceil(1000),
+        expires_at,
+        sends,
+        masked_recipient: recipient.masked(),
+    })
 }
 
 /// The number, checked and in canonical E.164 form (so `+44 07…` and `+447…`

@@ -89,6 +89,9 @@ async fn per_ip_limit_counts_distinct_recipients_from_one_end_user() {
     let file = write_config("ip", "[limits.sms.ip]\nper_hour = 10\nburst = 2\n");
     let mut env = base_env(&twilio.uri());
     env.remove("PHONE_COURIER__LOG__LEVEL");
+    // The file's rate, not the environment's (which would win).
+    env.remove("PHONE_COURIER__LIMITS__SMS__IP__PER_HOUR");
+    env.remove("PHONE_COURIER__LIMITS__SMS__IP__BURST");
     let config = Config::load(&Sources {
         file: Some(file),
         env,

@@ -258,8 +258,8 @@ async fn sequential_numbers_in_one_block_meet_the_prefix_limit() {
         })
         .collect();
     let (sent, refused) = send_all(&app, &messages).await;
-    assert_eq!(sent, 3, "limits.sms.prefix burst");
-    assert_eq!(refused, vec!["prefix"; 17]);
+    assert_eq!(sent, 10, "limits.sms.prefix burst");
+    assert_eq!(refused, vec!["prefix"; 10]);
     let to: Vec<String> = app
         .provider_requests()
         .await
@@ -272,7 +272,8 @@ async fn sequential_numbers_in_one_block_meet_the_prefix_limit() {
                 .into_owned()
         })
         .collect();
-    assert_eq!(to, ["+447400123000", "+447400123001", "+447400123002"]);
+    let expected: Vec<String> = (0..10).map(|i| format!("+447400123{i:03}")).collect();
+    assert_eq!(to, expected);
     // The next block is another prefix.
     let next = from(
         "+447400124000",

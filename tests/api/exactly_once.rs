@@ -364,3 +364,48 @@ async fn the_fraud_guard_counts_one_code_for_all_of_kratoss_attempts() {
         assert_eq!(crate::fraud::metric(&text, &series), expected, "{series}");
     }
 }
+
+#[tokio::test]
+async fn an_uncertain_send_is_found_with_our_clock_30_s_ahead_of_twilios() {
+    use time::format_description::well_known::Rfc2822;
+    let twilio = MockServer::start().await;
+    // Twilio takes the message but answers after our timeout...
+    mount_late_acceptance(&twilio, None).await;
+    // ...and dates it by its own clock: noon, while ours read 30 s later
+    // (our first attempt's `since` is 30 s after Twilio's `date_created`).
+    let noon = time::OffsetDateTime::from_unix_timestamp(NOON as i64).unwrap();
+    let mut listed = listed_login_message();
+    listed[0]["date_created"] = json!(noon.format(&Rfc2822).unwrap());
+    mount_listing(&twilio, listed).await;
+    let (app, clock) = app_at_noon(twilio, &[("PHONE_COURIER__TWILIO__TIMEOUT_MS", "150")]).await;
+    clock.advance(Duration::from_secs(30));
+
+    let m = login_message("+14155550123", "482917");
+    let seen = kratos_attempts(&app, &m, &clock).await;
+    assert_eq!(seen, vec![refused(503, "provider_unavailable"), ok()]);
+    let requests = app.provider_requests().await;
+    assert_eq!(
+        creates(&requests),
+        1,
+        "found by reconciling, not sent again"
+    );
+    let lists: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .collect();
+    assert_eq!(lists.len(), 1, "the retry asked Twilio once");
+    let query: Vec<(String, String)> = lists[0].url.query_pairs().into_owned().collect();
+    assert!(
+        query.contains(&("To".to_owned(), "+14155550123".to_owned())),
+        "{query:?}"
+    );
+    // Kratos's next copy is answered from the ledger with Twilio's sid.
+    let r = app.post_json("/v1/sms", &m).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["sid"].as_str(), v["duplicate"].as_bool()),
+        (Some(SID), Some(true))
+    );
+    assert_eq!(creates(&app.provider_requests().await), 1);
+}

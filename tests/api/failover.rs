@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use kratos_phone_courier::clock::Clock;
-use kratos_phone_courier::config::{Config, Sources};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use twilio_sandbox::{Fault, Sandbox, SandboxConfig, SIGNALWIRE_PROJECT_ID};
@@ -93,23 +92,7 @@ window_ms = 60000
 {extra}
 "#
     );
-    let dir = std::env::temp_dir().join(format!(
-        "kpc-failover-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("config.toml");
-    std::fs::write(&file, toml).unwrap();
-    let env = base_env("http://unused")
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("PHONE_COURIER__TWILIO__"))
-        .collect();
-    let config = Config::load(&Sources {
-        file: Some(file),
-        env,
-    })
-    .expect("two-provider config is valid");
+    let config = config_from_toml("failover", &toml);
     let clock = Clock::system();
     let app = start_with_clock(config, MockServer::start().await, clock.clone()).await;
     Pair {
@@ -118,14 +101,6 @@ window_ms = 60000
         primary,
         secondary,
     }
-}
-
-/// A directory name of this test's own (tests run in parallel).
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
 }
 
 /// Creates (POSTs) a sandbox received, with their forms.

@@ -354,3 +354,64 @@ async fn an_undelivered_sms_call_is_counted_against_its_end_user() {
         Some(MOBILE.to_owned())
     );
 }
+
+/// Twilio may post its status callback before its answer to the create
+/// request reaches the service (here the answer takes 600 ms, the callback
+/// comes at once, as the sandbox's does): the callback waits for the
+/// message's record instead of concluding there is none, and the call is
+/// placed once.
+#[tokio::test]
+async fn a_callback_that_overtakes_the_create_answer_still_calls() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"sid": SMS_SID, "status": "queued"}))
+                .set_delay(Duration::from_millis(600)),
+        )
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Calls\.json$"))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({"sid": CALL_SID, "status": "queued"})),
+        )
+        .mount(&twilio)
+        .await;
+    let (app, _clock) = app_at_noon(
+        twilio,
+        &[("PHONE_COURIER__STATUS_CALLBACK__PUBLIC_URL", PUBLIC_URL)],
+    )
+    .await;
+    let app = std::sync::Arc::new(app);
+    let sending = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            app.post_json("/v1/sms", &code_message(MOBILE, 10))
+                .await
+                .status()
+                .as_u16()
+        })
+    };
+    // The create request is at Twilio, its answer not yet back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while app.provider_requests().await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no create request");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(callback(&app, "undelivered", Some("30003")).await, 204);
+    assert_eq!(sending.await.unwrap(), 200);
+    let got = app.provider_requests().await;
+    assert_eq!(paths(&got), [MESSAGES_PATH, CALLS_PATH]);
+    assert_eq!(
+        form(&got[1]),
+        pairs(&[
+            ("To", MOBILE),
+            ("From", FROM),
+            ("Twiml", &spoken_482917()),
+            ("StatusCallback", &format!("{PUBLIC_URL}/v1/twilio/status")),
+            ("StatusCallbackEvent", "completed"),
+        ])
+    );
+}

@@ -108,9 +108,8 @@ async fn spoofed_confirmations_are_ignored_and_counted() {
     assert_eq!(r.status(), 405);
 }
 
-/// Four codes to one block of numbers (the prefix limiter's burst of 3,
-/// then one 12 minutes later), none confirmed: more than the
-/// prefix floor of 3.
+/// Four codes to one block of numbers (three at once, then one 12 minutes
+/// later), none confirmed: more than the prefix floor of 3.
 async fn pump_one_block(app: &TestApp, clock: &kratos_phone_courier::clock::Clock) {
     for i in 0..3 {
         assert_eq!(send(app, &format!("+44740012300{i}"), i).await.0, 200);

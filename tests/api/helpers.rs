@@ -33,6 +33,16 @@ pub struct TestApp {
     pub server: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Rates the tests of the limiters count on, set in every [`base_env`];
+/// the busy-hour simulation removes them to run the shipped defaults.
+pub const FIXED_RATES: [(&str, &str); 5] = [
+    ("PHONE_COURIER__LIMITS__SMS__RECIPIENT__PER_HOUR", "5"),
+    ("PHONE_COURIER__LIMITS__SMS__RECIPIENT__BURST", "3"),
+    ("PHONE_COURIER__LIMITS__SMS__IP__PER_HOUR", "10"),
+    ("PHONE_COURIER__LIMITS__SMS__IP__BURST", "5"),
+    ("PHONE_COURIER__FRAUD__PREFIX_MIN_UNCONFIRMED_PER_HOUR", "3"),
+];
+
 /// The environment for a standard app: basic auth, Twilio pointed at `base`.
 pub fn base_env(base: &str) -> HashMap<String, String> {
     [
@@ -47,6 +57,15 @@ pub fn base_env(base: &str) -> HashMap<String, String> {
         ("PHONE_COURIER__TWILIO__FROM", FROM),
         ("PHONE_COURIER__TWILIO__TIMEOUT_MS", "8000"),
         ("PHONE_COURIER__LOG__LEVEL", "trace"),
+        // The limiters' behaviour is tested at small, fixed rates (a
+        // refusal after 3 codes to one number, 5 from one address, a block
+        // suspect after 3 unconfirmed codes), whatever the shipped defaults
+        // are sized to (bench/fraud.md): see [`FIXED_RATES`].
+        FIXED_RATES[0],
+        FIXED_RATES[1],
+        FIXED_RATES[2],
+        FIXED_RATES[3],
+        FIXED_RATES[4],
         (
             "PHONE_COURIER__TWILIO__VERIFY_CREDENTIALS_ON_START",
             "false",
@@ -374,4 +393,30 @@ pub fn login_message(recipient: &str, code: &str) -> Value {
         "template_data": {"login_code": code},
         "request_headers": {"X-Forwarded-For": ["203.0.113.7"]}
     })
+}
+
+/// The configuration a test writes as a TOML file (`label` names its
+/// folder), over the standard environment without its `[twilio]` variables:
+/// for tests that list `[[providers]]` themselves.
+pub fn config_from_toml(label: &str, toml: &str) -> Config {
+    let dir = std::env::temp_dir().join(format!(
+        "kpc-{label}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.toml");
+    std::fs::write(&file, toml).unwrap();
+    let env = base_env("http://unused")
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("PHONE_COURIER__TWILIO__"))
+        .collect();
+    Config::load(&Sources {
+        file: Some(file),
+        env,
+    })
+    .unwrap_or_else(|e| panic!("the {label} test's configuration is valid: {e}"))
 }

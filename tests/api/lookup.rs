@@ -670,3 +670,347 @@ async fn a_line_type_from_lookup_overrides_the_numbering_plan() {
         ]
     );
 }
+
+// Where Lookup meets the ledger and the limits (the delivery module's
+// order: every cheap check before the billed lookup; a retry keeps the
+// channel and provider its first attempt used).
+
+/// Kratos's six attempts of one message, a second apart on the service's
+/// clock, whatever each is answered: (status, error code or "-", sid).
+async fn six_attempts(
+    app: &TestApp,
+    clock: &kratos_phone_courier::clock::Clock,
+    body: &Value,
+) -> Vec<(u16, String, String)> {
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let r = app.post_json("/v1/sms", body).await;
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        seen.push((
+            status,
+            v["error"]["code"].as_str().unwrap_or("-").to_owned(),
+            v["sid"].as_str().unwrap_or("-").to_owned(),
+        ));
+        clock.advance(Duration::from_secs(1));
+    }
+    seen
+}
+
+/// Twilio whose first Lookup fails (503) and every later one says
+/// `line_type`; whose first SMS create is taken but answered after our
+/// timeout, later ones at once; and whose Messages list shows `listed`.
+async fn twilio_changing_its_mind(line_type: &str, listed: Value) -> MockServer {
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v2/PhoneNumbers/"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .set_body_json(json!({"code": 20503, "message": "unavailable", "status": 503})),
+        )
+        .up_to_n_times(1)
+        .mount(&twilio)
+        .await;
+    let line_type = line_type.to_owned();
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v2/PhoneNumbers/"))
+        .respond_with(move |_: &Request| {
+            ResponseTemplate::new(200).set_body_json(json!({
+                "calling_country_code": "1", "country_code": "US",
+                "phone_number": "+14155550123", "valid": true,
+                "line_type_intelligence": {"type": line_type, "error_code": null},
+            }))
+        })
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"sid": SMS_SID, "status": "queued"}))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .up_to_n_times(1)
+        .mount(&twilio)
+        .await;
+    mount_accepting(&twilio).await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messages": listed, "page": 0, "page_size": 50, "next_page_uri": null
+        })))
+        .mount(&twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/Calls\.json$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "calls": [], "page": 0, "page_size": 50, "next_page_uri": null
+        })))
+        .mount(&twilio)
+        .await;
+    twilio
+}
+
+async fn app_changing_its_mind(
+    twilio: MockServer,
+) -> (TestApp, kratos_phone_courier::clock::Clock) {
+    let uri = twilio.uri();
+    app_at_noon(
+        twilio,
+        &[
+            ("PHONE_COURIER__LOOKUP__ENABLED", "true"),
+            ("PHONE_COURIER__LOOKUP__BASE_URL", &uri),
+            ("PHONE_COURIER__LOOKUP__ON_ERROR", "allow"),
+            ("PHONE_COURIER__TWILIO__TIMEOUT_MS", "300"),
+        ],
+    )
+    .await
+}
+
+fn creates_at(got: &[wiremock::Request], resource: &str) -> usize {
+    got.iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with(resource))
+        .count()
+}
+
+#[tokio::test]
+async fn a_lookup_that_changes_its_mind_on_a_retry_adds_no_call() {
+    // The seam: attempt 1's lookup fails (allowed), so the code goes by
+    // SMS, which Twilio takes but answers too late (uncertain); attempt 2's
+    // lookup would say fixedVoip (a call). The retry must ask Twilio about
+    // the SMS it may have, find it, and never place the call.
+    let listed = json!([{
+        "sid": SMS_SID, "to": "+14155550123", "from": FROM,
+        "body": "Your login code is: 482917", "status": "sent",
+        "date_created": "Sat, 22 Nov 2025 12:00:00 +0000"
+    }]);
+    let (app, clock) =
+        app_changing_its_mind(twilio_changing_its_mind("fixedVoip", listed).await).await;
+    let seen = six_attempts(
+        &app,
+        &clock,
+        &code_message("+14155550123", "login", "482917"),
+    )
+    .await;
+    let sms = |s: &str| (200, "-".to_owned(), s.to_owned());
+    assert_eq!(
+        seen,
+        vec![
+            (503, "provider_unavailable".to_owned(), "-".to_owned()),
+            sms(SMS_SID),
+            sms(SMS_SID),
+            sms(SMS_SID),
+            sms(SMS_SID),
+            sms(SMS_SID),
+        ],
+        "one sid for the message after the uncertain attempt"
+    );
+    let got = app.provider_requests().await;
+    assert_eq!(creates_at(&got, "/Messages.json"), 1, "one SMS");
+    assert_eq!(
+        creates_at(&got, "/Calls.json"),
+        0,
+        "no call: the code went by SMS"
+    );
+    assert_eq!(
+        lookup_requests(&got).len(),
+        1,
+        "the retries ask no lookup: the channel was fixed by the first attempt"
+    );
+    let listed_where: Vec<&str> = got
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && !r.url.path().starts_with("/v2/"))
+        .map(|r| r.url.path().rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        listed_where,
+        ["Messages.json"],
+        "reconciled against the SMS"
+    );
+}
+
+#[tokio::test]
+async fn an_uncertain_sms_the_provider_lacks_is_sent_again_as_an_sms() {
+    // The same seam when Twilio does not have the SMS after all: the resend
+    // keeps the first attempt's channel (an SMS), with the quota it kept.
+    let (app, clock) =
+        app_changing_its_mind(twilio_changing_its_mind("fixedVoip", json!([])).await).await;
+    let seen = six_attempts(
+        &app,
+        &clock,
+        &code_message("+14155550123", "login", "482917"),
+    )
+    .await;
+    assert_eq!(
+        seen[0],
+        (503, "provider_unavailable".to_owned(), "-".to_owned())
+    );
+    for attempt in &seen[1..] {
+        assert_eq!(attempt, &(200, "-".to_owned(), SMS_SID.to_owned()));
+    }
+    let got = app.provider_requests().await;
+    let texts: Vec<Vec<(String, String)>> = got
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .map(|r| {
+            form(r)
+                .into_iter()
+                .filter(|(k, _)| k == "To" || k == "Body")
+                .collect()
+        })
+        .collect();
+    let sms = pairs(&[
+        ("To", "+14155550123"),
+        ("Body", "Your login code is: 482917"),
+    ]);
+    assert_eq!(texts, [sms.clone(), sms], "two SMS creates, no call");
+    assert_eq!(lookup_requests(&got).len(), 1);
+}
+
+#[tokio::test]
+async fn requests_the_limits_refuse_cost_no_lookup() {
+    // 20 messages to 20 numbers with one send allowed in total: one lookup,
+    // for the one that is sent.
+    let app = app_with_lookup(&[
+        ("PHONE_COURIER__LIMITS__SMS__GLOBAL__PER_HOUR", "1"),
+        ("PHONE_COURIER__LIMITS__SMS__GLOBAL__BURST", "1"),
+    ])
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let to = format!("+1415555{:04}", 3000 + i * 37);
+        let r = app
+            .post_json("/v1/sms", &code_message(&to, "login", "482917"))
+            .await;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        statuses.push((
+            status,
+            body["error"]["code"].as_str().unwrap_or("-").to_owned(),
+        ));
+    }
+    assert_eq!(statuses[0], (200, "-".to_owned()));
+    assert_eq!(statuses[1..], vec![(429, "rate_limited".to_owned()); 19]);
+    let got = app.provider_requests().await;
+    assert_eq!(lookup_requests(&got).len(), 1, "one billed lookup");
+    assert_eq!(creates_at(&got, "/Messages.json"), 1);
+}
+
+#[tokio::test]
+async fn a_lookup_refusal_gives_the_quota_back() {
+    // One send allowed in total: a number Lookup refuses takes nothing from
+    // it, so the next code still goes.
+    let app = app_with_lookup(&[
+        ("PHONE_COURIER__LIMITS__SMS__GLOBAL__PER_HOUR", "1"),
+        ("PHONE_COURIER__LIMITS__SMS__GLOBAL__BURST", "1"),
+    ])
+    .await;
+    let (status, body) = error_of(
+        app.post_json("/v1/sms", &code_message("+14155550104", "login", "482917"))
+            .await,
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (422, "line_type_refused"));
+    let r = app
+        .post_json("/v1/sms", &code_message("+14155550101", "login", "482917"))
+        .await;
+    assert_eq!(r.status().as_u16(), 200);
+    let got = received(&app).await;
+    let l = |n: &str| ("GET".to_owned(), "lookup".to_owned(), n.to_owned());
+    let sms = |n: &str| ("POST".to_owned(), "Messages.json".to_owned(), n.to_owned());
+    assert_eq!(
+        got,
+        [l("+14155550104"), l("+14155550101"), sms("+14155550101")]
+    );
+}
+
+#[tokio::test]
+async fn lookups_past_their_hourly_cap_follow_on_error() {
+    for (on_error, third) in [("allow", 200), ("refuse", 503)] {
+        let app = app_with_lookup(&[
+            ("PHONE_COURIER__LOOKUP__MAX_PER_HOUR", "2"),
+            ("PHONE_COURIER__LOOKUP__ON_ERROR", on_error),
+        ])
+        .await;
+        let mut statuses = Vec::new();
+        for to in ["+14155550101", "+14155550105", "+14155550112"] {
+            let r = app
+                .post_json("/v1/sms", &code_message(to, "login", "482917"))
+                .await;
+            statuses.push(r.status().as_u16());
+        }
+        assert_eq!(statuses, [200, 200, third], "{on_error}");
+        let got = app.provider_requests().await;
+        assert_eq!(lookup_requests(&got).len(), 2, "{on_error}: the cap holds");
+        let sent = if on_error == "allow" { 3 } else { 2 };
+        assert_eq!(creates_at(&got, "/Messages.json"), sent, "{on_error}");
+        let text = metrics(&app).await;
+        assert!(
+            text.contains("phone_courier_lookups_capped_total 1"),
+            "{on_error}: {text}"
+        );
+        assert!(
+            text.contains(r#"phone_courier_budget_used_ratio{scope="lookup_hour"} 1.0"#),
+            "{on_error}: {text}"
+        );
+        assert!(
+            text.contains(r#"phone_courier_lookups_total{result="error"} 0"#),
+            "{on_error}: a capped lookup is not a failed one: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_notice_to_a_lookup_landline_is_read_out_and_a_mobile_gets_the_sms() {
+    let app = app_with_lookup(&[]).await;
+    let notice = |to: &str| {
+        json!({
+            "recipient": to,
+            "body": "An address on your account was changed. If this wasn't you, contact support.\n",
+            "template_type": "verifiable_address_changed",
+            "template_data": {"to": to, "identity": {"traits": {"phone_channel": "voice"}}},
+            "request_headers": {"X-Forwarded-For": ["203.0.113.7"]}
+        })
+    };
+    // Lookup says landline (the numbering plan cannot tell): a call reads it.
+    let r = app.post_json("/v1/sms", &notice("+14155550102")).await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"status": "accepted", "channel": "voice", "fallback": true, "sid": CALL_SID})
+    );
+    // Lookup says mobile: the SMS, although the trait says voice.
+    let r = app.post_json("/v1/sms", &notice("+14155550101")).await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"status": "accepted", "channel": "sms", "sid": SMS_SID})
+    );
+    let got = app.provider_requests().await;
+    let calls: Vec<_> = got.iter().filter(|r| r.url.path() == CALLS_PATH).collect();
+    let messages: Vec<_> = got
+        .iter()
+        .filter(|r| r.url.path() == MESSAGES_PATH)
+        .collect();
+    assert_eq!((calls.len(), messages.len(), got.len()), (1, 1, 4));
+    assert_eq!(
+        form(calls[0]),
+        pairs(&[
+            ("To", "+14155550102"),
+            ("From", FROM),
+            (
+                "Twiml",
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say voice=\"alice\" language=\"en-US\">An address on your account was changed. If this wasn&apos;t you, contact support.</Say></Response>"
+            ),
+        ])
+    );
+    assert_eq!(
+        form(messages[0]),
+        pairs(&[
+            ("To", "+14155550101"),
+            ("From", FROM),
+            (
+                "Body",
+                "An address on your account was changed. If this wasn't you, contact support.\n"
+            ),
+        ])
+    );
+}

@@ -131,6 +131,14 @@ pub(crate) async fn service_with_sandbox() -> (String, Sandbox, tokio::task::Joi
 pub(crate) async fn service_with_sandbox_and(
     tweak: impl FnOnce(&mut std::collections::HashMap<String, String>, &str),
 ) -> (String, Sandbox, tokio::task::JoinHandle<()>) {
+    service_with_sandbox_on(kratos_phone_courier::clock::Clock::system(), tweak).await
+}
+
+/// As [`service_with_sandbox_and`], on a clock the test moves.
+pub(crate) async fn service_with_sandbox_on(
+    clock: kratos_phone_courier::clock::Clock,
+    tweak: impl FnOnce(&mut std::collections::HashMap<String, String>, &str),
+) -> (String, Sandbox, tokio::task::JoinHandle<()>) {
     let sandbox = Sandbox::new(SandboxConfig::default());
     let sandbox_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox_addr = sandbox_listener.local_addr().unwrap();
@@ -160,7 +168,7 @@ pub(crate) async fn service_with_sandbox_and(
     );
     tweak(&mut env, &format!("http://{sandbox_addr}"));
     let config = Config::load(&Sources { file: None, env }).unwrap();
-    let app = std::sync::Arc::new(App::new(config).unwrap());
+    let app = std::sync::Arc::new(App::with_clock(config, clock).unwrap());
     let server = tokio::spawn(async move {
         kratos_phone_courier::http::server::run(listener, app, std::future::pending())
             .await

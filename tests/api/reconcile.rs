@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use kratos_phone_courier::config::{Config, Sources, TwilioConfig};
 use kratos_phone_courier::provider::errors::FailureClass;
-use kratos_phone_courier::provider::reconcile::{RECONCILE_MAX_PAGES, RECONCILE_PAGE_SIZE};
+use kratos_phone_courier::provider::reconcile::{
+    RECONCILE_CLOCK_SKEW, RECONCILE_MAX_PAGES, RECONCILE_PAGE_SIZE,
+};
 use kratos_phone_courier::provider::twilio::{
     OutgoingCall, OutgoingSms, ProviderError, TwilioClient,
 };
@@ -125,14 +127,24 @@ async fn finds_the_message_sent_since_with_the_same_body() {
     // seconds): still found.
     assert_eq!(
         client
-            .find_message(TO, "Your code is 111111", None, since + secs(10))
+            .find_message(
+                TO,
+                "Your code is 111111",
+                None,
+                since + RECONCILE_CLOCK_SKEW + secs(10)
+            )
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         client
-            .find_message(TO, "Your code is 111111", None, since + secs(3))
+            .find_message(
+                TO,
+                "Your code is 111111",
+                None,
+                since + RECONCILE_CLOCK_SKEW - secs(2)
+            )
             .await
             .unwrap()
             .as_deref(),
@@ -184,7 +196,12 @@ async fn follows_next_page_uri_while_the_page_is_recent() {
     // A page that reaches back before `since` ends the search, even with a
     // next page: older pages are older still.
     let found = client
-        .find_message(TO, "Your code is 424242", None, since + secs(30))
+        .find_message(
+            TO,
+            "Your code is 424242",
+            None,
+            since + RECONCILE_CLOCK_SKEW + secs(30),
+        )
         .await
         .unwrap();
     assert_eq!(found, None);
@@ -231,7 +248,10 @@ async fn finds_the_call_made_since() {
     // A message to a number is not a call to it.
     assert_eq!(client.find_call(OTHER, None, since).await.unwrap(), None);
     assert_eq!(
-        client.find_call(TO, None, since + secs(10)).await.unwrap(),
+        client
+            .find_call(TO, None, since + RECONCILE_CLOCK_SKEW + secs(10))
+            .await
+            .unwrap(),
         None
     );
     // Calls are not messages either.

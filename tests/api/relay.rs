@@ -54,6 +54,12 @@ impl Drop for TempFile {
 /// `{sandbox}` are replaced by their addresses), and the sandbox as Twilio,
 /// Slack and the webhook receiver.
 async fn spawn_relay(relay_toml: &str) -> RelayApp {
+    spawn_relay_with(relay_toml, None).await
+}
+
+/// As [`spawn_relay`]; with `list`, the service reaches the sandbox's
+/// Twilio API through [`ListProxy`], whose list reads can be made to fail.
+async fn spawn_relay_with(relay_toml: &str, list: Option<Arc<ListFaults>>) -> RelayApp {
     let sandbox = Sandbox::new(SandboxConfig {
         account_sid: ACCOUNT_SID.into(),
         auth_token: AUTH_TOKEN.into(),
@@ -83,9 +89,13 @@ async fn spawn_relay(relay_toml: &str) -> RelayApp {
         .replace("{api}", &addr.to_string())
         .replace("{sandbox}", &sandbox_addr.to_string());
     std::fs::write(&path, toml).unwrap();
+    let twilio_base = match list {
+        Some(faults) => format!("http://{}", list_proxy(sandbox_addr, faults).await),
+        None => format!("http://{sandbox_addr}"),
+    };
     let config = Config::load(&Sources {
         file: Some(path.clone()),
-        env: base_env(&format!("http://{sandbox_addr}")),
+        env: base_env(&twilio_base),
     })
     .expect("test relay config is valid");
     let clock = Clock::starting_at(Duration::from_secs(NOON));
@@ -617,4 +627,152 @@ async fn with_the_relay_off_the_endpoint_does_not_exist() {
     let form = twilio_sandbox_params(GITHUB, SHARED, "x");
     let (status, body) = error_of(app.post_raw(&form, Some("x")).await).await;
     assert_eq!((status, error_code(&body)), (404, "not_found"));
+}
+
+/// Twilio's message list reads (`GET …/Messages.json`) as the service made
+/// them through [`list_proxy`], and how many of the next ones fail.
+#[derive(Default)]
+struct ListFaults {
+    /// The next this many list reads are answered 500 (Twilio's 20500).
+    failing: std::sync::atomic::AtomicUsize,
+    /// List reads seen, failed or not.
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl ListFaults {
+    fn failing(n: usize) -> Arc<Self> {
+        let f = ListFaults::default();
+        f.failing.store(n, std::sync::atomic::Ordering::SeqCst);
+        Arc::new(f)
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A stand-in in front of the sandbox's Twilio API: list reads fail as
+/// `faults` says; everything else (and list reads past the failing ones)
+/// goes to the sandbox as it came. Returns its address.
+async fn list_proxy(sandbox: SocketAddr, faults: Arc<ListFaults>) -> SocketAddr {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use std::sync::atomic::Ordering;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = reqwest::Client::new();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (faults, client) = (faults.clone(), client.clone());
+            let service = hyper::service::service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (faults, client) = (faults.clone(), client.clone());
+                    async move {
+                        let listing = req.method() == hyper::Method::GET
+                            && req.uri().path().ends_with("/Messages.json");
+                        if listing {
+                            faults.reads.fetch_add(1, Ordering::SeqCst);
+                            let failed = faults
+                                .failing
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
+                            if failed {
+                                let body = r#"{"code":20500,"message":"Internal Server Error","status":500}"#;
+                                return Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(500)
+                                        .header("content-type", "application/json")
+                                        .body(Full::new(Bytes::from(body)))
+                                        .unwrap(),
+                                );
+                            }
+                        }
+                        let url = format!("http://{sandbox}{}", req.uri());
+                        let mut forward = client.request(req.method().clone(), url);
+                        for (name, value) in req.headers() {
+                            if name != hyper::header::HOST {
+                                forward = forward.header(name, value);
+                            }
+                        }
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let answer = forward.body(body).send().await.unwrap();
+                        let mut response = hyper::Response::builder().status(answer.status());
+                        for (name, value) in answer.headers() {
+                            response = response.header(name, value);
+                        }
+                        let bytes = answer.bytes().await.unwrap();
+                        Ok(response.body(Full::new(bytes)).unwrap())
+                    }
+                },
+            );
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Item 6 of issue 23: the forwarded SMS times out (the sandbox took it but
+/// answers after the service's 8 s), so it may have been sent; every read
+/// of Twilio's list then fails. The relay reads the list a bounded number
+/// of times and never sends again: one text, one SMS, counted `uncertain`.
+#[tokio::test(start_paused = true)]
+async fn an_uncertain_sms_is_not_sent_again_when_twilios_list_cannot_be_read() {
+    let faults = ListFaults::failing(usize::MAX);
+    let app = spawn_relay_with(ROUTES, Some(faults.clone())).await;
+    app.sandbox
+        .inject_fault(Fault::AcceptThenLatency(Duration::from_secs(10)), 1);
+    app.text("32665", SHARED, "Bank code 111111").await;
+    app.settle().await;
+    assert_eq!(
+        app.sms(),
+        vec![(
+            BANK_PHONE.to_owned(),
+            SHARED.to_owned(),
+            "MFA code from Bank:\nBank code 111111".to_owned()
+        )],
+        "exactly one SMS reached Twilio"
+    );
+    assert_eq!(
+        faults.reads(),
+        kratos_phone_courier::relay::forward::LIST_READS as usize,
+        "the list was read again, a bounded number of times"
+    );
+    let creates = app
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/Messages.json"))
+        .count();
+    assert_eq!(creates, 1, "one send, never retried");
+    let m = app.metrics().await;
+    assert_eq!(forward_count(&m, "sms", "uncertain"), 1, "{m}");
+    assert_eq!(forward_count(&m, "sms", "delivered"), 0);
+    assert_eq!(forward_count(&m, "sms", "dropped"), 0);
+}
+
+/// The same, but the list answers at its second read: the SMS is found
+/// there, counted delivered, and not sent again.
+#[tokio::test(start_paused = true)]
+async fn a_list_read_that_fails_once_is_read_again_and_finds_the_sms() {
+    let faults = ListFaults::failing(1);
+    let app = spawn_relay_with(ROUTES, Some(faults.clone())).await;
+    app.sandbox
+        .inject_fault(Fault::AcceptThenLatency(Duration::from_secs(10)), 1);
+    app.text("32665", SHARED, "Bank code 111111").await;
+    app.settle().await;
+    assert_eq!(app.sms().len(), 1, "{:?}", app.sms());
+    assert_eq!(faults.reads(), 2);
+    let m = app.metrics().await;
+    assert_eq!(forward_count(&m, "sms", "delivered"), 1, "{m}");
+    assert_eq!(forward_count(&m, "sms", "uncertain"), 0);
 }

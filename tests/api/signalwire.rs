@@ -1,12 +1,13 @@
 //! SignalWire as a provider: the status callback it is given, its signed
-//! callbacks at `/v1/signalwire/status` (and `/v1/twilio/status`), and the
-//! configuration of a provider list.
+//! callbacks at `/v1/signalwire/status` (and only there: each path takes
+//! only its own kind of provider's keys), and the configuration of a
+//! provider list.
 
 use kratos_phone_courier::config::{Config, Sources};
 use kratos_phone_courier::provider::signature;
 use twilio_sandbox::Fault;
 
-use crate::failover::{creates, metrics, two_providers, SW_FROM, SW_TOKEN};
+use crate::failover::{creates, metrics, two_providers, two_providers_with, SW_FROM, SW_TOKEN};
 use crate::helpers::*;
 
 const PUBLIC: &str = "https://courier.example.com";
@@ -102,25 +103,143 @@ async fn signalwire_is_given_its_own_callback_url_and_its_signed_callbacks_count
         post_callback(&p.app, path, "X-SignalWire-Signature", &signed, &tampered).await,
         403
     );
-    // A SignalWire callback at Twilio's path counts when signed for it.
+    // Twilio's path takes only Twilio's keys: SignalWire's key signing for
+    // it is refused, under either header.
+    for header in ["X-SignalWire-Signature", "X-Twilio-Signature"] {
+        assert_eq!(
+            post_callback(&p.app, "/v1/twilio/status", header, &other_url, &form).await,
+            403,
+            "{header}"
+        );
+    }
+    let text = metrics(&p.app).await;
+    assert!(
+        text.contains(
+            r#"phone_courier_delivery_status_total{channel="sms",status="delivered",error_code="none"} 2"#
+        ),
+        "{text}"
+    );
+}
+
+/// Calls (POSTs to `Calls.json`) a sandbox received.
+fn calls(s: &twilio_sandbox::Sandbox) -> Vec<Vec<(String, String)>> {
+    s.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/Calls.json"))
+        .map(|r| r.form)
+        .collect()
+}
+
+/// Item 9 of issue 23: a report that a Twilio message was undelivered
+/// (which starts a fallback call) counts only when a Twilio key signed it.
+/// A leaked SignalWire signing key cannot fake one, on either path or under
+/// either header, nor can Twilio's token sign for SignalWire's path.
+#[tokio::test]
+async fn a_status_callback_counts_only_with_its_own_providers_key() {
+    let p = two_providers_with(
+        true,
+        &format!("[status_callback]\npublic_url = \"{PUBLIC}\"\n"),
+        2000,
+    )
+    .await;
+    let to = "+14155550123";
+    let mut message = login_message(to, "482917");
+    message["template_data"]["expires_in_minutes"] = 10.into();
+    let r = p.app.post_json("/v1/sms", &message).await;
+    assert_eq!(r.status(), 200);
+    let sid = p.primary.inbox()[0].sid.clone();
+    assert!(sid.starts_with("SM"), "{sid}");
+    let twilio_cb = format!("{PUBLIC}/v1/twilio/status");
+    let sw_cb = format!("{PUBLIC}/v1/signalwire/status");
+    let undelivered = pairs(&[
+        ("MessageSid", &sid),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30003"),
+        ("To", to),
+        ("From", FROM),
+    ]);
+    let forged = [
+        (
+            "/v1/twilio/status",
+            "X-Twilio-Signature",
+            signature::compute(SW_TOKEN, &twilio_cb, &undelivered),
+        ),
+        (
+            "/v1/twilio/status",
+            "X-SignalWire-Signature",
+            signature::compute(SW_TOKEN, &twilio_cb, &undelivered),
+        ),
+        (
+            "/v1/signalwire/status",
+            "X-SignalWire-Signature",
+            signature::compute(AUTH_TOKEN, &sw_cb, &undelivered),
+        ),
+        (
+            "/v1/signalwire/status",
+            "X-Twilio-Signature",
+            signature::compute(AUTH_TOKEN, &sw_cb, &undelivered),
+        ),
+    ];
+    for (path, header, signed) in &forged {
+        assert_eq!(
+            post_callback(&p.app, path, header, signed, &undelivered).await,
+            403,
+            "{path} {header}"
+        );
+    }
+    assert!(calls(&p.primary).is_empty(), "a call placed at Twilio");
+    assert!(
+        calls(&p.secondary).is_empty(),
+        "a call placed at SignalWire"
+    );
+    assert_eq!(creates(&p.secondary), Vec::<Vec<(String, String)>>::new());
+    let text = metrics(&p.app).await;
+    assert!(
+        !text.contains(r#"phone_courier_delivery_status_total{channel="sms",status="undelivered""#),
+        "a refused callback was counted: {text}"
+    );
+
+    // SignalWire's own callback at its path, signed with its key: counted
+    // (under either header), and it starts nothing at Twilio.
+    let sw_report = pairs(&[
+        ("MessageSid", "5a1e0000-5a1e-4000-8000-00000000beef"),
+        ("MessageStatus", "delivered"),
+        ("To", to),
+        ("From", SW_FROM),
+    ]);
+    let sw_signed = signature::compute(SW_TOKEN, &sw_cb, &sw_report);
+    for header in ["X-SignalWire-Signature", "X-Twilio-Signature"] {
+        assert_eq!(
+            post_callback(
+                &p.app,
+                "/v1/signalwire/status",
+                header,
+                &sw_signed,
+                &sw_report
+            )
+            .await,
+            204,
+            "{header}"
+        );
+    }
+    // Twilio's report, signed with its auth token: counted, and the one
+    // fallback call is placed, at Twilio.
+    let signed = signature::compute(AUTH_TOKEN, &twilio_cb, &undelivered);
     assert_eq!(
         post_callback(
             &p.app,
             "/v1/twilio/status",
-            "X-SignalWire-Signature",
-            &other_url,
-            &form
+            "X-Twilio-Signature",
+            &signed,
+            &undelivered
         )
         .await,
         204
     );
-    let text = metrics(&p.app).await;
-    assert!(
-        text.contains(
-            r#"phone_courier_delivery_status_total{channel="sms",status="delivered",error_code="none"} 3"#
-        ),
-        "{text}"
-    );
+    let placed = calls(&p.primary);
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    assert!(placed[0].contains(&("To".to_owned(), to.to_owned())));
+    assert!(calls(&p.secondary).is_empty());
 }
 
 fn load(toml: &str) -> Result<Config, String> {
@@ -187,7 +306,7 @@ async fn a_provider_list_is_checked_key_by_key() {
         ),
         (
             format!("{SIGNALWIRE}auth_token = \"x\"\n"),
-            "configuration key `providers[0].auth_token`: does not apply to kind = \"signalwire\"",
+            "configuration key `providers[0].auth_token`: is not a key here; expected one of `name`, `space_url`",
         ),
         (
             format!(
@@ -201,4 +320,15 @@ async fn a_provider_list_is_checked_key_by_key() {
         assert!(e.contains(expected), "{e}\nexpected: {expected}");
         assert!(!e.contains("PTsecret"), "a secret in an error: {e}");
     }
+}
+
+#[tokio::test]
+async fn whatsapp_is_refused_at_start_without_a_twilio_provider() {
+    let whatsapp = "\n[whatsapp]\nenabled = true\nfrom = \"+14155550100\"\ncontent_sid = \"HX0123456789abcdef0123456789abcdef\"\n";
+    let error = load(&format!("{SIGNALWIRE}{whatsapp}")).unwrap_err();
+    assert!(
+        error.contains("configuration key `whatsapp.enabled`")
+            && error.contains("SignalWire has no WhatsApp"),
+        "{error}"
+    );
 }

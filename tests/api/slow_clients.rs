@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use kratos_phone_courier::config::{Config, Sources};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -191,4 +192,121 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
     let answer = read_all(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // read_all returned: the server closed the idle connection itself.
+}
+
+/// Every endpoint that reads a body: the provider webhooks (signed forms)
+/// and the JSON endpoints Kratos and the verify API's callers use.
+const BODY_ENDPOINTS: [(&str, &str); 6] = [
+    ("/v1/twilio/status", "application/x-www-form-urlencoded"),
+    ("/v1/signalwire/status", "application/x-www-form-urlencoded"),
+    ("/v1/twilio/inbound", "application/x-www-form-urlencoded"),
+    ("/v1/verify/request", "application/json"),
+    ("/v1/verify/check", "application/json"),
+    ("/v1/kratos/confirmed", "application/json"),
+];
+
+/// Item 4 of issue 23: clients that declare a body and never send it, one
+/// on each endpoint that reads a body, filling every connection slot. Each
+/// gets 408 `request_timeout` within `server.body_read_timeout_ms` and its
+/// connection is closed, so `/v1/sms` is answered afterwards instead of
+/// 503 `overloaded`.
+#[tokio::test]
+async fn stalled_bodies_on_every_endpoint_time_out_and_free_their_connections() {
+    const BODY_TIMEOUT_MS: u64 = 300;
+    let toml = format!(
+        r#"
+[status_callback]
+public_url = "http://courier.example.test"
+
+[relay]
+enabled = true
+public_url = "http://courier.example.test"
+numbers = ["{FROM}"]
+
+[relay.default_route]
+name = "Any"
+sms = ["+14155550199"]
+
+[verify]
+enabled = true
+"#
+    );
+    let file = std::env::temp_dir().join(format!(
+        "kpc-slow-bodies-{}-{}.toml",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ));
+    std::fs::write(&file, toml).unwrap();
+    let twilio = twilio_accepting().await;
+    let mut env = base_env(&twilio.uri());
+    env.insert(
+        "PHONE_COURIER__SERVER__MAX_CONNECTIONS".into(),
+        BODY_ENDPOINTS.len().to_string(),
+    );
+    env.insert(
+        "PHONE_COURIER__SERVER__BODY_READ_TIMEOUT_MS".into(),
+        BODY_TIMEOUT_MS.to_string(),
+    );
+    let config = Config::load(&Sources {
+        file: Some(file.clone()),
+        env,
+    });
+    let _ = std::fs::remove_file(&file);
+    let app = start(config.expect("test config is valid"), twilio).await;
+
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("{KRATOS_USER}:{KRATOS_PASSWORD}"))
+    };
+    // Every slot taken by a client that sent its headers and no body.
+    let started = std::time::Instant::now();
+    let mut stalled = Vec::new();
+    for (path, content_type) in BODY_ENDPOINTS {
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+                 X-Twilio-Signature: AAAA\r\nContent-Type: {content_type}\r\n\
+                 Content-Length: 1000\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        stalled.push((path, s));
+    }
+    for (path, mut s) in stalled {
+        // Bounded well above the body timeout; without one the server
+        // never answers and the connection stays.
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let answer = String::from_utf8_lossy(&out).into_owned();
+        assert!(
+            read.is_ok(),
+            "{path}: no answer and no close within 5 s (got {answer:?})"
+        );
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+        assert_eq!(v["error"]["code"], "request_timeout", "{path}");
+    }
+    // Each one waited for its body about as long as it was given, no more.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(BODY_TIMEOUT_MS),
+        "answered before the timeout: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    app.assert_provider_untouched().await;
+
+    // The slots are free again: Kratos's request is served.
+    let r = app.post_json("/v1/sms", &sms_message("+14155550123")).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let sent = app.provider_requests().await;
+    assert_eq!(sent.len(), 1);
+    assert!(form(&sent[0]).contains(&("To".to_owned(), "+14155550123".to_owned())));
 }

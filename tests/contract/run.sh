@@ -199,6 +199,21 @@ else:
 PY
 }
 
+# inbox_form SID KEY: a form field Twilio got for the inbox entry with this
+# sid ("<absent>" when it was not sent).
+inbox_form() {
+  curl -s --max-time 5 "http://$SANDBOX_ADDR/inbox.json" >"$WORK/inbox.json"
+  python3 - "$WORK/inbox.json" "$1" "$2" <<'PY'
+import json, sys
+for entry in json.load(open(sys.argv[1]))["messages"]:
+    if entry["sid"] == sys.argv[2]:
+        print(next((v for k, v in entry["form"] if k == sys.argv[3]), "<absent>"))
+        break
+else:
+    print("<no inbox entry>")
+PY
+}
+
 # fault NAME: the sandbox fails the next create request this way.
 fault() {
   curl -s -o /dev/null --max-time 5 -X POST -H 'Content-Type: application/json' \
@@ -256,7 +271,10 @@ PIDS+=($!)
 # Rate limits are off here: this script walks the contract, not the abuse
 # controls (tests/api/abuse.rs does). Every case that reaches Twilio uses its
 # own recipient and code, so deduplication does not merge cases either.
-EXTRA_ENV=(PHONE_COURIER__LIMITS__ENABLED=false PHONE_COURIER__VERIFY__ENABLED=true)
+EXTRA_ENV=(PHONE_COURIER__LIMITS__ENABLED=false PHONE_COURIER__VERIFY__ENABLED=true
+  PHONE_COURIER__WHATSAPP__ENABLED=true PHONE_COURIER__WHATSAPP__FROM="$FROM"
+  PHONE_COURIER__WHATSAPP__CONTENT_SID=HX0123456789abcdef0123456789abcdef
+  PHONE_COURIER__WHATSAPP__COUNTRIES=BR)
 
 start_courier "$WORK/courier.log"
 
@@ -302,6 +320,71 @@ for name in login registration verification recovery; do
   check "$name voice: Twilio got To" "$(inbox "$SID" to)" "$to"
   spaced=$(echo "$code" | sed 's/./&, /g; s/, $//')
   check_contains "$name voice: the call speaks the code digit by digit" "$(inbox "$SID" spoken_text)" "$spaced"
+  n=$((n + 1))
+done
+
+# ---------------------------------------------------------------------------
+# Kratos after v26.2.0 (master of 2026-07-29): notices without a code, to a
+# user whose trait says voice, and code SMS ending with the Web OTP line
+# ---------------------------------------------------------------------------
+
+# inbox_count TO: how many messages and calls the sandbox got for TO.
+inbox_count() {
+  curl -s --max-time 5 "http://$SANDBOX_ADDR/inbox.json" >"$WORK/inbox.json"
+  python3 - "$WORK/inbox.json" "$1" <<'PY'
+import json, sys
+print(sum(1 for e in json.load(open(sys.argv[1]))["messages"] if e["to"] == sys.argv[2]))
+PY
+}
+
+n=601
+for name in verifiable_address_changed authenticator_key_added; do
+  body=$(json "$FIXTURES/next/$name.json" body)
+  for endpoint in /v1/sms /v1/voice; do
+    to=+14155550$n
+    fixture "next/$name" "$to"
+    send "$endpoint" "$WORK/fixture.json"
+    expect_accepted "$name on $endpoint (trait says voice): 200 accepted, sms, SM sid" sms SM
+    FIRST_SID=$SID
+    check "$name on $endpoint: Twilio got To" "$(inbox "$SID" to)" "$to"
+    check "$name on $endpoint: Twilio got the notice as Kratos wrote it" "$(inbox "$SID" body)" "$body"
+    # Kratos's five more attempts of the same message.
+    for attempt in 2 3 4 5 6; do
+      send "$endpoint" "$WORK/fixture.json"
+    done
+    check "$name on $endpoint, Kratos's sixth attempt: the same SMS, duplicate" \
+      "$STATUS $(json "$WORK/body" sid) $(json "$WORK/body" duplicate)" "200 $FIRST_SID true"
+    check "$name on $endpoint: one message over six attempts" "$(inbox_count "$to")" 1
+    n=$((n + 1))
+  done
+done
+
+# A notice to a London landline (FIXED_LINE): read out in one call.
+fixture next/verifiable_address_changed +442071234568
+send /v1/sms "$WORK/fixture.json"
+expect_accepted "notice to a landline: 200 accepted, voice, CA sid" voice CA
+check "notice to a landline: fallback true" "$(json "$WORK/body" fallback)" "true"
+check "notice to a landline: the call reads the notice" "$(inbox "$SID" spoken_text)" \
+  "An address on your account was changed. If this wasn't you, contact support."
+
+# A login code with the Web OTP line: sent as written, spoken without it.
+for name in login_web_otp verification_new_number; do
+  body=$(json "$FIXTURES/next/$name.json" body)
+  to=+14155550$n
+  fixture "next/$name" "$to"
+  send /v1/sms "$WORK/fixture.json"
+  expect_accepted "$name by SMS: 200 accepted, sms, SM sid" sms SM
+  check "$name by SMS: the Web OTP line is last, as written" "$(inbox "$SID" body)" "$body"
+  n=$((n + 1))
+  to=+14155550$n
+  fixture "next/$name" "$to"
+  send /v1/voice "$WORK/fixture.json"
+  expect_accepted "$name by voice: 200 accepted, voice, CA sid" voice CA
+  spoken=$(inbox "$SID" spoken_text)
+  case "$spoken" in
+    *auth.example.com* | *'#'*) fail "$name by voice: the Web OTP line is never spoken" "$spoken" ;;
+    *) pass "$name by voice: the Web OTP line is never spoken" ;;
+  esac
   n=$((n + 1))
 done
 
@@ -383,6 +466,40 @@ expect_accepted "landline: 200 accepted, voice, CA sid" voice CA
 check "landline: fallback true" "$(json "$WORK/body" fallback)" "true"
 check "landline: Twilio got the call To" "$(inbox "$SID" to)" "+442071234567"
 check_contains "landline: the call speaks the code" "$(inbox "$SID" spoken_text)" "4, 0, 0, 4, 0, 2"
+
+# ---------------------------------------------------------------------------
+# WhatsApp ([whatsapp], on here for Brazil): the template, no Body
+# ---------------------------------------------------------------------------
+
+message +5511987650001 400501
+send /v1/sms "$WORK/message.json"
+expect_accepted "WhatsApp country: 200 accepted, whatsapp, SM sid" whatsapp SM
+WA_SID=$SID
+check "WhatsApp: Twilio got To whatsapp:+55..." "$(inbox_form "$SID" To)" "whatsapp:+5511987650001"
+check "WhatsApp: Twilio got From whatsapp:..." "$(inbox_form "$SID" From)" "whatsapp:$FROM"
+check "WhatsApp: Twilio got the template" "$(inbox_form "$SID" ContentSid)" "HX0123456789abcdef0123456789abcdef"
+check "WhatsApp: Twilio got the code as variable 1" "$(inbox_form "$SID" ContentVariables)" '{"1":"400501"}'
+check "WhatsApp: Twilio got no Body" "$(inbox_form "$SID" Body)" "<absent>"
+send /v1/sms "$WORK/message.json"
+check "WhatsApp, Kratos's retry: the same sid, duplicate" \
+  "$STATUS $(json "$WORK/body" channel) $(json "$WORK/body" sid) $(json "$WORK/body" duplicate)" "200 whatsapp $WA_SID true"
+
+# Asked for by the flow's transient payload, to a number outside the list.
+cat >"$WORK/message.json" <<EOF
+{"recipient":"+14155550410","body":"Your login code is: 400502","template_type":"login_code_valid",
+ "template_data":{"login_code":"400502","transient_payload":{"phone_courier":{"channel":"whatsapp"}}}}
+EOF
+send /v1/sms "$WORK/message.json"
+expect_accepted "WhatsApp asked for: 200 accepted, whatsapp" whatsapp SM
+check "WhatsApp asked for: Twilio got To whatsapp:+1..." "$(inbox_form "$SID" To)" "whatsapp:+14155550410"
+
+# A notification (no code) to a WhatsApp country goes by SMS.
+cat >"$WORK/message.json" <<EOF
+{"recipient":"+5511987650002","body":"An address on your account was changed.","template_type":"verifiable_address_changed","template_data":{}}
+EOF
+send /v1/sms "$WORK/message.json"
+expect_accepted "notification to a WhatsApp country: 200 accepted, sms" sms SM
+check "notification: Twilio got the Body" "$(inbox "$SID" body)" "An address on your account was changed."
 
 # Twilio's sender test numbers: a service configured with such a From is
 # misconfigured (502, fix it) or its sender queue is full (503, retry). Each

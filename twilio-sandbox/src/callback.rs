@@ -20,6 +20,8 @@ pub(crate) struct CallbackJob {
     pub to: String,
     /// Report the message as `undelivered` with this `ErrorCode`.
     pub undelivered: Option<u32>,
+    /// Report the message `sent`, and nothing after (no receipt).
+    pub no_receipt: bool,
     /// The header the signature goes in (the sandbox's flavor).
     pub signature_header: &'static str,
 }
@@ -45,11 +47,12 @@ pub(crate) fn updates(job: &CallbackJob) -> Vec<Vec<(String, String)>> {
                 }
                 form
             };
-            let last = match job.undelivered {
-                Some(code) => message("undelivered", Some(code)),
-                None => message("delivered", None),
+            let last = match (job.undelivered, job.no_receipt) {
+                (Some(code), _) => Some(message("undelivered", Some(code))),
+                (None, true) => None,
+                (None, false) => Some(message("delivered", None)),
             };
-            vec![message("sent", None), last]
+            std::iter::once(message("sent", None)).chain(last).collect()
         }
         Channel::Voice => vec![vec![
             pair("CallSid", &job.sid),
@@ -109,6 +112,7 @@ mod tests {
             from: "+1".into(),
             to: "+2".into(),
             undelivered,
+            no_receipt: false,
             signature_header: "X-Twilio-Signature",
         }
     }
@@ -127,6 +131,11 @@ mod tests {
         let failed = super::updates(&job(Channel::Sms, Some(30003)));
         assert_eq!(value(&failed[1], "MessageStatus"), Some("undelivered"));
         assert_eq!(value(&failed[1], "ErrorCode"), Some("30003"));
+        let mut silent = job(Channel::Sms, None);
+        silent.no_receipt = true;
+        let silent = super::updates(&silent);
+        assert_eq!(silent.len(), 1);
+        assert_eq!(value(&silent[0], "MessageStatus"), Some("sent"));
     }
 
     #[test]

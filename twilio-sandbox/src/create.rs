@@ -206,6 +206,31 @@ pub const UNDELIVERED_NUMBERS: [(&str, u32, &str); 3] = [
     ("+14155550193", 30004, "message blocked (no call helps)"),
 ];
 
+/// Magic numbers whose WhatsApp message (`To=whatsapp:<number>`) is
+/// accepted, then reported undelivered with the WhatsApp error in a signed
+/// status callback: the service's WhatsApp-to-SMS fallback can be seen.
+/// The same number by SMS is delivered. Listed on the inbox page.
+pub const WHATSAPP_UNDELIVERED_NUMBERS: [(&str, u32, &str); 1] =
+    [("+5511987650063", 63003, "not on WhatsApp")];
+
+/// A magic number whose WhatsApp message is accepted and reported `sent`,
+/// and never `delivered` (a phone offline, an account no longer used): the
+/// service's SMS after `whatsapp.fallback_after_ms` can be seen. Listed on
+/// the inbox page.
+pub const WHATSAPP_NO_RECEIPT_NUMBER: &str = "+5511987650064";
+
+/// Whether this request's status callbacks stop at `sent`: a WhatsApp
+/// message to [`WHATSAPP_NO_RECEIPT_NUMBER`].
+pub(crate) fn no_receipt_number(channel: Channel, form: &[(String, String)]) -> bool {
+    channel == Channel::Sms
+        && form.iter().any(|(k, v)| {
+            k == "To" && v.strip_prefix(WHATSAPP_PREFIX) == Some(WHATSAPP_NO_RECEIPT_NUMBER)
+        })
+}
+
+/// The prefix of a WhatsApp address in `To` and `From`.
+pub const WHATSAPP_PREFIX: &str = "whatsapp:";
+
 pub(crate) fn undelivered_number(channel: Channel, form: &[(String, String)]) -> Option<u32> {
     if channel != Channel::Sms {
         return None;
@@ -214,9 +239,12 @@ pub(crate) fn undelivered_number(channel: Channel, form: &[(String, String)]) ->
         .iter()
         .find(|(k, _)| k == "To")
         .map(|(_, v)| v.as_str())?;
-    UNDELIVERED_NUMBERS
-        .iter()
-        .find(|(number, _, _)| *number == to)
+    let (list, number) = match to.strip_prefix(WHATSAPP_PREFIX) {
+        Some(number) => (&WHATSAPP_UNDELIVERED_NUMBERS[..], number),
+        None => (&UNDELIVERED_NUMBERS[..], to),
+    };
+    list.iter()
+        .find(|(magic, _, _)| *magic == number)
         .map(|(_, code, _)| *code)
 }
 
@@ -363,6 +391,7 @@ fn accept(
                     from: param(form, "From").unwrap_or_default().to_owned(),
                     to,
                     undelivered,
+                    no_receipt: no_receipt_number(channel, form),
                     signature_header: config.flavor.signature_header(),
                 };
                 tokio::spawn(callback::deliver(client.clone(), job));
@@ -402,5 +431,27 @@ mod tests {
             None
         );
         assert_eq!(undelivered_number(Channel::Sms, &to("+14155550123")), None);
+        // A WhatsApp magic number, only as a WhatsApp address.
+        assert!(no_receipt_number(
+            Channel::Sms,
+            &to("whatsapp:+5511987650064")
+        ));
+        assert!(!no_receipt_number(Channel::Sms, &to("+5511987650064")));
+        assert!(!no_receipt_number(
+            Channel::Sms,
+            &to("whatsapp:+5511987650063")
+        ));
+        assert_eq!(
+            undelivered_number(Channel::Sms, &to("whatsapp:+5511987650063")),
+            Some(63003)
+        );
+        assert_eq!(
+            undelivered_number(Channel::Sms, &to("+5511987650063")),
+            None
+        );
+        assert_eq!(
+            undelivered_number(Channel::Sms, &to("whatsapp:+14155550191")),
+            None
+        );
     }
 }

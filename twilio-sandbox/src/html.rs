@@ -41,11 +41,30 @@ pub(crate) fn inbox_page(entries: &[InboxEntry], hooks: &[HookEntry], inbound: b
     } else {
         page.push_str("<table>\n<thead><tr><th>Time</th><th>Channel</th><th>To</th><th>From</th><th>Text</th><th>Status</th><th>SID</th></tr></thead>\n<tbody>\n");
         for entry in entries {
+            // A WhatsApp message is a message resource to `whatsapp:+…`:
+            // shown apart, with its template and variables.
+            let whatsapp = entry.to.starts_with(super::create::WHATSAPP_PREFIX);
             let channel = match entry.channel {
+                Channel::Sms if whatsapp => "WhatsApp",
                 Channel::Sms => "SMS",
                 Channel::Voice => "Voice",
             };
+            let template = whatsapp.then(|| {
+                let field = |k: &str| {
+                    entry
+                        .form
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .map_or("", |(_, v)| v.as_str())
+                };
+                format!(
+                    "template {} with {}",
+                    field("ContentSid"),
+                    field("ContentVariables")
+                )
+            });
             let text = match entry.channel {
+                Channel::Sms if whatsapp => template.as_deref().unwrap_or(""),
                 Channel::Sms => entry.body.as_deref().unwrap_or(""),
                 Channel::Voice => entry
                     .spoken_text
@@ -140,6 +159,28 @@ fn lookup_numbers(page: &mut String) {
         ));
     }
     page.push_str("</tbody>\n</table>\n");
+    page.push_str(concat!(
+        "<h2>Undelivered WhatsApp</h2>\n",
+        "<p>A WhatsApp message to these numbers (<code>To=whatsapp:+…</code>) is accepted, ",
+        "then reported <code>undelivered</code> with the WhatsApp error in a signed status ",
+        "callback: the service sends the code by SMS instead, and the SMS shows here next ",
+        "to the WhatsApp message.</p>\n",
+        "<table>\n<thead><tr><th>Number</th><th>ErrorCode</th></tr></thead>\n<tbody>\n",
+    ));
+    for (number, code, what) in super::create::WHATSAPP_UNDELIVERED_NUMBERS {
+        page.push_str(&format!(
+            "<tr><td>{number}</td><td>{code} ({what})</td></tr>\n"
+        ));
+    }
+    page.push_str("</tbody>\n</table>\n");
+    page.push_str(&format!(
+        concat!(
+            "<p>A WhatsApp message to <code>{}</code> is reported <code>sent</code> and never ",
+            "<code>delivered</code>: with <code>whatsapp.fallback_after_ms</code> on, the service ",
+            "sends the code by SMS when no receipt has come in that time.</p>\n",
+        ),
+        super::create::WHATSAPP_NO_RECEIPT_NUMBER
+    ));
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 use kratos_phone_courier::config::{
-    ConfigError, ProviderSettings, RouteSettings, Settings, Sources, StringList, TWILIO_API,
+    ConfigError, CountryId, ProviderSettings, RouteSettings, Sender, Settings, SignalWireSettings,
+    Sources, StringList, TwilioSettings, E164,
 };
 use kratos_phone_courier::startup::{self, StartupError};
 use twilio_sandbox::{Fault, Sandbox, SandboxConfig};
@@ -32,6 +33,10 @@ pub const PRIMARY_NAME: &str = "twilio";
 pub const SECONDARY_NAME: &str = "signalwire";
 /// The sender used in dev mode: Twilio's magic "valid From" test number.
 pub const DEV_FROM: &str = "+15005550006";
+/// The WhatsApp template `serve --dev` names (the sandbox takes any).
+pub const DEV_CONTENT_SID: &str = "HX00000000000000000000000000000de5";
+/// The one country whose codes `serve --dev` sends by WhatsApp.
+pub const DEV_WHATSAPP_COUNTRY: &str = "BR";
 /// The demo relay route's sender ("GitHub" texting the shared number).
 pub const DEMO_SENDER: &str = "+15556667777";
 /// The demo relay route's phone.
@@ -80,14 +85,7 @@ pub async fn run(
     };
     // Bind the API first so the sandbox's delivery-status callbacks can be
     // pointed at it: the whole loop runs in dev mode too.
-    let listen: SocketAddr = settings
-        .server
-        .listen
-        .parse()
-        .map_err(|_| ConfigError::Invalid {
-            key: "server.listen".into(),
-            reason: format!("`{}` is not an address:port", settings.server.listen),
-        })?;
+    let listen = settings.server.listen;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| StartupError::Bind {
@@ -147,9 +145,9 @@ pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, add
     settings.auth.disabled = true;
     settings.providers.clear();
     // No load balancer to tell: Ctrl-C stops at once.
-    settings.server.drain_ms = 0;
+    settings.server.drain = std::time::Duration::ZERO;
     let t = &mut settings.twilio;
-    t.base_url = format!("http://{addr}");
+    t.base_url = Some(format!("http://{addr}"));
     t.account_sid = Some(sandbox.account_sid.clone());
     t.auth_token = Some(SecretString::from(sandbox.auth_token.clone()));
     t.auth_token_file = None;
@@ -159,11 +157,30 @@ pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, add
     t.messaging_service_sid = None;
     t.from = Some(DEV_FROM.to_owned());
     t.voice_from = None;
-    t.verify_credentials_on_start = false;
+    t.verify_credentials_on_start = Some(false);
     // The verify API and its demo page (/verify/demo): with authentication
     // off, the page's forms may send.
     settings.verify.enabled = true;
     settings.verify.demo = true;
+    // The sandbox's magic numbers all sit in +1 415 555 01xx, one block of
+    // 1000: a newcomer trying them must not meet limits.*.prefix (a real
+    // deployment's blocks hold real people; this one holds a test suite).
+    for rates in [
+        &mut settings.limits.sms,
+        &mut settings.limits.voice,
+        &mut settings.limits.whatsapp,
+    ] {
+        rates.prefix.per_hour = 0;
+    }
+    // WhatsApp for one demo country, so a newcomer sees the channel: a code
+    // to a Brazilian number goes as the (made-up) template, and the
+    // sandbox's not-on-WhatsApp number shows the SMS standing in.
+    let w = &mut settings.whatsapp;
+    w.enabled = true;
+    w.from = Some(DEV_FROM.to_owned());
+    w.messaging_service_sid = None;
+    w.content_sid = Some(DEV_CONTENT_SID.to_owned());
+    w.countries = CountryId::parse(DEV_WHATSAPP_COUNTRY).into_iter().collect();
     // Twilio Lookup against the sandbox, every package: it costs nothing
     // here, and its magic numbers show each path of the policy (a line type
     // called or refused, a swapped SIM, a pumping score, a failed lookup).
@@ -181,56 +198,31 @@ pub fn apply_dev_overrides(settings: &mut Settings, sandbox: &SandboxConfig, add
 /// the primary sandbox becomes the first of two `[[providers]]` (the two
 /// must not both be set), and the SignalWire space at `addr` the second.
 pub fn apply_failover(settings: &mut Settings, secondary: &SandboxConfig, addr: SocketAddr) {
-    let t = &mut settings.twilio;
-    let primary = ProviderSettings {
-        name: PRIMARY_NAME.to_owned(),
-        kind: "twilio".to_owned(),
-        base_url: Some(std::mem::replace(&mut t.base_url, TWILIO_API.to_owned())),
-        account_sid: t.account_sid.take(),
-        auth_token: t.auth_token.take(),
-        auth_token_file: t.auth_token_file.take(),
-        api_key_sid: t.api_key_sid.take(),
-        api_key_secret: t.api_key_secret.take(),
-        api_key_secret_file: t.api_key_secret_file.take(),
-        messaging_service_sid: t.messaging_service_sid.take(),
-        space_url: None,
-        project_id: None,
-        api_token: None,
-        api_token_file: None,
-        signing_key: None,
-        signing_key_file: None,
-        from: t.from.take(),
-        voice_from: t.voice_from.take(),
-        timeout_ms: Some(t.timeout_ms),
-        max_in_flight: Some(t.max_in_flight),
+    let primary = TwilioSettings {
+        name: Some(PRIMARY_NAME.to_owned()),
         verify_credentials_on_start: Some(false),
+        ..std::mem::take(&mut settings.twilio)
     };
     // The sandbox signs its callbacks with its auth token, which SignalWire
     // calls the signing key.
     let token = SecretString::from(secondary.auth_token.clone());
-    let signalwire = ProviderSettings {
-        name: SECONDARY_NAME.to_owned(),
-        kind: "signalwire".to_owned(),
-        base_url: None,
-        account_sid: None,
-        auth_token: None,
-        auth_token_file: None,
-        api_key_sid: None,
-        api_key_secret: None,
-        api_key_secret_file: None,
-        messaging_service_sid: None,
+    let signalwire = SignalWireSettings {
+        name: Some(SECONDARY_NAME.to_owned()),
         space_url: Some(format!("http://{addr}")),
         project_id: Some(secondary.account_sid.clone()),
         api_token: Some(token.clone()),
-        api_token_file: None,
         signing_key: Some(token),
-        signing_key_file: None,
         from: Some(DEV_FROM.to_owned()),
-        voice_from: None,
         timeout_ms: primary.timeout_ms,
+        connect_timeout_ms: primary.connect_timeout_ms,
         max_in_flight: primary.max_in_flight,
         verify_credentials_on_start: Some(false),
+        ..SignalWireSettings::default()
     };
+    let (primary, signalwire) = (
+        ProviderSettings::Twilio(primary),
+        ProviderSettings::SignalWire(signalwire),
+    );
     settings.providers = vec![primary, signalwire];
 }
 
@@ -246,11 +238,14 @@ pub fn apply_demo_relay(settings: &mut Settings, api: SocketAddr, sandbox: Socke
         return;
     }
     relay.enabled = true;
-    relay.numbers = StringList(vec![DEV_FROM.to_owned()]);
+    relay.numbers = E164::parse(DEV_FROM).into_iter().collect();
     relay.routes = vec![RouteSettings {
         name: "GitHub".to_owned(),
-        from: StringList(vec![DEMO_SENDER.to_owned(), "GitHub".to_owned()]),
-        sms: StringList(vec![DEMO_PHONE.to_owned()]),
+        from: [DEMO_SENDER, "GitHub"]
+            .iter()
+            .filter_map(|s| Sender::parse(s))
+            .collect(),
+        sms: E164::parse(DEMO_PHONE).into_iter().collect(),
         slack: vec![SecretString::from(format!(
             "http://{sandbox}/sandbox/slack/demo"
         ))],
@@ -266,6 +261,7 @@ pub fn banner(api: SocketAddr, sandbox: SocketAddr, secondary: Option<SocketAddr
     let relay = format!(
         r#"{{"from":"{DEMO_SENDER}","to":"{DEV_FROM}","body":"Your GitHub code is 482917"}}"#
     );
+    let whatsapp = r#"{"recipient":"+5511987654321","body":"Your login code is: 482917","template_type":"login_code_valid","template_data":{"login_code":"482917","expires_in_minutes":10}}"#;
     let voice = r#"{"recipient":"+14155550123","body":"Your login code is: 482917","template_type":"login_code_valid","template_data":{"login_code":"482917"}}"#;
     let inboxes = match secondary {
         None => vec![format!(
@@ -320,9 +316,27 @@ pub fn banner(api: SocketAddr, sandbox: SocketAddr, secondary: Option<SocketAddr
         format!("  curl -sS http://{api}/v1/voice -H 'Content-Type: application/json' \\"),
         format!("    -d '{voice}'"),
         String::new(),
-        "Twilio Lookup is on, against the sandbox: its magic numbers (landline, VoIP, swapped"
+        format!("A code to a number in {DEV_WHATSAPP_COUNTRY} goes by WhatsApp (to +5511987650063, not on WhatsApp,"),
+        "the sandbox reports it undelivered and the code comes by SMS; to +5511987650064 it is".into(),
+        "never delivered, and the SMS comes after whatsapp.fallback_after_ms, 60 s):".into(),
+        format!("  curl -sS http://{api}/v1/sms -H 'Content-Type: application/json' \\"),
+        format!("    -d '{whatsapp}'"),
+        String::new(),
+        "Every path has a magic number (walk-through: docs/src/try-it.md; listed on the inbox page):"
             .into(),
-        format!("SIM, pumping risk, failed lookup) are listed at http://{sandbox}/inbox"),
+        "  +14155550171 … 184  Twilio Lookup (on, against the sandbox): 171/172 a landline and".into(),
+        "                      a fixed VoIP line get a call; 173, 175-180 line types refused;".into(),
+        "                      182 a swapped SIM, 183 a pumping risk: refused; 184 Lookup fails,".into(),
+        "                      and the SMS goes anyway (lookup.on_error = \"allow\")".into(),
+        "  +14155550191 … 193  SMS reported undelivered: 191, 192 then get a call; 193 does not".into(),
+        format!(
+            "  +15005550009        Twilio's {}, not a mobile: a call at once",
+            kratos_phone_courier::provider::errors::NOT_MOBILE
+        ),
+        "  +15005550001 … 004  Twilio's unreachable recipients: 422 recipient_unreachable".into(),
+        "A curl request carries no client address, so all of them share one small limit".into(),
+        "(limits.*.unknown_ip): to try every number in one go, start with".into(),
+        "PHONE_COURIER__LIMITS__ENABLED=false.".into(),
         String::new(),
         "Or text a code to the shared number and watch the relay fan it out to a phone and Slack:"
             .into(),

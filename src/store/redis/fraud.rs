@@ -11,9 +11,10 @@
 //! | `…:d:<day>` | the day's busiest hour of confirmations |
 //! | `…:x` | suspect until (Unix ms) |
 //! | `f:n:<number hash>` | hash `n` (codes sent to the number and not yet confirmed), `u` (until when they count) |
+//! | `f:t:<number hash>` | the number confirmed a code: trusted until (Unix ms) |
 //!
-//! The keys a script touches are derived in the script from the three it is
-//! given (country, prefix, number), so one Redis, not a cluster, serves them.
+//! The keys a script touches are derived in the script from the four it is
+//! given (country, prefix, number, trust), so one Redis, not a cluster, serves them.
 
 use std::sync::LazyLock;
 
@@ -22,9 +23,9 @@ use redis::Script;
 use super::{corrupt, RedisStore, GC_MARGIN_MS};
 use crate::store::fraud::{
     Confirmed, FraudKeys, FraudScope, Tallies, Tally, DAY_MS, HOUR_MS, NUMBER_TTL_MS, PEAK_DAYS,
-    SLOTS, SLOT_MS,
+    SLOTS, SLOT_MS, TRUSTED_MS,
 };
-use crate::store::{StoreError, UnixMs};
+use crate::store::{LimitKey, StoreError, UnixMs};
 
 /// What the script does besides reading.
 #[derive(Clone, Copy)]
@@ -76,6 +77,21 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Whether `number` confirmed a code lately (`fraud::TRUSTED_MS`).
+    pub async fn number_trusted(&self, number: LimitKey, now: UnixMs) -> Result<bool, StoreError> {
+        let key = self.trust_key(number);
+        let until: Option<u64> = self
+            .run("number_trusted", |mut conn| async move {
+                redis::cmd("GET").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        Ok(until.is_some_and(|u| u > now))
+    }
+
+    pub(super) fn trust_key(&self, number: LimitKey) -> String {
+        format!("{}f:t:{:016x}", self.prefix, number)
+    }
+
     async fn fraud(
         &self,
         keys: &FraudKeys,
@@ -87,6 +103,7 @@ impl RedisStore {
             .key(format!("{}f:c:{}", self.prefix, keys.calling_code))
             .key(format!("{}f:p:{:016x}", self.prefix, keys.prefix))
             .key(format!("{}f:n:{:016x}", self.prefix, keys.number))
+            .key(self.trust_key(keys.number))
             .arg(now);
         match op {
             Op::Read => script.arg("r").arg(0).arg(0),
@@ -105,37 +122,51 @@ impl RedisStore {
                 script.invoke_async(&mut conn).await
             })
             .await?;
-        let [cs, cc, cp, cx, ps, pc, pp, px, status] = v[..] else {
+        // Per scope: sent, confirmed, suspect-until, then each day's
+        // busiest hour, oldest first; then counted and trusted.
+        const PER_SCOPE: usize = 3 + PEAK_DAYS as usize;
+        if v.len() != 2 * PER_SCOPE + 2 {
             return Err(corrupt("fraud"));
-        };
-        let tally = |sent: u64, confirmed: u64, peak: u64, until: u64| Tally {
-            sent: sent.min(u32::MAX.into()) as u32,
-            confirmed: confirmed.min(u32::MAX.into()) as u32,
-            peak_confirmed: peak.min(u32::MAX.into()) as u32,
-            suspect_until: until,
+        }
+        let small = |n: u64| n.min(u32::MAX.into()) as u32;
+        let tally = |s: &[u64]| {
+            let mut daily_peaks = [0; PEAK_DAYS as usize];
+            for (peak, v) in daily_peaks.iter_mut().zip(&s[3..]) {
+                *peak = small(*v);
+            }
+            Tally {
+                sent: small(s[0]),
+                confirmed: small(s[1]),
+                peak_confirmed: daily_peaks.iter().copied().max().unwrap_or(0),
+                daily_peaks,
+                suspect_until: s[2],
+            }
         };
         Ok((
             Tallies {
-                country: tally(cs, cc, cp, cx),
-                prefix: tally(ps, pc, pp, px),
+                country: tally(&v[..PER_SCOPE]),
+                prefix: tally(&v[PER_SCOPE..2 * PER_SCOPE]),
+                number_trusted: v[2 * PER_SCOPE + 1] == 1,
             },
-            status == 1,
+            v[2 * PER_SCOPE] == 1,
         ))
     }
 }
 
-/// KEYS: the country's base, the prefix's base, the number's key. ARGV:
-/// now (ms), the operation (`r` read, `s` sent, `c` confirmed, `x` mark
-/// suspect), for `x` the scope (1 country, 2 prefix) and until when.
-/// Answers, for the country then the prefix, sent and confirmed in the
-/// rolling hour, the 14-day busiest hour and suspect-until; then 1, or 0
-/// for a confirmation of a number with no code outstanding (not counted).
+/// KEYS: the country's base, the prefix's base, the number's key, the
+/// number's trust key. ARGV: now (ms), the operation (`r` read, `s` sent,
+/// `c` confirmed, `x` mark suspect), for `x` the scope (1 country, 2
+/// prefix) and until when. Answers, for the country then the prefix, sent
+/// and confirmed in the rolling hour, suspect-until and the busiest hour of
+/// each of the 14 days, oldest first; then 1, or 0 for a confirmation of a
+/// number with no code outstanding (not counted); then 1 if the number is
+/// trusted (confirmed a code within `TRUSTED_MS`).
 static FRAUD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &r#"
 local now = tonumber(ARGV[1])
 local op = ARGV[2]
-local SLOT, SLOTS, HOUR, DAY, DAYS, NUMBER, GC = SLOT_MS, SLOTS_N, HOUR_MS, DAY_MS, PEAK_DAYS, NUMBER_TTL_MS, GC_MARGIN_MS
+local SLOT, SLOTS, HOUR, DAY, DAYS, NUMBER, GC, TRUSTED = SLOT_MS, SLOTS_N, HOUR_MS, DAY_MS, PEAK_DAYS, NUMBER_TTL_MS, GC_MARGIN_MS, TRUSTED_MS_N
 local slot = math.floor(now / SLOT)
 local hour = math.floor(now / HOUR)
 local day = math.floor(now / DAY)
@@ -157,6 +188,9 @@ elseif op == 'c' then
     redis.call('DEL', KEYS[3])
   else
     redis.call('HSET', KEYS[3], 'n', n - 1)
+  end
+  if counted == 1 then
+    redis.call('SET', KEYS[4], string.format('%.0f', now + TRUSTED), 'PX', TRUSTED + GC)
   end
 elseif op == 'x' then
   local key = KEYS[tonumber(ARGV[3])] .. ':x'
@@ -189,18 +223,17 @@ for b = 1, 2 do
     sent = sent + tonumber(v[1] or '0')
     confirmed = confirmed + tonumber(v[2] or '0')
   end
-  local peak = 0
-  for i = 0, DAYS - 1 do
-    local v = tonumber(redis.call('GET', base .. ':d:' .. (day - i)) or '0')
-    if v > peak then peak = v end
-  end
   local untl = tonumber(redis.call('GET', base .. ':x') or '0')
   out[#out + 1] = sent
   out[#out + 1] = confirmed
-  out[#out + 1] = peak
   out[#out + 1] = untl
+  for i = DAYS - 1, 0, -1 do
+    out[#out + 1] = tonumber(redis.call('GET', base .. ':d:' .. (day - i)) or '0')
+  end
 end
 out[#out + 1] = counted
+local trusted = tonumber(redis.call('GET', KEYS[4]) or '0')
+if trusted > now then out[#out + 1] = 1 else out[#out + 1] = 0 end
 return out
 "#
         .replace("SLOT_MS", &SLOT_MS.to_string())
@@ -209,6 +242,7 @@ return out
         .replace("DAY_MS", &DAY_MS.to_string())
         .replace("PEAK_DAYS", &PEAK_DAYS.to_string())
         .replace("NUMBER_TTL_MS", &NUMBER_TTL_MS.to_string())
+        .replace("TRUSTED_MS_N", &TRUSTED_MS.to_string())
         .replace("GC_MARGIN_MS", &GC_MARGIN_MS.to_string()),
     )
 });

@@ -1,0 +1,233 @@
+//! `[whatsapp]`: codes sent as a WhatsApp authentication template through
+//! Twilio's Messages API, with SMS behind it.
+//!
+//! WhatsApp needs a sender (a WhatsApp-enabled number, or a Messaging
+//! Service with one) and an approved template of type
+//! `whatsapp/authentication` per language (`content_sid`, `content_sids`):
+//! Meta fixes the template's text, the code goes in as variable 1. Only
+//! providers of kind `twilio` send it (SignalWire has no WhatsApp), so a
+//! provider list without one refuses `whatsapp.enabled` at start.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::country::CountryId;
+use super::error::ConfigError;
+use super::language_tag::LanguageTag;
+use super::phone_number::SenderId;
+use super::providers::{is_sid, SmsSender};
+use super::values::{list, ms};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsAppSettings {
+    pub enabled: bool,
+    /// The WhatsApp sender's number (E.164, without `whatsapp:`).
+    pub from: Option<String>,
+    /// Or a Messaging Service with a WhatsApp sender in its pool.
+    pub messaging_service_sid: Option<String>,
+    /// The approved authentication template (`HX…`) used when no
+    /// `content_sids` entry matches the end user's language.
+    pub content_sid: Option<String>,
+    /// Templates per language tag (`de-DE = "HX…"`).
+    #[serde(default)]
+    pub content_sids: BTreeMap<String, String>,
+    /// Destination countries whose codes go by WhatsApp even when nobody
+    /// asked for it (ISO 3166 codes); empty: only when asked.
+    #[serde(deserialize_with = "list")]
+    pub countries: Vec<CountryId>,
+    /// With status callbacks: the SMS goes out when no `delivered` (or
+    /// `read`) receipt came this long after the WhatsApp message was
+    /// accepted; 0 turns this off. At most 10 minutes: a code lives
+    /// minutes, and a later SMS would arrive after most codes expired.
+    #[serde(deserialize_with = "ms::<_, 0, 600_000>")]
+    pub fallback_after_ms: Duration,
+}
+
+/// The checked `[whatsapp]`; `Config::whatsapp` is `None` when off.
+#[derive(Debug, Clone, Serialize)]
+pub struct WhatsAppConfig {
+    pub sender: SmsSender,
+    pub content_sid: String,
+    /// Normalized tags, each with its template.
+    pub content_sids: BTreeMap<LanguageTag, String>,
+    pub countries: Vec<CountryId>,
+    /// `None`: no SMS for a missing receipt (only for a refusal or a
+    /// failed/undelivered report).
+    pub fallback_after: Option<Duration>,
+}
+
+impl WhatsAppSettings {
+    pub(super) fn check(self) -> Result<Option<WhatsAppConfig>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let from = self.from.filter(|s| !s.is_empty());
+        let service = self.messaging_service_sid.filter(|s| !s.is_empty());
+        let sender = match (from, service) {
+            (_, Some(mg)) if is_sid(&mg, "MG") => SmsSender::MessagingServiceSid(mg),
+            (_, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "whatsapp.messaging_service_sid",
+                    "must be MG followed by 32 hex digits",
+                ))
+            }
+            (Some(f), None) => {
+                let f = f.strip_prefix("whatsapp:").unwrap_or(&f);
+                match SenderId::parse(f).filter(|s| s.number().is_some()) {
+                    Some(s) => SmsSender::From(s),
+                    None => {
+                        return Err(ConfigError::invalid(
+                            "whatsapp.from",
+                            "must be the WhatsApp sender's number in E.164 form, such as +14155550100",
+                        ))
+                    }
+                }
+            }
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "whatsapp.from",
+                    "a WhatsApp sender is required when whatsapp.enabled is true: whatsapp.from (a WhatsApp-enabled number) or whatsapp.messaging_service_sid",
+                ))
+            }
+        };
+        let content = |key: &str, sid: String| {
+            if is_sid(&sid, "HX") {
+                Ok(sid)
+            } else {
+                Err(ConfigError::invalid(
+                    key,
+                    "must be the ContentSid of an approved WhatsApp authentication template: HX followed by 32 hex digits",
+                ))
+            }
+        };
+        let content_sid = content("whatsapp.content_sid", self.content_sid.unwrap_or_default())?;
+        let mut content_sids = BTreeMap::new();
+        for (tag, sid) in self.content_sids {
+            let key = format!("whatsapp.content_sids.{tag}");
+            let norm = LanguageTag::normalize(&tag).ok_or_else(|| {
+                ConfigError::invalid(&key, "the key must be a language tag such as de-DE")
+            })?;
+            content_sids.insert(norm, content(&key, sid)?);
+        }
+        let countries = self.countries;
+        let fallback_after = Some(self.fallback_after_ms).filter(|d| !d.is_zero());
+        Ok(Some(WhatsAppConfig {
+            sender,
+            content_sid,
+            content_sids,
+            countries,
+            fallback_after,
+        }))
+    }
+}
+
+impl WhatsAppConfig {
+    /// The template for the end user's `Accept-Language`: the first range
+    /// (by quality) with a template of its tag, or of its primary language
+    /// (`pt` or `pt-PT` is served by a `pt-BR` template); else the default.
+    pub fn content_sid_for(&self, accept_language: Option<&str>) -> &str {
+        let mut ranges: Vec<(LanguageTag, f32)> = accept_language
+            .unwrap_or("")
+            .split(',')
+            .take(16)
+            .filter_map(|part| {
+                let mut it = part.split(';');
+                let tag = LanguageTag::normalize(it.next()?.trim())?;
+                let q = it
+                    .find_map(|p| p.trim().strip_prefix("q="))
+                    .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
+                    .unwrap_or(1.0);
+                (q > 0.0).then_some((tag, q))
+            })
+            .collect();
+        ranges.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+        for (tag, _) in &ranges {
+            if let Some(sid) = self.content_sids.get(tag) {
+                return sid;
+            }
+            let primary = tag.split('-').next().unwrap_or(tag);
+            if let Some((_, sid)) = self
+                .content_sids
+                .iter()
+                .find(|(k, _)| k.split('-').next() == Some(primary))
+            {
+                return sid;
+            }
+        }
+        &self.content_sid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HX_DEFAULT: &str = "HX00000000000000000000000000000000";
+    const HX_DE: &str = "HXde000000000000000000000000000000";
+
+    fn settings() -> WhatsAppSettings {
+        WhatsAppSettings {
+            enabled: true,
+            from: Some("whatsapp:+14155550100".into()),
+            messaging_service_sid: None,
+            content_sid: Some(HX_DEFAULT.into()),
+            content_sids: BTreeMap::from([("de-de".to_owned(), HX_DE.to_owned())]),
+            countries: vec![CountryId::parse("BR").unwrap()],
+            fallback_after_ms: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn the_template_follows_the_language_and_defaults() {
+        let c = settings().check().unwrap().unwrap();
+        assert_eq!(c.content_sid_for(Some("de-AT, en;q=0.5")), HX_DE);
+        assert_eq!(c.content_sid_for(Some("fr, de;q=0.1")), HX_DE);
+        assert_eq!(c.content_sid_for(Some("fr")), HX_DEFAULT);
+        assert_eq!(c.content_sid_for(None), HX_DEFAULT);
+        assert_eq!(
+            c.sender.clone(),
+            SmsSender::From(SenderId::parse("+14155550100").unwrap())
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let key = |s: WhatsAppSettings| s.check().unwrap_err().to_string();
+        let mut s = settings();
+        s.content_sid = Some("HXnope".into());
+        assert!(key(s).contains("whatsapp.content_sid"));
+        let mut s = settings();
+        s.from = None;
+        assert!(key(s).contains("whatsapp.from"));
+        let mut s = settings();
+        s.from = Some("Acme".into());
+        assert!(key(s).contains("whatsapp.from"));
+        // Checked as they are read.
+        let read = |key: &str, value: &str| {
+            let env = [(format!("PHONE_COURIER__WHATSAPP__{key}"), value.to_owned())];
+            let sources = super::super::Sources {
+                file: None,
+                env: env.into_iter().collect(),
+            };
+            super::super::Settings::load(&sources)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(read("COUNTRIES", "BR,Brazil").contains("whatsapp.countries"));
+        assert!(read("FALLBACK_AFTER_MS", "600001").contains("whatsapp.fallback_after_ms"));
+        let mut s = settings();
+        s.fallback_after_ms = Duration::ZERO;
+        assert_eq!(s.check().unwrap().unwrap().fallback_after, None);
+        assert_eq!(
+            settings().check().unwrap().unwrap().fallback_after,
+            Some(std::time::Duration::from_secs(60))
+        );
+        let mut s = settings();
+        s.enabled = false;
+        s.content_sid = None;
+        assert!(s.check().unwrap().is_none());
+    }
+}
