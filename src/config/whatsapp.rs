@@ -7,6 +7,11 @@
 //! Meta fixes the template's text, the code goes in as variable 1. Only
 //! providers of kind `twilio` send it (SignalWire has no WhatsApp), so a
 //! provider list without one refuses `whatsapp.enabled` at start.
+//!
+//! Notifications (messages without a code) go by SMS unless the operator
+//! names an approved *utility* template for them
+//! (`notification_content_sid`, `notification_content_sids`): its
+//! variable 1 carries the notification's text.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,6 +39,12 @@ pub struct WhatsAppSettings {
     /// Templates per language tag (`de-DE = "HX…"`).
     #[serde(default)]
     pub content_sids: BTreeMap<String, String>,
+    /// An approved utility template (`HX…`) for notifications, their text
+    /// as variable 1; empty: notifications go by SMS.
+    pub notification_content_sid: Option<String>,
+    /// Utility templates per language tag, as `content_sids`.
+    #[serde(default)]
+    pub notification_content_sids: BTreeMap<String, String>,
     /// Destination countries whose codes go by WhatsApp even when nobody
     /// asked for it (ISO 3166 codes); empty: only when asked.
     #[serde(deserialize_with = "list")]
@@ -53,6 +64,9 @@ pub struct WhatsAppConfig {
     pub content_sid: String,
     /// Normalized tags, each with its template.
     pub content_sids: BTreeMap<LanguageTag, String>,
+    /// The utility template of notifications; `None`: they go by SMS.
+    pub notification_content_sid: Option<String>,
+    pub notification_content_sids: BTreeMap<LanguageTag, String>,
     pub countries: Vec<CountryId>,
     /// `None`: no SMS for a missing receipt (only for a refusal or a
     /// failed/undelivered report).
@@ -93,35 +107,68 @@ impl WhatsAppSettings {
                 ))
             }
         };
-        let content = |key: &str, sid: String| {
-            if is_sid(&sid, "HX") {
-                Ok(sid)
-            } else {
-                Err(ConfigError::invalid(
-                    key,
-                    "must be the ContentSid of an approved WhatsApp authentication template: HX followed by 32 hex digits",
+        let content_sid = checked_sid(
+            "whatsapp.content_sid",
+            self.content_sid.unwrap_or_default(),
+            "authentication",
+        )?;
+        let content_sids = per_language("content_sids", self.content_sids, "authentication")?;
+        let notification_content_sid = match self.notification_content_sid.filter(|s| !s.is_empty()) {
+            Some(sid) => Some(checked_sid("whatsapp.notification_content_sid", sid, "utility")?),
+            None if !self.notification_content_sids.is_empty() => {
+                return Err(ConfigError::invalid(
+                    "whatsapp.notification_content_sid",
+                    "the default utility template is required when whatsapp.notification_content_sids is set",
                 ))
             }
+            None => None,
         };
-        let content_sid = content("whatsapp.content_sid", self.content_sid.unwrap_or_default())?;
-        let mut content_sids = BTreeMap::new();
-        for (tag, sid) in self.content_sids {
-            let key = format!("whatsapp.content_sids.{tag}");
-            let norm = LanguageTag::normalize(&tag).ok_or_else(|| {
-                ConfigError::invalid(&key, "the key must be a language tag such as de-DE")
-            })?;
-            content_sids.insert(norm, content(&key, sid)?);
-        }
+        let notification_content_sids = per_language(
+            "notification_content_sids",
+            self.notification_content_sids,
+            "utility",
+        )?;
         let countries = self.countries;
         let fallback_after = Some(self.fallback_after_ms).filter(|d| !d.is_zero());
         Ok(Some(WhatsAppConfig {
             sender,
             content_sid,
             content_sids,
+            notification_content_sid,
+            notification_content_sids,
             countries,
             fallback_after,
         }))
     }
+}
+
+/// `sid` if it is a ContentSid (`HX…`); `kind`: the template's category.
+fn checked_sid(key: &str, sid: String, kind: &str) -> Result<String, ConfigError> {
+    if is_sid(&sid, "HX") {
+        Ok(sid)
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be the ContentSid of an approved WhatsApp {kind} template: HX followed by 32 hex digits"),
+        ))
+    }
+}
+
+/// A `[whatsapp.<table>]` of templates per language tag, tags normalized.
+fn per_language(
+    table: &str,
+    sids: BTreeMap<String, String>,
+    kind: &str,
+) -> Result<BTreeMap<LanguageTag, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (tag, sid) in sids {
+        let key = format!("whatsapp.{table}.{tag}");
+        let norm = LanguageTag::normalize(&tag).ok_or_else(|| {
+            ConfigError::invalid(&key, "the key must be a language tag such as de-DE")
+        })?;
+        out.insert(norm, checked_sid(&key, sid, kind)?);
+    }
+    Ok(out)
 }
 
 impl WhatsAppConfig {
@@ -129,36 +176,55 @@ impl WhatsAppConfig {
     /// (by quality) with a template of its tag, or of its primary language
     /// (`pt` or `pt-PT` is served by a `pt-BR` template); else the default.
     pub fn content_sid_for(&self, accept_language: Option<&str>) -> &str {
-        let mut ranges: Vec<(LanguageTag, f32)> = accept_language
-            .unwrap_or("")
-            .split(',')
-            .take(16)
-            .filter_map(|part| {
-                let mut it = part.split(';');
-                let tag = LanguageTag::normalize(it.next()?.trim())?;
-                let q = it
-                    .find_map(|p| p.trim().strip_prefix("q="))
-                    .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
-                    .unwrap_or(1.0);
-                (q > 0.0).then_some((tag, q))
-            })
-            .collect();
-        ranges.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
-        for (tag, _) in &ranges {
-            if let Some(sid) = self.content_sids.get(tag) {
-                return sid;
-            }
-            let primary = tag.split('-').next().unwrap_or(tag);
-            if let Some((_, sid)) = self
-                .content_sids
-                .iter()
-                .find(|(k, _)| k.split('-').next() == Some(primary))
-            {
-                return sid;
-            }
-        }
-        &self.content_sid
+        template_for(&self.content_sids, accept_language).unwrap_or(&self.content_sid)
     }
+
+    /// The utility template of a notification, chosen as
+    /// [`Self::content_sid_for`]; `None` when notifications go by SMS.
+    pub fn notification_content_sid_for(&self, accept_language: Option<&str>) -> Option<&str> {
+        let default = self.notification_content_sid.as_deref()?;
+        Some(template_for(&self.notification_content_sids, accept_language).unwrap_or(default))
+    }
+}
+
+/// The template in `sids` for the first range of `accept_language` (by
+/// quality) with one of its tag or of its primary language; `None`: the
+/// default's.
+fn template_for<'a>(
+    sids: &'a BTreeMap<LanguageTag, String>,
+    accept_language: Option<&str>,
+) -> Option<&'a str> {
+    if sids.is_empty() {
+        return None;
+    }
+    let mut ranges: Vec<(LanguageTag, f32)> = accept_language
+        .unwrap_or("")
+        .split(',')
+        .take(16)
+        .filter_map(|part| {
+            let mut it = part.split(';');
+            let tag = LanguageTag::normalize(it.next()?.trim())?;
+            let q = it
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
+                .unwrap_or(1.0);
+            (q > 0.0).then_some((tag, q))
+        })
+        .collect();
+    ranges.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+    for (tag, _) in &ranges {
+        if let Some(sid) = sids.get(tag) {
+            return Some(sid);
+        }
+        let primary = tag.split('-').next().unwrap_or(tag);
+        if let Some((_, sid)) = sids
+            .iter()
+            .find(|(k, _)| k.split('-').next() == Some(primary))
+        {
+            return Some(sid);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -175,6 +241,8 @@ mod tests {
             messaging_service_sid: None,
             content_sid: Some(HX_DEFAULT.into()),
             content_sids: BTreeMap::from([("de-de".to_owned(), HX_DE.to_owned())]),
+            notification_content_sid: None,
+            notification_content_sids: BTreeMap::new(),
             countries: vec![CountryId::parse("BR").unwrap()],
             fallback_after_ms: Duration::from_secs(60),
         }
@@ -191,6 +259,53 @@ mod tests {
             c.sender.clone(),
             SmsSender::From(SenderId::parse("+14155550100").unwrap())
         );
+    }
+
+    #[test]
+    fn notifications_have_their_own_templates_only_when_named() {
+        const HX_NOTE: &str = "HX1111111111111111111111111111111a";
+        const HX_NOTE_DE: &str = "HX2222222222222222222222222222222b";
+        // Unset or empty: notifications go by SMS.
+        assert_eq!(
+            settings()
+                .check()
+                .unwrap()
+                .unwrap()
+                .notification_content_sid_for(Some("de")),
+            None
+        );
+        let mut s = settings();
+        s.notification_content_sid = Some(String::new());
+        let c = s.check().unwrap().unwrap();
+        assert_eq!(c.notification_content_sid_for(None), None);
+        // Named: by language as the code templates, never a code template.
+        let mut s = settings();
+        s.notification_content_sid = Some(HX_NOTE.into());
+        s.notification_content_sids = BTreeMap::from([("de-DE".to_owned(), HX_NOTE_DE.to_owned())]);
+        let c = s.check().unwrap().unwrap();
+        assert_eq!(
+            c.notification_content_sid_for(Some("de-AT")),
+            Some(HX_NOTE_DE)
+        );
+        assert_eq!(c.notification_content_sid_for(Some("fr")), Some(HX_NOTE));
+        assert_eq!(c.notification_content_sid_for(None), Some(HX_NOTE));
+        assert_eq!(c.content_sid_for(Some("de-AT")), HX_DE);
+        // Per-language templates without the default, or a bad sid: named.
+        let key = |s: WhatsAppSettings| s.check().unwrap_err().to_string();
+        let mut s = settings();
+        s.notification_content_sids = BTreeMap::from([("de-DE".to_owned(), HX_NOTE_DE.to_owned())]);
+        assert!(key(s).contains("whatsapp.notification_content_sid"));
+        let mut s = settings();
+        s.notification_content_sid = Some("HXnope".into());
+        let e = key(s);
+        assert!(
+            e.contains("whatsapp.notification_content_sid") && e.contains("utility"),
+            "{e}"
+        );
+        let mut s = settings();
+        s.notification_content_sid = Some(HX_NOTE.into());
+        s.notification_content_sids = BTreeMap::from([("de-DE".to_owned(), "HX1".to_owned())]);
+        assert!(key(s).contains("whatsapp.notification_content_sids.de-DE"));
     }
 
     #[test]

@@ -49,8 +49,11 @@ impl Composer {
 
     /// A notification (no code, see [`CourierMessage::is_notification`])
     /// is an SMS whatever the endpoint, trait or transient payload says (a
-    /// landline's call is the fallback's). Otherwise `/v1/voice` always
-    /// calls. `/v1/sms` calls when the flow's transient
+    /// landline's call is the fallback's), unless the operator turned
+    /// WhatsApp on for notifications (`whatsapp.notification_content_sid`):
+    /// then one that a code would send by WhatsApp goes by WhatsApp, if its
+    /// text fits a template variable ([`whatsapp_text`]). Otherwise
+    /// `/v1/voice` always calls. `/v1/sms` calls when the flow's transient
     /// payload asks for voice or the identity's voice trait says "voice" —
     /// and voice is configured; otherwise it sends an SMS, so a code is never
     /// lost to a missing caller id.
@@ -65,9 +68,27 @@ impl Composer {
         message: &CourierMessage,
         region: Option<&str>,
     ) -> Channel {
+        let channel = self.code_channel(endpoint, message, region);
         if message.is_notification() {
-            return Channel::Sms;
+            let by_whatsapp = channel == Channel::WhatsApp
+                && self.whatsapp.as_ref().is_some_and(|w| {
+                    w.notification_content_sid.is_some() && whatsapp_text(&message.body).is_ok()
+                });
+            return match by_whatsapp {
+                true => Channel::WhatsApp,
+                false => Channel::Sms,
+            };
         }
+        channel
+    }
+
+    /// The channel of a code message (see [`Self::channel_for`]).
+    fn code_channel(
+        &self,
+        endpoint: Endpoint,
+        message: &CourierMessage,
+        region: Option<&str>,
+    ) -> Channel {
         match endpoint {
             Endpoint::Voice => Channel::Voice,
             Endpoint::Sms => {
@@ -110,8 +131,9 @@ impl Composer {
         })
     }
 
-    /// The WhatsApp template with the message's code: a code message only
-    /// (a notification goes by SMS), and `[whatsapp]` must be on.
+    /// The WhatsApp template with the message's code (the authentication
+    /// template), or with a notification's text (the utility template,
+    /// when one is configured); `[whatsapp]` must be on.
     fn whatsapp(
         &self,
         recipient: &Recipient,
@@ -121,20 +143,27 @@ impl Composer {
             .whatsapp
             .as_ref()
             .ok_or(DeliveryError::WhatsAppNotConfigured)?;
-        let code = message
-            .code
-            .as_deref()
-            .filter(|c| twiml::is_speakable_code(c))
-            .ok_or(DeliveryError::InvalidCode {
-                reason: "a WhatsApp code must be 4 to 12 letters or digits",
-            })?;
+        let language = message.request_header("accept-language");
+        let (content_sid, variable) = if message.is_notification() {
+            let sid = config
+                .notification_content_sid_for(language)
+                .ok_or(DeliveryError::WhatsAppNotConfigured)?;
+            (sid, whatsapp_text(&message.body)?)
+        } else {
+            let code = message
+                .code
+                .as_deref()
+                .filter(|c| twiml::is_speakable_code(c))
+                .ok_or(DeliveryError::InvalidCode {
+                    reason: "a WhatsApp code must be 4 to 12 letters or digits",
+                })?;
+            (config.content_sid_for(language), code.to_owned())
+        };
         Ok(OutgoingWhatsApp {
             to: recipient.e164().to_owned(),
             sender: config.sender.clone(),
-            content_sid: config
-                .content_sid_for(message.request_header("accept-language"))
-                .to_owned(),
-            code: code.to_owned(),
+            content_sid: content_sid.to_owned(),
+            variable,
             status_callback: self.status_callback.clone(),
         })
     }
@@ -307,6 +336,32 @@ pub fn without_web_otp(body: &str) -> &str {
     }
 }
 
+/// The longest notification text sent as a WhatsApp template variable, in
+/// characters: Meta takes at most 1024 for a template's body, its own words
+/// included (a longer text goes by SMS).
+pub const MAX_WHATSAPP_TEXT_CHARS: usize = 900;
+
+/// A notification's text as a WhatsApp template variable: WhatsApp refuses
+/// a variable with a line break or a tab, more than 4 spaces in a row
+/// (Twilio's 63013) or no text, so every run of white space becomes one
+/// space, and the ends are trimmed; the Web OTP line (for SMS autofill) is
+/// left out. Refused when nothing visible is left, or it is longer than
+/// [`MAX_WHATSAPP_TEXT_CHARS`].
+pub fn whatsapp_text(body: &str) -> Result<String, DeliveryError> {
+    let text = without_web_otp(body)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !text.chars().any(is_visible) {
+        return Err(DeliveryError::BodyEmpty);
+    }
+    let chars = text.chars().count();
+    if chars > MAX_WHATSAPP_TEXT_CHARS {
+        return Err(DeliveryError::BodyTooLong { chars });
+    }
+    Ok(text)
+}
+
 /// The SMS body within [`MAX_SMS_CHARS`]: as Kratos wrote it when it fits;
 /// a longer one that ends with a Web OTP line loses text above that line
 /// (marked with `…`), never the line itself, which stays last exactly as
@@ -372,6 +427,32 @@ mod tests {
         ] {
             assert_eq!(web_otp_line(not), None, "{not:?}");
         }
+    }
+
+    #[test]
+    fn a_notice_becomes_one_line_fit_for_a_whatsapp_variable() {
+        assert_eq!(
+            whatsapp_text(
+                "An address was changed.\r\n\nIf this wasn't you,\tcontact     support.\n"
+            )
+            .unwrap(),
+            "An address was changed. If this wasn't you, contact support."
+        );
+        // No line break, tab or run of spaces is left; the Web OTP line
+        // is the SMS's.
+        let text =
+            whatsapp_text("  Hi\u{2003}\u{2003}there\n\n@auth.example.com #482917\n").unwrap();
+        assert_eq!(text, "Hi there");
+        assert!(matches!(
+            whatsapp_text(" \n\t\u{200B} "),
+            Err(DeliveryError::BodyEmpty)
+        ));
+        let long = "é".repeat(MAX_WHATSAPP_TEXT_CHARS);
+        assert_eq!(whatsapp_text(&long).unwrap(), long);
+        assert!(matches!(
+            whatsapp_text(&format!("{long}x")),
+            Err(DeliveryError::BodyTooLong { chars: 901 })
+        ));
     }
 
     #[test]

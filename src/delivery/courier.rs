@@ -413,6 +413,7 @@ impl Courier {
             code: message.code.clone().unwrap_or_default(),
             validity_period: sms.validity_period,
             client: self.client_ip.of(message),
+            notification: message.is_notification(),
         })
     }
 
@@ -757,7 +758,7 @@ impl Shared {
             (Outgoing::WhatsApp(_), Some(sms)) => {
                 let until = self
                     .keep_for_whatsapp_undelivered
-                    .then(|| fallback::stash_until(expires, self.now()))
+                    .then(|| fallback::sms_stash_until(m.notification, expires, self.now()))
                     .flatten();
                 (Some(sms), until)
             }

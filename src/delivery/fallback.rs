@@ -34,7 +34,9 @@
 //!
 //! The SMS a WhatsApp message would fall back to is composed with it (the
 //! text is Kratos's), and kept sealed under the WhatsApp sid ([`SmsInstead`],
-//! its own key space, [`sms_stash_key`]) for the callback.
+//! its own key space, [`sms_stash_key`]) for the callback. A notification
+//! sent by WhatsApp (`whatsapp.notification_content_sid`) falls back alike;
+//! having no code to expire, its record is kept [`NOTICE_SMS_KEPT`].
 //!
 //! (Longer than our usual 400 lines, on purpose: both stand-ins (a call for
 //! an SMS, an SMS for a WhatsApp message) share their records, the sealing,
@@ -181,6 +183,11 @@ pub struct SmsInstead {
     pub code: String,
     pub validity_period: Option<u32>,
     pub client: ClientAddr,
+    /// A notification's SMS (no code): counted under the notification
+    /// limits, as the WhatsApp message was. Absent in records written
+    /// before notifications went by WhatsApp.
+    #[serde(default)]
+    pub notification: bool,
 }
 
 /// The store key of a WhatsApp message's SMS record, from its sid (apart
@@ -593,7 +600,7 @@ async fn whatsapp_sms(
         body: format!("whatsapp fallback for {sid}"),
         code: Some(kept.code),
         client: kept.client,
-        notification: false,
+        notification: kept.notification,
         fallback: Some(reason),
         voice: None,
         sms: None,
@@ -718,6 +725,24 @@ pub(super) async fn undelivered(
 pub fn stash_until(expires_in_minutes: Option<i64>, now: UnixMs) -> Option<UnixMs> {
     let minutes = expires_in_minutes.filter(|m| *m > 0)?;
     Some(now.saturating_add((minutes as u64).saturating_mul(60_000)))
+}
+
+/// How long a WhatsApp notification keeps its SMS record: it has no code
+/// to expire, and its news stays worth an SMS for a while; longer than the
+/// longest `whatsapp.fallback_after_ms` (10 minutes), so its timer finds it.
+pub const NOTICE_SMS_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Until when a WhatsApp message's SMS record is kept: its code's end, or
+/// for a notification [`NOTICE_SMS_KEPT`].
+pub fn sms_stash_until(
+    notification: bool,
+    expires_in_minutes: Option<i64>,
+    now: UnixMs,
+) -> Option<UnixMs> {
+    match notification {
+        true => Some(now.saturating_add(NOTICE_SMS_KEPT.as_millis() as u64)),
+        false => stash_until(expires_in_minutes, now),
+    }
 }
 
 #[cfg(test)]

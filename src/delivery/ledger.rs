@@ -326,10 +326,11 @@ impl Ledger {
                 client.find_message(&sms.to, &sms.body, code, since_time)
             ),
             // Listed under its `whatsapp:` address, with the text Meta's
-            // template gave it: matched by the code it carries.
+            // template gave it: matched by the variable it carries (the
+            // code, or a notification's text).
             Outgoing::WhatsApp(message) => in_span!(
                 span.clone(),
-                client.find_message(&message.address(), "", Some(&message.code), since_time)
+                client.find_message(&message.address(), "", Some(&message.variable), since_time)
             ),
             // Its own caller id: the call was placed from that.
             Outgoing::Call(call) => {

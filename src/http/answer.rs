@@ -385,7 +385,7 @@ impl ApiError {
                     "voice calls need a caller id: set twilio.voice_from or twilio.from".into()
                 }
                 D::WhatsAppNotConfigured => {
-                    "this message was sent by WhatsApp on another replica, and [whatsapp] is off here; configure every replica alike".into()
+                    "this message was sent by WhatsApp on another replica, and [whatsapp] (for a notification, whatsapp.notification_content_sid) is off here; configure every replica alike".into()
                 }
                 D::RecipientUnreachable { .. } => {
                     "the provider says this recipient cannot be reached (see provider_code)".into()

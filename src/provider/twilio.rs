@@ -33,16 +33,18 @@ pub struct OutgoingSms {
     pub status_callback: Option<String>,
 }
 
-/// A WhatsApp authentication template to create with `POST
-/// .../Messages.json`: `whatsapp:` addresses, the template's `ContentSid`
-/// and the code as its variable 1, no `Body` (Meta fixes the text).
+/// A WhatsApp template to create with `POST .../Messages.json`:
+/// `whatsapp:` addresses, the template's `ContentSid` and its variable 1,
+/// no `Body` (Meta fixes the text around the variable).
 #[derive(Debug, Clone)]
 pub struct OutgoingWhatsApp {
     /// E.164, without `whatsapp:` (the form adds it).
     pub to: String,
     pub sender: SmsSender,
     pub content_sid: String,
-    pub code: String,
+    /// Variable 1: the code (an authentication template), or a
+    /// notification's text made fit for a variable (a utility template).
+    pub variable: String,
     pub status_callback: Option<String>,
 }
 
@@ -60,7 +62,7 @@ impl OutgoingWhatsApp {
         f.push(("ContentSid", self.content_sid.clone()));
         f.push((
             "ContentVariables",
-            serde_json::json!({ "1": self.code }).to_string(),
+            serde_json::json!({ "1": self.variable }).to_string(),
         ));
         if let Some(cb) = &self.status_callback {
             f.push(("StatusCallback", cb.clone()));
@@ -692,7 +694,7 @@ mod tests {
             to: "+5511987654321".into(),
             sender: SmsSender::From(crate::config::SenderId::parse("+14155550100").unwrap()),
             content_sid: "HX0123456789abcdef0123456789abcdef".into(),
-            code: "482917".into(),
+            variable: "482917".into(),
             status_callback: Some("https://c.example/v1/twilio/status".into()),
         };
         assert_eq!(

@@ -31,7 +31,7 @@ impl FallbackMetrics {
         );
         registry.register(
             "whatsapp_fallback_sms",
-            "Codes sent by SMS instead of WhatsApp (the SMS accepted), by reason: whatsapp_refused (63003, 63024 at the create, or a number known not to be on WhatsApp), whatsapp_undelivered (a status callback), whatsapp_no_receipt (no delivered receipt within whatsapp.fallback_after_ms)",
+            "Codes (and notifications, with whatsapp.notification_content_sid) sent by SMS instead of WhatsApp (the SMS accepted), by reason: whatsapp_refused (63003, 63024 at the create, or a number known not to be on WhatsApp), whatsapp_undelivered (a status callback), whatsapp_no_receipt (no delivered receipt within whatsapp.fallback_after_ms)",
             m.whatsapp.clone(),
         );
         m

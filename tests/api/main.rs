@@ -28,3 +28,4 @@ mod transport;
 mod verify;
 mod voice;
 mod whatsapp;
+mod whatsapp_notices;

@@ -10,17 +10,17 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::helpers::*;
 
 /// São Paulo mobile: Brazil is in `whatsapp.countries` below.
-const BRAZIL: &str = "+5511987654321";
-const US_MOBILE: &str = "+14155550123";
-const WA_FROM: &str = "+14155550100";
+pub(crate) const BRAZIL: &str = "+5511987654321";
+pub(crate) const US_MOBILE: &str = "+14155550123";
+pub(crate) const WA_FROM: &str = "+14155550100";
 const HX_DEFAULT: &str = "HX0123456789abcdef0123456789abcdef";
 const HX_PT: &str = "HXbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 /// The sid Twilio gives the WhatsApp message, and the SMS's.
-const WA_SID: &str = "SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-const SMS_SID: &str = "SM0123456789abcdef0123456789abcdef";
-const PUBLIC_URL: &str = "http://courier.example.test";
+pub(crate) const WA_SID: &str = "SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub(crate) const SMS_SID: &str = "SM0123456789abcdef0123456789abcdef";
+pub(crate) const PUBLIC_URL: &str = "http://courier.example.test";
 
-fn whatsapp_env() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn whatsapp_env() -> Vec<(&'static str, &'static str)> {
     vec![
         ("PHONE_COURIER__WHATSAPP__ENABLED", "true"),
         ("PHONE_COURIER__WHATSAPP__FROM", WA_FROM),
@@ -42,7 +42,7 @@ fn code_message(to: &str) -> Value {
 
 /// Twilio answering the WhatsApp create with `wa` (status, body) and
 /// accepting every SMS.
-async fn twilio(wa: (u16, Value)) -> MockServer {
+pub(crate) async fn twilio(wa: (u16, Value)) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path_regex(r"/Messages\.json$"))
@@ -61,11 +61,11 @@ async fn twilio(wa: (u16, Value)) -> MockServer {
     server
 }
 
-async fn twilio_accepting_whatsapp() -> MockServer {
+pub(crate) async fn twilio_accepting_whatsapp() -> MockServer {
     twilio((201, json!({"sid": WA_SID, "status": "queued"}))).await
 }
 
-async fn twilio_not_on_whatsapp() -> MockServer {
+pub(crate) async fn twilio_not_on_whatsapp() -> MockServer {
     twilio((
         400,
         json!({"code": 63003, "message": "Channel could not find To address", "status": 400}),
@@ -93,7 +93,7 @@ fn sms_form(to: &str) -> Vec<(String, String)> {
     ])
 }
 
-async fn metrics(app: &TestApp) -> String {
+pub(crate) async fn metrics(app: &TestApp) -> String {
     app.client
         .get(app.url("/metrics"))
         .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
@@ -106,7 +106,7 @@ async fn metrics(app: &TestApp) -> String {
 }
 
 /// Kratos's first attempt and its five retries, each answered.
-async fn six_attempts(app: &TestApp, message: &Value, expected: Value) {
+pub(crate) async fn six_attempts(app: &TestApp, message: &Value, expected: Value) {
     for attempt in 0..6 {
         let r = app.post_json("/v1/sms", message).await;
         assert_eq!(r.status(), 200, "attempt {attempt}");
@@ -279,7 +279,7 @@ async fn callback(app: &TestApp, status: &str, error_code: Option<&str>) -> u16 
 }
 
 /// A signed status callback for WhatsApp message `sid` to `to`.
-async fn whatsapp_status(
+pub(crate) async fn whatsapp_status(
     app: &TestApp,
     sid: &str,
     to: &str,
@@ -424,7 +424,7 @@ async fn the_sandboxs_not_on_whatsapp_number_gets_the_sms() {
 
 /// Wait (bounded) until the sandbox has received `n` Messages requests,
 /// and return them all.
-async fn sandbox_messages(
+pub(crate) async fn sandbox_messages(
     sandbox: &twilio_sandbox::Sandbox,
     n: usize,
 ) -> Vec<twilio_sandbox::RecordedRequest> {
@@ -449,7 +449,7 @@ async fn sandbox_messages(
 
 /// Wait (bounded) until Twilio has received `n` requests; the SMS a timer
 /// or a callback sends is sent in a task of its own.
-async fn wait_for_requests(app: &TestApp, n: usize) -> Vec<wiremock::Request> {
+pub(crate) async fn wait_for_requests(app: &TestApp, n: usize) -> Vec<wiremock::Request> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let got = app.provider_requests().await;
@@ -695,5 +695,46 @@ countries = ["BR"]
             ("Body", "Your login code is: 482917"),
             ("ValidityPeriod", "600"),
         ])
+    );
+}
+
+/// The fraud guard counts a WhatsApp code as a code sent, and Kratos's
+/// confirmation of it (`POST /v1/kratos/confirmed`) as confirmed: WhatsApp
+/// codes weigh in a country's conversion ratio as SMS codes do.
+#[tokio::test]
+async fn a_whatsapp_code_and_its_confirmation_are_counted_by_the_fraud_guard() {
+    let (app, _clock) = app_at_noon(twilio_accepting_whatsapp().await, &whatsapp_env()).await;
+    let r = app.post_json("/v1/sms", &code_message(BRAZIL)).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["channel"], "whatsapp");
+    assert_eq!(
+        single_provider_request(&app, MESSAGES_PATH).await,
+        whatsapp_form(BRAZIL, HX_DEFAULT)
+    );
+    let r = app
+        .post_json(
+            "/v1/kratos/confirmed",
+            &json!({"recipients": [BRAZIL], "flow": "login"}),
+        )
+        .await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"status": "recorded", "counted": 1})
+    );
+    let m = metrics(&app).await;
+    let value = |name: &str| {
+        let series = format!("{name}{{country_code=\"55\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(
+        value("phone_courier_fraud_codes_sent_total"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        value("phone_courier_fraud_codes_confirmed_total"),
+        Some(1.0),
+        "{m}"
     );
 }

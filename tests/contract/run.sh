@@ -220,6 +220,21 @@ fault() {
     --data "{\"fault\":\"$1\",\"count\":1}" "http://$SANDBOX_ADDR/sandbox/faults"
 }
 
+# inbox_to NUMBER FIELD: FIELD of the newest sandbox inbox entry to NUMBER
+# (as written, without `whatsapp:`: SMS and calls), `<none>` if none.
+inbox_to() {
+  curl -s --max-time 5 "http://$SANDBOX_ADDR/inbox.json" >"$WORK/inbox.json"
+  python3 - "$WORK/inbox.json" "$1" "$2" <<'PY'
+import json, sys
+for entry in json.load(open(sys.argv[1]))["messages"]:
+    if entry["to"] == sys.argv[2]:
+        print(entry.get(sys.argv[3]))
+        break
+else:
+    print("<none>")
+PY
+}
+
 # wait_ready URL: poll until 200, at most ~10 s.
 wait_ready() {
   for _ in $(seq 1 100); do
@@ -500,6 +515,49 @@ EOF
 send /v1/sms "$WORK/message.json"
 expect_accepted "notification to a WhatsApp country: 200 accepted, sms" sms SM
 check "notification: Twilio got the Body" "$(inbox "$SID" body)" "An address on your account was changed."
+
+# With whatsapp.notification_content_sid (an approved utility template; a
+# second instance), the same kind of notice goes by WhatsApp: the template,
+# the text on one line as variable 1, no Body. To the sandbox's
+# not-on-WhatsApp number, the SMS stands in, with the text as Kratos wrote it.
+MAIN_ADDR=$COURIER_ADDR
+MAIN_ENV=("${EXTRA_ENV[@]}")
+COURIER_ADDR=127.0.0.1:$(free_port)
+EXTRA_ENV+=(PHONE_COURIER__WHATSAPP__NOTIFICATION_CONTENT_SID=HXabcdefabcdefabcdefabcdefabcdef01
+  PHONE_COURIER__STATUS_CALLBACK__PUBLIC_URL="http://$COURIER_ADDR")
+start_courier "$WORK/courier-notices.log"
+if wait_ready "http://$COURIER_ADDR/health/ready"; then
+  cat >"$WORK/message.json" <<EOF
+{"recipient":"+5511987650003","body":"An address on your account was changed.\nIf this wasn't you, contact support.\n","template_type":"verifiable_address_changed","template_data":{}}
+EOF
+  send /v1/sms "$WORK/message.json"
+  expect_accepted "notification by WhatsApp: 200 accepted, whatsapp, SM sid" whatsapp SM
+  check "notification by WhatsApp: Twilio got To whatsapp:+55..." "$(inbox_form "$SID" To)" "whatsapp:+5511987650003"
+  check "notification by WhatsApp: Twilio got the utility template" "$(inbox_form "$SID" ContentSid)" "HXabcdefabcdefabcdefabcdefabcdef01"
+  check "notification by WhatsApp: Twilio got the text on one line as variable 1" \
+    "$(inbox_form "$SID" ContentVariables)" \
+    '{"1":"An address on your account was changed. If this wasn'"'"'t you, contact support."}'
+  check "notification by WhatsApp: Twilio got no Body" "$(inbox_form "$SID" Body)" "<absent>"
+  cat >"$WORK/message.json" <<EOF
+{"recipient":"+5511987650063","body":"Your password was changed.","template_type":"password_changed","template_data":{}}
+EOF
+  send /v1/sms "$WORK/message.json"
+  expect_accepted "notification to a number not on WhatsApp: 200 accepted, whatsapp" whatsapp SM
+  # The sandbox reports it undelivered (63003) in a signed callback, and the
+  # SMS follows (bounded wait).
+  got="<none>"
+  for _ in $(seq 1 50); do
+    got=$(inbox_to +5511987650063 body)
+    [ "$got" != "<none>" ] && break
+    sleep 0.1
+  done
+  check "notification not on WhatsApp: the SMS carries the text" "$got" "Your password was changed."
+else
+  fail "service with whatsapp.notification_content_sid starts" "not ready"
+fi
+stop "$COURIER_PID"
+COURIER_ADDR=$MAIN_ADDR
+EXTRA_ENV=("${MAIN_ENV[@]}")
 
 # Twilio's sender test numbers: a service configured with such a From is
 # misconfigured (502, fix it) or its sender queue is full (503, retry). Each
