@@ -370,3 +370,76 @@ async fn the_sandboxs_magic_numbers_never_meet_the_prefix_limit() {
     }
     assert_eq!(creates(&client, &sandbox).await.len(), 15);
 }
+
+/// `serve --dev` turns WhatsApp on for one demo country (Brazil): the
+/// banner's WhatsApp example goes to the sandbox as the (made-up)
+/// authentication template with the code as variable 1, from the dev
+/// sender's `whatsapp:` address, and no `Body`.
+#[tokio::test]
+async fn dev_mode_sends_the_banners_brazilian_code_by_whatsapp() {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_kratos-phone-courier"))
+            .args(["serve", "--dev"])
+            .env_clear()
+            .env("PHONE_COURIER__SERVER__LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = lines(child.0.stdout.take().unwrap());
+    let mut banner = String::new();
+    let mut api = None;
+    let mut inbox = None;
+    // The example whose recipient is Brazilian ends the part read here.
+    let example = loop {
+        let line = stdout
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the banner:\n{banner}"));
+        banner.push_str(&line);
+        banner.push('\n');
+        let line = line.trim();
+        if line.starts_with("API:") {
+            api = Some(addr_in(line));
+        } else if line.starts_with("Inbox:") && inbox.is_none() {
+            inbox = Some(addr_in(line));
+        } else if let Some(json) = line.strip_prefix("-d '") {
+            let json: serde_json::Value =
+                serde_json::from_str(json.trim_end_matches('\'')).unwrap();
+            if json["recipient"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("+55"))
+            {
+                break json;
+            }
+        }
+    };
+    assert!(banner.contains("goes by WhatsApp"), "{banner}");
+    let (api, sandbox) = (api.unwrap(), inbox.unwrap());
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(format!("http://{api}/v1/sms"))
+        .json(&example)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["channel"], "whatsapp", "{body}");
+    let to = example["recipient"].as_str().unwrap();
+    let expected: Vec<(String, String)> = [
+        ("To", format!("whatsapp:{to}")),
+        ("From", "whatsapp:+15005550006".to_owned()),
+        (
+            "ContentSid",
+            "HX00000000000000000000000000000de5".to_owned(),
+        ),
+        ("ContentVariables", r#"{"1":"482917"}"#.to_owned()),
+        ("StatusCallback", format!("http://{api}/v1/twilio/status")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(creates(&client, &sandbox).await, vec![(201, expected)]);
+}
