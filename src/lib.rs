@@ -57,6 +57,46 @@
 //! lives in its own crate (`twilio-sandbox`), so this library carries no test
 //! double.
 
+/// The read-only string views of a checked value type (a number, a region,
+/// a language tag), built on its `as_str`: callers compare and print it like the string it was read from
+/// (`n == "+15005550006"`, `tag.split('-')`), and `check-config` prints that
+/// string. There is deliberately no way back from a `&str` without the check.
+macro_rules! str_views {
+    ($t:ty) => {
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                self.as_str()
+            }
+        }
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl PartialEq<str> for $t {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
 pub mod clock;
 pub mod config;
 pub mod delivery;

@@ -1312,7 +1312,7 @@ fn a_providers_whatsapp_keys_are_checked_and_named() {
         config.providers[0].api.whatsapp,
         kratos_phone_courier::config::WhatsAppUse::Own(
             kratos_phone_courier::config::SmsSender::From(
-                kratos_phone_courier::config::SenderId::parse("+14155550199").unwrap()
+                kratos_phone_courier::phone::SenderId::parse("+14155550199").unwrap()
             )
         )
     );

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::country::CountryId;
 use super::error::ConfigError;
-use super::phone_number::E164;
 use super::values::{choice, ser_millis, within, StringList, ANY};
+use crate::phone::CountryId;
+use crate::phone::E164;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -42,7 +42,6 @@
 //! | `values` | the checking readers, lists, durations, string views |
 //! | `server` (`[server]`, `[log]`, `[metrics]`), `auth`, `providers` (`[[providers]]`, `[twilio]`, `[failover]`, `[status_callback]`), `voice`, `whatsapp`, `limits`, `fraud`, `policy` (`[policy]`, `[test_numbers]`, `[fallback]`), `dedup` (`[dedup]`, `[budget]`), `store`, `relay`, `verify`, `tracing`, `lookup` | the sections |
 //! | `checks` | the rules that span sections (provider timeout against Kratos's, the dedup window against Kratos's retries, the budget's arithmetic), run after the sections |
-//! | `phone_number`, `country`, `language_tag` | the value types read once here and kept: [`E164`], [`SenderId`], [`CountryId`], [`LanguageTag`] |
 //! | `secret` | secrets inline or in files |
 //!
 //! Values are parsed into their types at this edge and handed on as such,
@@ -56,17 +55,16 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::phone::E164;
+
 mod auth;
 mod checks;
-mod country;
 mod dedup;
 mod error;
 mod fraud;
-mod language_tag;
 mod limits;
 mod load;
 mod lookup;
-mod phone_number;
 mod policy;
 mod providers;
 mod relay;
@@ -81,18 +79,15 @@ mod whatsapp;
 
 pub use auth::{ApiKeyAuth, ApiKeySettings, AuthConfig, AuthSettings, BasicAuth, BasicSettings};
 pub use checks::{min_dedup_window, KRATOS_TIMEOUT, MAX_DAILY_CAP};
-pub use country::{CountryId, NotACountryId};
 pub use dedup::{BudgetConfig, DedupConfig};
 pub use error::ConfigError;
 pub use fraud::{FraudAction, FraudConfig, FraudSettings};
-pub use language_tag::{LanguageTag, NotALanguageTag};
 pub use limits::{
     ChannelRates, ClientIpSettings, ClientIpSource, LimitsConfig, LimitsSettings, Rate,
     NOTIFICATION_DEFAULT,
 };
 pub use load::{Sources, DEFAULT_TOML, ENV_PREFIX};
 pub use lookup::{LineAction, LookupConfig, LookupOnError, LookupSettings, LINE_TYPES};
-pub use phone_number::{NotASenderId, NotE164, SenderId, E164};
 pub use policy::{
     CountryPolicy, FallbackConfig, FallbackSettings, PolicyConfig, TestNumbersSettings, VoiceOn,
 };
@@ -101,7 +96,7 @@ pub use providers::{
     SignalWireSettings, SmsSender, StatusCallbackSettings, TwilioConfig, TwilioSettings,
     WhatsAppUse, DEFAULT_CONNECT_TIMEOUT_MS, TWILIO_API,
 };
-pub use relay::{RelayConfig, RelaySettings, Route, RouteSettings, Sender};
+pub use relay::{RelayConfig, RelaySettings, Route, RouteSettings};
 pub use server::{LogConfig, LogFormat, MetricsSettings, ServerConfig, MAX_DRAIN};
 pub use store::{Backend, OnError, RedisConfig, RedisSettings, StoreConfig, StoreSettings};
 pub use tracing::{OtlpTracing, TracingSettings};

@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::country::CountryId;
-use super::phone_number::E164;
 use super::values::list;
+use crate::phone::CountryId;
+use crate::phone::E164;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

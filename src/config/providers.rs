@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
 use super::load::built_in;
-use super::phone_number::{SenderId, E164};
 use super::secret::{secret, ser_redacted, ser_redacted_opt};
 use super::values::{ms, range_text, ser_millis, within, ANY};
+use crate::phone::{SenderId, E164};
 
 /// Twilio's API, where `[twilio]` and a `kind = "twilio"` entry point by default.
 pub const TWILIO_API: &str = "https://api.twilio.com";

@@ -15,10 +15,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::error::ConfigError;
-use super::phone_number::E164;
 use super::providers::{is_http_url, public_url};
 use super::secret::{secret, ser_redacted_opt};
 use super::values::{list, ms, ser_millis, within, StringList};
+use crate::phone::{Sender, E164};
 
 /// Where under the public base URL Twilio posts incoming messages.
 const INBOUND_PATH: &str = "/v1/twilio/inbound";
@@ -101,65 +101,6 @@ pub struct Route {
     #[serde(serialize_with = "ser_redacted_list")]
     pub slack: Vec<SecretString>,
     pub webhooks: Vec<String>,
-}
-
-/// Who sent a text: a number, a short code, or an alphanumeric sender id.
-/// Compared as Twilio writes them in `From`; an alphanumeric id ignores case.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sender {
-    /// `+15556667777`
-    Number(E164),
-    /// `32665`: 3 to 8 digits, the way Twilio gives short codes.
-    ShortCode(String),
-    /// `GitHub`: up to 11 letters, digits, spaces, `-`, `_`, `.`, with a letter.
-    Alphanumeric(String),
-}
-
-impl Sender {
-    /// A sender as configured or as Twilio's `From` carries it.
-    pub fn parse(s: &str) -> Option<Sender> {
-        let s = s.trim();
-        if let Some(n) = E164::parse(s) {
-            return Some(Sender::Number(n));
-        }
-        if (3..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
-            return Some(Sender::ShortCode(s.to_owned()));
-        }
-        let alnum = !s.is_empty()
-            && s.chars().count() <= 11
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
-            && s.chars().any(|c| c.is_ascii_alphabetic());
-        alnum.then(|| Sender::Alphanumeric(s.to_owned()))
-    }
-
-    /// Whether `other` is the same sender (alphanumeric ids ignore case).
-    pub fn matches(&self, other: &Sender) -> bool {
-        match (self, other) {
-            (Sender::Alphanumeric(a), Sender::Alphanumeric(b)) => a.eq_ignore_ascii_case(b),
-            (a, b) => a == b,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Sender::Number(n) => n.as_str(),
-            Sender::ShortCode(s) | Sender::Alphanumeric(s) => s,
-        }
-    }
-}
-
-impl std::str::FromStr for Sender {
-    type Err = &'static str;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Sender::parse(s).ok_or("neither an E.164 number, a short code (3 to 8 digits) nor an alphanumeric sender id (up to 11 characters)")
-    }
-}
-
-impl Serialize for Sender {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
 }
 
 fn ser_redacted_list<S: Serializer>(v: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
@@ -316,42 +257,5 @@ impl RouteSettings {
             slack,
             webhooks,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn senders() {
-        assert!(matches!(
-            Sender::parse("+15556667777"),
-            Some(Sender::Number(_))
-        ));
-        assert_eq!(
-            Sender::parse("32665"),
-            Some(Sender::ShortCode("32665".into()))
-        );
-        assert_eq!(
-            Sender::parse("GitHub"),
-            Some(Sender::Alphanumeric("GitHub".into()))
-        );
-        assert!(Sender::parse("GitHub")
-            .unwrap()
-            .matches(&Sender::parse("GITHUB").unwrap()));
-        assert!(!Sender::parse("32665")
-            .unwrap()
-            .matches(&Sender::parse("+32665").unwrap()));
-        for bad in [
-            "",
-            "12",
-            "123456789",
-            "TooLongSenderId",
-            "a<b",
-            "15556667777x!",
-        ] {
-            assert_eq!(Sender::parse(bad), None, "{bad}");
-        }
     }
 }

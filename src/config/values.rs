@@ -1,7 +1,7 @@
 //! Small pieces shared by the sections: the readers that check a value
 //! as it is read (ranges, durations, parsed strings, lists), lists that
 //! also come as one environment variable, durations printed under their
-//! `_ms` key, and the string views of the checked value types.
+//! `_ms` key.
 //!
 //! A reader refuses a value with a [`refused`] error: the loader turns it
 //! into a [`super::ConfigError::Invalid`] naming the key it was read at
@@ -159,47 +159,6 @@ impl<'de> Deserialize<'de> for StringList {
 pub(super) fn ser_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
-
-/// The read-only string views of a checked value type, built on its
-/// `as_str`: callers compare and print it like the string it was read from
-/// (`n == "+15005550006"`, `tag.split('-')`), and `check-config` prints that
-/// string. There is deliberately no way back from a `&str` without the check.
-macro_rules! str_views {
-    ($t:ty) => {
-        impl std::ops::Deref for $t {
-            type Target = str;
-            fn deref(&self) -> &str {
-                self.as_str()
-            }
-        }
-        impl AsRef<str> for $t {
-            fn as_ref(&self) -> &str {
-                self.as_str()
-            }
-        }
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl PartialEq<str> for $t {
-            fn eq(&self, other: &str) -> bool {
-                self.as_str() == other
-            }
-        }
-        impl PartialEq<&str> for $t {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-        impl serde::Serialize for $t {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-    };
-}
-pub(super) use str_views;
 
 #[cfg(test)]
 mod tests {

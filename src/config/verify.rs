@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
-use super::language_tag::LanguageTag;
 use super::values::{ms, parsed, ser_millis, within};
+use crate::domain::LanguageTag;
 
 /// Twilio's limit for an SMS body, less room for a 10-digit code and the
 /// minutes.

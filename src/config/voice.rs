@@ -11,9 +11,9 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
-use super::language_tag::LanguageTag;
 use super::load::built_in;
 use super::values::{parsed, within};
+use crate::domain::LanguageTag;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

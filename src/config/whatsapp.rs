@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::country::CountryId;
 use super::error::ConfigError;
-use super::language_tag::LanguageTag;
-use super::phone_number::SenderId;
 use super::providers::{is_sid, SmsSender};
 use super::values::{list, ms};
+use crate::domain::LanguageTag;
+use crate::phone::CountryId;
+use crate::phone::SenderId;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,11 +2,12 @@
 //! (body checks, validity period, sender) or the call (caller id, the code
 //! spoken in TwiML). Nothing is sent here.
 
-use crate::config::{Config, SmsSender, VoiceConfig, WhatsAppConfig, E164};
+use crate::config::{Config, SmsSender, VoiceConfig, WhatsAppConfig};
 use crate::delivery::channel::{Channel, Endpoint};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::message::{CourierMessage, TemplateType};
 use crate::phone::Recipient;
+use crate::phone::E164;
 use crate::provider::twilio::{OutgoingCall, OutgoingSms, OutgoingWhatsApp};
 use crate::provider::twiml;
 

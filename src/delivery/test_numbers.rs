@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use crate::config::E164;
 use crate::delivery::channel::Channel;
 use crate::delivery::message::CourierMessage;
+use crate::phone::E164;
 
 /// How many test messages are kept; the oldest go first.
 const KEPT: usize = 100;

@@ -7,6 +7,8 @@
 //! | this one | the [`Recipient`] type, why a number is refused ([`RecipientError`], [`E164_HELP`]), the E.164 shape, masking |
 //! | [`numbering`] | the [`NumberingPlan`]: libphonenumber's metadata by calling code, with the region and line-type patterns it compiles once and owns |
 //! | [`cache`] | the [`RecipientCache`]: verdicts per number (under a keyed hash, never the number) over a shared plan |
+//! | [`sender`] | numbers and senders as written in the configuration and by Twilio, checked for their form only: [`E164`], [`SenderId`], [`Sender`] |
+//! | [`country`] | [`CountryId`]: a region code libphonenumber knows |
 //!
 //! No state here is process-wide (libphonenumber's database, and the
 //! pattern cache its parser uses, belong to the `phonenumber` crate).
@@ -19,10 +21,14 @@
 use std::fmt;
 
 pub mod cache;
+pub mod country;
 pub mod numbering;
+pub mod sender;
 
 pub use cache::{RecipientCache, VERDICT_CACHE_CAPACITY};
+pub use country::{CountryId, NotACountryId};
 pub use numbering::NumberingPlan;
+pub use sender::{NotASenderId, NotE164, Sender, SenderId, E164};
 
 /// What the end user is told when a number is refused. Kept free of the
 /// number itself: errors travel to Kratos's logs.

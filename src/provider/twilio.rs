@@ -540,7 +540,7 @@ mod tests {
             account_sid: "AC0123456789abcdef0123456789abcdef".to_owned(),
             username: "AC0123456789abcdef0123456789abcdef".to_owned(),
             password: SecretString::from("token"),
-            sms_sender: SmsSender::From(crate::config::SenderId::parse("+15005550006").unwrap()),
+            sms_sender: SmsSender::From(crate::phone::SenderId::parse("+15005550006").unwrap()),
             voice_from: None,
             timeout: Duration::from_millis(timeout_ms),
             connect_timeout: Duration::from_millis(connect_ms),
@@ -555,7 +555,7 @@ mod tests {
     fn sms() -> OutgoingSms {
         OutgoingSms {
             to: "+14155550123".into(),
-            sender: SmsSender::From(crate::config::SenderId::parse("+15005550006").unwrap()),
+            sender: SmsSender::From(crate::phone::SenderId::parse("+15005550006").unwrap()),
             body: "Your code is 482917".into(),
             validity_period: None,
             status_callback: None,
@@ -692,7 +692,7 @@ mod tests {
     fn whatsapp_form_has_addresses_template_and_code_and_no_body() {
         let m = OutgoingWhatsApp {
             to: "+5511987654321".into(),
-            sender: SmsSender::From(crate::config::SenderId::parse("+14155550100").unwrap()),
+            sender: SmsSender::From(crate::phone::SenderId::parse("+14155550100").unwrap()),
             content_sid: "HX0123456789abcdef0123456789abcdef".into(),
             variable: "482917".into(),
             status_callback: Some("https://c.example/v1/twilio/status".into()),

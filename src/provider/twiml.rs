@@ -6,7 +6,8 @@
 //! XML-escaped; the code itself is restricted to ASCII letters and digits
 //! before it gets here.
 
-use crate::config::{LanguageTag, Sentences, VoiceConfig};
+use crate::config::{Sentences, VoiceConfig};
+use crate::domain::LanguageTag;
 use crate::domain::TemplateType;
 
 /// Twilio's limit for inline TwiML on a call.

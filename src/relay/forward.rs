@@ -22,7 +22,8 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{SenderId, SmsSender, E164};
+use crate::config::SmsSender;
+use crate::phone::{SenderId, E164};
 use crate::provider::errors::FailureClass;
 use crate::provider::twilio::{OutgoingSms, ProviderError, TwilioClient};
 use crate::telemetry::relay_metrics::RelayMetrics;

@@ -8,7 +8,7 @@
 //! signing key in `X-SignalWire-Signature` or its alias) is refused
 //! whatever it carries, before this file sees it.
 
-use crate::config::{Sender, E164};
+use crate::phone::{Sender, E164};
 
 /// An incoming message, as Twilio described it.
 #[derive(Clone)]

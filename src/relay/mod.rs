@@ -36,7 +36,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::clock::Clock;
-use crate::config::{Config, ProviderKind, RelayConfig, SmsSender, E164};
+use crate::config::{Config, ProviderKind, RelayConfig, SmsSender};
+use crate::phone::E164;
 use crate::provider::twilio::TwilioClient;
 use crate::store::{Keys, Store};
 use crate::telemetry::metrics::Metrics;

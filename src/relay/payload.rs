@@ -82,7 +82,7 @@ fn slack_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Sender, E164};
+    use crate::phone::{Sender, E164};
 
     fn message(body: &str) -> Inbound {
         Inbound {

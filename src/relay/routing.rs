@@ -2,7 +2,8 @@
 //! sent to: the decisions that need no store and no network, so they are
 //! tested here on their own.
 
-use crate::config::{RelayConfig, Route, Sender, E164};
+use crate::config::{RelayConfig, Route};
+use crate::phone::{Sender, E164};
 
 use super::inbound::Inbound;
 

@@ -7,9 +7,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::LanguageTag;
 use crate::delivery::message::{parse_unique_keys, ParseError, Violation};
 use crate::domain::Channel;
+use crate::domain::LanguageTag;
 
 /// The schema of `POST /v1/verify/request` bodies.
 pub const REQUEST_SCHEMA: &str = include_str!("../../schemas/verify-request.schema.json");

@@ -61,7 +61,7 @@ fn sms(to: &str, body: &str) -> OutgoingSms {
     OutgoingSms {
         to: to.to_owned(),
         sender: kratos_phone_courier::config::SmsSender::From(
-            kratos_phone_courier::config::SenderId::parse(FROM).unwrap(),
+            kratos_phone_courier::phone::SenderId::parse(FROM).unwrap(),
         ),
         body: body.to_owned(),
         validity_period: None,

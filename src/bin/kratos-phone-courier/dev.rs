@@ -14,9 +14,10 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 use kratos_phone_courier::config::{
-    ConfigError, CountryId, ProviderSettings, RouteSettings, Sender, Settings, SignalWireSettings,
-    Sources, StringList, TwilioSettings, E164,
+    ConfigError, ProviderSettings, RouteSettings, Settings, SignalWireSettings, Sources,
+    StringList, TwilioSettings,
 };
+use kratos_phone_courier::phone::{CountryId, Sender, E164};
 use kratos_phone_courier::startup::{self, StartupError};
 use twilio_sandbox::{Fault, Sandbox, SandboxConfig};
 

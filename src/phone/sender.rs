@@ -1,14 +1,14 @@
-//! The service's own numbers as the configuration gives them: the SMS
-//! sender, the caller id and the test numbers.
+//! Numbers and senders as the configuration and Twilio write them: the
+//! service's own numbers ([`E164`]: the SMS sender, the caller id, the test
+//! numbers), who an SMS says it is from ([`SenderId`]) and who sent an
+//! incoming text ([`Sender`]).
 //!
 //! Only the form is checked (`+`, a country code, up to 15 digits): whether
 //! a sender exists is Twilio's to say (error 21212), and asking
 //! libphonenumber here would load its whole database before the service can
 //! even answer /health/alive. A number is never quoted in an error.
 
-use crate::phone::is_e164_shape;
-
-use super::values::str_views;
+use super::is_e164_shape;
 
 /// A number in E.164 form, `+15005550006`, without surrounding spaces.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -93,6 +93,65 @@ impl std::str::FromStr for SenderId {
 
 str_views!(SenderId);
 
+/// Who sent a text: a number, a short code, or an alphanumeric sender id.
+/// Compared as Twilio writes them in `From`; an alphanumeric id ignores case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// `+15556667777`
+    Number(E164),
+    /// `32665`: 3 to 8 digits, the way Twilio gives short codes.
+    ShortCode(String),
+    /// `GitHub`: up to 11 letters, digits, spaces, `-`, `_`, `.`, with a letter.
+    Alphanumeric(String),
+}
+
+impl Sender {
+    /// A sender as configured or as Twilio's `From` carries it.
+    pub fn parse(s: &str) -> Option<Sender> {
+        let s = s.trim();
+        if let Some(n) = E164::parse(s) {
+            return Some(Sender::Number(n));
+        }
+        if (3..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(Sender::ShortCode(s.to_owned()));
+        }
+        let alnum = !s.is_empty()
+            && s.chars().count() <= 11
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
+            && s.chars().any(|c| c.is_ascii_alphabetic());
+        alnum.then(|| Sender::Alphanumeric(s.to_owned()))
+    }
+
+    /// Whether `other` is the same sender (alphanumeric ids ignore case).
+    pub fn matches(&self, other: &Sender) -> bool {
+        match (self, other) {
+            (Sender::Alphanumeric(a), Sender::Alphanumeric(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => a == b,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Sender::Number(n) => n.as_str(),
+            Sender::ShortCode(s) | Sender::Alphanumeric(s) => s,
+        }
+    }
+}
+
+impl std::str::FromStr for Sender {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Sender::parse(s).ok_or("neither an E.164 number, a short code (3 to 8 digits) nor an alphanumeric sender id (up to 11 characters)")
+    }
+}
+
+impl serde::Serialize for Sender {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +177,37 @@ mod tests {
         assert_eq!(n.number().map(E164::as_str), Some("+15005550006"));
         assert_eq!(SenderId::parse("TooLongSenderId"), None);
         assert_eq!(SenderId::parse("12345"), None);
+    }
+
+    #[test]
+    fn senders() {
+        assert!(matches!(
+            Sender::parse("+15556667777"),
+            Some(Sender::Number(_))
+        ));
+        assert_eq!(
+            Sender::parse("32665"),
+            Some(Sender::ShortCode("32665".into()))
+        );
+        assert_eq!(
+            Sender::parse("GitHub"),
+            Some(Sender::Alphanumeric("GitHub".into()))
+        );
+        assert!(Sender::parse("GitHub")
+            .unwrap()
+            .matches(&Sender::parse("GITHUB").unwrap()));
+        assert!(!Sender::parse("32665")
+            .unwrap()
+            .matches(&Sender::parse("+32665").unwrap()));
+        for bad in [
+            "",
+            "12",
+            "123456789",
+            "TooLongSenderId",
+            "a<b",
+            "15556667777x!",
+        ] {
+            assert_eq!(Sender::parse(bad), None, "{bad}");
+        }
     }
 }

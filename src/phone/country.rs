@@ -2,8 +2,6 @@
 //! against libphonenumber's regions, which is what a recipient's region is
 //! compared with.
 
-use super::values::str_views;
-
 /// A region libphonenumber knows, in its upper-case code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CountryId(phonenumber::country::Id);
