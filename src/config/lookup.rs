@@ -136,20 +136,6 @@ pub struct LookupConfig {
 }
 
 impl LookupConfig {
-    /// The action for a Twilio line type (anything unlisted is `unknown`).
-    pub fn action(&self, twilio_type: &str) -> (usize, LineAction) {
-        let i = LINE_TYPES
-            .iter()
-            .position(|(t, _)| *t == twilio_type)
-            .unwrap_or(LINE_TYPES.len() - 1);
-        (i, self.actions[i])
-    }
-
-    /// Does a swapped SIM refuse this template's code?
-    pub fn refuses_swapped(&self, template: &TemplateType) -> bool {
-        self.sim_swap && self.sim_swap_refuse_for.contains(&template.label())
-    }
-
     /// Some line type may become a call (needs a caller id).
     pub fn may_call(&self) -> bool {
         self.line_type && self.actions.contains(&LineAction::Voice)

@@ -1,54 +1,19 @@
-//! Configuration: compiled-in defaults, then a file, then environment
-//! variables, merged by the `config` crate and then checked into a typed
-//! [`Config`] that the rest of the service can trust.
+//! Configuration: compiled-in defaults (`config/default.toml`, the
+//! reference with docs/src/configuration.md), then a file, then
+//! `PHONE_COURIER__...` variables, merged by the `config` crate into
+//! [`Settings`] and checked into the [`Config`] the service runs with. A
+//! mistake is a [`ConfigError`] naming the key, never quoting a value.
 //!
-//! [`Settings`] is the file format, one field per section; [`Config`] is
-//! what the service runs with. A mistake is reported as a [`ConfigError`]
-//! that names the key, so `check-config` and `serve` can say exactly what
-//! to fix.
-//!
-//! ## How a section is declared
-//!
-//! A section is a struct that derives `Deserialize` with
-//! `#[serde(deny_unknown_fields)]`, one field per key, each of the type it
-//! is used as. A key is checked as it is read, by its type or by one of
-//! the readers of `values`, whose error the loader turns into
-//! [`ConfigError::Invalid`] at the key it was read from, so a check never
-//! spells its key:
-//!
-//! - a bounded number: `#[serde(deserialize_with = "within::<_, u32, 1, 100>")]`;
-//! - a duration written in milliseconds (the key keeps its `_ms` name):
-//!   `#[serde(rename = "drain_ms", deserialize_with = "ms::<_, 0, 60_000>",
-//!   serialize_with = "ser_millis")] pub drain: Duration`;
-//! - a checked string (a number, a region, a language tag, an address):
-//!   `deserialize_with = "parsed"`, or `"list"` for a list of them, given as
-//!   an array or, from one environment variable, comma-separated;
-//! - a choice: an enum with `#[serde(rename_all = "lowercase")]`.
-//!
-//! A section whose every key is checked so is its own checked form
-//! (`ServerConfig`, `DedupConfig`, `PolicyConfig`, ...). One that needs
-//! more — secrets read from `_file` twins, keys that depend on each other,
-//! a form of its own for the service — has a `...Settings` struct with a
-//! `check` that returns its `...Config`. Rules across sections are in
-//! `checks`. Every key has its default in `config/default.toml`, compiled
-//! in; where the code needs one again (a provider list entry, the voice
-//! sentences), it reads that file's table (`load::built_in`), so a default
-//! is written once.
-//!
-//! | module | holds |
-//! |---|---|
-//! | `load` | the sources ([`Sources`], [`DEFAULT_TOML`]) and their merging into [`Settings`] |
-//! | `error` | [`ConfigError`], and the `config` crate's errors rebuilt so they never quote a value or a line |
-//! | `values` | the checking readers, lists, durations, string views |
-//! | `server` (`[server]`, `[log]`, `[metrics]`), `auth`, `providers` (`[[providers]]`, `[twilio]`, `[failover]`, `[status_callback]`), `voice`, `whatsapp`, `limits`, `fraud`, `policy` (`[policy]`, `[test_numbers]`, `[fallback]`), `dedup` (`[dedup]`, `[budget]`), `store`, `relay`, `verify`, `tracing`, `lookup` | the sections |
-//! | `checks` | the rules that span sections (provider timeout against Kratos's, the dedup window against Kratos's retries, the budget's arithmetic), run after the sections |
-//! | `secret` | secrets inline or in files |
-//!
-//! Values are parsed into their types at this edge and handed on as such,
-//! so no consumer parses a configured string again. Configuration depends
-//! on no other room but `phone` (for the shape of a number) and `domain`
-//! (template names, for `lookup.sim_swap.refuse_for`); every room
-//! reads it.
+//! A section derives `Deserialize` with `deny_unknown_fields`, one field per
+//! key, each of the type it is used as, checked as it is read by the readers
+//! of `values` (`within::<_, u32, 1, 100>`, `ms::<_, 0, 60_000>` for a `_ms`
+//! key read as a `Duration`, `parsed`, `list`, `choice`); the loader names the
+//! key of a refused value, so no check spells it. A section that needs more
+//! (secrets with `_file` twins, keys that depend on each other) has a
+//! `...Settings` with a `check` that returns its `...Config`; rules across
+//! sections are in `checks`. A default is written once, in
+//! `config/default.toml`; code that needs one reads it (`load::built_in`).
+//! Configuration uses no room but `phone` and `domain`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -145,30 +145,3 @@ fn is_host_name(s: &str) -> bool {
                 && !label.ends_with('-')
         })
 }
-
-impl VerifyConfig {
-    /// The SMS text with the Web OTP line last, when a domain is set.
-    pub fn with_web_otp(&self, body: String, code: &str) -> String {
-        match &self.web_otp_domain {
-            Some(domain) => format!("{body}\n\n@{domain} #{code}"),
-            None => body,
-        }
-    }
-
-    /// The text for `locale`: its own, else one of its language (`de-AT`
-    /// finds `de` or `de-DE`), else the default language's.
-    pub fn template(&self, locale: Option<&LanguageTag>) -> (&LanguageTag, &str) {
-        let found = locale.and_then(|tag| {
-            self.templates.get_key_value(tag).or_else(|| {
-                let primary = tag.split('-').next().unwrap_or(tag);
-                self.templates
-                    .iter()
-                    .find(|(k, _)| k.split('-').next() == Some(primary))
-            })
-        });
-        let (tag, text) = found
-            .or_else(|| self.templates.get_key_value(&self.default_locale))
-            .expect("the default locale always has a text (checked)");
-        (tag, text.as_str())
-    }
-}

@@ -208,3 +208,20 @@ impl Lookup {
         Ok(verdict)
     }
 }
+
+/// The policy's reading of its checked section.
+impl LookupConfig {
+    /// The action for a Twilio line type (anything unlisted is `unknown`).
+    pub fn action(&self, twilio_type: &str) -> (usize, LineAction) {
+        let i = LINE_TYPES
+            .iter()
+            .position(|(t, _)| *t == twilio_type)
+            .unwrap_or(LINE_TYPES.len() - 1);
+        (i, self.actions[i])
+    }
+
+    /// Does a swapped SIM refuse this template's code?
+    pub fn refuses_swapped(&self, template: &TemplateType) -> bool {
+        self.sim_swap && self.sim_swap_refuse_for.contains(&template.label())
+    }
+}

@@ -55,7 +55,7 @@ use crate::config::VerifyConfig;
 use crate::delivery::courier::{Courier, Endpoint};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::message::CourierMessage;
-use crate::domain::Channel;
+use crate::domain::{Channel, LanguageTag};
 use crate::phone::Recipient;
 use crate::store::{CodeCheck, Idempotency, Keys, PendingCode, Store, UnixMs};
 
@@ -338,4 +338,32 @@ fn parse(courier: &Courier, to: &str) -> Result<Recipient, VerifyError> {
         .recipients()
         .parse(to)
         .map_err(|e| VerifyError::Delivery(DeliveryError::InvalidRecipient(e)))
+}
+
+/// What the verify API does with its checked section.
+impl VerifyConfig {
+    /// The SMS text with the Web OTP line last, when a domain is set.
+    pub fn with_web_otp(&self, body: String, code: &str) -> String {
+        match &self.web_otp_domain {
+            Some(domain) => format!("{body}\n\n@{domain} #{code}"),
+            None => body,
+        }
+    }
+
+    /// The text for `locale`: its own, else one of its language (`de-AT`
+    /// finds `de` or `de-DE`), else the default language's.
+    pub fn template(&self, locale: Option<&LanguageTag>) -> (&LanguageTag, &str) {
+        let found = locale.and_then(|tag| {
+            self.templates.get_key_value(tag).or_else(|| {
+                let primary = tag.split('-').next().unwrap_or(tag);
+                self.templates
+                    .iter()
+                    .find(|(k, _)| k.split('-').next() == Some(primary))
+            })
+        });
+        let (tag, text) = found
+            .or_else(|| self.templates.get_key_value(&self.default_locale))
+            .expect("the default locale always has a text (checked)");
+        (tag, text.as_str())
+    }
 }
