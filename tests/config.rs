@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kratos_phone_courier::config::{
-    Config, ConfigError, LineAction, LookupOnError, SmsSender, Sources,
+    Config, ConfigError, LineAction, LookupOnError, Settings, SmsSender, Sources,
 };
 use secrecy::ExposeSecret;
 
@@ -1320,4 +1320,85 @@ fn a_providers_whatsapp_keys_are_checked_and_named() {
     let mut pairs = good();
     pairs.push(("PHONE_COURIER__TWILIO__WHATSAPP", "false"));
     assert!(load(&pairs).is_ok());
+}
+
+// The readers of `values`, through the loader.
+fn refused_by_reader(key: &str, value: &str) -> String {
+    let sources = Sources {
+        file: None,
+        env: [(format!("PHONE_COURIER__{key}"), value.to_owned())].into(),
+    };
+    Settings::load(&sources).unwrap_err().to_string()
+}
+
+#[test]
+fn a_refused_value_names_its_key_and_what_is_allowed_never_itself() {
+    let cases = [
+        (
+            "LOG__FORMAT",
+            "xml-7f3",
+            "`log.format`: must be `plain` or `json`",
+        ),
+        (
+            "SERVER__DRAIN_MS",
+            "60001",
+            "`server.drain_ms`: must be at most 60000",
+        ),
+        (
+            "VERIFY__CODE_LENGTH",
+            "3",
+            "`verify.code_length`: must be between 4 and 10",
+        ),
+        (
+            "DEDUP__MAX_ENTRIES",
+            "0",
+            "`dedup.max_entries`: must be at least 1",
+        ),
+        (
+            "POLICY__SMS__ALLOWED_COUNTRIES",
+            "US,XX9",
+            "`policy.sms.allowed_countries`: has an entry that is not",
+        ),
+        (
+            "LOOKUP__LINE_TYPES__PAGER",
+            "fax-7f3",
+            "`lookup.line_types.pager`: must be one of `sms`, `voice`, `refuse`",
+        ),
+    ];
+    for (key, value, wanted) in cases {
+        let e = refused_by_reader(key, value);
+        assert!(e.contains(wanted), "{e}\nwanted: {wanted}");
+        assert!(!e.contains(value), "{e} quotes {value}");
+    }
+}
+
+/// A provider entry that leaves its limits out gets `[twilio]`'s.
+#[test]
+fn a_provider_entry_takes_the_defaults_of_twilio() {
+    let sources = Sources::default();
+    let mut settings = Settings::load(&sources).unwrap();
+    settings.auth.disabled = true;
+    let toml = r#"
+        name = "sw"
+        kind = "signalwire"
+        space_url = "https://example.signalwire.com"
+        project_id = "5a1e0000-5a1e-4000-8000-000000000001"
+        api_token = "t"
+        from = "+15005550009"
+    "#;
+    let entry = config::Config::builder()
+        .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .unwrap();
+    settings.providers = vec![entry];
+    let c = settings.check(&HashMap::new()).unwrap();
+    let built_in = Settings::load(&sources).unwrap().twilio;
+    let api = &c.providers[0].api;
+    assert_eq!(Some(api.timeout.as_millis() as u64), built_in.timeout_ms);
+    assert_eq!(Some(api.max_in_flight), built_in.max_in_flight);
+    assert_eq!(
+        Some(api.verify_credentials_on_start),
+        built_in.verify_credentials_on_start
+    );
 }

@@ -1,8 +1,5 @@
-//! `[dedup]` and `[budget]`: how long a sent message and an unreachable
-//! recipient are remembered, and how many; sends per UTC day, in total and
-//! per destination country calling code. Read straight into their checked
-//! form; the lower bound of the window depends on the provider timeout and
-//! the caps' upper bound on all three budget keys, so both are in `checks`.
+//! `[dedup]` and `[budget]`, read straight into their checked form; their
+//! bounds that depend on other keys are in `checks`.
 
 use std::time::Duration;
 
@@ -29,7 +26,6 @@ pub struct DedupConfig {
 pub struct BudgetConfig {
     pub daily_total: u32,
     pub daily_per_country: u32,
-    /// A warning is logged once a day when a cap is this many percent used.
     #[serde(deserialize_with = "within::<_, u32, 1, 100>")]
     pub warn_percent: u32,
 }

@@ -1,6 +1,4 @@
-//! `[fraud]`: SMS-pumping detection from Kratos's own confirmations — when
-//! a destination country or number prefix counts as suspect, what is done
-//! then, and which destinations are never suspected.
+//! `[fraud]`: when a destination is suspect of SMS pumping, and what then.
 
 use std::time::Duration;
 
@@ -16,14 +14,12 @@ use crate::phone::E164;
 pub struct FraudSettings {
     #[serde(deserialize_with = "choice")]
     pub action: FraudAction,
-    /// At least 1, or one unconfirmed code would make a country suspect.
     #[serde(deserialize_with = "within::<_, u32, 1, ANY>")]
     pub min_unconfirmed_per_hour: u32,
     #[serde(deserialize_with = "within::<_, u32, 1, ANY>")]
     pub prefix_min_unconfirmed_per_hour: u32,
     pub ratio: f64,
     pub peak_growth: f64,
-    /// A year at most: a hold longer than that is a typo.
     #[serde(deserialize_with = "within::<_, u64, 1, 527_040>")]
     pub hold_minutes: u64,
     pub always_allow: StringList,
@@ -33,9 +29,7 @@ pub struct FraudSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FraudAction {
-    /// A metric and a warning; the code is sent.
     RecordOnly,
-    /// 429 `fraud_suspected` with Retry-After until it cools down.
     Deny,
 }
 
@@ -43,16 +37,10 @@ pub enum FraudAction {
 pub struct FraudConfig {
     #[serde(deserialize_with = "choice")]
     pub action: FraudAction,
-    /// For a country: the floor of the unconfirmed codes an hour that make
-    /// it suspect.
     pub min_unconfirmed_per_hour: u32,
-    /// The same floor for a number prefix.
     pub prefix_min_unconfirmed_per_hour: u32,
     pub ratio: f64,
-    /// How much each day's busiest hour of confirmations may exceed the
-    /// (bounded) busiest hour of the days before it, for the rule.
     pub peak_growth: f64,
-    /// How long a destination stays suspect after the rule last held.
     #[serde(rename = "hold_ms", serialize_with = "ser_millis")]
     pub hold: Duration,
     pub always_allow_countries: Vec<CountryId>,

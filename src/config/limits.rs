@@ -1,11 +1,5 @@
-//! `[limits]`: the rate settings of each channel — per recipient, per
-//! end-user address (and the shared bucket of requests whose address is not
-//! known), per number prefix, per destination country calling code and in
-//! total — and where the end user's address is read from.
-//!
-//! The rates are plain numbers here; `delivery::limits` turns them into
-//! GCRA cells. They live in `config` so that configuration depends on
-//! nothing it configures.
+//! `[limits]`: each channel's rates and where the end user's address is
+//! read from; `delivery::limits` turns the rates into GCRA cells.
 
 use std::time::Duration;
 
@@ -18,7 +12,6 @@ use super::values::{ms, ser_millis, within, StringList, ANY};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
-    /// 0 turns the limiter off.
     #[serde(deserialize_with = "within::<_, u32, 0, MAX_PER_HOUR>")]
     pub per_hour: u32,
     pub burst: u32,
@@ -30,20 +23,11 @@ pub struct Rate {
 pub struct ChannelRates {
     pub recipient: Rate,
     pub ip: Rate,
-    /// The one bucket every request whose address is absent or unparseable
-    /// shares: such a request is not waved through.
     pub unknown_ip: Rate,
-    /// Per Kratos identity (`template_data.identity.id`, which every code
-    /// template but registration's carries): what the `ip` limiter is for
-    /// a verification code, whose template carries no address.
     pub identity: Rate,
-    /// Per number prefix (the number without its last
-    /// `limits.prefix_hidden_digits` digits): pumping walks number ranges.
     pub prefix: Rate,
     pub country: Rate,
     pub global: Rate,
-    /// Notifications (messages without a code) per recipient, in place of
-    /// `recipient` for them.
     pub notification: Rate,
 }
 
@@ -84,13 +68,9 @@ pub enum ClientIpSource {
 #[serde(deny_unknown_fields)]
 pub struct LimitsSettings {
     pub enabled: bool,
-    /// Replaced by `[limits.client_ip]`; read only to say so.
     #[serde(default)]
     pub ip_headers: Option<StringList>,
     pub client_ip: ClientIpSettings,
-    /// A prefix must keep the country and at least a digit of the range;
-    /// E.164 numbers have at most 15 digits, the shortest national numbers
-    /// 4 or 5.
     #[serde(deserialize_with = "within::<_, u32, 1, 6>")]
     pub prefix_hidden_digits: u32,
     #[serde(deserialize_with = "ms::<_, 1000, ANY>")]
@@ -104,7 +84,6 @@ pub struct LimitsSettings {
 pub struct LimitsConfig {
     pub enabled: bool,
     pub client_ip: ClientIpSource,
-    /// Digits dropped from the end of a number to make its prefix.
     pub prefix_hidden_digits: u32,
     #[serde(rename = "prune_interval_ms", serialize_with = "ser_millis")]
     pub prune_interval: Duration,

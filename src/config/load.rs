@@ -101,35 +101,4 @@ mod tests {
         let shown = format!("# connect_timeout_ms = {DEFAULT_CONNECT_TIMEOUT_MS}\n");
         assert!(DEFAULT_TOML.contains(&shown), "{shown}");
     }
-
-    /// A provider entry that leaves its limits out gets `[twilio]`'s.
-    #[test]
-    fn a_provider_entry_takes_the_defaults_of_twilio() {
-        let sources = Sources::default();
-        let mut settings = Settings::load(&sources).unwrap();
-        settings.auth.disabled = true;
-        let toml = r#"
-            name = "sw"
-            kind = "signalwire"
-            space_url = "https://example.signalwire.com"
-            project_id = "5a1e0000-5a1e-4000-8000-000000000001"
-            api_token = "t"
-            from = "+15005550009"
-        "#;
-        let entry = config::Config::builder()
-            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .unwrap();
-        settings.providers = vec![entry];
-        let c = settings.check(&HashMap::new()).unwrap();
-        let built_in = Settings::load(&sources).unwrap().twilio;
-        let api = &c.providers[0].api;
-        assert_eq!(Some(api.timeout.as_millis() as u64), built_in.timeout_ms);
-        assert_eq!(Some(api.max_in_flight), built_in.max_in_flight);
-        assert_eq!(
-            Some(api.verify_credentials_on_start),
-            built_in.verify_credentials_on_start
-        );
-    }
 }

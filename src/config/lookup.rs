@@ -1,6 +1,4 @@
-//! `[lookup]`: asking Twilio Lookup v2 about a number before paying for a
-//! send (its line type, a recent SIM swap, its SMS-pumping risk), and what
-//! to do with each answer. Off by default: every lookup is billed.
+//! `[lookup]`: Twilio Lookup v2 before a send, and what each answer gets.
 
 use std::time::Duration;
 
@@ -18,8 +16,6 @@ pub struct LookupSettings {
     pub fields: StringList,
     #[serde(deserialize_with = "choice")]
     pub on_error: LookupOnError,
-    /// Lookup usually answers in a few hundred ms; it comes before the
-    /// send, within Kratos's 10 s.
     #[serde(deserialize_with = "ms::<_, 100, 5000>")]
     pub timeout_ms: Duration,
     pub max_per_hour: u32,
@@ -37,7 +33,6 @@ pub struct SimSwapSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PumpingSettings {
-    /// Twilio's score goes from 0 to 100.
     #[serde(deserialize_with = "within::<_, u64, 0, 100>")]
     pub max_score: u64,
 }
@@ -77,11 +72,8 @@ pub struct LineTypeSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LineAction {
-    /// As asked (an SMS stays an SMS).
     Sms,
-    /// An SMS becomes a call, as a landline's does (`delivery::fallback`).
     Voice,
-    /// 422 `line_type_refused`: nothing sent.
     Refuse,
 }
 
@@ -89,9 +81,7 @@ pub enum LineAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LookupOnError {
-    /// Send as if lookup were off.
     Allow,
-    /// 503 `lookup_unavailable`: Kratos retries, nothing sent.
     Refuse,
 }
 
@@ -115,7 +105,6 @@ pub const LINE_TYPES: [(&str, &str); 12] = [
 /// The checked `[lookup]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LookupConfig {
-    /// Without a trailing slash.
     pub base_url: String,
     pub line_type: bool,
     pub sim_swap: bool,
@@ -124,8 +113,6 @@ pub struct LookupConfig {
     pub on_error: LookupOnError,
     #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
     pub timeout: Duration,
-    /// Billed lookups per clock hour, all replicas together; past it a
-    /// lookup counts as failed (`on_error` decides). 0: no cap.
     pub max_per_hour: u32,
     /// Kratos template names (`recovery_code_valid`, ...) whose codes a
     /// swapped SIM does not get.

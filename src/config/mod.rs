@@ -77,9 +77,7 @@ pub struct Settings {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub auth: AuthSettings,
-    /// The shorthand for a list of one Twilio provider.
     pub twilio: TwilioSettings,
-    /// `[[providers]]`: empty unless written (then `[twilio]` must not be).
     #[serde(default)]
     pub providers: Vec<ProviderSettings>,
     pub failover: FailoverConfig,
@@ -114,37 +112,26 @@ pub struct Config {
     /// `[[providers]]`): what Twilio-only features (the relay's forwarding)
     /// use.
     pub twilio: TwilioConfig,
-    /// Every provider, in order of preference; `[twilio]` is a list of one.
     pub providers: Vec<ProviderConfig>,
     pub failover: FailoverConfig,
     pub voice: VoiceConfig,
     pub limits: LimitsConfig,
-    /// SMS-pumping detection from Kratos's confirmations.
     pub fraud: FraudConfig,
     pub policy: PolicyConfig,
     pub budget: BudgetConfig,
     pub dedup: DedupConfig,
-    /// Where the ledger, the unreachable list, the limits and the budget live.
     pub store: StoreConfig,
-    /// Numbers that are answered without sending.
     pub test_numbers: Vec<E164>,
     /// A separate address for `/metrics` (no auth there); `None`: on the API
     /// listener, behind the API's auth.
     pub metrics_listen: Option<SocketAddr>,
     /// Where Twilio posts delivery statuses: `{public_url}/v1/twilio/status`.
     pub status_callback_url: Option<String>,
-    /// The inbound relay (`POST /v1/twilio/inbound`); `None` when off.
     pub relay: Option<RelayConfig>,
-    /// The verify API (`/v1/verify/*`); `None` when off.
     pub verify: Option<VerifyConfig>,
-    /// OpenTelemetry traces; `None`: off.
     pub tracing: Option<OtlpTracing>,
-    /// SMS-to-voice fallback (`[fallback]`).
     pub fallback: FallbackConfig,
-    /// The Twilio Lookup v2 policy (`[lookup]`); `None` when off.
     pub lookup: Option<LookupConfig>,
-    /// WhatsApp as a channel, with SMS behind it (`[whatsapp]`); `None`
-    /// when off.
     pub whatsapp: Option<WhatsAppConfig>,
 }
 

@@ -1,7 +1,4 @@
-//! `[policy]`, `[test_numbers]` and `[fallback]`: which destinations may be
-//! sent to at all (premium-rate numbers, the countries allowed or denied
-//! per channel), the numbers answered without sending, and when a code
-//! that cannot arrive by SMS is spoken in a call instead.
+//! `[policy]`, `[test_numbers]` and `[fallback]`.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,21 +1,10 @@
-//! `[[providers]]`, its `[twilio]` shorthand, `[failover]` and
-//! `[status_callback]`: the ordered list of providers a send may go to,
-//! who we are to each, when one is skipped for the next, and where they
-//! post delivery statuses.
-//!
-//! `[[providers]]` is one list tagged by `kind`: each kind takes its own
-//! keys, and a key of the other kind is refused as unknown. `[twilio]` is
-//! the shorthand for a list of one `kind = "twilio"` entry named `twilio`
-//! (it alone also reads `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`, as
-//! Twilio's tools do); a configuration that fills in both is refused,
-//! because which of the two the operator meant cannot be guessed. Every
-//! provider speaks Twilio's 2010-04-01 API, so each entry is checked into
-//! the same [`TwilioConfig`] the client is built from: for SignalWire, the
-//! base URL is `{space_url}/api/laml`, the account is the project id, the
-//! password the API token and the signing key signs its webhooks. Each
-//! check names its keys under the entry's own prefix (`twilio.` or
-//! `providers[i].`). An entry's keys left out take `[twilio]`'s values in
-//! `config/default.toml`.
+//! `[[providers]]` (one list tagged by `kind`), its `[twilio]` shorthand
+//! (a list of one entry named `twilio`; it alone also reads Twilio's
+//! `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`; both at once are refused),
+//! `[failover]` and `[status_callback]`. Every kind speaks Twilio's
+//! 2010-04-01 API, so each entry is checked into a [`TwilioConfig`] (for
+//! SignalWire: `{space_url}/api/laml`, the project id, the API token), its
+//! errors named under its prefix (`twilio.` or `providers[i].`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,7 +35,6 @@ pub enum ProviderSettings {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwilioSettings {
-    /// Required in a list entry; `[twilio]` is always named `twilio`.
     pub name: Option<String>,
     pub base_url: Option<String>,
     pub account_sid: Option<String>,
@@ -62,11 +50,7 @@ pub struct TwilioSettings {
     pub connect_timeout_ms: Option<u64>,
     pub verify_credentials_on_start: Option<bool>,
     pub max_in_flight: Option<usize>,
-    /// Whether this account sends WhatsApp when `[whatsapp]` is on
-    /// (default true).
     pub whatsapp: Option<bool>,
-    /// This account's own WhatsApp sender, instead of `[whatsapp]`'s (a
-    /// second account has senders of its own).
     pub whatsapp_from: Option<String>,
     pub whatsapp_messaging_service_sid: Option<String>,
 }
@@ -115,10 +99,8 @@ macro_rules! limits {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverConfig {
-    /// Consecutive transient failures that open a provider's circuit.
     #[serde(deserialize_with = "within::<_, u32, 1, ANY>")]
     pub open_after: u32,
-    /// How long an open circuit skips the provider before one probe.
     #[serde(rename = "open_ms", deserialize_with = "ms::<_, 1, ANY>")]
     #[serde(serialize_with = "ser_millis")]
     pub open: Duration,
@@ -153,11 +135,8 @@ impl ProviderKind {
 /// One checked provider.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderConfig {
-    /// Its name in logs, metrics, the ledger and `/health/ready`: short,
-    /// `[a-z0-9_-]`, unique.
     pub name: String,
     pub kind: ProviderKind,
-    /// The client's settings (Twilio's API or its copy).
     pub api: TwilioConfig,
     /// Where its keys are written: `twilio` or `providers[i]`.
     #[serde(skip)]

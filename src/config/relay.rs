@@ -1,12 +1,6 @@
-//! `[relay]`: the inbound relay. Texts that arrive at our own numbers
-//! (`numbers`) are matched on their sender against `routes` (or fall to
-//! `default_route`) and forwarded by SMS, to Slack incoming webhooks and to
-//! signed JSON webhooks.
-//!
-//! Slack incoming-webhook URLs are credentials (whoever has one can post to
-//! the channel), so they are secrets: inline or in `slack_file` (one URL a
-//! line), printed as `[redacted]`, never quoted in an error. So is
-//! `webhook_secret`, which signs the JSON webhooks.
+//! `[relay]`: the inbound relay's numbers, routes and targets. Slack
+//! incoming-webhook URLs and `webhook_secret` are secrets (inline or in a
+//! file, printed as `[redacted]`, never quoted in an error).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,10 +28,8 @@ pub struct RelaySettings {
     pub numbers: Vec<E164>,
     pub sms_template: String,
     pub per_route_per_hour: u32,
-    /// More than 10 is a retry storm, not a bounded retry.
     #[serde(deserialize_with = "within::<_, u32, 1, 10>")]
     pub attempts: u32,
-    /// A day at most: past it, a forward is worth nothing (codes expire).
     #[serde(deserialize_with = "ms::<_, 0, 86_400_000>")]
     pub retry_window_ms: Duration,
     #[serde(deserialize_with = "ms::<_, 1, 60_000>")]
@@ -70,19 +62,12 @@ pub struct RouteSettings {
 pub struct RelayConfig {
     /// The exact URL Twilio posts to and signs: `{public_url}/v1/twilio/inbound`.
     pub inbound_url: String,
-    /// Our own numbers: the only ones whose messages are relayed, and never
-    /// a sender of one (the loop guard).
     pub numbers: Vec<E164>,
-    /// `{name}` and `{body}` are replaced.
     pub sms_template: String,
-    /// Messages one route relays per hour; 0: no limit.
     pub per_route_per_hour: u32,
-    /// Tries per target, the first included.
     pub attempts: u32,
-    /// The pauses between tries add up to this (doubling each time).
     #[serde(rename = "retry_window_ms", serialize_with = "ser_millis")]
     pub retry_window: Duration,
-    /// One Slack or webhook request (the SMS uses `twilio.timeout_ms`).
     #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
     pub timeout: Duration,
     #[serde(serialize_with = "ser_redacted_opt")]
@@ -95,7 +80,6 @@ pub struct RelayConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct Route {
     pub name: String,
-    /// Senders this route takes (empty on the default route).
     pub from: Vec<Sender>,
     pub sms: Vec<E164>,
     #[serde(serialize_with = "ser_redacted_list")]

@@ -1,7 +1,5 @@
-//! `[server]`, `[log]` and `[metrics]`: the API listener, its bounds on
-//! clients and shutdown; the log's format and filter; where `/metrics` is
-//! served. Each is read straight into its checked form: the readers of
-//! `values` check every key as it is read.
+//! `[server]`, `[log]` and `[metrics]`, read straight into their checked
+//! form.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,9 +25,6 @@ pub struct ServerConfig {
     #[serde(rename = "shutdown_grace_ms", deserialize_with = "ms::<_, 0, ANY>")]
     #[serde(serialize_with = "ser_millis")]
     pub shutdown_grace: Duration,
-    /// On SIGTERM, how long the service keeps accepting while
-    /// /health/ready answers 503, so load balancers stop sending before the
-    /// listener closes.
     #[serde(rename = "drain_ms", deserialize_with = "ms::<_, 0, MAX_DRAIN_MS>")]
     #[serde(serialize_with = "ser_millis")]
     pub drain: Duration,
@@ -62,7 +57,6 @@ pub enum LogFormat {
 pub struct LogConfig {
     #[serde(deserialize_with = "choice")]
     pub format: LogFormat,
-    /// A filter `tracing_subscriber::EnvFilter` accepts (checked here).
     #[serde(deserialize_with = "log_filter")]
     pub level: String,
 }

@@ -1,10 +1,5 @@
-//! `[store]`: where the state a retry touches lives (the delivery ledger,
-//! the unreachable list, rate-limit cells, the daily budget): this
-//! process's memory, or a Redis server every replica shares.
-//!
-//! The Redis URL can carry a password (`redis://:pass@host`), so it is a
-//! secret: given inline or in `url_file`, printed as `[redacted]`, and never
-//! quoted in an error.
+//! `[store]`: memory or Redis. The Redis URL can carry a password, so it is
+//! a secret: inline or in `url_file`, redacted, never quoted in an error.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,8 +25,6 @@ pub struct RedisSettings {
     pub url: Option<SecretString>,
     pub url_file: Option<PathBuf>,
     pub key_prefix: String,
-    /// Longer than 5 s and a request waiting on the store would eat most
-    /// of Kratos's 10 s.
     #[serde(deserialize_with = "ms::<_, 1, 5000>")]
     pub timeout_ms: Duration,
     #[serde(deserialize_with = "choice")]
@@ -61,22 +54,15 @@ pub enum BackendName {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "backend", content = "redis", rename_all = "lowercase")]
 pub enum Backend {
-    /// This process's memory: one replica, nothing survives a restart.
     Memory,
-    /// A Redis server shared by every replica.
     Redis(RedisConfig),
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RedisConfig {
-    /// `redis://`, `rediss://` (TLS) or `redis+unix://`/`unix://`; checked
-    /// to parse, never printed.
     #[serde(serialize_with = "ser_redacted")]
     pub url: SecretString,
-    /// Put before every key, so several services (or several deployments)
-    /// can share one Redis.
     pub key_prefix: String,
-    /// Every store call, connecting included, ends within this.
     #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
     pub timeout: Duration,
     pub on_error: OnError,
@@ -91,10 +77,7 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
-    /// Answer 503, so Kratos retries later: never a second send, never an
-    /// unlimited one.
     FailClosed,
-    /// Decide with this replica's memory until Redis answers again.
     Local,
 }
 

@@ -1,6 +1,4 @@
-//! `[tracing]`: OpenTelemetry traces, configured the way Ory configures its
-//! own services (`tracing.provider`, `tracing.providers.otlp.*`), so an
-//! operator's Kratos settings carry over.
+//! `[tracing]`: OpenTelemetry traces, keyed as Ory's services key them.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +7,6 @@ use super::error::ConfigError;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracingSettings {
-    /// `""` (off) or `"otel"`.
     pub provider: String,
     pub service_name: String,
     pub providers: TracingProviders,
@@ -24,9 +21,7 @@ pub struct TracingProviders {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpSettings {
-    /// `host:port` of the collector's OTLP/HTTP receiver, as Ory writes it.
     pub server_url: String,
-    /// `true`: plain HTTP; `false`: HTTPS.
     pub insecure: bool,
     pub sampling: SamplingSettings,
 }

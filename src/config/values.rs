@@ -1,11 +1,6 @@
-//! Small pieces shared by the sections: the readers that check a value
-//! as it is read (ranges, durations, parsed strings, lists), lists that
-//! also come as one environment variable, durations printed under their
-//! `_ms` key.
-//!
-//! A reader refuses a value with a [`refused`] error: the loader turns it
-//! into a [`super::ConfigError::Invalid`] naming the key it was read at
-//! (`error::ConfigError::loading`), so no check repeats its key's name.
+//! The readers that check a value as it is read (ranges, durations, parsed
+//! strings, lists, choices). A reader refuses with [`refused`]; the loader
+//! names the key (`error::ConfigError::loading`).
 
 use std::fmt::Display;
 use std::str::FromStr;
@@ -158,58 +153,4 @@ impl<'de> Deserialize<'de> for StringList {
 /// so `check-config` output can be pasted back into a file.
 pub(super) fn ser_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::{Settings, Sources};
-
-    fn refused(key: &str, value: &str) -> String {
-        let sources = Sources {
-            file: None,
-            env: [(format!("PHONE_COURIER__{key}"), value.to_owned())].into(),
-        };
-        Settings::load(&sources).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn a_refused_value_names_its_key_and_what_is_allowed_never_itself() {
-        let cases = [
-            (
-                "LOG__FORMAT",
-                "xml-7f3",
-                "`log.format`: must be `plain` or `json`",
-            ),
-            (
-                "SERVER__DRAIN_MS",
-                "60001",
-                "`server.drain_ms`: must be at most 60000",
-            ),
-            (
-                "VERIFY__CODE_LENGTH",
-                "3",
-                "`verify.code_length`: must be between 4 and 10",
-            ),
-            (
-                "DEDUP__MAX_ENTRIES",
-                "0",
-                "`dedup.max_entries`: must be at least 1",
-            ),
-            (
-                "POLICY__SMS__ALLOWED_COUNTRIES",
-                "US,XX9",
-                "`policy.sms.allowed_countries`: has an entry that is not",
-            ),
-            (
-                "LOOKUP__LINE_TYPES__PAGER",
-                "fax-7f3",
-                "`lookup.line_types.pager`: must be one of `sms`, `voice`, `refuse`",
-            ),
-        ];
-        for (key, value, wanted) in cases {
-            let e = refused(key, value);
-            assert!(e.contains(wanted), "{e}\nwanted: {wanted}");
-            assert!(!e.contains(value), "{e} quotes {value}");
-        }
-    }
 }

@@ -1,9 +1,6 @@
-//! `[voice]`: what a call says, in which voice and language.
-//!
-//! Sentences come per language tag. A table may leave sentences out: they
-//! are filled from the default language's table, and what that one lacks
-//! from the compiled-in defaults file's own default-language table — the
-//! one copy of the English sentences there is (config/default.toml).
+//! `[voice]`: what a call says, per language tag. A table's missing
+//! sentences come from the default language's table, then from the
+//! compiled-in `config/default.toml`.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
