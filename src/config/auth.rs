@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use http::HeaderName;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::error::ConfigError;
-use super::secret::{non_empty, secret, ser_redacted};
+use super::secret::{secret, ser_redacted};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,7 +18,7 @@ pub struct AuthSettings {
     pub api_key: Option<ApiKeySettings>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicSettings {
     pub username: Option<String>,
@@ -26,7 +26,7 @@ pub struct BasicSettings {
     pub password_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeySettings {
     pub header: Option<String>,
@@ -65,61 +65,53 @@ fn ser_header<S: Serializer>(h: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
 
 impl AuthSettings {
     pub(super) fn check(self) -> Result<AuthConfig, ConfigError> {
-        let basic = match self.basic {
-            None => None,
-            Some(b) => {
-                let password = secret("auth.basic.password", b.password, b.password_file)?;
-                match (b.username, password) {
-                    (None, None) => None,
-                    (Some(u), Some(p)) if !u.is_empty() && non_empty(&Some(p.clone())) => {
-                        if u.contains(':') {
-                            return Err(ConfigError::invalid(
-                                "auth.basic.username",
-                                "must not contain ':' (HTTP basic auth cannot carry it)",
-                            ));
-                        }
-                        Some(BasicAuth {
-                            username: u,
-                            password: p,
-                        })
-                    }
-                    (None, _) | (Some(_), _) => {
-                        return Err(ConfigError::invalid(
-                            "auth.basic",
-                            "needs both a non-empty username and a non-empty password",
-                        ))
-                    }
+        let b = self.basic.unwrap_or_default();
+        let password = secret("auth.basic.password", b.password, b.password_file)?;
+        let basic = match (b.username, password) {
+            (None, None) => None,
+            (Some(u), Some(p)) if !u.is_empty() && !p.expose_secret().is_empty() => {
+                if u.contains(':') {
+                    return Err(ConfigError::invalid(
+                        "auth.basic.username",
+                        "must not contain ':' (HTTP basic auth cannot carry it)",
+                    ));
                 }
+                Some(BasicAuth {
+                    username: u,
+                    password: p,
+                })
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    "auth.basic",
+                    "needs both a non-empty username and a non-empty password",
+                ))
             }
         };
-        let api_key = match self.api_key {
-            None => None,
-            Some(k) => {
-                let value = secret("auth.api_key.value", k.value, k.value_file)?;
-                match (k.header, value) {
-                    (None, None) => None,
-                    (Some(h), Some(v)) if non_empty(&Some(v.clone())) => {
-                        let header = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                            ConfigError::invalid(
-                                "auth.api_key.header",
-                                format!("`{h}` is not a valid HTTP header name"),
-                            )
-                        })?;
-                        if header == http::header::AUTHORIZATION {
-                            return Err(ConfigError::invalid(
-                                "auth.api_key.header",
-                                "use auth.basic for the Authorization header",
-                            ));
-                        }
-                        Some(ApiKeyAuth { header, value: v })
-                    }
-                    _ => {
-                        return Err(ConfigError::invalid(
-                            "auth.api_key",
-                            "needs both a header name and a non-empty value",
-                        ))
-                    }
+        let k = self.api_key.unwrap_or_default();
+        let value = secret("auth.api_key.value", k.value, k.value_file)?;
+        let api_key = match (k.header, value) {
+            (None, None) => None,
+            (Some(h), Some(v)) if !v.expose_secret().is_empty() => {
+                let header = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                    ConfigError::invalid(
+                        "auth.api_key.header",
+                        format!("`{h}` is not a valid HTTP header name"),
+                    )
+                })?;
+                if header == http::header::AUTHORIZATION {
+                    return Err(ConfigError::invalid(
+                        "auth.api_key.header",
+                        "use auth.basic for the Authorization header",
+                    ));
                 }
+                Some(ApiKeyAuth { header, value: v })
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    "auth.api_key",
+                    "needs both a header name and a non-empty value",
+                ))
             }
         };
         if !self.disabled && basic.is_none() && api_key.is_none() {

@@ -296,14 +296,10 @@ fn secret_given(inline: &Option<SecretString>, file: &Option<PathBuf>) -> bool {
     inline.is_some() || file.is_some()
 }
 
-/// The limits every kind checks alike, left-out keys taken from the
-/// built-in `[twilio]`.
-struct Limits {
-    timeout: Duration,
-    connect_timeout: Duration,
-    verify_credentials_on_start: bool,
-    max_in_flight: usize,
-}
+/// `(timeout, connect_timeout, verify_credentials_on_start, max_in_flight)`,
+/// checked alike for every kind, left-out keys taken from the built-in
+/// `[twilio]`.
+type Limits = (Duration, Duration, bool, usize);
 
 impl ProviderLimits {
     fn check(self, at: &str) -> Result<Limits, ConfigError> {
@@ -321,19 +317,19 @@ impl ProviderLimits {
                 range_text(1, ANY),
             ));
         }
-        Ok(Limits {
-            timeout: Duration::from_millis(timeout_ms),
-            connect_timeout: connect_timeout(
-                &key("connect_timeout_ms"),
-                self.connect_timeout_ms,
-                timeout_ms,
-            )?,
-            verify_credentials_on_start: self
-                .verify_credentials_on_start
-                .or(d.verify_credentials_on_start)
-                .unwrap_or(true),
+        let connect = connect_timeout(
+            &key("connect_timeout_ms"),
+            self.connect_timeout_ms,
+            timeout_ms,
+        )?;
+        let verify = self.verify_credentials_on_start;
+        let verify = verify.or(d.verify_credentials_on_start).unwrap_or(true);
+        Ok((
+            Duration::from_millis(timeout_ms),
+            connect,
+            verify,
             max_in_flight,
-        })
+        ))
     }
 }
 
@@ -466,7 +462,8 @@ impl TwilioSettings {
             self.whatsapp_from,
             self.whatsapp_messaging_service_sid,
         )?;
-        let limits = limits!(self).check(at)?;
+        let (timeout, connect_timeout, verify_credentials_on_start, max_in_flight) =
+            limits!(self).check(at)?;
         Ok(ProviderConfig {
             name,
             kind: ProviderKind::Twilio,
@@ -478,10 +475,10 @@ impl TwilioSettings {
                 password,
                 sms_sender,
                 voice_from,
-                timeout: limits.timeout,
-                connect_timeout: limits.connect_timeout,
-                verify_credentials_on_start: limits.verify_credentials_on_start,
-                max_in_flight: limits.max_in_flight,
+                timeout,
+                connect_timeout,
+                verify_credentials_on_start,
+                max_in_flight,
                 signing_token,
                 whatsapp,
             },
@@ -591,7 +588,8 @@ impl SignalWireSettings {
         let from =
             SenderId::parse(&from).ok_or_else(|| ConfigError::invalid(&key("from"), NOT_E164))?;
         let voice_from = voice_from(&key("voice_from"), self.voice_from, Some(&from))?;
-        let limits = limits!(self).check(at)?;
+        let (timeout, connect_timeout, verify_credentials_on_start, max_in_flight) =
+            limits!(self).check(at)?;
         Ok(ProviderConfig {
             name,
             kind: ProviderKind::SignalWire,
@@ -603,10 +601,10 @@ impl SignalWireSettings {
                 password: api_token,
                 sms_sender: SmsSender::From(from),
                 voice_from,
-                timeout: limits.timeout,
-                connect_timeout: limits.connect_timeout,
-                verify_credentials_on_start: limits.verify_credentials_on_start,
-                max_in_flight: limits.max_in_flight,
+                timeout,
+                connect_timeout,
+                verify_credentials_on_start,
+                max_in_flight,
                 signing_token,
                 // SignalWire has no WhatsApp.
                 whatsapp: WhatsAppUse::Off,

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Serializer;
 
 use super::error::ConfigError;
@@ -41,10 +41,6 @@ fn read_secret_file(key: &str, path: &Path) -> Result<SecretString, ConfigError>
         ));
     }
     Ok(SecretString::from(trimmed.to_owned()))
-}
-
-pub(super) fn non_empty(s: &Option<SecretString>) -> bool {
-    s.as_ref().is_some_and(|s| !s.expose_secret().is_empty())
 }
 
 pub(super) fn ser_redacted<S: Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
