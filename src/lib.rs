@@ -24,14 +24,14 @@
 //! | [`delivery`] | the pipeline from a Kratos message to a provider request: channel, policy, deduplication, the client's address, rate limits, budget, the fraud guard, the SMS-to-voice fallback, the walk over the providers with failover |
 //! | [`provider`] | the Twilio REST client (SignalWire speaks the same API), its error table, the provider list with each one's circuit breaker, TwiML, webhook signatures |
 //! | [`lookup`] | the Twilio Lookup v2 policy: the request, its cache in the store, line type / SIM swap / pumping risk turned into send, call or refuse |
-//! | [`phone`] | E.164 numbers: parsing against the numbering plan, line types, masking |
+//! | [`phone`] | E.164 numbers: parsing against the numbering plan, line types, masking; the forms of our own numbers, senders and region codes as configured |
 //! | [`config`] | defaults, file and environment merged, then checked into typed values |
 //! | [`telemetry`] | log output, Prometheus metrics, OpenTelemetry traces |
 //! | [`startup`] | wiring the rooms into a running service from a checked configuration |
 //! | [`relay`] | the inbound relay: codes texted to our numbers, forwarded by SMS, to Slack and to signed webhooks |
 //! | [`verify`] | the verify API for applications without Kratos: codes made, stored as keyed hashes, sent through the courier and checked |
 //! | [`store`] | the state a retry touches (ledger, limits, budget), in memory or in Redis |
-//! | [`domain`] | small shared names (channel, template type, limiter, budget scope, fallback reason) below every room |
+//! | [`domain`] | small shared names (channel, template type, limiter, budget scope, fallback reason) and the language tag, below every room |
 //! | [`clock`] | the one clock behind limits, windows and budget days (testable) |
 //!
 //! Dependencies point one way, down this list: a room uses only rooms on
@@ -58,9 +58,10 @@
 //! double.
 
 /// The read-only string views of a checked value type (a number, a region,
-/// a language tag), built on its `as_str`: callers compare and print it like the string it was read from
-/// (`n == "+15005550006"`, `tag.split('-')`), and `check-config` prints that
-/// string. There is deliberately no way back from a `&str` without the check.
+/// a language tag), built on its `as_str`: callers compare and print it like
+/// the string it was read from (`n == "+15005550006"`, `tag.split('-')`), and
+/// `check-config` prints that string. There is deliberately no way back from
+/// a `&str` without the check.
 macro_rules! str_views {
     ($t:ty) => {
         impl std::ops::Deref for $t {
