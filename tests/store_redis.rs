@@ -747,6 +747,7 @@ async fn a_refused_reservation_takes_nothing() {
         calling_code: 1,
         total_cap: 1,
         country_cap: 0,
+        units: 1,
     };
     let other = cell(SMS_RECIPIENT, 4, 1, 1);
     s.reserve(&[], Some(budget), T0).await.unwrap().unwrap();
@@ -784,6 +785,7 @@ async fn refunds_give_back_cells_and_budget_never_below_zero() {
         calling_code: 49,
         total_cap: 100,
         country_cap: 100,
+        units: 1,
     };
     let c = cell(SMS_RECIPIENT, 1, 5, 3);
     // Take the whole burst, then give one back: one more passes.
@@ -854,6 +856,42 @@ async fn refunds_give_back_cells_and_budget_never_below_zero() {
     assert!(s.reserve(&[d], None, T0 + 5_000).await.unwrap().is_ok());
 }
 
+/// `budget.units`: a message takes its channel's units, atomically, and a
+/// refund gives back as many (the memory store's twin is
+/// `a_channel_takes_its_units_and_a_refund_gives_them_back`).
+#[tokio::test]
+async fn a_channel_takes_its_units_and_a_refund_gives_them_back() {
+    let server = server_or_skip!();
+    let s = store(&server);
+    let day = T0 / 86_400_000;
+    let take = |units| BudgetTake {
+        day,
+        calling_code: 44,
+        total_cap: 7,
+        country_cap: 0,
+        units,
+    };
+    let first = s.reserve(&[], Some(take(3)), T0).await.unwrap().unwrap();
+    s.reserve(&[], Some(take(3)), T0).await.unwrap().unwrap();
+    assert_eq!(
+        s.reserve(&[], Some(take(3)), T0).await.unwrap(),
+        Err(Refusal::Budget {
+            scope: BudgetScope::Total
+        })
+    );
+    s.reserve(&[], Some(take(1)), T0).await.unwrap().unwrap();
+    assert_eq!(
+        s.budget_used(day, 44).await.unwrap(),
+        BudgetUsed {
+            total: 7,
+            country: 7
+        }
+    );
+    s.refund(&first, T0).await.unwrap();
+    assert_eq!(s.budget_used(day, 44).await.unwrap().total, 4);
+    s.reserve(&[], Some(take(3)), T0).await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn the_budget_caps_the_day_and_the_country_and_rolls_over() {
     let server = server_or_skip!();
@@ -864,6 +902,7 @@ async fn the_budget_caps_the_day_and_the_country_and_rolls_over() {
         calling_code,
         total_cap: 5,
         country_cap: 3,
+        units: 1,
     };
     for _ in 0..3 {
         s.reserve(&[], Some(take(day, 1)), T0)
@@ -932,6 +971,7 @@ async fn the_budget_caps_the_day_and_the_country_and_rolls_over() {
         calling_code: 1,
         total_cap: 0,
         country_cap: 0,
+        units: 1,
     };
     for _ in 0..10 {
         s.reserve(&[], Some(free), T0).await.unwrap().unwrap();
@@ -976,6 +1016,7 @@ async fn keys_hold_no_number_and_sit_under_the_prefix() {
         calling_code: 1,
         total_cap: 0,
         country_cap: 0,
+        units: 1,
     };
     s.reserve(&[c], Some(budget), T0).await.unwrap().unwrap();
     let mut conn = raw(&server).await;
@@ -1326,6 +1367,7 @@ async fn a_trusted_number_skips_the_prefix_cell_on_memory_and_redis() {
             calling_code: 44,
             total_cap: 1,
             country_cap: 0,
+            units: 1,
         };
         for k in 0..2 {
             let cells = [cell(SMS_RECIPIENT, 100, 3600, 10), prefix_cell(100)];

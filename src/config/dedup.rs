@@ -28,4 +28,17 @@ pub struct BudgetConfig {
     pub daily_per_country: u32,
     #[serde(deserialize_with = "within::<_, u32, 1, 100>")]
     pub warn_percent: u32,
+    pub units: BudgetUnits,
+}
+
+/// What one message of each channel takes from the caps (`[budget.units]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetUnits {
+    #[serde(deserialize_with = "within::<_, u32, 1, 1000>")]
+    pub sms: u32,
+    #[serde(deserialize_with = "within::<_, u32, 1, 1000>")]
+    pub voice: u32,
+    #[serde(deserialize_with = "within::<_, u32, 1, 1000>")]
+    pub whatsapp: u32,
 }

@@ -44,7 +44,7 @@ mod whatsapp;
 
 pub use auth::{ApiKeyAuth, ApiKeySettings, AuthConfig, AuthSettings, BasicAuth, BasicSettings};
 pub use checks::{min_dedup_window, KRATOS_TIMEOUT, MAX_DAILY_CAP};
-pub use dedup::{BudgetConfig, DedupConfig};
+pub use dedup::{BudgetConfig, BudgetUnits, DedupConfig};
 pub use error::ConfigError;
 pub use fraud::{FraudAction, FraudConfig, FraudSettings};
 pub use limits::{

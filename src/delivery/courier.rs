@@ -200,6 +200,7 @@ impl Courier {
                     config.budget.daily_total,
                     config.budget.daily_per_country,
                     config.budget.warn_percent,
+                    config.budget.units,
                     clock,
                 ),
                 tasks: tokio_util::task::TaskTracker::new(),
@@ -962,7 +963,7 @@ impl Shared {
                 false => l.cells(channel, recipient, client),
             })
             .unwrap_or_default();
-        let take = self.budget.take(recipient.calling_code());
+        let take = self.budget.take(channel, recipient.calling_code());
         let now = self.clock.unix().as_millis() as u64;
         let store = &self.store;
         match store.reserve(side, &cells, take, now).await? {
@@ -972,7 +973,7 @@ impl Shared {
                         if let Some(ratio) = self.budget.used_ratio(used) {
                             self.metrics.budget_used(ratio);
                         }
-                        self.budget.warn_if_crossed(used, take.calling_code);
+                        self.budget.warn_if_crossed(used, take);
                     }
                 }
                 Ok(reservation)

@@ -322,19 +322,19 @@ impl MemoryStore {
                 };
             }
             let country = day.per_country.get(&b.calling_code).copied().unwrap_or(0);
-            if b.total_cap > 0 && day.total >= b.total_cap {
+            if b.total_cap > 0 && day.total.saturating_add(b.units) > b.total_cap {
                 return Ok(Err(Refusal::Budget {
                     scope: BudgetScope::Total,
                 }));
             }
-            if b.country_cap > 0 && country >= b.country_cap {
+            if b.country_cap > 0 && country.saturating_add(b.units) > b.country_cap {
                 return Ok(Err(Refusal::Budget {
                     scope: BudgetScope::Country,
                 }));
             }
-            day.total = day.total.saturating_add(1);
+            day.total = day.total.saturating_add(b.units);
             day.per_country
-                .insert(b.calling_code, country.saturating_add(1));
+                .insert(b.calling_code, country.saturating_add(b.units));
         }
         for cell in cells {
             if let Some(bucket) = limits.get(&cell.limiter) {
@@ -363,9 +363,9 @@ impl MemoryStore {
         if let Some(b) = reservation.budget {
             let mut day = self.budget.lock().unwrap_or_else(|p| p.into_inner());
             if day.day == b.day {
-                day.total = day.total.saturating_sub(1);
+                day.total = day.total.saturating_sub(b.units);
                 if let Some(c) = day.per_country.get_mut(&b.calling_code) {
-                    *c = c.saturating_sub(1);
+                    *c = c.saturating_sub(b.units);
                 }
             }
         }
@@ -1055,6 +1055,7 @@ mod tests {
             calling_code: 1,
             total_cap: 10,
             country_cap: 10,
+            units: 1,
         };
         let r1 = s
             .reserve(&[recipient, global], Some(budget), 0)
@@ -1096,6 +1097,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_channel_takes_its_units_and_a_refund_gives_them_back() {
+        let (s, _) = store();
+        let take = |units| BudgetTake {
+            day: 1,
+            calling_code: 44,
+            total_cap: 7,
+            country_cap: 0,
+            units,
+        };
+        let first = s.reserve(&[], Some(take(3)), 0).await.unwrap().unwrap();
+        s.reserve(&[], Some(take(3)), 0).await.unwrap().unwrap();
+        // 6 + 3 > 7: refused though a unit is left, which a 1-unit
+        // message still takes.
+        assert_eq!(
+            s.reserve(&[], Some(take(3)), 0).await.unwrap(),
+            Err(Refusal::Budget {
+                scope: BudgetScope::Total
+            })
+        );
+        s.reserve(&[], Some(take(1)), 0).await.unwrap().unwrap();
+        assert_eq!(
+            s.budget_used(1, 44).await.unwrap(),
+            BudgetUsed {
+                total: 7,
+                country: 7
+            }
+        );
+        s.refund(&first, 0).await.unwrap();
+        assert_eq!(s.budget_used(1, 44).await.unwrap().total, 4);
+        s.reserve(&[], Some(take(3)), 0).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
     async fn budget_caps_and_day_rollover() {
         let (s, _) = store();
         let take = |day, cc| BudgetTake {
@@ -1103,6 +1137,7 @@ mod tests {
             calling_code: cc,
             total_cap: 3,
             country_cap: 2,
+            units: 1,
         };
         s.reserve(&[], Some(take(1, 44)), 0).await.unwrap().unwrap();
         s.reserve(&[], Some(take(1, 44)), 0).await.unwrap().unwrap();

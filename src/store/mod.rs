@@ -139,7 +139,7 @@ pub struct Limiter {
     pub name: crate::domain::LimitName,
 }
 
-/// Budget counters to take one unit from: the day's total and the
+/// Budget counters to take `units` from: the day's total and the
 /// destination country's, each with its cap (0: no cap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetTake {
@@ -148,6 +148,8 @@ pub struct BudgetTake {
     pub calling_code: u16,
     pub total_cap: u32,
     pub country_cap: u32,
+    /// What the message's channel costs (`budget.units`), at least 1.
+    pub units: u32,
 }
 
 /// What [`Store::reserve`] refused.

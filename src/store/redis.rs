@@ -440,7 +440,7 @@ impl RedisStore {
                 script
                     .key(total)
                     .key(country)
-                    .arg(1)
+                    .arg(b.units.max(1))
                     .arg(b.total_cap)
                     .arg(b.country_cap)
                     .arg(budget_ttl_ms(b.day, now));
@@ -498,7 +498,7 @@ impl RedisStore {
         match reservation.budget {
             Some(b) => {
                 let (total, country) = self.budget_keys(b.day, b.calling_code);
-                script.key(total).key(country).arg(1);
+                script.key(total).key(country).arg(b.units.max(1));
             }
             None => {
                 script.arg(0);
@@ -800,8 +800,8 @@ end
 /// then (with a budget) the day's total and country counters. ARGV: now
 /// (ms), the number of cells, `t` and `tau` (ns) of each cell, the exempt
 /// cell (from 1; 0 for none: it is skipped while the trust mark is later
-/// than now), then 1 with total cap, country cap and the counters' expiry
-/// (ms), or 0. Answers {0,0,0} (taken), {0,1,0} (taken, the exempt cell
+/// than now), then the units to take (at least 1) with total cap, country
+/// cap and the counters' expiry (ms), or 0. Answers {0,0,0} (taken), {0,1,0} (taken, the exempt cell
 /// skipped), {1, cell (from 1), retry after (ns)} or {2, 1 (total) / 2
 /// (country), 0}. Writes only when it takes.
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
@@ -840,21 +840,22 @@ for i = 1, n do
   end
 end
 local b = 4 + 2 * n
-local budget = ARGV[b] == '1'
+local units = tonumber(ARGV[b])
+local budget = units > 0
 if budget then
   local total = tonumber(redis.call('GET', KEYS[k]) or '0')
   local country = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
   local total_cap = tonumber(ARGV[b + 1])
   local country_cap = tonumber(ARGV[b + 2])
-  if total_cap > 0 and total + 1 > total_cap then return {2, 1, 0} end
-  if country_cap > 0 and country + 1 > country_cap then return {2, 2, 0} end
+  if total_cap > 0 and total + units > total_cap then return {2, 1, 0} end
+  if country_cap > 0 and country + units > country_cap then return {2, 2, 0} end
 end
 for i = 1, n do
   if i ~= skip then set_tat(KEYS[i], now, pending[KEYS[i]]) end
 end
 if budget then
   for j = k, k + 1 do
-    redis.call('INCR', KEYS[j])
+    redis.call('INCRBY', KEYS[j], units)
     redis.call('PEXPIRE', KEYS[j], ARGV[b + 3])
   end
 end
@@ -865,7 +866,7 @@ return {0, 0, 0}
 });
 
 /// KEYS: as for reserve. ARGV: now (ms), the number of cells, `t` (ns) of
-/// each cell, then 1 (give back a unit of budget) or 0.
+/// each cell, then the units of budget to give back (0: none).
 static REFUND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{}{}",
@@ -886,10 +887,11 @@ for i = 1, n do
     end
   end
 end
-if ARGV[3 + n] == '1' then
+local units = tonumber(ARGV[3 + n])
+if units > 0 then
   for j = n + 1, n + 2 do
     local c = tonumber(redis.call('GET', KEYS[j]) or '0')
-    if c and c > 0 then redis.call('DECR', KEYS[j]) end
+    if c and c > 0 then redis.call('DECRBY', KEYS[j], math.min(c, units)) end
   end
 end
 return 1

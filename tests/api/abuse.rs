@@ -215,6 +215,61 @@ async fn the_daily_budget_ends_at_the_cap_and_returns_at_midnight_utc() {
     assert_eq!(app.provider_requests().await.len(), 3);
 }
 
+/// `budget.units`: a call weighed at three SMS takes three units of the
+/// day's cap; the call that would pass the cap is refused while an SMS
+/// still fits, and Twilio gets exactly the messages the caps allowed.
+#[tokio::test]
+async fn each_channel_takes_its_units_of_the_daily_budget() {
+    let (app, _clock) = app_at_noon(
+        twilio_accepting().await,
+        &[
+            ("PHONE_COURIER__BUDGET__DAILY_TOTAL", "5"),
+            ("PHONE_COURIER__BUDGET__UNITS__VOICE", "3"),
+        ],
+    )
+    .await;
+    let call = login_message("+14155550011", "500001");
+    assert_eq!(app.post_json("/v1/voice", &call).await.status(), 200);
+    // 3 + 3 > 5: the second call is refused, the same on Kratos's retry.
+    let call = login_message("+14155551012", "500002");
+    for _ in 0..2 {
+        let r = app.post_json("/v1/voice", &call).await;
+        assert_eq!(r.status(), 429);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            (error_code(&body), &body["error"]["scope"]),
+            ("budget_exhausted", &json!("total"))
+        );
+    }
+    // Two SMS still fit (4, 5 of 5); the next does not.
+    for (to, code) in [("+14155551012", "500003"), ("+14155552013", "500004")] {
+        assert_eq!(status_of(&app, &login_message(to, code)).await.0, 200);
+    }
+    let (status, body, _) = status_of(&app, &login_message("+14155553014", "500005")).await;
+    assert_eq!((status, error_code(&body)), (429, "budget_exhausted"));
+    let sent: Vec<(String, String)> = app
+        .provider_requests()
+        .await
+        .iter()
+        .map(|r| {
+            let kind = match r.url.path().ends_with("/Calls.json") {
+                true => "call",
+                false => "sms",
+            };
+            let to = form(r).into_iter().find(|(k, _)| k == "To").unwrap().1;
+            (kind.to_owned(), to)
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("call".to_owned(), "+14155550011".to_owned()),
+            ("sms".to_owned(), "+14155551012".to_owned()),
+            ("sms".to_owned(), "+14155552013".to_owned()),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_repeat_within_the_window_is_answered_with_the_original_sid() {
     let (app, clock) = app_at_noon(twilio_accepting().await, &[]).await;
