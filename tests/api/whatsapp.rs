@@ -385,30 +385,8 @@ async fn an_undelivered_whatsapp_message_whose_code_expired_gets_no_sms() {
 #[tokio::test]
 async fn the_sandboxs_not_on_whatsapp_number_gets_the_sms() {
     const MAGIC: &str = "+5511987650063";
-    let (base, sandbox, _server) = crate::observability::service_with_sandbox_and(|env, _| {
-        for (k, v) in whatsapp_env() {
-            env.insert(k.to_owned(), v.to_owned());
-        }
-    })
-    .await;
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/sms"))
-        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
-        .json(&code_message(MAGIC))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["channel"], "whatsapp");
-    // The callback arrives a moment later: wait for the SMS (bounded).
-    let sent = sandbox_messages(&sandbox, 2).await;
-    let field = |i: usize, k: &str| {
-        sent[i]
-            .form
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
+    let sent = sent_through_the_sandbox(whatsapp_env(), &code_message(MAGIC), 2).await;
+    let field = |i: usize, k: &str| form_field(&sent[i], k);
     assert_eq!(field(0, "To").as_deref(), Some("whatsapp:+5511987650063"));
     assert_eq!(
         field(0, "ContentVariables").as_deref(),
@@ -420,6 +398,43 @@ async fn the_sandboxs_not_on_whatsapp_number_gets_the_sms() {
         Some("Your login code is: 482917")
     );
     assert_eq!(sent.len(), 2);
+}
+
+/// Posts `message` to `/v1/sms` of a service in front of the real sandbox
+/// (as `serve --dev` runs it, with `env` on top), checks that Kratos was
+/// told 200 and `"channel":"whatsapp"`, and returns the forms of the
+/// Messages requests the sandbox took once it has `n` (callbacks and the
+/// SMS they send come a moment later).
+pub(crate) async fn sent_through_the_sandbox(
+    env: Vec<(&'static str, &'static str)>,
+    message: &Value,
+    n: usize,
+) -> Vec<Vec<(String, String)>> {
+    let (base, sandbox, _server) = crate::observability::service_with_sandbox_and(|e, _| {
+        for (k, v) in env {
+            e.insert(k.to_owned(), v.to_owned());
+        }
+    })
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/sms"))
+        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+        .json(message)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["channel"], "whatsapp");
+    sandbox_messages(&sandbox, n)
+        .await
+        .into_iter()
+        .map(|r| r.form)
+        .collect()
+}
+
+/// The value of `key` in a recorded form.
+pub(crate) fn form_field(form: &[(String, String)], key: &str) -> Option<String> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
 }
 
 /// Wait (bounded) until the sandbox has received `n` Messages requests,

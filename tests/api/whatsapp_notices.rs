@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::whatsapp::{
-    metrics, sandbox_messages, six_attempts, twilio_accepting_whatsapp, twilio_not_on_whatsapp,
-    wait_for_requests, whatsapp_env, whatsapp_status, BRAZIL, PUBLIC_URL, SMS_SID, US_MOBILE,
-    WA_FROM, WA_SID,
+    form_field, metrics, sent_through_the_sandbox, six_attempts, twilio_accepting_whatsapp,
+    twilio_not_on_whatsapp, wait_for_requests, whatsapp_env, whatsapp_status, BRAZIL, PUBLIC_URL,
+    SMS_SID, US_MOBILE, WA_FROM, WA_SID,
 };
 
 /// The utility templates: the default, and Brazilian Portuguese.
@@ -283,29 +283,8 @@ async fn a_whatsapp_notice_without_a_receipt_in_time_is_sent_by_sms_once() {
 #[tokio::test]
 async fn the_sandboxs_not_on_whatsapp_number_gets_the_notice_by_sms() {
     const MAGIC: &str = "+5511987650063";
-    let (base, sandbox, _server) = crate::observability::service_with_sandbox_and(|env, _| {
-        for (k, v) in notice_env() {
-            env.insert(k.to_owned(), v.to_owned());
-        }
-    })
-    .await;
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/sms"))
-        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
-        .json(&notice(MAGIC))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["channel"], "whatsapp");
-    let sent = sandbox_messages(&sandbox, 2).await;
-    let field = |i: usize, k: &str| {
-        sent[i]
-            .form
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
+    let sent = sent_through_the_sandbox(notice_env(), &notice(MAGIC), 2).await;
+    let field = |i: usize, k: &str| form_field(&sent[i], k);
     assert_eq!(field(0, "To").as_deref(), Some("whatsapp:+5511987650063"));
     assert_eq!(field(0, "ContentSid").as_deref(), Some(HX_NOTICE));
     assert_eq!(
