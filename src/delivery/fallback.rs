@@ -61,7 +61,7 @@ use crate::delivery::send::SendJob;
 use crate::phone::{Recipient, RecipientCache};
 use crate::provider::errors;
 use crate::provider::twilio::{Accepted, OutgoingCall, OutgoingSms, ProviderError};
-use crate::store::{Keys, RecordKey, Settle, UnixMs};
+use crate::store::{Keys, RecordKey, Reservation, Settle, UnixMs};
 
 /// Why a code went out on another channel (the label type lives in
 /// [`crate::domain`], below the metrics that count it).
@@ -289,6 +289,33 @@ impl Shared {
         .ok()
     }
 
+    /// A fallback in the same flight: give back the quota of `job`'s
+    /// channel (its message was certainly not sent) and take `to`'s. When
+    /// `to`'s limits or the budget refuse, the flight is released and the
+    /// refusal is Kratos's answer.
+    async fn trade_quota(&self, job: &SendJob, to: Channel) -> Result<Reservation, DeliveryError> {
+        if let Err(e) = self
+            .store
+            .refund(job.flight.side, &job.reservation, self.now())
+            .await
+        {
+            tracing::warn!(error = %e, channel = job.channel.as_str(), "could not give back the quota of a message that was not sent");
+        }
+        let reserved = self
+            .reserve(
+                job.flight.side,
+                to,
+                &job.recipient,
+                job.client,
+                job.notification,
+            )
+            .await;
+        if reserved.is_err() {
+            self.ledger.settle(job.flight, Settle::Release).await;
+        }
+        reserved
+    }
+
     /// Twilio answered the SMS with [`errors::NOT_MOBILE`] and the flight is still ours: give
     /// the SMS's quota back, take the voice quota, and place the call in
     /// the same flight (so the ledger answers Kratos's retry with it).
@@ -300,14 +327,6 @@ impl Shared {
     ) -> SendFuture<'a> {
         let provider_code = provider.provider_code();
         Box::pin(async move {
-            let now = self.now();
-            if let Err(e) = self
-                .store
-                .refund(job.flight.side, &job.reservation, now)
-                .await
-            {
-                tracing::warn!(error = %e, "could not give back the quota of an SMS that was not sent");
-            }
             if let Err(e) = self
                 .ledger
                 .remember_unreachable(Channel::Sms, &job.recipient, provider_code)
@@ -315,22 +334,7 @@ impl Shared {
             {
                 tracing::warn!(error = %e, "could not remember an unreachable recipient");
             }
-            let reservation = match self
-                .reserve(
-                    job.flight.side,
-                    Channel::Voice,
-                    &job.recipient,
-                    job.client,
-                    job.notification,
-                )
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    self.ledger.settle(job.flight, Settle::Release).await;
-                    return Err(e);
-                }
-            };
+            let reservation = self.trade_quota(&job, Channel::Voice).await?;
             // The call's own send renews the lease (naming the provider that
             // places it) before each provider is asked.
             let next = SendJob {
@@ -394,14 +398,6 @@ impl Shared {
     ) -> SendFuture<'a> {
         let provider_code = provider.provider_code();
         Box::pin(async move {
-            let now = self.now();
-            if let Err(e) = self
-                .store
-                .refund(job.flight.side, &job.reservation, now)
-                .await
-            {
-                tracing::warn!(error = %e, "could not give back the quota of a WhatsApp message that was not sent");
-            }
             if errors::remembers_unreachable(provider_code) {
                 if let Err(e) = self
                     .ledger
@@ -411,22 +407,7 @@ impl Shared {
                     tracing::warn!(error = %e, "could not remember a number that is not on WhatsApp");
                 }
             }
-            let reservation = match self
-                .reserve(
-                    job.flight.side,
-                    Channel::Sms,
-                    &job.recipient,
-                    job.client,
-                    job.notification,
-                )
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    self.ledger.settle(job.flight, Settle::Release).await;
-                    return Err(e);
-                }
-            };
+            let reservation = self.trade_quota(&job, Channel::Sms).await?;
             let next = SendJob {
                 flight: job.flight,
                 channel: Channel::Sms,
