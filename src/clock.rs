@@ -91,14 +91,15 @@ impl Clock {
     /// Wait until `by` has passed on this clock: real time, or less when
     /// [`Clock::advance`] moves the clock on meanwhile (tests: a timer the
     /// test fires by moving the clock, without sleeping).
-    pub async fn sleep(&self, by: Duration) {
+    #[cfg(test)]
+    pub(crate) async fn sleep(&self, by: Duration) {
         self.sleep_until(self.elapsed() + by).await
     }
 
     /// Wait until [`Clock::elapsed`] reaches `until`: as [`Clock::sleep`],
     /// for a deadline taken before the waiting task starts (a task spawned
     /// now may first run after the clock moved).
-    pub async fn sleep_until(&self, until: Duration) {
+    pub(crate) async fn sleep_until(&self, until: Duration) {
         loop {
             // Registered before the clock is read: an advance in between
             // still wakes this waiter.
@@ -119,12 +120,12 @@ impl Clock {
     /// How far [`Clock::advance`] has moved this clock: 0 in production.
     /// Stores that judge time by a clock of their own (Redis's `TIME`) add
     /// it, so tests move their time too.
-    pub fn offset(&self) -> Duration {
+    pub(crate) fn offset(&self) -> Duration {
         Duration::from_nanos(self.offset.load(Ordering::SeqCst))
     }
 
     /// Monotonic time since the clock was made: for durations.
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.start.elapsed() + self.offset()
     }
 
@@ -139,7 +140,7 @@ impl Clock {
     }
 
     /// The UTC day number (days since 1970-01-01).
-    pub fn utc_day(&self) -> u64 {
+    pub(crate) fn utc_day(&self) -> u64 {
         self.unix().as_secs() / 86_400
     }
 }

@@ -13,7 +13,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The path, for logs and metrics.
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             Endpoint::Sms => "/v1/sms",
             Endpoint::Voice => "/v1/voice",
@@ -31,7 +31,7 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Channel::Sms => "sms",
             Channel::Voice => "voice",
@@ -59,7 +59,7 @@ pub enum LimitName {
 }
 
 impl LimitName {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LimitName::Recipient => "recipient",
             LimitName::Ip => "ip",
@@ -80,7 +80,7 @@ pub enum BudgetScope {
 }
 
 impl BudgetScope {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BudgetScope::Total => "total",
             BudgetScope::Country => "country",
@@ -92,7 +92,7 @@ impl BudgetScope {
 /// an SMS for a WhatsApp message (`delivery::fallback`). A metric label
 /// and span attribute, so it lives here, below telemetry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FallbackReason {
+pub(crate) enum FallbackReason {
     /// The numbering plan says FIXED_LINE.
     Landline,
     /// Twilio answered the SMS "not a mobile number"
@@ -113,7 +113,7 @@ pub enum FallbackReason {
 
 impl FallbackReason {
     /// The metric label and span attribute.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             FallbackReason::Landline => "landline",
             FallbackReason::NotMobile => "not_mobile",
@@ -125,7 +125,7 @@ impl FallbackReason {
     }
 
     /// The channel that stands in: a call for an SMS, an SMS for WhatsApp.
-    pub fn channel(self) -> Channel {
+    pub(crate) fn channel(self) -> Channel {
         match self {
             FallbackReason::Landline | FallbackReason::NotMobile | FallbackReason::Undelivered => {
                 Channel::Voice
@@ -138,7 +138,7 @@ impl FallbackReason {
 
     /// Whether a status callback started the stand-in (the code was counted
     /// when the first message was sent).
-    pub fn after_delivery(self) -> bool {
+    pub(crate) fn after_delivery(self) -> bool {
         matches!(
             self,
             FallbackReason::Undelivered
@@ -147,7 +147,7 @@ impl FallbackReason {
         )
     }
 
-    pub const ALL: [FallbackReason; 6] = [
+    pub(crate) const ALL: [FallbackReason; 6] = [
         FallbackReason::Landline,
         FallbackReason::NotMobile,
         FallbackReason::Undelivered,
@@ -159,12 +159,12 @@ impl FallbackReason {
 
 /// Kratos's SMS templates that carry no code (Kratos after v26.2.0): sent
 /// as notifications, as is any other template without a code.
-pub const KNOWN_NOTIFICATIONS: [&str; 2] =
+pub(crate) const KNOWN_NOTIFICATIONS: [&str; 2] =
     ["verifiable_address_changed", "authenticator_key_added"];
 
 /// Kratos's code templates, and the rest by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TemplateType {
+pub(crate) enum TemplateType {
     Login,
     Registration,
     Verification,
@@ -173,7 +173,7 @@ pub enum TemplateType {
 }
 
 impl TemplateType {
-    pub fn from_name(name: &str) -> TemplateType {
+    pub(crate) fn from_name(name: &str) -> TemplateType {
         match name {
             "login_code_valid" => TemplateType::Login,
             "registration_code_valid" => TemplateType::Registration,
@@ -186,7 +186,7 @@ impl TemplateType {
     /// A label safe for logs and metrics: Kratos's names for the four code
     /// templates and its notification templates, `other` for anything else
     /// (names are caller-chosen text).
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             TemplateType::Login => "login_code_valid",
             TemplateType::Registration => "registration_code_valid",
@@ -202,7 +202,7 @@ impl TemplateType {
 
     /// One of Kratos's four code templates: a message of one without its
     /// code is broken, not a notification.
-    pub fn is_code_template(&self) -> bool {
+    pub(crate) fn is_code_template(&self) -> bool {
         !matches!(self, TemplateType::Other(_))
     }
 }
@@ -225,7 +225,7 @@ impl LanguageTag {
     /// `en-us` → `en-US`, `DE` → `de`, `zh_hant_TW` → `zh-hant-TW`; `None`
     /// for anything not shaped like a tag (a primary subtag of 2 or 3
     /// letters, then subtags of 1 to 8 letters or digits).
-    pub fn normalize(tag: &str) -> Option<LanguageTag> {
+    pub(crate) fn normalize(tag: &str) -> Option<LanguageTag> {
         let mut parts = tag.trim().split(['-', '_']);
         let primary = parts.next()?;
         if primary.len() < 2
@@ -249,7 +249,7 @@ impl LanguageTag {
         Some(LanguageTag(out))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

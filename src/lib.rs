@@ -52,7 +52,28 @@
 //! A value that two rooms both need lives in the lower one, or in
 //! [`domain`] (names such as the channel or a fallback's reason); a room
 //! that needs an answer from one above it is handed plain data instead (the
-//! relay gets a parsed message from `http::relay`, not a request). The
+//! relay gets a parsed message from `http::relay`, not a request).
+//!
+//! ## The library's surface
+//!
+//! Every item is `pub(crate)` unless a crate outside this one needs it; the
+//! compiler keeps that true (a `pub(crate)` item nobody uses is dead code,
+//! and clippy runs with `-D warnings`). What stays `pub`, and who needs it:
+//!
+//! | caller | what it uses |
+//! |---|---|
+//! | the binary (`src/bin/kratos-phone-courier`) | [`config::Config`] and [`config::Sources`] (with the sections `serve --dev` rewrites), [`startup`] (`bind`, `serve`, [`startup::StartupError`]), [`http::server`] (`run`, `run_metrics`, `shutdown_signal`), [`phone::E164`], [`phone::Sender`], [`phone::CountryId`], [`provider::errors::NOT_MOBILE`] |
+//! | the API tests (`tests/api/`), Schemathesis's and the fuzzer's service | [`http::app::App`] (`new`, `with_clock`, `handle`, `begin_shutdown`), [`startup::spawn_background`], [`clock::Clock`], [`telemetry::metrics::Metrics`] |
+//! | the schema, property and fuzz tests | [`delivery::message`] (the parser, the message, its schema), [`delivery::confirmation::CONFIRMATION_SCHEMA`], [`verify::body`]'s schemas, [`phone::Recipient`], [`phone::NumberingPlan`], [`provider::twiml`], [`provider::signature::compute`], [`relay::payload::sign`] |
+//! | the store suite (`tests/store_redis.rs`) | [`store`]: [`store::Store`] over [`store::memory::MemoryStore`] and [`store::redis::RedisStore`], its keys, records and answers |
+//! | the fraud simulation (`tests/fraud_busy_hour.rs`) | [`delivery::courier::Courier`] with [`delivery::fraud::FraudGuard`], [`delivery::limits::Prefixes`], [`provider::set::ProviderSet`] |
+//! | the reconciliation tests (`tests/api/reconcile.rs`) | [`provider::twilio`]'s client and forms, [`provider::reconcile`] |
+//!
+//! Everything else (the pipeline's steps, the answer table, the Lookup
+//! policy, the relay's routing, the verify API's handlers) is internal:
+//! tests reach it through [`http::app::App`], or sit beside the code.
+//!
+//! The
 //! Twilio stand-in used by `serve --dev` and the tests
 //! lives in its own crate (`twilio-sandbox`), so this library carries no test
 //! double.

@@ -197,10 +197,10 @@ fn every_error_code_the_service_has_is_documented() {
         std::fs::read_to_string(format!("{}/src/http/answer.rs", env!("CARGO_MANIFEST_DIR")))
             .unwrap();
     let code_fn = source
-        .split("pub fn code(&self)")
+        .split("fn code(&self)")
         .nth(1)
         .unwrap()
-        .split("pub fn message")
+        .split("fn message")
         .next()
         .unwrap();
     let mut found = std::collections::BTreeSet::new();

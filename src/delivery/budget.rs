@@ -16,7 +16,7 @@ use crate::domain::Channel;
 use crate::store::{BudgetTake, BudgetUsed};
 
 /// The configured caps, and what a send takes from them.
-pub struct Budget {
+pub(crate) struct Budget {
     /// 0 means no cap.
     daily_total: u32,
     daily_per_country: u32,
@@ -27,7 +27,7 @@ pub struct Budget {
 }
 
 impl Budget {
-    pub fn new(
+    pub(crate) fn new(
         daily_total: u32,
         daily_per_country: u32,
         warn_percent: u32,
@@ -45,7 +45,7 @@ impl Budget {
 
     /// The units a message of `channel` to `calling_code` takes today;
     /// `None` when no cap is set (nothing to count).
-    pub fn take(&self, channel: Channel, calling_code: u16) -> Option<BudgetTake> {
+    pub(crate) fn take(&self, channel: Channel, calling_code: u16) -> Option<BudgetTake> {
         let units = match channel {
             Channel::Sms => self.units.sms,
             Channel::Voice => self.units.voice,
@@ -61,20 +61,20 @@ impl Budget {
     }
 
     /// Until the next UTC midnight, when the counters start again.
-    pub fn until_midnight(&self) -> Duration {
+    pub(crate) fn until_midnight(&self) -> Duration {
         let secs = self.clock.unix().as_secs();
         Duration::from_secs(86_400 - secs % 86_400)
     }
 
     /// The share of the total cap used, for the gauge (`None`: no cap).
-    pub fn used_ratio(&self, used: BudgetUsed) -> Option<f64> {
+    pub(crate) fn used_ratio(&self, used: BudgetUsed) -> Option<f64> {
         (self.daily_total > 0).then(|| f64::from(used.total) / f64::from(self.daily_total))
     }
 
     /// Warn once when a send crosses `warn_percent` of a cap: the send that
     /// took the counter from below the mark to it or past it (`take`: what
     /// it took).
-    pub fn warn_if_crossed(&self, used: BudgetUsed, take: BudgetTake) {
+    pub(crate) fn warn_if_crossed(&self, used: BudgetUsed, take: BudgetTake) {
         let (calling_code, units) = (take.calling_code, take.units);
         if crossed(used.total, units, self.daily_total, self.warn_percent) {
             tracing::warn!(

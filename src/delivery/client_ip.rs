@@ -32,21 +32,22 @@ use crate::telemetry::metrics::Metrics;
 /// kept (the address alone) still reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(from = "ClientAddrWire")]
-pub struct ClientAddr {
-    pub address: Address,
+pub(crate) struct ClientAddr {
+    pub(crate) address: Address,
     /// `template_data.identity.id` (a UUID), when the message carries it:
     /// limited per identity under its keyed hash (`delivery::limits`).
-    pub identity: Option<u128>,
+    pub(crate) identity: Option<u128>,
 }
 
 impl ClientAddr {
     /// Nothing known: the shared `unknown_ip` bucket.
-    pub const UNKNOWN: ClientAddr = ClientAddr {
+    pub(crate) const UNKNOWN: ClientAddr = ClientAddr {
         address: Address::Unknown,
         identity: None,
     };
 
-    pub fn known(net: ClientNet) -> ClientAddr {
+    #[cfg(test)]
+    pub(crate) fn known(net: ClientNet) -> ClientAddr {
         ClientAddr {
             address: Address::Known(net),
             identity: None,
@@ -79,7 +80,7 @@ impl From<ClientAddrWire> for ClientAddr {
 
 /// Where the end user's address stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Address {
+pub(crate) enum Address {
     /// An IPv4 address, or the /64 network of an IPv6 address (one
     /// subscriber usually holds a whole /64 and can rotate within it).
     Known(ClientNet),
@@ -96,7 +97,7 @@ pub enum Address {
 
 /// What one client is counted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ClientNet {
+pub(crate) enum ClientNet {
     V4([u8; 4]),
     /// The first 64 bits.
     V6([u8; 8]),
@@ -118,19 +119,19 @@ impl ClientNet {
 
 /// Reads the client address as configured.
 #[derive(Debug, Clone)]
-pub struct ClientIp {
+pub(crate) struct ClientIp {
     source: ClientIpSource,
 }
 
 impl ClientIp {
-    pub fn new(source: ClientIpSource) -> Self {
+    pub(crate) fn new(source: ClientIpSource) -> Self {
         ClientIp { source }
     }
 
     /// The client of `message`: the address its caller stated (the verify
     /// API), else the configured header's, and the identity it is for.
     /// Allocates nothing.
-    pub fn of(&self, message: &CourierMessage) -> ClientAddr {
+    pub(crate) fn of(&self, message: &CourierMessage) -> ClientAddr {
         let address = match self.address(message) {
             Some(ip) => Address::Known(ClientNet::of(ip)),
             None if !carries_headers(message) => Address::NotCarried,
@@ -163,7 +164,7 @@ impl ClientIp {
     /// address. Kratos's `clients.web_hook.header_allowlist` or the
     /// courier template (the kit's `courier-sms.jsonnet`) drops it; the
     /// message is limited in the shared `unknown_ip` bucket.
-    pub fn address_missing(&self, message: &CourierMessage) -> bool {
+    pub(crate) fn address_missing(&self, message: &CourierMessage) -> bool {
         message.from_kratos
             && carries_headers(message)
             && self.source != ClientIpSource::None
@@ -176,23 +177,23 @@ impl ClientIp {
 /// model has them: `verification_code_valid`'s has none, so every
 /// verification SMS arrives with `{}`. The verify API states the address
 /// itself (or is counted in the shared bucket).
-pub fn carries_headers(message: &CourierMessage) -> bool {
+pub(crate) fn carries_headers(message: &CourierMessage) -> bool {
     !(message.from_kratos && message.template_type == TemplateType::Verification)
 }
 
 /// What `/health/ready` and the log say when Kratos's login, registration
 /// or recovery codes arrive without the end user's address.
-pub const ADDRESS_MISSING: &str = "login, registration or recovery codes arrive without the end user's address (limits.client_ip.header), so they share the unknown_ip bucket: add that header to Kratos's clients.web_hook.header_allowlist and keep it in the courier template's request_headers (the kit: kratos/kratos.yml, kratos/courier-sms.jsonnet)";
+pub(crate) const ADDRESS_MISSING: &str = "login, registration or recovery codes arrive without the end user's address (limits.client_ip.header), so they share the unknown_ip bucket: add that header to Kratos's clients.web_hook.header_allowlist and keep it in the courier template's request_headers (the kit: kratos/kratos.yml, kratos/courier-sms.jsonnet)";
 
 /// The same when codes arrive without `template_data.identity.id`.
-pub const IDENTITY_MISSING: &str = "login, verification or recovery codes arrive without template_data.identity.id, so they are not limited per identity (and verification codes by no requester at all): keep identity.id in the courier template's template_data (the kit: kratos/courier-sms.jsonnet)";
+pub(crate) const IDENTITY_MISSING: &str = "login, verification or recovery codes arrive without template_data.identity.id, so they are not limited per identity (and verification codes by no requester at all): keep identity.id in the courier template's template_data (the kit: kratos/courier-sms.jsonnet)";
 
 /// Watches Kratos's messages for what their templates should carry and a
 /// setup dropped: counts each (`phone_courier_limits_missing_total`), warns
 /// once per kind (not per message) naming the setting to fix, and lists
 /// them for `/health/ready`. The message is still limited (the shared
 /// bucket, or without the identity limiter).
-pub struct SetupCheck {
+pub(crate) struct SetupCheck {
     client_ip: ClientIp,
     metrics: Arc<Metrics>,
     address_missing: AtomicBool,
@@ -200,7 +201,7 @@ pub struct SetupCheck {
 }
 
 impl SetupCheck {
-    pub fn new(source: ClientIpSource, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(source: ClientIpSource, metrics: Arc<Metrics>) -> Self {
         SetupCheck {
             client_ip: ClientIp::new(source),
             metrics,
@@ -210,7 +211,7 @@ impl SetupCheck {
     }
 
     /// Look at one parsed Kratos message.
-    pub fn observe(&self, message: &CourierMessage) {
+    pub(crate) fn observe(&self, message: &CourierMessage) {
         let template = message.template_type.label();
         if self.client_ip.address_missing(message) {
             self.metrics.limits_missing("client_address", template);
@@ -231,7 +232,7 @@ impl SetupCheck {
     }
 
     /// What this replica has seen, for `/health/ready`.
-    pub fn warnings(&self) -> Vec<&'static str> {
+    pub(crate) fn warnings(&self) -> Vec<&'static str> {
         [
             (&self.address_missing, ADDRESS_MISSING),
             (&self.identity_missing, IDENTITY_MISSING),

@@ -13,20 +13,20 @@ use crate::provider::twiml;
 
 /// Twilio's limit for an SMS body, in characters. A longer body that ends
 /// with a Web OTP line is shortened above that line ([`fit_sms`]).
-pub const MAX_SMS_CHARS: usize = 1600;
+pub(crate) const MAX_SMS_CHARS: usize = 1600;
 /// Twilio's range for `ValidityPeriod`, in seconds.
-pub const VALIDITY_RANGE: (u32, u32) = (1, 36_000);
+pub(crate) const VALIDITY_RANGE: (u32, u32) = (1, 36_000);
 
 /// A provider request ready to go, built from a valid message.
 #[derive(Debug, Clone)]
-pub enum Outgoing {
+pub(crate) enum Outgoing {
     Sms(OutgoingSms),
     Call(OutgoingCall),
     WhatsApp(OutgoingWhatsApp),
 }
 
 /// Builds provider requests from courier messages.
-pub struct Composer {
+pub(crate) struct Composer {
     sms_sender: SmsSender,
     /// Caller id for calls; `None` turns voice off.
     voice_from: Option<E164>,
@@ -38,7 +38,7 @@ pub struct Composer {
 }
 
 impl Composer {
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         Composer {
             sms_sender: config.twilio.sms_sender.clone(),
             voice_from: config.twilio.voice_from.clone(),
@@ -63,7 +63,7 @@ impl Composer {
     /// `"whatsapp"`, and is the channel of every code to a country in
     /// `whatsapp.countries` unless voice was asked for. `region` is the
     /// recipient's country, when known.
-    pub fn channel_for(
+    pub(crate) fn channel_for(
         &self,
         endpoint: Endpoint,
         message: &CourierMessage,
@@ -119,7 +119,7 @@ impl Composer {
     }
 
     /// The provider request for `message` to `recipient` on `channel`.
-    pub fn compose(
+    pub(crate) fn compose(
         &self,
         channel: Channel,
         recipient: &Recipient,
@@ -196,7 +196,7 @@ impl Composer {
     /// An SMS of `body` as it was composed before (a WhatsApp message's
     /// stand-in, sent after a callback): this service's sender and status
     /// callback.
-    pub fn plain_sms(
+    pub(crate) fn plain_sms(
         &self,
         recipient: &Recipient,
         body: String,
@@ -238,7 +238,7 @@ impl Composer {
     /// Whether a call could speak `code`: a caller id is configured and the
     /// code is one a call can say. Asked of every code SMS, so cheap: the
     /// call is composed only when it is placed.
-    pub fn can_speak(&self, code: &str) -> bool {
+    pub(crate) fn can_speak(&self, code: &str) -> bool {
         self.voice_from.is_some() && twiml::is_speakable_code(code)
     }
 
@@ -246,7 +246,7 @@ impl Composer {
     /// sentence and the language asked for: a message's call, and the
     /// fallback call of an SMS (`delivery::fallback`), which has no message
     /// any more, only what was kept of it.
-    pub fn spoken_call(
+    pub(crate) fn spoken_call(
         &self,
         recipient: &Recipient,
         template_type: &TemplateType,
@@ -292,14 +292,14 @@ impl Composer {
 
 impl Composer {
     /// Whether a call could read a notification: a caller id is configured.
-    pub fn can_read(&self) -> bool {
+    pub(crate) fn can_read(&self) -> bool {
         self.voice_from.is_some()
     }
 
     /// The call that reads a notification's `text` (its Web OTP line, if
     /// any, left out) to a number that takes no SMS, in the voice and
     /// language of the code calls.
-    pub fn notice_call(
+    pub(crate) fn notice_call(
         &self,
         recipient: &Recipient,
         template_type: &TemplateType,
@@ -319,7 +319,7 @@ impl Composer {
 /// Where the Web OTP line (`@<domain> #<code>`, the origin-bound last line
 /// browsers and Android autofill the code from) starts in `body`, if its
 /// last non-empty line is one.
-pub fn web_otp_line(body: &str) -> Option<usize> {
+pub(crate) fn web_otp_line(body: &str) -> Option<usize> {
     let trimmed = body.trim_end_matches(['\n', '\r']);
     let start = trimmed.rfind('\n').map_or(0, |i| i + 1);
     let line = &trimmed[start..];
@@ -330,7 +330,7 @@ pub fn web_otp_line(body: &str) -> Option<usize> {
 
 /// The text of `body` above its Web OTP line (all of it when it has none):
 /// what a call may read.
-pub fn without_web_otp(body: &str) -> &str {
+pub(crate) fn without_web_otp(body: &str) -> &str {
     match web_otp_line(body) {
         Some(start) => &body[..start],
         None => body,
@@ -340,7 +340,7 @@ pub fn without_web_otp(body: &str) -> &str {
 /// The longest notification text sent as a WhatsApp template variable, in
 /// characters: Meta takes at most 1024 for a template's body, its own words
 /// included (a longer text goes by SMS).
-pub const MAX_WHATSAPP_TEXT_CHARS: usize = 900;
+pub(crate) const MAX_WHATSAPP_TEXT_CHARS: usize = 900;
 
 /// A notification's text as a WhatsApp template variable: WhatsApp refuses
 /// a variable with a line break or a tab, more than 4 spaces in a row
@@ -348,7 +348,7 @@ pub const MAX_WHATSAPP_TEXT_CHARS: usize = 900;
 /// space, and the ends are trimmed; the Web OTP line (for SMS autofill) is
 /// left out. Refused when nothing visible is left, or it is longer than
 /// [`MAX_WHATSAPP_TEXT_CHARS`].
-pub fn whatsapp_text(body: &str) -> Result<String, DeliveryError> {
+pub(crate) fn whatsapp_text(body: &str) -> Result<String, DeliveryError> {
     let text = without_web_otp(body)
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -367,7 +367,7 @@ pub fn whatsapp_text(body: &str) -> Result<String, DeliveryError> {
 /// a longer one that ends with a Web OTP line loses text above that line
 /// (marked with `…`), never the line itself, which stays last exactly as
 /// written; any other longer body is refused.
-pub fn fit_sms(body: &str) -> Result<String, DeliveryError> {
+pub(crate) fn fit_sms(body: &str) -> Result<String, DeliveryError> {
     let chars = body.chars().count();
     if chars <= MAX_SMS_CHARS {
         return Ok(body.to_owned());
@@ -389,7 +389,7 @@ pub fn fit_sms(body: &str) -> Result<String, DeliveryError> {
 impl Outgoing {
     /// The channel this request goes out on (a fallback call answers an
     /// SMS message, and is charged as the call it is).
-    pub fn channel(&self) -> Channel {
+    pub(crate) fn channel(&self) -> Channel {
         match self {
             Outgoing::Sms(_) => Channel::Sms,
             Outgoing::Call(_) => Channel::Voice,

@@ -11,23 +11,23 @@ pub const CONFIRMATION_SCHEMA: &str = include_str!("../../schemas/confirmation.s
 
 /// A checked confirmation.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Confirmation {
+pub(crate) struct Confirmation {
     /// The identity's phone numbers as Kratos holds them (not yet parsed:
     /// one that is not a valid number is skipped, not an error, so one odd
     /// trait cannot hide the others).
-    pub recipients: Vec<String>,
+    pub(crate) recipients: Vec<String>,
     #[serde(default)]
-    pub flow: Option<String>,
+    pub(crate) flow: Option<String>,
 }
 
 /// Why a body was refused.
 #[derive(Debug)]
-pub enum ConfirmationError {
+pub(crate) enum ConfirmationError {
     MalformedJson,
     Schema(Vec<Violation>),
 }
 
-pub struct ConfirmationParser {
+pub(crate) struct ConfirmationParser {
     validator: jsonschema::Validator,
 }
 
@@ -38,14 +38,14 @@ impl Default for ConfirmationParser {
 }
 
 impl ConfirmationParser {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let schema: Value =
             serde_json::from_str(CONFIRMATION_SCHEMA).expect("the embedded schema is JSON");
         let validator = jsonschema::validator_for(&schema).expect("the embedded schema compiles");
         ConfirmationParser { validator }
     }
 
-    pub fn parse(&self, bytes: &[u8]) -> Result<Confirmation, ConfirmationError> {
+    pub(crate) fn parse(&self, bytes: &[u8]) -> Result<Confirmation, ConfirmationError> {
         let value: Value =
             serde_json::from_slice(bytes).map_err(|_| ConfirmationError::MalformedJson)?;
         if !self.validator.is_valid(&value) {

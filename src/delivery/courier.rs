@@ -50,10 +50,10 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::config::{Config, CountryPolicy, FallbackConfig, PolicyConfig};
 use crate::delivery::budget::Budget;
-pub use crate::delivery::channel::{Channel, Endpoint};
+pub(crate) use crate::delivery::channel::{Channel, Endpoint};
 use crate::delivery::client_ip::{ClientAddr, ClientIp};
 use crate::delivery::compose::Composer;
-pub use crate::delivery::compose::{Outgoing, MAX_SMS_CHARS, VALIDITY_RANGE};
+pub(crate) use crate::delivery::compose::Outgoing;
 use crate::delivery::error::DeliveryError;
 use crate::delivery::fallback::{self, Reason, SmsInstead, SpokenCode};
 use crate::delivery::fraud::FraudGuard;
@@ -61,7 +61,7 @@ use crate::delivery::ledger::{Admission, Flight, Ledger, Reconciled, Tried};
 use crate::delivery::limits::{Limits, Prefixes};
 use crate::delivery::message::CourierMessage;
 use crate::delivery::send::SendJob;
-pub use crate::delivery::test_numbers::TestMessage;
+pub(crate) use crate::delivery::test_numbers::TestMessage;
 use crate::delivery::test_numbers::TestNumbers;
 use crate::lookup::{Lookup, Refusal as LookupRefusal, Verdict};
 use crate::phone::{LineType, NumberingPlan, Recipient, RecipientCache, VERDICT_CACHE_CAPACITY};
@@ -72,25 +72,25 @@ use crate::telemetry::traces::in_span;
 
 /// A message that passed every check and is ready to send.
 #[derive(Debug, Clone)]
-pub struct Prepared {
-    pub recipient: Recipient,
-    pub channel: Channel,
-    pub outgoing: Outgoing,
+pub(crate) struct Prepared {
+    pub(crate) recipient: Recipient,
+    pub(crate) channel: Channel,
+    pub(crate) outgoing: Outgoing,
 }
 
 /// How a delivery ended well.
 #[derive(Debug, Clone)]
 pub struct Delivered {
-    pub channel: Channel,
-    pub sid: Option<String>,
+    pub(crate) channel: Channel,
+    pub(crate) sid: Option<String>,
     /// Answered from memory: an identical message was already sent.
     pub duplicate: bool,
     /// A configured test number: nothing was sent.
-    pub test: bool,
+    pub(crate) test: bool,
     /// For the log line.
-    pub masked_recipient: String,
+    pub(crate) masked_recipient: String,
     /// A call stood in for the SMS asked for (`delivery::fallback`).
-    pub fallback: bool,
+    pub(crate) fallback: bool,
 }
 
 /// Turns courier messages into provider requests and sends them, with the
@@ -224,18 +224,18 @@ impl Courier {
     }
 
     /// Drop abuse-control state that no longer matters (called periodically).
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         self.shared.store.prune();
     }
 
     /// The recipient parser (and, through it, the numbering plan) of this
     /// courier: start-up warms the plan, status callbacks read `To` with it.
-    pub fn recipients(&self) -> &RecipientCache {
+    pub(crate) fn recipients(&self) -> &RecipientCache {
         &self.recipients
     }
 
     /// The store behind the ledger, limits and budget.
-    pub fn store(&self) -> &Arc<Store> {
+    pub(crate) fn store(&self) -> &Arc<Store> {
         &self.shared.store
     }
 
@@ -253,7 +253,10 @@ impl Courier {
 
     /// A code to `recipient` was used (Kratos's hook, or the verify API's
     /// approval): the fraud guard's conversion count, as [`Self::confirmed`].
-    pub async fn confirmed_recipient(&self, recipient: &Recipient) -> Result<bool, DeliveryError> {
+    pub(crate) async fn confirmed_recipient(
+        &self,
+        recipient: &Recipient,
+    ) -> Result<bool, DeliveryError> {
         let now = self.shared.now();
         Ok(self
             .shared
@@ -263,7 +266,7 @@ impl Courier {
     }
 
     /// Messages to test numbers, newest first.
-    pub fn test_messages(&self) -> Vec<TestMessage> {
+    pub(crate) fn test_messages(&self) -> Vec<TestMessage> {
         self.test_numbers.messages()
     }
 
@@ -454,7 +457,7 @@ impl Courier {
     /// `sms` or `whatsapp`): an undelivered SMS may be called instead, and
     /// an undelivered WhatsApp message's code may go by SMS instead
     /// (`delivery::fallback`); a WhatsApp receipt stops its SMS.
-    pub async fn status_reported(
+    pub(crate) async fn status_reported(
         &self,
         channel: &str,
         sid: &str,
@@ -481,19 +484,19 @@ impl Courier {
     /// Resolves when every send task has finished; new sends may still
     /// start (and are waited for too). For shutdown, after the listener is
     /// closed.
-    pub async fn sends_finished(&self) {
+    pub(crate) async fn sends_finished(&self) {
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
     }
 
     /// Every provider, in order of preference.
-    pub fn providers(&self) -> &ProviderSet {
+    pub(crate) fn providers(&self) -> &ProviderSet {
         &self.shared.providers
     }
 
     /// The channel a message goes out on (see [`Composer::channel_for`]);
     /// `region`: the recipient's country, when known.
-    pub fn channel_for(
+    pub(crate) fn channel_for(
         &self,
         endpoint: Endpoint,
         message: &CourierMessage,
@@ -503,7 +506,7 @@ impl Courier {
     }
 
     /// Check the message and build the provider request; nothing is sent.
-    pub fn prepare(
+    pub(crate) fn prepare(
         &self,
         endpoint: Endpoint,
         message: &CourierMessage,

@@ -89,7 +89,7 @@ impl From<crate::store::StoreError> for DeliveryError {
 
 impl DeliveryError {
     /// The provider's error code, when the failure carries one.
-    pub fn provider_code(&self) -> Option<u32> {
+    pub(crate) fn provider_code(&self) -> Option<u32> {
         match self {
             DeliveryError::RecipientUnreachable { provider_code }
             | DeliveryError::ProviderConfiguration { provider_code, .. }
@@ -100,7 +100,7 @@ impl DeliveryError {
 
     /// The provider answered, and refused: for metrics, `provider_error`
     /// rather than `rejected`.
-    pub fn is_provider_failure(&self) -> bool {
+    pub(crate) fn is_provider_failure(&self) -> bool {
         matches!(
             self,
             DeliveryError::RecipientUnreachable { .. }
@@ -110,7 +110,7 @@ impl DeliveryError {
     }
 
     /// An operator must act (credentials, sender, caller id).
-    pub fn needs_operator(&self) -> bool {
+    pub(crate) fn needs_operator(&self) -> bool {
         matches!(
             self,
             DeliveryError::ProviderConfiguration { .. }

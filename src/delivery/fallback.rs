@@ -65,12 +65,12 @@ use crate::store::{Keys, RecordKey, Reservation, Settle, UnixMs};
 
 /// Why a code went out on another channel (the label type lives in
 /// [`crate::domain`], below the metrics that count it).
-pub use crate::domain::FallbackReason as Reason;
+pub(crate) use crate::domain::FallbackReason as Reason;
 
 /// Carrier errors of an undelivered SMS that a call can get around, and
 /// why. Anything else (the number does not exist, the user opted out, our
 /// account or sender is at fault) is not helped by a call.
-pub const UNDELIVERED: &[(u32, &str)] = &[
+pub(crate) const UNDELIVERED: &[(u32, &str)] = &[
     (errors::UNREACHABLE_HANDSET, "unreachable handset (off, or out of coverage for SMS): a call rings it again, or reaches its voicemail"),
     (errors::UNKNOWN_HANDSET, "unknown handset at the carrier for SMS: often a fixed line or a number moved to one, which a call reaches"),
     (errors::LANDLINE_OR_UNREACHABLE_CARRIER, "a landline or a carrier that takes no SMS: a call reaches it"),
@@ -79,7 +79,7 @@ pub const UNDELIVERED: &[(u32, &str)] = &[
 ];
 
 /// Whether a call can get around an undelivered SMS's error.
-pub fn call_gets_around(code: Option<u32>) -> bool {
+pub(crate) fn call_gets_around(code: Option<u32>) -> bool {
     code.is_some_and(|c| UNDELIVERED.iter().any(|(u, _)| *u == c))
 }
 
@@ -89,7 +89,7 @@ pub fn call_gets_around(code: Option<u32>) -> bool {
 /// next code goes by SMS at once. Configuration errors (63007 a `From`
 /// that is no WhatsApp sender, 63016 no template) are the operator's: no
 /// SMS, an alert.
-pub const WHATSAPP_UNDELIVERED: &[(u32, &str)] = &[
+pub(crate) const WHATSAPP_UNDELIVERED: &[(u32, &str)] = &[
     (errors::NOT_ON_WHATSAPP, "the number is not on WhatsApp"),
     (
         errors::WHATSAPP_CHANNEL_FAILED,
@@ -110,7 +110,7 @@ pub const WHATSAPP_UNDELIVERED: &[(u32, &str)] = &[
 ];
 
 /// Whether an SMS can get around a WhatsApp message's error.
-pub fn sms_gets_around(code: Option<u32>) -> bool {
+pub(crate) fn sms_gets_around(code: Option<u32>) -> bool {
     code.is_some_and(|c| WHATSAPP_UNDELIVERED.iter().any(|(u, _)| *u == c))
 }
 
@@ -123,7 +123,7 @@ const LEDGER_MARK: &str = "voice-fallback:";
 const SMS_LEDGER_MARK: &str = "sms-fallback:";
 
 /// The ledger sid of a stand-in on `channel`.
-pub fn ledger_sid(channel: Channel, sid: Option<String>) -> Option<String> {
+pub(crate) fn ledger_sid(channel: Channel, sid: Option<String>) -> Option<String> {
     let mark = match channel {
         Channel::Sms => SMS_LEDGER_MARK,
         _ => LEDGER_MARK,
@@ -133,7 +133,7 @@ pub fn ledger_sid(channel: Channel, sid: Option<String>) -> Option<String> {
 
 /// A ledger sid read back: the provider's sid, and the channel of the
 /// stand-in if one went out.
-pub fn from_ledger(sid: Option<String>) -> (Option<String>, Option<Channel>) {
+pub(crate) fn from_ledger(sid: Option<String>) -> (Option<String>, Option<Channel>) {
     let marked = |s: &str| {
         [
             (LEDGER_MARK, Channel::Voice),
@@ -151,22 +151,22 @@ pub fn from_ledger(sid: Option<String>) -> (Option<String>, Option<Channel>) {
 /// What is needed to speak a code later: kept sealed, only until the code
 /// expires, never logged (no `Debug`).
 #[derive(Serialize, Deserialize)]
-pub struct SpokenCode {
-    pub to: String,
-    pub code: String,
+pub(crate) struct SpokenCode {
+    pub(crate) to: String,
+    pub(crate) code: String,
     /// Kratos's template name (`login_code_valid`...).
-    pub template: String,
+    pub(crate) template: String,
     /// The `Accept-Language` the message came with, cut to 64 characters.
-    pub language: Option<String>,
+    pub(crate) language: Option<String>,
     /// The end user the SMS was counted against: the call is counted
     /// against them too, not in the shared `unknown_ip` bucket. Absent in
     /// records written before it was kept.
     #[serde(default = "unknown_client")]
-    pub client: ClientAddr,
+    pub(crate) client: ClientAddr,
     /// A notification's text (no code; `code` is empty): the call reads
     /// it instead of speaking a code.
     #[serde(default)]
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
 }
 
 fn unknown_client() -> ClientAddr {
@@ -177,27 +177,27 @@ fn unknown_client() -> ClientAddr {
 /// callback: Kratos's text, kept sealed, only until the code expires,
 /// never logged (no `Debug`).
 #[derive(Serialize, Deserialize)]
-pub struct SmsInstead {
-    pub to: String,
-    pub body: String,
-    pub code: String,
-    pub validity_period: Option<u32>,
-    pub client: ClientAddr,
+pub(crate) struct SmsInstead {
+    pub(crate) to: String,
+    pub(crate) body: String,
+    pub(crate) code: String,
+    pub(crate) validity_period: Option<u32>,
+    pub(crate) client: ClientAddr,
     /// A notification's SMS (no code): counted under the notification
     /// limits, as the WhatsApp message was. Absent in records written
     /// before notifications went by WhatsApp.
     #[serde(default)]
-    pub notification: bool,
+    pub(crate) notification: bool,
 }
 
 /// The store key of a WhatsApp message's SMS record, from its sid (apart
 /// from the SMS records' keys: an older replica never opens it as a call).
-pub fn sms_stash_key(keys: &Keys, sid: &str) -> RecordKey {
+pub(crate) fn sms_stash_key(keys: &Keys, sid: &str) -> RecordKey {
     keys.record_key("stash-whatsapp", &[sid.as_bytes()])
 }
 
 /// The store key of an SMS's fallback record, from its sid.
-pub fn stash_key(keys: &Keys, sid: &str) -> RecordKey {
+pub(crate) fn stash_key(keys: &Keys, sid: &str) -> RecordKey {
     keys.record_key("stash", &[sid.as_bytes()])
 }
 
@@ -206,7 +206,7 @@ pub fn stash_key(keys: &Keys, sid: &str) -> RecordKey {
 /// is random (24 bytes, stored in front), and the sid is the associated
 /// data, so a record moved under another sid's key does not open. Whoever
 /// reads the store sees neither number nor code.
-pub fn seal<T: Serialize>(keys: &Keys, sid: &str, spoken: &T) -> Vec<u8> {
+pub(crate) fn seal<T: Serialize>(keys: &Keys, sid: &str, spoken: &T) -> Vec<u8> {
     let bytes = serde_json::to_vec(spoken).unwrap_or_default();
     let mut nonce = [0u8; NONCE_LEN];
     rand::fill(&mut nonce);
@@ -226,7 +226,11 @@ pub fn seal<T: Serialize>(keys: &Keys, sid: &str, spoken: &T) -> Vec<u8> {
 
 /// The record opened; `None` if it was not sealed for this sid with these
 /// keys, or was altered.
-pub fn open<T: serde::de::DeserializeOwned>(keys: &Keys, sid: &str, sealed: &[u8]) -> Option<T> {
+pub(crate) fn open<T: serde::de::DeserializeOwned>(
+    keys: &Keys,
+    sid: &str,
+    sealed: &[u8],
+) -> Option<T> {
     let (nonce, sealed) = sealed.split_at_checked(NONCE_LEN)?;
     let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
     let bytes = cipher(keys)
@@ -703,7 +707,7 @@ pub(super) async fn undelivered(
 
 /// Until when a message's fallback record is kept: its code's end. Only a
 /// code message whose lifetime is known gets one.
-pub fn stash_until(expires_in_minutes: Option<i64>, now: UnixMs) -> Option<UnixMs> {
+pub(crate) fn stash_until(expires_in_minutes: Option<i64>, now: UnixMs) -> Option<UnixMs> {
     let minutes = expires_in_minutes.filter(|m| *m > 0)?;
     Some(now.saturating_add((minutes as u64).saturating_mul(60_000)))
 }
@@ -711,11 +715,11 @@ pub fn stash_until(expires_in_minutes: Option<i64>, now: UnixMs) -> Option<UnixM
 /// How long a WhatsApp notification keeps its SMS record: it has no code
 /// to expire, and its news stays worth an SMS for a while; longer than the
 /// longest `whatsapp.fallback_after_ms` (10 minutes), so its timer finds it.
-pub const NOTICE_SMS_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(crate) const NOTICE_SMS_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Until when a WhatsApp message's SMS record is kept: its code's end, or
 /// for a notification [`NOTICE_SMS_KEPT`].
-pub fn sms_stash_until(
+pub(crate) fn sms_stash_until(
     notification: bool,
     expires_in_minutes: Option<i64>,
     now: UnixMs,

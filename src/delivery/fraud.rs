@@ -102,7 +102,7 @@ impl FraudGuard {
 
     /// Before a send: with `deny`, refuse a code to a suspect destination.
     /// With `record_only`, or for an always-allowed one, asks nothing.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         store: &Store,
         watch: &Watch,
@@ -165,7 +165,7 @@ impl FraudGuard {
     }
 
     /// Whether the rule holds for one country or prefix now.
-    pub fn rule_holds(&self, tally: &Tally, floor: u32) -> bool {
+    pub(crate) fn rule_holds(&self, tally: &Tally, floor: u32) -> bool {
         let unconfirmed = f64::from(tally.sent.saturating_sub(tally.confirmed));
         let peak = bounded_peak(&tally.daily_peaks, floor, self.config.peak_growth);
         // The floor is slack on top of the ratio: a block of real users
@@ -266,7 +266,7 @@ impl FraudGuard {
 /// lets it. One hour of many confirmations (an attacker's own SIMs) lifts
 /// the figure by `growth` at most; only a rise kept up day after day lifts
 /// it further, `growth` times a day.
-pub fn bounded_peak(daily_peaks: &[u32], floor: u32, growth: f64) -> f64 {
+pub(crate) fn bounded_peak(daily_peaks: &[u32], floor: u32, growth: f64) -> f64 {
     let mut best = 0.0_f64;
     for &day in daily_peaks {
         let cap = f64::from(floor).max(growth * best);

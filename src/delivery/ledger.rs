@@ -54,7 +54,7 @@ use crate::store::{Claim, Keys, MessageKey, Owner, RecipientKey, Settle, Side, S
 use crate::telemetry::traces::in_span;
 
 /// The ledger's settings and handles.
-pub struct Ledger {
+pub(crate) struct Ledger {
     store: Arc<Store>,
     keys: Keys,
     clock: Clock,
@@ -70,7 +70,7 @@ pub struct Ledger {
 }
 
 /// What to do with a message.
-pub enum Admission {
+pub(crate) enum Admission {
     /// Ours to send, no earlier attempt may have reached a provider: settle
     /// the [`Flight`] with the outcome.
     Send { flight: Flight },
@@ -87,7 +87,7 @@ pub enum Admission {
 }
 
 /// What [`Ledger::reconcile`] found.
-pub enum Reconciled {
+pub(crate) enum Reconciled {
     /// The provider has the message: answer with its sid, send nothing.
     /// The caller settles the flight as accepted (marking a call that
     /// stood in for an SMS).
@@ -114,10 +114,10 @@ pub enum Reconciled {
 /// retry's own plan is used.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Tried {
-    pub channel: Option<Channel>,
+    pub(crate) channel: Option<Channel>,
     /// `None`: no provider was named (a record from before providers were
     /// named: the first provider's).
-    pub provider: Option<String>,
+    pub(crate) provider: Option<String>,
 }
 
 impl Tried {
@@ -132,7 +132,7 @@ impl Tried {
     }
 
     /// The record's text read back.
-    pub fn parse(recorded: Option<String>) -> Tried {
+    pub(crate) fn parse(recorded: Option<String>) -> Tried {
         let Some(text) = recorded else {
             return Tried::default();
         };
@@ -157,15 +157,15 @@ impl Tried {
 
 /// The right to send one message, until settled.
 #[derive(Debug, Clone, Copy)]
-pub struct Flight {
+pub(crate) struct Flight {
     key: MessageKey,
     owner: Owner,
     /// The store that holds the claim; every later call goes there too.
-    pub side: Side,
+    pub(crate) side: Side,
 }
 
 impl Ledger {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<Store>,
         keys: Keys,
         clock: Clock,
@@ -195,7 +195,7 @@ impl Ledger {
     }
 
     /// The provider code a recipient was found unreachable with, if it was.
-    pub async fn known_unreachable(
+    pub(crate) async fn known_unreachable(
         &self,
         channel: Channel,
         recipient: &Recipient,
@@ -205,7 +205,7 @@ impl Ledger {
     }
 
     /// Remember that the provider called this recipient unreachable.
-    pub async fn remember_unreachable(
+    pub(crate) async fn remember_unreachable(
         &self,
         channel: Channel,
         recipient: &Recipient,
@@ -219,7 +219,7 @@ impl Ledger {
     /// Claim the message, or wait for another owner. An uncertain outcome
     /// comes back as [`Admission::Reconcile`]: the caller composes what was
     /// tried and asks [`Ledger::reconcile`].
-    pub async fn admit(
+    pub(crate) async fn admit(
         &self,
         channel: Channel,
         recipient: &Recipient,
@@ -290,7 +290,7 @@ impl Ledger {
     /// now: ask the provider that may have it (the one the record names:
     /// after a failover that is not the first) whether it has `outgoing`,
     /// which the caller composed on the channel the record names.
-    pub async fn reconcile(
+    pub(crate) async fn reconcile(
         &self,
         flight: Flight,
         since: UnixMs,
@@ -389,7 +389,7 @@ impl Ledger {
     /// Record how the send ended. A store failure here is logged, not
     /// returned: the provider's answer is what the caller is told, and the
     /// record expires into `Uncertain` (then reconciled) if it was lost.
-    pub async fn settle(&self, flight: Flight, settle: Settle) {
+    pub(crate) async fn settle(&self, flight: Flight, settle: Settle) {
         let (now, keep) = (self.now(), self.keep);
         let result = self
             .store
@@ -406,7 +406,7 @@ impl Ledger {
     /// now; the caller must not send.
     /// The channel and `provider` are recorded ([`Tried`]): an outcome left
     /// uncertain is reconciled with exactly them.
-    pub async fn renew(
+    pub(crate) async fn renew(
         &self,
         flight: &Flight,
         channel: Channel,

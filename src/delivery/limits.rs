@@ -21,7 +21,7 @@ use crate::phone::Recipient;
 use crate::store::{Cell, Keys, LimitKey, Limiter};
 
 /// The configured rates, turned into cells per message.
-pub struct Limits {
+pub(crate) struct Limits {
     sms: ChannelRates,
     voice: ChannelRates,
     whatsapp: ChannelRates,
@@ -30,7 +30,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(
+    pub(crate) fn new(
         sms: ChannelRates,
         voice: ChannelRates,
         whatsapp: ChannelRates,
@@ -54,7 +54,12 @@ impl Limits {
     /// identity's. The prefix's cell is not taken for a number that
     /// confirmed a code lately ([`Cell::unless_trusted`]): an attacker
     /// cannot freeze a block for the people in it who use their codes.
-    pub fn cells(&self, channel: Channel, recipient: &Recipient, client: ClientAddr) -> Vec<Cell> {
+    pub(crate) fn cells(
+        &self,
+        channel: Channel,
+        recipient: &Recipient,
+        client: ClientAddr,
+    ) -> Vec<Cell> {
         let rates = match channel {
             Channel::Sms => &self.sms,
             Channel::Voice => &self.voice,
@@ -119,7 +124,7 @@ impl Limits {
     /// (`limits.*.notification`) in place of the recipient's and the
     /// prefix's (which is sized to a person's codes), so notices neither
     /// use up a person's codes nor flood a number.
-    pub fn notification_cells(
+    pub(crate) fn notification_cells(
         &self,
         channel: Channel,
         recipient: &Recipient,
@@ -168,7 +173,7 @@ impl Prefixes {
     /// The prefix of `recipient` (a slice of its E.164 form): never shorter
     /// than the calling code and one digit, so a short number is a block of
     /// its own rather than its whole country.
-    pub fn of<'a>(&self, recipient: &'a Recipient) -> &'a str {
+    pub(crate) fn of<'a>(&self, recipient: &'a Recipient) -> &'a str {
         let e164 = recipient.e164();
         let cc_len = 1 + decimal_len(recipient.calling_code());
         let keep = e164
@@ -180,7 +185,7 @@ impl Prefixes {
 
     /// The keyed hash of the prefix of `recipient`: what limiters and the
     /// fraud detector count under.
-    pub fn key(&self, keys: &Keys, recipient: &Recipient) -> LimitKey {
+    pub(crate) fn key(&self, keys: &Keys, recipient: &Recipient) -> LimitKey {
         keys.limit("prefix", self.of(recipient).as_bytes())
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-pub use crate::domain::TemplateType;
+pub(crate) use crate::domain::TemplateType;
 use serde_json::Value;
 
 /// The schema every `/v1/sms` and `/v1/voice` body must satisfy.
@@ -16,14 +16,14 @@ pub const COURIER_MESSAGE_SCHEMA: &str = include_str!("../../schemas/courier-mes
 
 /// At most this many violations are reported: the answer must stay well
 /// under the 1024 bytes Kratos reads of it.
-pub const MAX_VIOLATIONS: usize = 3;
+pub(crate) const MAX_VIOLATIONS: usize = 3;
 
 /// One schema violation: where and why. The reason never quotes the value
 /// (it could be a code or a phone number).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Violation {
-    pub pointer: String,
-    pub reason: String,
+    pub(crate) pointer: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,28 +92,28 @@ pub struct CourierMessage {
     pub recipient: String,
     /// The text Kratos rendered.
     pub body: String,
-    pub template_type: TemplateType,
+    pub(crate) template_type: TemplateType,
     /// The one-time code, if the template carries one.
     pub code: Option<String>,
     pub expires_in_minutes: Option<i64>,
     /// The channel asked for by the flow's transient payload.
-    pub requested_channel: Option<String>,
+    pub(crate) requested_channel: Option<String>,
     /// The identity (or, for registration, its traits): only the voice trait
     /// is ever read from it.
     identity: Option<Value>,
     /// Header names lower-cased.
-    pub request_headers: HashMap<String, Vec<String>>,
+    pub(crate) request_headers: HashMap<String, Vec<String>>,
     /// Which repeat of the same text this is: 0 for Kratos (each of its
     /// messages is one message, and its retries are copies of it); the
     /// verify API's n-th resend of a pending code (see [`Self::ledger_code`]).
-    pub repeat: u32,
+    pub(crate) repeat: u32,
     /// The end user's address as the caller states it (the verify API's
     /// `client_ip`), read before any header: `None` for Kratos, whose
     /// address comes from `limits.client_ip`'s header.
-    pub client_address: Option<std::net::IpAddr>,
+    pub(crate) client_address: Option<std::net::IpAddr>,
     /// Sent by Kratos's courier (rather than built by the verify API): its
     /// templates say which parts of the end user's request it carries.
-    pub from_kratos: bool,
+    pub(crate) from_kratos: bool,
 }
 
 impl CourierMessage {
@@ -134,7 +134,7 @@ impl CourierMessage {
     /// `authenticator_key_added`, or any template a newer Kratos adds). It
     /// goes by SMS whatever the voice preference, is never counted by the
     /// fraud guard and has its own per-recipient limit.
-    pub fn is_notification(&self) -> bool {
+    pub(crate) fn is_notification(&self) -> bool {
         self.code.is_none() && !self.template_type.is_code_template()
     }
 
@@ -143,7 +143,7 @@ impl CourierMessage {
     /// registration, whose `identity` is the traits alone (a trait named
     /// `id` is the end user's writing, never an identity), and for an id
     /// that is not a UUID.
-    pub fn identity_id(&self) -> Option<u128> {
+    pub(crate) fn identity_id(&self) -> Option<u128> {
         if !self.from_kratos || matches!(self.template_type, TemplateType::Registration) {
             return None;
         }
@@ -152,7 +152,7 @@ impl CourierMessage {
 
     /// Every line of a request header, in the order Kratos received them
     /// (`name` lower-cased); empty when absent.
-    pub fn request_header_values(&self, name: &str) -> &[String] {
+    pub(crate) fn request_header_values(&self, name: &str) -> &[String] {
         self.request_headers.get(name).map_or(&[], Vec::as_slice)
     }
 
@@ -172,7 +172,7 @@ impl CourierMessage {
     /// what a call speaks, `locale` the language a call speaks in, `voice`
     /// whether a call is asked for (made when a caller id is configured, an
     /// SMS otherwise) and `repeat` which resend of the code this is.
-    pub fn verification(
+    pub(crate) fn verification(
         recipient: &str,
         body: String,
         code: &str,
@@ -203,7 +203,7 @@ impl CourierMessage {
     /// recipient and body): a resend of a pending code is a message of its
     /// own, sent (and charged to the limits) rather than answered as a
     /// duplicate of the first send, while each send keeps its exactly-once.
-    pub fn ledger_code(&self) -> Option<String> {
+    pub(crate) fn ledger_code(&self) -> Option<String> {
         match self.repeat {
             0 => self.code.clone(),
             n => Some(format!(

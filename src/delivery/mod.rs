@@ -3,18 +3,18 @@
 //! allow it, and what Kratos is told.
 
 pub mod budget;
-pub mod client_ip;
-pub mod compose;
+pub(crate) mod client_ip;
+pub(crate) mod compose;
 pub mod confirmation;
 pub mod courier;
 pub mod error;
-pub mod fallback;
+pub(crate) mod fallback;
 pub mod fraud;
 pub mod ledger;
 pub mod limits;
 pub mod message;
-pub mod send;
-pub mod test_numbers;
+pub(crate) mod send;
+pub(crate) mod test_numbers;
 
 /// The shared names, where the delivery code has always found them.
 pub mod channel {

@@ -373,7 +373,7 @@ impl SendJob {
 }
 
 /// What a provider failure means for the delivery.
-pub fn delivery_error(e: &ProviderError) -> DeliveryError {
+pub(crate) fn delivery_error(e: &ProviderError) -> DeliveryError {
     match e.class() {
         FailureClass::Recipient => DeliveryError::RecipientUnreachable {
             provider_code: e.provider_code(),

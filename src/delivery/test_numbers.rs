@@ -14,23 +14,23 @@ const KEPT: usize = 100;
 
 /// A message to a test number.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct TestMessage {
-    pub sid: String,
-    pub to: String,
-    pub channel: &'static str,
-    pub template_type: &'static str,
-    pub body: String,
-    pub code: Option<String>,
+pub(crate) struct TestMessage {
+    pub(crate) sid: String,
+    pub(crate) to: String,
+    pub(crate) channel: &'static str,
+    pub(crate) template_type: &'static str,
+    pub(crate) body: String,
+    pub(crate) code: Option<String>,
 }
 
-pub struct TestNumbers {
+pub(crate) struct TestNumbers {
     /// As configured.
     numbers: Vec<E164>,
     kept: Mutex<VecDeque<TestMessage>>,
 }
 
 impl TestNumbers {
-    pub fn new(numbers: Vec<E164>) -> Self {
+    pub(crate) fn new(numbers: Vec<E164>) -> Self {
         TestNumbers {
             numbers,
             kept: Mutex::new(VecDeque::new()),
@@ -39,7 +39,7 @@ impl TestNumbers {
 
     /// The test number `recipient` is, if it is one (compared as written,
     /// surrounding white space aside).
-    pub fn matching<'a>(&self, recipient: &'a str) -> Option<&'a str> {
+    pub(crate) fn matching<'a>(&self, recipient: &'a str) -> Option<&'a str> {
         let trimmed = recipient.trim();
         self.numbers
             .iter()
@@ -48,7 +48,7 @@ impl TestNumbers {
     }
 
     /// Keep the message and return the made-up sid it is answered with.
-    pub fn record(&self, to: &str, channel: Channel, message: &CourierMessage) -> String {
+    pub(crate) fn record(&self, to: &str, channel: Channel, message: &CourierMessage) -> String {
         let mut hex = [0u8; 16];
         rand::fill(&mut hex);
         let prefix = match channel {
@@ -76,7 +76,7 @@ impl TestNumbers {
     }
 
     /// Messages to test numbers, newest first.
-    pub fn messages(&self) -> Vec<TestMessage> {
+    pub(crate) fn messages(&self) -> Vec<TestMessage> {
         let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.iter().rev().cloned().collect()
     }

@@ -23,7 +23,7 @@ use crate::verify::{Requested, VerifyError};
 
 /// Everything the service can answer.
 #[derive(Debug)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// The provider accepted the message (or had already, or it went to a
     /// test number).
     Accepted(Delivered),
@@ -62,16 +62,16 @@ pub enum Answer {
 /// whether its credentials were verified at start, and this replica's
 /// circuit for it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ProviderHealth {
-    pub name: String,
-    pub kind: &'static str,
-    pub credentials: &'static str,
-    pub circuit: &'static str,
+pub(crate) struct ProviderHealth {
+    pub(crate) name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) credentials: &'static str,
+    pub(crate) circuit: &'static str,
 }
 
 /// Why `/health/ready` says no.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotReady {
+pub(crate) enum NotReady {
     /// SIGTERM arrived: load balancers should stop sending here.
     ShuttingDown,
     /// `twilio.verify_credentials_on_start` and the provider has not said yes.
@@ -98,7 +98,7 @@ impl From<ApiError> for Answer {
 }
 
 impl Answer {
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
         match self {
             Answer::Accepted(d) => {
                 // Every accepted send ends here: written straight from a
@@ -191,7 +191,7 @@ struct AcceptedBody<'a> {
 
 /// The whole HTTP/1.1 answer to a connection over `server.max_connections`,
 /// written to the socket before hyper sees it (so it closes the connection).
-pub fn too_many_connections_bytes() -> Vec<u8> {
+pub(crate) fn too_many_connections_bytes() -> Vec<u8> {
     let e = ApiError::TooManyConnections;
     let body = e.to_json().to_string();
     let status = e.status();
@@ -206,7 +206,7 @@ pub fn too_many_connections_bytes() -> Vec<u8> {
 
 /// Every error answer.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -245,7 +245,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         use DeliveryError as D;
         match self {
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -287,7 +287,7 @@ impl ApiError {
     }
 
     /// The stable, machine-readable error code.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         use DeliveryError as D;
         match self {
             ApiError::NotFound => "not_found",
@@ -337,7 +337,7 @@ impl ApiError {
         }
     }
 
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         use DeliveryError as D;
         match self {
             ApiError::NotFound => "no such endpoint; the API is POST /v1/sms and POST /v1/voice".into(),
@@ -434,7 +434,7 @@ impl ApiError {
     }
 
     /// The provider's error code, when the answer carries one.
-    pub fn provider_code(&self) -> Option<u32> {
+    pub(crate) fn provider_code(&self) -> Option<u32> {
         match self {
             ApiError::Delivery(d) => d.provider_code(),
             _ => None,
@@ -460,7 +460,7 @@ impl ApiError {
         }
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         use DeliveryError as D;
         let mut error = json!({ "code": self.code(), "message": self.message() });
         if let Some(c) = self.provider_code() {
@@ -490,7 +490,7 @@ impl ApiError {
         json!({ "error": error })
     }
 
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
         let mut response = json_response(self.status(), &self.to_json());
         let headers = response.headers_mut();
         if let Some(seconds) = self.retry_after() {

@@ -90,7 +90,7 @@ impl App {
 
     /// Build with metrics made before the app (start-up hands the trace
     /// exporter their dropped-spans counter before the app exists).
-    pub fn with_metrics(
+    pub(crate) fn with_metrics(
         config: Config,
         clock: Clock,
         metrics: Arc<Metrics>,
@@ -154,19 +154,19 @@ impl App {
         })
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn courier(&self) -> &Courier {
+    pub(crate) fn courier(&self) -> &Courier {
         &self.courier
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
         self.metrics
             .set_ready(ready && !self.shutting_down.load(Ordering::SeqCst));

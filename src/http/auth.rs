@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use crate::config::AuthConfig;
 
 /// Checks the credentials of each request.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     disabled: bool,
     /// The random key of this process's hashes.
     key: [u8; 32],
@@ -29,7 +29,7 @@ fn digest(key: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
 }
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig) -> Self {
+    pub(crate) fn new(config: &AuthConfig) -> Self {
         let mut key = [0u8; 32];
         rand::fill(&mut key);
         let digest = |bytes: &[u8]| digest(&key, bytes);
@@ -50,12 +50,12 @@ impl Authenticator {
     }
 
     /// Whether a 401 should carry a basic-auth challenge.
-    pub fn uses_basic(&self) -> bool {
+    pub(crate) fn uses_basic(&self) -> bool {
         self.basic.is_some()
     }
 
     /// `true` when the request carries valid credentials (or auth is off).
-    pub fn check(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> bool {
         if self.disabled {
             return true;
         }

@@ -16,7 +16,7 @@ use crate::http::answer::ApiError;
 
 /// Whether the single `Content-Type` has this essence (`application/json`,
 /// optionally with parameters such as `; charset=utf-8`).
-pub fn has_content_type(headers: &HeaderMap, essence: &str) -> bool {
+pub(crate) fn has_content_type(headers: &HeaderMap, essence: &str) -> bool {
     let mut values = headers.get_all(header::CONTENT_TYPE).iter();
     let (Some(v), None) = (values.next(), values.next()) else {
         return false;
@@ -76,20 +76,20 @@ fn signature_header(headers: &HeaderMap, signer: ProviderKind) -> Option<String>
 }
 
 /// A form a provider posts and signs, and how to read it.
-pub struct SignedForm<'a> {
+pub(crate) struct SignedForm<'a> {
     /// The exact URL the provider was given (and signs).
-    pub url: &'a str,
+    pub(crate) url: &'a str,
     /// The kind of provider that posts here: only its signature header is
     /// read.
-    pub signer: ProviderKind,
+    pub(crate) signer: ProviderKind,
     /// The keys of the providers of that kind (Twilio: auth tokens,
     /// SignalWire: signing keys); a form signed with any one counts.
-    pub keys: &'a [SecretString],
+    pub(crate) keys: &'a [SecretString],
     /// The largest body accepted (413 past it).
-    pub max: usize,
+    pub(crate) max: usize,
     /// The time the body has to arrive once the headers are in:
     /// `server.body_read_timeout` (408 `request_timeout` past it).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// Read a form a provider posted and signed: the content type, the body
@@ -97,7 +97,7 @@ pub struct SignedForm<'a> {
 /// of `form.signer` (Twilio's HMAC-SHA1 over the URL and the parameters)
 /// keyed with one of `form.keys`. Nothing the form says is used before the
 /// signature holds.
-pub async fn read_signed_form<B>(
+pub(crate) async fn read_signed_form<B>(
     request: Request<B>,
     form: &SignedForm<'_>,
 ) -> Result<Vec<(String, String)>, ApiError>
@@ -133,7 +133,7 @@ where
 /// Read the body within `max` bytes and `timeout` (408 `request_timeout`
 /// past it): a client that declares a body and sends it slowly, or not at
 /// all, gives up its connection instead of holding it.
-pub async fn read_within<B>(
+pub(crate) async fn read_within<B>(
     request: Request<B>,
     max: usize,
     timeout: Duration,
@@ -149,7 +149,7 @@ where
 
 /// Read the body within `server.max_body_bytes` and
 /// `server.body_read_timeout` (408 `request_timeout` past it).
-pub async fn read_in_time<B>(
+pub(crate) async fn read_in_time<B>(
     request: Request<B>,
     server: &crate::config::ServerConfig,
 ) -> Result<Bytes, ApiError>
@@ -163,7 +163,7 @@ where
 /// The body of a request authenticated like Kratos's courier requests
 /// (the courier endpoints, Kratos's confirmations, the verify API):
 /// credentials first, then a JSON body read by [`read_in_time`].
-pub async fn read_authenticated_json<B>(
+pub(crate) async fn read_authenticated_json<B>(
     request: Request<B>,
     auth: &crate::http::auth::Authenticator,
     server: &crate::config::ServerConfig,

@@ -2,11 +2,11 @@
 //! authentication, request bodies, and the one table every answer is
 //! rendered from.
 
-pub mod answer;
+pub(crate) mod answer;
 pub mod app;
-pub mod auth;
-pub mod body;
-pub mod relay;
+pub(crate) mod auth;
+pub(crate) mod body;
+pub(crate) mod relay;
 pub mod server;
-pub mod status_callback;
-pub mod verify;
+pub(crate) mod status_callback;
+pub(crate) mod verify;

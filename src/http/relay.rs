@@ -17,7 +17,7 @@ use crate::relay::{inbound, Relay};
 const MAX_WEBHOOK_BYTES: usize = 16 * 1024;
 
 /// Check, parse, hand over, and answer Twilio at once.
-pub async fn handle<B>(relay: &Relay, request: Request<B>) -> Answer
+pub(crate) async fn handle<B>(relay: &Relay, request: Request<B>) -> Answer
 where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,

@@ -162,7 +162,7 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
 
 /// Resolves on Ctrl-C.
 #[cfg(not(unix))]
-pub fn shutdown_signal() -> impl Future<Output = ()> {
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
     }

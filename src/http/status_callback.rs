@@ -35,7 +35,7 @@ use crate::telemetry::metrics::Metrics;
 const MAX_CALLBACK_BYTES: usize = 16 * 1024;
 
 /// The receiver of status callbacks, present only when they are configured.
-pub struct StatusCallbacks {
+pub(crate) struct StatusCallbacks {
     /// The exact URL Twilio calls (and signs): `{public_url}/v1/twilio/status`.
     url: String,
     /// The exact URL SignalWire is given: `{public_url}/v1/signalwire/status`.
@@ -55,7 +55,11 @@ pub struct StatusCallbacks {
 impl StatusCallbacks {
     /// `None` unless `status_callback.public_url` is set (the configuration
     /// check makes sure the auth token is there too).
-    pub fn new(config: &Config, metrics: Arc<Metrics>, plan: Arc<NumberingPlan>) -> Option<Self> {
+    pub(crate) fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        plan: Arc<NumberingPlan>,
+    ) -> Option<Self> {
         let url = config.status_callback_url.clone()?;
         let twilio_path = crate::config::ProviderKind::Twilio.status_path();
         let signalwire_path = crate::config::ProviderKind::SignalWire.status_path();
@@ -86,7 +90,7 @@ impl StatusCallbacks {
     /// `POST /v1/twilio/status`, signed by a Twilio provider. Records the
     /// status; an undelivered SMS may be called instead
     /// (`delivery::fallback`), before the provider is answered.
-    pub async fn handle<B>(&self, request: Request<B>, courier: &Courier) -> Answer
+    pub(crate) async fn handle<B>(&self, request: Request<B>, courier: &Courier) -> Answer
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -96,7 +100,11 @@ impl StatusCallbacks {
 
     /// `POST /v1/signalwire/status`: the same, signed by a SignalWire
     /// provider for its own URL.
-    pub async fn handle_signalwire<B>(&self, request: Request<B>, courier: &Courier) -> Answer
+    pub(crate) async fn handle_signalwire<B>(
+        &self,
+        request: Request<B>,
+        courier: &Courier,
+    ) -> Answer
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,

@@ -26,13 +26,13 @@ use crate::verify::{Bodies, CodeAttempt, CodeRequest, Verifier, VerifyError};
 
 /// Which verify endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerifyEndpoint {
+pub(crate) enum VerifyEndpoint {
     Request,
     Check,
 }
 
 impl VerifyEndpoint {
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             VerifyEndpoint::Request => "/v1/verify/request",
             VerifyEndpoint::Check => "/v1/verify/check",
@@ -41,21 +41,26 @@ impl VerifyEndpoint {
 }
 
 /// What the verify endpoints share with the rest of the service.
-pub struct Context<'a> {
-    pub auth: &'a Authenticator,
-    pub courier: &'a Courier,
-    pub server: &'a ServerConfig,
-    pub metrics: &'a Metrics,
+pub(crate) struct Context<'a> {
+    pub(crate) auth: &'a Authenticator,
+    pub(crate) courier: &'a Courier,
+    pub(crate) server: &'a ServerConfig,
+    pub(crate) metrics: &'a Metrics,
 }
 
 /// The verify endpoints; built only when `verify.enabled`.
-pub struct VerifyApi {
+pub(crate) struct VerifyApi {
     verifier: Verifier,
     bodies: Bodies,
 }
 
 impl VerifyApi {
-    pub fn new(config: &Config, keys: Keys, store: Arc<Store>, clock: Clock) -> Option<Self> {
+    pub(crate) fn new(
+        config: &Config,
+        keys: Keys,
+        store: Arc<Store>,
+        clock: Clock,
+    ) -> Option<Self> {
         let verify = config.verify.clone()?;
         Some(VerifyApi {
             verifier: Verifier::new(verify, keys, store, clock),
@@ -64,12 +69,12 @@ impl VerifyApi {
     }
 
     /// Whether `/verify/demo` is served (`verify.demo`).
-    pub fn demo_enabled(&self) -> bool {
+    pub(crate) fn demo_enabled(&self) -> bool {
         self.verifier.config().demo
     }
 
     /// One API request: authenticate, read, act, count, log.
-    pub async fn handle<B>(
+    pub(crate) async fn handle<B>(
         &self,
         endpoint: VerifyEndpoint,
         request: Request<B>,
@@ -159,7 +164,7 @@ impl VerifyApi {
     /// `/verify/demo` (GET: the page) and its forms (POST
     /// `/verify/demo/request`, `/verify/demo/check`). Every outcome is the
     /// page again with the outcome on it.
-    pub async fn demo<B>(&self, request: Request<B>, cx: &Context<'_>) -> Answer
+    pub(crate) async fn demo<B>(&self, request: Request<B>, cx: &Context<'_>) -> Answer
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,

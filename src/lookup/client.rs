@@ -12,14 +12,14 @@ use crate::config::{LookupConfig, TwilioConfig};
 
 /// A data package of Lookup v2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
+pub(crate) enum Field {
     LineType,
     SimSwap,
     PumpingRisk,
 }
 
 impl Field {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Field::LineType => "line_type_intelligence",
             Field::SimSwap => "sim_swap",
@@ -31,17 +31,17 @@ impl Field {
 /// What Twilio said, per package asked for; `None`: not asked, or Twilio
 /// had no data (its package carried an `error_code`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LookupAnswer {
+pub(crate) struct LookupAnswer {
     /// Twilio's spelling (`fixedVoip`).
-    pub line_type: Option<String>,
-    pub sim_swapped: Option<bool>,
-    pub pumping_score: Option<u64>,
+    pub(crate) line_type: Option<String>,
+    pub(crate) sim_swapped: Option<bool>,
+    pub(crate) pumping_score: Option<u64>,
 }
 
 /// Why a lookup gave no answer. Never carries the number (the URL holds
 /// it, so reqwest's errors are not kept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum LookupError {
+pub(crate) enum LookupError {
     #[error("the lookup timed out")]
     Timeout,
     #[error("the lookup could not reach Twilio")]
@@ -57,10 +57,10 @@ pub enum LookupError {
 
 /// The largest Lookup answer read: one number with every package asked
 /// for is about 2 KiB.
-pub const MAX_LOOKUP_ANSWER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_LOOKUP_ANSWER_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
-pub struct LookupClient {
+pub(crate) struct LookupClient {
     http: reqwest::Client,
     base: String,
     authorization: http::HeaderValue,
@@ -103,7 +103,7 @@ struct WirePumping {
 }
 
 impl LookupClient {
-    pub fn new(
+    pub(crate) fn new(
         config: &LookupConfig,
         twilio: &TwilioConfig,
     ) -> Result<Self, crate::provider::twilio::ClientError> {
@@ -124,7 +124,11 @@ impl LookupClient {
     }
 
     /// One request for `fields` of `e164`.
-    pub async fn fetch(&self, e164: &str, fields: &[Field]) -> Result<LookupAnswer, LookupError> {
+    pub(crate) async fn fetch(
+        &self,
+        e164: &str,
+        fields: &[Field],
+    ) -> Result<LookupAnswer, LookupError> {
         let fields: Vec<&str> = fields.iter().map(|f| f.name()).collect();
         let url = format!("{}/v2/PhoneNumbers/{e164}", self.base);
         let response = self

@@ -18,5 +18,5 @@ mod cache;
 mod client;
 mod policy;
 
-pub use client::{LookupAnswer, LookupClient, LookupError};
-pub use policy::{Lookup, Refusal, Verdict};
+pub(crate) use client::LookupClient;
+pub(crate) use policy::{Lookup, Refusal, Verdict};

@@ -15,7 +15,7 @@ use crate::telemetry::metrics::Metrics;
 
 /// What the answer lets through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Nothing learnt (no line type, `unknown`, or a failed lookup with
     /// `on_error = "allow"`): the numbering plan's guess stands.
     NoOpinion,
@@ -29,7 +29,7 @@ pub enum Verdict {
 /// Why the answer refuses the code; `delivery` turns it into its error
 /// (and `http::answer` into a 422 or a 503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// `lookup.line_types` refuses this line type (Twilio's spelling).
     LineType(&'static str),
     SimSwap,
@@ -40,7 +40,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The stable code, also the metric's label.
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Refusal::LineType(_) => "line_type_refused",
             Refusal::SimSwap => "sim_swap_suspected",
@@ -61,7 +61,7 @@ pub struct Lookup {
 }
 
 impl Lookup {
-    pub fn new(
+    pub(crate) fn new(
         config: LookupConfig,
         client: LookupClient,
         store: Arc<Store>,
@@ -80,7 +80,7 @@ impl Lookup {
     }
 
     /// Whether some line type's action turns an SMS into a call.
-    pub fn may_call(&self) -> bool {
+    pub(crate) fn may_call(&self) -> bool {
         self.config.may_call()
     }
 
@@ -102,7 +102,11 @@ impl Lookup {
     }
 
     /// Ask (the cache first, then Twilio for what it lacks) and decide.
-    pub async fn decide(&self, e164: &str, template: &TemplateType) -> Result<Verdict, Refusal> {
+    pub(crate) async fn decide(
+        &self,
+        e164: &str,
+        template: &TemplateType,
+    ) -> Result<Verdict, Refusal> {
         let fields = self.fields(template);
         let now = self.clock.unix().as_millis() as u64;
         let mut answer = LookupAnswer::default();
@@ -221,7 +225,7 @@ impl LookupConfig {
     }
 
     /// Does a swapped SIM refuse this template's code?
-    pub fn refuses_swapped(&self, template: &TemplateType) -> bool {
+    pub(crate) fn refuses_swapped(&self, template: &TemplateType) -> bool {
         self.sim_swap && self.sim_swap_refuse_for.contains(&template.label())
     }
 }

@@ -24,12 +24,12 @@ use super::{is_e164_shape, LineType, NumberingPlan, Recipient, RecipientError};
 /// Verdicts a courier keeps: distinct numbers seen since the cache last
 /// started over. An entry is a 64-bit hash and a few bytes of verdict, so a
 /// full cache takes about 2 MB.
-pub const VERDICT_CACHE_CAPACITY: usize = 100_000;
+pub(crate) const VERDICT_CACHE_CAPACITY: usize = 100_000;
 
 /// [`Recipient::parse_with`] over a shared [`NumberingPlan`], remembering
 /// each number's verdict. Owns its entries: two caches share nothing but
 /// the plan they were given.
-pub struct RecipientCache {
+pub(crate) struct RecipientCache {
     plan: Arc<NumberingPlan>,
     hasher: RandomState,
     map: Mutex<HashMap<u64, Result<Facts, RecipientError>>>,
@@ -46,7 +46,7 @@ struct Facts {
 
 impl RecipientCache {
     /// A cache of at most `max` verdicts (at least one) over `plan`.
-    pub fn new(plan: Arc<NumberingPlan>, max: usize) -> Self {
+    pub(crate) fn new(plan: Arc<NumberingPlan>, max: usize) -> Self {
         RecipientCache {
             plan,
             hasher: RandomState::new(),
@@ -57,13 +57,13 @@ impl RecipientCache {
 
     /// The numbering plan this cache parses with, for whoever warms it up
     /// or parses with it too.
-    pub fn plan(&self) -> &Arc<NumberingPlan> {
+    pub(crate) fn plan(&self) -> &Arc<NumberingPlan> {
         &self.plan
     }
 
     /// [`Recipient::parse_with`], remembering the verdict for the number.
     /// The same answers, whether remembered or not.
-    pub fn parse(&self, input: &str) -> Result<Recipient, RecipientError> {
+    pub(crate) fn parse(&self, input: &str) -> Result<Recipient, RecipientError> {
         let s = input.trim();
         if !is_e164_shape(s) {
             return Err(RecipientError::NotE164);

@@ -21,11 +21,7 @@ impl CountryId {
             .map(CountryId)
     }
 
-    pub fn id(&self) -> phonenumber::country::Id {
-        self.0
-    }
-
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         self.0.as_ref()
     }
 }

@@ -20,19 +20,19 @@
 
 use std::fmt;
 
-pub mod cache;
-pub mod country;
-pub mod numbering;
-pub mod sender;
+pub(crate) mod cache;
+pub(crate) mod country;
+pub(crate) mod numbering;
+pub(crate) mod sender;
 
-pub use cache::{RecipientCache, VERDICT_CACHE_CAPACITY};
+pub(crate) use cache::{RecipientCache, VERDICT_CACHE_CAPACITY};
 pub use country::{CountryId, NotACountryId};
 pub use numbering::NumberingPlan;
 pub use sender::{NotASenderId, NotE164, Sender, SenderId, E164};
 
 /// What the end user is told when a number is refused. Kept free of the
 /// number itself: errors travel to Kratos's logs.
-pub const E164_HELP: &str = "the recipient must be a phone number in E.164 form: \
+pub(crate) const E164_HELP: &str = "the recipient must be a phone number in E.164 form: \
     '+', then the country calling code and the subscriber number, 2 to 15 digits \
     in all, no spaces or punctuation, no leading zero (for example +4930901820)";
 
@@ -138,7 +138,7 @@ impl Recipient {
     }
 
     /// ISO 3166 region code, when libphonenumber knows it.
-    pub fn region(&self) -> Option<&str> {
+    pub(crate) fn region(&self) -> Option<&str> {
         self.region.as_ref().map(|id| id.as_ref())
     }
 
@@ -156,7 +156,7 @@ impl Recipient {
 
 /// `+` then 2 to 15 ASCII digits, the first not zero: E.164's form, without
 /// asking libphonenumber whether the number exists.
-pub fn is_e164_shape(s: &str) -> bool {
+pub(crate) fn is_e164_shape(s: &str) -> bool {
     s.strip_prefix('+').is_some_and(|digits| {
         (2..=15).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())

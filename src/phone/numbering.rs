@@ -22,7 +22,7 @@
 //!   index; nothing is keyed by an address or hashed.
 //! - Each pattern is compiled the first time a number reaches it
 //!   ([`OnceLock`]) and then read without a lock. A slot is never emptied:
-//!   the set is bounded by the database ([`PATTERNS_IN_DATABASE`] patterns
+//!   the set is bounded by the database (`PATTERNS_IN_DATABASE` patterns
 //!   over every region), not by traffic.
 //! - Patterns are compiled for ASCII (`\d` is `[0-9]`): a national number
 //!   is ASCII digits by the time it gets here, so the answers are the same,
@@ -67,7 +67,8 @@ const CRATE_REGEX_CACHE_CAPACITY: usize = 200;
 /// Pattern slots over every calling code's regions in the database this
 /// crate is built with (libphonenumber 9.0.33, through `phonenumber`
 /// 0.3.10), kept true by a test: the most patterns one plan ever compiles.
-pub const PATTERNS_IN_DATABASE: usize = 1434;
+#[cfg(test)]
+pub(crate) const PATTERNS_IN_DATABASE: usize = 1434;
 
 /// The numbering plan with its patterns compiled on first use. See the
 /// module documentation for why it exists and what it costs.
@@ -139,7 +140,7 @@ impl NumberingPlan {
     /// neither. Blocking: run it off the async workers (`spawn_blocking`).
     /// Also sizes the crate's own pattern cache; calling it again is
     /// harmless.
-    pub fn warm_up(&self) {
+    pub(crate) fn warm_up(&self) {
         // phonenumber keeps its compiled parsing patterns in one
         // process-wide LRU cache of 100: traffic to many countries would
         // recompile regular expressions (a millisecond each) on every

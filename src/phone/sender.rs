@@ -26,7 +26,7 @@ impl E164 {
         is_e164_shape(trimmed).then(|| E164(trimmed.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -69,14 +69,14 @@ impl SenderId {
     }
 
     /// The number, when this sender is one (only a number can place calls).
-    pub fn number(&self) -> Option<&E164> {
+    pub(crate) fn number(&self) -> Option<&E164> {
         match self {
             SenderId::Number(n) => Some(n),
             SenderId::Alphanumeric(_) => None,
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             SenderId::Number(n) => n.as_str(),
             SenderId::Alphanumeric(s) => s,
@@ -124,14 +124,14 @@ impl Sender {
     }
 
     /// Whether `other` is the same sender (alphanumeric ids ignore case).
-    pub fn matches(&self, other: &Sender) -> bool {
+    pub(crate) fn matches(&self, other: &Sender) -> bool {
         match (self, other) {
             (Sender::Alphanumeric(a), Sender::Alphanumeric(b)) => a.eq_ignore_ascii_case(b),
             (a, b) => a == b,
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Sender::Number(n) => n.as_str(),
             Sender::ShortCode(s) | Sender::Alphanumeric(s) => s,

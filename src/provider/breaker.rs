@@ -16,7 +16,7 @@ use crate::config::FailoverConfig;
 
 /// A provider's circuit.
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     open_after: u32,
     open_for: Duration,
     clock: Clock,
@@ -37,7 +37,7 @@ enum State {
 
 /// May a request go to the provider now?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permit {
+pub(crate) enum Permit {
     /// The circuit is closed.
     Closed,
     /// The circuit was open long enough: this request is the one probe.
@@ -48,14 +48,14 @@ pub enum Permit {
 
 /// What the circuit shows, for `/health/ready` and the gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CircuitState {
+pub(crate) enum CircuitState {
     Closed,
     Open,
     HalfOpen,
 }
 
 impl CircuitState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CircuitState::Closed => "closed",
             CircuitState::Open => "open",
@@ -65,7 +65,7 @@ impl CircuitState {
 }
 
 impl Breaker {
-    pub fn new(config: &FailoverConfig, clock: Clock) -> Self {
+    pub(crate) fn new(config: &FailoverConfig, clock: Clock) -> Self {
         Breaker {
             open_after: config.open_after,
             open_for: config.open,
@@ -80,7 +80,7 @@ impl Breaker {
 
     /// Ask before sending; a [`Permit::Probe`] must be followed by
     /// [`Self::succeeded`] or [`Self::failed`].
-    pub fn permit(&self) -> Permit {
+    pub(crate) fn permit(&self) -> Permit {
         let now = self.clock.elapsed();
         let mut state = self.state();
         match *state {
@@ -96,13 +96,13 @@ impl Breaker {
 
     /// The provider answered (accepted, or refused for a reason of the
     /// message's or the account's): it is up.
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         *self.state() = State::Closed { failures: 0 };
     }
 
     /// A transient failure (5xx, 429, no connection, timeout). Returns true
     /// when this failure opened the circuit.
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         let now = self.clock.elapsed();
         let mut state = self.state();
         let open = State::Open {
@@ -125,7 +125,7 @@ impl Breaker {
         }
     }
 
-    pub fn circuit(&self) -> CircuitState {
+    pub(crate) fn circuit(&self) -> CircuitState {
         let now = self.clock.elapsed();
         match *self.state() {
             State::Closed { .. } => CircuitState::Closed,

@@ -21,7 +21,7 @@ pub enum FailureClass {
 
 impl FailureClass {
     /// The label in metrics and logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureClass::Recipient => "recipient",
             FailureClass::Configuration => "configuration",
@@ -32,7 +32,7 @@ impl FailureClass {
 
 /// When a code reaches us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// In the answer to a create request, with its class.
     Create(FailureClass),
     /// In a status callback, after the provider accepted the message.
@@ -41,18 +41,18 @@ pub enum Stage {
 
 /// One known Twilio error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KnownCode {
-    pub code: u32,
+pub(crate) struct KnownCode {
+    pub(crate) code: u32,
     /// The code as a metrics label value (a `&'static str`, so a label never
     /// allocates and never holds anything but a listed code).
-    pub label: &'static str,
-    pub stage: Stage,
+    pub(crate) label: &'static str,
+    pub(crate) stage: Stage,
     /// After this answer, the same channel to the same recipient is refused
     /// for `dedup.unreachable_ms` without asking the provider again.
-    pub remember_unreachable: bool,
+    pub(crate) remember_unreachable: bool,
     /// What Twilio means by it (documentation, and the reason a code is where
     /// it is in this table).
-    pub meaning: &'static str,
+    pub(crate) meaning: &'static str,
 }
 
 use FailureClass::{Configuration, Recipient, Transient};
@@ -82,7 +82,7 @@ macro_rules! known_codes {
         $( $( #[doc = $meaning] pub const $name: u32 = $code; )? )*
 
         /// Every Twilio code this service knows, sorted by code.
-        pub const CODES: &[KnownCode] = &[
+        pub(crate) const CODES: &[KnownCode] = &[
             $( code($code, stringify!($code), $stage, $remember, $meaning), )*
         ];
     };
@@ -127,7 +127,7 @@ known_codes! {
 }
 
 /// The table's entry for `code`, if it has one.
-pub fn lookup(code: u32) -> Option<&'static KnownCode> {
+pub(crate) fn lookup(code: u32) -> Option<&'static KnownCode> {
     CODES
         .binary_search_by_key(&code, |k| k.code)
         .ok()
@@ -139,7 +139,7 @@ pub fn lookup(code: u32) -> Option<&'static KnownCode> {
 /// otherwise 429 and 5xx are transient, and anything else (configuration
 /// codes, unknown 4xx, redirects) is something no retry of the same request
 /// can fix.
-pub fn classify(http_status: u16, code: Option<u32>) -> FailureClass {
+pub(crate) fn classify(http_status: u16, code: Option<u32>) -> FailureClass {
     match code.and_then(lookup).map(|k| k.stage) {
         Some(Create(Recipient)) => Recipient,
         Some(Create(Transient)) => Transient,
@@ -149,14 +149,14 @@ pub fn classify(http_status: u16, code: Option<u32>) -> FailureClass {
 }
 
 /// Whether a refusal with this code marks the recipient as unreachable.
-pub fn remembers_unreachable(code: Option<u32>) -> bool {
+pub(crate) fn remembers_unreachable(code: Option<u32>) -> bool {
     code.and_then(lookup)
         .is_some_and(|k| k.remember_unreachable)
 }
 
 /// A Twilio code as a bounded metrics label: the code itself when the table
 /// lists it, `other` when not, `none` when there was no code.
-pub fn metric_label(code: Option<u32>) -> &'static str {
+pub(crate) fn metric_label(code: Option<u32>) -> &'static str {
     match code {
         None => "none",
         Some(c) => lookup(c).map_or("other", |k| k.label),

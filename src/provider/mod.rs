@@ -3,7 +3,7 @@
 //! set of configured providers (Twilio, SignalWire) with a circuit breaker
 //! each.
 
-pub mod breaker;
+pub(crate) mod breaker;
 pub mod errors;
 pub mod reconcile;
 pub mod set;

@@ -21,19 +21,19 @@ use crate::provider::twilio::{
 
 /// One provider, ready to send.
 #[derive(Debug)]
-pub struct Provider {
+pub(crate) struct Provider {
     /// From the configuration: the label in logs, metrics and the ledger.
-    pub name: String,
-    pub kind: ProviderKind,
-    pub client: TwilioClient,
-    pub breaker: Breaker,
+    pub(crate) name: String,
+    pub(crate) kind: ProviderKind,
+    pub(crate) client: TwilioClient,
+    pub(crate) breaker: Breaker,
     /// Its metric series (`telemetry::provider_metrics`), labelled with
     /// its name.
-    pub series: ProviderSeries,
+    pub(crate) series: ProviderSeries,
     /// Bounds this provider's requests in flight (`max_in_flight`): a
     /// provider that hangs cannot hold every connection; past it the next
     /// provider is tried.
-    pub slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
     /// Its SMS sender and caller id: each provider sends from its own
     /// numbers.
     sms_sender: SmsSender,
@@ -42,15 +42,15 @@ pub struct Provider {
     whatsapp: WhatsAppUse,
     /// Where it posts statuses (its kind's path), when they are configured.
     status_callback: Option<String>,
-    pub timeout: Duration,
-    pub verify_credentials_on_start: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) verify_credentials_on_start: bool,
     /// What the start-up credential check found ([`Credentials`]).
     credentials: AtomicU8,
 }
 
 /// What is known of a provider's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credentials {
+pub(crate) enum Credentials {
     /// `verify_credentials_on_start = false`.
     NotChecked = 0,
     /// Being checked (or checked and refused: retried until they work).
@@ -59,7 +59,7 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Credentials::NotChecked => "not_checked",
             Credentials::Unverified => "unverified",
@@ -111,14 +111,14 @@ impl ProviderSet {
     }
 
     /// In order of preference.
-    pub fn iter(&self) -> impl Iterator<Item = &Provider> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Provider> {
         self.providers.iter()
     }
 
     /// The walk of one send: `first` (a provider an earlier attempt of the
     /// message used), then the others in order of preference. A name this
     /// replica does not have changes nothing.
-    pub fn order(&self, first: Option<&str>) -> Vec<&Provider> {
+    pub(crate) fn order(&self, first: Option<&str>) -> Vec<&Provider> {
         let first = first.and_then(|n| self.providers.iter().find(|p| p.name == n));
         first
             .into_iter()
@@ -130,17 +130,13 @@ impl ProviderSet {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.providers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.providers.is_empty()
     }
 
     /// The provider a ledger record names. A record without a name comes
     /// from before providers were named, when the first was the only one.
-    pub fn named(&self, name: Option<&str>) -> Option<&Provider> {
+    pub(crate) fn named(&self, name: Option<&str>) -> Option<&Provider> {
         match name {
             None => self.providers.first(),
             Some(n) => self.providers.iter().find(|p| p.name == n),
@@ -148,19 +144,19 @@ impl ProviderSet {
     }
 
     /// The longest timeout: the ledger's lease covers any one call.
-    pub fn longest_timeout(&self) -> Duration {
+    pub(crate) fn longest_timeout(&self) -> Duration {
         self.iter().map(|p| p.timeout).max().unwrap_or_default()
     }
 
     /// Whether every provider that asks for a credential check passed it.
-    pub fn credentials_ready(&self) -> bool {
+    pub(crate) fn credentials_ready(&self) -> bool {
         self.iter()
             .all(|p| p.credentials() != Credentials::Unverified)
     }
 
     /// Each provider's name, kind, credentials and circuit, for
     /// `/health/ready`.
-    pub fn health(&self) -> Vec<(&str, ProviderKind, Credentials, CircuitState)> {
+    pub(crate) fn health(&self) -> Vec<(&str, ProviderKind, Credentials, CircuitState)> {
         self.iter()
             .map(|p| {
                 (
@@ -175,7 +171,7 @@ impl ProviderSet {
 }
 
 impl Provider {
-    pub fn credentials(&self) -> Credentials {
+    pub(crate) fn credentials(&self) -> Credentials {
         match self.credentials.load(Ordering::SeqCst) {
             0 => Credentials::NotChecked,
             2 => Credentials::Verified,
@@ -184,20 +180,20 @@ impl Provider {
     }
 
     /// The start-up check said yes.
-    pub fn credentials_verified(&self) {
+    pub(crate) fn credentials_verified(&self) {
         self.credentials
             .store(Credentials::Verified as u8, Ordering::SeqCst);
     }
 
     /// Apply an outcome to the breaker and keep the circuit gauge in step.
-    pub fn note_circuit(&self, outcome: impl FnOnce()) {
+    pub(crate) fn note_circuit(&self, outcome: impl FnOnce()) {
         outcome();
         let open = self.breaker.circuit() != CircuitState::Closed;
         self.series.circuit(open);
     }
 
     /// The SMS as this provider sends it: its sender and status callback.
-    pub fn sms(&self, sms: &OutgoingSms) -> OutgoingSms {
+    pub(crate) fn sms(&self, sms: &OutgoingSms) -> OutgoingSms {
         OutgoingSms {
             sender: self.sms_sender.clone(),
             status_callback: sms
@@ -211,7 +207,7 @@ impl Provider {
     /// The WhatsApp message as this provider sends it (from `[whatsapp]`'s
     /// sender or the account's own, the status callback its own); `None`
     /// for a provider without WhatsApp (SignalWire, or `whatsapp = false`).
-    pub fn whatsapp(&self, message: &OutgoingWhatsApp) -> Option<OutgoingWhatsApp> {
+    pub(crate) fn whatsapp(&self, message: &OutgoingWhatsApp) -> Option<OutgoingWhatsApp> {
         let sender = match &self.whatsapp {
             WhatsAppUse::Off => return None,
             WhatsAppUse::Shared => message.sender.clone(),
@@ -228,7 +224,7 @@ impl Provider {
     }
 
     /// The call as this provider places it; `None` when it has no caller id.
-    pub fn call(&self, call: &OutgoingCall) -> Option<OutgoingCall> {
+    pub(crate) fn call(&self, call: &OutgoingCall) -> Option<OutgoingCall> {
         Some(OutgoingCall {
             from: self.voice_from.clone()?,
             status_callback: call

@@ -35,7 +35,12 @@ pub fn compute(auth_token: &str, url: &str, params: &[(String, String)]) -> Stri
 }
 
 /// Constant-time check; also accepts the URL with/without an explicit :443 / :80 port as Twilio's libraries do.
-pub fn verify(auth_token: &str, url: &str, params: &[(String, String)], signature: &str) -> bool {
+pub(crate) fn verify(
+    auth_token: &str,
+    url: &str,
+    params: &[(String, String)],
+    signature: &str,
+) -> bool {
     let mut valid = false;
     for candidate in url_variants(url) {
         let expected = compute(auth_token, &candidate, params);

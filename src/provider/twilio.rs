@@ -37,23 +37,23 @@ pub struct OutgoingSms {
 /// `whatsapp:` addresses, the template's `ContentSid` and its variable 1,
 /// no `Body` (Meta fixes the text around the variable).
 #[derive(Debug, Clone)]
-pub struct OutgoingWhatsApp {
+pub(crate) struct OutgoingWhatsApp {
     /// E.164, without `whatsapp:` (the form adds it).
-    pub to: String,
-    pub sender: SmsSender,
-    pub content_sid: String,
+    pub(crate) to: String,
+    pub(crate) sender: SmsSender,
+    pub(crate) content_sid: String,
     /// Variable 1: the code (an authentication template), or a
     /// notification's text made fit for a variable (a utility template).
-    pub variable: String,
-    pub status_callback: Option<String>,
+    pub(crate) variable: String,
+    pub(crate) status_callback: Option<String>,
 }
 
 /// The prefix of a WhatsApp address in Twilio's `To` and `From`.
-pub const WHATSAPP_PREFIX: &str = "whatsapp:";
+pub(crate) const WHATSAPP_PREFIX: &str = "whatsapp:";
 
 impl OutgoingWhatsApp {
     /// The form fields, in the order they are sent.
-    pub fn form(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn form(&self) -> Vec<(&'static str, String)> {
         let mut f = vec![("To", self.address())];
         match &self.sender {
             SmsSender::From(n) => f.push(("From", format!("{WHATSAPP_PREFIX}{n}"))),
@@ -71,7 +71,7 @@ impl OutgoingWhatsApp {
     }
 
     /// `whatsapp:+…`: the `To` Twilio lists the message under.
-    pub fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("{WHATSAPP_PREFIX}{}", self.to)
     }
 }
@@ -87,7 +87,7 @@ pub struct OutgoingCall {
 
 impl OutgoingSms {
     /// The form fields, in the order they are sent.
-    pub fn form(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn form(&self) -> Vec<(&'static str, String)> {
         let mut f = vec![("To", self.to.clone())];
         match &self.sender {
             SmsSender::From(n) => f.push(("From", n.to_string())),
@@ -105,7 +105,7 @@ impl OutgoingSms {
 }
 
 impl OutgoingCall {
-    pub fn form(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn form(&self) -> Vec<(&'static str, String)> {
         let mut f = vec![
             ("To", self.to.clone()),
             ("From", self.from.clone()),
@@ -170,7 +170,7 @@ impl ProviderError {
     /// or the broken connection, and a 500, 502 or 504 can come from Twilio
     /// or a gateway after the message was created. (A connect error, a 429
     /// and a 503 mean it was not processed.)
-    pub fn may_have_been_sent(&self) -> bool {
+    pub(crate) fn may_have_been_sent(&self) -> bool {
         matches!(
             self,
             ProviderError::Timeout
@@ -186,12 +186,12 @@ impl ProviderError {
     /// transient failure (no connection, a timeout, a 5xx or 429, an
     /// unreadable answer), whether it answered a send or a reconciliation.
     /// A list too long to reconcile came from a provider that is up.
-    pub fn counts_toward_circuit(&self) -> bool {
+    pub(crate) fn counts_toward_circuit(&self) -> bool {
         self.class() == FailureClass::Transient && *self != ProviderError::Inconclusive
     }
 
     /// Twilio's error code, when it gave one.
-    pub fn provider_code(&self) -> Option<u32> {
+    pub(crate) fn provider_code(&self) -> Option<u32> {
         match self {
             ProviderError::Rejected { code, .. } => *code,
             _ => None,
@@ -199,7 +199,7 @@ impl ProviderError {
     }
 
     /// The provider's `Retry-After`, when it gave one.
-    pub fn retry_after(&self) -> Option<u64> {
+    pub(crate) fn retry_after(&self) -> Option<u64> {
         match self {
             ProviderError::Rejected { retry_after, .. } => *retry_after,
             _ => None,
@@ -207,7 +207,7 @@ impl ProviderError {
     }
 
     /// A short, bounded label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ProviderError::Rejected { .. } => "rejected",
             ProviderError::Timeout => "timeout",
@@ -299,7 +299,7 @@ impl TwilioClient {
 
     /// [`Self::send_sms`] with at most `limit` for the whole request
     /// (never more than the configured timeout; see [`Self::request_limit`]).
-    pub async fn send_sms_within(
+    pub(crate) async fn send_sms_within(
         &self,
         sms: &OutgoingSms,
         limit: Duration,
@@ -309,7 +309,7 @@ impl TwilioClient {
 
     /// A WhatsApp template message, with at most `limit` for the whole
     /// request.
-    pub async fn send_whatsapp_within(
+    pub(crate) async fn send_whatsapp_within(
         &self,
         message: &OutgoingWhatsApp,
         limit: Duration,
@@ -318,7 +318,7 @@ impl TwilioClient {
     }
 
     /// [`Self::create_call`] with at most `limit` for the whole request.
-    pub async fn create_call_within(
+    pub(crate) async fn create_call_within(
         &self,
         call: &OutgoingCall,
         limit: Duration,
@@ -326,16 +326,11 @@ impl TwilioClient {
         self.create(&self.calls, &call.form(), limit).await
     }
 
-    /// How long connecting may take.
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
     /// The least time a shortened request (a failover late in Kratos's
     /// request) may be given: the connect timeout and a second for the
     /// request itself. Less, and the request timeout could fire while still
     /// connecting, which reqwest reports as a plain timeout (uncertain).
-    pub fn shortest_request(&self) -> Duration {
+    pub(crate) fn shortest_request(&self) -> Duration {
         self.connect_timeout + Duration::from_secs(1)
     }
 
@@ -348,7 +343,7 @@ impl TwilioClient {
     }
 
     /// `GET /2010-04-01/Accounts/{sid}.json`: do the credentials work?
-    pub async fn check_credentials(&self) -> Result<(), ProviderError> {
+    pub(crate) async fn check_credentials(&self) -> Result<(), ProviderError> {
         let response = self
             .http
             .get(self.account_json.clone())
@@ -479,9 +474,9 @@ pub(super) async fn rejected(response: reqwest::Response) -> ProviderError {
 
 /// The largest create answer read: a Twilio message or call resource is
 /// about 2 KiB.
-pub const MAX_CREATE_ANSWER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_CREATE_ANSWER_BYTES: usize = 64 * 1024;
 /// The largest error answer read (Twilio's are a few hundred bytes).
-pub const MAX_ERROR_ANSWER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_ERROR_ANSWER_BYTES: usize = 16 * 1024;
 
 /// The whole body, or `None` when it is longer than `max` bytes (by its
 /// `Content-Length` or as it arrives) or breaks off: at most `max` bytes and

@@ -11,7 +11,7 @@ use crate::domain::LanguageTag;
 use crate::domain::TemplateType;
 
 /// Twilio's limit for inline TwiML on a call.
-pub const MAX_TWIML_CHARS: usize = 4000;
+pub(crate) const MAX_TWIML_CHARS: usize = 4000;
 
 /// A code Twilio can speak: 4 to 12 ASCII letters or digits.
 pub fn is_speakable_code(code: &str) -> bool {
@@ -50,7 +50,7 @@ pub struct Speech<'a> {
 
 /// Pick the language from the end user's `Accept-Language`, falling back to
 /// the configured default, and the sentence for the template.
-pub fn speech_for<'a>(
+pub(crate) fn speech_for<'a>(
     config: &'a VoiceConfig,
     template: &TemplateType,
     accept_language: Option<&str>,
@@ -149,7 +149,7 @@ pub fn code_twiml(speech: &Speech<'_>, code: &str) -> String {
 
 /// The TwiML document for a call that reads a notification's text (a
 /// message without a code, to a number that takes no SMS) once, escaped.
-pub fn text_twiml(speech: &Speech<'_>, text: &str) -> String {
+pub(crate) fn text_twiml(speech: &Speech<'_>, text: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say voice=\"{}\" language=\"{}\">{}</Say></Response>",
         escape_xml(speech.voice),

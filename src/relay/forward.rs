@@ -35,10 +35,10 @@ use super::payload;
 pub const LIST_READS: u32 = 3;
 
 /// The pause after the first failed list read; it doubles after each.
-pub const LIST_READ_PAUSE: Duration = Duration::from_secs(1);
+pub(crate) const LIST_READ_PAUSE: Duration = Duration::from_secs(1);
 
 /// One thing to deliver.
-pub enum Target {
+pub(crate) enum Target {
     Sms {
         to: E164,
         from: E164,
@@ -65,15 +65,15 @@ impl Target {
 }
 
 /// What the targets share: the clients, the retry policy, the counters.
-pub struct Forwarder {
-    pub twilio: TwilioClient,
+pub(crate) struct Forwarder {
+    pub(crate) twilio: TwilioClient,
     /// For Slack and webhooks: `relay.timeout_ms`, no redirects.
-    pub http: reqwest::Client,
-    pub attempts: u32,
-    pub retry_window: Duration,
-    pub webhook_secret: Option<SecretString>,
-    pub status_callback: Option<String>,
-    pub metrics: RelayMetrics,
+    pub(crate) http: reqwest::Client,
+    pub(crate) attempts: u32,
+    pub(crate) retry_window: Duration,
+    pub(crate) webhook_secret: Option<SecretString>,
+    pub(crate) status_callback: Option<String>,
+    pub(crate) metrics: RelayMetrics,
 }
 
 /// What Twilio's message list said about an uncertain SMS.
@@ -99,7 +99,7 @@ enum Try {
 
 /// The pause before try `n + 1` (after try `n`, counting from 1): doubling,
 /// all of them together `window`.
-pub fn pause(window: Duration, attempts: u32, n: u32) -> Duration {
+pub(crate) fn pause(window: Duration, attempts: u32, n: u32) -> Duration {
     if attempts <= 1 {
         return Duration::ZERO;
     }
@@ -111,7 +111,7 @@ pub fn pause(window: Duration, attempts: u32, n: u32) -> Duration {
 impl Forwarder {
     /// Deliver `target` (the `index`th of its kind on `route`, for logs):
     /// try, pause, try again, until delivered, refused or out of tries.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         self: Arc<Self>,
         route: String,
         sid: String,

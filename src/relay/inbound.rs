@@ -12,19 +12,19 @@ use crate::phone::{Sender, E164};
 
 /// An incoming message, as Twilio described it.
 #[derive(Clone)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     /// `SM…`/`MM…`: Twilio's id, the same on every retry of the webhook.
-    pub sid: String,
+    pub(crate) sid: String,
     /// `From`, as Twilio wrote it (a number, short code or sender id).
-    pub from: String,
+    pub(crate) from: String,
     /// `From` read as a sender, when it is one.
-    pub sender: Option<Sender>,
+    pub(crate) sender: Option<Sender>,
     /// `To`: the number of ours that received it.
-    pub to: Option<E164>,
+    pub(crate) to: Option<E164>,
     /// The text. Never logged.
-    pub body: String,
+    pub(crate) body: String,
     /// Pictures and files attached (not relayed; the forward says so).
-    pub num_media: u32,
+    pub(crate) num_media: u32,
 }
 
 /// `Debug` without the body or whole numbers, so `{:?}` cannot leak them.
@@ -39,7 +39,7 @@ impl std::fmt::Debug for Inbound {
 
 /// A sender for a log line: short codes and sender ids as they are (they
 /// name a service, not a person), a number by its last two digits.
-pub fn masked(from: &str) -> String {
+pub(crate) fn masked(from: &str) -> String {
     match Sender::parse(from) {
         Some(Sender::Number(n)) => format!("…{}", &n[n.len() - 2..]),
         Some(s) => s.as_str().to_owned(),
@@ -48,7 +48,7 @@ pub fn masked(from: &str) -> String {
 }
 
 /// The message in signed parameters; `None` when a field Twilio always sends is missing or malformed.
-pub fn parse(params: &[(String, String)]) -> Option<Inbound> {
+pub(crate) fn parse(params: &[(String, String)]) -> Option<Inbound> {
     let field = |name: &str| {
         params
             .iter()

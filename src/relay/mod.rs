@@ -26,9 +26,9 @@
 //! a restart drops their remaining tries.
 
 pub mod forward;
-pub mod inbound;
+pub(crate) mod inbound;
 pub mod payload;
-pub mod routing;
+pub(crate) mod routing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +43,7 @@ use crate::store::{Keys, Store};
 use crate::telemetry::metrics::Metrics;
 
 use forward::{Forwarder, Target};
-pub use inbound::Inbound;
+pub(crate) use inbound::Inbound;
 use routing::Decision;
 
 /// How long a MessageSid is remembered: Twilio's retries come within
@@ -58,15 +58,15 @@ pub struct RelayError(#[from] reqwest::Error);
 
 /// What a webhook is checked against: the URL Twilio signed, whose
 /// signature header is read, the key, and the time its body has.
-pub struct Webhook<'a> {
-    pub url: &'a str,
-    pub signer: ProviderKind,
-    pub token: &'a SecretString,
-    pub body_timeout: Duration,
+pub(crate) struct Webhook<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) signer: ProviderKind,
+    pub(crate) token: &'a SecretString,
+    pub(crate) body_timeout: Duration,
 }
 
 /// The receiving side of the relay, present only when it is enabled.
-pub struct Relay {
+pub(crate) struct Relay {
     config: RelayConfig,
     /// The account's auth token, which signs Twilio's webhooks (the first
     /// provider's: its signing key when that is a SignalWire space).
@@ -88,7 +88,7 @@ pub struct Relay {
 impl Relay {
     /// `Ok(None)` unless `relay.enabled` (the configuration check makes
     /// sure the auth token is there then).
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         twilio: TwilioClient,
         store: Arc<Store>,
@@ -140,7 +140,7 @@ impl Relay {
 
     /// What the HTTP edge (`http::relay`) checks a webhook against before
     /// the relay reads it.
-    pub fn webhook(&self) -> Webhook<'_> {
+    pub(crate) fn webhook(&self) -> Webhook<'_> {
         Webhook {
             url: &self.config.inbound_url,
             signer: self.signer,
@@ -150,7 +150,7 @@ impl Relay {
     }
 
     /// A webhook refused for its signature: counted, logged, nothing else.
-    pub fn signature_refused(&self) {
+    pub(crate) fn signature_refused(&self) {
         self.metrics.relay().inbound("invalid_signature");
         tracing::warn!("incoming message refused: missing or wrong signature");
     }
@@ -158,7 +158,7 @@ impl Relay {
     /// A checked message: decide and start the forwards (answered at once;
     /// every decision is answered the same). `Err` when the store did not
     /// answer, logged here.
-    pub async fn receive(&self, message: &Inbound) -> Result<(), crate::store::StoreError> {
+    pub(crate) async fn receive(&self, message: &Inbound) -> Result<(), crate::store::StoreError> {
         match self.relay(message).await {
             Ok(outcome) => {
                 self.metrics.relay().inbound(outcome);

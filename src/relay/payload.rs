@@ -12,12 +12,12 @@ const MAX_SMS_CHARS: usize = 1600;
 
 /// The header a webhook's signature is in: `sha256=` and the hex
 /// HMAC-SHA256 of the exact body with `relay.webhook_secret`.
-pub const SIGNATURE_HEADER: &str = "X-Courier-Signature-256";
+pub(crate) const SIGNATURE_HEADER: &str = "X-Courier-Signature-256";
 
 /// The forwarded SMS: the template with `{name}` and `{body}` filled in,
 /// cut to Twilio's 1600 characters. The body goes in last, so braces in
 /// a text are never taken for a placeholder.
-pub fn sms_text(template: &str, route: &str, message: &Inbound) -> String {
+pub(crate) fn sms_text(template: &str, route: &str, message: &Inbound) -> String {
     let text = template
         .replace("{name}", route)
         .replace("{body}", &with_media_note(message));
@@ -28,7 +28,7 @@ pub fn sms_text(template: &str, route: &str, message: &Inbound) -> String {
 /// code block (so a code is easy to copy). Slack's control characters
 /// (`&`, `<`, `>`) are escaped, and a run of three backquotes cannot close
 /// the block early.
-pub fn slack_json(route: &str, message: &Inbound) -> serde_json::Value {
+pub(crate) fn slack_json(route: &str, message: &Inbound) -> serde_json::Value {
     let body = slack_escape(&with_media_note(message)).replace("```", "`\u{200b}`\u{200b}`");
     json!({
         "text": format!("MFA code from *{}*:\n```{}```", slack_escape(route), body),
@@ -37,7 +37,7 @@ pub fn slack_json(route: &str, message: &Inbound) -> serde_json::Value {
 
 /// The JSON a webhook receives. `message_sid` is the same on every retry,
 /// for receivers that deduplicate.
-pub fn webhook_json(route: &str, message: &Inbound, received_at: &str) -> Vec<u8> {
+pub(crate) fn webhook_json(route: &str, message: &Inbound, received_at: &str) -> Vec<u8> {
     let value = json!({
         "route": route,
         "message_sid": message.sid,

@@ -9,7 +9,7 @@ use super::inbound::Inbound;
 
 /// What to do with a message, before the store is asked anything.
 #[derive(Debug)]
-pub enum Decision<'a> {
+pub(crate) enum Decision<'a> {
     /// Relay along this route.
     Route(&'a Route),
     /// Sent from one of our own numbers: relaying it would loop.
@@ -21,7 +21,7 @@ pub enum Decision<'a> {
 }
 
 /// The first route naming the sender, else the default route.
-pub fn decide<'a>(config: &'a RelayConfig, own: &[E164], message: &Inbound) -> Decision<'a> {
+pub(crate) fn decide<'a>(config: &'a RelayConfig, own: &[E164], message: &Inbound) -> Decision<'a> {
     if let Some(Sender::Number(n)) = &message.sender {
         if own.contains(n) {
             return Decision::Loop;
@@ -46,7 +46,7 @@ pub fn decide<'a>(config: &'a RelayConfig, own: &[E164], message: &Inbound) -> D
 /// Whether an SMS target may be sent to: never one of our own numbers
 /// (the number that received the message included), so a forward can
 /// never come back in as a message to relay.
-pub fn sms_allowed(target: &E164, own: &[E164]) -> bool {
+pub(crate) fn sms_allowed(target: &E164, own: &[E164]) -> bool {
     !own.contains(target)
 }
 

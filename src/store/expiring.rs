@@ -63,6 +63,7 @@ impl<K: Copy + Eq + Hash, V> Expiring<K, V> {
         self.map.remove(key);
     }
 
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.map.len()
     }

@@ -17,22 +17,22 @@ use std::sync::Mutex;
 use super::{LimitKey, UnixMs};
 
 /// The width of one slot of the rolling hour.
-pub const SLOT_MS: u64 = 300_000;
+pub(crate) const SLOT_MS: u64 = 300_000;
 /// Slots in the rolling hour (the current one included).
-pub const SLOTS: u64 = 12;
-pub const HOUR_MS: u64 = 3_600_000;
-pub const DAY_MS: u64 = 86_400_000;
+pub(crate) const SLOTS: u64 = 12;
+pub(crate) const HOUR_MS: u64 = 3_600_000;
+pub(crate) const DAY_MS: u64 = 86_400_000;
 /// Days of history behind the busiest-hour figure.
-pub const PEAK_DAYS: u64 = 14;
+pub(crate) const PEAK_DAYS: u64 = 14;
 /// How long a sent code can still be confirmed (Kratos's code lifespan is
 /// at most this in practice; the kit sets 15 minutes).
-pub const NUMBER_TTL_MS: u64 = DAY_MS;
+pub(crate) const NUMBER_TTL_MS: u64 = DAY_MS;
 
 /// How long a number that confirmed a code is *trusted*: the prefix
 /// limiter and the prefix hold do not apply to it (`delivery::limits`,
 /// `delivery::fraud`). Pumped numbers never confirm, so only the people
 /// who use their codes earn it, each for their own number.
-pub const TRUSTED_MS: u64 = 30 * DAY_MS;
+pub(crate) const TRUSTED_MS: u64 = 30 * DAY_MS;
 
 /// What one send or confirmation is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,30 +55,30 @@ pub enum FraudScope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tally {
     /// Codes sent in the rolling hour.
-    pub sent: u32,
+    pub(crate) sent: u32,
     /// Codes confirmed in the rolling hour.
-    pub confirmed: u32,
+    pub(crate) confirmed: u32,
     /// The most confirmations in one clock hour over the last 14 days.
-    pub peak_confirmed: u32,
+    pub(crate) peak_confirmed: u32,
     /// The busiest hour of each of those days, oldest first (today last;
     /// 0 for a day with none): what `delivery::fraud` bounds the peak's
     /// growth with.
     pub daily_peaks: [u32; PEAK_DAYS as usize],
     /// Held as suspect until then (0: never).
-    pub suspect_until: UnixMs,
+    pub(crate) suspect_until: UnixMs,
 }
 
 /// The tallies of a number's country and prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tallies {
     pub country: Tally,
-    pub prefix: Tally,
+    pub(crate) prefix: Tally,
     /// The number confirmed a code within [`TRUSTED_MS`].
     pub number_trusted: bool,
 }
 
 impl Tallies {
-    pub fn of(&self, scope: FraudScope) -> &Tally {
+    pub(crate) fn of(&self, scope: FraudScope) -> &Tally {
         match scope {
             FraudScope::Country => &self.country,
             FraudScope::Prefix => &self.prefix,
@@ -98,7 +98,7 @@ pub enum Confirmed {
 /// The memory backend's counters (one mutex of their own: they are
 /// touched once per send, apart from the ledger and the limits).
 #[derive(Default)]
-pub struct MemoryFraud {
+pub(crate) struct MemoryFraud {
     state: Mutex<State>,
 }
 
@@ -191,7 +191,7 @@ impl Counts {
 }
 
 impl MemoryFraud {
-    pub fn tallies(&self, keys: &FraudKeys, now: UnixMs) -> Tallies {
+    pub(crate) fn tallies(&self, keys: &FraudKeys, now: UnixMs) -> Tallies {
         let state = self.lock();
         let tally = |c: Option<&Counts>| c.map_or(Tally::default(), |c| c.tally(now));
         Tallies {
@@ -202,11 +202,11 @@ impl MemoryFraud {
     }
 
     /// Whether `number` confirmed a code within [`TRUSTED_MS`].
-    pub fn trusted(&self, number: LimitKey, now: UnixMs) -> bool {
+    pub(crate) fn trusted(&self, number: LimitKey, now: UnixMs) -> bool {
         self.lock().is_trusted(number, now)
     }
 
-    pub fn record_sent(&self, keys: &FraudKeys, now: UnixMs) -> Tallies {
+    pub(crate) fn record_sent(&self, keys: &FraudKeys, now: UnixMs) -> Tallies {
         let mut state = self.lock();
         let number = state.numbers.entry(keys.number).or_insert((0, 0));
         if number.1 <= now {
@@ -216,7 +216,7 @@ impl MemoryFraud {
         state.add(keys, now, 1, 0)
     }
 
-    pub fn record_confirmed(&self, keys: &FraudKeys, now: UnixMs) -> Confirmed {
+    pub(crate) fn record_confirmed(&self, keys: &FraudKeys, now: UnixMs) -> Confirmed {
         let mut state = self.lock();
         match state.numbers.get_mut(&keys.number) {
             Some((outstanding, until)) if *until > now && *outstanding > 0 => {
@@ -231,7 +231,13 @@ impl MemoryFraud {
         }
     }
 
-    pub fn mark_suspect(&self, keys: &FraudKeys, scope: FraudScope, until: UnixMs, now: UnixMs) {
+    pub(crate) fn mark_suspect(
+        &self,
+        keys: &FraudKeys,
+        scope: FraudScope,
+        until: UnixMs,
+        now: UnixMs,
+    ) {
         let mut state = self.lock();
         let counts = match scope {
             FraudScope::Country => state.countries.entry(keys.calling_code).or_default(),
@@ -242,7 +248,7 @@ impl MemoryFraud {
     }
 
     /// Drop what no longer counts.
-    pub fn prune(&self, now: UnixMs) {
+    pub(crate) fn prune(&self, now: UnixMs) {
         let mut state = self.lock();
         state.countries.retain(|_, c| !c.idle(now));
         state.prefixes.retain(|_, c| !c.idle(now));
@@ -252,7 +258,7 @@ impl MemoryFraud {
 
     /// Prefixes and numbers held (tests check that pruning bounds them).
     #[cfg(test)]
-    pub fn entries(&self) -> usize {
+    pub(crate) fn entries(&self) -> usize {
         let state = self.lock();
         state.prefixes.len() + state.numbers.len() + state.trusted.len()
     }

@@ -120,7 +120,7 @@ impl Keys {
     /// A relay mark's key: `kind` (`seen`, `route`) and what it marks (a
     /// MessageSid; a route's name and hour). Kept apart from the courier's
     /// keys by the leading label.
-    pub fn relay(&self, kind: &str, what: &[&[u8]]) -> RelayKey {
+    pub(crate) fn relay(&self, kind: &str, what: &[&[u8]]) -> RelayKey {
         let mut parts: Vec<&[u8]> = vec![b"relay", kind.as_bytes()];
         parts.extend_from_slice(what);
         self.hash16(&parts)
@@ -139,7 +139,7 @@ impl Keys {
     /// `digits`: the bytes a code is drawn from, given its seed) and `what`
     /// the parts it covers. Every replica with the same secret computes the
     /// same hashes, so a code requested on one is checked on another.
-    pub fn verify(&self, kind: &str, what: &[&[u8]]) -> [u8; 32] {
+    pub(crate) fn verify(&self, kind: &str, what: &[&[u8]]) -> [u8; 32] {
         let mut parts: Vec<&[u8]> = vec![b"verify", kind.as_bytes()];
         parts.extend_from_slice(what);
         self.hash(&parts)
@@ -156,7 +156,7 @@ impl Keys {
     /// for (`stash`: the key of an SMS's fallback record, from its sid;
     /// `seal`, `tag`: the keys that seal that record; `lookup`: a number's
     /// cached Lookup answer, per data package).
-    pub fn record(&self, kind: &str, what: &[&[u8]]) -> [u8; 32] {
+    pub(crate) fn record(&self, kind: &str, what: &[&[u8]]) -> [u8; 32] {
         let mut parts: Vec<&[u8]> = vec![b"record", kind.as_bytes()];
         parts.extend_from_slice(what);
         self.hash(&parts)
@@ -173,7 +173,7 @@ impl Keys {
 
 /// A secret for [`Keys::from_secret`] derived from another secret, labelled
 /// so that the derived key says nothing of the original.
-pub fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
+pub(crate) fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
     Keys::from_secret(secret).hash(&[label])
 }
 

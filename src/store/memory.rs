@@ -152,7 +152,7 @@ impl MemoryStore {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn claim(
+    pub(crate) async fn claim(
         &self,
         key: &MessageKey,
         owner: Owner,
@@ -188,7 +188,7 @@ impl MemoryStore {
         Ok(claim)
     }
 
-    pub async fn settle(
+    pub(crate) async fn settle(
         &self,
         key: &MessageKey,
         owner: Owner,
@@ -246,16 +246,21 @@ impl MemoryStore {
         Ok(true)
     }
 
-    pub async fn entry(&self, key: &MessageKey, now: UnixMs) -> Result<Option<Entry>, StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn entry(
+        &self,
+        key: &MessageKey,
+        now: UnixMs,
+    ) -> Result<Option<Entry>, StoreError> {
         Ok(self.ledger().entries.get(key, now).map(|r| r.entry(now)))
     }
 
     /// Resolves at the next settlement of any record (then look again).
-    pub async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         self.settled.notified().await
     }
 
-    pub async fn unreachable(
+    pub(crate) async fn unreachable(
         &self,
         key: &RecipientKey,
         now: UnixMs,
@@ -263,7 +268,7 @@ impl MemoryStore {
         Ok(self.ledger().unreachable.get(key, now).copied())
     }
 
-    pub async fn mark_unreachable(
+    pub(crate) async fn mark_unreachable(
         &self,
         key: &RecipientKey,
         code: Option<u32>,
@@ -274,7 +279,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub async fn reserve(
+    pub(crate) async fn reserve(
         &self,
         cells: &[Cell],
         budget: Option<BudgetTake>,
@@ -351,7 +356,11 @@ impl MemoryStore {
         }))
     }
 
-    pub async fn refund(&self, reservation: &Reservation, _now: UnixMs) -> Result<(), StoreError> {
+    pub(crate) async fn refund(
+        &self,
+        reservation: &Reservation,
+        _now: UnixMs,
+    ) -> Result<(), StoreError> {
         let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.clock.now().as_u64();
         for cell in &reservation.cells {
@@ -372,7 +381,11 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub async fn budget_used(&self, day: u64, calling_code: u16) -> Result<BudgetUsed, StoreError> {
+    pub(crate) async fn budget_used(
+        &self,
+        day: u64,
+        calling_code: u16,
+    ) -> Result<BudgetUsed, StoreError> {
         let d = self.budget.lock().unwrap_or_else(|p| p.into_inner());
         if d.day != day {
             return Ok(BudgetUsed::default());
@@ -383,13 +396,13 @@ impl MemoryStore {
         })
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
     /// Drop what no longer matters and give memory back (called
     /// periodically).
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         let now = self.clock.unix().as_millis() as u64;
         {
             let mut ledger = self.ledger();
@@ -406,19 +419,16 @@ impl MemoryStore {
         }
     }
 
-    /// Records held (ledger + unreachable), for tests and benchmarks.
-    pub fn len(&self) -> usize {
+    /// Records held (ledger + unreachable), for tests.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         let ledger = self.ledger();
         ledger.entries.len() + ledger.unreachable.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Keys held across all limiters (tests check that pruning bounds them).
     #[cfg(test)]
-    pub fn limit_keys(&self) -> usize {
+    pub(crate) fn limit_keys(&self) -> usize {
         let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         limits.values().map(|b| b.limiter.len()).sum()
     }
@@ -631,7 +641,7 @@ impl MemoryStore {
         self.relay.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn relay_first_seen(
+    pub(crate) async fn relay_first_seen(
         &self,
         key: &RelayKey,
         now: UnixMs,
@@ -645,7 +655,7 @@ impl MemoryStore {
         Ok(true)
     }
 
-    pub async fn relay_take(
+    pub(crate) async fn relay_take(
         &self,
         key: &RelayKey,
         limit: u32,
@@ -656,7 +666,7 @@ impl MemoryStore {
     }
 
     /// See [`super::Store::count_take`].
-    pub async fn count_take(
+    pub(crate) async fn count_take(
         &self,
         key: &RelayKey,
         limit: u32,
@@ -739,7 +749,7 @@ impl MemoryStore {
         self.verify.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn verify_pending(
+    pub(crate) async fn verify_pending(
         &self,
         key: &VerifyKey,
         fresh: &PendingCode,
@@ -767,7 +777,7 @@ impl MemoryStore {
         })
     }
 
-    pub async fn verify_check(
+    pub(crate) async fn verify_check(
         &self,
         key: &VerifyKey,
         hash: &[u8; 32],
@@ -800,7 +810,7 @@ impl MemoryStore {
         })
     }
 
-    pub async fn verify_sent(
+    pub(crate) async fn verify_sent(
         &self,
         key: &VerifyKey,
         hash: &[u8; 32],
@@ -828,7 +838,7 @@ impl MemoryStore {
         Ok(true)
     }
 
-    pub async fn verify_unsent(
+    pub(crate) async fn verify_unsent(
         &self,
         key: &VerifyKey,
         hash: &[u8; 32],
@@ -855,7 +865,7 @@ impl MemoryStore {
         self.idempotency.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn verify_idempotency_begin(
+    pub(crate) async fn verify_idempotency_begin(
         &self,
         key: &VerifyKey,
         fingerprint: &[u8; 32],
@@ -883,7 +893,7 @@ impl MemoryStore {
         Ok(Idempotency::New)
     }
 
-    pub async fn verify_idempotency_finish(
+    pub(crate) async fn verify_idempotency_finish(
         &self,
         key: &VerifyKey,
         fingerprint: &[u8; 32],

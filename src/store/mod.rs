@@ -21,8 +21,8 @@
 //! `store.redis.on_error = "local"`'s fallback) in the same place.)
 
 mod expiring;
-pub mod fraud;
-pub mod keys;
+pub(crate) mod fraud;
+pub(crate) mod keys;
 pub mod memory;
 pub mod redis;
 
@@ -37,7 +37,7 @@ pub use keys::{Keys, LimitKey, MessageKey, RecipientKey, RecordKey, RelayKey, Ve
 pub struct Owner(pub u128);
 
 impl Owner {
-    pub fn random() -> Self {
+    pub(crate) fn random() -> Self {
         let mut bytes = [0u8; 16];
         rand::fill(&mut bytes);
         Owner(u128::from_be_bytes(bytes))
@@ -45,7 +45,7 @@ impl Owner {
 }
 
 /// Unix time in milliseconds, from the service's clock.
-pub type UnixMs = u64;
+pub(crate) type UnixMs = u64;
 
 /// The ledger's record of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +185,7 @@ pub struct BudgetUsed {
 pub struct StoreError(pub String);
 
 /// The store the configuration asks for, and the keys to use with it.
-pub fn open(
+pub(crate) fn open(
     config: &crate::config::Config,
     clock: crate::clock::Clock,
     failures: Failures,
@@ -234,7 +234,7 @@ enum Backend<'a> {
 }
 
 /// Counts the calls the shared store did not answer (a metric).
-pub type Failures = prometheus_client::metrics::counter::Counter;
+pub(crate) type Failures = prometheus_client::metrics::counter::Counter;
 
 /// The backend in use. (Made once per process: the size difference between
 /// the variants does not matter.)
@@ -277,7 +277,7 @@ macro_rules! dispatch {
 impl Store {
     /// See [`Claim`]. Also says which store now holds the claim: every
     /// later call about this flight must go to the same one.
-    pub async fn claim(
+    pub(crate) async fn claim(
         &self,
         key: &MessageKey,
         owner: Owner,
@@ -325,7 +325,7 @@ impl Store {
 
     /// See [`Settle`]. Does nothing unless `owner` still holds the claim
     /// (but `Accepted` is always recorded); answers whether it did.
-    pub async fn settle(
+    pub(crate) async fn settle(
         &self,
         side: Side,
         key: &MessageKey,
@@ -345,7 +345,7 @@ impl Store {
     /// Wait a little for records to change: until the next settlement in
     /// memory; a short pause (growing with `round`) for Redis, which is
     /// polled. The caller looks again and bounds the whole wait.
-    pub async fn changed(&self, round: u32) {
+    pub(crate) async fn changed(&self, round: u32) {
         match self {
             Store::Memory(m) => m.settled().await,
             Store::Redis { .. } => {
@@ -355,7 +355,7 @@ impl Store {
         }
     }
 
-    pub async fn unreachable(
+    pub(crate) async fn unreachable(
         &self,
         key: &RecipientKey,
         now: UnixMs,
@@ -363,7 +363,7 @@ impl Store {
         dispatch!(self.unreachable(key, now))
     }
 
-    pub async fn mark_unreachable(
+    pub(crate) async fn mark_unreachable(
         &self,
         key: &RecipientKey,
         code: Option<u32>,
@@ -392,7 +392,7 @@ impl Store {
 
     /// Give back what a reservation took (the message was certainly not
     /// sent).
-    pub async fn refund(
+    pub(crate) async fn refund(
         &self,
         side: Side,
         reservation: &Reservation,
@@ -412,13 +412,17 @@ impl Store {
         }
     }
 
-    pub async fn budget_used(&self, day: u64, calling_code: u16) -> Result<BudgetUsed, StoreError> {
+    pub(crate) async fn budget_used(
+        &self,
+        day: u64,
+        calling_code: u16,
+    ) -> Result<BudgetUsed, StoreError> {
         dispatch!(self.budget_used(day, calling_code))
     }
 
     /// Whether the shared store answers (readiness). A local fallback does
     /// not count: readiness says how Redis is.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => m.ping().await,
             Store::Redis { redis, .. } => redis.ping().await,
@@ -426,12 +430,12 @@ impl Store {
     }
 
     /// Whether requests fail while Redis is down (no local fallback).
-    pub fn fails_closed(&self) -> bool {
+    pub(crate) fn fails_closed(&self) -> bool {
         matches!(self, Store::Redis { fallback: None, .. })
     }
 
     /// The fraud guard's counts of a number's country and prefix.
-    pub async fn fraud_tallies(
+    pub(crate) async fn fraud_tallies(
         &self,
         keys: &FraudKeys,
         now: UnixMs,
@@ -458,7 +462,7 @@ impl Store {
     }
 
     /// Hold the number's country or prefix as suspect until `until`.
-    pub async fn fraud_mark_suspect(
+    pub(crate) async fn fraud_mark_suspect(
         &self,
         keys: &FraudKeys,
         scope: FraudScope,
@@ -469,7 +473,7 @@ impl Store {
     }
 
     /// Periodic clean-up (memory only: Redis expires keys itself).
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         match self {
             Store::Memory(m) => m.prune(),
             Store::Redis {
@@ -485,7 +489,7 @@ impl Store {
 impl Store {
     /// Marks an incoming message seen for `keep`; `true` when it had not
     /// been (Twilio retries webhooks: a second copy is not relayed).
-    pub async fn relay_first_seen(
+    pub(crate) async fn relay_first_seen(
         &self,
         key: &RelayKey,
         now: UnixMs,
@@ -496,7 +500,7 @@ impl Store {
 
     /// Takes one from the counter `key` (a route's hour) if fewer than
     /// `limit` were taken; the counter lives until `until`.
-    pub async fn relay_take(
+    pub(crate) async fn relay_take(
         &self,
         key: &RelayKey,
         limit: u32,
@@ -509,7 +513,7 @@ impl Store {
     /// [`Self::relay_take`] with the count: how many were taken in the
     /// window, this one included, or `None` if `limit` were taken already.
     /// Also the Lookup's hourly cap (`lookup.max_per_hour`).
-    pub async fn count_take(
+    pub(crate) async fn count_take(
         &self,
         key: &RelayKey,
         limit: u32,
@@ -582,7 +586,7 @@ impl Store {
     /// [`Store::verify_unsent`] drops it if no send of it was. (Concurrent
     /// first requests find the same unsent code; each is one "in flight"
     /// until it says which.)
-    pub async fn verify_pending(
+    pub(crate) async fn verify_pending(
         &self,
         key: &VerifyKey,
         fresh: &PendingCode,
@@ -595,7 +599,7 @@ impl Store {
     /// been: uncertain): the code becomes checkable. `false` if the record
     /// holds another code or none (an approved or dropped code is never
     /// made checkable again).
-    pub async fn verify_sent(
+    pub(crate) async fn verify_sent(
         &self,
         key: &VerifyKey,
         hash: &[u8; 32],
@@ -608,7 +612,7 @@ impl Store {
     /// still unsent and no other request is sending it, it is dropped, so
     /// a refused request leaves nothing to check. A code sent already
     /// (this was a resend) is left as it is.
-    pub async fn verify_unsent(
+    pub(crate) async fn verify_unsent(
         &self,
         key: &VerifyKey,
         hash: &[u8; 32],
@@ -621,7 +625,7 @@ impl Store {
     /// hash of it) for the body `fingerprint` (a keyed hash of the number
     /// and body): [`Idempotency::New`] and marked in progress until
     /// `lease_until` if the key is unknown at `now`, else what is recorded.
-    pub async fn verify_idempotency_begin(
+    pub(crate) async fn verify_idempotency_begin(
         &self,
         key: &VerifyKey,
         fingerprint: &[u8; 32],
@@ -635,7 +639,7 @@ impl Store {
     /// `fingerprint`: `Some(answer)` keeps the answer until `until` (a retry
     /// is given it), `None` forgets the key (a retry runs again). Does
     /// nothing if the key is not in progress for `fingerprint`.
-    pub async fn verify_idempotency_finish(
+    pub(crate) async fn verify_idempotency_finish(
         &self,
         key: &VerifyKey,
         fingerprint: &[u8; 32],
@@ -649,7 +653,7 @@ impl Store {
     /// Compares `hash` with the pending code's in constant time; approves
     /// (and removes) on a match, counts an attempt otherwise and drops the
     /// code at the `max_attempts`-th wrong one.
-    pub async fn verify_check(
+    pub(crate) async fn verify_check(
         &self,
         key: &VerifyKey,
         hash: &[u8; 32],
@@ -661,4 +665,4 @@ impl Store {
 }
 
 // After `dispatch!`, which it uses.
-pub mod records;
+pub(crate) mod records;

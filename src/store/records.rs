@@ -21,7 +21,7 @@ use super::expiring::Expiring;
 use super::{RecordKey, Store, StoreError, UnixMs};
 
 /// The memory backend's records, bounded like the ledger.
-pub struct MemoryRecords {
+pub(crate) struct MemoryRecords {
     stash: Mutex<Expiring<RecordKey, Vec<u8>>>,
     lookups: Mutex<Expiring<RecordKey, String>>,
 }
@@ -72,7 +72,7 @@ fn keep(now: UnixMs, until: UnixMs) -> Duration {
 /// like every other record.
 impl Store {
     /// Keep an SMS's sealed fallback record until `until` (the code's end).
-    pub async fn stash_put(
+    pub(crate) async fn stash_put(
         &self,
         key: &RecordKey,
         sealed: &[u8],
@@ -84,7 +84,7 @@ impl Store {
 
     /// Read and remove an SMS's fallback record, atomically: `None` if there
     /// is none, it expired, or another caller took it first.
-    pub async fn stash_take(
+    pub(crate) async fn stash_take(
         &self,
         key: &RecordKey,
         now: UnixMs,
@@ -93,7 +93,7 @@ impl Store {
     }
 
     /// A cached Lookup answer, if one lives at `now`.
-    pub async fn lookup_get(
+    pub(crate) async fn lookup_get(
         &self,
         key: &RecordKey,
         now: UnixMs,
@@ -102,7 +102,7 @@ impl Store {
     }
 
     /// Cache a Lookup answer until `until`.
-    pub async fn lookup_put(
+    pub(crate) async fn lookup_put(
         &self,
         key: &RecordKey,
         value: &str,

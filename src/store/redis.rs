@@ -941,7 +941,7 @@ impl RedisStore {
     }
 
     /// See [`super::Store::count_take`].
-    pub async fn count_take(
+    pub(crate) async fn count_take(
         &self,
         key: &RelayKey,
         limit: u32,

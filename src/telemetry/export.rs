@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Spans waiting for export at most: about 400 requests' worth. Past it a
 /// finished span is dropped (and counted) instead of buffered.
-pub const QUEUE_CAPACITY: usize = 2048;
+pub(crate) const QUEUE_CAPACITY: usize = 2048;
 
 /// Spans in one export request at most.
 const MAX_BATCH: usize = 512;
@@ -38,10 +38,10 @@ const MAX_BATCH: usize = 512;
 const BATCH_DELAY: Duration = Duration::from_secs(1);
 
 /// One export request at most this long (the HTTP client's own timeout).
-pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Dropped spans, by reason (`queue_full`, `export_failed`).
-pub type DroppedSpans = Family<Vec<(&'static str, &'static str)>, Counter>;
+pub(crate) type DroppedSpans = Family<Vec<(&'static str, &'static str)>, Counter>;
 
 fn count_dropped(dropped: &DroppedSpans, reason: &'static str, n: usize) {
     dropped
@@ -52,7 +52,7 @@ fn count_dropped(dropped: &DroppedSpans, reason: &'static str, n: usize) {
 /// The span processor: hands each sampled span to the export task, or
 /// counts it dropped when the queue is full. Never waits.
 #[derive(Debug)]
-pub struct QueueProcessor {
+pub(crate) struct QueueProcessor {
     queue: mpsc::Sender<SpanData>,
     dropped: DroppedSpans,
 }
@@ -82,13 +82,13 @@ impl SpanProcessor for QueueProcessor {
 }
 
 /// The background export task, and the way to stop it after a flush.
-pub struct ExportTask {
+pub(crate) struct ExportTask {
     stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Start the export task on the current Tokio runtime.
-pub fn start<E>(exporter: E, dropped: DroppedSpans) -> (QueueProcessor, ExportTask)
+pub(crate) fn start<E>(exporter: E, dropped: DroppedSpans) -> (QueueProcessor, ExportTask)
 where
     E: SpanExporter + 'static,
 {
@@ -118,7 +118,7 @@ where
 impl ExportTask {
     /// Export what is queued, then stop; at most `timeout`. Spans that end
     /// after this are dropped.
-    pub async fn shutdown(&self, timeout: Duration) {
+    pub(crate) async fn shutdown(&self, timeout: Duration) {
         if let Some(stop) = self.stop.lock().ok().and_then(|mut s| s.take()) {
             let _ = stop.send(());
         }
@@ -199,10 +199,10 @@ fn short(e: &OTelSdkError) -> &'static str {
 /// timeout and no redirects, and without reqwest's own OpenTelemetry glue
 /// (which is for another reqwest major version).
 #[derive(Debug, Clone)]
-pub struct ReqwestClient(pub reqwest::Client);
+pub(crate) struct ReqwestClient(pub reqwest::Client);
 
 impl ReqwestClient {
-    pub fn new() -> Result<Self, reqwest::Error> {
+    pub(crate) fn new() -> Result<Self, reqwest::Error> {
         reqwest::Client::builder()
             .timeout(EXPORT_TIMEOUT)
             .connect_timeout(EXPORT_TIMEOUT.min(Duration::from_secs(2)))

@@ -10,13 +10,13 @@ use prometheus_client::registry::Registry;
 type Static = [(&'static str, &'static str); 1];
 
 #[derive(Default)]
-pub struct FallbackMetrics {
+pub(crate) struct FallbackMetrics {
     fallbacks: Family<Static, Counter>,
     whatsapp: Family<Static, Counter>,
 }
 
 impl FallbackMetrics {
-    pub fn register(registry: &mut Registry) -> FallbackMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> FallbackMetrics {
         let m = FallbackMetrics::default();
         // Every reason from the start, so a rate over them works from zero.
         for reason in Reason::ALL {
@@ -44,7 +44,7 @@ impl FallbackMetrics {
         }
     }
 
-    pub fn fallback(&self, reason: Reason) {
+    pub(crate) fn fallback(&self, reason: Reason) {
         self.family(reason)
             .get_or_create(&[("reason", reason.label())])
             .inc();

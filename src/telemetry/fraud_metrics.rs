@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(&'static str, String)>;
 
 #[derive(Default)]
-pub struct FraudMetrics {
+pub(crate) struct FraudMetrics {
     sent: Family<Labels, Counter>,
     confirmed: Family<Labels, Counter>,
     conversion: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -26,7 +26,7 @@ fn country(calling_code: u16) -> Labels {
 }
 
 impl FraudMetrics {
-    pub fn register(registry: &mut Registry) -> FraudMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> FraudMetrics {
         let m = FraudMetrics::default();
         registry.register(
             "fraud_codes_sent",
@@ -66,12 +66,12 @@ impl FraudMetrics {
         m
     }
 
-    pub fn sent(&self, calling_code: u16, sent: u32, confirmed: u32) {
+    pub(crate) fn sent(&self, calling_code: u16, sent: u32, confirmed: u32) {
         self.sent.get_or_create(&country(calling_code)).inc();
         self.conversion(calling_code, sent, confirmed);
     }
 
-    pub fn confirmed(&self, calling_code: u16, sent: u32, confirmed: u32) {
+    pub(crate) fn confirmed(&self, calling_code: u16, sent: u32, confirmed: u32) {
         self.confirmed.get_or_create(&country(calling_code)).inc();
         self.conversion(calling_code, sent, confirmed);
     }
@@ -85,7 +85,7 @@ impl FraudMetrics {
         }
     }
 
-    pub fn suspects(&self, calling_code: u16, country_suspect: bool, prefixes: usize) {
+    pub(crate) fn suspects(&self, calling_code: u16, country_suspect: bool, prefixes: usize) {
         self.suspect_country
             .get_or_create(&country(calling_code))
             .set(i64::from(country_suspect));
@@ -94,12 +94,12 @@ impl FraudMetrics {
             .set(prefixes as i64);
     }
 
-    pub fn refused(&self, calling_code: u16) {
+    pub(crate) fn refused(&self, calling_code: u16) {
         self.refused.get_or_create(&country(calling_code)).inc();
     }
 
     /// `reason` is one of a fixed few.
-    pub fn ignored(&self, reason: &'static str) {
+    pub(crate) fn ignored(&self, reason: &'static str) {
         self.ignored
             .get_or_create(&vec![("reason", reason.to_owned())])
             .inc();

@@ -19,7 +19,7 @@ use crate::telemetry::traces::Traces;
 
 /// Install the global subscriber. Call once, from `main` (inside the Tokio
 /// runtime when `traces` is given).
-pub fn init(config: &LogConfig, traces: Option<&Traces>) {
+pub(crate) fn init(config: &LogConfig, traces: Option<&Traces>) {
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
     // The level hint keeps the filter's own (`log.level`): without one the
     // combination would report "everything", and every disabled `debug!`

@@ -11,7 +11,7 @@ use crate::config::LINE_TYPES;
 type Static = [(&'static str, &'static str); 1];
 
 /// The refusal codes a lookup can lead to.
-pub const REFUSALS: [&str; 4] = [
+pub(crate) const REFUSALS: [&str; 4] = [
     "line_type_refused",
     "sim_swap_suspected",
     "sms_pumping_risk",
@@ -19,7 +19,7 @@ pub const REFUSALS: [&str; 4] = [
 ];
 
 #[derive(Default)]
-pub struct LookupMetrics {
+pub(crate) struct LookupMetrics {
     lookups: Family<Static, Counter>,
     refusals: Family<Static, Counter>,
     /// Lookups not made: `lookup.max_per_hour` was reached.
@@ -27,7 +27,7 @@ pub struct LookupMetrics {
 }
 
 impl LookupMetrics {
-    pub fn register(registry: &mut Registry) -> LookupMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> LookupMetrics {
         let m = LookupMetrics::default();
         // Every value from the start, so a rate over them works from zero.
         for (_, key) in LINE_TYPES {
@@ -57,15 +57,15 @@ impl LookupMetrics {
         m
     }
 
-    pub fn capped(&self) {
+    pub(crate) fn capped(&self) {
         self.capped.inc();
     }
 
-    pub fn answered(&self, result: &'static str) {
+    pub(crate) fn answered(&self, result: &'static str) {
         self.lookups.get_or_create(&[("result", result)]).inc();
     }
 
-    pub fn refused(&self, reason: &'static str) {
+    pub(crate) fn refused(&self, reason: &'static str) {
         self.refusals.get_or_create(&[("reason", reason)]).inc();
     }
 }

@@ -46,7 +46,7 @@ const KNOWN_STATUSES: &[&str] = &[
     "no-answer",
 ];
 
-pub fn status_label(status: &str) -> &'static str {
+pub(crate) fn status_label(status: &str) -> &'static str {
     KNOWN_STATUSES
         .iter()
         .find(|s| **s == status)
@@ -197,7 +197,7 @@ impl Metrics {
         }
     }
 
-    pub fn request(
+    pub(crate) fn request(
         &self,
         endpoint: &'static str,
         channel: &'static str,
@@ -218,7 +218,10 @@ impl Metrics {
 
     /// A provider's series (`telemetry::provider_metrics`), its latency
     /// histograms included; `provider` is the configured name, never a URL.
-    pub fn provider_series(&self, provider: &str) -> super::provider_metrics::ProviderSeries {
+    pub(crate) fn provider_series(
+        &self,
+        provider: &str,
+    ) -> super::provider_metrics::ProviderSeries {
         let latency = super::provider_metrics::CHANNELS.map(|channel| {
             self.provider_latency
                 .get_or_create(&vec![
@@ -232,7 +235,7 @@ impl Metrics {
 
     /// `code` is a bounded label from the provider's error table
     /// (`provider::errors::metric_label`).
-    pub fn provider_error(&self, code: &'static str, class: &'static str) {
+    pub(crate) fn provider_error(&self, code: &'static str, class: &'static str) {
         self.provider_errors
             .get_or_create(&vec![
                 ("code", code.to_owned()),
@@ -241,7 +244,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn rate_limited(&self, channel: &'static str, limiter: &'static str) {
+    pub(crate) fn rate_limited(&self, channel: &'static str, limiter: &'static str) {
         self.rate_limited
             .get_or_create(&vec![
                 ("channel", channel.to_owned()),
@@ -252,14 +255,14 @@ impl Metrics {
 
     /// A Kratos message lacked what its template should carry (`what`:
     /// `client_address` or `identity_id`).
-    pub fn limits_missing(&self, what: &'static str, template: &'static str) {
+    pub(crate) fn limits_missing(&self, what: &'static str, template: &'static str) {
         self.limits_missing
             .get_or_create(&[("what", what), ("template", template)])
             .inc();
     }
 
     /// Counts a request in flight until the guard is dropped.
-    pub fn in_flight(&self) -> InFlight<'_> {
+    pub(crate) fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.inc();
         InFlight(&self.in_flight)
     }
@@ -271,7 +274,12 @@ impl Metrics {
     }
 
     /// `error_code` is a bounded label from the provider's error table.
-    pub fn delivery_status(&self, channel: &'static str, status: &str, error_code: &'static str) {
+    pub(crate) fn delivery_status(
+        &self,
+        channel: &'static str,
+        status: &str,
+        error_code: &'static str,
+    ) {
         self.delivery_status
             .get_or_create(&vec![
                 ("channel", channel.to_owned()),
@@ -282,75 +290,75 @@ impl Metrics {
     }
 
     /// The inbound relay's counters.
-    pub fn relay(&self) -> &super::relay_metrics::RelayMetrics {
+    pub(crate) fn relay(&self) -> &super::relay_metrics::RelayMetrics {
         &self.relay
     }
 
     /// The counter the store increments when Redis does not answer.
-    pub fn store_errors(&self) -> Counter {
+    pub(crate) fn store_errors(&self) -> Counter {
         self.store_errors.clone()
     }
 
     /// The counter the trace exporter increments for every span it loses.
-    pub fn spans_dropped(&self) -> DroppedSpans {
+    pub(crate) fn spans_dropped(&self) -> DroppedSpans {
         self.spans_dropped.clone()
     }
 
     /// Record what readiness answered (or would answer).
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
     }
 
-    pub fn budget_used(&self, ratio: f64) {
+    pub(crate) fn budget_used(&self, ratio: f64) {
         self.budget_used_in("total", ratio);
     }
 
     /// The share used of a cap other than the send budget's total
     /// (`lookup_hour`: `lookup.max_per_hour`).
-    pub fn budget_used_in(&self, scope: &'static str, ratio: f64) {
+    pub(crate) fn budget_used_in(&self, scope: &'static str, ratio: f64) {
         self.budget_used
             .get_or_create(&vec![("scope", scope.to_owned())])
             .set(ratio);
     }
 
     /// The per-provider counters.
-    pub fn providers(&self) -> &super::provider_metrics::ProviderMetrics {
+    pub(crate) fn providers(&self) -> &super::provider_metrics::ProviderMetrics {
         &self.providers
     }
 
     /// A code spoken in a call instead of an SMS, or sent by SMS instead
     /// of WhatsApp, by reason.
-    pub fn fallback(&self, reason: crate::domain::FallbackReason) {
+    pub(crate) fn fallback(&self, reason: crate::domain::FallbackReason) {
         self.fallback.fallback(reason);
     }
 
     /// A Twilio Lookup answered (billed): by line type (`lookup.line_types`
     /// key, or `none` when the line type was not asked or had no data).
-    pub fn lookup_answered(&self, line_type: &'static str) {
+    pub(crate) fn lookup_answered(&self, line_type: &'static str) {
         self.lookup.answered(line_type);
     }
 
     /// A Twilio Lookup not made: `lookup.max_per_hour` was reached.
-    pub fn lookup_capped(&self) {
+    pub(crate) fn lookup_capped(&self) {
         self.lookup.capped();
     }
 
     /// A Twilio Lookup failed (timeout, transport, HTTP error, bad body).
-    pub fn lookup_failed(&self) {
+    pub(crate) fn lookup_failed(&self) {
         self.lookup.answered("error");
     }
 
     /// A code refused because of a Lookup answer (or its absence).
-    pub fn lookup_refused(&self, reason: &'static str) {
+    pub(crate) fn lookup_refused(&self, reason: &'static str) {
         self.lookup.refused(reason);
     }
 
-    pub fn fraud(&self) -> &FraudMetrics {
+    pub(crate) fn fraud(&self) -> &FraudMetrics {
         &self.fraud
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -359,7 +367,7 @@ impl Metrics {
 }
 
 /// Decrements the in-flight gauge when dropped.
-pub struct InFlight<'a>(&'a Gauge);
+pub(crate) struct InFlight<'a>(&'a Gauge);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {

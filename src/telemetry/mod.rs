@@ -2,14 +2,14 @@
 //! OpenTelemetry traces. None ever carries a code, a message body, a secret
 //! or a whole phone number.
 
-pub mod export;
-pub mod fallback_metrics;
-pub mod fraud_metrics;
-pub mod logs;
-pub mod lookup_metrics;
+pub(crate) mod export;
+pub(crate) mod fallback_metrics;
+pub(crate) mod fraud_metrics;
+pub(crate) mod logs;
+pub(crate) mod lookup_metrics;
 pub mod metrics;
-pub mod provider_metrics;
-pub mod relay_metrics;
-pub mod traces;
+pub(crate) mod provider_metrics;
+pub(crate) mod relay_metrics;
+pub(crate) mod traces;
 
-pub use logs::init;
+pub(crate) use logs::init;

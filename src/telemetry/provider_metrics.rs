@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(&'static str, String)>;
 
 #[derive(Clone, Default)]
-pub struct ProviderMetrics {
+pub(crate) struct ProviderMetrics {
     requests: Family<Labels, Counter>,
     failovers: Family<Labels, Counter>,
     skipped: Family<Labels, Counter>,
@@ -48,7 +48,7 @@ impl ProviderMetrics {
 
     /// Every provider's series from the start, so a dashboard shows 0s
     /// and a rate over them works from the first failure.
-    pub fn known(&self, provider: &str) {
+    pub(crate) fn known(&self, provider: &str) {
         let _ = self
             .circuit_open
             .get_or_create(&vec![("provider", provider.to_owned())]);
@@ -70,7 +70,7 @@ impl ProviderMetrics {
     /// send counts and times itself without building labels (every send
     /// touches them). `latency` is [`super::metrics::Metrics`]'s histogram
     /// family's series for this provider, by channel.
-    pub fn series(&self, provider: &str, latency: [Histogram; 2]) -> ProviderSeries {
+    pub(crate) fn series(&self, provider: &str, latency: [Histogram; 2]) -> ProviderSeries {
         let requests = CHANNELS.map(|channel| {
             OUTCOMES.map(|outcome| {
                 self.requests
@@ -93,7 +93,7 @@ impl ProviderMetrics {
         }
     }
 
-    pub fn failover(&self, from: &str, channel: &'static str) {
+    pub(crate) fn failover(&self, from: &str, channel: &'static str) {
         self.failovers
             .get_or_create(&vec![
                 ("from", from.to_owned()),
@@ -102,7 +102,7 @@ impl ProviderMetrics {
             .inc();
     }
 
-    pub fn skipped(&self, provider: &str, reason: &'static str) {
+    pub(crate) fn skipped(&self, provider: &str, reason: &'static str) {
         self.skipped
             .get_or_create(&vec![
                 ("provider", provider.to_owned()),
@@ -113,8 +113,8 @@ impl ProviderMetrics {
 }
 
 /// The channels and request outcomes a provider's series are made for.
-pub const CHANNELS: [&str; 2] = ["sms", "voice"];
-pub const OUTCOMES: [&str; 5] = [
+pub(crate) const CHANNELS: [&str; 2] = ["sms", "voice"];
+pub(crate) const OUTCOMES: [&str; 5] = [
     "accepted",
     "uncertain",
     "recipient",
@@ -125,7 +125,7 @@ pub const OUTCOMES: [&str; 5] = [
 /// One provider's series, held by the provider (`provider::set`): handles
 /// on the registered families' series, so updating one allocates nothing.
 #[derive(Clone)]
-pub struct ProviderSeries {
+pub(crate) struct ProviderSeries {
     requests: [[Counter; 5]; 2],
     latency: [Histogram; 2],
     circuit_open: Gauge,
@@ -143,17 +143,17 @@ impl ProviderSeries {
     }
 
     /// `outcome` is one of [`OUTCOMES`] (anything else is not counted).
-    pub fn request(&self, channel: &'static str, outcome: &'static str) {
+    pub(crate) fn request(&self, channel: &'static str, outcome: &'static str) {
         if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
             self.requests[Self::channel(channel)][i].inc();
         }
     }
 
-    pub fn latency(&self, channel: &'static str, seconds: f64) {
+    pub(crate) fn latency(&self, channel: &'static str, seconds: f64) {
         self.latency[Self::channel(channel)].observe(seconds);
     }
 
-    pub fn circuit(&self, open: bool) {
+    pub(crate) fn circuit(&self, open: bool) {
         self.circuit_open.set(i64::from(open));
     }
 }

@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(&'static str, &'static str)>;
 
 #[derive(Clone, Default)]
-pub struct RelayMetrics {
+pub(crate) struct RelayMetrics {
     inbound: Family<Labels, Counter>,
     forwards: Family<Labels, Counter>,
 }
@@ -32,7 +32,7 @@ impl RelayMetrics {
     }
 
     /// One incoming message, and what became of it.
-    pub fn inbound(&self, outcome: &'static str) {
+    pub(crate) fn inbound(&self, outcome: &'static str) {
         self.inbound
             .get_or_create(&vec![("outcome", outcome)])
             .inc();
@@ -42,7 +42,7 @@ impl RelayMetrics {
     /// follows), `dropped` (no try left, or a failure no retry can fix) or
     /// `uncertain` (an SMS that may have been sent, given up because
     /// Twilio's list could not tell).
-    pub fn forward(&self, kind: &'static str, outcome: &'static str) {
+    pub(crate) fn forward(&self, kind: &'static str, outcome: &'static str) {
         self.forwards
             .get_or_create(&vec![("kind", kind), ("outcome", outcome)])
             .inc();

@@ -55,7 +55,7 @@ macro_rules! in_span {
 pub(crate) use in_span;
 
 /// How long the flush at shutdown may take.
-pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why tracing could not start. Names the key to fix.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,7 @@ pub enum TracesError {
 
 /// A running trace pipeline: the provider behind the `tracing` layer, and
 /// the export task to flush at shutdown.
-pub struct Traces {
+pub(crate) struct Traces {
     provider: SdkTracerProvider,
     export: ExportTask,
 }
@@ -74,7 +74,10 @@ pub struct Traces {
 impl Traces {
     /// Start exporting to the collector in `config`. Call from within the
     /// Tokio runtime (the export task runs on it).
-    pub fn start(config: &OtlpTracing, dropped: DroppedSpans) -> Result<Traces, TracesError> {
+    pub(crate) fn start(
+        config: &OtlpTracing,
+        dropped: DroppedSpans,
+    ) -> Result<Traces, TracesError> {
         let client = ReqwestClient::new().map_err(|e| TracesError::Exporter(e.to_string()))?;
         let resource = Resource::builder_empty()
             .with_service_name(config.service_name.clone())
@@ -102,7 +105,7 @@ impl Traces {
 
     /// The layer that turns this crate's `tracing` spans into OpenTelemetry
     /// spans (events stay log lines: they are not copied into spans).
-    pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + Send + Sync
+    pub(crate) fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + Send + Sync
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     {
@@ -120,7 +123,7 @@ impl Traces {
     }
 
     /// Export what is queued, then stop (at most [`FLUSH_TIMEOUT`]).
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         self.export.shutdown(FLUSH_TIMEOUT).await;
         let _ = self.provider.shutdown();
     }
@@ -130,7 +133,7 @@ impl Traces {
 /// `traceparent` (and `tracestate`) say so. Fields are recorded as the
 /// request goes: `courier.channel`, `courier.template_type`,
 /// `courier.outcome`, `error.type`, `http.response.status_code`.
-pub fn request_span(route: &'static str, headers: &HeaderMap) -> Span {
+pub(crate) fn request_span(route: &'static str, headers: &HeaderMap) -> Span {
     let span = tracing::info_span!(
         "request",
         otel.name = route,
@@ -154,7 +157,7 @@ pub fn request_span(route: &'static str, headers: &HeaderMap) -> Span {
 
 /// The W3C trace id of `span`, for the request's log line; `None` when
 /// tracing is off.
-pub fn trace_id(span: &Span) -> Option<String> {
+pub(crate) fn trace_id(span: &Span) -> Option<String> {
     if span.is_disabled() {
         return None;
     }
@@ -165,7 +168,7 @@ pub fn trace_id(span: &Span) -> Option<String> {
 
 /// `traceparent` (and `tracestate`) for an outgoing provider request, from
 /// the current span; `None` when tracing is off.
-pub fn outgoing_headers() -> Option<HeaderMap> {
+pub(crate) fn outgoing_headers() -> Option<HeaderMap> {
     let span = Span::current();
     if span.is_disabled() {
         return None;
@@ -177,7 +180,7 @@ pub fn outgoing_headers() -> Option<HeaderMap> {
 }
 
 /// Record the provider's HTTP status on the current (provider) span.
-pub fn record_status(status: u16) {
+pub(crate) fn record_status(status: u16) {
     let span = Span::current();
     if !span.is_disabled() {
         span.record("http.response.status_code", status);

@@ -21,24 +21,24 @@ const MAX_VIOLATIONS: usize = 3;
 
 /// "Send me a code."
 #[derive(Debug, Clone)]
-pub struct CodeRequest {
+pub(crate) struct CodeRequest {
     /// As sent; checked as E.164 by the verifier.
-    pub to: String,
-    pub channel: Channel,
-    pub locale: Option<LanguageTag>,
+    pub(crate) to: String,
+    pub(crate) channel: Channel,
+    pub(crate) locale: Option<LanguageTag>,
     /// The end user's address, for the per-address limit (without it the
     /// send counts in the shared `unknown_ip` bucket).
-    pub client_ip: Option<std::net::IpAddr>,
+    pub(crate) client_ip: Option<std::net::IpAddr>,
     /// The `Idempotency-Key` header, as sent (the HTTP layer sets it): a
     /// retry with the same key is answered as the first request was.
-    pub idempotency_key: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
 }
 
 /// "Is this the code?"
 #[derive(Debug, Clone)]
-pub struct CodeAttempt {
-    pub to: String,
-    pub code: String,
+pub(crate) struct CodeAttempt {
+    pub(crate) to: String,
+    pub(crate) code: String,
 }
 
 #[derive(Deserialize)]
@@ -59,13 +59,13 @@ struct CheckWire {
 }
 
 /// The compiled schemas of both bodies.
-pub struct Bodies {
+pub(crate) struct Bodies {
     request: jsonschema::Validator,
     check: jsonschema::Validator,
 }
 
 impl Bodies {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let compile = |text: &str| {
             let schema: Value = serde_json::from_str(text).expect("the embedded schema is JSON");
             jsonschema::validator_for(&schema).expect("the embedded schema compiles")
@@ -76,7 +76,7 @@ impl Bodies {
         }
     }
 
-    pub fn request(&self, bytes: &[u8]) -> Result<CodeRequest, ParseError> {
+    pub(crate) fn request(&self, bytes: &[u8]) -> Result<CodeRequest, ParseError> {
         let wire: RequestWire = checked(&self.request, bytes)?;
         Ok(CodeRequest {
             to: wire.to,
@@ -95,7 +95,7 @@ impl Bodies {
         })
     }
 
-    pub fn check(&self, bytes: &[u8]) -> Result<CodeAttempt, ParseError> {
+    pub(crate) fn check(&self, bytes: &[u8]) -> Result<CodeAttempt, ParseError> {
         let wire: CheckWire = checked(&self.check, bytes)?;
         Ok(CodeAttempt {
             to: wire.to,

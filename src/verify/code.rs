@@ -33,18 +33,18 @@ use crate::store::{Keys, RelayKey, VerifyKey};
 
 /// Makes codes and their keyed hashes with the store's keys.
 #[derive(Debug, Clone)]
-pub struct Codes {
+pub(crate) struct Codes {
     keys: Keys,
     length: u32,
 }
 
 impl Codes {
-    pub fn new(keys: Keys, length: u32) -> Self {
+    pub(crate) fn new(keys: Keys, length: u32) -> Self {
         Codes { keys, length }
     }
 
     /// A new seed from the operating system's CSPRNG.
-    pub fn fresh_seed() -> [u8; 16] {
+    pub(crate) fn fresh_seed() -> [u8; 16] {
         let mut seed = [0u8; 16];
         rand::fill(&mut seed);
         seed
@@ -52,7 +52,7 @@ impl Codes {
 
     /// The code a seed stands for: always the same for the same seed and
     /// secret, uniform over the `length`-digit codes.
-    pub fn code(&self, seed: &[u8; 16]) -> String {
+    pub(crate) fn code(&self, seed: &[u8; 16]) -> String {
         let mut code = String::with_capacity(self.length as usize);
         let mut block = 0u32;
         while code.len() < self.length as usize {
@@ -72,14 +72,14 @@ impl Codes {
 
     /// The stored (and compared) form of `code` for the number `e164`: a
     /// code sent to one number never matches the hash of another's.
-    pub fn hash(&self, e164: &str, code: &str) -> [u8; 32] {
+    pub(crate) fn hash(&self, e164: &str, code: &str) -> [u8; 32] {
         self.keys
             .verify("code", &[e164.as_bytes(), code.as_bytes()])
     }
 
     /// The store key of the number's count of checks in the clock hour
     /// `hour` (hours since 1970): `verify.max_checks_per_hour`.
-    pub fn checks_key(&self, e164: &str, hour: u64) -> RelayKey {
+    pub(crate) fn checks_key(&self, e164: &str, hour: u64) -> RelayKey {
         let full = self
             .keys
             .verify("checks", &[e164.as_bytes(), &hour.to_be_bytes()]);
@@ -89,7 +89,7 @@ impl Codes {
     }
 
     /// The store key of an `Idempotency-Key` header's value.
-    pub fn idempotency_key(&self, header: &str) -> VerifyKey {
+    pub(crate) fn idempotency_key(&self, header: &str) -> VerifyKey {
         let full = self.keys.verify("idempotency", &[header.as_bytes()]);
         let mut key = [0u8; 16];
         key.copy_from_slice(&full[..16]);
@@ -98,7 +98,7 @@ impl Codes {
 
     /// What an `Idempotency-Key` is bound to: the number and the body's
     /// fields, hashed (a retry must ask for the same thing).
-    pub fn fingerprint(&self, e164: &str, channel: &str, locale: &str) -> [u8; 32] {
+    pub(crate) fn fingerprint(&self, e164: &str, channel: &str, locale: &str) -> [u8; 32] {
         self.keys.verify(
             "request",
             &[e164.as_bytes(), channel.as_bytes(), locale.as_bytes()],
@@ -106,7 +106,7 @@ impl Codes {
     }
 
     /// The store key of the number's pending code.
-    pub fn record_key(&self, e164: &str) -> VerifyKey {
+    pub(crate) fn record_key(&self, e164: &str) -> VerifyKey {
         let full = self.keys.verify("pending", &[e164.as_bytes()]);
         let mut key = [0u8; 16];
         key.copy_from_slice(&full[..16]);

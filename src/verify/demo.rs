@@ -13,15 +13,15 @@ use crate::provider::twiml::escape_xml;
 
 /// How the last action ended, for the page.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// `pending`, `approved`, or an error code (`code_mismatch`, …).
-    pub status: String,
+    pub(crate) status: String,
     /// A sentence for a person.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 /// The page, with the outcome of the last action and the number to fill in.
-pub fn page(outcome: Option<&Outcome>, to: &str) -> String {
+pub(crate) fn page(outcome: Option<&Outcome>, to: &str) -> String {
     let result = match outcome {
         Some(o) => format!(
             "<p id=\"result\" class=\"{}\"><strong id=\"status\">{}</strong>: {}</p>\n",

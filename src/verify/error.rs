@@ -5,7 +5,7 @@ use crate::delivery::error::DeliveryError;
 
 /// What the verify API refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
+pub(crate) enum VerifyError {
     /// The code is not the pending one; `attempts_left` more may be tried.
     #[error("code mismatch")]
     CodeMismatch { attempts_left: u32 },

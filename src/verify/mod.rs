@@ -43,9 +43,9 @@
 //! ```
 
 pub mod body;
-pub mod code;
-pub mod demo;
-pub mod error;
+pub(crate) mod code;
+pub(crate) mod demo;
+pub(crate) mod error;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,28 +66,28 @@ const HOUR_MS: u64 = 3_600_000;
 /// it), so a replica that died holding one frees it within a minute.
 const IDEMPOTENCY_LEASE_MS: u64 = 60_000;
 
-pub use body::{Bodies, CodeAttempt, CodeRequest};
-pub use code::Codes;
-pub use error::VerifyError;
+pub(crate) use body::{Bodies, CodeAttempt, CodeRequest};
+pub(crate) use code::Codes;
+pub(crate) use error::VerifyError;
 
 /// A code was sent (or re-sent).
 #[derive(Debug, Clone)]
-pub struct Requested {
+pub(crate) struct Requested {
     /// The channel it went out on (voice falls back to SMS without a
     /// caller id).
-    pub channel: Channel,
+    pub(crate) channel: Channel,
     /// Seconds the code can still be checked.
-    pub expires_in: u64,
+    pub(crate) expires_in: u64,
     /// When the code stops counting (Unix ms).
-    pub expires_at: UnixMs,
+    pub(crate) expires_at: UnixMs,
     /// Which send of this code it was (1: new).
-    pub sends: u32,
+    pub(crate) sends: u32,
     /// For the log line.
-    pub masked_recipient: String,
+    pub(crate) masked_recipient: String,
 }
 
 /// Requests and checks codes; one per service.
-pub struct Verifier {
+pub(crate) struct Verifier {
     config: VerifyConfig,
     codes: Codes,
     store: Arc<Store>,
@@ -95,7 +95,7 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(config: VerifyConfig, keys: Keys, store: Arc<Store>, clock: Clock) -> Self {
+    pub(crate) fn new(config: VerifyConfig, keys: Keys, store: Arc<Store>, clock: Clock) -> Self {
         Verifier {
             codes: Codes::new(keys, config.code_length),
             config,
@@ -104,7 +104,7 @@ impl Verifier {
         }
     }
 
-    pub fn config(&self) -> &VerifyConfig {
+    pub(crate) fn config(&self) -> &VerifyConfig {
         &self.config
     }
 
@@ -115,7 +115,7 @@ impl Verifier {
     /// Send a code to `request.to`: the pending one if there is one, a new
     /// one otherwise. With an `Idempotency-Key`, a retry of a request that
     /// was answered gets that answer, and nothing is sent again.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         courier: &Courier,
         request: &CodeRequest,
@@ -242,7 +242,11 @@ impl Verifier {
     }
 
     /// Check `attempt.code` against the number's pending code.
-    pub async fn check(&self, courier: &Courier, attempt: &CodeAttempt) -> Result<(), VerifyError> {
+    pub(crate) async fn check(
+        &self,
+        courier: &Courier,
+        attempt: &CodeAttempt,
+    ) -> Result<(), VerifyError> {
         let recipient = parse(courier, &attempt.to)?;
         let e164 = recipient.e164();
         let key = self.codes.record_key(e164);
@@ -343,7 +347,7 @@ fn parse(courier: &Courier, to: &str) -> Result<Recipient, VerifyError> {
 /// What the verify API does with its checked section.
 impl VerifyConfig {
     /// The SMS text with the Web OTP line last, when a domain is set.
-    pub fn with_web_otp(&self, body: String, code: &str) -> String {
+    pub(crate) fn with_web_otp(&self, body: String, code: &str) -> String {
         match &self.web_otp_domain {
             Some(domain) => format!("{body}\n\n@{domain} #{code}"),
             None => body,
@@ -352,7 +356,7 @@ impl VerifyConfig {
 
     /// The text for `locale`: its own, else one of its language (`de-AT`
     /// finds `de` or `de-DE`), else the default language's.
-    pub fn template(&self, locale: Option<&LanguageTag>) -> (&LanguageTag, &str) {
+    pub(crate) fn template(&self, locale: Option<&LanguageTag>) -> (&LanguageTag, &str) {
         let found = locale.and_then(|tag| {
             self.templates.get_key_value(tag).or_else(|| {
                 let primary = tag.split('-').next().unwrap_or(tag);
