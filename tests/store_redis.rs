@@ -815,6 +815,7 @@ async fn refunds_give_back_cells_and_budget_never_below_zero() {
     let r = Reservation {
         cells: vec![c],
         budget: Some(budget),
+        used: None,
     };
     for _ in 0..6 {
         s.refund(&r, T0 + 4).await.unwrap();
@@ -836,6 +837,7 @@ async fn refunds_give_back_cells_and_budget_never_below_zero() {
         &Reservation {
             cells: vec![],
             budget: Some(elsewhere),
+            used: None,
         },
         T0,
     )
@@ -879,7 +881,24 @@ async fn a_channel_takes_its_units_and_a_refund_gives_them_back() {
             scope: BudgetScope::Total
         })
     );
-    s.reserve(&[], Some(take(1)), T0).await.unwrap().unwrap();
+    // Each reservation carries the day's counters after its take: the
+    // gauge and the warnings read them without a second store call.
+    assert_eq!(
+        first.used,
+        Some(BudgetUsed {
+            total: 3,
+            country: 3
+        })
+    );
+    let last = s.reserve(&[], Some(take(1)), T0).await.unwrap().unwrap();
+    assert_eq!(
+        last.used,
+        Some(BudgetUsed {
+            total: 7,
+            country: 7
+        })
+    );
+    assert_eq!(s.reserve(&[], None, T0).await.unwrap().unwrap().used, None);
     assert_eq!(
         s.budget_used(day, 44).await.unwrap(),
         BudgetUsed {
@@ -889,7 +908,8 @@ async fn a_channel_takes_its_units_and_a_refund_gives_them_back() {
     );
     s.refund(&first, T0).await.unwrap();
     assert_eq!(s.budget_used(day, 44).await.unwrap().total, 4);
-    s.reserve(&[], Some(take(3)), T0).await.unwrap().unwrap();
+    let again = s.reserve(&[], Some(take(3)), T0).await.unwrap().unwrap();
+    assert_eq!(again.used.map(|u| u.total), Some(7));
 }
 
 #[tokio::test]

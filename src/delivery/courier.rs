@@ -659,6 +659,7 @@ impl Shared {
         let mut reservation = Reservation {
             cells: Vec::new(),
             budget: None,
+            used: None,
         };
         if !reconciled {
             let reserved = in_span!(
@@ -968,16 +969,15 @@ impl Shared {
             .unwrap_or_default();
         let take = self.budget.take(channel, recipient.calling_code());
         let now = self.clock.unix().as_millis() as u64;
-        let store = &self.store;
-        match store.reserve(side, &cells, take, now).await? {
+        match self.store.reserve(side, &cells, take, now).await? {
             Ok(reservation) => {
-                if let Some(take) = take {
-                    if let Ok(used) = store.budget_used(take.day, take.calling_code).await {
-                        if let Some(ratio) = self.budget.used_ratio(used) {
-                            self.metrics.budget_used(ratio);
-                        }
-                        self.budget.warn_if_crossed(used, take);
+                // The day's counters come back with the reservation: no
+                // second round trip to read them.
+                if let (Some(take), Some(used)) = (take, reservation.used) {
+                    if let Some(ratio) = self.budget.used_ratio(used) {
+                        self.metrics.budget_used(ratio);
                     }
+                    self.budget.warn_if_crossed(used, take);
                 }
                 Ok(reservation)
             }

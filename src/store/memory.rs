@@ -341,6 +341,10 @@ impl MemoryStore {
             day.per_country
                 .insert(b.calling_code, country.saturating_add(b.units));
         }
+        let used = budget.map(|b| BudgetUsed {
+            total: day.total,
+            country: day.per_country.get(&b.calling_code).copied().unwrap_or(0),
+        });
         for cell in cells {
             if let Some(bucket) = limits.get(&cell.limiter) {
                 // Cannot fail: the probe just passed under the same lock.
@@ -353,6 +357,7 @@ impl MemoryStore {
         Ok(Ok(Reservation {
             cells: cells.to_vec(),
             budget,
+            used,
         }))
     }
 
@@ -381,6 +386,7 @@ impl MemoryStore {
         Ok(())
     }
 
+    #[cfg(test)]
     pub(crate) async fn budget_used(
         &self,
         day: u64,
@@ -1126,7 +1132,24 @@ mod tests {
                 scope: BudgetScope::Total
             })
         );
-        s.reserve(&[], Some(take(1)), 0).await.unwrap().unwrap();
+        // Each reservation carries the day's counters after its take: the
+        // gauge and the warnings read them without a second store call.
+        assert_eq!(
+            first.used,
+            Some(BudgetUsed {
+                total: 3,
+                country: 3
+            })
+        );
+        let last = s.reserve(&[], Some(take(1)), 0).await.unwrap().unwrap();
+        assert_eq!(
+            last.used,
+            Some(BudgetUsed {
+                total: 7,
+                country: 7
+            })
+        );
+        assert_eq!(s.reserve(&[], None, 0).await.unwrap().unwrap().used, None);
         assert_eq!(
             s.budget_used(1, 44).await.unwrap(),
             BudgetUsed {
@@ -1136,7 +1159,8 @@ mod tests {
         );
         s.refund(&first, 0).await.unwrap();
         assert_eq!(s.budget_used(1, 44).await.unwrap().total, 4);
-        s.reserve(&[], Some(take(3)), 0).await.unwrap().unwrap();
+        let again = s.reserve(&[], Some(take(3)), 0).await.unwrap().unwrap();
+        assert_eq!(again.used.map(|u| u.total), Some(7));
     }
 
     #[tokio::test]

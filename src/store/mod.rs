@@ -169,6 +169,10 @@ pub enum Refusal {
 pub struct Reservation {
     pub cells: Vec<Cell>,
     pub budget: Option<BudgetTake>,
+    /// The day's budget used once this reservation took its units, read in
+    /// the same store call (the gauge and the warnings need no second
+    /// round trip); `None` without a budget take.
+    pub used: Option<BudgetUsed>,
 }
 
 /// The budget used so far today (for the gauge and warnings).
@@ -410,14 +414,6 @@ impl Store {
         if let (Store::Redis { failures, .. }, Err(_)) = (self, result) {
             failures.inc();
         }
-    }
-
-    pub(crate) async fn budget_used(
-        &self,
-        day: u64,
-        calling_code: u16,
-    ) -> Result<BudgetUsed, StoreError> {
-        dispatch!(self.budget_used(day, calling_code))
     }
 
     /// Whether the shared store answers (readiness). A local fallback does

@@ -413,6 +413,7 @@ impl RedisStore {
             return Ok(Ok(Reservation {
                 cells: Vec::new(),
                 budget: None,
+                used: None,
             }));
         }
         let mut script = RESERVE.prepare_invoke();
@@ -449,7 +450,7 @@ impl RedisStore {
                 script.arg(0);
             }
         }
-        let (answer, which, retry_ns): (i64, i64, u64) = self
+        let (answer, which, retry_ns, total, country): (i64, i64, u64, u32, u32) = self
             .run("reserve", |mut conn| async move {
                 script.invoke_async(&mut conn).await
             })
@@ -463,6 +464,7 @@ impl RedisStore {
                     .copied()
                     .collect(),
                 budget,
+                used: budget.map(|_| BudgetUsed { total, country }),
             })),
             1 => {
                 let cell = usize::try_from(which)
@@ -801,9 +803,11 @@ end
 /// (ms), the number of cells, `t` and `tau` (ns) of each cell, the exempt
 /// cell (from 1; 0 for none: it is skipped while the trust mark is later
 /// than now), then the units to take (at least 1) with total cap, country
-/// cap and the counters' expiry (ms), or 0. Answers {0,0,0} (taken), {0,1,0} (taken, the exempt cell
-/// skipped), {1, cell (from 1), retry after (ns)} or {2, 1 (total) / 2
-/// (country), 0}. Writes only when it takes.
+/// cap and the counters' expiry (ms), or 0. Answers {0, 0, 0, total,
+/// country} (taken; the day's counters after the take, 0 without a
+/// budget), {0, 1, ...} (taken, the exempt cell skipped), {1, cell (from
+/// 1), retry after (ns), 0, 0} or {2, 1 (total) / 2 (country), 0, 0, 0}.
+/// Writes only when it takes.
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{}{}",
@@ -835,20 +839,22 @@ for i = 1, n do
         if d < 0 then d = 0 end
       end
     end
-    if d - tau > 0 then return {1, i, d - tau} end
+    if d - tau > 0 then return {1, i, d - tau, 0, 0} end
     pending[key] = d + t
   end
 end
 local b = 4 + 2 * n
 local units = tonumber(ARGV[b])
 local budget = units > 0
+local total, country = 0, 0
 if budget then
-  local total = tonumber(redis.call('GET', KEYS[k]) or '0')
-  local country = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
+  total = tonumber(redis.call('GET', KEYS[k]) or '0')
+  country = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
   local total_cap = tonumber(ARGV[b + 1])
   local country_cap = tonumber(ARGV[b + 2])
-  if total_cap > 0 and total + units > total_cap then return {2, 1, 0} end
-  if country_cap > 0 and country + units > country_cap then return {2, 2, 0} end
+  if total_cap > 0 and total + units > total_cap then return {2, 1, 0, 0, 0} end
+  if country_cap > 0 and country + units > country_cap then return {2, 2, 0, 0, 0} end
+  total, country = total + units, country + units
 end
 for i = 1, n do
   if i ~= skip then set_tat(KEYS[i], now, pending[KEYS[i]]) end
@@ -859,8 +865,8 @@ if budget then
     redis.call('PEXPIRE', KEYS[j], ARGV[b + 3])
   end
 end
-if skip > 0 then return {0, 1, 0} end
-return {0, 0, 0}
+if skip > 0 then return {0, 1, 0, total, country} end
+return {0, 0, 0, total, country}
 "#
     ))
 });

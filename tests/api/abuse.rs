@@ -188,18 +188,23 @@ async fn the_daily_budget_ends_at_the_cap_and_returns_at_midnight_utc() {
         &[("PHONE_COURIER__BUDGET__DAILY_TOTAL", "2")],
     )
     .await;
+    // The gauge follows each send, from the counters the reservation
+    // itself brought back.
+    let ratio = r#"phone_courier_budget_used_ratio{scope="total"}"#;
     assert_eq!(
         status_of(&app, &login_message("+14155550001", "400001"))
             .await
             .0,
         200
     );
+    assert!(metrics_text(&app).await.contains(&format!("{ratio} 0.5")));
     assert_eq!(
         status_of(&app, &login_message("+14155551002", "400002"))
             .await
             .0,
         200
     );
+    assert!(metrics_text(&app).await.contains(&format!("{ratio} 1.0")));
     let (status, body, retry) = status_of(&app, &login_message("+14155552003", "400003")).await;
     assert_eq!((status, error_code(&body)), (429, "budget_exhausted"));
     assert_eq!(body["error"]["scope"], "total");

@@ -420,3 +420,16 @@ pub fn config_from_toml(label: &str, toml: &str) -> Config {
     })
     .unwrap_or_else(|e| panic!("the {label} test's configuration is valid: {e}"))
 }
+
+/// What `/metrics` answers on the API listener (behind the API's auth).
+pub async fn metrics_text(app: &TestApp) -> String {
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}

@@ -13,18 +13,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 
-async fn metrics_text(app: &TestApp) -> String {
-    let r = app
-        .client
-        .get(app.url("/metrics"))
-        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
-}
-
 #[tokio::test]
 async fn metrics_count_outcomes_with_bounded_labels_and_no_numbers() {
     let app = spawn_app().await;
