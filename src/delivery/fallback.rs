@@ -592,27 +592,35 @@ async fn whatsapp_sms(
         message: None,
         started: tokio::time::Instant::now(),
     };
-    let task = shared.clone();
-    let done = shared
-        .tasks
-        .spawn(tracing::Instrument::instrument(
-            async move { task.deliver(admitted).await },
-            span.clone(),
-        ))
-        .await;
-    match done {
-        Ok(Ok(_)) => {
+    match deliver_instead(shared, admitted, &span).await {
+        Some(Ok(())) => {
             span.record("courier.outcome", "sent");
             tracing::info!(parent: &span, "WhatsApp message not delivered: the code is going by SMS");
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             span.record("courier.outcome", "refused");
             tracing::warn!(parent: &span, error = %e, "WhatsApp message not delivered: the SMS was not sent");
         }
-        Err(_) => {
+        None => {
             span.record("courier.outcome", "unknown");
         }
     }
+}
+
+/// Deliver a message that stands in for one that did not arrive, as a
+/// send task of its own (shutdown waits for it) in the fallback's span.
+/// `None`: the task ended without an answer (it panicked or was stopped).
+async fn deliver_instead(
+    shared: &std::sync::Arc<Shared>,
+    admitted: Admitted,
+    span: &tracing::Span,
+) -> Option<Result<(), DeliveryError>> {
+    let task = shared.clone();
+    let done = shared
+        .tasks
+        .spawn(async move { task.deliver(admitted).await }.instrument(span.clone()))
+        .await;
+    done.ok().map(|r| r.map(drop))
 }
 
 /// A status callback said an SMS did not arrive: if the error is one a call
@@ -682,24 +690,16 @@ pub(super) async fn undelivered(
         message: None,
         started: tokio::time::Instant::now(),
     };
-    let task = shared.clone();
-    let done = shared
-        .tasks
-        .spawn(tracing::Instrument::instrument(
-            async move { task.deliver(admitted).await },
-            span.clone(),
-        ))
-        .await;
-    match done {
-        Ok(Ok(_)) => {
+    match deliver_instead(shared, admitted, &span).await {
+        Some(Ok(())) => {
             span.record("courier.outcome", "called");
             tracing::info!(parent: &span, "undelivered SMS: the code is being spoken in a call");
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             span.record("courier.outcome", "refused");
             tracing::warn!(parent: &span, error = %e, "undelivered SMS: the fallback call was not placed");
         }
-        Err(_) => {
+        None => {
             span.record("courier.outcome", "unknown");
         }
     }
