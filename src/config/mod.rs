@@ -43,7 +43,6 @@ mod voice;
 mod whatsapp;
 
 pub use auth::{ApiKeyAuth, ApiKeySettings, AuthConfig, AuthSettings, BasicAuth, BasicSettings};
-pub use checks::{min_dedup_window, KRATOS_TIMEOUT, MAX_DAILY_CAP};
 pub use dedup::{BudgetConfig, BudgetUnits, DedupConfig};
 pub use error::ConfigError;
 pub use fraud::{FraudAction, FraudConfig, FraudSettings};
@@ -57,12 +56,11 @@ pub use policy::{
     CountryPolicy, FallbackConfig, FallbackSettings, PolicyConfig, TestNumbersSettings, VoiceOn,
 };
 pub use providers::{
-    is_account_sid, FailoverConfig, ProviderConfig, ProviderKind, ProviderSettings,
-    SignalWireSettings, SmsSender, StatusCallbackSettings, TwilioConfig, TwilioSettings,
-    WhatsAppUse, DEFAULT_CONNECT_TIMEOUT_MS, TWILIO_API,
+    FailoverConfig, ProviderConfig, ProviderKind, ProviderSettings, SignalWireSettings, SmsSender,
+    StatusCallbackSettings, TwilioConfig, TwilioSettings, WhatsAppUse,
 };
 pub use relay::{RelayConfig, RelaySettings, Route, RouteSettings};
-pub use server::{LogConfig, LogFormat, MetricsSettings, ServerConfig, MAX_DRAIN};
+pub use server::{LogConfig, LogFormat, MetricsSettings, ServerConfig};
 pub use store::{Backend, OnError, RedisConfig, RedisSettings, StoreConfig, StoreSettings};
 pub use tracing::{OtlpTracing, TracingSettings};
 pub use values::StringList;

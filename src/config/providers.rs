@@ -11,23 +11,35 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
 use super::load::built_in;
 use super::secret::{secret, ser_redacted, ser_redacted_opt};
-use super::values::{ms, range_text, ser_millis, within, ANY};
+use super::values::{choice, ms, range_text, ser_millis, within, ANY};
 use crate::phone::{SenderId, E164};
 
 /// Twilio's API, where `[twilio]` and a `kind = "twilio"` entry point by default.
-pub const TWILIO_API: &str = "https://api.twilio.com";
+pub(crate) const TWILIO_API: &str = "https://api.twilio.com";
 
-/// One `[[providers]]` entry as written: `kind` says which keys it takes.
+/// One `[[providers]]` entry: `kind` says which keys it takes. A file's
+/// entry is kept as the table it is ([`ProviderSettings::Written`]) and read
+/// into its kind's keys when checked, so that an error names the key inside
+/// the entry (`providers[1].timeout_ms`); serde's tagged enums read an entry
+/// without the keys' path.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(from = "config::Value")]
 pub enum ProviderSettings {
+    Written(config::Value),
     Twilio(TwilioSettings),
     SignalWire(SignalWireSettings),
+}
+
+impl From<config::Value> for ProviderSettings {
+    fn from(table: config::Value) -> Self {
+        ProviderSettings::Written(table)
+    }
 }
 
 /// `[twilio]`, or a `kind = "twilio"` entry. A key left out takes
@@ -74,27 +86,6 @@ pub struct SignalWireSettings {
     pub max_in_flight: Option<usize>,
 }
 
-/// The keys every kind takes: how long and how many requests.
-#[derive(Debug, Default, Clone, Deserialize)]
-struct ProviderLimits {
-    timeout_ms: Option<u64>,
-    connect_timeout_ms: Option<u64>,
-    verify_credentials_on_start: Option<bool>,
-    max_in_flight: Option<usize>,
-}
-
-/// The limits of an entry of either kind.
-macro_rules! limits {
-    ($s:expr) => {
-        ProviderLimits {
-            timeout_ms: $s.timeout_ms,
-            connect_timeout_ms: $s.connect_timeout_ms,
-            verify_credentials_on_start: $s.verify_credentials_on_start,
-            max_in_flight: $s.max_in_flight,
-        }
-    };
-}
-
 /// When a provider's circuit opens and for how long.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,8 +99,8 @@ pub struct FailoverConfig {
 
 /// Which API dialect a provider speaks (they differ in paths, ids and the
 /// signature header, not in the request forms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "lowercase"))]
 pub enum ProviderKind {
     Twilio,
     SignalWire,
@@ -200,10 +191,6 @@ pub enum WhatsAppUse {
 
 /// Twilio account sids are `AC` + 32 hex digits; SignalWire project ids are
 /// UUIDs. Both go into the URL path, so nothing else is accepted.
-pub fn is_account_sid(s: &str) -> bool {
-    is_sid(s, "AC")
-}
-
 fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36
@@ -220,6 +207,28 @@ pub(super) fn is_sid(s: &str, prefix: &str) -> bool {
 
 pub(super) fn is_http_url(s: &str) -> bool {
     matches!(reqwest::Url::parse(s), Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+/// A Messaging Service sid (`MG…`) at `key`.
+pub(super) fn service_sid(key: &str, sid: String) -> Result<String, ConfigError> {
+    match is_sid(&sid, "MG") {
+        true => Ok(sid),
+        false => Err(ConfigError::invalid(
+            key,
+            "must be MG followed by 32 hex digits",
+        )),
+    }
+}
+
+/// A WhatsApp sender's number, written with or without `whatsapp:`.
+pub(super) fn whatsapp_number(written: &str) -> Option<SenderId> {
+    let number = written.strip_prefix("whatsapp:").unwrap_or(written);
+    SenderId::parse(number).filter(|s| s.number().is_some())
+}
+
+/// The key `k` of the provider at `at` (`twilio`, `providers[1]`), refused.
+fn bad(at: &str, k: &str, why: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(&format!("{at}.{k}"), why)
 }
 
 const NOT_E164: &str =
@@ -240,17 +249,17 @@ pub(super) fn check_providers(
         }
         return Ok(vec![twilio.check("twilio", "twilio".into(), Some(env))?]);
     }
-    let written = &twilio;
-    let in_use = written.account_sid.is_some()
-        || secret_given(&written.auth_token, &written.auth_token_file)
-        || written.api_key_sid.is_some()
-        || secret_given(&written.api_key_secret, &written.api_key_secret_file)
-        || written.from.is_some()
-        || written.messaging_service_sid.is_some()
-        || written.voice_from.is_some()
-        || written
-            .base_url
-            .as_deref()
+    let t = twilio;
+    let in_use = t.account_sid.is_some()
+        || t.auth_token.is_some()
+        || t.auth_token_file.is_some()
+        || t.api_key_sid.is_some()
+        || t.api_key_secret.is_some()
+        || t.api_key_secret_file.is_some()
+        || t.from.is_some()
+        || t.messaging_service_sid.is_some()
+        || t.voice_from.is_some()
+        || t.base_url
             .is_some_and(|u| u.trim_end_matches('/') != TWILIO_API);
     if in_use {
         return Err(ConfigError::invalid(
@@ -260,77 +269,86 @@ pub(super) fn check_providers(
     }
     let mut out: Vec<ProviderConfig> = Vec::with_capacity(list.len());
     for (i, entry) in list.into_iter().enumerate() {
-        let at = format!("providers[{i}]");
-        let name = match &entry {
-            ProviderSettings::Twilio(t) => t.name.clone(),
-            ProviderSettings::SignalWire(s) => s.name.clone(),
-        };
-        let valid = name.as_deref().is_some_and(|n| {
-            (1..=32).contains(&n.len())
-                && n.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        });
-        let name = name.filter(|_| valid).ok_or_else(|| {
-            ConfigError::invalid(
-                &format!("{at}.name"),
-                "must be 1 to 32 of a-z, 0-9, '_' and '-' (it is a metrics label and a ledger field)",
-            )
-        })?;
-        if out.iter().any(|o| o.name == name) {
-            return Err(ConfigError::invalid(
-                &format!("{at}.name"),
-                "is used by an earlier provider; names must be unique",
-            ));
-        }
-        // No TWILIO_* variables here: with several providers, which one
-        // they would belong to is a guess.
-        out.push(match entry {
-            ProviderSettings::Twilio(t) => t.check(&at, name, None)?,
-            ProviderSettings::SignalWire(s) => s.check(&at, name)?,
-        });
+        let provider = entry.check(&format!("providers[{i}]"), &out)?;
+        out.push(provider);
     }
     Ok(out)
 }
 
-fn secret_given(inline: &Option<SecretString>, file: &Option<PathBuf>) -> bool {
-    inline.is_some() || file.is_some()
+impl ProviderSettings {
+    /// The entry at `at` of the list; `earlier`: the entries before it.
+    /// No TWILIO_* variables here: with several providers, which one they
+    /// would belong to is a guess.
+    fn check(self, at: &str, earlier: &[ProviderConfig]) -> Result<ProviderConfig, ConfigError> {
+        match self {
+            ProviderSettings::Written(table) => read_entry(at, table)?.check(at, earlier),
+            ProviderSettings::Twilio(t) => {
+                let name = list_name(at, &t.name, earlier)?;
+                t.check(at, name, None)
+            }
+            ProviderSettings::SignalWire(s) => {
+                let name = list_name(at, &s.name, earlier)?;
+                s.check(at, name)
+            }
+        }
+    }
 }
 
-/// `(timeout, connect_timeout, verify_credentials_on_start, max_in_flight)`,
-/// checked alike for every kind, left-out keys taken from the built-in
-/// `[twilio]`.
-type Limits = (Duration, Duration, bool, usize);
-
-impl ProviderLimits {
-    fn check(self, at: &str) -> Result<Limits, ConfigError> {
-        let d: ProviderLimits = built_in("twilio")?;
-        let key = |k: &str| format!("{at}.{k}");
-        // The upper bound depends on Kratos, not on the provider: `checks`.
-        let timeout_ms = self.timeout_ms.or(d.timeout_ms).unwrap_or_default();
-        let max_in_flight = self.max_in_flight.or(d.max_in_flight).unwrap_or_default();
-        if timeout_ms == 0 {
-            return Err(ConfigError::invalid(&key("timeout_ms"), range_text(1, ANY)));
-        }
-        if max_in_flight == 0 {
-            return Err(ConfigError::invalid(
-                &key("max_in_flight"),
-                range_text(1, ANY),
-            ));
-        }
-        let connect = connect_timeout(
-            &key("connect_timeout_ms"),
-            self.connect_timeout_ms,
-            timeout_ms,
-        )?;
-        let verify = self.verify_credentials_on_start;
-        let verify = verify.or(d.verify_credentials_on_start).unwrap_or(true);
-        Ok((
-            Duration::from_millis(timeout_ms),
-            connect,
-            verify,
-            max_in_flight,
-        ))
+/// A file's entry read as the keys of its `kind`.
+fn read_entry(at: &str, table: config::Value) -> Result<ProviderSettings, ConfigError> {
+    #[derive(Deserialize)]
+    struct Kind {
+        #[serde(deserialize_with = "choice")]
+        kind: ProviderKind,
     }
+    let kind = read_at::<Kind>(at, table.clone())?.kind;
+    let mut table = table
+        .into_table()
+        .map_err(|e| ConfigError::loading(&e, None))?;
+    table.retain(|k, _| k != "kind");
+    Ok(match kind {
+        ProviderKind::Twilio => ProviderSettings::Twilio(read_at(at, table.into())?),
+        ProviderKind::SignalWire => ProviderSettings::SignalWire(read_at(at, table.into())?),
+    })
+}
+
+/// `value` read as the value of the key `at`, so that an error names the
+/// key inside it (`providers[1].timeout_ms`) as the loader names any other.
+fn read_at<T: DeserializeOwned>(at: &str, value: config::Value) -> Result<T, ConfigError> {
+    let one = config::Value::from(config::Map::from([(at.to_owned(), value)]));
+    let read: HashMap<String, T> = one
+        .try_deserialize()
+        .map_err(|e| ConfigError::loading(&e, None))?;
+    let value = read.into_values().next();
+    value.ok_or_else(|| ConfigError::invalid(at, "is empty"))
+}
+
+/// A list entry's `name`: a metrics label and a ledger field, unique.
+fn list_name(
+    at: &str,
+    written: &Option<String>,
+    earlier: &[ProviderConfig],
+) -> Result<String, ConfigError> {
+    let name = written.clone().unwrap_or_default();
+    let valid = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(bad(
+            at,
+            "name",
+            "must be 1 to 32 of a-z, 0-9, '_' and '-' (it is a metrics label and a ledger field)",
+        ));
+    }
+    if earlier.iter().any(|o| o.name == name) {
+        return Err(bad(
+            at,
+            "name",
+            "is used by an earlier provider; names must be unique",
+        ));
+    }
+    Ok(name)
 }
 
 impl TwilioSettings {
@@ -342,128 +360,94 @@ impl TwilioSettings {
         env: Option<&HashMap<String, String>>,
     ) -> Result<ProviderConfig, ConfigError> {
         let key = |k: &str| format!("{at}.{k}");
-        let var = |name: &str| {
-            env.and_then(|e| e.get(name))
-                .filter(|v| !v.is_empty())
-                .cloned()
-        };
-        let or_var = |name: &str| match env {
-            Some(_) => format!(" (or {name})"),
-            None => String::new(),
-        };
-        let base_url = match self.base_url {
-            Some(u) => u.trim_end_matches('/').to_owned(),
-            None => TWILIO_API.to_owned(),
-        };
+        let var = |name: &str| env?.get(name).filter(|v| !v.is_empty()).cloned();
+        let or_var = |name: &str| env.map(|_| format!(" (or {name})")).unwrap_or_default();
+        let base_url = self.base_url.as_deref().unwrap_or(TWILIO_API);
+        let base_url = base_url.trim_end_matches('/').to_owned();
         if !is_http_url(&base_url) {
             // Not quoted: a URL can carry a password (https://user:pass@host).
-            return Err(ConfigError::invalid(
-                &key("base_url"),
-                "is not an http(s) URL such as https://api.twilio.com",
-            ));
+            let why = "is not an http(s) URL such as https://api.twilio.com";
+            return Err(bad(at, "base_url", why));
         }
-        let account_sid = self
-            .account_sid
-            .filter(|s| !s.is_empty())
-            .or_else(|| var("TWILIO_ACCOUNT_SID"))
-            .ok_or_else(|| {
-                ConfigError::invalid(
-                    &key("account_sid"),
-                    format!(
-                        "is required{}; for a local try without Twilio, run `serve --dev`",
-                        or_var("TWILIO_ACCOUNT_SID")
-                    ),
-                )
-            })?;
-        if !is_account_sid(&account_sid) {
-            return Err(ConfigError::invalid(
-                &key("account_sid"),
-                "must be AC followed by 32 hex digits (Twilio) or a UUID (SignalWire project id)",
-            ));
+        let account_sid = self.account_sid.filter(|s| !s.is_empty());
+        let Some(account_sid) = account_sid.or_else(|| var("TWILIO_ACCOUNT_SID")) else {
+            let or = or_var("TWILIO_ACCOUNT_SID");
+            let why = format!("is required{or}; for a local try without Twilio, run `serve --dev`");
+            return Err(bad(at, "account_sid", why));
+        };
+        if !is_sid(&account_sid, "AC") {
+            let why =
+                "must be AC followed by 32 hex digits (Twilio) or a UUID (SignalWire project id)";
+            return Err(bad(at, "account_sid", why));
         }
         let auth_token = secret(&key("auth_token"), self.auth_token, self.auth_token_file)?
             .or_else(|| var("TWILIO_AUTH_TOKEN").map(SecretString::from));
-        let api_key_secret = secret(
-            &key("api_key_secret"),
-            self.api_key_secret,
-            self.api_key_secret_file,
-        )?;
-        let signing_token = auth_token.clone().filter(|t| !t.expose_secret().is_empty());
-        let (username, password) = match (self.api_key_sid, api_key_secret) {
-            (Some(sid), Some(secret)) if is_sid(&sid, "SK") => (sid, secret),
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::invalid(
-                    &key("api_key_sid"),
+        let (api_key, secret_file) = (self.api_key_secret, self.api_key_secret_file);
+        let api_key_secret = secret(&key("api_key_secret"), api_key, secret_file)?;
+        let signing_token = auth_token.filter(|t| !t.expose_secret().is_empty());
+        let (sid, secret) = (key("api_key_sid"), key("api_key_secret"));
+        let (username, password) = match (self.api_key_sid, api_key_secret, signing_token.clone()) {
+            (Some(id), Some(s), _) if is_sid(&id, "SK") => (id, s),
+            (Some(_), Some(_), _) => {
+                return Err(bad(
+                    at,
+                    "api_key_sid",
                     "must be SK followed by 32 hex digits",
                 ))
             }
-            (Some(_), None) => {
-                return Err(ConfigError::invalid(
-                    &key("api_key_secret"),
-                    format!("is required with {}", key("api_key_sid")),
-                ))
+            (Some(_), None, _) => {
+                return Err(bad(at, "api_key_secret", format!("is required with {sid}")))
             }
-            (None, Some(_)) => {
-                return Err(ConfigError::invalid(
-                    &key("api_key_sid"),
-                    format!("is required with {}", key("api_key_secret")),
-                ))
+            (None, Some(_), _) => {
+                return Err(bad(at, "api_key_sid", format!("is required with {secret}")))
             }
-            (None, None) => match auth_token {
-                Some(token) if !token.expose_secret().is_empty() => (account_sid.clone(), token),
-                _ => {
-                    return Err(ConfigError::invalid(
-                        &key("auth_token"),
-                        format!(
-                            "is required{}, or {} with {}",
-                            or_var("TWILIO_AUTH_TOKEN"),
-                            key("api_key_sid"),
-                            key("api_key_secret")
-                        ),
-                    ))
-                }
-            },
+            (None, None, Some(token)) => (account_sid.clone(), token),
+            (None, None, None) => {
+                let or = or_var("TWILIO_AUTH_TOKEN");
+                return Err(bad(
+                    at,
+                    "auth_token",
+                    format!("is required{or}, or {sid} with {secret}"),
+                ));
+            }
         };
-        let from = self
-            .from
-            .filter(|s| !s.is_empty())
-            .map(|f| {
-                SenderId::parse(&f).ok_or_else(|| ConfigError::invalid(&key("from"), NOT_E164))
-            })
-            .transpose()?;
-        let sms_sender = match (
-            from.clone(),
-            self.messaging_service_sid.filter(|s| !s.is_empty()),
-        ) {
-            (_, Some(mg)) if is_sid(&mg, "MG") => SmsSender::MessagingServiceSid(mg),
-            (_, Some(_)) => {
-                return Err(ConfigError::invalid(
-                    &key("messaging_service_sid"),
-                    "must be MG followed by 32 hex digits",
-                ))
+        let from = self.from.filter(|s| !s.is_empty());
+        let from = from.map(|f| SenderId::parse(&f).ok_or_else(|| bad(at, "from", NOT_E164)));
+        let from = from.transpose()?;
+        let sms_sender = match (&from, self.messaging_service_sid.filter(|s| !s.is_empty())) {
+            (_, Some(mg)) => {
+                SmsSender::MessagingServiceSid(service_sid(&key("messaging_service_sid"), mg)?)
             }
-            (Some(f), None) => SmsSender::From(f),
+            (Some(f), None) => SmsSender::From(f.clone()),
             (None, None) => {
-                return Err(ConfigError::invalid(
-                    &key("from"),
-                    format!(
-                        "an SMS sender is required: {} (a number you own) or {}",
-                        key("from"),
-                        key("messaging_service_sid")
-                    ),
-                ))
+                let (from, service) = (key("from"), key("messaging_service_sid"));
+                let why =
+                    format!("an SMS sender is required: {from} (a number you own) or {service}");
+                return Err(bad(at, "from", why));
             }
         };
         // An alphanumeric sender id cannot place calls.
         let voice_from = voice_from(&key("voice_from"), self.voice_from, from.as_ref())?;
-        let whatsapp = whatsapp_use(
-            &key,
-            self.whatsapp,
-            self.whatsapp_from,
-            self.whatsapp_messaging_service_sid,
-        )?;
-        let (timeout, connect_timeout, verify_credentials_on_start, max_in_flight) =
-            limits!(self).check(at)?;
+        let (on, wa_from) = (self.whatsapp, self.whatsapp_from);
+        let whatsapp = whatsapp_use(at, on, wa_from, self.whatsapp_messaging_service_sid)?;
+        // A limit left out takes the built-in `[twilio]`'s. The timeout's
+        // upper bound depends on Kratos, not on the provider: `checks`.
+        let d: TwilioSettings = built_in("twilio")?;
+        let timeout_ms = self.timeout_ms.or(d.timeout_ms).unwrap_or_default();
+        let max_in_flight = self.max_in_flight.or(d.max_in_flight).unwrap_or_default();
+        for (k, v) in [
+            ("timeout_ms", timeout_ms),
+            ("max_in_flight", max_in_flight as u64),
+        ] {
+            if v == 0 {
+                return Err(bad(at, k, range_text(1, ANY)));
+            }
+        }
+        let connect_key = key("connect_timeout_ms");
+        let connect_timeout = connect_timeout(&connect_key, self.connect_timeout_ms, timeout_ms)?;
+        let verify = self
+            .verify_credentials_on_start
+            .or(d.verify_credentials_on_start);
         Ok(ProviderConfig {
             name,
             kind: ProviderKind::Twilio,
@@ -475,9 +459,9 @@ impl TwilioSettings {
                 password,
                 sms_sender,
                 voice_from,
-                timeout,
+                timeout: Duration::from_millis(timeout_ms),
                 connect_timeout,
-                verify_credentials_on_start,
+                verify_credentials_on_start: verify.unwrap_or(true),
                 max_in_flight,
                 signing_token,
                 whatsapp,
@@ -488,46 +472,32 @@ impl TwilioSettings {
 
 /// A Twilio account's WhatsApp: off, `[whatsapp]`'s sender, or its own.
 fn whatsapp_use(
-    key: &dyn Fn(&str) -> String,
+    at: &str,
     on: Option<bool>,
     from: Option<String>,
     service: Option<String>,
 ) -> Result<WhatsAppUse, ConfigError> {
     let from = from.filter(|s| !s.is_empty());
     let service = service.filter(|s| !s.is_empty());
-    if on == Some(false) {
-        if from.is_some() || service.is_some() {
-            return Err(ConfigError::invalid(
-                &key("whatsapp"),
-                format!(
-                    "is false, yet {} or {} is set: remove one",
-                    key("whatsapp_from"),
-                    key("whatsapp_messaging_service_sid")
-                ),
-            ));
-        }
-        return Ok(WhatsAppUse::Off);
-    }
+    let service_key = format!("{at}.whatsapp_messaging_service_sid");
     Ok(match (from, service) {
-        (_, Some(mg)) if is_sid(&mg, "MG") => WhatsAppUse::Own(SmsSender::MessagingServiceSid(mg)),
-        (_, Some(_)) => {
-            return Err(ConfigError::invalid(
-                &key("whatsapp_messaging_service_sid"),
-                "must be MG followed by 32 hex digits",
-            ))
+        (None, None) if on == Some(false) => WhatsAppUse::Off,
+        _ if on == Some(false) => {
+            let why =
+                format!("is false, yet {at}.whatsapp_from or {service_key} is set: remove one");
+            return Err(bad(at, "whatsapp", why));
         }
-        (Some(f), None) => {
-            let f = f.strip_prefix("whatsapp:").unwrap_or(&f);
-            match SenderId::parse(f).filter(|s| s.number().is_some()) {
-                Some(s) => WhatsAppUse::Own(SmsSender::From(s)),
-                None => {
-                    return Err(ConfigError::invalid(
-                        &key("whatsapp_from"),
-                        "must be a WhatsApp sender's number in E.164 form, such as +14155550100",
-                    ))
-                }
+        (_, Some(mg)) => WhatsAppUse::Own(SmsSender::MessagingServiceSid(service_sid(
+            &service_key,
+            mg,
+        )?)),
+        (Some(f), None) => match whatsapp_number(&f) {
+            Some(s) => WhatsAppUse::Own(SmsSender::From(s)),
+            None => {
+                let why = "must be a WhatsApp sender's number in E.164 form, such as +14155550100";
+                return Err(bad(at, "whatsapp_from", why));
             }
-        }
+        },
         (None, None) => WhatsAppUse::Shared,
     })
 }
@@ -547,76 +517,64 @@ fn voice_from(
 }
 
 impl SignalWireSettings {
-    /// A SignalWire space: its compatibility API at `{space_url}/api/laml`.
+    /// A SignalWire space: Twilio's API at `{space_url}/api/laml`, with the
+    /// project id for the account sid and the API token for the auth token;
+    /// its webhooks are signed with the signing key.
     fn check(self, at: &str, name: String) -> Result<ProviderConfig, ConfigError> {
         let key = |k: &str| format!("{at}.{k}");
-        let space_url = self
-            .space_url
-            .ok_or_else(|| {
-                ConfigError::invalid(
-                    &key("space_url"),
-                    "is required, e.g. https://example.signalwire.com",
-                )
-            })?
-            .trim_end_matches('/')
-            .to_owned();
-        if !is_http_url(&space_url) {
+        let space_url = self.space_url.unwrap_or_default();
+        let space_url = space_url.trim_end_matches('/');
+        if !is_http_url(space_url) {
             // Not quoted: a URL can carry a password.
-            return Err(ConfigError::invalid(
-                &key("space_url"),
-                "is not an http(s) URL such as https://example.signalwire.com",
-            ));
+            let why = match space_url {
+                "" => "is required, e.g. https://example.signalwire.com",
+                _ => "is not an http(s) URL such as https://example.signalwire.com",
+            };
+            return Err(bad(at, "space_url", why));
         }
-        let project_id = self
-            .project_id
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ConfigError::invalid(&key("project_id"), "is required"))?;
+        let project_id = self.project_id.filter(|s| !s.is_empty());
+        let project_id = project_id.ok_or_else(|| bad(at, "project_id", "is required"))?;
         if !is_uuid(&project_id) {
-            return Err(ConfigError::invalid(
-                &key("project_id"),
-                "must be a UUID (the project id in the SignalWire dashboard)",
+            let why = "must be a UUID (the project id in the SignalWire dashboard)";
+            return Err(bad(at, "project_id", why));
+        }
+        let api_token = secret(&key("api_token"), self.api_token, self.api_token_file)?;
+        let api_token = api_token.filter(|t| !t.expose_secret().is_empty());
+        let api_token =
+            api_token.ok_or_else(|| bad(at, "api_token", "is required (or api_token_file)"))?;
+        let signing_token = secret(&key("signing_key"), self.signing_key, self.signing_key_file)?;
+        if self.from.as_deref().unwrap_or_default().is_empty() {
+            return Err(bad(
+                at,
+                "from",
+                "is required: a number of the space, in E.164",
             ));
         }
-        let api_token = secret(&key("api_token"), self.api_token, self.api_token_file)?
-            .ok_or_else(|| {
-                ConfigError::invalid(&key("api_token"), "is required (or api_token_file)")
-            })?;
-        let signing_token = secret(&key("signing_key"), self.signing_key, self.signing_key_file)?;
-        let from = self.from.filter(|s| !s.is_empty()).ok_or_else(|| {
-            ConfigError::invalid(&key("from"), "is required: a number of the space, in E.164")
-        })?;
-        let from =
-            SenderId::parse(&from).ok_or_else(|| ConfigError::invalid(&key("from"), NOT_E164))?;
-        let voice_from = voice_from(&key("voice_from"), self.voice_from, Some(&from))?;
-        let (timeout, connect_timeout, verify_credentials_on_start, max_in_flight) =
-            limits!(self).check(at)?;
-        Ok(ProviderConfig {
-            name,
-            kind: ProviderKind::SignalWire,
-            key: at.to_owned(),
-            api: TwilioConfig {
-                base_url: format!("{space_url}/api/laml"),
-                account_sid: project_id.clone(),
-                username: project_id,
-                password: api_token,
-                sms_sender: SmsSender::From(from),
-                voice_from,
-                timeout,
-                connect_timeout,
-                verify_credentials_on_start,
-                max_in_flight,
-                signing_token,
-                // SignalWire has no WhatsApp.
-                whatsapp: WhatsAppUse::Off,
-            },
-        })
+        let as_twilio = TwilioSettings {
+            base_url: Some(format!("{space_url}/api/laml")),
+            account_sid: Some(project_id),
+            auth_token: Some(api_token),
+            from: self.from,
+            voice_from: self.voice_from,
+            timeout_ms: self.timeout_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
+            verify_credentials_on_start: self.verify_credentials_on_start,
+            max_in_flight: self.max_in_flight,
+            // SignalWire has no WhatsApp.
+            whatsapp: Some(false),
+            ..TwilioSettings::default()
+        };
+        let mut provider = as_twilio.check(at, name, None)?;
+        provider.kind = ProviderKind::SignalWire;
+        provider.api.signing_token = signing_token;
+        Ok(provider)
     }
 }
 
 /// The connect timeout when none is written: 2 s (a provider's TCP and TLS
 /// handshakes take well under a second when it is up), or half of
 /// `timeout_ms` when that is less.
-pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2000;
+pub(super) const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2000;
 
 /// `connect_timeout_ms` (`key`), checked against the request's `timeout_ms`.
 /// It must be shorter: reqwest reports the request timeout firing without
@@ -700,6 +658,7 @@ mod tests {
 
     #[test]
     fn account_sids() {
+        let is_account_sid = |s| is_sid(s, "AC");
         assert!(is_account_sid("AC0123456789abcdef0123456789abcdef"));
         assert!(is_account_sid("a5c7a9f2-1b2c-4d5e-8f90-123456789abc"));
         assert!(!is_account_sid("AC0123"));

@@ -8,11 +8,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::values::{addr, choice, ms, refused, ser_millis, within, ANY};
 
-/// The longest `server.drain_ms`. A drain only has to outlast a few of a
+/// The longest `server.drain_ms`, in milliseconds. A drain only has to outlast a few of a
 /// load balancer's health-check intervals (seconds each); a minute is
 /// already twice Kubernetes's default termination grace, so more is a
 /// mistake, not a choice.
-pub const MAX_DRAIN: Duration = Duration::from_millis(MAX_DRAIN_MS);
 const MAX_DRAIN_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,11 +19,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
-use super::providers::{is_sid, SmsSender};
+use super::providers::{is_sid, service_sid, whatsapp_number, SmsSender};
 use super::values::{list, ms};
 use crate::domain::LanguageTag;
 use crate::phone::CountryId;
-use crate::phone::SenderId;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,25 +80,15 @@ impl WhatsAppSettings {
         let from = self.from.filter(|s| !s.is_empty());
         let service = self.messaging_service_sid.filter(|s| !s.is_empty());
         let sender = match (from, service) {
-            (_, Some(mg)) if is_sid(&mg, "MG") => SmsSender::MessagingServiceSid(mg),
-            (_, Some(_)) => {
-                return Err(ConfigError::invalid(
-                    "whatsapp.messaging_service_sid",
-                    "must be MG followed by 32 hex digits",
-                ))
+            (_, Some(mg)) => {
+                SmsSender::MessagingServiceSid(service_sid("whatsapp.messaging_service_sid", mg)?)
             }
-            (Some(f), None) => {
-                let f = f.strip_prefix("whatsapp:").unwrap_or(&f);
-                match SenderId::parse(f).filter(|s| s.number().is_some()) {
-                    Some(s) => SmsSender::From(s),
-                    None => {
-                        return Err(ConfigError::invalid(
-                            "whatsapp.from",
-                            "must be the WhatsApp sender's number in E.164 form, such as +14155550100",
-                        ))
-                    }
-                }
-            }
+            (Some(f), None) => SmsSender::From(whatsapp_number(&f).ok_or_else(|| {
+                ConfigError::invalid(
+                    "whatsapp.from",
+                    "must be the WhatsApp sender's number in E.164 form, such as +14155550100",
+                )
+            })?),
             (None, None) => {
                 return Err(ConfigError::invalid(
                     "whatsapp.from",
@@ -230,6 +219,7 @@ fn template_for<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phone::SenderId;
 
     const HX_DEFAULT: &str = "HX00000000000000000000000000000000";
     const HX_DE: &str = "HXde000000000000000000000000000000";
