@@ -14,24 +14,24 @@ use super::secret::{secret, ser_redacted};
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub disabled: bool,
-    pub basic: Option<BasicSettings>,
-    pub api_key: Option<ApiKeySettings>,
+    pub(crate) basic: Option<BasicSettings>,
+    pub(crate) api_key: Option<ApiKeySettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BasicSettings {
-    pub username: Option<String>,
-    pub password: Option<SecretString>,
-    pub password_file: Option<PathBuf>,
+pub(crate) struct BasicSettings {
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<SecretString>,
+    pub(crate) password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApiKeySettings {
-    pub header: Option<String>,
-    pub value: Option<SecretString>,
-    pub value_file: Option<PathBuf>,
+pub(crate) struct ApiKeySettings {
+    pub(crate) header: Option<String>,
+    pub(crate) value: Option<SecretString>,
+    pub(crate) value_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,7 +44,7 @@ pub struct AuthConfig {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BasicAuth {
-    pub username: String,
+    pub(crate) username: String,
     #[serde(serialize_with = "ser_redacted")]
     pub password: SecretString,
 }
@@ -56,7 +56,7 @@ pub struct ApiKeyAuth {
     #[serde(serialize_with = "ser_header")]
     pub header: HeaderName,
     #[serde(serialize_with = "ser_redacted")]
-    pub value: SecretString,
+    pub(crate) value: SecretString,
 }
 
 fn ser_header<S: Serializer>(h: &HeaderName, s: S) -> Result<S::Ok, S::Error> {

@@ -11,23 +11,23 @@ use super::providers::{ProviderConfig, ProviderKind};
 use super::Config;
 
 /// How long Kratos's courier waits for this service's answer.
-pub const KRATOS_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const KRATOS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time kept, out of Kratos's, for everything but the provider request:
 /// reading the body, the checks, and writing our own answer — a 503 that
 /// Kratos retries cleanly, instead of a connection it cut.
-pub const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+pub(crate) const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
 /// How many times Kratos sends a failed message again after the first try
 /// (its `courier.message_retries`, 5 by default).
-pub const KRATOS_RETRIES: u32 = 5;
+pub(crate) const KRATOS_RETRIES: u32 = 5;
 
 /// Kratos's courier looks for messages to (re)send about once a second.
-pub const KRATOS_RETRY_GAP: Duration = Duration::from_secs(1);
+pub(crate) const KRATOS_RETRY_GAP: Duration = Duration::from_secs(1);
 
 /// The largest daily cap: `delivery::budget` compares `used × 100` with
 /// `cap × warn_percent` in 32 bits, and `warn_percent` is at most 100.
-pub const MAX_DAILY_CAP: u32 = u32::MAX / 100;
+pub(crate) const MAX_DAILY_CAP: u32 = u32::MAX / 100;
 
 pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
     for p in &c.providers {
@@ -66,7 +66,7 @@ fn provider_timeout_within_kratos(p: &ProviderConfig) -> Result<(), ConfigError>
 /// next), so the last retry arrives within (1 + retries) × (gap + timeout)
 /// of the first. A shorter window lets a retry of a message that was sent
 /// (but whose answer was lost) send it again.
-pub fn min_dedup_window(provider_timeout: Duration) -> Duration {
+pub(crate) fn min_dedup_window(provider_timeout: Duration) -> Duration {
     (KRATOS_RETRY_GAP + provider_timeout) * (KRATOS_RETRIES + 1)
 }
 

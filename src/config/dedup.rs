@@ -15,7 +15,7 @@ pub struct DedupConfig {
     pub window: Duration,
     #[serde(rename = "unreachable_ms", deserialize_with = "ms::<_, 0, ANY>")]
     #[serde(serialize_with = "ser_millis")]
-    pub unreachable: Duration,
+    pub(crate) unreachable: Duration,
     #[serde(deserialize_with = "within::<_, usize, 1, ANY>")]
     pub max_entries: usize,
 }
@@ -25,10 +25,10 @@ pub struct DedupConfig {
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     pub daily_total: u32,
-    pub daily_per_country: u32,
+    pub(crate) daily_per_country: u32,
     #[serde(deserialize_with = "within::<_, u32, 1, 100>")]
-    pub warn_percent: u32,
-    pub units: BudgetUnits,
+    pub(crate) warn_percent: u32,
+    pub(crate) units: BudgetUnits,
 }
 
 /// What one message of each channel takes from the caps (`[budget.units]`).
@@ -36,9 +36,9 @@ pub struct BudgetConfig {
 #[serde(deny_unknown_fields)]
 pub struct BudgetUnits {
     #[serde(deserialize_with = "within::<_, u32, 1, 1000>")]
-    pub sms: u32,
+    pub(crate) sms: u32,
     #[serde(deserialize_with = "within::<_, u32, 1, 1000>")]
-    pub voice: u32,
+    pub(crate) voice: u32,
     #[serde(deserialize_with = "within::<_, u32, 1, 1000>")]
-    pub whatsapp: u32,
+    pub(crate) whatsapp: u32,
 }

@@ -11,24 +11,24 @@ use crate::phone::E164;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FraudSettings {
+pub(crate) struct FraudSettings {
     #[serde(deserialize_with = "choice")]
-    pub action: FraudAction,
+    pub(crate) action: FraudAction,
     #[serde(deserialize_with = "within::<_, u32, 1, ANY>")]
-    pub min_unconfirmed_per_hour: u32,
+    pub(crate) min_unconfirmed_per_hour: u32,
     #[serde(deserialize_with = "within::<_, u32, 1, ANY>")]
-    pub prefix_min_unconfirmed_per_hour: u32,
-    pub ratio: f64,
-    pub peak_growth: f64,
+    pub(crate) prefix_min_unconfirmed_per_hour: u32,
+    pub(crate) ratio: f64,
+    pub(crate) peak_growth: f64,
     #[serde(deserialize_with = "within::<_, u64, 1, 527_040>")]
-    pub hold_minutes: u64,
-    pub always_allow: StringList,
+    pub(crate) hold_minutes: u64,
+    pub(crate) always_allow: StringList,
 }
 
 /// What a suspect destination gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FraudAction {
+pub(crate) enum FraudAction {
     RecordOnly,
     Deny,
 }
@@ -36,15 +36,15 @@ pub enum FraudAction {
 #[derive(Debug, Clone, Serialize)]
 pub struct FraudConfig {
     #[serde(deserialize_with = "choice")]
-    pub action: FraudAction,
-    pub min_unconfirmed_per_hour: u32,
-    pub prefix_min_unconfirmed_per_hour: u32,
-    pub ratio: f64,
-    pub peak_growth: f64,
+    pub(crate) action: FraudAction,
+    pub(crate) min_unconfirmed_per_hour: u32,
+    pub(crate) prefix_min_unconfirmed_per_hour: u32,
+    pub(crate) ratio: f64,
+    pub(crate) peak_growth: f64,
     #[serde(rename = "hold_ms", serialize_with = "ser_millis")]
-    pub hold: Duration,
-    pub always_allow_countries: Vec<CountryId>,
-    pub always_allow_numbers: Vec<E164>,
+    pub(crate) hold: Duration,
+    pub(crate) always_allow_countries: Vec<CountryId>,
+    pub(crate) always_allow_numbers: Vec<E164>,
 }
 
 impl FraudSettings {

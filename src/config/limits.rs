@@ -14,27 +14,28 @@ use super::values::{ms, ser_millis, within, StringList, ANY};
 pub struct Rate {
     #[serde(deserialize_with = "within::<_, u32, 0, MAX_PER_HOUR>")]
     pub per_hour: u32,
-    pub burst: u32,
+    pub(crate) burst: u32,
 }
 
 /// The rates of one channel. A rate of 0 per hour turns that limiter off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRates {
-    pub recipient: Rate,
-    pub ip: Rate,
-    pub unknown_ip: Rate,
-    pub identity: Rate,
+    pub(crate) recipient: Rate,
+    pub(crate) ip: Rate,
+    pub(crate) unknown_ip: Rate,
+    pub(crate) identity: Rate,
     pub prefix: Rate,
-    pub country: Rate,
-    pub global: Rate,
-    pub notification: Rate,
+    pub(crate) country: Rate,
+    pub(crate) global: Rate,
+    pub(crate) notification: Rate,
 }
 
 /// `limits.*.notification` in `config/default.toml` (a test keeps them
 /// equal), for the limiters built without a configuration: a number gets
 /// a few notices an hour (an address change, a new key), not a flood.
-pub const NOTIFICATION_DEFAULT: Rate = Rate {
+#[cfg(test)]
+pub(crate) const NOTIFICATION_DEFAULT: Rate = Rate {
     per_hour: 6,
     burst: 3,
 };
@@ -42,9 +43,9 @@ pub const NOTIFICATION_DEFAULT: Rate = Rate {
 /// `[limits.client_ip]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClientIpSettings {
-    pub header: String,
-    pub trusted_hops: u32,
+pub(crate) struct ClientIpSettings {
+    pub(crate) header: String,
+    pub(crate) trusted_hops: u32,
 }
 
 /// Where the end user's address is read from Kratos's `request_headers`.
@@ -67,14 +68,14 @@ pub enum ClientIpSource {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSettings {
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     #[serde(default)]
-    pub ip_headers: Option<StringList>,
-    pub client_ip: ClientIpSettings,
+    pub(crate) ip_headers: Option<StringList>,
+    pub(crate) client_ip: ClientIpSettings,
     #[serde(deserialize_with = "within::<_, u32, 1, 6>")]
-    pub prefix_hidden_digits: u32,
+    pub(crate) prefix_hidden_digits: u32,
     #[serde(deserialize_with = "ms::<_, 1000, ANY>")]
-    pub prune_interval_ms: Duration,
+    pub(crate) prune_interval_ms: Duration,
     pub sms: ChannelRates,
     pub voice: ChannelRates,
     pub whatsapp: ChannelRates,
@@ -82,14 +83,14 @@ pub struct LimitsSettings {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LimitsConfig {
-    pub enabled: bool,
-    pub client_ip: ClientIpSource,
+    pub(crate) enabled: bool,
+    pub(crate) client_ip: ClientIpSource,
     pub prefix_hidden_digits: u32,
     #[serde(rename = "prune_interval_ms", serialize_with = "ser_millis")]
-    pub prune_interval: Duration,
-    pub sms: ChannelRates,
-    pub voice: ChannelRates,
-    pub whatsapp: ChannelRates,
+    pub(crate) prune_interval: Duration,
+    pub(crate) sms: ChannelRates,
+    pub(crate) voice: ChannelRates,
+    pub(crate) whatsapp: ChannelRates,
 }
 
 /// One a millisecond: beyond it a limiter no longer limits anything, and

@@ -13,7 +13,7 @@ use super::Settings;
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Prefix of the environment variables that override the configuration.
-pub const ENV_PREFIX: &str = "PHONE_COURIER";
+pub(crate) const ENV_PREFIX: &str = "PHONE_COURIER";
 
 /// Where the configuration comes from. The environment is passed in (not
 /// read from the process) so tests can give each case its own.

@@ -15,57 +15,57 @@ pub struct LookupSettings {
     pub base_url: String,
     pub fields: StringList,
     #[serde(deserialize_with = "choice")]
-    pub on_error: LookupOnError,
+    pub(crate) on_error: LookupOnError,
     #[serde(deserialize_with = "ms::<_, 100, 5000>")]
-    pub timeout_ms: Duration,
-    pub max_per_hour: u32,
-    pub sim_swap: SimSwapSettings,
-    pub sms_pumping_risk: PumpingSettings,
-    pub line_types: LineTypeSettings,
+    pub(crate) timeout_ms: Duration,
+    pub(crate) max_per_hour: u32,
+    pub(crate) sim_swap: SimSwapSettings,
+    pub(crate) sms_pumping_risk: PumpingSettings,
+    pub(crate) line_types: LineTypeSettings,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SimSwapSettings {
-    pub refuse_for: StringList,
+pub(crate) struct SimSwapSettings {
+    pub(crate) refuse_for: StringList,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PumpingSettings {
+pub(crate) struct PumpingSettings {
     #[serde(deserialize_with = "within::<_, u64, 0, 100>")]
-    pub max_score: u64,
+    pub(crate) max_score: u64,
 }
 
 /// One action per Twilio line type (`line_type_intelligence.type`), in
 /// snake case (`fixed_voip` is Twilio's `fixedVoip`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LineTypeSettings {
+pub(crate) struct LineTypeSettings {
     #[serde(deserialize_with = "choice")]
-    pub mobile: LineAction,
+    pub(crate) mobile: LineAction,
     #[serde(deserialize_with = "choice")]
-    pub landline: LineAction,
+    pub(crate) landline: LineAction,
     #[serde(deserialize_with = "choice")]
-    pub fixed_voip: LineAction,
+    pub(crate) fixed_voip: LineAction,
     #[serde(deserialize_with = "choice")]
-    pub non_fixed_voip: LineAction,
+    pub(crate) non_fixed_voip: LineAction,
     #[serde(deserialize_with = "choice")]
-    pub personal: LineAction,
+    pub(crate) personal: LineAction,
     #[serde(deserialize_with = "choice")]
-    pub toll_free: LineAction,
+    pub(crate) toll_free: LineAction,
     #[serde(deserialize_with = "choice")]
-    pub premium: LineAction,
+    pub(crate) premium: LineAction,
     #[serde(deserialize_with = "choice")]
-    pub shared_cost: LineAction,
+    pub(crate) shared_cost: LineAction,
     #[serde(deserialize_with = "choice")]
-    pub uan: LineAction,
+    pub(crate) uan: LineAction,
     #[serde(deserialize_with = "choice")]
-    pub voicemail: LineAction,
+    pub(crate) voicemail: LineAction,
     #[serde(deserialize_with = "choice")]
-    pub pager: LineAction,
+    pub(crate) pager: LineAction,
     #[serde(deserialize_with = "choice")]
-    pub unknown: LineAction,
+    pub(crate) unknown: LineAction,
 }
 
 /// What a line type gets.
@@ -87,7 +87,7 @@ pub enum LookupOnError {
 
 /// Twilio's line types, in its spelling, with the key of each in
 /// `lookup.line_types`. Any other answer is `unknown`.
-pub const LINE_TYPES: [(&str, &str); 12] = [
+pub(crate) const LINE_TYPES: [(&str, &str); 12] = [
     ("mobile", "mobile"),
     ("landline", "landline"),
     ("fixedVoip", "fixed_voip"),
@@ -113,18 +113,18 @@ pub struct LookupConfig {
     pub on_error: LookupOnError,
     #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
     pub timeout: Duration,
-    pub max_per_hour: u32,
+    pub(crate) max_per_hour: u32,
     /// Kratos template names (`recovery_code_valid`, ...) whose codes a
     /// swapped SIM does not get.
     pub sim_swap_refuse_for: Vec<&'static str>,
-    pub max_pumping_score: u64,
+    pub(crate) max_pumping_score: u64,
     /// In the order of [`LINE_TYPES`].
-    pub actions: [LineAction; 12],
+    pub(crate) actions: [LineAction; 12],
 }
 
 impl LookupConfig {
     /// Some line type may become a call (needs a caller id).
-    pub fn may_call(&self) -> bool {
+    pub(crate) fn may_call(&self) -> bool {
         self.line_type && self.actions.contains(&LineAction::Voice)
     }
 }

@@ -42,57 +42,66 @@ mod verify;
 mod voice;
 mod whatsapp;
 
-pub use auth::{ApiKeyAuth, ApiKeySettings, AuthConfig, AuthSettings, BasicAuth, BasicSettings};
+pub use auth::{ApiKeyAuth, AuthConfig, AuthSettings, BasicAuth};
 pub use dedup::{BudgetConfig, BudgetUnits, DedupConfig};
 pub use error::ConfigError;
-pub use fraud::{FraudAction, FraudConfig, FraudSettings};
-pub use limits::{
-    ChannelRates, ClientIpSettings, ClientIpSource, LimitsConfig, LimitsSettings, Rate,
-    NOTIFICATION_DEFAULT,
-};
-pub use load::{Sources, DEFAULT_TOML, ENV_PREFIX};
-pub use lookup::{LineAction, LookupConfig, LookupOnError, LookupSettings, LINE_TYPES};
-pub use policy::{
-    CountryPolicy, FallbackConfig, FallbackSettings, PolicyConfig, TestNumbersSettings, VoiceOn,
-};
+pub use fraud::FraudConfig;
+pub use limits::{ChannelRates, ClientIpSource, LimitsConfig, LimitsSettings, Rate};
+pub use load::{Sources, DEFAULT_TOML};
+pub use lookup::{LineAction, LookupConfig, LookupOnError, LookupSettings};
+pub use policy::{CountryPolicy, FallbackConfig, PolicyConfig};
 pub use providers::{
     FailoverConfig, ProviderConfig, ProviderKind, ProviderSettings, SignalWireSettings, SmsSender,
     StatusCallbackSettings, TwilioConfig, TwilioSettings, WhatsAppUse,
 };
 pub use relay::{RelayConfig, RelaySettings, Route, RouteSettings};
-pub use server::{LogConfig, LogFormat, MetricsSettings, ServerConfig};
-pub use store::{Backend, OnError, RedisConfig, RedisSettings, StoreConfig, StoreSettings};
-pub use tracing::{OtlpTracing, TracingSettings};
+pub use server::{LogConfig, ServerConfig};
+pub use store::{Backend, OnError, RedisConfig, StoreConfig};
+pub use tracing::OtlpTracing;
 pub use values::StringList;
 pub use verify::{VerifyConfig, VerifySettings};
-pub use voice::{SentenceSettings, Sentences, VoiceConfig, VoiceSettings};
-pub use whatsapp::{WhatsAppConfig, WhatsAppSettings};
+pub use voice::{Sentences, VoiceConfig};
+pub use whatsapp::WhatsAppSettings;
+
+pub(crate) use fraud::FraudAction;
+#[cfg(test)]
+pub(crate) use limits::NOTIFICATION_DEFAULT;
+pub(crate) use lookup::LINE_TYPES;
+pub(crate) use server::LogFormat;
+pub(crate) use whatsapp::WhatsAppConfig;
+
+use fraud::FraudSettings;
+use policy::{FallbackSettings, TestNumbersSettings};
+use server::MetricsSettings;
+use store::StoreSettings;
+use tracing::TracingSettings;
+use voice::VoiceSettings;
 
 /// The merged configuration as written, before checking.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerConfig,
-    pub log: LogConfig,
+    pub(crate) log: LogConfig,
     pub auth: AuthSettings,
     pub twilio: TwilioSettings,
     #[serde(default)]
     pub providers: Vec<ProviderSettings>,
-    pub failover: FailoverConfig,
-    pub voice: VoiceSettings,
+    pub(crate) failover: FailoverConfig,
+    pub(crate) voice: VoiceSettings,
     pub limits: LimitsSettings,
-    pub fraud: FraudSettings,
-    pub policy: PolicyConfig,
-    pub budget: BudgetConfig,
-    pub dedup: DedupConfig,
-    pub store: StoreSettings,
-    pub test_numbers: TestNumbersSettings,
-    pub metrics: MetricsSettings,
+    pub(crate) fraud: FraudSettings,
+    pub(crate) policy: PolicyConfig,
+    pub(crate) budget: BudgetConfig,
+    pub(crate) dedup: DedupConfig,
+    pub(crate) store: StoreSettings,
+    pub(crate) test_numbers: TestNumbersSettings,
+    pub(crate) metrics: MetricsSettings,
     pub status_callback: StatusCallbackSettings,
     pub relay: RelaySettings,
     pub verify: VerifySettings,
-    pub tracing: TracingSettings,
-    pub fallback: FallbackSettings,
+    pub(crate) tracing: TracingSettings,
+    pub(crate) fallback: FallbackSettings,
     pub lookup: LookupSettings,
     pub whatsapp: WhatsAppSettings,
 }
@@ -104,14 +113,14 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub server: ServerConfig,
-    pub log: LogConfig,
+    pub(crate) log: LogConfig,
     pub auth: AuthConfig,
     /// The first provider's settings (`[twilio]`, or the first of
     /// `[[providers]]`): what Twilio-only features (the relay's forwarding)
     /// use.
     pub twilio: TwilioConfig,
     pub providers: Vec<ProviderConfig>,
-    pub failover: FailoverConfig,
+    pub(crate) failover: FailoverConfig,
     pub voice: VoiceConfig,
     pub limits: LimitsConfig,
     pub fraud: FraudConfig,
@@ -124,13 +133,13 @@ pub struct Config {
     /// listener, behind the API's auth.
     pub metrics_listen: Option<SocketAddr>,
     /// Where Twilio posts delivery statuses: `{public_url}/v1/twilio/status`.
-    pub status_callback_url: Option<String>,
+    pub(crate) status_callback_url: Option<String>,
     pub relay: Option<RelayConfig>,
-    pub verify: Option<VerifyConfig>,
+    pub(crate) verify: Option<VerifyConfig>,
     pub tracing: Option<OtlpTracing>,
     pub fallback: FallbackConfig,
     pub lookup: Option<LookupConfig>,
-    pub whatsapp: Option<WhatsAppConfig>,
+    pub(crate) whatsapp: Option<WhatsAppConfig>,
 }
 
 impl Settings {
@@ -193,7 +202,7 @@ impl Settings {
 impl Config {
     /// The first provider of kind `twilio`: what Twilio-only features
     /// (Lookup) are asked with.
-    pub fn twilio_account(&self) -> Option<&TwilioConfig> {
+    pub(crate) fn twilio_account(&self) -> Option<&TwilioConfig> {
         self.providers
             .iter()
             .find(|p| p.kind == ProviderKind::Twilio)

@@ -9,7 +9,7 @@ use crate::phone::E164;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
-    pub refuse_premium: bool,
+    pub(crate) refuse_premium: bool,
     pub sms: CountryPolicy,
     pub voice: CountryPolicy,
 }
@@ -28,14 +28,14 @@ pub struct CountryPolicy {
 /// is never quoted in an error.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TestNumbersSettings {
+pub(crate) struct TestNumbersSettings {
     #[serde(deserialize_with = "list")]
-    pub numbers: Vec<E164>,
+    pub(crate) numbers: Vec<E164>,
 }
 
 /// A fallback `[fallback] voice_on` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VoiceOn {
+pub(crate) enum VoiceOn {
     Landline,
     Undelivered,
 }
@@ -54,9 +54,9 @@ impl std::str::FromStr for VoiceOn {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FallbackSettings {
+pub(crate) struct FallbackSettings {
     #[serde(deserialize_with = "list")]
-    pub voice_on: Vec<VoiceOn>,
+    pub(crate) voice_on: Vec<VoiceOn>,
 }
 
 /// Which fallbacks are on. A fallback needs a caller id: without one on any
@@ -82,7 +82,7 @@ impl FallbackConfig {
     }
 
     /// Off, because nobody could place the call.
-    pub fn without_caller_id(self) -> FallbackConfig {
+    pub(crate) fn without_caller_id(self) -> FallbackConfig {
         FallbackConfig {
             no_caller_id: self.any(),
             ..FallbackConfig::default()

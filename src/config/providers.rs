@@ -91,10 +91,10 @@ pub struct SignalWireSettings {
 #[serde(deny_unknown_fields)]
 pub struct FailoverConfig {
     #[serde(deserialize_with = "within::<_, u32, 1, ANY>")]
-    pub open_after: u32,
+    pub(crate) open_after: u32,
     #[serde(rename = "open_ms", deserialize_with = "ms::<_, 1, ANY>")]
     #[serde(serialize_with = "ser_millis")]
-    pub open: Duration,
+    pub(crate) open: Duration,
 }
 
 /// Which API dialect a provider speaks (they differ in paths, ids and the
@@ -107,7 +107,7 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Twilio => "twilio",
             ProviderKind::SignalWire => "signalwire",
@@ -115,7 +115,7 @@ impl ProviderKind {
     }
 
     /// Where this kind's status callbacks are received, below the public URL.
-    pub fn status_path(self) -> &'static str {
+    pub(crate) fn status_path(self) -> &'static str {
         match self {
             ProviderKind::Twilio => "/v1/twilio/status",
             ProviderKind::SignalWire => "/v1/signalwire/status",
@@ -126,12 +126,12 @@ impl ProviderKind {
 /// One checked provider.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderConfig {
-    pub name: String,
-    pub kind: ProviderKind,
+    pub(crate) name: String,
+    pub(crate) kind: ProviderKind,
     pub api: TwilioConfig,
     /// Where its keys are written: `twilio` or `providers[i]`.
     #[serde(skip)]
-    pub key: String,
+    pub(crate) key: String,
 }
 
 /// Who sends the SMS: an owned number (or alphanumeric id) or a Messaging
@@ -164,14 +164,14 @@ pub struct TwilioConfig {
     /// shorter: a connection that cannot be made means the message was
     /// certainly not sent, and the next provider can still be asked.
     #[serde(rename = "connect_timeout_ms", serialize_with = "ser_millis")]
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     pub verify_credentials_on_start: bool,
     /// At most this many provider requests at once.
     pub max_in_flight: usize,
     /// The account's auth token, which signs Twilio's webhooks; `None` when
     /// only an API key is configured.
     #[serde(serialize_with = "ser_redacted_opt")]
-    pub signing_token: Option<SecretString>,
+    pub(crate) signing_token: Option<SecretString>,
     /// Whether and from where this provider sends WhatsApp.
     pub whatsapp: WhatsAppUse,
 }

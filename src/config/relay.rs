@@ -26,19 +26,19 @@ pub struct RelaySettings {
     pub public_url: String,
     #[serde(deserialize_with = "list")]
     pub numbers: Vec<E164>,
-    pub sms_template: String,
-    pub per_route_per_hour: u32,
+    pub(crate) sms_template: String,
+    pub(crate) per_route_per_hour: u32,
     #[serde(deserialize_with = "within::<_, u32, 1, 10>")]
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     #[serde(deserialize_with = "ms::<_, 0, 86_400_000>")]
-    pub retry_window_ms: Duration,
+    pub(crate) retry_window_ms: Duration,
     #[serde(deserialize_with = "ms::<_, 1, 60_000>")]
-    pub timeout_ms: Duration,
-    pub webhook_secret: Option<SecretString>,
-    pub webhook_secret_file: Option<PathBuf>,
+    pub(crate) timeout_ms: Duration,
+    pub(crate) webhook_secret: Option<SecretString>,
+    pub(crate) webhook_secret_file: Option<PathBuf>,
     #[serde(default)]
     pub routes: Vec<RouteSettings>,
-    pub default_route: Option<RouteSettings>,
+    pub(crate) default_route: Option<RouteSettings>,
 }
 
 /// One `[[relay.routes]]` (or `[relay.default_route]`) as written.
@@ -62,29 +62,29 @@ pub struct RouteSettings {
 pub struct RelayConfig {
     /// The exact URL Twilio posts to and signs: `{public_url}/v1/twilio/inbound`.
     pub inbound_url: String,
-    pub numbers: Vec<E164>,
-    pub sms_template: String,
-    pub per_route_per_hour: u32,
-    pub attempts: u32,
+    pub(crate) numbers: Vec<E164>,
+    pub(crate) sms_template: String,
+    pub(crate) per_route_per_hour: u32,
+    pub(crate) attempts: u32,
     #[serde(rename = "retry_window_ms", serialize_with = "ser_millis")]
-    pub retry_window: Duration,
+    pub(crate) retry_window: Duration,
     #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     #[serde(serialize_with = "ser_redacted_opt")]
-    pub webhook_secret: Option<SecretString>,
-    pub routes: Vec<Route>,
-    pub default_route: Option<Route>,
+    pub(crate) webhook_secret: Option<SecretString>,
+    pub(crate) routes: Vec<Route>,
+    pub(crate) default_route: Option<Route>,
 }
 
 /// A checked route.
 #[derive(Debug, Clone, Serialize)]
 pub struct Route {
-    pub name: String,
-    pub from: Vec<Sender>,
-    pub sms: Vec<E164>,
+    pub(crate) name: String,
+    pub(crate) from: Vec<Sender>,
+    pub(crate) sms: Vec<E164>,
     #[serde(serialize_with = "ser_redacted_list")]
-    pub slack: Vec<SecretString>,
-    pub webhooks: Vec<String>,
+    pub(crate) slack: Vec<SecretString>,
+    pub(crate) webhooks: Vec<String>,
 }
 
 fn ser_redacted_list<S: Serializer>(v: &[SecretString], s: S) -> Result<S::Ok, S::Error> {

@@ -32,12 +32,12 @@ pub struct ServerConfig {
         deserialize_with = "ms::<_, 1, ANY>"
     )]
     #[serde(serialize_with = "ser_millis")]
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     #[serde(rename = "body_read_timeout_ms", deserialize_with = "ms::<_, 1, ANY>")]
     #[serde(serialize_with = "ser_millis")]
-    pub body_read_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
     #[serde(deserialize_with = "within::<_, usize, 1, ANY>")]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -46,7 +46,7 @@ fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Plain,
     Json,
 }
@@ -55,9 +55,9 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     #[serde(deserialize_with = "choice")]
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
     #[serde(deserialize_with = "log_filter")]
-    pub level: String,
+    pub(crate) level: String,
 }
 
 fn log_filter<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -72,7 +72,7 @@ fn log_filter<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 /// behind the API's auth.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MetricsSettings {
+pub(crate) struct MetricsSettings {
     #[serde(deserialize_with = "addr")]
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
 }

@@ -13,24 +13,24 @@ use super::values::{choice, ms, ser_millis};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StoreSettings {
+pub(crate) struct StoreSettings {
     #[serde(deserialize_with = "choice")]
-    pub backend: BackendName,
-    pub redis: RedisSettings,
+    pub(crate) backend: BackendName,
+    pub(crate) redis: RedisSettings,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RedisSettings {
-    pub url: Option<SecretString>,
-    pub url_file: Option<PathBuf>,
-    pub key_prefix: String,
+pub(crate) struct RedisSettings {
+    pub(crate) url: Option<SecretString>,
+    pub(crate) url_file: Option<PathBuf>,
+    pub(crate) key_prefix: String,
     #[serde(deserialize_with = "ms::<_, 1, 5000>")]
-    pub timeout_ms: Duration,
+    pub(crate) timeout_ms: Duration,
     #[serde(deserialize_with = "choice")]
-    pub on_error: OnError,
-    pub key_secret: Option<SecretString>,
-    pub key_secret_file: Option<PathBuf>,
+    pub(crate) on_error: OnError,
+    pub(crate) key_secret: Option<SecretString>,
+    pub(crate) key_secret_file: Option<PathBuf>,
 }
 
 /// The checked `[store]`.
@@ -45,7 +45,7 @@ pub struct StoreConfig {
 /// `store.backend` as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum BackendName {
+pub(crate) enum BackendName {
     Memory,
     Redis,
 }

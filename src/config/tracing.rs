@@ -6,30 +6,30 @@ use super::error::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TracingSettings {
-    pub provider: String,
-    pub service_name: String,
-    pub providers: TracingProviders,
+pub(crate) struct TracingSettings {
+    pub(crate) provider: String,
+    pub(crate) service_name: String,
+    pub(crate) providers: TracingProviders,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TracingProviders {
-    pub otlp: OtlpSettings,
+pub(crate) struct TracingProviders {
+    pub(crate) otlp: OtlpSettings,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OtlpSettings {
-    pub server_url: String,
-    pub insecure: bool,
-    pub sampling: SamplingSettings,
+pub(crate) struct OtlpSettings {
+    pub(crate) server_url: String,
+    pub(crate) insecure: bool,
+    pub(crate) sampling: SamplingSettings,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SamplingSettings {
-    pub sampling_ratio: f64,
+pub(crate) struct SamplingSettings {
+    pub(crate) sampling_ratio: f64,
 }
 
 /// Traces are exported when this is `Some`.

@@ -18,33 +18,33 @@ const MAX_TEMPLATE_CHARS: usize = 1500;
 pub struct VerifySettings {
     pub enabled: bool,
     #[serde(deserialize_with = "within::<_, u32, 4, 10>")]
-    pub code_length: u32,
+    pub(crate) code_length: u32,
     #[serde(deserialize_with = "ms::<_, 60_000, 86_400_000>")]
-    pub ttl_ms: Duration,
+    pub(crate) ttl_ms: Duration,
     #[serde(deserialize_with = "within::<_, u32, 1, 20>")]
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     #[serde(deserialize_with = "within::<_, u32, 1, 1000>")]
-    pub max_checks_per_hour: u32,
+    pub(crate) max_checks_per_hour: u32,
     #[serde(deserialize_with = "parsed")]
-    pub default_locale: LanguageTag,
+    pub(crate) default_locale: LanguageTag,
     pub demo: bool,
-    pub templates: BTreeMap<String, String>,
+    pub(crate) templates: BTreeMap<String, String>,
     #[serde(default)]
-    pub web_otp_domain: Option<String>,
+    pub(crate) web_otp_domain: Option<String>,
 }
 
 /// The checked `[verify]`; `None` in [`super::Config`] when not enabled.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyConfig {
-    pub code_length: u32,
+    pub(crate) code_length: u32,
     #[serde(rename = "ttl_ms", serialize_with = "ser_millis")]
-    pub ttl: Duration,
-    pub max_attempts: u32,
-    pub max_checks_per_hour: u32,
-    pub default_locale: LanguageTag,
-    pub demo: bool,
-    pub templates: BTreeMap<LanguageTag, String>,
-    pub web_otp_domain: Option<String>,
+    pub(crate) ttl: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) max_checks_per_hour: u32,
+    pub(crate) default_locale: LanguageTag,
+    pub(crate) demo: bool,
+    pub(crate) templates: BTreeMap<LanguageTag, String>,
+    pub(crate) web_otp_domain: Option<String>,
 }
 
 impl VerifySettings {

@@ -14,38 +14,38 @@ use crate::domain::LanguageTag;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VoiceSettings {
+pub(crate) struct VoiceSettings {
     #[serde(rename = "trait")]
-    pub trait_name: String,
-    pub voice: String,
+    pub(crate) trait_name: String,
+    pub(crate) voice: String,
     #[serde(deserialize_with = "parsed")]
-    pub language: LanguageTag,
+    pub(crate) language: LanguageTag,
     #[serde(deserialize_with = "within::<_, u32, 1, 10>")]
-    pub pause_seconds: u32,
-    pub sentences: BTreeMap<String, SentenceSettings>,
+    pub(crate) pause_seconds: u32,
+    pub(crate) sentences: BTreeMap<String, SentenceSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct SentenceSettings {
-    pub voice: Option<String>,
-    pub login: Option<String>,
-    pub registration: Option<String>,
-    pub verification: Option<String>,
-    pub recovery: Option<String>,
-    pub other: Option<String>,
-    pub again: Option<String>,
+pub(crate) struct SentenceSettings {
+    pub(crate) voice: Option<String>,
+    pub(crate) login: Option<String>,
+    pub(crate) registration: Option<String>,
+    pub(crate) verification: Option<String>,
+    pub(crate) recovery: Option<String>,
+    pub(crate) other: Option<String>,
+    pub(crate) again: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VoiceConfig {
     #[serde(rename = "trait")]
-    pub trait_name: String,
-    pub voice: String,
+    pub(crate) trait_name: String,
+    pub(crate) voice: String,
     /// Spoken when the end user's Accept-Language matches no table; always
     /// a key of `sentences`.
     pub language: LanguageTag,
-    pub pause_seconds: u32,
+    pub(crate) pause_seconds: u32,
     /// Every configured language, each with every sentence filled in.
     pub sentences: BTreeMap<LanguageTag, Sentences>,
 }
@@ -54,13 +54,13 @@ pub struct VoiceConfig {
 /// language's, then to the built-in defaults'.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sentences {
-    pub voice: Option<String>,
-    pub login: String,
-    pub registration: String,
-    pub verification: String,
-    pub recovery: String,
-    pub other: String,
-    pub again: String,
+    pub(crate) voice: Option<String>,
+    pub(crate) login: String,
+    pub(crate) registration: String,
+    pub(crate) verification: String,
+    pub(crate) recovery: String,
+    pub(crate) other: String,
+    pub(crate) again: String,
 }
 
 /// TwiML is limited to 4000 characters and every sentence is said once with

@@ -37,13 +37,13 @@ pub struct WhatsAppSettings {
     pub content_sid: Option<String>,
     /// Templates per language tag (`de-DE = "HX…"`).
     #[serde(default)]
-    pub content_sids: BTreeMap<String, String>,
+    pub(crate) content_sids: BTreeMap<String, String>,
     /// An approved utility template (`HX…`) for notifications, their text
     /// as variable 1; empty: notifications go by SMS.
-    pub notification_content_sid: Option<String>,
+    pub(crate) notification_content_sid: Option<String>,
     /// Utility templates per language tag, as `content_sids`.
     #[serde(default)]
-    pub notification_content_sids: BTreeMap<String, String>,
+    pub(crate) notification_content_sids: BTreeMap<String, String>,
     /// Destination countries whose codes go by WhatsApp even when nobody
     /// asked for it (ISO 3166 codes); empty: only when asked.
     #[serde(deserialize_with = "list")]
@@ -53,23 +53,23 @@ pub struct WhatsAppSettings {
     /// accepted; 0 turns this off. At most 10 minutes: a code lives
     /// minutes, and a later SMS would arrive after most codes expired.
     #[serde(deserialize_with = "ms::<_, 0, 600_000>")]
-    pub fallback_after_ms: Duration,
+    pub(crate) fallback_after_ms: Duration,
 }
 
 /// The checked `[whatsapp]`; `Config::whatsapp` is `None` when off.
 #[derive(Debug, Clone, Serialize)]
-pub struct WhatsAppConfig {
-    pub sender: SmsSender,
-    pub content_sid: String,
+pub(crate) struct WhatsAppConfig {
+    pub(crate) sender: SmsSender,
+    pub(crate) content_sid: String,
     /// Normalized tags, each with its template.
-    pub content_sids: BTreeMap<LanguageTag, String>,
+    pub(crate) content_sids: BTreeMap<LanguageTag, String>,
     /// The utility template of notifications; `None`: they go by SMS.
-    pub notification_content_sid: Option<String>,
-    pub notification_content_sids: BTreeMap<LanguageTag, String>,
-    pub countries: Vec<CountryId>,
+    pub(crate) notification_content_sid: Option<String>,
+    pub(crate) notification_content_sids: BTreeMap<LanguageTag, String>,
+    pub(crate) countries: Vec<CountryId>,
     /// `None`: no SMS for a missing receipt (only for a refusal or a
     /// failed/undelivered report).
-    pub fallback_after: Option<Duration>,
+    pub(crate) fallback_after: Option<Duration>,
 }
 
 impl WhatsAppSettings {
@@ -164,13 +164,16 @@ impl WhatsAppConfig {
     /// The template for the end user's `Accept-Language`: the first range
     /// (by quality) with a template of its tag, or of its primary language
     /// (`pt` or `pt-PT` is served by a `pt-BR` template); else the default.
-    pub fn content_sid_for(&self, accept_language: Option<&str>) -> &str {
+    pub(crate) fn content_sid_for(&self, accept_language: Option<&str>) -> &str {
         template_for(&self.content_sids, accept_language).unwrap_or(&self.content_sid)
     }
 
     /// The utility template of a notification, chosen as
     /// [`Self::content_sid_for`]; `None` when notifications go by SMS.
-    pub fn notification_content_sid_for(&self, accept_language: Option<&str>) -> Option<&str> {
+    pub(crate) fn notification_content_sid_for(
+        &self,
+        accept_language: Option<&str>,
+    ) -> Option<&str> {
         let default = self.notification_content_sid.as_deref()?;
         Some(template_for(&self.notification_content_sids, accept_language).unwrap_or(default))
     }
