@@ -7,7 +7,7 @@ use http::HeaderName;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 use super::secret::{secret, ser_redacted};
 
 #[derive(Debug, Deserialize)]
@@ -70,12 +70,11 @@ impl AuthSettings {
         let basic = match (b.username, password) {
             (None, None) => None,
             (Some(u), Some(p)) if !u.is_empty() && !p.expose_secret().is_empty() => {
-                if u.contains(':') {
-                    return Err(ConfigError::invalid(
-                        "auth.basic.username",
-                        "must not contain ':' (HTTP basic auth cannot carry it)",
-                    ));
-                }
+                refuse_if(
+                    u.contains(':'),
+                    "auth.basic.username",
+                    "must not contain ':' (HTTP basic auth cannot carry it)",
+                )?;
                 Some(BasicAuth {
                     username: u,
                     password: p,
@@ -99,12 +98,11 @@ impl AuthSettings {
                         format!("`{h}` is not a valid HTTP header name"),
                     )
                 })?;
-                if header == http::header::AUTHORIZATION {
-                    return Err(ConfigError::invalid(
-                        "auth.api_key.header",
-                        "use auth.basic for the Authorization header",
-                    ));
-                }
+                refuse_if(
+                    header == http::header::AUTHORIZATION,
+                    "auth.api_key.header",
+                    "use auth.basic for the Authorization header",
+                )?;
                 Some(ApiKeyAuth { header, value: v })
             }
             _ => {
@@ -114,14 +112,13 @@ impl AuthSettings {
                 ))
             }
         };
-        if !self.disabled && basic.is_none() && api_key.is_none() {
-            return Err(ConfigError::invalid(
-                "auth",
-                "configure auth.basic (username, password) or auth.api_key (header, value) \
+        refuse_if(
+            !self.disabled && basic.is_none() && api_key.is_none(),
+            "auth",
+            "configure auth.basic (username, password) or auth.api_key (header, value) \
                  to match the Kratos courier channel, or set auth.disabled = true for local \
                  development only",
-            ));
-        }
+        )?;
         Ok(AuthConfig {
             disabled: self.disabled,
             basic,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::dedup::{BudgetConfig, DedupConfig};
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 use super::providers::{ProviderConfig, ProviderKind};
 use super::Config;
 
@@ -48,17 +48,15 @@ pub(super) fn across_sections(c: &Config) -> Result<(), ConfigError> {
 /// answer Kratos before Kratos gives up on it.
 fn provider_timeout_within_kratos(p: &ProviderConfig) -> Result<(), ConfigError> {
     let max = KRATOS_TIMEOUT - ANSWER_MARGIN;
-    if p.api.timeout > max {
-        return Err(ConfigError::invalid(
-            &format!("{}.timeout_ms", p.key),
-            format!(
+    refuse_if(
+        p.api.timeout > max,
+        &format!("{}.timeout_ms", p.key),
+        format!(
                 "must be at most {} so that the service can answer before Kratos's courier gives up after {} s; lower it",
                 max.as_millis(),
                 KRATOS_TIMEOUT.as_secs()
             ),
-        ));
-    }
-    Ok(())
+    )
 }
 
 /// The smallest deduplication window: Kratos's first try and its
@@ -95,14 +93,13 @@ fn budget_fits_its_arithmetic(b: &BudgetConfig) -> Result<(), ConfigError> {
     ] {
         // Both `used × 100` (used ≤ cap) and `cap × warn_percent` must fit.
         let factor = u64::from(b.warn_percent.max(100));
-        if u64::from(cap) * factor > u64::from(u32::MAX) {
-            return Err(ConfigError::invalid(
-                key,
-                format!(
+        refuse_if(
+            u64::from(cap) * factor > u64::from(u32::MAX),
+            key,
+            format!(
                     "must be at most {MAX_DAILY_CAP} (0 turns the cap off); a cap that large protects no bill"
                 ),
-            ));
-        }
+        )?;
     }
     Ok(())
 }
@@ -132,13 +129,11 @@ fn status_callbacks_can_be_verified(c: &Config) -> Result<(), ConfigError> {
 /// Twilio signs incoming-message webhooks with the account's auth token:
 /// without it every one would be refused (the relay fails closed).
 fn relay_can_be_verified(c: &Config) -> Result<(), ConfigError> {
-    if c.relay.is_some() && c.twilio.signing_token.is_none() {
-        return Err(ConfigError::invalid(
-            "relay.enabled",
-            "needs twilio.auth_token: Twilio signs incoming-message webhooks with the account's auth token, even when requests use an API key",
-        ));
-    }
-    Ok(())
+    refuse_if(
+        c.relay.is_some() && c.twilio.signing_token.is_none(),
+        "relay.enabled",
+        "needs twilio.auth_token: Twilio signs incoming-message webhooks with the account's auth token, even when requests use an API key",
+    )
 }
 
 /// The verify demo page (`GET /verify/demo`) takes browser forms without
@@ -146,25 +141,21 @@ fn relay_can_be_verified(c: &Config) -> Result<(), ConfigError> {
 /// authentication is off, and must never open an unauthenticated way to
 /// send next to an authenticated API.
 fn verify_demo_only_without_auth(c: &Config) -> Result<(), ConfigError> {
-    if c.verify.as_ref().is_some_and(|v| v.demo) && !c.auth.disabled {
-        return Err(ConfigError::invalid(
-            "verify.demo",
-            "is for serve --dev only and needs auth.disabled = true; turn it off",
-        ));
-    }
-    Ok(())
+    refuse_if(
+        c.verify.as_ref().is_some_and(|v| v.demo) && !c.auth.disabled,
+        "verify.demo",
+        "is for serve --dev only and needs auth.disabled = true; turn it off",
+    )
 }
 
 /// Lookup is a Twilio product: it is asked with a Twilio provider's
 /// account, so a list of SignalWire spaces alone cannot use it.
 fn lookup_has_a_twilio_account(c: &Config) -> Result<(), ConfigError> {
-    if c.lookup.is_some() && c.twilio_account().is_none() {
-        return Err(ConfigError::invalid(
-            "lookup.enabled",
-            "needs a provider of kind \"twilio\" (Lookup is asked with its account)",
-        ));
-    }
-    Ok(())
+    refuse_if(
+        c.lookup.is_some() && c.twilio_account().is_none(),
+        "lookup.enabled",
+        "needs a provider of kind \"twilio\" (Lookup is asked with its account)",
+    )
 }
 
 /// The lookup comes before the send, in the same request: both must end
@@ -179,30 +170,26 @@ fn lookup_and_send_within_kratos(c: &Config) -> Result<(), ConfigError> {
         .map(|p| p.api.timeout)
         .max()
         .unwrap_or_default();
-    if l.timeout + send > max {
-        return Err(ConfigError::invalid(
-            "lookup.timeout_ms",
-            format!(
+    refuse_if(
+        l.timeout + send > max,
+        "lookup.timeout_ms",
+        format!(
                 "plus the longest provider timeout_ms (twilio.timeout_ms) must be at most {} so that the service can answer before Kratos's courier gives up after {} s; lower one of them",
                 max.as_millis(),
                 KRATOS_TIMEOUT.as_secs()
             ),
-        ));
-    }
-    Ok(())
+    )
 }
 
 /// A line type whose action is `voice` is called: without a caller id on
 /// any provider the code would be lost.
 fn lookup_voice_has_a_caller_id(c: &Config) -> Result<(), ConfigError> {
     let caller_id = c.providers.iter().any(|p| p.api.voice_from.is_some());
-    if !caller_id && c.lookup.as_ref().is_some_and(|l| l.may_call()) {
-        return Err(ConfigError::invalid(
-            "lookup.line_types",
-            "a line type whose action is \"voice\" needs a caller id: set twilio.voice_from (or a twilio.from that is a phone number, or a provider's voice_from), or make it \"sms\" or \"refuse\"",
-        ));
-    }
-    Ok(())
+    refuse_if(
+        !caller_id && c.lookup.as_ref().is_some_and(|l| l.may_call()),
+        "lookup.line_types",
+        "a line type whose action is \"voice\" needs a caller id: set twilio.voice_from (or a twilio.from that is a phone number, or a provider's voice_from), or make it \"sms\" or \"refuse\"",
+    )
 }
 
 #[cfg(test)]

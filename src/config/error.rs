@@ -60,6 +60,18 @@ impl ConfigError {
     }
 }
 
+/// Refused at `key` for `reason` when `refused` holds.
+pub(crate) fn refuse_if(
+    refused: bool,
+    key: &str,
+    reason: impl Into<String>,
+) -> Result<(), ConfigError> {
+    match refused {
+        true => Err(ConfigError::invalid(key, reason)),
+        false => Ok(()),
+    }
+}
+
 /// What went wrong, in words that quote keys, file names and positions but
 /// never a value or a line of the file.
 fn describe(e: &config::ConfigError, file: Option<&Path>) -> String {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 use super::values::{choice, ser_millis, within, StringList, ANY};
 use crate::phone::CountryId;
 use crate::phone::E164;
@@ -49,18 +49,16 @@ pub struct FraudConfig {
 
 impl FraudSettings {
     pub(super) fn check(self) -> Result<FraudConfig, ConfigError> {
-        if !(self.ratio.is_finite() && self.ratio > 0.0 && self.ratio <= 1000.0) {
-            return Err(ConfigError::invalid(
-                "fraud.ratio",
-                "must be a number above 0 and at most 1000",
-            ));
-        }
-        if !(self.peak_growth.is_finite() && (1.0..=100.0).contains(&self.peak_growth)) {
-            return Err(ConfigError::invalid(
-                "fraud.peak_growth",
-                "must be a number from 1 to 100",
-            ));
-        }
+        refuse_if(
+            !(self.ratio.is_finite() && self.ratio > 0.0 && self.ratio <= 1000.0),
+            "fraud.ratio",
+            "must be a number above 0 and at most 1000",
+        )?;
+        refuse_if(
+            !(self.peak_growth.is_finite() && (1.0..=100.0).contains(&self.peak_growth)),
+            "fraud.peak_growth",
+            "must be a number from 1 to 100",
+        )?;
         let mut countries = Vec::new();
         let mut numbers = Vec::new();
         for entry in self.always_allow.0 {

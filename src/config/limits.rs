@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 use super::values::{ms, ser_millis, within, StringList, ANY};
 
 /// A rate: so many per hour, with a burst.
@@ -102,12 +102,11 @@ const MAX_TRUSTED_HOPS: u32 = 10;
 
 impl LimitsSettings {
     pub(super) fn check(self) -> Result<LimitsConfig, ConfigError> {
-        if self.ip_headers.is_some() {
-            return Err(ConfigError::invalid(
-                "limits.ip_headers",
-                "was replaced by [limits.client_ip] header and trusted_hops (README: \"Migrating from limits.ip_headers\"); remove it",
-            ));
-        }
+        refuse_if(
+            self.ip_headers.is_some(),
+            "limits.ip_headers",
+            "was replaced by [limits.client_ip] header and trusted_hops (README: \"Migrating from limits.ip_headers\"); remove it",
+        )?;
         // A burst of 0 would refuse everything: only a limiter that is off
         // (0 per hour) may have one.
         for (channel, rates) in [
@@ -116,12 +115,11 @@ impl LimitsSettings {
             ("whatsapp", &self.whatsapp),
         ] {
             for (name, rate) in rates.all() {
-                if rate.per_hour > 0 && rate.burst == 0 {
-                    return Err(ConfigError::invalid(
-                        &format!("limits.{channel}.{name}.burst"),
-                        "must be at least 1 (or per_hour = 0 turns the limit off)",
-                    ));
-                }
+                refuse_if(
+                    rate.per_hour > 0 && rate.burst == 0,
+                    &format!("limits.{channel}.{name}.burst"),
+                    "must be at least 1 (or per_hour = 0 turns the limit off)",
+                )?;
             }
         }
         Ok(LimitsConfig {
@@ -158,29 +156,26 @@ impl ClientIpSettings {
         if header.is_empty() {
             return Ok(ClientIpSource::None);
         }
-        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-            return Err(ConfigError::invalid(
-                "limits.client_ip.header",
-                "is not a header name",
-            ));
-        }
+        refuse_if(
+            http::HeaderName::from_bytes(header.as_bytes()).is_err(),
+            "limits.client_ip.header",
+            "is not a header name",
+        )?;
         if header.eq_ignore_ascii_case("x-forwarded-for") {
-            if !(1..=MAX_TRUSTED_HOPS).contains(&self.trusted_hops) {
-                return Err(ConfigError::invalid(
-                    "limits.client_ip.trusted_hops",
-                    "must be between 1 and 10 with X-Forwarded-For: the number of proxies in front of Kratos that append to it (with none, nothing in the header can be trusted: set header = \"\")",
-                ));
-            }
+            refuse_if(
+                !(1..=MAX_TRUSTED_HOPS).contains(&self.trusted_hops),
+                "limits.client_ip.trusted_hops",
+                "must be between 1 and 10 with X-Forwarded-For: the number of proxies in front of Kratos that append to it (with none, nothing in the header can be trusted: set header = \"\")",
+            )?;
             return Ok(ClientIpSource::ForwardedFor {
                 trusted_hops: self.trusted_hops,
             });
         }
-        if header.eq_ignore_ascii_case("forwarded") {
-            return Err(ConfigError::invalid(
-                "limits.client_ip.header",
-                "Forwarded (RFC 7239) is not read; use X-Forwarded-For or a single-value header",
-            ));
-        }
+        refuse_if(
+            header.eq_ignore_ascii_case("forwarded"),
+            "limits.client_ip.header",
+            "Forwarded (RFC 7239) is not read; use X-Forwarded-For or a single-value header",
+        )?;
         Ok(ClientIpSource::Single {
             header: header.to_ascii_lowercase(),
         })

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 use super::values::{choice, ms, ser_millis, within, StringList};
 use crate::domain::TemplateType;
 
@@ -132,15 +132,13 @@ impl LookupConfig {
 impl LookupSettings {
     pub(super) fn check(self) -> Result<Option<LookupConfig>, ConfigError> {
         let base_url = self.base_url.trim_end_matches('/').to_owned();
-        if reqwest::Url::parse(&base_url)
-            .map(|u| !matches!(u.scheme(), "http" | "https"))
-            .unwrap_or(true)
-        {
-            return Err(ConfigError::invalid(
-                "lookup.base_url",
-                "must be an http(s) URL (the default is Twilio's Lookup API)",
-            ));
-        }
+        refuse_if(
+            reqwest::Url::parse(&base_url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true),
+            "lookup.base_url",
+            "must be an http(s) URL (the default is Twilio's Lookup API)",
+        )?;
         let (mut line_type, mut sim_swap, mut sms_pumping_risk) = (false, false, false);
         for field in &self.fields.0 {
             match field.as_str() {
@@ -155,12 +153,11 @@ impl LookupSettings {
                 }
             }
         }
-        if self.enabled && !(line_type || sim_swap || sms_pumping_risk) {
-            return Err(ConfigError::invalid(
-                "lookup.fields",
-                "names nothing to look up; set lookup.enabled = false instead",
-            ));
-        }
+        refuse_if(
+            self.enabled && !(line_type || sim_swap || sms_pumping_risk),
+            "lookup.fields",
+            "names nothing to look up; set lookup.enabled = false instead",
+        )?;
         let mut refuse_for = Vec::new();
         for name in &self.sim_swap.refuse_for.0 {
             let template = match name.as_str() {

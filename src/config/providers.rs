@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 use super::load::built_in;
 use super::secret::{secret, ser_redacted, ser_redacted_opt};
 use super::values::{choice, ms, range_text, ser_millis, within, ANY};
@@ -241,12 +241,11 @@ pub(super) fn check_providers(
     env: &HashMap<String, String>,
 ) -> Result<Vec<ProviderConfig>, ConfigError> {
     if list.is_empty() {
-        if twilio.name.is_some() {
-            return Err(ConfigError::invalid(
-                "twilio.name",
-                "is always \"twilio\" for the [twilio] shorthand; name providers in [[providers]]",
-            ));
-        }
+        refuse_if(
+            twilio.name.is_some(),
+            "twilio.name",
+            "is always \"twilio\" for the [twilio] shorthand; name providers in [[providers]]",
+        )?;
         return Ok(vec![twilio.check("twilio", "twilio".into(), Some(env))?]);
     }
     let t = twilio;
@@ -261,12 +260,11 @@ pub(super) fn check_providers(
         || t.voice_from.is_some()
         || t.base_url
             .is_some_and(|u| u.trim_end_matches('/') != TWILIO_API);
-    if in_use {
-        return Err(ConfigError::invalid(
-            "providers",
-            "and [twilio] are both set: use [[providers]] alone (an entry with kind = \"twilio\" takes the keys [twilio] had), or [twilio] alone",
-        ));
-    }
+    refuse_if(
+        in_use,
+        "providers",
+        "and [twilio] are both set: use [[providers]] alone (an entry with kind = \"twilio\" takes the keys [twilio] had), or [twilio] alone",
+    )?;
     let mut out: Vec<ProviderConfig> = Vec::with_capacity(list.len());
     for (i, entry) in list.into_iter().enumerate() {
         let provider = entry.check(&format!("providers[{i}]"), &out)?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 use super::providers::{is_http_url, public_url};
 use super::secret::{secret, ser_redacted_opt};
 use super::values::{list, ms, ser_millis, within, StringList};
@@ -125,43 +125,39 @@ impl RelaySettings {
             )
         })?;
         let numbers = self.numbers;
-        if numbers.is_empty() {
-            return Err(ConfigError::invalid(
-                "relay.numbers",
-                "name at least one of your Twilio numbers that receives codes",
-            ));
-        }
+        refuse_if(
+            numbers.is_empty(),
+            "relay.numbers",
+            "name at least one of your Twilio numbers that receives codes",
+        )?;
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, r) in self.routes.into_iter().enumerate() {
             let route = r.check(&format!("relay.routes[{i}]"), true)?;
-            if routes.iter().any(|o: &Route| o.name == route.name) {
-                return Err(ConfigError::invalid(
-                    &format!("relay.routes[{i}].name"),
-                    "is used by another route: names must differ (they key the rate limit)",
-                ));
-            }
+            refuse_if(
+                routes.iter().any(|o: &Route| o.name == route.name),
+                &format!("relay.routes[{i}].name"),
+                "is used by another route: names must differ (they key the rate limit)",
+            )?;
             routes.push(route);
         }
         let default_route = self
             .default_route
             .map(|r| r.check("relay.default_route", false))
             .transpose()?;
-        if routes.is_empty() && default_route.is_none() {
-            return Err(ConfigError::invalid(
-                "relay.routes",
-                "relay.enabled needs at least one [[relay.routes]] or a [relay.default_route]",
-            ));
-        }
+        refuse_if(
+            routes.is_empty() && default_route.is_none(),
+            "relay.routes",
+            "relay.enabled needs at least one [[relay.routes]] or a [relay.default_route]",
+        )?;
         let has_webhooks = routes
             .iter()
             .chain(default_route.iter())
             .any(|r| !r.webhooks.is_empty());
-        if has_webhooks && webhook_secret.is_none() {
-            return Err(ConfigError::invalid(
-                "relay.webhook_secret",
-                "is required when a route has webhooks: it signs them (or relay.webhook_secret_file)",
-            ));
-        }
+        refuse_if(
+            has_webhooks && webhook_secret.is_none(),
+            "relay.webhook_secret",
+            "is required when a route has webhooks: it signs them (or relay.webhook_secret_file)",
+        )?;
         Ok(Some(RelayConfig {
             inbound_url: format!("{public_url}{INBOUND_PATH}"),
             numbers,
@@ -180,25 +176,22 @@ impl RelaySettings {
 impl RouteSettings {
     fn check(self, key: &str, needs_from: bool) -> Result<Route, ConfigError> {
         let name = self.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-            return Err(ConfigError::invalid(
-                &format!("{key}.name"),
-                "must be 1 to 64 printable characters",
-            ));
-        }
+        refuse_if(
+            name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control),
+            &format!("{key}.name"),
+            "must be 1 to 64 printable characters",
+        )?;
         let from = self.from;
-        if needs_from && from.is_empty() {
-            return Err(ConfigError::invalid(
-                &format!("{key}.from"),
-                "name at least one sender (unknown senders go to relay.default_route)",
-            ));
-        }
-        if !needs_from && !from.is_empty() {
-            return Err(ConfigError::invalid(
-                &format!("{key}.from"),
-                "is not used on the default route, which takes every sender no route names",
-            ));
-        }
+        refuse_if(
+            needs_from && from.is_empty(),
+            &format!("{key}.from"),
+            "name at least one sender (unknown senders go to relay.default_route)",
+        )?;
+        refuse_if(
+            !needs_from && !from.is_empty(),
+            &format!("{key}.from"),
+            "is not used on the default route, which takes every sender no route names",
+        )?;
         let sms = self.sms;
         let mut slack = self.slack;
         if let Some(file) = self.slack_file {
@@ -214,26 +207,23 @@ impl RouteSettings {
             );
         }
         for url in &slack {
-            if !is_http_url(url.expose_secret()) {
-                return Err(ConfigError::invalid(
-                    &format!("{key}.slack"),
-                    "every Slack incoming-webhook URL must be an http(s) URL such as https://hooks.slack.com/services/…",
-                ));
-            }
+            refuse_if(
+                !is_http_url(url.expose_secret()),
+                &format!("{key}.slack"),
+                "every Slack incoming-webhook URL must be an http(s) URL such as https://hooks.slack.com/services/…",
+            )?;
         }
         let webhooks = self.webhooks.0;
-        if webhooks.iter().any(|u| !is_http_url(u)) {
-            return Err(ConfigError::invalid(
-                &format!("{key}.webhooks"),
-                "every webhook must be an http(s) URL",
-            ));
-        }
-        if sms.is_empty() && slack.is_empty() && webhooks.is_empty() {
-            return Err(ConfigError::invalid(
-                key,
-                "has no target: give it sms, slack (or slack_file) or webhooks",
-            ));
-        }
+        refuse_if(
+            webhooks.iter().any(|u| !is_http_url(u)),
+            &format!("{key}.webhooks"),
+            "every webhook must be an http(s) URL",
+        )?;
+        refuse_if(
+            sms.is_empty() && slack.is_empty() && webhooks.is_empty(),
+            key,
+            "has no target: give it sms, slack (or slack_file) or webhooks",
+        )?;
         Ok(Route {
             name,
             from,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::Serializer;
 
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 
 /// A secret given inline or in a file, but not both.
 pub(super) fn secret(
@@ -34,12 +34,11 @@ fn read_secret_file(key: &str, path: &Path) -> Result<SecretString, ConfigError>
         .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))?;
     // Secret files usually end with a newline that is not part of the secret.
     let trimmed = text.trim_end_matches(['\n', '\r']);
-    if trimmed.is_empty() {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{} is empty", path.display()),
-        ));
-    }
+    refuse_if(
+        trimmed.is_empty(),
+        key,
+        format!("{} is empty", path.display()),
+    )?;
     Ok(SecretString::from(trimmed.to_owned()))
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 use super::secret::{secret, ser_redacted, ser_redacted_opt};
 use super::values::{choice, ms, ser_millis};
 
@@ -89,12 +89,11 @@ impl StoreSettings {
         // The plain keys are checked whichever backend is chosen, so a typo
         // does not wait for the day someone switches to Redis.
         let r = self.redis;
-        if r.key_prefix.len() > MAX_PREFIX || !r.key_prefix.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ConfigError::invalid(
-                "store.redis.key_prefix",
-                format!("must be at most {MAX_PREFIX} printable ASCII characters without spaces"),
-            ));
-        }
+        refuse_if(
+            r.key_prefix.len() > MAX_PREFIX || !r.key_prefix.bytes().all(|b| b.is_ascii_graphic()),
+            "store.redis.key_prefix",
+            format!("must be at most {MAX_PREFIX} printable ASCII characters without spaces"),
+        )?;
         let backend = match self.backend {
             BackendName::Memory => Backend::Memory,
             BackendName::Redis => {
@@ -109,15 +108,13 @@ impl StoreSettings {
                     })?;
                 check_url(&url)?;
                 let key_secret = secret("store.redis.key_secret", r.key_secret, r.key_secret_file)?;
-                if key_secret
-                    .as_ref()
-                    .is_some_and(|k| k.expose_secret().len() < 16)
-                {
-                    return Err(ConfigError::invalid(
-                        "store.redis.key_secret",
-                        "must be at least 16 characters (it keeps numbers out of Redis)",
-                    ));
-                }
+                refuse_if(
+                    key_secret
+                        .as_ref()
+                        .is_some_and(|k| k.expose_secret().len() < 16),
+                    "store.redis.key_secret",
+                    "must be at least 16 characters (it keeps numbers out of Redis)",
+                )?;
                 Backend::Redis(RedisConfig {
                     url,
                     key_prefix: r.key_prefix,

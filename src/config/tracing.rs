@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,12 +57,11 @@ impl TracingSettings {
             }
         }
         let service_name = self.service_name.trim();
-        if service_name.is_empty() || service_name.len() > 128 {
-            return Err(ConfigError::invalid(
-                "tracing.service_name",
-                "must be 1 to 128 characters",
-            ));
-        }
+        refuse_if(
+            service_name.is_empty() || service_name.len() > 128,
+            "tracing.service_name",
+            "must be 1 to 128 characters",
+        )?;
         let otlp = self.providers.otlp;
         let scheme = if otlp.insecure { "http" } else { "https" };
         let server = otlp.server_url.trim().trim_end_matches('/');
@@ -73,20 +72,18 @@ impl TracingSettings {
             && !server.contains("://")
             && !server.contains('@')
             && reqwest::Url::parse(&endpoint).is_ok_and(|u| u.host().is_some());
-        if !valid {
-            return Err(ConfigError::invalid(
-                "tracing.providers.otlp.server_url",
-                "is not the host:port of an OTLP/HTTP receiver, such as 127.0.0.1:4318 \
+        refuse_if(
+            !valid,
+            "tracing.providers.otlp.server_url",
+            "is not the host:port of an OTLP/HTTP receiver, such as 127.0.0.1:4318 \
                  (no scheme: `insecure` picks http or https)",
-            ));
-        }
+        )?;
         let ratio = otlp.sampling.sampling_ratio;
-        if !(0.0..=1.0).contains(&ratio) {
-            return Err(ConfigError::invalid(
-                "tracing.providers.otlp.sampling.sampling_ratio",
-                "must be between 0.0 and 1.0",
-            ));
-        }
+        refuse_if(
+            !(0.0..=1.0).contains(&ratio),
+            "tracing.providers.otlp.sampling.sampling_ratio",
+            "must be between 0.0 and 1.0",
+        )?;
         Ok(Some(OtlpTracing {
             service_name: service_name.to_owned(),
             endpoint,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 use super::values::{ms, parsed, ser_millis, within};
 use crate::domain::LanguageTag;
 
@@ -50,12 +50,7 @@ pub struct VerifyConfig {
 impl VerifySettings {
     pub(super) fn check(self) -> Result<Option<VerifyConfig>, ConfigError> {
         if !self.enabled {
-            if self.demo {
-                return Err(ConfigError::invalid(
-                    "verify.demo",
-                    "needs verify.enabled = true",
-                ));
-            }
+            refuse_if(self.demo, "verify.demo", "needs verify.enabled = true")?;
             return Ok(None);
         }
         let default_locale = self.default_locale;
@@ -68,20 +63,18 @@ impl VerifySettings {
             if !text.contains("{code}") {
                 return Err(ConfigError::invalid(&key, "must contain {code}"));
             }
-            if text.chars().count() > MAX_TEMPLATE_CHARS {
-                return Err(ConfigError::invalid(
-                    &key,
-                    "must be at most 1500 characters (an SMS body is at most 1600)",
-                ));
-            }
+            refuse_if(
+                text.chars().count() > MAX_TEMPLATE_CHARS,
+                &key,
+                "must be at most 1500 characters (an SMS body is at most 1600)",
+            )?;
             templates.insert(norm, text);
         }
-        if !templates.contains_key(&default_locale) {
-            return Err(ConfigError::invalid(
-                "verify.default_locale",
-                "has no text in verify.templates",
-            ));
-        }
+        refuse_if(
+            !templates.contains_key(&default_locale),
+            "verify.default_locale",
+            "has no text in verify.templates",
+        )?;
         let web_otp_domain = match self.web_otp_domain.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(domain) if is_host_name(domain) => Some(domain.to_ascii_lowercase()),

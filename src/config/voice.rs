@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ConfigError;
+use super::error::{refuse_if, ConfigError};
 use super::load::built_in;
 use super::values::{parsed, within};
 use crate::domain::LanguageTag;
@@ -69,12 +69,12 @@ const MAX_SENTENCE_CHARS: usize = 500;
 
 impl VoiceSettings {
     pub(super) fn check(self) -> Result<VoiceConfig, ConfigError> {
-        if self.trait_name.is_empty() {
-            return Err(ConfigError::invalid("voice.trait", "must not be empty"));
-        }
-        if self.voice.is_empty() {
-            return Err(ConfigError::invalid("voice.voice", "must not be empty"));
-        }
+        refuse_if(
+            self.trait_name.is_empty(),
+            "voice.trait",
+            "must not be empty",
+        )?;
+        refuse_if(self.voice.is_empty(), "voice.voice", "must not be empty")?;
         let language = self.language;
         let mut raw = BTreeMap::new();
         for (tag, s) in self.sentences {
@@ -107,12 +107,11 @@ impl VoiceSettings {
                 ("other", &filled.other),
                 ("again", &filled.again),
             ] {
-                if text.chars().count() > MAX_SENTENCE_CHARS {
-                    return Err(ConfigError::invalid(
-                        &format!("voice.sentences.{tag}.{name}"),
-                        "must be at most 500 characters (TwiML is limited to 4000)",
-                    ));
-                }
+                refuse_if(
+                    text.chars().count() > MAX_SENTENCE_CHARS,
+                    &format!("voice.sentences.{tag}.{name}"),
+                    "must be at most 500 characters (TwiML is limited to 4000)",
+                )?;
             }
             sentences.insert(tag.clone(), filled);
         }
