@@ -220,10 +220,29 @@ pub(super) fn service_sid(key: &str, sid: String) -> Result<String, ConfigError>
     }
 }
 
-/// A WhatsApp sender's number, written with or without `whatsapp:`.
-pub(super) fn whatsapp_number(written: &str) -> Option<SenderId> {
-    let number = written.strip_prefix("whatsapp:").unwrap_or(written);
-    SenderId::parse(number).filter(|s| s.number().is_some())
+/// A WhatsApp sender: a Messaging Service (`MG…`) at `service_key`, else
+/// a number (written with or without `whatsapp:`) at `from_key`; `None`
+/// when neither is given.
+pub(super) fn whatsapp_sender(
+    (from_key, from): (&str, Option<String>),
+    (service_key, service): (&str, Option<String>),
+) -> Result<Option<SmsSender>, ConfigError> {
+    let from = from.filter(|s| !s.is_empty());
+    Ok(match (from, service.filter(|s| !s.is_empty())) {
+        (_, Some(mg)) => Some(SmsSender::MessagingServiceSid(service_sid(
+            service_key,
+            mg,
+        )?)),
+        (Some(f), None) => {
+            let number = SenderId::parse(f.strip_prefix("whatsapp:").unwrap_or(&f));
+            let why = "must be a WhatsApp sender's number in E.164 form, such as +14155550100";
+            let number = number.filter(|s| s.number().is_some());
+            Some(SmsSender::From(
+                number.ok_or_else(|| ConfigError::invalid(from_key, why))?,
+            ))
+        }
+        (None, None) => None,
+    })
 }
 
 /// The key `k` of the provider at `at` (`twilio`, `providers[1]`), refused.
@@ -475,29 +494,19 @@ fn whatsapp_use(
     from: Option<String>,
     service: Option<String>,
 ) -> Result<WhatsAppUse, ConfigError> {
-    let from = from.filter(|s| !s.is_empty());
-    let service = service.filter(|s| !s.is_empty());
+    let from_key = format!("{at}.whatsapp_from");
     let service_key = format!("{at}.whatsapp_messaging_service_sid");
-    Ok(match (from, service) {
-        (None, None) if on == Some(false) => WhatsAppUse::Off,
-        _ if on == Some(false) => {
-            let why =
-                format!("is false, yet {at}.whatsapp_from or {service_key} is set: remove one");
-            return Err(bad(at, "whatsapp", why));
-        }
-        (_, Some(mg)) => WhatsAppUse::Own(SmsSender::MessagingServiceSid(service_sid(
-            &service_key,
-            mg,
-        )?)),
-        (Some(f), None) => match whatsapp_number(&f) {
-            Some(s) => WhatsAppUse::Own(SmsSender::From(s)),
-            None => {
-                let why = "must be a WhatsApp sender's number in E.164 form, such as +14155550100";
-                return Err(bad(at, "whatsapp_from", why));
-            }
-        },
-        (None, None) => WhatsAppUse::Shared,
-    })
+    if on == Some(false) {
+        let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        refuse_if(
+            given(&from) || given(&service),
+            &format!("{at}.whatsapp"),
+            format!("is false, yet {from_key} or {service_key} is set: remove one"),
+        )?;
+        return Ok(WhatsAppUse::Off);
+    }
+    let own = whatsapp_sender((&from_key, from), (&service_key, service))?;
+    Ok(own.map_or(WhatsAppUse::Shared, WhatsAppUse::Own))
 }
 
 /// The caller id: `voice_from`, else `from` when it is a number.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
-use super::providers::{is_sid, service_sid, whatsapp_number, SmsSender};
+use super::providers::{is_sid, whatsapp_sender, SmsSender};
 use super::values::{list, ms};
 use crate::domain::LanguageTag;
 use crate::phone::CountryId;
@@ -77,25 +77,14 @@ impl WhatsAppSettings {
         if !self.enabled {
             return Ok(None);
         }
-        let from = self.from.filter(|s| !s.is_empty());
-        let service = self.messaging_service_sid.filter(|s| !s.is_empty());
-        let sender = match (from, service) {
-            (_, Some(mg)) => {
-                SmsSender::MessagingServiceSid(service_sid("whatsapp.messaging_service_sid", mg)?)
-            }
-            (Some(f), None) => SmsSender::From(whatsapp_number(&f).ok_or_else(|| {
-                ConfigError::invalid(
-                    "whatsapp.from",
-                    "must be the WhatsApp sender's number in E.164 form, such as +14155550100",
-                )
-            })?),
-            (None, None) => {
-                return Err(ConfigError::invalid(
-                    "whatsapp.from",
-                    "a WhatsApp sender is required when whatsapp.enabled is true: whatsapp.from (a WhatsApp-enabled number) or whatsapp.messaging_service_sid",
-                ))
-            }
-        };
+        let from = ("whatsapp.from", self.from);
+        let service = ("whatsapp.messaging_service_sid", self.messaging_service_sid);
+        let sender = whatsapp_sender(from, service)?.ok_or_else(|| {
+            ConfigError::invalid(
+                "whatsapp.from",
+                "a WhatsApp sender is required when whatsapp.enabled is true: whatsapp.from (a WhatsApp-enabled number) or whatsapp.messaging_service_sid",
+            )
+        })?;
         let content_sid = checked_sid(
             "whatsapp.content_sid",
             self.content_sid.unwrap_or_default(),
