@@ -116,8 +116,8 @@ impl AuthSettings {
             !self.disabled && basic.is_none() && api_key.is_none(),
             "auth",
             "configure auth.basic (username, password) or auth.api_key (header, value) \
-                 to match the Kratos courier channel, or set auth.disabled = true for local \
-                 development only",
+             to match the Kratos courier channel, or set auth.disabled = true for local \
+             development only",
         )?;
         Ok(AuthConfig {
             disabled: self.disabled,

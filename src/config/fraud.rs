@@ -35,7 +35,6 @@ pub(crate) enum FraudAction {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FraudConfig {
-    #[serde(deserialize_with = "choice")]
     pub(crate) action: FraudAction,
     pub(crate) min_unconfirmed_per_hour: u32,
     pub(crate) prefix_min_unconfirmed_per_hour: u32,

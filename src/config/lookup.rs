@@ -109,7 +109,6 @@ pub struct LookupConfig {
     pub line_type: bool,
     pub sim_swap: bool,
     pub sms_pumping_risk: bool,
-    #[serde(deserialize_with = "choice")]
     pub on_error: LookupOnError,
     #[serde(rename = "timeout_ms", serialize_with = "ser_millis")]
     pub timeout: Duration,

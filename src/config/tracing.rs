@@ -76,7 +76,7 @@ impl TracingSettings {
             !valid,
             "tracing.providers.otlp.server_url",
             "is not the host:port of an OTLP/HTTP receiver, such as 127.0.0.1:4318 \
-                 (no scheme: `insecure` picks http or https)",
+             (no scheme: `insecure` picks http or https)",
         )?;
         let ratio = otlp.sampling.sampling_ratio;
         refuse_if(
