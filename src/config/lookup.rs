@@ -1,8 +1,9 @@
 //! `[lookup]`: Twilio Lookup v2 before a send, and what each answer gets.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::error::{refuse_if, ConfigError};
 use super::values::{choice, ms, ser_millis, within, StringList};
@@ -21,7 +22,9 @@ pub struct LookupSettings {
     pub(crate) max_per_hour: u32,
     pub(crate) sim_swap: SimSwapSettings,
     pub(crate) sms_pumping_risk: PumpingSettings,
-    pub(crate) line_types: LineTypeSettings,
+    /// One action per Twilio line type (`line_type_intelligence.type`), by
+    /// its key in [`LINE_TYPES`] (`fixed_voip` is Twilio's `fixedVoip`).
+    pub(crate) line_types: BTreeMap<String, Action>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,35 +40,15 @@ pub(crate) struct PumpingSettings {
     pub(crate) max_score: u64,
 }
 
-/// One action per Twilio line type (`line_type_intelligence.type`), in
-/// snake case (`fixed_voip` is Twilio's `fixedVoip`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct LineTypeSettings {
-    #[serde(deserialize_with = "choice")]
-    pub(crate) mobile: LineAction,
-    #[serde(deserialize_with = "choice")]
-    pub(crate) landline: LineAction,
-    #[serde(deserialize_with = "choice")]
-    pub(crate) fixed_voip: LineAction,
-    #[serde(deserialize_with = "choice")]
-    pub(crate) non_fixed_voip: LineAction,
-    #[serde(deserialize_with = "choice")]
-    pub(crate) personal: LineAction,
-    #[serde(deserialize_with = "choice")]
-    pub(crate) toll_free: LineAction,
-    #[serde(deserialize_with = "choice")]
-    pub(crate) premium: LineAction,
-    #[serde(deserialize_with = "choice")]
-    pub(crate) shared_cost: LineAction,
-    #[serde(deserialize_with = "choice")]
-    pub(crate) uan: LineAction,
-    #[serde(deserialize_with = "choice")]
-    pub(crate) voicemail: LineAction,
-    #[serde(deserialize_with = "choice")]
-    pub(crate) pager: LineAction,
-    #[serde(deserialize_with = "choice")]
-    pub(crate) unknown: LineAction,
+/// A line type's action, read by [`choice`] so that a refused one names
+/// its key (`lookup.line_types.pager`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Action(LineAction);
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        choice(d).map(Action)
+    }
 }
 
 /// What a line type gets.
@@ -173,21 +156,19 @@ impl LookupSettings {
             };
             refuse_for.push(template.label());
         }
-        let t = self.line_types;
-        let actions = [
-            t.mobile,
-            t.landline,
-            t.fixed_voip,
-            t.non_fixed_voip,
-            t.personal,
-            t.toll_free,
-            t.premium,
-            t.shared_cost,
-            t.uan,
-            t.voicemail,
-            t.pager,
-            t.unknown,
-        ];
+        let mut actions = [LineAction::Sms; 12];
+        for (i, (_, key)) in LINE_TYPES.iter().enumerate() {
+            let action = self.line_types.get(*key).ok_or_else(|| {
+                ConfigError::invalid(&format!("lookup.line_types.{key}"), "is missing")
+            })?;
+            actions[i] = action.0;
+        }
+        let known = |k: &String| LINE_TYPES.iter().any(|(_, key)| key == k);
+        if let Some(k) = self.line_types.keys().find(|k| !known(k)) {
+            let keys = LINE_TYPES.map(|(_, key)| format!("`{key}`")).join(", ");
+            let why = format!("is not a key here; expected one of {keys}");
+            return Err(ConfigError::invalid(&format!("lookup.line_types.{k}"), why));
+        }
         Ok(self.enabled.then_some(LookupConfig {
             base_url,
             line_type,
