@@ -1372,6 +1372,14 @@ fn a_refused_value_names_its_key_and_what_is_allowed_never_itself() {
     }
 }
 
+/// `[whatsapp]`'s countries and fallback delay are checked as they are read.
+#[test]
+fn whatsapp_keys_are_checked_as_they_are_read() {
+    let read = |key: &str, value: &str| refused_by_reader(&format!("WHATSAPP__{key}"), value);
+    assert!(read("COUNTRIES", "BR,Brazil").contains("whatsapp.countries"));
+    assert!(read("FALLBACK_AFTER_MS", "600001").contains("whatsapp.fallback_after_ms"));
+}
+
 /// A provider entry that leaves its limits out gets `[twilio]`'s.
 #[test]
 fn a_provider_entry_takes_the_defaults_of_twilio() {

@@ -302,19 +302,6 @@ mod tests {
         let mut s = settings();
         s.from = Some("Acme".into());
         assert!(key(s).contains("whatsapp.from"));
-        // Checked as they are read.
-        let read = |key: &str, value: &str| {
-            let env = [(format!("PHONE_COURIER__WHATSAPP__{key}"), value.to_owned())];
-            let sources = super::super::Sources {
-                file: None,
-                env: env.into_iter().collect(),
-            };
-            super::super::Settings::load(&sources)
-                .unwrap_err()
-                .to_string()
-        };
-        assert!(read("COUNTRIES", "BR,Brazil").contains("whatsapp.countries"));
-        assert!(read("FALLBACK_AFTER_MS", "600001").contains("whatsapp.fallback_after_ms"));
         let mut s = settings();
         s.fallback_after_ms = Duration::ZERO;
         assert_eq!(s.check().unwrap().unwrap().fallback_after, None);
