@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::error::{refuse_if, ConfigError};
 use super::providers::{is_http_url, public_url};
-use super::secret::{secret, ser_redacted_opt};
+use super::secret::{secret, ser_redacted_list, ser_redacted_opt};
 use super::values::{list, ms, ser_millis, within, StringList};
 use crate::phone::{Sender, E164};
 
@@ -85,15 +85,6 @@ pub struct Route {
     #[serde(serialize_with = "ser_redacted_list")]
     pub(crate) slack: Vec<SecretString>,
     pub(crate) webhooks: Vec<String>,
-}
-
-fn ser_redacted_list<S: Serializer>(v: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeSeq;
-    let mut seq = s.serialize_seq(Some(v.len()))?;
-    for _ in v {
-        seq.serialize_element("[redacted]")?;
-    }
-    seq.end()
 }
 
 impl RelaySettings {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
-use serde::Serializer;
+use serde::{Serialize, Serializer};
 
 use super::error::{refuse_if, ConfigError};
 
@@ -50,8 +50,13 @@ pub(super) fn ser_redacted_opt<S: Serializer>(
     v: &Option<SecretString>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(_) => s.serialize_str("[redacted]"),
-        None => s.serialize_none(),
-    }
+    v.as_ref().map(|_| "[redacted]").serialize(s)
+}
+
+/// Every entry of a list of secrets, as `[redacted]`.
+pub(super) fn ser_redacted_list<S: Serializer>(
+    v: &[SecretString],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|_| "[redacted]"))
 }
