@@ -25,6 +25,8 @@ pub(crate) mod fraud;
 pub(crate) mod keys;
 pub mod memory;
 pub mod redis;
+#[cfg(test)]
+mod suite;
 
 use std::time::Duration;
 

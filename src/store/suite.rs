@@ -1,0 +1,399 @@
+//! One suite for both backends: each test here runs twice, against the
+//! memory store and against a real `redis-server` (started on a free port
+//! by `tests/common/redis.rs`; without one the Redis run is skipped with a
+//! loud line, and fails in CI). The two backends must answer alike; what
+//! only Redis has (keys, their expiry) is checked in the Redis run alone.
+//! The rest of the Redis store's tests (replicas, failures, raw keys) are
+//! in `tests/store_redis.rs`.
+
+#[path = "../../tests/common/redis.rs"]
+mod redis_server;
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::memory::MemoryStore;
+use super::redis::RedisStore;
+use super::{BudgetTake, BudgetUsed, Claim, Entry, Owner, Refusal, Settle};
+use crate::clock::Clock;
+use crate::config::{OnError, RedisConfig};
+use crate::domain::BudgetScope;
+use redis_server::RedisServer;
+
+const LEASE: Duration = Duration::from_secs(10);
+const KEEP: Duration = Duration::from_secs(600);
+/// Some instant (ms) in 2024, so the day is a real one.
+const T0: u64 = 1_718_000_000_000;
+
+fn memory_store() -> MemoryStore {
+    MemoryStore::new(Clock::starting_at(Duration::from_millis(T0)), 1000)
+}
+
+/// A Redis store whose ledger is judged by the times the test passes (as
+/// the memory store's is), so both walk the same instants.
+fn redis_store(server: &RedisServer) -> RedisStore {
+    let config = RedisConfig {
+        url: SecretString::from(server.url()),
+        key_prefix: "kpc:".into(),
+        timeout: Duration::from_millis(500),
+        on_error: OnError::FailClosed,
+        key_secret: None,
+    };
+    RedisStore::connect(&config)
+        .unwrap()
+        .judging_by_caller_time()
+}
+
+async fn raw(server: &RedisServer) -> ::redis::aio::MultiplexedConnection {
+    ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A test body run on each backend: `$s` is the store, `$server` the
+/// Redis server (`None` on the memory run).
+macro_rules! on_both_stores {
+    (async fn $name:ident($s:ident, $server:ident) $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn on_memory() {
+                let $server: Option<&RedisServer> = None;
+                let _ = $server;
+                let $s = memory_store();
+                $body
+            }
+
+            #[tokio::test]
+            async fn on_redis() {
+                let Some(server) = RedisServer::start() else {
+                    return;
+                };
+                let $server = Some(&server);
+                let _ = $server;
+                let $s = redis_store(&server);
+                $body
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------- ledger
+
+on_both_stores!(
+    async fn claim_settle_and_entry_go_through_every_transition(s, server) {
+        let key = [1u8; 16];
+        let (a, b) = (Owner(1), Owner(2));
+
+        assert_eq!(s.entry(&key, T0).await.unwrap(), None);
+        assert_eq!(
+            s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+            Claim::Send
+        );
+        let in_flight = Entry::InFlight {
+            owner: a,
+            since: T0,
+            lease_until: T0 + 10_000,
+            provider: None,
+        };
+        assert_eq!(
+            s.entry(&key, T0 + 1).await.unwrap(),
+            Some(in_flight.clone())
+        );
+        // A live lease: anyone else (the owner too) waits.
+        assert_eq!(
+            s.claim(&key, b, T0 + 1, LEASE, KEEP).await.unwrap(),
+            Claim::Busy
+        );
+        assert_eq!(
+            s.claim(&key, a, T0 + 9_999, LEASE, KEEP).await.unwrap(),
+            Claim::Busy
+        );
+        // Someone else's release, uncertainty or renewal changes nothing (but
+        // an acceptance is recorded whoever reports it: the message was sent).
+        let accepted = Settle::Accepted {
+            sid: Some("SM123".into()),
+        };
+        for other in [
+            Settle::Release,
+            Settle::Uncertain,
+            Settle::Renew {
+                lease_until: T0 + 60_000,
+                provider: "twilio".into(),
+            },
+        ] {
+            assert!(!s.settle(&key, b, other, T0 + 2, KEEP).await.unwrap());
+        }
+        assert_eq!(s.entry(&key, T0 + 2).await.unwrap(), Some(in_flight));
+        // The owner's does.
+        s.settle(&key, a, accepted, T0 + 3, KEEP).await.unwrap();
+        let sid = Some("SM123".to_owned());
+        assert_eq!(
+            s.entry(&key, T0 + 4).await.unwrap(),
+            Some(Entry::Accepted { sid: sid.clone() })
+        );
+        assert_eq!(
+            s.claim(&key, b, T0 + 5, LEASE, KEEP).await.unwrap(),
+            Claim::Accepted { sid: sid.clone() }
+        );
+        // Settling again after it was accepted does nothing.
+        s.settle(&key, a, Settle::Release, T0 + 6, KEEP)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.entry(&key, T0 + 6).await.unwrap(),
+            Some(Entry::Accepted { sid })
+        );
+        // Remembered for `keep` from the settle, by the caller's clock.
+        assert!(s.entry(&key, T0 + 3 + 599_999).await.unwrap().is_some());
+        assert_eq!(s.entry(&key, T0 + 3 + 600_000).await.unwrap(), None);
+        assert_eq!(
+            s.claim(&key, b, T0 + 3 + 600_000, LEASE, KEEP)
+                .await
+                .unwrap(),
+            Claim::Send
+        );
+
+        // Accepted without a sid.
+        let key = [2u8; 16];
+        assert_eq!(
+            s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+            Claim::Send
+        );
+        s.settle(&key, a, Settle::Accepted { sid: None }, T0 + 1, KEEP)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.claim(&key, b, T0 + 2, LEASE, KEEP).await.unwrap(),
+            Claim::Accepted { sid: None }
+        );
+
+        // Release: forgotten, so a retry sends.
+        let key = [3u8; 16];
+        assert_eq!(
+            s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+            Claim::Send
+        );
+        s.settle(&key, a, Settle::Release, T0 + 1, KEEP)
+            .await
+            .unwrap();
+        assert_eq!(s.entry(&key, T0 + 1).await.unwrap(), None);
+        assert_eq!(
+            s.claim(&key, b, T0 + 2, LEASE, KEEP).await.unwrap(),
+            Claim::Send
+        );
+    }
+);
+
+// A lease that runs out is reconciled by the next claimer, once; the old
+// owner's late settlement is ignored.
+on_both_stores!(
+    async fn an_expired_lease_is_reconciled_once(s, server) {
+        let (a, b) = (Owner(1), Owner(2));
+        let k = [7u8; 16];
+        let t = 1_000_000;
+        assert_eq!(s.claim(&k, a, t, LEASE, KEEP).await, Ok(Claim::Send));
+        assert_eq!(s.claim(&k, b, t + 1, LEASE, KEEP).await, Ok(Claim::Busy));
+        // The lease runs out: the next claimer reconciles, once.
+        let later = t + 10_000;
+        assert_eq!(
+            s.claim(&k, b, later, LEASE, KEEP).await,
+            Ok(Claim::Reconcile {
+                since: t,
+                provider: None
+            })
+        );
+        assert_eq!(s.claim(&k, a, later, LEASE, KEEP).await, Ok(Claim::Busy));
+        // The old owner's late settlement is ignored.
+        s.settle(&k, a, Settle::Release, later, KEEP).await.unwrap();
+        assert!(matches!(
+            s.entry(&k, later).await.unwrap(),
+            Some(Entry::InFlight { owner, .. }) if owner == b
+        ));
+        s.settle(&k, b, Settle::Uncertain, later, KEEP)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.entry(&k, later).await.unwrap(),
+            Some(Entry::Uncertain {
+                since: t,
+                provider: None
+            })
+        );
+        assert_eq!(
+            s.claim(&k, a, later, LEASE, KEEP).await,
+            Ok(Claim::Reconcile {
+                since: t,
+                provider: None
+            })
+        );
+        let sid = "SM0123456789abcdef0123456789abcdef".to_owned();
+        s.settle(
+            &k,
+            a,
+            Settle::Accepted {
+                sid: Some(sid.clone()),
+            },
+            later,
+            KEEP,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.claim(&k, b, later, LEASE, KEEP).await,
+            Ok(Claim::Accepted { sid: Some(sid) })
+        );
+        // Kept for the window, then forgotten.
+        let gone = later + KEEP.as_millis() as u64;
+        assert_eq!(s.claim(&k, b, gone, LEASE, KEEP).await, Ok(Claim::Send));
+        s.settle(&k, b, Settle::Release, gone, KEEP).await.unwrap();
+        assert_eq!(s.entry(&k, gone).await.unwrap(), None);
+    }
+);
+
+// ---------------------------------------------------------------- budget
+
+// `budget.units`: a message takes its channel's units, atomically, and a
+// refund gives back as many.
+on_both_stores!(
+    async fn a_channel_takes_its_units_and_a_refund_gives_them_back(s, server) {
+        let day = T0 / 86_400_000;
+        let take = |units| BudgetTake {
+            day,
+            calling_code: 44,
+            total_cap: 7,
+            country_cap: 0,
+            units,
+        };
+        let first = s.reserve(&[], Some(take(3)), T0).await.unwrap().unwrap();
+        s.reserve(&[], Some(take(3)), T0).await.unwrap().unwrap();
+        assert_eq!(
+            s.reserve(&[], Some(take(3)), T0).await.unwrap(),
+            Err(Refusal::Budget {
+                scope: BudgetScope::Total
+            })
+        );
+        // Each reservation carries the day's counters after its take: the
+        // gauge and the warnings read them without a second store call.
+        assert_eq!(
+            first.used,
+            Some(BudgetUsed {
+                total: 3,
+                country: 3
+            })
+        );
+        let last = s.reserve(&[], Some(take(1)), T0).await.unwrap().unwrap();
+        assert_eq!(
+            last.used,
+            Some(BudgetUsed {
+                total: 7,
+                country: 7
+            })
+        );
+        assert_eq!(s.reserve(&[], None, T0).await.unwrap().unwrap().used, None);
+        assert_eq!(
+            s.budget_used(day, 44).await.unwrap(),
+            BudgetUsed {
+                total: 7,
+                country: 7
+            }
+        );
+        s.refund(&first, T0).await.unwrap();
+        assert_eq!(s.budget_used(day, 44).await.unwrap().total, 4);
+        let again = s.reserve(&[], Some(take(3)), T0).await.unwrap().unwrap();
+        assert_eq!(again.used.map(|u| u.total), Some(7));
+    }
+);
+
+on_both_stores!(
+    async fn the_budget_caps_the_day_and_the_country_and_rolls_over(s, server) {
+        let day = T0 / 86_400_000;
+        let take = |day, calling_code| BudgetTake {
+            day,
+            calling_code,
+            total_cap: 5,
+            country_cap: 3,
+            units: 1,
+        };
+        for _ in 0..3 {
+            s.reserve(&[], Some(take(day, 1)), T0)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(
+            s.reserve(&[], Some(take(day, 1)), T0).await.unwrap(),
+            Err(Refusal::Budget {
+                scope: BudgetScope::Country
+            })
+        );
+        for _ in 0..2 {
+            s.reserve(&[], Some(take(day, 44)), T0)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        // The total is used up: that comes first, for every country.
+        for cc in [1, 44, 49] {
+            assert_eq!(
+                s.reserve(&[], Some(take(day, cc)), T0).await.unwrap(),
+                Err(Refusal::Budget {
+                    scope: BudgetScope::Total
+                })
+            );
+        }
+        assert_eq!(
+            s.budget_used(day, 1).await.unwrap(),
+            BudgetUsed {
+                total: 5,
+                country: 3
+            }
+        );
+        assert_eq!(s.budget_used(day, 44).await.unwrap().country, 2);
+        assert_eq!(s.budget_used(day, 49).await.unwrap().country, 0);
+        // The next UTC day starts from zero.
+        let tomorrow = (day + 1) * 86_400_000;
+        s.reserve(&[], Some(take(day + 1, 1)), tomorrow)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.budget_used(day + 1, 1).await.unwrap(),
+            BudgetUsed {
+                total: 1,
+                country: 1
+            }
+        );
+        // Redis's counters expire after the end of their day, with a margin
+        // (the memory store keeps one day and starts the next from zero).
+        if let Some(server) = server {
+            let mut conn = raw(server).await;
+            let pttl: i64 = ::redis::cmd("PTTL")
+                .arg(format!("kpc:b:{day}:t"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let to_midnight = (day + 1) * 86_400_000 - T0;
+            assert!(
+                pttl > to_midnight as i64 && pttl <= (to_midnight + 3_600_000) as i64,
+                "{pttl}"
+            );
+        }
+        // No cap at all: counted, never refused.
+        let free = BudgetTake {
+            day: day + 2,
+            calling_code: 1,
+            total_cap: 0,
+            country_cap: 0,
+            units: 1,
+        };
+        for _ in 0..10 {
+            s.reserve(&[], Some(free), T0).await.unwrap().unwrap();
+        }
+        assert_eq!(s.budget_used(day + 2, 1).await.unwrap().total, 10);
+    }
+);
