@@ -113,7 +113,7 @@ pub(crate) enum Reconciled {
 /// older build holds the provider alone: its channel is unknown, and the
 /// retry's own plan is used.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Tried {
+pub(crate) struct Tried {
     pub(crate) channel: Option<Channel>,
     /// `None`: no provider was named (a record from before providers were
     /// named: the first provider's).
@@ -122,7 +122,7 @@ pub struct Tried {
 
 impl Tried {
     /// The record's text for a provider call about to be made.
-    pub fn record(channel: Channel, provider: &str) -> String {
+    pub(crate) fn record(channel: Channel, provider: &str) -> String {
         let prefix = match channel {
             Channel::Sms => "SMS",
             Channel::Voice => "VOICE",

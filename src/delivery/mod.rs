@@ -10,7 +10,7 @@ pub mod courier;
 pub mod error;
 pub(crate) mod fallback;
 pub mod fraud;
-pub mod ledger;
+pub(crate) mod ledger;
 pub mod limits;
 pub mod message;
 pub(crate) mod send;

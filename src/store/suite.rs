@@ -15,7 +15,7 @@ use secrecy::SecretString;
 
 use super::memory::MemoryStore;
 use super::redis::RedisStore;
-use super::{BudgetTake, BudgetUsed, Claim, Entry, Owner, Refusal, Settle};
+use super::*;
 use crate::clock::Clock;
 use crate::config::{OnError, RedisConfig};
 use crate::domain::BudgetScope;
@@ -395,5 +395,374 @@ on_both_stores!(
             s.reserve(&[], Some(free), T0).await.unwrap().unwrap();
         }
         assert_eq!(s.budget_used(day + 2, 1).await.unwrap().total, 10);
+    }
+);
+
+// ------------------------------ leases, verify codes, idempotency, relay marks
+
+on_both_stores!(
+    async fn a_renewed_lease_keeps_others_out_and_only_the_owner_renews(s, server) {
+            let (a, b) = (Owner(1), Owner(2));
+            let k = [9u8; 16];
+            let t = 1_000_000;
+            assert_eq!(s.claim(&k, a, t, LEASE, KEEP).await, Ok(Claim::Send));
+            // Just before the provider call, at t + 9 s: the lease now runs to
+            // t + 19 s.
+            let renew = |until| Settle::Renew {
+                lease_until: until,
+                provider: "p1".into(),
+            };
+            assert_eq!(s.settle(&k, b, renew(t + 60_000), t, KEEP).await, Ok(false));
+            assert_eq!(
+                s.settle(&k, a, renew(t + 19_000), t + 9_000, KEEP).await,
+                Ok(true)
+            );
+            assert_eq!(
+                s.claim(&k, b, t + 12_000, LEASE, KEEP).await,
+                Ok(Claim::Busy)
+            );
+            assert_eq!(
+                s.claim(&k, b, t + 19_000, LEASE, KEEP).await,
+                Ok(Claim::Reconcile {
+                    since: t,
+                    provider: Some("p1".into())
+                })
+            );
+            // The first owner's late acceptance is recorded all the same.
+            let sid = Some("SM1".to_owned());
+            s.settle(
+                &k,
+                a,
+                Settle::Accepted { sid: sid.clone() },
+                t + 20_000,
+                KEEP,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                s.claim(&k, b, t + 20_001, LEASE, KEEP).await,
+                Ok(Claim::Accepted { sid })
+            );
+    }
+);
+
+on_both_stores!(
+    async fn pending_codes_resend_expire_count_and_approve_once(s, server) {
+            let t = T0;
+            let key = [3u8; 16];
+            let code = PendingCode {
+                hash: [1; 32],
+                seed: [2; 16],
+                expires_at: t + 600_000,
+            };
+            let other = PendingCode {
+                hash: [9; 32],
+                ..code
+            };
+            assert_eq!(
+                s.verify_pending(&key, &code, t).await,
+                Ok(Pending { code, sends: 1 })
+            );
+            assert_eq!(
+                s.verify_pending(&key, &other, t + 1).await,
+                Ok(Pending { code, sends: 2 })
+            );
+            // Not checkable before a send of it was accepted.
+            assert_eq!(
+                s.verify_check(&key, &[1; 32], 2, t + 1).await,
+                Ok(CodeCheck::NoPendingCode)
+            );
+            assert_eq!(s.verify_sent(&key, &[9; 32], t + 1).await, Ok(false));
+            assert_eq!(s.verify_sent(&key, &[1; 32], t + 1).await, Ok(true));
+            assert_eq!(
+                s.verify_check(&key, &[9; 32], 2, t + 2).await,
+                Ok(CodeCheck::Mismatch { attempts_left: 1 })
+            );
+            assert_eq!(
+                s.verify_check(&key, &[1; 32], 2, t + 3).await,
+                Ok(CodeCheck::Approved)
+            );
+            assert_eq!(
+                s.verify_check(&key, &[1; 32], 2, t + 4).await,
+                Ok(CodeCheck::NoPendingCode)
+            );
+            // An approved code is never made checkable again.
+            assert_eq!(s.verify_sent(&key, &[1; 32], t + 4).await, Ok(false));
+            // The last wrong attempt drops it; expiry ends it.
+            s.verify_pending(&key, &code, t).await.unwrap();
+            s.verify_sent(&key, &[1; 32], t).await.unwrap();
+            s.verify_check(&key, &[9; 32], 2, t).await.unwrap();
+            assert_eq!(
+                s.verify_check(&key, &[9; 32], 2, t).await,
+                Ok(CodeCheck::TooManyAttempts)
+            );
+            assert_eq!(
+                s.verify_check(&key, &[1; 32], 2, t).await,
+                Ok(CodeCheck::NoPendingCode)
+            );
+            s.verify_pending(&key, &code, t).await.unwrap();
+            s.verify_sent(&key, &[1; 32], t).await.unwrap();
+            assert_eq!(
+                s.verify_check(&key, &[1; 32], 2, t + 600_000).await,
+                Ok(CodeCheck::NoPendingCode)
+            );
+    }
+);
+
+on_both_stores!(
+    async fn a_refused_first_send_leaves_nothing_and_a_resend_is_kept(s, server) {
+            let t = T0;
+            let key = [4u8; 16];
+            let code = PendingCode {
+                hash: [1; 32],
+                seed: [2; 16],
+                expires_at: t + 600_000,
+            };
+            let other = PendingCode {
+                hash: [9; 32],
+                ..code
+            };
+            // Two requests at once send the one unsent code; one is refused,
+            // the other accepted: the code is checkable.
+            s.verify_pending(&key, &code, t).await.unwrap();
+            s.verify_pending(&key, &other, t).await.unwrap();
+            s.verify_unsent(&key, &[1; 32], t).await.unwrap();
+            assert_eq!(s.verify_sent(&key, &[1; 32], t).await, Ok(true));
+            // A refused resend of a sent code keeps it.
+            s.verify_pending(&key, &other, t).await.unwrap();
+            s.verify_unsent(&key, &[1; 32], t).await.unwrap();
+            assert_eq!(
+                s.verify_check(&key, &[1; 32], 2, t).await,
+                Ok(CodeCheck::Approved)
+            );
+            // A refused first send leaves nothing: the next request is fresh.
+            s.verify_pending(&key, &code, t).await.unwrap();
+            s.verify_unsent(&key, &[1; 32], t).await.unwrap();
+            assert_eq!(
+                s.verify_pending(&key, &other, t).await,
+                Ok(Pending {
+                    code: other,
+                    sends: 1
+                })
+            );
+    }
+);
+
+on_both_stores!(
+    async fn idempotency_keys_hold_in_progress_then_the_answer(s, server) {
+            let t = T0;
+            let (key, fp) = ([5u8; 16], [6u8; 32]);
+            let begin = |now| s.verify_idempotency_begin(&key, &fp, now, now + 1000);
+            assert_eq!(begin(t).await, Ok(Idempotency::New));
+            assert_eq!(
+                begin(t + 1).await,
+                Ok(Idempotency::InProgress { fingerprint: fp })
+            );
+            // Forgotten after a refusal: the next one runs again.
+            s.verify_idempotency_finish(&key, &fp, None, t + 2, t + 2)
+                .await
+                .unwrap();
+            assert_eq!(begin(t + 3).await, Ok(Idempotency::New));
+            s.verify_idempotency_finish(&key, &fp, Some("a"), t + 4, t + 10_000)
+                .await
+                .unwrap();
+            let done = Idempotency::Done {
+                fingerprint: fp,
+                answer: "a".into(),
+            };
+            assert_eq!(begin(t + 9_999).await, Ok(done));
+            assert_eq!(begin(t + 10_000).await, Ok(Idempotency::New));
+    }
+);
+
+on_both_stores!(
+    async fn relay_marks_once_and_counts_to_the_limit(s, server) {
+            let t = 1_000_000;
+            let k = [3u8; 16];
+            assert_eq!(s.relay_first_seen(&k, t, KEEP).await, Ok(true));
+            assert_eq!(s.relay_first_seen(&k, t + 1, KEEP).await, Ok(false));
+            // Forgotten after `keep`.
+            assert_eq!(s.relay_first_seen(&k, t + 600_000, KEEP).await, Ok(true));
+            let c = [4u8; 16];
+            assert_eq!(s.relay_take(&c, 2, t, t + 10).await, Ok(true));
+            assert_eq!(s.relay_take(&c, 2, t, t + 10).await, Ok(true));
+            assert_eq!(s.relay_take(&c, 2, t + 1, t + 10).await, Ok(false));
+            // The window ended: a new count.
+            assert_eq!(s.relay_take(&c, 2, t + 10, t + 20).await, Ok(true));
+    }
+);
+
+on_both_stores!(
+    async fn uncertain_and_expired_leases_are_reconciled_keeping_since(s, server) {
+            let (a, b, c) = (Owner(0xa), Owner(u128::MAX), Owner(0xc));
+
+            // Uncertain: the next claimer reconciles, with the first attempt's since.
+            let key = [4u8; 16];
+            assert_eq!(
+                s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+                Claim::Send
+            );
+            s.settle(&key, a, Settle::Uncertain, T0 + 500, KEEP)
+                .await
+                .unwrap();
+            assert_eq!(
+                s.entry(&key, T0 + 600).await.unwrap(),
+                Some(Entry::Uncertain {
+                    since: T0,
+                    provider: None
+                })
+            );
+            assert_eq!(
+                s.claim(&key, b, T0 + 1_000, LEASE, KEEP).await.unwrap(),
+                Claim::Reconcile {
+                    since: T0,
+                    provider: None
+                }
+            );
+            assert_eq!(
+                s.entry(&key, T0 + 1_001).await.unwrap(),
+                Some(Entry::InFlight {
+                    owner: b,
+                    since: T0,
+                    lease_until: T0 + 11_000,
+                    provider: None
+                })
+            );
+            assert_eq!(
+                s.claim(&key, c, T0 + 1_002, LEASE, KEEP).await.unwrap(),
+                Claim::Busy
+            );
+            // The first owner lost it: its settle is ignored.
+            s.settle(&key, a, Settle::Release, T0 + 1_003, KEEP)
+                .await
+                .unwrap();
+            assert!(matches!(
+                s.entry(&key, T0 + 1_003).await.unwrap(),
+                Some(Entry::InFlight { owner, .. }) if owner == b
+            ));
+
+            // An owner that died: its lease runs out. `entry` reports Uncertain
+            // without changing anything; a claim takes over.
+            let key = [5u8; 16];
+            assert_eq!(
+                s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+                Claim::Send
+            );
+            assert_eq!(
+                s.entry(&key, T0 + 10_000).await.unwrap(),
+                Some(Entry::Uncertain {
+                    since: T0,
+                    provider: None
+                })
+            );
+            assert!(matches!(
+                s.entry(&key, T0 + 9_999).await.unwrap(),
+                Some(Entry::InFlight { owner, .. }) if owner == a
+            ));
+            assert_eq!(
+                s.claim(&key, c, T0 + 10_000, LEASE, KEEP).await.unwrap(),
+                Claim::Reconcile {
+                    since: T0,
+                    provider: None
+                }
+            );
+            s.settle(
+                &key,
+                c,
+                Settle::Accepted {
+                    sid: Some("CA9".into()),
+                },
+                T0 + 10_500,
+                KEEP,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                s.claim(&key, a, T0 + 10_600, LEASE, KEEP).await.unwrap(),
+                Claim::Accepted {
+                    sid: Some("CA9".into())
+                }
+            );
+            // Uncertain keeps `since` through a second takeover too.
+            let key = [6u8; 16];
+            s.claim(&key, a, T0, LEASE, KEEP).await.unwrap();
+            assert_eq!(
+                s.claim(&key, b, T0 + 20_000, LEASE, KEEP).await.unwrap(),
+                Claim::Reconcile {
+                    since: T0,
+                    provider: None
+                }
+            );
+            s.settle(&key, b, Settle::Uncertain, T0 + 21_000, KEEP)
+                .await
+                .unwrap();
+            assert_eq!(
+                s.claim(&key, c, T0 + 22_000, LEASE, KEEP).await.unwrap(),
+                Claim::Reconcile {
+                    since: T0,
+                    provider: None
+                }
+            );
+    }
+);
+
+// Many callers on two replicas (two stores, two connections) claim one key
+// at the same instant: exactly one may send, then, once the lease runs
+// out, exactly one reconciles.
+// The provider a renewal names is what a later attempt reconciles with:
+// through an uncertain outcome, and through a takeover whose owner died
+// before it renewed.
+on_both_stores!(
+    async fn the_provider_that_may_have_it_survives_uncertainty_and_takeovers(s, server) {
+            let (a, b, c) = (Owner(0xa), Owner(0xb), Owner(0xc));
+            let key = [9u8; 16];
+            assert_eq!(
+                s.claim(&key, a, T0, LEASE, KEEP).await.unwrap(),
+                Claim::Send
+            );
+            let renew = |provider: &str| Settle::Renew {
+                lease_until: T0 + 10_000,
+                provider: provider.into(),
+            };
+            assert!(s
+                .settle(&key, a, renew("twilio"), T0 + 1, KEEP)
+                .await
+                .unwrap());
+            // Failed over: the second renewal names the second provider, and the
+            // channel it was asked on, as the ledger writes them (the store
+            // keeps the text as it is: `delivery::ledger::Tried::record`).
+            let tried = "VOICE-signalwire".to_owned();
+            assert!(s
+                .settle(&key, a, renew(&tried), T0 + 2, KEEP)
+                .await
+                .unwrap());
+            s.settle(&key, a, Settle::Uncertain, T0 + 3, KEEP)
+                .await
+                .unwrap();
+            let named = Some(tried.clone());
+            assert_eq!(
+                s.entry(&key, T0 + 4).await.unwrap(),
+                Some(Entry::Uncertain {
+                    since: T0,
+                    provider: named.clone()
+                })
+            );
+            assert_eq!(
+                s.claim(&key, b, T0 + 5, LEASE, KEEP).await.unwrap(),
+                Claim::Reconcile {
+                    since: T0,
+                    provider: named.clone()
+                }
+            );
+            // b dies before renewing: c still learns whom to ask.
+            assert_eq!(
+                s.claim(&key, c, T0 + 5 + 10_000, LEASE, KEEP)
+                    .await
+                    .unwrap(),
+                Claim::Reconcile {
+                    since: T0,
+                    provider: named
+                }
+            );
     }
 );
