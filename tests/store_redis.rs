@@ -261,48 +261,6 @@ async fn replicas_whose_clocks_disagree_judge_leases_by_redis_time() {
 
 // ----------------------------------------------------------- unreachable
 
-#[tokio::test]
-async fn unreachable_recipients_are_remembered_for_their_ttl() {
-    let server = server_or_skip!();
-    let s = store(&server);
-    let (r1, r2) = ([8u8; 16], [9u8; 16]);
-    let ttl = Duration::from_secs(60);
-    assert_eq!(s.unreachable(&r1, T0).await.unwrap(), None);
-    s.mark_unreachable(&r1, Some(21211), T0, ttl).await.unwrap();
-    s.mark_unreachable(&r2, None, T0, ttl).await.unwrap();
-    assert_eq!(
-        s.unreachable(&r1, T0 + 59_999).await.unwrap(),
-        Some(Some(21211))
-    );
-    assert_eq!(s.unreachable(&r2, T0 + 1).await.unwrap(), Some(None));
-    assert_eq!(s.unreachable(&r1, T0 + 60_000).await.unwrap(), None);
-    // Marking again replaces the code and the time.
-    s.mark_unreachable(&r1, Some(21614), T0 + 60_000, ttl)
-        .await
-        .unwrap();
-    assert_eq!(
-        s.unreachable(&r1, T0 + 60_001).await.unwrap(),
-        Some(Some(21614))
-    );
-    // Redis forgets it too (by its own clock, a margin later).
-    let mut conn = raw(&server).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("kpc:u:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(keys.len(), 2);
-    for k in keys {
-        let pttl: i64 = redis::cmd("PTTL")
-            .arg(&k)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let margin = kratos_phone_courier::store::redis::GC_MARGIN_MS as i64;
-        assert!(pttl > 60_000 && pttl <= 60_000 + margin, "{pttl}");
-    }
-}
-
 // ------------------------------------------------------------ rate limits
 
 /// The GCRA as governor computes it, written out independently: t, tau,
@@ -1239,58 +1197,6 @@ async fn idempotency_keys_are_shared_by_replicas() {
             .await
             .unwrap(),
         Idempotency::New
-    );
-}
-
-#[tokio::test]
-async fn pending_codes_expire_and_the_last_wrong_attempt_drops_them() {
-    use kratos_phone_courier::store::{CodeCheck, PendingCode};
-    let server = server_or_skip!();
-    let s = store(&server);
-    let key = [10u8; 16];
-    let code = PendingCode {
-        hash: [0x11; 32],
-        seed: [0x22; 16],
-        expires_at: T0 + 600_000,
-    };
-    s.verify_pending(&key, &code, T0).await.unwrap();
-    assert!(s.verify_sent(&key, &[0x11; 32], T0).await.unwrap());
-    // At its expiry it is gone, whatever Redis still holds.
-    assert_eq!(
-        s.verify_check(&key, &[0x11; 32], 3, T0 + 600_000)
-            .await
-            .unwrap(),
-        CodeCheck::NoPendingCode
-    );
-    // And a request then stores a new one.
-    let fresh = PendingCode {
-        expires_at: T0 + 1_200_000,
-        ..code
-    };
-    let p = s.verify_pending(&key, &fresh, T0 + 600_000).await.unwrap();
-    assert_eq!((p.code, p.sends), (fresh, 1));
-    assert!(s
-        .verify_sent(&key, &[0x11; 32], T0 + 600_000)
-        .await
-        .unwrap());
-    let wrong = [0x12; 32];
-    for left in [2, 1] {
-        assert_eq!(
-            s.verify_check(&key, &wrong, 3, T0 + 600_001).await.unwrap(),
-            CodeCheck::Mismatch {
-                attempts_left: left
-            }
-        );
-    }
-    assert_eq!(
-        s.verify_check(&key, &wrong, 3, T0 + 600_002).await.unwrap(),
-        CodeCheck::TooManyAttempts
-    );
-    assert_eq!(
-        s.verify_check(&key, &[0x11; 32], 3, T0 + 600_003)
-            .await
-            .unwrap(),
-        CodeCheck::NoPendingCode
     );
 }
 
