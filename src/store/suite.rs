@@ -4,7 +4,9 @@
 //! loud line, and fails in CI). The two backends must answer alike; what
 //! only Redis has (keys, their expiry) is checked in the Redis run alone.
 //! The rest of the Redis store's tests (replicas, failures, raw keys) are
-//! in `tests/store_redis.rs`.
+//! in `tests/store_redis.rs`. Over 400 lines because it is the whole
+//! suite, a list of independent tests; a store operation's tests sit
+//! together under its heading.
 
 #[path = "../../tests/common/redis.rs"]
 mod redis_server;
