@@ -5,6 +5,10 @@
 //! 2010-04-01 API, so each entry is checked into a [`TwilioConfig`] (for
 //! SignalWire: `{space_url}/api/laml`, the project id, the API token), its
 //! errors named under its prefix (`twilio.` or `providers[i].`).
+//!
+//! (Past 400 lines: two kinds of entry, the shorthand, the credentials each
+//! may take from a file or the environment, and the checks that need more
+//! than one key, each naming the key it refuses.)
 
 use std::collections::HashMap;
 use std::path::PathBuf;
