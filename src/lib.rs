@@ -67,7 +67,6 @@
 //! | the schema, property and fuzz tests | [`delivery::message`] (the parser, the message, its schema), [`delivery::confirmation::CONFIRMATION_SCHEMA`], [`verify::body`]'s schemas, [`phone::Recipient`], [`phone::NumberingPlan`], [`provider::twiml`], [`provider::signature::compute`], [`relay::payload::sign`] |
 //! | the store suite (`tests/store_redis.rs`) | [`store`]: [`store::Store`] over [`store::memory::MemoryStore`] and [`store::redis::RedisStore`], its keys, records and answers |
 //! | the fraud simulation (`tests/fraud_busy_hour.rs`) | [`delivery::courier::Courier`] with [`delivery::fraud::FraudGuard`], [`delivery::limits::Prefixes`], [`provider::set::ProviderSet`] |
-//! | the reconciliation tests (`tests/api/reconcile.rs`) | [`provider::twilio`]'s client and forms, [`provider::reconcile`] |
 //!
 //! Everything else (the pipeline's steps, the answer table, the Lookup
 //! policy, the relay's routing, the verify API's handlers) is internal:

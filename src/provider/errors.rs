@@ -10,7 +10,7 @@
 
 /// Whose problem a failed create request is; decides what Kratos is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
+pub(crate) enum FailureClass {
     /// The number can never be reached this way: retrying is pointless.
     Recipient,
     /// Our own configuration (credentials, sender, account): alert an operator.

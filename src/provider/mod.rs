@@ -5,8 +5,8 @@
 
 pub(crate) mod breaker;
 pub mod errors;
-pub mod reconcile;
+pub(crate) mod reconcile;
 pub mod set;
 pub mod signature;
-pub mod twilio;
+pub(crate) mod twilio;
 pub mod twiml;

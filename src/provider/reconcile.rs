@@ -25,7 +25,7 @@ impl TwilioClient {
     /// With `code`, a message whose stored body differs but contains the
     /// code matches too: a Messaging Service's smart encoding, link
     /// shortening or a trial account's prefix change the text Twilio keeps.
-    pub async fn find_message(
+    pub(crate) async fn find_message(
         &self,
         to: &str,
         body: &str,
@@ -48,7 +48,7 @@ impl TwilioClient {
     ///
     /// A call resource has no text to compare: any call to the number in
     /// that time counts, including one made for another message.
-    pub async fn find_call(
+    pub(crate) async fn find_call(
         &self,
         to: &str,
         from: Option<&str>,
@@ -173,13 +173,13 @@ impl TwilioClient {
 /// taken as placed. Both happen only on the uncertain path (a timeout or
 /// a broken connection), and the user can ask again; a clock ahead of
 /// Twilio's sent every uncertain message twice.
-pub const RECONCILE_CLOCK_SKEW: Duration = Duration::from_secs(120);
+pub(crate) const RECONCILE_CLOCK_SKEW: Duration = Duration::from_secs(120);
 /// Items per page when reconciling: a number rarely gets more than a few
 /// messages in a few seconds, so one page is almost always enough.
-pub const RECONCILE_PAGE_SIZE: u32 = 20;
+pub(crate) const RECONCILE_PAGE_SIZE: u32 = 20;
 /// Pages read at most per reconciliation; past them the answer is
 /// [`ProviderError::Inconclusive`], never "not found".
-pub const RECONCILE_MAX_PAGES: usize = 3;
+pub(crate) const RECONCILE_MAX_PAGES: usize = 3;
 /// Largest list page read (a page of 20 Twilio messages is about 30 KiB).
 const MAX_LIST_BYTES: usize = 1024 * 1024;
 
@@ -258,6 +258,10 @@ fn next_page(resource: &reqwest::Url, next: &str) -> Result<reqwest::Url, Provid
     }
     Ok(url)
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod against_twilio;
 
 #[cfg(test)]
 mod tests {

@@ -24,13 +24,13 @@ use crate::provider::errors::{self, FailureClass};
 
 /// A message to create with `POST .../Messages.json`.
 #[derive(Debug, Clone)]
-pub struct OutgoingSms {
-    pub to: String,
-    pub sender: SmsSender,
-    pub body: String,
+pub(crate) struct OutgoingSms {
+    pub(crate) to: String,
+    pub(crate) sender: SmsSender,
+    pub(crate) body: String,
     /// Seconds Twilio may keep trying (1..=36000).
-    pub validity_period: Option<u32>,
-    pub status_callback: Option<String>,
+    pub(crate) validity_period: Option<u32>,
+    pub(crate) status_callback: Option<String>,
 }
 
 /// A WhatsApp template to create with `POST .../Messages.json`:
@@ -78,11 +78,11 @@ impl OutgoingWhatsApp {
 
 /// A call to create with `POST .../Calls.json`.
 #[derive(Debug, Clone)]
-pub struct OutgoingCall {
-    pub to: String,
-    pub from: String,
-    pub twiml: String,
-    pub status_callback: Option<String>,
+pub(crate) struct OutgoingCall {
+    pub(crate) to: String,
+    pub(crate) from: String,
+    pub(crate) twiml: String,
+    pub(crate) status_callback: Option<String>,
 }
 
 impl OutgoingSms {
@@ -121,14 +121,14 @@ impl OutgoingCall {
 
 /// The provider accepted the message or call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// `SM…` / `CA…`; `None` when a 2xx came with a body we could not read
     /// (the message was accepted all the same, so it must not be resent).
-    pub sid: Option<String>,
+    pub(crate) sid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProviderError {
+pub(crate) enum ProviderError {
     #[error("the provider refused the request (HTTP {status}, code {code:?})")]
     Rejected {
         status: u16,
@@ -154,7 +154,7 @@ pub enum ProviderError {
 
 impl ProviderError {
     /// Whose problem the failure is (see [`errors::classify`]).
-    pub fn class(&self) -> FailureClass {
+    pub(crate) fn class(&self) -> FailureClass {
         match self {
             ProviderError::Rejected { status, code, .. } => errors::classify(*status, *code),
             ProviderError::Timeout
@@ -230,7 +230,7 @@ pub enum ClientError {
 
 /// The Twilio REST client.
 #[derive(Clone)]
-pub struct TwilioClient {
+pub(crate) struct TwilioClient {
     pub(super) http: reqwest::Client,
     /// The three resources below `{base}/2010-04-01/Accounts/{sid}`, parsed
     /// once rather than on every send.
@@ -257,7 +257,7 @@ impl std::fmt::Debug for TwilioClient {
 }
 
 impl TwilioClient {
-    pub fn new(config: &TwilioConfig) -> Result<Self, ClientError> {
+    pub(crate) fn new(config: &TwilioConfig) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             // Shorter than `timeout` (the configuration checks it): a
@@ -289,11 +289,12 @@ impl TwilioClient {
         })
     }
 
-    pub async fn send_sms(&self, sms: &OutgoingSms) -> Result<Accepted, ProviderError> {
+    pub(crate) async fn send_sms(&self, sms: &OutgoingSms) -> Result<Accepted, ProviderError> {
         self.send_sms_within(sms, self.timeout).await
     }
 
-    pub async fn create_call(&self, call: &OutgoingCall) -> Result<Accepted, ProviderError> {
+    #[cfg(test)]
+    pub(crate) async fn create_call(&self, call: &OutgoingCall) -> Result<Accepted, ProviderError> {
         self.create_call_within(call, self.timeout).await
     }
 

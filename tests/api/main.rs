@@ -17,7 +17,6 @@ mod notifications;
 mod observability;
 mod operations;
 mod provider_errors;
-mod reconcile;
 mod relay;
 mod requests;
 mod shutdown;

@@ -1,18 +1,16 @@
 //! Reconciling an uncertain send: `TwilioClient::find_message` and
 //! `find_call` against the real twilio-sandbox (what it finds, what it does
 //! not, paging), and against wiremock for the failures (each an error that
-//! forbids a resend, never a panic and never "not found").
+//! forbids a resend, never a panic and never "not found"). Unit tests of
+//! `reconcile.rs`, in a file of their own for their length; the service's
+//! reconciliation end to end is in `tests/api/exactly_once.rs`.
 
 use std::time::{Duration, SystemTime};
 
-use kratos_phone_courier::config::{Config, Sources, TwilioConfig};
-use kratos_phone_courier::provider::errors::FailureClass;
-use kratos_phone_courier::provider::reconcile::{
-    RECONCILE_CLOCK_SKEW, RECONCILE_MAX_PAGES, RECONCILE_PAGE_SIZE,
-};
-use kratos_phone_courier::provider::twilio::{
-    OutgoingCall, OutgoingSms, ProviderError, TwilioClient,
-};
+use crate::config::{Config, Sources, TwilioConfig};
+use crate::provider::errors::FailureClass;
+use crate::provider::reconcile::{RECONCILE_CLOCK_SKEW, RECONCILE_MAX_PAGES, RECONCILE_PAGE_SIZE};
+use crate::provider::twilio::{OutgoingCall, OutgoingSms, ProviderError, TwilioClient};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
@@ -21,9 +19,34 @@ use twilio_sandbox::{Fault, Sandbox, SandboxConfig};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::*;
-
+const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+const AUTH_TOKEN: &str = "test-auth-token-7f3a";
+const FROM: &str = "+15005550006";
+const MESSAGES_PATH: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
 const TO: &str = "+14155550100";
+
+/// What the service needs to start, with Twilio at `base`.
+fn base_env(base: &str) -> std::collections::HashMap<String, String> {
+    [
+        ("PHONE_COURIER__AUTH__BASIC__USERNAME", "kratos"),
+        (
+            "PHONE_COURIER__AUTH__BASIC__PASSWORD",
+            "courier-password-91b2",
+        ),
+        ("PHONE_COURIER__TWILIO__BASE_URL", base),
+        ("PHONE_COURIER__TWILIO__ACCOUNT_SID", ACCOUNT_SID),
+        ("PHONE_COURIER__TWILIO__AUTH_TOKEN", AUTH_TOKEN),
+        ("PHONE_COURIER__TWILIO__FROM", FROM),
+        ("PHONE_COURIER__TWILIO__TIMEOUT_MS", "8000"),
+        (
+            "PHONE_COURIER__TWILIO__VERIFY_CREDENTIALS_ON_START",
+            "false",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
 const OTHER: &str = "+14155550199";
 
 /// The service's Twilio configuration, pointed at `base`.
@@ -60,9 +83,7 @@ async fn sandbox_client(extra: &[(&str, &str)]) -> (Sandbox, TwilioClient) {
 fn sms(to: &str, body: &str) -> OutgoingSms {
     OutgoingSms {
         to: to.to_owned(),
-        sender: kratos_phone_courier::config::SmsSender::From(
-            kratos_phone_courier::phone::SenderId::parse(FROM).unwrap(),
-        ),
+        sender: crate::config::SmsSender::From(crate::phone::SenderId::parse(FROM).unwrap()),
         body: body.to_owned(),
         validity_period: None,
         status_callback: None,
