@@ -65,12 +65,14 @@
 //! | the binary (`src/bin/kratos-phone-courier`) | [`config::Config`] and [`config::Sources`] (with the sections `serve --dev` rewrites), [`startup`] (`bind`, `serve`, [`startup::StartupError`]), [`http::server`] (`run`, `run_metrics`, `shutdown_signal`), [`phone::E164`], [`phone::Sender`], [`phone::CountryId`], [`provider::errors::NOT_MOBILE`] |
 //! | the API tests (`tests/api/`), Schemathesis's and the fuzzer's service | [`http::app::App`] (`new`, `with_clock`, `handle`, `begin_shutdown`), [`startup::spawn_background`], [`clock::Clock`], [`telemetry::metrics::Metrics`] |
 //! | the schema, property and fuzz tests | [`delivery::message`] (the parser, the message, its schema), [`delivery::confirmation::CONFIRMATION_SCHEMA`], [`verify::body`]'s schemas, [`phone::Recipient`], [`phone::NumberingPlan`], [`provider::twiml`], [`provider::signature::compute`], [`relay::payload::sign`] |
-//! | the store suite (`tests/store_redis.rs`) | [`store`]: [`store::Store`] over [`store::memory::MemoryStore`] and [`store::redis::RedisStore`], its keys, records and answers |
-//! | the fraud simulation (`tests/fraud_busy_hour.rs`) | [`delivery::courier::Courier`] with [`delivery::fraud::FraudGuard`], [`delivery::limits::Prefixes`], [`provider::set::ProviderSet`] |
+//! | the fraud simulation (`tests/fraud_busy_hour.rs`) | [`delivery::courier::Courier`] over a [`store::Store`] of a [`store::memory::MemoryStore`] with its [`store::Keys`], [`delivery::fraud::FraudGuard`], [`delivery::limits::Prefixes`], [`provider::set::ProviderSet`] |
 //!
 //! Everything else (the pipeline's steps, the answer table, the Lookup
-//! policy, the relay's routing, the verify API's handlers) is internal:
-//! tests reach it through [`http::app::App`], or sit beside the code.
+//! policy, the relay's routing, the verify API's handlers, the Twilio
+//! client, the Redis store) is internal: tests reach it through
+//! [`http::app::App`], or sit beside the code (the store's suite for both
+//! backends and its Redis tests in `src/store/`, reconciliation's in
+//! `src/provider/`).
 //!
 //! The
 //! Twilio stand-in used by `serve --dev` and the tests

@@ -36,24 +36,24 @@ pub(crate) const TRUSTED_MS: u64 = 30 * DAY_MS;
 
 /// What one send or confirmation is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FraudKeys {
-    pub calling_code: u16,
+pub(crate) struct FraudKeys {
+    pub(crate) calling_code: u16,
     /// The keyed hash of the number's prefix.
-    pub prefix: LimitKey,
+    pub(crate) prefix: LimitKey,
     /// The keyed hash of the number.
-    pub number: LimitKey,
+    pub(crate) number: LimitKey,
 }
 
 /// Which of a number's two scopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FraudScope {
+pub(crate) enum FraudScope {
     Country,
     Prefix,
 }
 
 /// The counts of one country or prefix as of now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Codes sent in the rolling hour.
     pub(crate) sent: u32,
     /// Codes confirmed in the rolling hour.
@@ -63,18 +63,18 @@ pub struct Tally {
     /// The busiest hour of each of those days, oldest first (today last;
     /// 0 for a day with none): what `delivery::fraud` bounds the peak's
     /// growth with.
-    pub daily_peaks: [u32; PEAK_DAYS as usize],
+    pub(crate) daily_peaks: [u32; PEAK_DAYS as usize],
     /// Held as suspect until then (0: never).
     pub(crate) suspect_until: UnixMs,
 }
 
 /// The tallies of a number's country and prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Tallies {
-    pub country: Tally,
+pub(crate) struct Tallies {
+    pub(crate) country: Tally,
     pub(crate) prefix: Tally,
     /// The number confirmed a code within [`TRUSTED_MS`].
-    pub number_trusted: bool,
+    pub(crate) number_trusted: bool,
 }
 
 impl Tallies {
@@ -88,7 +88,7 @@ impl Tallies {
 
 /// What a confirmation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Confirmed {
+pub(crate) enum Confirmed {
     /// A code was outstanding for the number: counted.
     Counted(Tallies),
     /// No code sent to this number is waiting: ignored.

@@ -57,7 +57,7 @@ impl Keys {
     }
 
     /// Keys from a random secret: one process only.
-    pub fn random() -> Self {
+    pub(crate) fn random() -> Self {
         let mut secret = [0u8; 32];
         rand::fill(&mut secret);
         Keys::from_secret(&secret)
@@ -81,7 +81,7 @@ impl Keys {
     }
 
     /// The ledger key of a message.
-    pub fn message(
+    pub(crate) fn message(
         &self,
         channel: Channel,
         e164: &str,
@@ -97,13 +97,13 @@ impl Keys {
     }
 
     /// The unreachable-list key of a recipient on a channel.
-    pub fn recipient(&self, channel: Channel, e164: &str) -> RecipientKey {
+    pub(crate) fn recipient(&self, channel: Channel, e164: &str) -> RecipientKey {
         self.hash16(&[b"unreachable", channel.as_str().as_bytes(), e164.as_bytes()])
     }
 
     /// A rate limiter's key for `what` (a number, an address prefix...),
     /// within the limiter named `scope`.
-    pub fn limit(&self, scope: &str, what: &[u8]) -> LimitKey {
+    pub(crate) fn limit(&self, scope: &str, what: &[u8]) -> LimitKey {
         use std::hash::Hasher as _;
         // std's SipHasher is deprecated only as a HashMap hasher; as a keyed
         // SipHash-2-4 its output is fixed, which is what shared keys need.
@@ -163,7 +163,7 @@ impl Keys {
     }
 
     /// [`Self::record`] cut to a store key.
-    pub fn record_key(&self, kind: &str, what: &[&[u8]]) -> RecordKey {
+    pub(crate) fn record_key(&self, kind: &str, what: &[&[u8]]) -> RecordKey {
         let full = self.record(kind, what);
         let mut key = [0u8; 16];
         key.copy_from_slice(&full[..16]);

@@ -596,7 +596,7 @@ impl Sid {
 /// Sealed fallback records and cached Lookups (see `store::records`),
 /// kept apart from the ledger.
 impl MemoryStore {
-    pub async fn stash_put(
+    pub(crate) async fn stash_put(
         &self,
         key: &RecordKey,
         sealed: &[u8],
@@ -607,7 +607,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub async fn stash_take(
+    pub(crate) async fn stash_take(
         &self,
         key: &RecordKey,
         now: UnixMs,
@@ -615,7 +615,7 @@ impl MemoryStore {
         Ok(self.records.stash_take(key, now))
     }
 
-    pub async fn lookup_get(
+    pub(crate) async fn lookup_get(
         &self,
         key: &RecordKey,
         now: UnixMs,
@@ -623,7 +623,7 @@ impl MemoryStore {
         Ok(self.records.lookup_get(key, now))
     }
 
-    pub async fn lookup_put(
+    pub(crate) async fn lookup_put(
         &self,
         key: &RecordKey,
         value: &str,
@@ -693,7 +693,7 @@ impl MemoryStore {
 /// The fraud guard's counters (see `store::fraud`), kept apart from the
 /// ledger, limits and budget.
 impl MemoryStore {
-    pub async fn fraud_tallies(
+    pub(crate) async fn fraud_tallies(
         &self,
         keys: &FraudKeys,
         now: UnixMs,
@@ -701,7 +701,7 @@ impl MemoryStore {
         Ok(self.fraud.tallies(keys, now))
     }
 
-    pub async fn fraud_record_sent(
+    pub(crate) async fn fraud_record_sent(
         &self,
         keys: &FraudKeys,
         now: UnixMs,
@@ -709,7 +709,7 @@ impl MemoryStore {
         Ok(self.fraud.record_sent(keys, now))
     }
 
-    pub async fn fraud_record_confirmed(
+    pub(crate) async fn fraud_record_confirmed(
         &self,
         keys: &FraudKeys,
         now: UnixMs,
@@ -717,7 +717,7 @@ impl MemoryStore {
         Ok(self.fraud.record_confirmed(keys, now))
     }
 
-    pub async fn fraud_mark_suspect(
+    pub(crate) async fn fraud_mark_suspect(
         &self,
         keys: &FraudKeys,
         scope: FraudScope,

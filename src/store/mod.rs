@@ -20,23 +20,30 @@
 //! backends share, and dispatched to the backend (with
 //! `store.redis.on_error = "local"`'s fallback) in the same place.)
 
+#[cfg(test)]
+#[path = "redis_tests.rs"]
+mod against_redis;
 mod expiring;
 pub(crate) mod fraud;
 pub(crate) mod keys;
 pub mod memory;
-pub mod redis;
+pub(crate) mod redis;
+/// A throwaway `redis-server` for the tests of both backends.
+#[cfg(test)]
+#[path = "../../tests/common/redis.rs"]
+mod redis_server;
 #[cfg(test)]
 mod suite;
 
 use std::time::Duration;
 
-pub use fraud::{Confirmed, FraudKeys, FraudScope, Tallies, Tally};
+pub(crate) use fraud::{Confirmed, FraudKeys, FraudScope, Tallies, Tally};
 pub use keys::{Keys, LimitKey, MessageKey, RecipientKey, RecordKey, RelayKey, VerifyKey};
 
 /// Who holds a claim: a random id made per send attempt, so a replica that
 /// died (or a request that was cancelled) can be told from a live one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Owner(pub u128);
+pub(crate) struct Owner(pub u128);
 
 impl Owner {
     pub(crate) fn random() -> Self {
@@ -51,7 +58,7 @@ pub(crate) type UnixMs = u64;
 
 /// The ledger's record of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
+pub(crate) enum Entry {
     /// `owner` is talking to the provider; its lease runs until `lease_until`.
     InFlight {
         owner: Owner,
@@ -78,7 +85,7 @@ pub enum Entry {
 
 /// What [`Store::claim`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// No record: the caller now owns the message (`InFlight`) and sends it.
     Send,
     /// The record was `Uncertain`, or `InFlight` with an expired lease: the
@@ -97,7 +104,7 @@ pub enum Claim {
 
 /// How an owner leaves (or keeps) its claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settle {
+pub(crate) enum Settle {
     /// The provider accepted it: remember for the dedup window. Written
     /// whoever holds the record now (the message *was* sent; an attempt
     /// that took over must learn so), unless it is `Accepted` already.
@@ -120,43 +127,43 @@ pub enum Settle {
 
 /// A rate-limit cell to take: one GCRA bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cell {
+pub(crate) struct Cell {
     /// Which limiter (for the refusal, the metric and the backend's key).
-    pub limiter: Limiter,
-    pub key: LimitKey,
+    pub(crate) limiter: Limiter,
+    pub(crate) key: LimitKey,
     /// The emission interval (one cell per `interval`) and the burst.
-    pub interval: Duration,
-    pub burst: u32,
+    pub(crate) interval: Duration,
+    pub(crate) burst: u32,
     /// Not taken when this number (its keyed hash, as
     /// [`FraudKeys::number`]) confirmed a code within
     /// [`fraud::TRUSTED_MS`]: the prefix limiter's exemption for the people
     /// in a block who use their codes.
-    pub unless_trusted: Option<LimitKey>,
+    pub(crate) unless_trusted: Option<LimitKey>,
 }
 
 /// The limiters: per channel, per kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Limiter {
-    pub channel: crate::domain::Channel,
-    pub name: crate::domain::LimitName,
+pub(crate) struct Limiter {
+    pub(crate) channel: crate::domain::Channel,
+    pub(crate) name: crate::domain::LimitName,
 }
 
 /// Budget counters to take `units` from: the day's total and the
 /// destination country's, each with its cap (0: no cap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BudgetTake {
+pub(crate) struct BudgetTake {
     /// Days since 1970-01-01 (UTC): the counters' day.
-    pub day: u64,
-    pub calling_code: u16,
-    pub total_cap: u32,
-    pub country_cap: u32,
+    pub(crate) day: u64,
+    pub(crate) calling_code: u16,
+    pub(crate) total_cap: u32,
+    pub(crate) country_cap: u32,
     /// What the message's channel costs (`budget.units`), at least 1.
-    pub units: u32,
+    pub(crate) units: u32,
 }
 
 /// What [`Store::reserve`] refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// A limiter has no cell: retry after `retry_after`.
     Limited {
         limiter: Limiter,
@@ -168,20 +175,20 @@ pub enum Refusal {
 
 /// What a reservation took, to give back with [`Store::refund`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    pub cells: Vec<Cell>,
-    pub budget: Option<BudgetTake>,
+pub(crate) struct Reservation {
+    pub(crate) cells: Vec<Cell>,
+    pub(crate) budget: Option<BudgetTake>,
     /// The day's budget used once this reservation took its units, read in
     /// the same store call (the gauge and the warnings need no second
     /// round trip); `None` without a budget take.
-    pub used: Option<BudgetUsed>,
+    pub(crate) used: Option<BudgetUsed>,
 }
 
 /// The budget used so far today (for the gauge and warnings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct BudgetUsed {
-    pub total: u32,
-    pub country: u32,
+pub(crate) struct BudgetUsed {
+    pub(crate) total: u32,
+    pub(crate) country: u32,
 }
 
 /// The store could not answer (Redis down or slow). Never carries a key or
@@ -226,7 +233,7 @@ pub(crate) fn open(
 /// and everything about that message stays there: a request never claims in
 /// one store and settles, reserves or refunds in another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     /// The configured store (memory, or Redis).
     Shared,
     /// This replica's memory, standing in for Redis.
@@ -380,7 +387,7 @@ impl Store {
     }
 
     /// Take a cell from every limiter and a unit of budget, or nothing.
-    pub async fn reserve(
+    pub(crate) async fn reserve(
         &self,
         side: Side,
         cells: &[Cell],
@@ -442,7 +449,7 @@ impl Store {
     }
 
     /// Count a code sent (and outstanding for the number); the counts after.
-    pub async fn fraud_record_sent(
+    pub(crate) async fn fraud_record_sent(
         &self,
         keys: &FraudKeys,
         now: UnixMs,
@@ -451,7 +458,7 @@ impl Store {
     }
 
     /// Count a confirmation, if a code sent to the number is outstanding.
-    pub async fn fraud_record_confirmed(
+    pub(crate) async fn fraud_record_confirmed(
         &self,
         keys: &FraudKeys,
         now: UnixMs,
@@ -527,25 +534,25 @@ impl Store {
 /// the same code; why a seed and not the code is in `src/verify/code.rs`)
 /// and when it stops counting. Never the code itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PendingCode {
+pub(crate) struct PendingCode {
     /// `Keys::verify("code", [e164, code])`: what a check is compared with.
-    pub hash: [u8; 32],
-    pub seed: [u8; 16],
-    pub expires_at: UnixMs,
+    pub(crate) hash: [u8; 32],
+    pub(crate) seed: [u8; 16],
+    pub(crate) expires_at: UnixMs,
 }
 
 /// What [`Store::verify_pending`] found or made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pending {
-    pub code: PendingCode,
+pub(crate) struct Pending {
+    pub(crate) code: PendingCode,
     /// Which send of this code the caller makes: 1 for a new code, 2 for
     /// its first resend, and so on.
-    pub sends: u32,
+    pub(crate) sends: u32,
 }
 
 /// What one check of a code came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeCheck {
+pub(crate) enum CodeCheck {
     /// The code matched: it is spent (removed), and no other check of it
     /// can approve.
     Approved,
@@ -559,7 +566,7 @@ pub enum CodeCheck {
 
 /// What [`Store::verify_idempotency_begin`] found for an `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Idempotency {
+pub(crate) enum Idempotency {
     /// Unknown: the caller now holds it (in progress) and does the work.
     New,
     /// Another request with the key is still at work.

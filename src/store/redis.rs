@@ -120,6 +120,7 @@ enum LedgerTime {
     /// Redis's `TIME` plus this clock's test offset (0 in production).
     Redis(Clock),
     /// The caller's `now` (the store's transition tests).
+    #[cfg(test)]
     Caller,
 }
 
@@ -134,7 +135,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 /// Redis drops a key this long after the caller's clock stops counting it.
-pub const GC_MARGIN_MS: u64 = 60_000;
+pub(crate) const GC_MARGIN_MS: u64 = 60_000;
 /// Budget counters live this long past the end of their UTC day, so a
 /// refund just after midnight still finds them.
 const BUDGET_MARGIN_MS: u64 = 3_600_000;
@@ -148,7 +149,7 @@ impl RedisStore {
     /// A store on the configured Redis. Nothing is connected yet (the first
     /// call connects, within its timeout; [`RedisStore::ping`] at start says
     /// whether Redis answers). Needs a Tokio runtime when first used.
-    pub fn connect(config: &RedisConfig) -> Result<RedisStore, StoreError> {
+    pub(crate) fn connect(config: &RedisConfig) -> Result<RedisStore, StoreError> {
         // The client's error could quote the URL: not passed on.
         let client = redis::Client::open(config.url.expose_secret())
             .map_err(|_| StoreError("store.redis.url is not a Redis URL".into()))?;
@@ -164,7 +165,7 @@ impl RedisStore {
     /// The ledger is judged by Redis's `TIME` plus `clock`'s test offset
     /// (the service clock: 0 in production, moved by [`Clock::advance`] in
     /// tests). [`RedisStore::connect`] starts with the system clock's.
-    pub fn with_clock(mut self, clock: Clock) -> Self {
+    pub(crate) fn with_clock(mut self, clock: Clock) -> Self {
         self.ledger_time = LedgerTime::Redis(clock);
         self
     }
@@ -173,16 +174,20 @@ impl RedisStore {
     /// is judged by the caller's `now` instead of Redis's `TIME`. Never in
     /// production: replicas whose clocks disagree would then disagree on
     /// leases.
-    pub fn judging_by_caller_time(mut self) -> Self {
+    #[cfg(test)]
+    pub(crate) fn judging_by_caller_time(mut self) -> Self {
         self.ledger_time = LedgerTime::Caller;
         self
     }
 
     /// The ledger scripts' time argument: `T<offset ms>` (Redis's `TIME`
-    /// plus the test offset) or the caller's `now`.
+    /// plus the test offset) or the caller's `now` (read only in the tests'
+    /// caller-time mode).
+    #[cfg_attr(not(test), allow(unused_variables))]
     fn ledger_time(&self, now: UnixMs) -> String {
         match &self.ledger_time {
             LedgerTime::Redis(clock) => format!("T{}", clock.offset().as_millis()),
+            #[cfg(test)]
             LedgerTime::Caller => now.to_string(),
         }
     }
@@ -247,7 +252,7 @@ impl RedisStore {
         )
     }
 
-    pub async fn claim(
+    pub(crate) async fn claim(
         &self,
         key: &MessageKey,
         owner: Owner,
@@ -293,7 +298,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn settle(
+    pub(crate) async fn settle(
         &self,
         key: &MessageKey,
         owner: Owner,
@@ -335,7 +340,12 @@ impl RedisStore {
 
     /// The ledger record as of now, by the ledger's clock (with Redis's
     /// `TIME`, `now` is not used).
-    pub async fn entry(&self, key: &MessageKey, now: UnixMs) -> Result<Option<Entry>, StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn entry(
+        &self,
+        key: &MessageKey,
+        now: UnixMs,
+    ) -> Result<Option<Entry>, StoreError> {
         let key = self.message_key(key);
         let time = self.ledger_time(now);
         let (value, now): (String, String) = self
@@ -350,7 +360,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn unreachable(
+    pub(crate) async fn unreachable(
         &self,
         key: &RecipientKey,
         now: UnixMs,
@@ -378,7 +388,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn mark_unreachable(
+    pub(crate) async fn mark_unreachable(
         &self,
         key: &RecipientKey,
         code: Option<u32>,
@@ -403,7 +413,7 @@ impl RedisStore {
         .await
     }
 
-    pub async fn reserve(
+    pub(crate) async fn reserve(
         &self,
         cells: &[Cell],
         budget: Option<BudgetTake>,
@@ -487,7 +497,11 @@ impl RedisStore {
         }
     }
 
-    pub async fn refund(&self, reservation: &Reservation, now: UnixMs) -> Result<(), StoreError> {
+    pub(crate) async fn refund(
+        &self,
+        reservation: &Reservation,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
         if reservation.cells.is_empty() && reservation.budget.is_none() {
             return Ok(());
         }
@@ -514,7 +528,12 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn budget_used(&self, day: u64, calling_code: u16) -> Result<BudgetUsed, StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn budget_used(
+        &self,
+        day: u64,
+        calling_code: u16,
+    ) -> Result<BudgetUsed, StoreError> {
         let (total, country) = self.budget_keys(day, calling_code);
         let (total, country): (Option<u64>, Option<u64>) = self
             .run("budget_used", |mut conn| async move {
@@ -532,7 +551,7 @@ impl RedisStore {
         })
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         self.run("ping", |mut conn| async move {
             redis::cmd("PING").query_async::<()>(&mut conn).await
         })
@@ -763,6 +782,7 @@ return 1
 
 /// KEYS: the record. ARGV: time (see [`LEDGER_READ`]). Answers the record
 /// (or an empty string) and the ledger's now (ms), to read it as of then.
+#[cfg(test)]
 static ENTRY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LEDGER_READ}{}",
@@ -914,7 +934,7 @@ impl RedisStore {
         format!("{}r:{}", self.prefix, hex(key))
     }
 
-    pub async fn relay_first_seen(
+    pub(crate) async fn relay_first_seen(
         &self,
         key: &RelayKey,
         now: UnixMs,
@@ -936,7 +956,7 @@ impl RedisStore {
         Ok(first == 1)
     }
 
-    pub async fn relay_take(
+    pub(crate) async fn relay_take(
         &self,
         key: &RelayKey,
         limit: u32,
@@ -1021,7 +1041,7 @@ impl RedisStore {
         format!("{}i:{}", self.prefix, hex(key))
     }
 
-    pub async fn verify_sent(
+    pub(crate) async fn verify_sent(
         &self,
         key: &VerifyKey,
         hash: &[u8; 32],
@@ -1044,7 +1064,7 @@ impl RedisStore {
         Ok(moved == 1)
     }
 
-    pub async fn verify_unsent(
+    pub(crate) async fn verify_unsent(
         &self,
         key: &VerifyKey,
         hash: &[u8; 32],
@@ -1065,7 +1085,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn verify_idempotency_begin(
+    pub(crate) async fn verify_idempotency_begin(
         &self,
         key: &VerifyKey,
         fingerprint: &[u8; 32],
@@ -1104,7 +1124,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn verify_idempotency_finish(
+    pub(crate) async fn verify_idempotency_finish(
         &self,
         key: &VerifyKey,
         fingerprint: &[u8; 32],
@@ -1133,7 +1153,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn verify_pending(
+    pub(crate) async fn verify_pending(
         &self,
         key: &VerifyKey,
         fresh: &PendingCode,
@@ -1164,7 +1184,7 @@ impl RedisStore {
         parse_pending(&stored).ok_or_else(|| corrupt("verify_pending"))
     }
 
-    pub async fn verify_check(
+    pub(crate) async fn verify_check(
         &self,
         key: &VerifyKey,
         hash: &[u8; 32],

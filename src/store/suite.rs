@@ -4,12 +4,9 @@
 //! loud line, and fails in CI). The two backends must answer alike; what
 //! only Redis has (keys, their expiry) is checked in the Redis run alone.
 //! The rest of the Redis store's tests (replicas, failures, raw keys) are
-//! in `tests/store_redis.rs`. Over 400 lines because it is the whole
+//! in `redis_tests.rs`. Over 400 lines because it is the whole
 //! suite, a list of independent tests; a store operation's tests sit
 //! together under its heading.
-
-#[path = "../../tests/common/redis.rs"]
-mod redis_server;
 
 use std::time::Duration;
 
@@ -17,11 +14,11 @@ use secrecy::SecretString;
 
 use super::memory::MemoryStore;
 use super::redis::RedisStore;
+use super::redis_server::RedisServer;
 use super::*;
 use crate::clock::Clock;
 use crate::config::{OnError, RedisConfig};
 use crate::domain::BudgetScope;
-use redis_server::RedisServer;
 
 const LEASE: Duration = Duration::from_secs(10);
 const KEEP: Duration = Duration::from_secs(600);

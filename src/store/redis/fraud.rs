@@ -37,7 +37,7 @@ enum Op {
 }
 
 impl RedisStore {
-    pub async fn fraud_tallies(
+    pub(crate) async fn fraud_tallies(
         &self,
         keys: &FraudKeys,
         now: UnixMs,
@@ -45,7 +45,7 @@ impl RedisStore {
         Ok(self.fraud(keys, Op::Read, now).await?.0)
     }
 
-    pub async fn fraud_record_sent(
+    pub(crate) async fn fraud_record_sent(
         &self,
         keys: &FraudKeys,
         now: UnixMs,
@@ -53,7 +53,7 @@ impl RedisStore {
         Ok(self.fraud(keys, Op::Sent, now).await?.0)
     }
 
-    pub async fn fraud_record_confirmed(
+    pub(crate) async fn fraud_record_confirmed(
         &self,
         keys: &FraudKeys,
         now: UnixMs,
@@ -66,7 +66,7 @@ impl RedisStore {
         })
     }
 
-    pub async fn fraud_mark_suspect(
+    pub(crate) async fn fraud_mark_suspect(
         &self,
         keys: &FraudKeys,
         scope: FraudScope,
@@ -78,7 +78,12 @@ impl RedisStore {
     }
 
     /// Whether `number` confirmed a code lately (`fraud::TRUSTED_MS`).
-    pub async fn number_trusted(&self, number: LimitKey, now: UnixMs) -> Result<bool, StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn number_trusted(
+        &self,
+        number: LimitKey,
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
         let key = self.trust_key(number);
         let until: Option<u64> = self
             .run("number_trusted", |mut conn| async move {

@@ -23,7 +23,7 @@ impl RedisStore {
         until.saturating_sub(now).clamp(1, MAX_TTL_MS) + GC_MARGIN_MS
     }
 
-    pub async fn stash_put(
+    pub(crate) async fn stash_put(
         &self,
         key: &RecordKey,
         sealed: &[u8],
@@ -47,7 +47,7 @@ impl RedisStore {
         .await
     }
 
-    pub async fn stash_take(
+    pub(crate) async fn stash_take(
         &self,
         key: &RecordKey,
         now: UnixMs,
@@ -63,7 +63,7 @@ impl RedisStore {
             .transpose()
     }
 
-    pub async fn lookup_get(
+    pub(crate) async fn lookup_get(
         &self,
         key: &RecordKey,
         now: UnixMs,
@@ -80,7 +80,7 @@ impl RedisStore {
         Ok((until > now).then(|| answer.to_owned()))
     }
 
-    pub async fn lookup_put(
+    pub(crate) async fn lookup_put(
         &self,
         key: &RecordKey,
         value: &str,

@@ -3,26 +3,22 @@
 //! atomicity across replicas, the unreachable list, rate limits that answer
 //! exactly as governor does, the daily budget, and failures that end within
 //! the timeout and never quote the URL. What both backends must answer
-//! alike is tested once, on both, in `src/store/suite.rs`.
-
-#[path = "common/redis.rs"]
-mod redis_server;
+//! alike is tested once, on both, in `src/store/suite.rs`. (Unit tests of
+//! `redis.rs` in a file of their own, for their length.)
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use kratos_phone_courier::clock::Clock;
-use kratos_phone_courier::config::{OnError, RedisConfig};
-use kratos_phone_courier::delivery::budget::BudgetScope;
-use kratos_phone_courier::delivery::channel::Channel;
-use kratos_phone_courier::delivery::limits::LimitName;
-use kratos_phone_courier::store::redis::RedisStore;
-use kratos_phone_courier::store::{
+use super::redis_server::RedisServer;
+use crate::clock::Clock;
+use crate::config::{OnError, RedisConfig};
+use crate::domain::{BudgetScope, Channel, LimitName};
+use crate::store::redis::RedisStore;
+use crate::store::{
     BudgetTake, BudgetUsed, Cell, Claim, Entry, Limiter, Owner, Refusal, Reservation, Settle,
     StoreError,
 };
-use redis_server::RedisServer;
 use secrecy::SecretString;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -442,7 +438,7 @@ async fn a_refused_reservation_takes_nothing() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let margin = kratos_phone_courier::store::redis::GC_MARGIN_MS as i64;
+    let margin = crate::store::redis::GC_MARGIN_MS as i64;
     assert!(
         pttl > 3_590_000 + margin && pttl <= 3_600_000 + margin,
         "{pttl}"
@@ -540,7 +536,7 @@ async fn keys_hold_no_number_and_sit_under_the_prefix() {
         ..config(&server.url())
     })
     .unwrap();
-    let keys = kratos_phone_courier::store::Keys::random();
+    let keys = crate::store::Keys::random();
     let number = "+14155550123";
     let m = keys.message(Channel::Sms, number, "Your code is 123456", Some("123456"));
     s.claim(&m, Owner(1), T0, LEASE, KEEP).await.unwrap();
@@ -775,9 +771,9 @@ async fn relay_marks_are_shared_by_replicas_and_counted_atomically() {
 /// must be the same.
 #[tokio::test]
 async fn fraud_counts_answer_exactly_as_the_memory_store() {
-    use kratos_phone_courier::clock::Clock;
-    use kratos_phone_courier::store::memory::MemoryStore;
-    use kratos_phone_courier::store::{FraudKeys, FraudScope};
+    use crate::clock::Clock;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{FraudKeys, FraudScope};
     let server = server_or_skip!();
     let redis = store(&server);
     let memory = MemoryStore::new(Clock::starting_at(Duration::ZERO), 1000);
@@ -810,8 +806,8 @@ async fn fraud_counts_answer_exactly_as_the_memory_store() {
                 );
                 assert_eq!(r, m, "confirmed #{i}");
                 match r {
-                    kratos_phone_courier::store::Confirmed::Counted(_) => confirmations.0 += 1,
-                    kratos_phone_courier::store::Confirmed::NeverSent => confirmations.1 += 1,
+                    crate::store::Confirmed::Counted(_) => confirmations.0 += 1,
+                    crate::store::Confirmed::NeverSent => confirmations.1 += 1,
                 }
             }
             4 => {
@@ -872,9 +868,9 @@ async fn fraud_counts_answer_exactly_as_the_memory_store() {
 /// from the memory store and from Redis, through `Store::reserve`.
 #[tokio::test]
 async fn a_trusted_number_skips_the_prefix_cell_on_memory_and_redis() {
-    use kratos_phone_courier::clock::Clock;
-    use kratos_phone_courier::store::memory::MemoryStore;
-    use kratos_phone_courier::store::{FraudKeys, Side, Store};
+    use crate::clock::Clock;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{FraudKeys, Side, Store};
     let server = server_or_skip!();
     let redis = Store::Redis {
         redis: store(&server),
@@ -958,7 +954,7 @@ async fn a_trusted_number_skips_the_prefix_cell_on_memory_and_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_codes_are_shared_by_replicas_and_approved_exactly_once() {
-    use kratos_phone_courier::store::{CodeCheck, Pending, PendingCode};
+    use crate::store::{CodeCheck, Pending, PendingCode};
     let server = server_or_skip!();
     let replicas: Vec<Arc<RedisStore>> = (0..4).map(|_| Arc::new(store(&server))).collect();
     let key = [9u8; 16];
@@ -1142,7 +1138,7 @@ async fn the_hourly_check_count_is_shared_by_replicas() {
 /// replicas; forgotten after a refusal; gone after its time.
 #[tokio::test]
 async fn idempotency_keys_are_shared_by_replicas() {
-    use kratos_phone_courier::store::Idempotency;
+    use crate::store::Idempotency;
     let server = server_or_skip!();
     let (a, b) = (store(&server), store(&server));
     let (key, fp, other) = ([12u8; 16], [0x5a; 32], [0x5b; 32]);
@@ -1205,8 +1201,8 @@ async fn idempotency_keys_are_shared_by_replicas() {
 /// backends answer alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_records_are_taken_exactly_once_and_expire() {
-    use kratos_phone_courier::clock::Clock;
-    use kratos_phone_courier::store::memory::MemoryStore;
+    use crate::clock::Clock;
+    use crate::store::memory::MemoryStore;
     let server = server_or_skip!();
     let replicas: Vec<Arc<RedisStore>> = (0..4).map(|_| Arc::new(store(&server))).collect();
     let memory = Arc::new(MemoryStore::new(Clock::starting_at(Duration::ZERO), 1000));
@@ -1281,9 +1277,9 @@ async fn fallback_records_are_taken_exactly_once_and_expire() {
 /// Redis key is a keyed hash under the prefix, never the number.
 #[tokio::test]
 async fn lookup_answers_are_shared_by_replicas_until_their_end() {
-    use kratos_phone_courier::clock::Clock;
-    use kratos_phone_courier::store::memory::MemoryStore;
-    use kratos_phone_courier::store::Keys;
+    use crate::clock::Clock;
+    use crate::store::memory::MemoryStore;
+    use crate::store::Keys;
     let server = server_or_skip!();
     let replicas = [store(&server), store(&server)];
     let memory = MemoryStore::new(Clock::starting_at(Duration::ZERO), 1000);
@@ -1346,9 +1342,9 @@ async fn lookup_answers_are_shared_by_replicas_until_their_end() {
 /// two limiters with the same key never share a cell.
 #[tokio::test]
 async fn every_limiter_answers_the_same_on_memory_and_redis() {
-    use kratos_phone_courier::clock::Clock;
-    use kratos_phone_courier::store::memory::MemoryStore;
-    use kratos_phone_courier::store::{Side, Store};
+    use crate::clock::Clock;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Side, Store};
     let server = server_or_skip!();
     let redis = Store::Redis {
         redis: store(&server),
