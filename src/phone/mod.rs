@@ -94,8 +94,9 @@ impl Recipient {
         // country keeps one (Italy: +39 02...). The crate's `number_type` and
         // `metadata` drop that zero (and call Italian landlines invalid while
         // its `is_valid` accepts them); `is_valid` and libphonenumber keep it.
+        let national = number.national().to_string();
         let (region, kind) = plan
-            .classify(calling_code, &number.national().to_string())
+            .classify(calling_code, &national)
             .ok_or(RecipientError::NotValid)?;
         let line_type = match kind {
             phonenumber::Type::Unknown => return Err(RecipientError::NotValid),
@@ -113,12 +114,14 @@ impl Recipient {
         // prefix followed the calling code (+44 0 7400...): libphonenumber
         // drops it, and so must every key and the provider, or the same
         // phone would count as two recipients.
-        let canonical = format!("+{calling_code}{}", number.national());
+        let as_written = s
+            .strip_prefix('+')
+            .is_some_and(|digits| numbering::reads_as(digits, calling_code, &national));
         Ok(Recipient {
-            e164: if canonical == s {
+            e164: if as_written {
                 s.to_owned()
             } else {
-                canonical
+                format!("+{calling_code}{national}")
             },
             calling_code,
             region,

@@ -184,7 +184,11 @@ impl NumberingPlan {
                 // Taken as written: nothing was read as a national prefix.
                 // Had something been, the region chosen could matter: ask
                 // the crate.
-                if format!("{}{}", number.code().value(), number.national()) == digits {
+                if reads_as(
+                    digits,
+                    number.code().value(),
+                    &number.national().to_string(),
+                ) {
                     return Some(number);
                 }
             }
@@ -361,6 +365,18 @@ impl Pattern {
 /// would not compile that way is compiled as the crate compiles it. One that
 /// does not compile at all matches nothing (the crate would fail to load it
 /// in the first place).
+/// Whether `digits` is `code` in decimal followed by `national`: the same
+/// answer as `format!("{code}{national}") == digits`, without building the
+/// string (a parse asks it once or twice).
+pub(super) fn reads_as(digits: &str, code: u16, national: &str) -> bool {
+    digits.strip_suffix(national).is_some_and(|prefix| {
+        // u16's parse also takes a '+' and leading zeros; decimal does not.
+        !prefix.starts_with('+')
+            && (prefix.len() == 1 || !prefix.starts_with('0'))
+            && prefix.parse::<u16>() == Ok(code)
+    })
+}
+
 fn compile(source: &str) -> Option<regex::Regex> {
     let anchored = format!("^(?:{source}\n)");
     let build = |unicode: bool| {

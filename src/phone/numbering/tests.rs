@@ -241,3 +241,35 @@ fn only_the_regions_reached_are_loaded() {
     assert_eq!(plan.pattern_slots(), Region::new(de).patterns().count());
     assert!(plan.compiled_patterns() < plan.pattern_slots());
 }
+
+#[test]
+fn reads_as_answers_as_the_formatted_string_would() {
+    for digits in [
+        "14155550123",
+        "4407400123456",
+        "390212345678",
+        "0",
+        "01",
+        "+1",
+        "1",
+        "",
+        "12",
+    ] {
+        for code in [0u16, 1, 39, 44, 440, 999] {
+            for national in [
+                "",
+                "2",
+                "4155550123",
+                "07400123456",
+                "0212345678",
+                "7400123456",
+            ] {
+                assert_eq!(
+                    reads_as(digits, code, national),
+                    format!("{code}{national}") == digits,
+                    "{digits:?} {code} {national:?}"
+                );
+            }
+        }
+    }
+}
