@@ -394,7 +394,11 @@ pub(crate) fn parse_unique_keys(bytes: &[u8]) -> Option<Value> {
             Ok(Value::Object(object))
         }
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // The body checked as UTF-8 once, so that serde_json does not check
+    // each string again (a body that is not UTF-8 was refused either way:
+    // every string of it is read).
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let value = Unique.deserialize(&mut de).ok()?;
     // Only white space may follow, as serde_json::from_slice requires.
     de.end().ok()?;

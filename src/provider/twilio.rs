@@ -405,8 +405,14 @@ impl TwilioClient {
         let body = read_bounded(response, MAX_CREATE_ANSWER_BYTES)
             .await
             .unwrap_or_default();
-        let sid = serde_json::from_slice::<Created<'_>>(&body)
-            .ok()
+        // Checked as UTF-8 once, so that serde_json does not check each key
+        // again; an answer that is not UTF-8 is read as before (the values
+        // skipped are not checked).
+        let created = match std::str::from_utf8(&body) {
+            Ok(text) => serde_json::from_str::<Created<'_>>(text).ok(),
+            Err(_) => serde_json::from_slice::<Created<'_>>(&body).ok(),
+        };
+        let sid = created
             .and_then(|c| c.sid)
             .filter(|s| s.len() <= 64)
             .map(std::borrow::Cow::into_owned);
