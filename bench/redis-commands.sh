@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The Redis commands one accepted SMS costs, counted with MONITOR: the
-# round trips the service makes (commands a Lua script runs inside Redis
-# are not round trips and are not counted).
+# The Redis commands one accepted SMS costs, counted with MONITOR
+# (commands a Lua script runs inside Redis are not counted; MONITOR lists
+# a pipeline's commands one by one, though they are one round trip: the
+# Lookup cache writes every package of a number in one pipeline).
 #
 #   bash bench/redis-commands.sh        # uses target/release (builds it when missing)
 #

@@ -34,13 +34,14 @@ pub(super) async fn read(
     now: UnixMs,
     answer: &mut LookupAnswer,
 ) -> Vec<Field> {
+    let cached: Vec<RecordKey> = fields.iter().map(|&f| key(keys, e164, f)).collect();
+    // One store call for every field; a store that does not answer: all miss.
+    let found = store
+        .lookup_get(&cached, now)
+        .await
+        .unwrap_or_else(|_| vec![None; fields.len()]);
     let mut missing = Vec::new();
-    for &field in fields {
-        let found = store
-            .lookup_get(&key(keys, e164, field), now)
-            .await
-            .ok()
-            .flatten();
+    for (&field, found) in fields.iter().zip(found) {
         let Some(found) = found else {
             missing.push(field);
             continue;
@@ -72,6 +73,7 @@ pub(super) async fn write(
     now: UnixMs,
     answer: &LookupAnswer,
 ) {
+    let mut entries = Vec::with_capacity(fields.len());
     for &field in fields {
         let value = match field {
             Field::LineType => answer.line_type.clone().unwrap_or_default(),
@@ -85,9 +87,7 @@ pub(super) async fn write(
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
         };
-        let until = now + keep_ms(field);
-        let _ = store
-            .lookup_put(&key(keys, e164, field), &value, now, until)
-            .await;
+        entries.push((key(keys, e164, field), value, now + keep_ms(field)));
     }
+    let _ = store.lookup_put(&entries, now).await;
 }

@@ -617,20 +617,18 @@ impl MemoryStore {
 
     pub(crate) async fn lookup_get(
         &self,
-        key: &RecordKey,
+        keys: &[RecordKey],
         now: UnixMs,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(self.records.lookup_get(key, now))
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        Ok(self.records.lookup_get(keys, now))
     }
 
     pub(crate) async fn lookup_put(
         &self,
-        key: &RecordKey,
-        value: &str,
+        entries: &[(RecordKey, String, UnixMs)],
         now: UnixMs,
-        until: UnixMs,
     ) -> Result<(), StoreError> {
-        self.records.lookup_put(key, value, now, until);
+        self.records.lookup_put(entries, now);
         Ok(())
     }
 }

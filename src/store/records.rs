@@ -50,12 +50,18 @@ impl MemoryRecords {
         found
     }
 
-    pub(super) fn lookup_get(&self, key: &RecordKey, now: UnixMs) -> Option<String> {
-        lock(&self.lookups).get(key, now).cloned()
+    pub(super) fn lookup_get(&self, keys: &[RecordKey], now: UnixMs) -> Vec<Option<String>> {
+        let lookups = lock(&self.lookups);
+        keys.iter()
+            .map(|key| lookups.get(key, now).cloned())
+            .collect()
     }
 
-    pub(super) fn lookup_put(&self, key: &RecordKey, value: &str, now: UnixMs, until: UnixMs) {
-        lock(&self.lookups).insert(*key, value.to_owned(), now, keep(now, until));
+    pub(super) fn lookup_put(&self, entries: &[(RecordKey, String, UnixMs)], now: UnixMs) {
+        let mut lookups = lock(&self.lookups);
+        for (key, value, until) in entries {
+            lookups.insert(*key, value.clone(), now, keep(now, *until));
+        }
     }
 }
 
@@ -92,23 +98,22 @@ impl Store {
         dispatch!(self.stash_take(key, now))
     }
 
-    /// A cached Lookup answer, if one lives at `now`.
+    /// The cached Lookup answers under `keys`, each if it lives at `now`,
+    /// in one store call.
     pub(crate) async fn lookup_get(
         &self,
-        key: &RecordKey,
+        keys: &[RecordKey],
         now: UnixMs,
-    ) -> Result<Option<String>, StoreError> {
-        dispatch!(self.lookup_get(key, now))
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        dispatch!(self.lookup_get(keys, now))
     }
 
-    /// Cache a Lookup answer until `until`.
+    /// Cache Lookup answers, each `(key, answer, until)`, in one store call.
     pub(crate) async fn lookup_put(
         &self,
-        key: &RecordKey,
-        value: &str,
+        entries: &[(RecordKey, String, UnixMs)],
         now: UnixMs,
-        until: UnixMs,
     ) -> Result<(), StoreError> {
-        dispatch!(self.lookup_put(key, value, now, until))
+        dispatch!(self.lookup_put(entries, now))
     }
 }

@@ -1290,31 +1290,39 @@ async fn lookup_answers_are_shared_by_replicas_until_their_end() {
     assert_ne!(key, other, "one record per package");
     let end = T0 + 30 * 24 * 3_600_000;
     replicas[0]
-        .lookup_put(&key, "landline", T0, end)
+        .lookup_put(&[(key, "landline".to_owned(), end)], T0)
         .await
         .unwrap();
-    memory.lookup_put(&key, "landline", T0, end).await.unwrap();
+    memory
+        .lookup_put(&[(key, "landline".to_owned(), end)], T0)
+        .await
+        .unwrap();
     for at in [T0, end - 1] {
         assert_eq!(
-            replicas[1].lookup_get(&key, at).await.unwrap().as_deref(),
+            replicas[1].lookup_get(&[key], at).await.unwrap()[0].as_deref(),
             Some("landline")
         );
         assert_eq!(
-            memory.lookup_get(&key, at).await.unwrap().as_deref(),
+            memory.lookup_get(&[key], at).await.unwrap()[0].as_deref(),
             Some("landline")
         );
     }
-    assert_eq!(replicas[1].lookup_get(&key, end).await.unwrap(), None);
-    assert_eq!(memory.lookup_get(&key, end).await.unwrap(), None);
-    assert_eq!(replicas[1].lookup_get(&other, T0).await.unwrap(), None);
+    assert_eq!(replicas[1].lookup_get(&[key], end).await.unwrap(), [None]);
+    assert_eq!(memory.lookup_get(&[key], end).await.unwrap(), [None]);
+    assert_eq!(replicas[1].lookup_get(&[other], T0).await.unwrap(), [None]);
     // "No data" is kept too (an empty answer), so it is not bought again.
     replicas[1]
-        .lookup_put(&other, "", T0, T0 + 3_600_000)
+        .lookup_put(&[(other, "".to_owned(), T0 + 3_600_000)], T0)
         .await
         .unwrap();
     assert_eq!(
-        replicas[0].lookup_get(&other, T0).await.unwrap().as_deref(),
+        replicas[0].lookup_get(&[other], T0).await.unwrap()[0].as_deref(),
         Some("")
+    );
+    // One call reads every package of a number, in the order asked.
+    assert_eq!(
+        replicas[0].lookup_get(&[other, key], T0).await.unwrap(),
+        [Some(String::new()), Some("landline".to_owned())]
     );
     let mut conn = raw(&server).await;
     let mut stored: Vec<String> = redis::cmd("KEYS")

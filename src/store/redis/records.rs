@@ -63,43 +63,58 @@ impl RedisStore {
             .transpose()
     }
 
+    /// One MGET for all of a number's cached answers.
     pub(crate) async fn lookup_get(
         &self,
-        key: &RecordKey,
+        keys: &[RecordKey],
         now: UnixMs,
-    ) -> Result<Option<String>, StoreError> {
-        let key = self.lookup_key(key);
-        let found: Option<String> = self
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut mget = redis::cmd("MGET");
+        for key in keys {
+            mget.arg(self.lookup_key(key));
+        }
+        let found: Vec<Option<String>> = self
             .run("lookup_get", |mut conn| async move {
-                redis::cmd("GET").arg(key).query_async(&mut conn).await
+                mget.query_async(&mut conn).await
             })
             .await?;
-        let Some(found) = found else { return Ok(None) };
-        let (until, answer) = found.split_once('|').ok_or_else(|| corrupt("lookup_get"))?;
-        let until: UnixMs = until.parse().map_err(|_| corrupt("lookup_get"))?;
-        Ok((until > now).then(|| answer.to_owned()))
+        if found.len() != keys.len() {
+            return Err(corrupt("lookup_get"));
+        }
+        found
+            .into_iter()
+            .map(|found| {
+                let Some(found) = found else { return Ok(None) };
+                let (until, answer) = found.split_once('|').ok_or_else(|| corrupt("lookup_get"))?;
+                let until: UnixMs = until.parse().map_err(|_| corrupt("lookup_get"))?;
+                Ok((until > now).then(|| answer.to_owned()))
+            })
+            .collect()
     }
 
+    /// Every answer of one Lookup in one pipeline: one round trip.
     pub(crate) async fn lookup_put(
         &self,
-        key: &RecordKey,
-        value: &str,
+        entries: &[(RecordKey, String, UnixMs)],
         now: UnixMs,
-        until: UnixMs,
     ) -> Result<(), StoreError> {
-        let (key, value, px) = (
-            self.lookup_key(key),
-            format!("{until}|{value}"),
-            Self::px(now, until),
-        );
-        self.run("lookup_put", |mut conn| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (key, value, until) in entries {
+            pipe.cmd("SET")
+                .arg(self.lookup_key(key))
+                .arg(format!("{until}|{value}"))
                 .arg("PX")
-                .arg(px)
-                .query_async::<()>(&mut conn)
-                .await
+                .arg(Self::px(now, *until))
+                .ignore();
+        }
+        self.run("lookup_put", |mut conn| async move {
+            pipe.query_async::<()>(&mut conn).await
         })
         .await
     }
