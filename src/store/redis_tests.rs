@@ -103,6 +103,9 @@ fn cell(limiter: Limiter, key: u64, per_hour: u32, burst: u32) -> Cell {
 
 // ---------------------------------------------------------------- ledger
 
+/// Many callers on two replicas (two stores, two connections) claim one key
+/// at the same instant: exactly one may send, then, once the lease runs
+/// out, exactly one reconciles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_give_exactly_one_owner() {
     let server = server_or_skip!();

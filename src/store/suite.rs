@@ -705,9 +705,6 @@ on_both_stores!(
     }
 );
 
-// Many callers on two replicas (two stores, two connections) claim one key
-// at the same instant: exactly one may send, then, once the lease runs
-// out, exactly one reconciles.
 // The provider a renewal names is what a later attempt reconciles with:
 // through an uncertain outcome, and through a takeover whose owner died
 // before it renewed.
