@@ -333,8 +333,6 @@ fn parse_uuid(s: &str) -> Option<u128> {
     u128::from_str_radix(&hex, 16).ok()
 }
 
-/// Whether any JSON object in `bytes` (already known to be valid JSON) has
-/// the same key twice.
 /// The JSON value of `bytes`, in one pass, refusing an object that names a
 /// key twice (serde_json's own `Value` keeps the last of them silently).
 pub(crate) fn parse_unique_keys(bytes: &[u8]) -> Option<Value> {
@@ -385,11 +383,16 @@ pub(crate) fn parse_unique_keys(bytes: &[u8]) -> Option<Value> {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
             let mut object = serde_json::Map::new();
             while let Some(key) = map.next_key::<String>()? {
-                if object.contains_key(&key) {
-                    return Err(A::Error::custom("duplicate key"));
+                // One search of the object per key: the entry a new key
+                // goes into, or the duplicate.
+                match object.entry(key) {
+                    serde_json::map::Entry::Occupied(_) => {
+                        return Err(A::Error::custom("duplicate key"))
+                    }
+                    serde_json::map::Entry::Vacant(slot) => {
+                        slot.insert(map.next_value_seed(Unique)?);
+                    }
                 }
-                let value = map.next_value_seed(Unique)?;
-                object.insert(key, value);
             }
             Ok(Value::Object(object))
         }
