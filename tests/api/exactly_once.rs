@@ -348,7 +348,7 @@ async fn the_fraud_guard_counts_one_code_for_all_of_kratoss_attempts() {
             200
         );
     }
-    let text = crate::fraud::metrics_text(&app).await;
+    let text = metrics_text(&app).await;
     let cc = "{country_code=\"1\"}";
     for (series, expected) in [
         (format!("phone_courier_fraud_codes_sent_total{cc}"), 1.0),

@@ -117,18 +117,6 @@ async fn send(app: &TestApp, to: &str, code: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-pub async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn circuits(app: &TestApp) -> Vec<(String, String)> {
     let v: Value = app
         .client
@@ -180,7 +168,7 @@ async fn a_503_from_the_primary_goes_to_the_secondary_in_the_same_request() {
         vec![sms_form(SW_FROM, "+14155550123", "482917")]
     );
     assert!(p.primary.inbox().is_empty(), "one message in total");
-    let text = metrics(&p.app).await;
+    let text = metrics_text(&p.app).await;
     assert!(
         text.contains(r#"phone_courier_provider_failovers_total{from="twilio",channel="sms"} 1"#),
         "{text}"
@@ -219,7 +207,7 @@ async fn a_primary_down_for_good_opens_its_circuit_and_a_probe_closes_it() {
             ("signalwire".to_owned(), "closed".to_owned())
         ]
     );
-    assert!(metrics(&p.app)
+    assert!(metrics_text(&p.app)
         .await
         .contains(r#"phone_courier_provider_circuit_open{provider="twilio"} 1"#));
     // Still open just before open_ms: skipped.
@@ -367,7 +355,7 @@ async fn a_landline_call_fails_over_and_the_retry_is_answered_from_the_ledger() 
     let calls = p.secondary.inbox();
     assert_eq!(calls.len(), 1);
     assert_eq!(sids[0], json!(calls[0].sid));
-    let text = metrics(&p.app).await;
+    let text = metrics_text(&p.app).await;
     assert!(
         text.contains(r#"phone_courier_provider_failovers_total{from="twilio",channel="voice"} 1"#),
         "{text}"

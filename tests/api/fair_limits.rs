@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::fraud::{metric, metrics_text};
+use crate::fraud::metric;
 use crate::helpers::*;
 
 /// Identity `i`'s id, as Kratos writes one.

@@ -11,18 +11,6 @@ use crate::helpers::*;
 
 const CONFIRMED: &str = "/v1/kratos/confirmed";
 
-pub async fn metrics_text(app: &TestApp) -> String {
-    let r = app
-        .client
-        .get(app.url("/metrics"))
-        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
-}
-
 /// The value of one metric line (`name{labels}`), 0 when absent.
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()

@@ -170,18 +170,6 @@ fn lookup_requests(got: &[wiremock::Request]) -> Vec<&wiremock::Request> {
         .collect()
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn each_line_type_gets_its_configured_action() {
     let app = app_with_lookup(&[]).await;
@@ -253,7 +241,7 @@ async fn each_line_type_gets_its_configured_action() {
             }
         }
     }
-    let text = metrics(&app).await;
+    let text = metrics_text(&app).await;
     assert!(
         text.contains(r#"phone_courier_lookups_total{result="non_fixed_voip"} 1"#),
         "{text}"
@@ -350,7 +338,7 @@ async fn a_swapped_sim_gets_no_recovery_code_but_a_verification_code() {
         "Body".to_owned(),
         "Your verification code is: 228133".to_owned()
     )));
-    let text = metrics(&app).await;
+    let text = metrics_text(&app).await;
     assert!(
         text.contains(r#"phone_courier_lookup_refusals_total{reason="sim_swap_suspected"} 1"#),
         "{text}"
@@ -441,7 +429,7 @@ async fn lookup_down_with_on_error_allow_sends_the_sms() {
             )
         ]
     );
-    let text = metrics(&app).await;
+    let text = metrics_text(&app).await;
     assert!(
         text.contains(r#"phone_courier_lookups_total{result="error"} 1"#),
         "{text}"
@@ -472,7 +460,7 @@ async fn lookup_down_with_on_error_refuse_answers_503_and_sends_nothing() {
     // A failure is not cached: each attempt asks again; nothing is sent.
     let lookup = ("GET".to_owned(), "lookup".to_owned(), number.to_owned());
     assert_eq!(received(&app).await, [lookup.clone(), lookup]);
-    let text = metrics(&app).await;
+    let text = metrics_text(&app).await;
     assert!(
         text.contains(r#"phone_courier_lookup_refusals_total{reason="lookup_unavailable"} 2"#),
         "{text}"
@@ -944,7 +932,7 @@ async fn lookups_past_their_hourly_cap_follow_on_error() {
         assert_eq!(lookup_requests(&got).len(), 2, "{on_error}: the cap holds");
         let sent = if on_error == "allow" { 3 } else { 2 };
         assert_eq!(creates_at(&got, "/Messages.json"), sent, "{on_error}");
-        let text = metrics(&app).await;
+        let text = metrics_text(&app).await;
         assert!(
             text.contains("phone_courier_lookups_capped_total 1"),
             "{on_error}: {text}"

@@ -7,7 +7,7 @@ use kratos_phone_courier::config::{Config, Sources};
 use kratos_phone_courier::provider::signature;
 use twilio_sandbox::Fault;
 
-use crate::failover::{creates, metrics, two_providers, two_providers_with, SW_FROM, SW_TOKEN};
+use crate::failover::{creates, two_providers, two_providers_with, SW_FROM, SW_TOKEN};
 use crate::helpers::*;
 
 const PUBLIC: &str = "https://courier.example.com";
@@ -112,7 +112,7 @@ async fn signalwire_is_given_its_own_callback_url_and_its_signed_callbacks_count
             "{header}"
         );
     }
-    let text = metrics(&p.app).await;
+    let text = metrics_text(&p.app).await;
     assert!(
         text.contains(
             r#"phone_courier_delivery_status_total{channel="sms",status="delivered",error_code="none"} 2"#
@@ -193,7 +193,7 @@ async fn a_status_callback_counts_only_with_its_own_providers_key() {
         "a call placed at SignalWire"
     );
     assert_eq!(creates(&p.secondary), Vec::<Vec<(String, String)>>::new());
-    let text = metrics(&p.app).await;
+    let text = metrics_text(&p.app).await;
     assert!(
         !text.contains(r#"phone_courier_delivery_status_total{channel="sms",status="undelivered""#),
         "a refused callback was counted: {text}"

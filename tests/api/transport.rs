@@ -18,7 +18,7 @@ use twilio_sandbox::{Sandbox, SandboxConfig, SIGNALWIRE_PROJECT_ID};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::failover::{creates, metrics, serve, SW_FROM, SW_TOKEN};
+use crate::failover::{creates, serve, SW_FROM, SW_TOKEN};
 use crate::helpers::*;
 
 /// A listener that never accepts, its accept queue (backlog 1) full of idle
@@ -191,7 +191,7 @@ async fn a_primary_that_drops_syns_fails_over_in_the_same_request() {
         "{answers:?}"
     );
     assert_eq!(creates(&secondary), vec![sms_form(SW_FROM, to, "482917")]);
-    let text = metrics(&app).await;
+    let text = metrics_text(&app).await;
     assert!(
         text.contains(r#"phone_courier_provider_failovers_total{from="twilio",channel="sms"} 1"#),
         "{text}"
@@ -242,7 +242,7 @@ async fn failing_to_reconcile_opens_the_circuit() {
         clock.advance(Duration::from_secs(1));
     }
     assert_eq!(circuit_of(&app, "twilio").await, "open");
-    assert!(metrics(&app)
+    assert!(metrics_text(&app)
         .await
         .contains(r#"phone_courier_provider_circuit_open{provider="twilio"} 1"#));
     let requests = primary.received_requests().await.unwrap();

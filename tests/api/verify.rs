@@ -98,7 +98,7 @@ async fn a_code_is_sent_approved_once_and_never_again() {
     );
     assert_eq!(app.provider_requests().await.len(), 1);
     // The approval is a confirmation for the fraud guard, counted once.
-    let text = crate::fraud::metrics_text(&app).await;
+    let text = metrics_text(&app).await;
     let cc = "{country_code=\"1\"}";
     for (series, expected) in [
         ("phone_courier_fraud_codes_sent_total", 1.0),

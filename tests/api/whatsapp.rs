@@ -93,18 +93,6 @@ fn sms_form(to: &str) -> Vec<(String, String)> {
     ])
 }
 
-pub(crate) async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .basic_auth(KRATOS_USER, Some(KRATOS_PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Kratos's first attempt and its five retries, each answered.
 pub(crate) async fn six_attempts(app: &TestApp, message: &Value, expected: Value) {
     for attempt in 0..6 {
@@ -137,7 +125,7 @@ async fn a_code_to_a_whatsapp_country_goes_as_the_template_with_the_code_and_no_
     // language, the code as variable 1, no Body.
     let fields = single_provider_request(&app, MESSAGES_PATH).await;
     assert_eq!(fields, whatsapp_form(BRAZIL, HX_PT));
-    assert!(metrics(&app)
+    assert!(metrics_text(&app)
         .await
         .contains(r#"phone_courier_sends_total{channel="whatsapp",country_code="55"} 1"#));
 }
@@ -217,7 +205,7 @@ async fn a_number_not_on_whatsapp_gets_the_sms_in_the_same_request_once() {
     assert_eq!(got.len(), 3);
     assert_eq!(form(&got[2])[0], ("To".to_owned(), BRAZIL.to_owned()));
     assert!(form(&got[2]).contains(&("Body".to_owned(), "Your login code is: 333444".to_owned())));
-    let m = metrics(&app).await;
+    let m = metrics_text(&app).await;
     assert!(
         m.contains(r#"phone_courier_whatsapp_fallback_sms_total{reason="whatsapp_refused"} 2"#),
         "{m}"
@@ -353,7 +341,7 @@ async fn an_undelivered_whatsapp_message_is_sent_by_sms_once() {
         .await;
     assert_eq!(r.json::<Value>().await.unwrap()["channel"], "sms");
     assert_eq!(app.provider_requests().await.len(), 3);
-    let m = metrics(&app).await;
+    let m = metrics_text(&app).await;
     assert!(
         m.contains(r#"phone_courier_whatsapp_fallback_sms_total{reason="whatsapp_undelivered"} 1"#),
         "{m}"
@@ -509,7 +497,7 @@ async fn a_whatsapp_message_without_a_receipt_in_time_is_sent_by_sms_once() {
     let r = app.post_json("/v1/sms", &code_message(BRAZIL)).await;
     assert_eq!(r.json::<Value>().await.unwrap()["duplicate"], true);
     assert_eq!(app.provider_requests().await.len(), 2);
-    let m = metrics(&app).await;
+    let m = metrics_text(&app).await;
     assert!(
         m.contains(r#"phone_courier_whatsapp_fallback_sms_total{reason="whatsapp_no_receipt"} 1"#),
         "{m}"
@@ -735,7 +723,7 @@ async fn a_whatsapp_code_and_its_confirmation_are_counted_by_the_fraud_guard() {
         r.json::<Value>().await.unwrap(),
         json!({"status": "recorded", "counted": 1})
     );
-    let m = metrics(&app).await;
+    let m = metrics_text(&app).await;
     let value = |name: &str| {
         let series = format!("{name}{{country_code=\"55\"}} ");
         m.lines()

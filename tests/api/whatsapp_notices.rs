@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::whatsapp::{
-    form_field, metrics, sent_through_the_sandbox, six_attempts, twilio_accepting_whatsapp,
+    form_field, sent_through_the_sandbox, six_attempts, twilio_accepting_whatsapp,
     twilio_not_on_whatsapp, wait_for_requests, whatsapp_env, whatsapp_status, BRAZIL, PUBLIC_URL,
     SMS_SID, US_MOBILE, WA_FROM, WA_SID,
 };
@@ -135,7 +135,7 @@ async fn a_notice_goes_as_the_utility_template_with_its_text_once_over_six_attem
         ])
     );
     // Sends carry their channel; a notice is no code for the fraud guard.
-    let m = metrics(&app).await;
+    let m = metrics_text(&app).await;
     assert!(
         m.contains(r#"phone_courier_sends_total{channel="whatsapp",country_code="55"} 1"#),
         "{m}"
@@ -192,7 +192,7 @@ async fn a_notice_not_on_whatsapp_gets_its_sms_in_the_same_request_once() {
             ("Body", "Your password was changed.")
         ])
     );
-    let m = metrics(&app).await;
+    let m = metrics_text(&app).await;
     assert!(
         m.contains(r#"phone_courier_whatsapp_fallback_sms_total{reason="whatsapp_refused"} 2"#),
         "{m}"
@@ -240,7 +240,7 @@ async fn an_undelivered_whatsapp_notice_is_sent_by_sms_once_as_a_notice() {
     let r = app.post_json("/v1/sms", &notice(BRAZIL)).await;
     assert_eq!(r.json::<Value>().await.unwrap()["duplicate"], true);
     assert_eq!(app.provider_requests().await.len(), 3);
-    let m = metrics(&app).await;
+    let m = metrics_text(&app).await;
     assert!(
         m.contains(r#"phone_courier_whatsapp_fallback_sms_total{reason="whatsapp_undelivered"} 1"#),
         "{m}"
@@ -270,7 +270,7 @@ async fn a_whatsapp_notice_without_a_receipt_in_time_is_sent_by_sms_once() {
         204
     );
     assert_eq!(app.provider_requests().await.len(), 2);
-    let m = metrics(&app).await;
+    let m = metrics_text(&app).await;
     assert!(
         m.contains(r#"phone_courier_whatsapp_fallback_sms_total{reason="whatsapp_no_receipt"} 1"#),
         "{m}"
